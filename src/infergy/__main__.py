@@ -1,0 +1,3 @@
+from infergy.cli import main
+
+main()

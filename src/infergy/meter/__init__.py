@@ -1,0 +1,25 @@
+"""Energy measurement: NVIDIA GPUs through NVML, CPU and DRAM through RAPL.
+
+    from infergy.meter import open_meter
+    with open_meter() as meter:                 # measures idle power first
+        with meter.window("decode") as w:
+            run_the_work()
+        print(w.measurement.energy_j, w.measurement.active_energy_j)
+"""
+
+from infergy.meter.base import Sensor, SensorError, SensorInfo, Unavailable
+from infergy.meter.meter import Meter, cuda_sync, open_meter
+from infergy.meter.window import DeviceEnergy, Measurement, Window
+
+__all__ = [
+    "DeviceEnergy",
+    "Measurement",
+    "Meter",
+    "Sensor",
+    "SensorError",
+    "SensorInfo",
+    "Unavailable",
+    "Window",
+    "cuda_sync",
+    "open_meter",
+]

@@ -1,0 +1,326 @@
+"""Measurement windows: what one window read, and the arithmetic that turns it into energy.
+
+A window collects, for each sensor, the cumulative counter and the power readings taken at
+its two edges and by the meter's background sampler in between. Energy by counter is the sum
+of the counter's steps (each step corrected for wrap-around); energy by sampled power is the
+trapezoid integral of the readings over the window. Both are kept; the counter is trusted
+where it exists.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
+
+from infergy.meter.base import Sensor, SensorError
+
+if TYPE_CHECKING:
+    from infergy.meter.meter import Meter
+
+# Power sources by preference for integration: instant readings follow the load; "average"
+# (NVML's 1 s average) lags it; "usage" is whatever nvmlDeviceGetPowerUsage means on that GPU.
+POWER_PREFERENCE = ("instant", "usage", "average")
+
+
+def counter_step(previous: float, current: float, range_j: float | None) -> float | None:
+    """Energy in J between two readings of a cumulative counter that wraps at `range_j`.
+
+    Returns None when the counter went backwards and does not wrap (driver reloaded)."""
+    if current >= previous:
+        return current - previous
+    if range_j:
+        return current + range_j - previous
+    return None
+
+
+def trapezoid_j(times_s: list[float], power_w: list[float], start_s: float, end_s: float) -> float:
+    """Integral in J of power readings over [start_s, end_s], by trapezoids between readings.
+
+    Beyond the first and last reading the power is held at that reading."""
+    if not times_s:
+        raise ValueError("no power readings to integrate")
+    energy = power_w[0] * max(0.0, times_s[0] - start_s)
+    for i in range(1, len(times_s)):
+        energy += 0.5 * (power_w[i] + power_w[i - 1]) * (times_s[i] - times_s[i - 1])
+    return energy + power_w[-1] * max(0.0, end_s - times_s[-1])
+
+
+def update_period_s(times_s: list[float], values: list[float]) -> float | None:
+    """Median time in s between changes of a polled counter; None with fewer than 3 changes.
+
+    The estimate cannot be finer than the polling period."""
+    changes = [t for i, t in enumerate(times_s[1:], 1) if values[i] != values[i - 1]]
+    if len(changes) < 3:
+        return None
+    return statistics.median(b - a for a, b in itertools.pairwise(changes))
+
+
+@dataclass(frozen=True)
+class DeviceEnergy:
+    """One sensor's share of a window. Energies in joules, power in watts, times in seconds.
+
+    `energy_j` is the trusted figure (`method` says which); None with `reason` when it could
+    not be determined. It is never 0 for a failed read."""
+
+    device: str  # "gpu0" (NVML index), "cpu0" (CPU package), "dram0"
+    kind: str  # "gpu", "cpu" or "dram"
+    energy_j: float | None
+    method: str | None  # "counter" or "sampled:<source>"
+    counter_energy_j: float | None  # from the cumulative energy counter
+    sampled_energy_j: float | None  # from integrated power readings
+    sampled_source: str | None  # which power reading was integrated
+    disagreement: float | None  # sampled / counter - 1
+    idle_w: float | None  # this device's idle power, measured before
+    active_energy_j: float | None  # energy_j - idle_w * duration: energy above idle
+    avg_power_w: float | None  # energy_j / duration
+    samples: int  # readings of this device in the window (edges included)
+    counter_update_s: float | None  # observed period between counter updates
+    resolution: float | None  # counter_update_s / duration: relative uncertainty of energy_j
+    other_sampled_j: dict[str, float] = field(default_factory=dict)  # other power sources
+    state_start: dict[str, object] = field(default_factory=dict)
+    state_end: dict[str, object] = field(default_factory=dict)
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What one window measured. GPU energy is the study's measure and `energy_j`; CPU
+    package and DRAM energy (RAPL) are reported apart, never added to it."""
+
+    name: str
+    start_unix_s: float  # wall-clock time at the window's start
+    duration_s: float
+    devices: tuple[DeviceEnergy, ...]
+    energy_j: float | None  # all measured GPUs; None if any is unknown or none is measured
+    active_energy_j: float | None  # GPU energy above idle
+    avg_power_w: float | None  # GPU energy / duration
+    cpu_energy_j: float | None  # CPU packages (RAPL); None when not measured
+    dram_energy_j: float | None  # DRAM (RAPL); None when not measured
+    method: str | None  # how GPU energy was found: "counter", "sampled:instant", ...
+    samples: int  # readings taken in the window, all devices
+    failed: bool  # a sensor failed during the window: do not use it as a data point
+    errors: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    reason: str | None = None  # why energy_j is None
+
+    def device(self, name: str) -> DeviceEnergy:
+        return next(d for d in self.devices if d.device == name)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class _Track:
+    """Readings of one sensor within one window."""
+
+    counter_t: list[float] = field(default_factory=list)
+    counter_v: list[float] = field(default_factory=list)
+    power_t: dict[str, list[float]] = field(default_factory=dict)
+    power_v: dict[str, list[float]] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    counter_at_edges: int = 0  # counter reads that succeeded at the window's edges (want 2)
+
+    def add(self, t_counter, counter, t_power, power, error) -> None:
+        if counter is not None:
+            self.counter_t.append(t_counter)
+            self.counter_v.append(counter)
+        for source, watts in power.items():
+            self.power_t.setdefault(source, []).append(t_power)
+            self.power_v.setdefault(source, []).append(watts)
+        if error:
+            self.errors.append(error)
+
+
+def read_sensor(sensor: Sensor, clock) -> tuple[float, float | None, float, dict, str | None]:
+    """Read a sensor's counter and power once: (t_counter, joules, t_power, watts, error)."""
+    error = None
+    t0 = clock()
+    try:
+        counter = sensor.read_energy_j()
+    except SensorError as err:
+        counter, error = None, str(err)
+    t1 = clock()
+    try:
+        power = sensor.read_power_w()
+    except SensorError as err:
+        power, error = {}, (f"{error}; {err}" if error else str(err))
+    t2 = clock()
+    return (t0 + t1) / 2, counter, (t1 + t2) / 2, power, error
+
+
+class Window:
+    """An open measurement window. Close it with `stop()` (or leave its with-block); the
+    result is then in `measurement`."""
+
+    def __init__(self, meter: Meter, name: str, record_state: bool = False):
+        self.meter = meter
+        self.name = name
+        self.measurement: Measurement | None = None
+        self._record_state = record_state
+        self._lock = threading.Lock()
+        self._tracks = [_Track() for _ in meter.sensors]
+        self._state_start = [s.state() if record_state else {} for s in meter.sensors]
+        meter.sync()
+        self.start_unix_s = time.time()
+        self.start_s = meter.clock()
+        self._read_edges()
+        meter._register(self)
+
+    def _read_edges(self) -> None:
+        for track, sensor in zip(self._tracks, self.meter.sensors, strict=True):
+            reading = read_sensor(sensor, self.meter.clock)
+            track.add(*reading)
+            track.counter_at_edges += reading[1] is not None
+
+    def add_reading(self, index: int, reading) -> None:
+        """Called by the meter's sampler with one sensor's reading."""
+        with self._lock:
+            # A reading taken before the window opened (the sampler was mid-tick) is dropped.
+            if self.measurement is None and reading[0] >= self.start_s:
+                self._tracks[index].add(*reading)
+
+    def stop(self) -> Measurement:
+        """Close the window (waiting for the GPU first) and return its Measurement."""
+        if self.measurement is not None:
+            return self.measurement
+        self.meter.sync()
+        end_s = self.meter.clock()
+        self.meter._unregister(self)
+        with self._lock:
+            self._read_edges()
+            duration = end_s - self.start_s
+            devices = [
+                self._device_energy(sensor, track, duration, end_s, state)
+                for sensor, track, state in zip(
+                    self.meter.sensors, self._tracks, self._state_start, strict=True
+                )
+            ]
+            self.measurement = summarize(
+                self.name, self.start_unix_s, duration, devices, self.meter, self._tracks
+            )
+        return self.measurement
+
+    def _device_energy(self, sensor: Sensor, track: _Track, duration: float, end_s: float,
+                       state_start: dict) -> DeviceEnergy:
+        counter_j = None
+        reason = None
+        if sensor.info.has_counter:
+            if track.counter_at_edges == 2:
+                steps = [
+                    counter_step(a, b, sensor.counter_range_j)
+                    for a, b in zip(track.counter_v, track.counter_v[1:], strict=False)
+                ]
+                if None in steps:
+                    reason = "energy counter went backwards (driver reloaded?)"
+                else:
+                    counter_j = sum(steps)
+            else:
+                reason = "energy counter not read at both window edges"
+        sampled = {
+            source: trapezoid_j(track.power_t[source], track.power_v[source], self.start_s, end_s)
+            for source in POWER_PREFERENCE
+            if len(track.power_t.get(source, ())) >= 2
+        }
+        source = next(iter(sampled), None)
+        sampled_j = sampled.pop(source) if source else None
+        if counter_j is not None:
+            energy, method = counter_j, "counter"
+        elif sampled_j is not None:
+            energy, method = sampled_j, f"sampled:{source}"
+        else:
+            energy, method = None, None
+            reason = reason or "no energy counter and fewer than 2 power readings"
+        idle_w = self.meter.idle_w.get(sensor.name)
+        period = update_period_s(track.counter_t, track.counter_v)
+        period = period or self.meter.counter_update_s.get(sensor.name)
+        active = None if energy is None or idle_w is None else energy - idle_w * duration
+        return DeviceEnergy(
+            device=sensor.name,
+            kind=sensor.info.kind,
+            energy_j=energy,
+            method=method,
+            counter_energy_j=counter_j,
+            sampled_energy_j=sampled_j,
+            sampled_source=source,
+            disagreement=(sampled_j / counter_j - 1) if sampled_j and counter_j else None,
+            idle_w=idle_w,
+            active_energy_j=active,
+            avg_power_w=energy / duration if energy is not None and duration > 0 else None,
+            samples=max(len(track.counter_v), len(track.power_t.get(source, ()))),
+            counter_update_s=period if method == "counter" else None,
+            resolution=(period / duration) if method == "counter" and period and duration > 0
+            else None,
+            other_sampled_j=sampled,
+            state_start=state_start,
+            state_end=sensor.state() if self._record_state else {},
+            reason=None if energy is not None else reason,
+        )
+
+    def __enter__(self) -> Window:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _total(devices: list[DeviceEnergy], kind: str, attr: str) -> float | None:
+    values = [getattr(d, attr) for d in devices if d.kind == kind]
+    if not values or None in values:
+        return None
+    return sum(values)
+
+
+def summarize(name: str, start_unix_s: float, duration: float, devices: list[DeviceEnergy],
+              meter: Meter, tracks: list[_Track]) -> Measurement:
+    """Totals, warnings and failure of a window from its devices' figures."""
+    errors = tuple(e for t in tracks for e in t.errors)
+    warnings: list[str] = []
+    gpus = [d for d in devices if d.kind == "gpu"]
+    for d in devices:
+        if d.resolution is not None and d.resolution > meter.precision:
+            warnings.append(
+                f"{d.device}: window of {duration:.3g} s is too short for "
+                f"{meter.precision:.1%} precision: its energy counter updates every "
+                f"{d.counter_update_s * 1000:.0f} ms (±{d.resolution:.1%}); measure at least "
+                f"{d.counter_update_s / meter.precision:.3g} s or repeat"
+            )
+        if (d.disagreement is not None and abs(d.disagreement) > meter.disagreement_warn
+                and duration >= 2.0):
+            warnings.append(
+                f"{d.device}: counter and sampled {d.sampled_source} power disagree by "
+                f"{d.disagreement:+.1%}"
+            )
+        if d.idle_w is None and d.energy_j is not None and d.kind == "gpu":
+            warnings.append(f"{d.device}: idle power not measured: no energy above idle")
+    energy = _total(devices, "gpu", "energy_j")
+    reason = None
+    if not gpus:
+        reason = "no GPU measured: " + (
+            "; ".join(u.reason for u in meter.unavailable if u.what.startswith("gpu"))
+            or "none selected"
+        )
+    elif energy is None:
+        reason = "; ".join(f"{d.device}: {d.reason}" for d in gpus if d.reason)
+    methods = sorted({d.method for d in gpus if d.method})
+    return Measurement(
+        name=name,
+        start_unix_s=start_unix_s,
+        duration_s=duration,
+        devices=tuple(devices),
+        energy_j=energy,
+        active_energy_j=_total(devices, "gpu", "active_energy_j"),
+        avg_power_w=energy / duration if energy is not None and duration > 0 else None,
+        cpu_energy_j=_total(devices, "cpu", "energy_j"),
+        dram_energy_j=_total(devices, "dram", "energy_j"),
+        method="+".join(methods) or None,
+        samples=sum(d.samples for d in devices),
+        failed=bool(errors),
+        errors=errors,
+        warnings=tuple(dict.fromkeys(warnings)),
+        reason=reason,
+    )
