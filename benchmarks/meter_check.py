@@ -3,8 +3,9 @@
 Holds the GPU idle, then under a steady bf16 matmul load, then a device-to-device copy load,
 each for at least --seconds, and prints for each phase: counter energy, sampled-power energy,
 their disagreement and idle power. Then measures what the sampler costs the load: throughput
-with no sampler against sampling at 50 ms and 10 ms, alternating runs, on the matmul load and
-on a launch-bound load of many tiny kernels (where a Python thread competes hardest).
+with no sampler against sampling power at 50 ms and 10 ms (and at 50 ms with the energy
+counter read at every tick too), alternating runs, on the matmul load and on a launch-bound
+load of many tiny kernels (where a Python thread competes hardest).
 
     PYTHONPATH=src python3 benchmarks/meter_check.py --out "$OUT"
 
@@ -102,8 +103,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=10.0, help="each load phase (s)")
     ap.add_argument("--idle-s", type=float, default=10.0, help="idle phases (s)")
-    ap.add_argument("--cost-seconds", type=float, default=5.0, help="each sampler-cost run (s)")
-    ap.add_argument("--cost-rounds", type=int, default=2)
+    ap.add_argument("--cost-seconds", type=float, default=2.0, help="each sampler-cost run (s)")
+    ap.add_argument("--cost-rounds", type=int, default=6)
     ap.add_argument("--out", type=Path, default=None, help="folder for meter_check.json/.md")
     args = ap.parse_args()
 
@@ -123,6 +124,15 @@ def main() -> int:
     print(f"{info.model} ({gpu}, {info.details['uuid']}), driver {info.details['driver']}, "
           f"power limit {info.details['power_limit_w']} W, counter {info.has_counter}, "
           f"power readings {info.power_sources}", flush=True)
+
+    sensor = meter.gpus[0]
+    latency = {}
+    for label, read in (("energy counter", sensor.read_energy_j), ("power", sensor.read_power_w)):
+        t0 = time.perf_counter()
+        for _ in range(100):
+            read()
+        latency[label] = (time.perf_counter() - t0) / 100 * 1000
+    print(f"one NVML read (ms): {latency}", flush=True)
 
     rows = []
     idle = meter.measure_idle(args.idle_s)
@@ -149,31 +159,37 @@ def main() -> int:
     step_mm = loads["matmul bf16 8192^3"][0]
     cost_loads = {"matmul bf16 8192^3": (step_mm, 10), "launch-bound tiny kernels":
                   (launch_bound_load(torch, device)[0], 1)}
-    periods = {"none": None, "50 ms": 0.05, "10 ms": 0.01}
+    # label: (power sampling period, counter polling period between window edges)
+    periods = {"none": (None, 1.0), "50 ms": (0.05, 1.0), "10 ms": (0.01, 1.0),
+               "50 ms, counter every tick": (0.05, 0.0)}
     cost = []
     agreement = []
     for load_name, (step, chunk) in cost_loads.items():
         run_for(torch, step, 2.0, chunk)
         rates: dict[str, list[float]] = {p: [] for p in periods}
+        busy: dict[str, list[float]] = {p: [] for p in periods}
         for _ in range(args.cost_rounds):
-            for label, period in periods.items():
-                probe = Meter(meter.sensors, sample_period_s=period)
+            for label, (period, counter_period) in periods.items():
+                probe = Meter(meter.sensors, sample_period_s=period,
+                              counter_period_s=counter_period)
                 with probe.window(label) as w:
                     n = run_for(torch, step, args.cost_seconds, chunk)
                 rates[label].append(n / w.measurement.duration_s)
+                busy[label].append(probe.sampler_cpu_s / w.measurement.duration_s)
                 d = w.measurement.device(gpu)
                 agreement.append({"load": load_name, "period": label,
                                   "disagreement": d.disagreement, "samples": d.samples})
-        base = statistics.mean(rates["none"])
-        spread = (max(rates["none"]) - min(rates["none"])) / base
+        base = statistics.median(rates["none"])
+        spread = statistics.stdev(rates["none"]) / base if len(rates["none"]) > 1 else None
         for label in periods:
             cost.append({
                 "load": load_name,
                 "sampler": label,
-                "steps_per_s": statistics.mean(rates[label]),
+                "steps_per_s": statistics.median(rates[label]),
                 "runs": rates[label],
-                "slowdown": 1 - statistics.mean(rates[label]) / base,
-                "baseline_spread": spread,
+                "slowdown": 1 - statistics.median(rates[label]) / base,
+                "baseline_cv": spread,
+                "sampler_cpu_fraction": statistics.mean(busy[label]),
             })
     meter.close()
 
@@ -185,6 +201,7 @@ def main() -> int:
         "versions": provenance.software_versions() | {"torch_cuda": torch.version.cuda},
         "host": provenance.host(),
         "sample_period_s": meter.sample_period_s,
+        "read_latency_ms": latency,
         "phases": rows,
         "sampler_cost": cost,
         "sampled_agreement": agreement,
@@ -212,7 +229,9 @@ def render(r: dict) -> str:
         f"{g['model']}, driver {g['driver']}, power limit {g['power_limit_w']} W; "
         f"torch {r['versions']['torch']} (CUDA {r['versions']['torch_cuda']}), "
         f"nvidia-ml-py {r['versions']['nvidia-ml-py']}; {r['date']}; sampler period "
-        f"{r['sample_period_s'] * 1000:.0f} ms",
+        f"{r['sample_period_s'] * 1000:.0f} ms; one read of the counter "
+        f"{r['read_latency_ms']['energy counter']:.2f} ms, of power "
+        f"{r['read_latency_ms']['power']:.2f} ms",
         "",
         "| phase | s | counter J | sampled J (source) | disagreement | 1 s average J "
         "disagreement | avg W | idle W | above idle J | counter update ms | rate |",
@@ -226,15 +245,21 @@ def render(r: dict) -> str:
             f"{_num(p['idle_w'])} | {_num(p['active_j'])} | {_num(p['counter_update_ms'], 0)} | "
             f"{p['rate']} |"
         )
-    lines += ["", "| load | sampler | steps/s | slowdown vs none | spread of no-sampler runs |",
-              "|---|---|---|---|---|"]
+    lines += ["", "| load | sampler | median steps/s | slowdown vs none | CV of no-sampler runs "
+              "| sampler thread CPU (share of one core) |", "|---|---|---|---|---|---|"]
     for c in r["sampler_cost"]:
+        cv = "n/a" if c["baseline_cv"] is None else f"{c['baseline_cv']:.2%}"
         lines.append(f"| {c['load']} | {c['sampler']} | {c['steps_per_s']:.2f} | "
-                     f"{_pct(c['slowdown'])} | {c['baseline_spread']:.2%} |")
-    lines += ["", "| load | sampler | counter vs sampled | readings |", "|---|---|---|---|"]
+                     f"{_pct(c['slowdown'])} | {cv} | {c['sampler_cpu_fraction']:.2%} |")
+    lines += ["", "| load | sampler | runs | sampled vs counter: mean | worst | readings per run |",
+              "|---|---|---|---|---|---|"]
+    groups: dict[tuple[str, str], list[dict]] = {}
     for a in r["sampled_agreement"]:
-        lines.append(f"| {a['load']} | {a['period']} | {_pct(a['disagreement'])} | "
-                     f"{a['samples']} |")
+        groups.setdefault((a["load"], a["period"]), []).append(a)
+    for (load, period), runs in groups.items():
+        d = [a["disagreement"] for a in runs if a["disagreement"] is not None]
+        lines.append(f"| {load} | {period} | {len(runs)} | {_pct(statistics.mean(d))} | "
+                     f"{_pct(max(d, key=abs))} | {statistics.median(a['samples'] for a in runs)} |")
     return "\n".join(lines) + "\n"
 
 

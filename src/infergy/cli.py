@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import signal
 import subprocess
 import sys
@@ -26,7 +27,8 @@ err = Console(stderr=True)
 # Exit codes of `infergy meter` when the command never ran, as a shell would give them.
 EXIT_NOT_FOUND = 127
 EXIT_NOT_EXECUTABLE = 126
-EXIT_INTERRUPTED = 130
+# Seconds a command gets to end after Ctrl-C, before it is signalled, then killed.
+INTERRUPT_GRACE_S = 2.0
 
 
 def _version(value: bool) -> None:
@@ -149,20 +151,15 @@ def meter(
         raise typer.BadParameter(f"expected NVML indices like 0,1; got {gpus!r}",
                                  param_hint="--gpus") from None
 
-    sink = err if output is None else Console(file=output.open("w"), width=120)
     with open_meter(indices, cpu=cpu, idle_s=0, sample_period_s=period_ms / 1000) as m:
         for u in m.unavailable:
             err.print(f"[dim]infergy: not measurable: {u.what}: {u.reason}[/]")
         if idle_s > 0 and m.sensors:
             with err.status(f"infergy: measuring idle power for {idle_s:g} s ..."):
                 m.measure_idle(idle_s)
-        code, interrupted = None, False
-        window = m.start(" ".join(command))
+        window = m.start(shlex.join(command))
         try:
-            code = _run(command)
-        except KeyboardInterrupt:
-            interrupted = True
-            code = EXIT_INTERRUPTED
+            code, interrupted = _run(command)
         except FileNotFoundError:
             window.stop()
             err.print(f"infergy: command not found: {command[0]}")
@@ -172,54 +169,71 @@ def meter(
             err.print(f"infergy: permission denied: {command[0]} is not executable")
             raise typer.Exit(EXIT_NOT_EXECUTABLE) from None
         result = window.stop()
-        if as_json:
-            payload = {
-                "command": command,
-                "exit_code": code,
-                "interrupted": interrupted,
-                "measurement": result.to_dict(),
-                "idle": m.idle.to_dict() if m.idle else None,
-                "unavailable": [{"what": u.what, "reason": u.reason} for u in m.unavailable],
-                "warnings": m.warnings,
-            }
-            sink.print_json(json.dumps(payload))
-        else:
-            _print_meter(sink, command, code, interrupted, result, m)
-    if output is not None:
-        sink.file.close()
+    if as_json:
+        payload = {
+            "command": command,
+            "exit_code": code,
+            "interrupted": interrupted,
+            "measurement": result.to_dict(),
+            "idle": m.idle.to_dict() if m.idle else None,
+            "unavailable": [{"what": u.what, "reason": u.reason} for u in m.unavailable],
+            "warnings": m.warnings,
+        }
+        _write(output, lambda c: c.print_json(json.dumps(payload)))
+    else:
+        _write(output, lambda c: _print_meter(c, command, code, interrupted, result, m))
     raise typer.Exit(code)
 
 
-def _run(command: list[str]) -> int:
-    """Run the command (no shell) to its end; its exit status as a shell reports it.
+def _write(output: Path | None, render) -> None:
+    """Render to stderr, or to the file `output` (opened only now that there is a result)."""
+    if output is None:
+        render(err)
+        return
+    with output.open("w") as f:
+        render(Console(file=f, width=120))
 
-    On Ctrl-C or SIGTERM the command is interrupted too, given 10 s to end, then killed,
-    and KeyboardInterrupt is raised."""
+
+def _run(command: list[str]) -> tuple[int, bool]:
+    """Run the command (no shell) to its end: (exit status as a shell reports it, whether it
+    was interrupted).
+
+    On Ctrl-C the terminal signals the command too: it gets INTERRUPT_GRACE_S to end by
+    itself before it is sent SIGINT (for a signal sent to infergy alone), then killed after
+    as long again. SIGTERM to infergy is handled the same way."""
     proc = subprocess.Popen(command)
 
     def _terminate(signum, frame):
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, _terminate)
+    interrupted = False
     try:
         code = proc.wait()
     except KeyboardInterrupt:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=10)
-            except (subprocess.TimeoutExpired, KeyboardInterrupt):
-                proc.kill()
-                proc.wait()
-        raise
+        interrupted = True
+        code = _stop(proc)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    return 128 - code if code < 0 else code
+    return (128 - code if code < 0 else code), interrupted
+
+
+def _stop(proc: subprocess.Popen) -> int:
+    """After Ctrl-C: let the command end by itself, then send it SIGINT, then kill it.
+    Another Ctrl-C moves on to the next step. Returns its exit status."""
+    for step in (lambda: None, lambda: proc.send_signal(signal.SIGINT), proc.kill):
+        try:
+            if proc.poll() is None:
+                step()
+            return proc.wait(timeout=INTERRUPT_GRACE_S)
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):
+            continue
+    return proc.wait()
 
 
 def _print_meter(sink: Console, command, code, interrupted, result, m) -> None:
-    status = "[red]interrupted[/]: measured so far" if interrupted else f"exit code {code}"
-    sink.print(f"\n[bold]infergy meter[/]: {' '.join(command)}  ({status})")
+    status = f"exit code {code}" + (", [red]interrupted[/]: measured so far" if interrupted else "")
+    sink.print(f"\n[bold]infergy meter[/]: {shlex.join(command)}  ({status})")
     sink.print(f"  time {result.duration_s:.3f} s")
     if result.devices:
         sink.print(_measurement_table(result, "energy"))

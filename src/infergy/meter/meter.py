@@ -12,6 +12,8 @@ from infergy.meter.base import Sensor, Unavailable
 from infergy.meter.window import Measurement, Window, read_sensor
 
 DEFAULT_SAMPLE_PERIOD_S = 0.05
+DEFAULT_COUNTER_PERIOD_S = 1.0
+IDLE_SAMPLE_PERIOD_S = 0.02
 DEFAULT_IDLE_S = 5.0
 DEFAULT_PRECISION = 0.01
 
@@ -31,7 +33,12 @@ def cuda_sync() -> None:
 class Meter:
     """Measures energy over windows, for every sensor it holds.
 
-    `sample_period_s` is the background sampler's period (None: no sampler, edges only);
+    `sample_period_s` is the background sampler's period (None: no sampler, edges only).
+    The sampler reads power every period but the energy counter only every
+    `counter_period_s`: the window edges give the counter energy, and between them the
+    counter is read only to follow wrap-arounds (RAPL) and its update period. One NVML
+    counter read takes about 4 ms on an H100 (a power read about 10 µs), and reading it often
+    slows a launch-bound workload by several percent (docs/measurements.md).
     `precision` is the relative precision asked of a window: shorter windows are flagged.
     `sync` is called at every window edge so that queued GPU work lands in the right window.
     """
@@ -43,6 +50,7 @@ class Meter:
         unavailable: Sequence[Unavailable] = (),
         warnings: Sequence[str] = (),
         sample_period_s: float | None = DEFAULT_SAMPLE_PERIOD_S,
+        counter_period_s: float = DEFAULT_COUNTER_PERIOD_S,
         precision: float = DEFAULT_PRECISION,
         disagreement_warn: float = 0.05,
         sync: Callable[[], None] = cuda_sync,
@@ -57,6 +65,7 @@ class Meter:
         self.unavailable = list(unavailable)
         self.warnings = list(warnings)
         self.sample_period_s = sample_period_s
+        self.counter_period_s = counter_period_s
         self.precision = precision
         self.disagreement_warn = disagreement_warn
         self.sync = sync
@@ -64,6 +73,7 @@ class Meter:
         self.idle_w: dict[str, float] = {}  # per sensor, from measure_idle
         self.counter_update_s: dict[str, float] = {}  # per sensor, observed at idle
         self.idle: Measurement | None = None
+        self.sampler_cpu_s = 0.0  # CPU time the sampler thread has used: its cost
         self._on_close = on_close
         self._windows: list[Window] = []
         self._lock = threading.Lock()
@@ -91,9 +101,21 @@ class Meter:
 
     def measure_idle(self, seconds: float = DEFAULT_IDLE_S) -> Measurement:
         """Hold still for `seconds` and record each sensor's idle power (W), which later
-        windows subtract to give energy above idle. Run it with the GPUs at rest."""
-        with self.window("idle", record_state=True) as w:
-            time.sleep(seconds)
+        windows subtract to give energy above idle. Run it with the GPUs at rest.
+
+        The counter is polled at every sampler tick here, every 20 ms at most, to observe its
+        update period (which NVML does not report)."""
+        if self._windows:
+            raise RuntimeError("measure idle power with no window open: the GPUs must be at rest")
+        saved = self.counter_period_s, self.sample_period_s
+        self.counter_period_s = 0.0
+        if self.sample_period_s:
+            self.sample_period_s = min(self.sample_period_s, IDLE_SAMPLE_PERIOD_S)
+        try:
+            with self.window("idle", record_state=True) as w:
+                time.sleep(seconds)
+        finally:
+            self.counter_period_s, self.sample_period_s = saved
         m = w.measurement
         self.idle = m
         for d in m.devices:
@@ -103,9 +125,10 @@ class Meter:
                 self.counter_update_s[d.device] = d.counter_update_s
             busy = d.state_end.get("utilization_pct")
             if busy:
+                idle = "n/a" if d.avg_power_w is None else f"{d.avg_power_w:.1f} W"
                 self.warnings.append(
                     f"{d.device} was {busy}% busy while idle power was measured: "
-                    f"idle {d.avg_power_w:.1f} W is overstated"
+                    f"idle {idle} is overstated"
                 )
         return m
 
@@ -133,16 +156,22 @@ class Meter:
     def _sample(self, stop: threading.Event) -> None:
         period = self.sample_period_s
         next_tick = self.clock() + period
+        next_counter = self.clock() + self.counter_period_s
         while not stop.wait(max(0.0, next_tick - self.clock())):
             next_tick += period
             if next_tick < self.clock():  # fell behind (slow reads): skip, do not burst
                 next_tick = self.clock() + period
+            with_counter = self.clock() >= next_counter
+            if with_counter:
+                next_counter = self.clock() + self.counter_period_s
+            cpu_start = time.thread_time()
             for i, sensor in enumerate(self.sensors):
-                reading = read_sensor(sensor, self.clock)
+                reading = read_sensor(sensor, self.clock, with_counter)
                 with self._lock:
                     windows = list(self._windows)
                 for w in windows:
                     w.add_reading(i, reading)
+            self.sampler_cpu_s += time.thread_time() - cpu_start
 
     # -- lifetime ------------------------------------------------------------------------------
     def close(self) -> None:

@@ -49,50 +49,53 @@ def visible_devices(
 ) -> tuple[list[int], list[str]]:
     """Map a CUDA_VISIBLE_DEVICES value to NVML device indices, as CUDA reads it.
 
-    `uuids[i]` is the UUID of NVML device i ("GPU-..."). Entries are integers (CUDA indices,
-    taken as NVML's PCI-bus order) or UUID prefixes. As in CUDA, the list ends at the first
-    invalid entry. Returns the NVML indices in CUDA order and warnings for the user.
+    `uuids[i]` and `names[i]` are the UUID ("GPU-...") and model of NVML device i. Entries are
+    integers (CUDA indices, taken as NVML's PCI-bus order) or UUID prefixes. As in CUDA, the
+    list ends at the first invalid entry. Returns the NVML indices in CUDA order and
+    warnings for the user.
     """
-    if setting is None:
-        return list(range(len(uuids))), []
     warnings: list[str] = []
     indices: list[int] = []
-    if not setting.strip():
-        return indices, warnings
-    for raw in setting.split(","):
-        entry = raw.strip()
-        index: int | None = None
-        if not entry:
-            pass
-        elif entry.lstrip("-").isdigit():
-            n = int(entry)
-            index = n if 0 <= n < len(uuids) else None
-        elif entry.startswith("MIG-"):
-            warnings.append(
-                f"CUDA_VISIBLE_DEVICES entry {entry!r} is a MIG instance: NVML measures "
-                "whole GPUs, so it is not measured"
-            )
-            break
-        else:
-            prefix = entry if entry.startswith("GPU-") else f"GPU-{entry}"
-            matches = [i for i, u in enumerate(uuids) if u.startswith(prefix)]
-            index = matches[0] if len(matches) == 1 else None
-        if index is None or index in indices:
-            warnings.append(
-                f"CUDA_VISIBLE_DEVICES entry {entry!r} matches no single GPU here "
-                f"({len(uuids)} found): CUDA ignores it and every entry after it"
-            )
-            break
-        indices.append(index)
+    by_number = setting is None
+    if setting is None:
+        indices = list(range(len(uuids)))
+    elif setting.strip():
+        for raw in setting.split(","):
+            entry = raw.strip()
+            index: int | None = None
+            if entry.lstrip("-").isdigit():
+                by_number = True
+                n = int(entry)
+                index = n if 0 <= n < len(uuids) else None
+            elif entry.startswith("MIG-"):
+                warnings.append(
+                    f"CUDA_VISIBLE_DEVICES entry {entry!r} is a MIG instance: NVML measures "
+                    "whole GPUs, so it is not measured"
+                )
+                break
+            elif entry:
+                prefix = entry if entry.startswith("GPU-") else f"GPU-{entry}"
+                matches = [i for i, u in enumerate(uuids) if u.startswith(prefix)]
+                index = matches[0] if len(matches) == 1 else None
+            if index is None or index in indices:
+                warnings.append(
+                    f"CUDA_VISIBLE_DEVICES entry {entry!r} matches no single GPU here "
+                    f"({len(uuids)} found): CUDA ignores it and every entry after it"
+                )
+                break
+            indices.append(index)
+    # CUDA numbers GPUs fastest first unless told otherwise; NVML in PCI-bus order. The two
+    # agree only when all GPUs of the machine are of one model.
     if (
-        names
-        and len(indices) > 1
-        and len({names[i] for i in indices}) > 1
+        by_number
+        and names
+        and len(set(names)) > 1
         and os.environ.get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID"
     ):
         warnings.append(
-            "GPUs of different models are visible and CUDA_DEVICE_ORDER is not PCI_BUS_ID: "
-            "CUDA may number them differently from NVML; set CUDA_DEVICE_ORDER=PCI_BUS_ID"
+            "this machine has GPUs of different models and CUDA_DEVICE_ORDER is not "
+            "PCI_BUS_ID: CUDA may number them differently from NVML, so the GPU measured may "
+            "not be the one used; set CUDA_DEVICE_ORDER=PCI_BUS_ID or name GPUs by UUID"
         )
     return indices, warnings
 
@@ -240,7 +243,14 @@ def nvml_gpus(
             missing.append(Unavailable(f"gpu{i}", f"no GPU with NVML index {i} ({count} found)"))
             continue
         try:
-            gpus.append(NvmlGpu(i, cuda_index if from_env else None))
+            gpu = NvmlGpu(i, cuda_index if from_env else None)
         except pynvml.NVMLError as err:
             missing.append(Unavailable(f"gpu{i}", f"could not open: {_error(err)}"))
+            continue
+        if gpu.info.has_counter or gpu.info.power_sources:
+            gpus.append(gpu)
+        else:
+            missing.append(Unavailable(
+                gpu.name, f"{gpu.info.model} offers neither an energy counter nor power readings"
+            ))
     return gpus, missing, warnings

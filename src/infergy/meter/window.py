@@ -9,12 +9,10 @@ where it exists.
 
 from __future__ import annotations
 
-import itertools
-import statistics
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from infergy.meter.base import Sensor, SensorError
 
@@ -50,13 +48,13 @@ def trapezoid_j(times_s: list[float], power_w: list[float], start_s: float, end_
 
 
 def update_period_s(times_s: list[float], values: list[float]) -> float | None:
-    """Median time in s between changes of a polled counter; None with fewer than 3 changes.
-
-    The estimate cannot be finer than the polling period."""
+    """Mean time in s between changes of a polled counter, or None when it cannot be seen:
+    fewer than 3 changes, or a counter polled too slowly (a change at more than half the
+    readings: the estimate would be the polling period, not the counter's)."""
     changes = [t for i, t in enumerate(times_s[1:], 1) if values[i] != values[i - 1]]
-    if len(changes) < 3:
+    if len(changes) < 3 or len(changes) > len(values) / 2:
         return None
-    return statistics.median(b - a for a, b in itertools.pairwise(changes))
+    return (changes[-1] - changes[0]) / (len(changes) - 1)
 
 
 @dataclass(frozen=True)
@@ -114,6 +112,35 @@ class Measurement:
         return asdict(self)
 
 
+class Reading(NamedTuple):
+    """One read of a sensor. Each read happened at some instant within its (begin, end)."""
+
+    counter_begin_s: float
+    counter_end_s: float
+    counter_j: float | None  # None: not read, or the read failed
+    power_begin_s: float
+    power_end_s: float
+    power_w: dict[str, float] | None  # by source; None: the read failed
+    error: str | None
+
+
+def read_sensor(sensor: Sensor, clock, with_counter: bool = True) -> Reading:
+    """Read a sensor's power, and its counter unless told not to, once."""
+    error = counter = None
+    t0 = clock()
+    if with_counter:
+        try:
+            counter = sensor.read_energy_j()
+        except SensorError as err:
+            error = str(err)
+    t1 = clock()
+    try:
+        power = sensor.read_power_w()
+    except SensorError as err:
+        power, error = None, (f"{error}; {err}" if error else str(err))
+    return Reading(t0, t1, counter, t1, clock(), power, error)
+
+
 @dataclass
 class _Track:
     """Readings of one sensor within one window."""
@@ -124,33 +151,27 @@ class _Track:
     power_v: dict[str, list[float]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     counter_at_edges: int = 0  # counter reads that succeeded at the window's edges (want 2)
+    power_failures: int = 0  # power reads that failed: the integral would have gaps
+    counter_end_s: float = float("-inf")  # end of the last counter read kept
+    power_end_s: float = float("-inf")
 
-    def add(self, t_counter, counter, t_power, power, error) -> None:
-        if counter is not None:
-            self.counter_t.append(t_counter)
-            self.counter_v.append(counter)
-        for source, watts in power.items():
-            self.power_t.setdefault(source, []).append(t_power)
-            self.power_v.setdefault(source, []).append(watts)
-        if error:
-            self.errors.append(error)
-
-
-def read_sensor(sensor: Sensor, clock) -> tuple[float, float | None, float, dict, str | None]:
-    """Read a sensor's counter and power once: (t_counter, joules, t_power, watts, error)."""
-    error = None
-    t0 = clock()
-    try:
-        counter = sensor.read_energy_j()
-    except SensorError as err:
-        counter, error = None, str(err)
-    t1 = clock()
-    try:
-        power = sensor.read_power_w()
-    except SensorError as err:
-        power, error = {}, (f"{error}; {err}" if error else str(err))
-    t2 = clock()
-    return (t0 + t1) / 2, counter, (t1 + t2) / 2, power, error
+    def add(self, r: Reading) -> None:
+        # Readings come from two threads (window edges, sampler). One whose read began
+        # before the last kept read ended may have happened first: it is dropped, so the
+        # counter never seems to run backwards (a whole wrap-around range, for RAPL).
+        if r.counter_j is not None and r.counter_begin_s >= self.counter_end_s:
+            self.counter_t.append((r.counter_begin_s + r.counter_end_s) / 2)
+            self.counter_v.append(r.counter_j)
+            self.counter_end_s = r.counter_end_s
+        if r.power_w is None:
+            self.power_failures += 1
+        elif r.power_begin_s >= self.power_end_s:
+            for source, watts in r.power_w.items():
+                self.power_t.setdefault(source, []).append((r.power_begin_s + r.power_end_s) / 2)
+                self.power_v.setdefault(source, []).append(watts)
+            self.power_end_s = r.power_end_s
+        if r.error:
+            self.errors.append(r.error)
 
 
 class Window:
@@ -174,15 +195,14 @@ class Window:
     def _read_edges(self) -> None:
         for track, sensor in zip(self._tracks, self.meter.sensors, strict=True):
             reading = read_sensor(sensor, self.meter.clock)
-            track.add(*reading)
-            track.counter_at_edges += reading[1] is not None
+            track.add(reading)
+            track.counter_at_edges += reading.counter_j is not None
 
-    def add_reading(self, index: int, reading) -> None:
+    def add_reading(self, index: int, reading: Reading) -> None:
         """Called by the meter's sampler with one sensor's reading."""
         with self._lock:
-            # A reading taken before the window opened (the sampler was mid-tick) is dropped.
-            if self.measurement is None and reading[0] >= self.start_s:
-                self._tracks[index].add(*reading)
+            if self.measurement is None:
+                self._tracks[index].add(reading)
 
     def stop(self) -> Measurement:
         """Close the window (waiting for the GPU first) and return its Measurement."""
@@ -221,10 +241,12 @@ class Window:
                     counter_j = sum(steps)
             else:
                 reason = "energy counter not read at both window edges"
+        # Power that could not be read for part of the window is not integrated: holding the
+        # last reading over the gap would make a number up.
         sampled = {
             source: trapezoid_j(track.power_t[source], track.power_v[source], self.start_s, end_s)
             for source in POWER_PREFERENCE
-            if len(track.power_t.get(source, ())) >= 2
+            if len(track.power_t.get(source, ())) >= 2 and not track.power_failures
         }
         source = next(iter(sampled), None)
         sampled_j = sampled.pop(source) if source else None
@@ -234,6 +256,9 @@ class Window:
             energy, method = sampled_j, f"sampled:{source}"
         else:
             energy, method = None, None
+            if track.power_failures:
+                reason = (f"{reason}; " if reason else "") + (
+                    f"{track.power_failures} power reads failed during the window")
             reason = reason or "no energy counter and fewer than 2 power readings"
         idle_w = self.meter.idle_w.get(sensor.name)
         period = update_period_s(track.counter_t, track.counter_v)
@@ -295,8 +320,6 @@ def summarize(name: str, start_unix_s: float, duration: float, devices: list[Dev
                 f"{d.device}: counter and sampled {d.sampled_source} power disagree by "
                 f"{d.disagreement:+.1%}"
             )
-        if d.idle_w is None and d.energy_j is not None and d.kind == "gpu":
-            warnings.append(f"{d.device}: idle power not measured: no energy above idle")
     energy = _total(devices, "gpu", "energy_j")
     reason = None
     if not gpus:
