@@ -92,7 +92,8 @@ def env(as_json: bool = typer.Option(False, "--json", help="Print JSON instead o
     table.add_column("package")
     table.add_column("version")
     for name, version in versions.items():
-        table.add_row(name, version or "[dim]not installed[/]")
+        missing = "not a git checkout" if name == "infergy_commit" else "not installed"
+        table.add_row(name, version or f"[dim]{missing}[/]")
     out.print(table)
 
 
