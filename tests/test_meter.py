@@ -540,3 +540,27 @@ def test_sampler_reading_racing_a_window_start_does_not_corrupt_it(make_meter, s
         m = inner.stop()
     assert sampler_read.is_set()  # the race did happen
     assert m.energy_j == pytest.approx(100.0 * m.duration_s, abs=tolerance_j(100.0, 0.0))
+
+
+# -- phases sharing edges ------------------------------------------------------------------------
+
+
+def test_split_fork_and_stop_together_share_edges(make_meter):
+    # A request window with prefill then decode inside it, as the point runner opens them.
+    gpu = SimulatedGpu(power_w=100.0, update_s=0.0)
+    meter = make_meter([gpu])
+    request = meter.start("request")
+    prefill = request.fork("prefill")
+    time.sleep(0.1)
+    gpu.set_power(300.0)
+    decode = prefill.split("decode")
+    time.sleep(0.2)
+    m_decode, m_request = meter.stop(decode, request)
+    m_prefill = prefill.measurement
+    assert m_prefill.start_unix_s == m_request.start_unix_s  # fork: the same start edge
+    # split and stop together: phases tile the request exactly, in time and energy
+    assert m_prefill.duration_s + m_decode.duration_s == pytest.approx(m_request.duration_s)
+    assert m_prefill.energy_j + m_decode.energy_j == pytest.approx(m_request.energy_j)
+    assert m_prefill.avg_power_w == pytest.approx(100.0, rel=0.1)
+    assert m_decode.avg_power_w == pytest.approx(300.0, rel=0.1)
+    assert meter.stop(decode) == [m_decode]  # stopping again returns the same result

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from infergy.meter.base import Sensor, Unavailable
-from infergy.meter.window import Measurement, Window, read_sensor
+from infergy.meter.window import Measurement, Window, read_edge, read_sensor
 
 DEFAULT_SAMPLE_PERIOD_S = 0.05
 DEFAULT_COUNTER_PERIOD_S = 1.0
@@ -98,6 +98,17 @@ class Meter:
             yield w
         finally:
             w.stop()
+
+    def stop(self, *windows: Window) -> list[Measurement]:
+        """Close several windows at one edge (one sensor read); their Measurements."""
+        open_windows = [w for w in windows if w.measurement is None]
+        for w in open_windows:
+            w._close()
+        if open_windows:
+            edge = read_edge(self, any(w._record_state for w in open_windows))
+            for w in open_windows:
+                w._finish(edge)
+        return [w.measurement for w in windows]
 
     def measure_idle(self, seconds: float = DEFAULT_IDLE_S) -> Measurement:
         """Hold still for `seconds` and record each sensor's idle power (W), which later

@@ -174,59 +174,96 @@ class _Track:
             self.errors.append(r.error)
 
 
+@dataclass(frozen=True)
+class Edge:
+    """One reading of every sensor at a window edge, after waiting for the GPU."""
+
+    unix_s: float  # wall-clock time
+    t_s: float  # meter clock
+    readings: tuple[Reading, ...]  # one per sensor
+    states: tuple[dict, ...]  # one per sensor; empty unless asked for
+
+
+def read_edge(meter: Meter, record_state: bool = False) -> Edge:
+    """Wait for the GPU, then read every sensor of the meter once."""
+    states = tuple(s.state() if record_state else {} for s in meter.sensors)
+    meter.sync()
+    unix_s, t_s = time.time(), meter.clock()
+    readings = tuple(read_sensor(s, meter.clock) for s in meter.sensors)
+    return Edge(unix_s, t_s, readings, states)
+
+
 class Window:
     """An open measurement window. Close it with `stop()` (or leave its with-block); the
-    result is then in `measurement`."""
+    result is then in `measurement`. `split` and `fork` open windows that share an edge with
+    this one, so consecutive phases (prefill, then decode) cost one sensor read between them,
+    and `Meter.stop(a, b)` closes several windows at one edge."""
 
-    def __init__(self, meter: Meter, name: str, record_state: bool = False):
+    def __init__(self, meter: Meter, name: str, record_state: bool = False,
+                 edge: Edge | None = None):
         self.meter = meter
         self.name = name
         self.measurement: Measurement | None = None
         self._record_state = record_state
         self._lock = threading.Lock()
+        self._closed = False  # no more sampler readings
         self._tracks = [_Track() for _ in meter.sensors]
-        self._state_start = [s.state() if record_state else {} for s in meter.sensors]
-        meter.sync()
-        self.start_unix_s = time.time()
-        self.start_s = meter.clock()
-        self._read_edges()
+        self._start = edge or read_edge(meter, record_state)
+        self.start_unix_s, self.start_s = self._start.unix_s, self._start.t_s
+        self._add_edge(self._start)
         meter._register(self)
 
-    def _read_edges(self) -> None:
-        for track, sensor in zip(self._tracks, self.meter.sensors, strict=True):
-            reading = read_sensor(sensor, self.meter.clock)
+    def _add_edge(self, edge: Edge) -> None:
+        for track, reading in zip(self._tracks, edge.readings, strict=True):
             track.add(reading)
             track.counter_at_edges += reading.counter_j is not None
 
     def add_reading(self, index: int, reading: Reading) -> None:
         """Called by the meter's sampler with one sensor's reading."""
         with self._lock:
-            if self.measurement is None:
+            if not self._closed:
                 self._tracks[index].add(reading)
+
+    def _close(self) -> None:
+        """Take no more sampler readings: each one kept has ended before the end edge."""
+        with self._lock:
+            self._closed = True
+        self.meter._unregister(self)
 
     def stop(self) -> Measurement:
         """Close the window (waiting for the GPU first) and return its Measurement."""
-        if self.measurement is not None:
-            return self.measurement
-        self.meter.sync()
-        end_s = self.meter.clock()
-        self.meter._unregister(self)
+        if self.measurement is None:
+            self._close()
+            self._finish(read_edge(self.meter, self._record_state))
+        return self.measurement
+
+    def split(self, name: str) -> Window:
+        """Close this window and open the next one, `name`, at the same edge."""
+        self._close()
+        edge = read_edge(self.meter, self._record_state)
+        self._finish(edge)
+        return Window(self.meter, name, self._record_state, edge)
+
+    def fork(self, name: str) -> Window:
+        """Open another window, `name`, that starts where this one started."""
+        return Window(self.meter, name, self._record_state, self._start)
+
+    def _finish(self, end: Edge) -> None:
         with self._lock:
-            self._read_edges()
-            duration = end_s - self.start_s
+            self._add_edge(end)
+            duration = end.t_s - self.start_s
             devices = [
-                self._device_energy(sensor, track, duration, end_s, state)
-                for sensor, track, state in zip(
-                    self.meter.sensors, self._tracks, self._state_start, strict=True
+                self._device_energy(sensor, track, duration, end.t_s, state_start, state_end)
+                for sensor, track, state_start, state_end in zip(
+                    self.meter.sensors, self._tracks, self._start.states, end.states, strict=True
                 )
             ]
             self.measurement = summarize(
                 self.name, self.start_unix_s, duration, devices, self.meter, self._tracks
             )
-        return self.measurement
 
     def _device_energy(self, sensor: Sensor, track: _Track, duration: float, end_s: float,
-                       state_start: dict) -> DeviceEnergy:
+                       state_start: dict, state_end: dict) -> DeviceEnergy:
         counter_j = None
         reason = None
         if sensor.info.has_counter:
@@ -282,7 +319,7 @@ class Window:
             else None,
             other_sampled_j=sampled,
             state_start=state_start,
-            state_end=sensor.state() if self._record_state else {},
+            state_end=state_end,
             reason=None if energy is not None else reason,
         )
 
