@@ -248,6 +248,166 @@ def _print_meter(sink: Console, command, code, interrupted, result, m) -> None:
         sink.print(f"  [red]failed[/] {e}")
 
 
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    """Print a user's error (no traceback) and give the Exit to raise."""
+    err.print(f"[red]error[/]: {message}")
+    return typer.Exit(code)
+
+
+def _options(values: list[str] | None) -> dict:
+    options = {}
+    for item in values or []:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise _fail(f"--engine-option expects key=value, got {item!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+@app.command()
+def measure(
+    model: str = typer.Option(..., "--model", "-m", help="A catalog model (infergy models)."),
+    engine: str = typer.Option("hf-eager", "--engine", "-e",
+                               help="hf-eager, hf-compiled, hf-paged, vllm or vllm-eager."),
+    batch: int = typer.Option(1, "--batch", "-b", help="Prompts in the batch (B)."),
+    input_tokens: int = typer.Option(512, "--input", "-i", help="Tokens per prompt (I)."),
+    output_tokens: int = typer.Option(128, "--output", "-o",
+                                      help="Tokens generated per prompt, exactly (O)."),
+    decoding: str = typer.Option("greedy", "--decoding",
+                                 help="greedy, sample, or sample:temperature=0.7,top_p=0.9."),
+    repeats: int = typer.Option(3, "--repeats", min=1, help="Measured runs; medians reported."),
+    warmup: int = typer.Option(1, "--warmup", min=0, help="Warm-up runs before measuring."),
+    device: str = typer.Option("auto", "--device", help="auto, cuda or cpu."),
+    dtype: str = typer.Option("bfloat16", "--dtype"),
+    weights: Path | None = typer.Option(None, "--weights",
+                                        help="A local checkpoint directory instead of random "
+                                             "weights."),
+    seed: int = typer.Option(0, "--seed"),
+    idle_s: float = typer.Option(5.0, "--idle-s", min=0, help="Idle power measured first (s)."),
+    engine_option: list[str] | None = typer.Option(None, "--engine-option",
+                                                   help="key=value passed to the engine."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+):
+    """Measure one point: energy and time of B prompts of I tokens generating O tokens."""
+    from infergy.bench.point import Point, PointError, measure_point, validate_point
+    from infergy.decoding import DecodingError
+    from infergy.engines import UnknownEngineError, engine_class
+    from infergy.models import UnknownModelError, get_model
+
+    point = Point(model, engine, batch, input_tokens, output_tokens, decoding, dtype=dtype)
+    try:
+        spec = get_model(model)
+        engine_cls = engine_class(engine)
+        validate_point(point, spec)
+    except (UnknownModelError, UnknownEngineError, DecodingError, PointError) as e:
+        raise _fail(str(e)) from None
+    options = _options(engine_option)
+    try:
+        import torch
+    except ImportError:
+        raise _fail(
+            "measuring needs torch and transformers: pip install 'infergy[measure]'"
+        ) from None
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cuda", "cpu"):
+        raise _fail(f"--device must be auto, cuda or cpu, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise _fail("--device cuda, but torch sees no CUDA GPU here")
+
+    from infergy.engines import EngineError
+    from infergy.meter import open_meter
+
+    with err.status("infergy: measuring idle power ...") as status:
+        m = open_meter(idle_s=idle_s)
+    with m:
+        for u in m.unavailable:
+            err.print(f"[dim]infergy: not measurable: {u.what}: {u.reason}[/]")
+        try:
+            eng = engine_cls(spec, device=device, dtype=dtype, seed=seed, weights=weights,
+                             options=options)
+            with err.status(f"infergy: loading {model} in {engine} ..."), \
+                    m.window("load") as load:
+                eng.load()
+        except (EngineError, FileNotFoundError, ValueError) as e:
+            raise _fail(str(e)) from None
+        with err.status(f"infergy: {engine} B={batch} I={input_tokens} O={output_tokens}") as st:
+            result = measure_point(eng, point, m, repeats=repeats, warmup=warmup, seed=seed,
+                                   progress=lambda msg: st.update(
+                                       f"infergy: {engine} B={batch} I={input_tokens} "
+                                       f"O={output_tokens}: {msg}"))
+        eng.close()
+    del status
+    load_phase = {"time_s": load.measurement.duration_s, "energy_j": load.measurement.energy_j}
+    if as_json:
+        out.print_json(json.dumps({**result.to_dict(), "load": load_phase}, default=str))
+    else:
+        _print_point(result, load_phase, device)
+    if result.status != "ok":
+        raise typer.Exit(1)
+
+
+def _print_point(r, load: dict, device: str) -> None:
+    p = r.point
+    out.print(f"\n[bold]{p.model}[/] on [bold]{p.engine}[/] ({device}), {p.decoding}: "
+              f"B={p.batch}, I={p.input_tokens}, O={p.output_tokens}, "
+              f"{len(r.repeats)} repeats (medians)")
+    if r.status != "ok":
+        out.print(f"[red]{r.status}[/]: {r.error}")
+        return
+    table = Table(show_header=False, box=None)
+    table.add_column(style="dim")
+    table.add_column(justify="right")
+    table.add_column(style="dim")
+    cv = "" if r.energy_cv is None else f"CV {r.energy_cv:.1%} over repeats"
+    rows = [
+        ("energy, whole batch", _fmt(r.energy_j, "J"), cv),
+        ("  prefill", _fmt(r.prefill_energy_j, "J"), r.prefill_method),
+        ("  decode", _fmt(r.decode_energy_j, "J"), "request - prefill"
+         if r.prefill_method != "window" else "window"),
+        ("  above idle", _fmt(r.active_energy_j, "J"), ""),
+        ("J per output token", _fmt(r.j_per_output_token, "J"), ""),
+        ("J per request", _fmt(r.j_per_request, "J"), ""),
+        ("time", _fmt(r.time_s, "s"), "" if r.time_cv is None else f"CV {r.time_cv:.1%}"),
+        ("TTFT", _fmt(r.ttft_s, "s"), ""),
+        ("TPOT", _fmt(None if r.tpot_s is None else r.tpot_s * 1000, "ms"), "per sequence"),
+        ("throughput", _fmt(r.throughput_tok_s, "tok/s"), "output tokens"),
+        ("average power", _fmt(r.avg_power_w, "W"), r.meter_method or ""),
+        ("peak GPU memory", _fmt(r.peak_memory_gib, "GiB"), ""),
+        ("load (start-up)", _fmt(load["time_s"], "s"), _fmt(load["energy_j"], "J")),
+    ]
+    for name, phase in (("prepare (compile)", r.prepare), ("warm-up", r.warmup)):
+        if phase is not None:
+            rows.append((name, _fmt(phase.time_s, "s"), _fmt(phase.energy_j, "J")))
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
+    if r.energy_j is None:
+        out.print(f"[yellow]energy unavailable[/]: {r.energy_reason}")
+    for w in r.warnings:
+        out.print(f"[yellow]warning[/] {w}")
+
+
+@app.command()
+def models():
+    """List the model catalog: architectures with the facts of their public configs."""
+    from infergy.models import get_model, model_names
+
+    table = Table(title="Model catalog", title_justify="left")
+    for col in ("name", "architecture", "parameters", "context", "mirrors"):
+        table.add_column(col)
+    for name in model_names():
+        spec = get_model(name)
+        params = spec.published_params
+        table.add_row(name, spec.config.get("model_type", "?"),
+                      "n/a" if params is None else f"{params / 1e9:.2f}B",
+                      str(spec.max_context), spec.hf_id or "(test model)")
+    out.print(table)
+
+
 def main() -> None:
     app(prog_name="infergy")
 

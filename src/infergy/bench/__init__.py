@@ -1,0 +1,1 @@
+"""Running measurements: one point (`point`), and later sweeps, replays and serving."""

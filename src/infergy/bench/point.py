@@ -1,0 +1,273 @@
+"""Measure one point: a model, an engine, a decoding strategy, a batch of B prompts of I
+tokens each generating exactly O tokens, on this machine's GPU (or CPU).
+
+For each point: a `prepare` window (compile, graph capture, cache sizing for this shape),
+warm-up runs (untimed for the result, but their time and energy are reported), then
+`repeats` measured runs. Each run has a window for the whole request and, inside it, one for
+the prefill (the forward over the prompt that yields the first token) and one for the
+decode (the other O - 1 tokens). Engines that cannot signal the first token get their
+prefill measured by a run of the same prompts with O = 1, and decode = request - prefill.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import statistics
+from dataclasses import asdict, dataclass, field
+
+from infergy import provenance
+from infergy.decoding import Decoding
+from infergy.engines.base import Engine
+from infergy.meter import Measurement, Meter
+from infergy.models.build import make_prompts
+from infergy.models.catalog import ModelSpec
+
+
+class PointError(ValueError):
+    """A point that cannot be measured as asked; raised before any GPU work."""
+
+
+@dataclass(frozen=True)
+class Point:
+    """What is measured: B prompts of I tokens, each generating exactly O tokens."""
+
+    model: str
+    engine: str
+    batch: int
+    input_tokens: int
+    output_tokens: int
+    decoding: str = "greedy"
+    tp: int = 1
+    dtype: str = "bfloat16"
+
+
+def validate_point(point: Point, spec: ModelSpec) -> Decoding:
+    """Check a point against its model before any work; returns its Decoding."""
+    for name in ("batch", "input_tokens", "output_tokens"):
+        value = getattr(point, name)
+        if not isinstance(value, int) or value < 1:
+            raise PointError(f"{name} must be a positive integer, got {value!r}")
+    total = point.input_tokens + point.output_tokens
+    if total > spec.max_context:
+        raise PointError(
+            f"input {point.input_tokens} + output {point.output_tokens} = {total} tokens is "
+            f"beyond {spec.name}'s context of {spec.max_context} tokens"
+        )
+    return Decoding.parse(point.decoding)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Energy (J) and time (s) of one phase. `method`: how it was found ("window": its own
+    measurement window; "separate run": a run with O = 1; "request - prefill")."""
+
+    energy_j: float | None
+    active_energy_j: float | None
+    time_s: float
+    method: str = "window"
+
+    @classmethod
+    def of(cls, m: Measurement, method: str = "window") -> Phase:
+        return cls(m.energy_j, m.active_energy_j, m.duration_s, method)
+
+    def minus(self, other: Phase) -> Phase:
+        def sub(a, b):
+            return None if a is None or b is None else a - b
+
+        return Phase(sub(self.energy_j, other.energy_j),
+                     sub(self.active_energy_j, other.active_energy_j),
+                     self.time_s - other.time_s, "request - prefill")
+
+
+@dataclass(frozen=True)
+class Repeat:
+    request: Phase
+    prefill: Phase
+    decode: Phase
+    ttft_s: float | None  # time to the first token of the batch
+    tpot_s: float | None  # time per output token after the first, per sequence
+    avg_power_w: float | None
+    method: str | None  # how the meter found GPU energy
+    warnings: tuple[str, ...] = ()
+    failed: bool = False
+    energy_reason: str | None = None  # why energy is None
+
+
+@dataclass
+class PointResult:
+    """A measured point: medians over repeats, the repeats themselves, and provenance.
+    Energies in J, times in s; None where the meter could not tell (see `energy_reason`)."""
+
+    point: Point
+    status: str  # "ok", "oom" or "failed"
+    error: str | None = None
+    energy_j: float | None = None  # whole request, the batch
+    prefill_energy_j: float | None = None
+    decode_energy_j: float | None = None
+    active_energy_j: float | None = None  # above idle
+    j_per_output_token: float | None = None
+    j_per_request: float | None = None
+    time_s: float | None = None
+    ttft_s: float | None = None
+    tpot_s: float | None = None
+    throughput_tok_s: float | None = None  # output tokens per second
+    avg_power_w: float | None = None
+    peak_memory_gib: float | None = None
+    energy_cv: float | None = None  # coefficient of variation of energy over repeats
+    time_cv: float | None = None
+    prefill_method: str | None = None
+    meter_method: str | None = None
+    energy_reason: str | None = None
+    prepare: Phase | None = None  # compile / graph capture / cache sizing for this shape
+    warmup: Phase | None = None
+    repeats: list[Repeat] = field(default_factory=list)
+    gpu_state_start: dict = field(default_factory=dict)
+    gpu_state_end: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    engine_info: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def _cv(values):
+    values = [v for v in values if v is not None]
+    if len(values) < 2 or not statistics.mean(values):
+        return None
+    return statistics.stdev(values) / statistics.mean(values)
+
+
+def _states(meter: Meter) -> dict:
+    return {s.name: s.state() for s in meter.gpus}
+
+
+def run_metadata(meter: Meter) -> dict:
+    """Provenance of a measurement run: GPUs, idle power, versions, host, time."""
+    return {
+        "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "gpus": [{"name": s.name, "model": s.info.model, **s.info.details} for s in meter.gpus],
+        "idle_w": dict(meter.idle_w),
+        "unavailable": [f"{u.what}: {u.reason}" for u in meter.unavailable],
+        "versions": provenance.software_versions(),
+        "host": provenance.host(),
+    }
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """torch's OutOfMemoryError, or an engine's message saying the same."""
+    return type(err).__name__ == "OutOfMemoryError" or "out of memory" in str(err).lower()
+
+
+def measure_point(engine: Engine, point: Point, meter: Meter, *, repeats: int = 3,
+                  warmup: int = 1, seed: int = 0, progress=None) -> PointResult:
+    """Measure `point` with an engine whose model is loaded. Out of memory is a result
+    (status "oom"), not an exception; so is an engine failure (status "failed")."""
+    if repeats < 1:
+        raise PointError(f"repeats must be at least 1, got {repeats}")
+    decoding = validate_point(point, engine.spec)
+    engine.check_decoding(decoding)
+    result = PointResult(point=point, status="ok", provenance=run_metadata(meter))
+    batch, output_tokens = point.batch, point.output_tokens
+    prompts = make_prompts(engine.spec, batch, point.input_tokens, seed=seed)
+    say = progress or (lambda message: None)
+    open_windows: list = []
+    try:
+        say("prepare")
+        with meter.window("prepare") as w:
+            engine.prepare(batch, point.input_tokens, output_tokens, decoding)
+        result.prepare = Phase.of(w.measurement)
+        say("warm-up")
+        with meter.window("warmup") as w:
+            for _ in range(warmup):
+                engine.generate(prompts, output_tokens, decoding)
+        result.warmup = Phase.of(w.measurement) if warmup else None
+        engine.reset_peak_memory()
+        result.gpu_state_start = _states(meter)
+        for r in range(repeats):
+            say(f"repeat {r + 1}/{repeats}")
+            result.repeats.append(
+                _one_repeat(engine, meter, prompts, output_tokens, decoding, open_windows)
+            )
+        result.gpu_state_end = _states(meter)
+        result.peak_memory_gib = engine.peak_memory_gib()
+    except Exception as err:  # every engine failure becomes a recorded result
+        result.status = "oom" if is_out_of_memory(err) else "failed"
+        result.error = f"{type(err).__name__}: {err}"
+        meter.stop(*open_windows)
+        return result
+    _summarize(result)
+    return result
+
+
+def _one_repeat(engine, meter, prompts, output_tokens, decoding, open_windows) -> Repeat:
+    separate = None
+    if not engine.first_token_hook:
+        with meter.window("prefill") as w:
+            engine.generate(prompts, 1, decoding)
+        separate = w.measurement
+    request = meter.start("request")
+    open_windows[:] = [request]
+    windows = {}
+    if engine.first_token_hook:
+        windows["prefill"] = request.fork("prefill")
+        open_windows.append(windows["prefill"])
+
+        def on_first_token():
+            windows["decode"] = windows["prefill"].split("decode")
+            open_windows.append(windows["decode"])
+    else:
+        on_first_token = None
+    gen = engine.generate(prompts, output_tokens, decoding, on_first_token)
+    if "decode" in windows:
+        decode_m, request_m = meter.stop(windows["decode"], request)
+        prefill, decode = Phase.of(windows["prefill"].measurement), Phase.of(decode_m)
+    else:
+        (request_m,) = meter.stop(*open_windows)
+        prefill = Phase.of(separate, "separate run")
+        decode = Phase.of(request_m).minus(prefill)
+    open_windows.clear()
+    req = Phase.of(request_m)
+    steps = gen.token_times_s
+    ttft = gen.first_token_s if gen.first_token_s is not None else prefill.time_s
+    if len(steps) >= 2:
+        tpot = (steps[-1] - steps[0]) / (len(steps) - 1)
+    else:
+        tpot = decode.time_s / (output_tokens - 1) if output_tokens > 1 else None
+    return Repeat(
+        request=req, prefill=prefill, decode=decode, ttft_s=ttft, tpot_s=tpot,
+        avg_power_w=request_m.avg_power_w, method=request_m.method,
+        warnings=request_m.warnings, failed=request_m.failed, energy_reason=request_m.reason,
+    )
+
+
+def _summarize(result: PointResult) -> None:
+    reps = result.repeats
+    p = result.point
+    result.energy_j = _median(r.request.energy_j for r in reps)
+    result.prefill_energy_j = _median(r.prefill.energy_j for r in reps)
+    result.decode_energy_j = _median(r.decode.energy_j for r in reps)
+    result.active_energy_j = _median(r.request.active_energy_j for r in reps)
+    result.time_s = _median(r.request.time_s for r in reps)
+    result.ttft_s = _median(r.ttft_s for r in reps)
+    result.tpot_s = _median(r.tpot_s for r in reps)
+    result.avg_power_w = _median(r.avg_power_w for r in reps)
+    result.energy_cv = _cv([r.request.energy_j for r in reps])
+    result.time_cv = _cv([r.request.time_s for r in reps])
+    result.prefill_method = reps[0].prefill.method
+    result.meter_method = reps[0].method
+    result.energy_reason = reps[0].energy_reason
+    tokens = p.batch * p.output_tokens
+    if result.energy_j is not None:
+        result.j_per_output_token = result.energy_j / tokens
+        result.j_per_request = result.energy_j / p.batch
+    if result.time_s:
+        result.throughput_tok_s = tokens / result.time_s
+    if any(r.failed for r in reps):
+        result.warnings.append("a sensor failed during a repeat: see repeats")
+    result.warnings.extend(dict.fromkeys(w for r in reps for w in r.warnings))

@@ -1,0 +1,141 @@
+"""transformers `generate`: the study's unoptimized PyTorch (`hf-eager`, dynamic cache) and
+PyTorch + torch.compile (`hf-compiled`, a static cache sized to the request and compiled by
+transformers' own compile path, with CUDA graphs)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from infergy.decoding import Decoding
+from infergy.engines.base import Engine, EngineError, Generation
+from infergy.models.build import build_model
+
+
+class _StepStreamer:
+    """Sees every step of `generate`: the prompt first, then each step's new tokens (moved
+    to the host, so the GPU has finished that step). Calls `on_first_token` after the
+    prefill and records when each step's tokens were ready."""
+
+    def __init__(self, start_s: float, on_first_token: Callable[[], None] | None):
+        self.start_s = start_s
+        self.on_first_token = on_first_token
+        self.puts = 0
+        self.times: list[float] = []
+
+    def put(self, value) -> None:
+        self.puts += 1
+        if self.puts == 1:  # the prompt
+            return
+        if self.puts == 2 and self.on_first_token is not None:
+            self.on_first_token()
+        self.times.append(time.perf_counter() - self.start_s)
+
+    def end(self) -> None:
+        pass
+
+
+class HFEager(Engine):
+    name = "hf-eager"
+    description = "transformers generate, dynamic cache (the study's unoptimized PyTorch)"
+    first_token_hook = True
+    cache_implementation: str | None = None  # transformers' default: the dynamic cache
+
+    def load(self) -> None:
+        import torch
+
+        self._torch = torch
+        self.model = build_model(self.spec, device=self.device, dtype=self.dtype, seed=self.seed,
+                                 weights=self.weights)
+
+    def _generation_kwargs(self, output_tokens: int, decoding: Decoding) -> dict:
+        kwargs = {
+            "max_new_tokens": output_tokens,
+            "min_new_tokens": output_tokens,  # end-of-sequence never stops a request early
+            "do_sample": decoding.sampling,
+            "pad_token_id": 0,
+        }
+        if decoding.sampling:
+            kwargs.update(temperature=decoding.temperature, top_p=decoding.top_p, top_k=0)
+        if self.cache_implementation:
+            kwargs["cache_implementation"] = self.cache_implementation
+        return kwargs
+
+    def generate(self, prompts, output_tokens, decoding, on_first_token=None) -> Generation:
+        self.check_decoding(decoding)
+        torch = self._torch
+        ids = torch.tensor(prompts, device=self.device)
+        torch.manual_seed(decoding.seed)
+        start = time.perf_counter()
+        streamer = _StepStreamer(start, on_first_token)
+        with torch.inference_mode():
+            out = self.model.generate(
+                ids, attention_mask=torch.ones_like(ids), streamer=streamer,
+                **self._generation_kwargs(output_tokens, decoding),
+            )
+        generated = out.shape[1] - ids.shape[1]
+        if generated != output_tokens:
+            raise EngineError(f"{self.name} generated {generated} tokens, not {output_tokens}")
+        return Generation(
+            output_tokens=[generated] * len(prompts),
+            first_token_s=streamer.times[0] if streamer.times else None,
+            token_times_s=streamer.times,
+        )
+
+    def peak_memory_gib(self) -> float | None:
+        if self.device != "cuda":
+            return None
+        return self._torch.cuda.max_memory_allocated() / 2**30
+
+    def reset_peak_memory(self) -> None:
+        if self.device == "cuda":
+            self._torch.cuda.reset_peak_memory_stats()
+
+    def close(self) -> None:
+        self.model = None
+        if self.device == "cuda":
+            import gc
+
+            gc.collect()
+            self._torch.cuda.empty_cache()
+
+
+class HFCompiled(HFEager):
+    name = "hf-compiled"
+    description = ("transformers generate, static cache sized to the request, compiled with "
+                   "CUDA graphs (the study's PyTorch + torch.compile)")
+    cache_implementation = "static"
+
+    def load(self) -> None:
+        super().load()
+        from transformers import CompileConfig
+
+        # Each (batch, length) is its own graph: let dynamo keep many instead of falling back
+        # to eager silently after 8 recompiles.
+        self._torch._dynamo.config.cache_size_limit = max(
+            64, self._torch._dynamo.config.cache_size_limit
+        )
+        self.compile_config = CompileConfig(
+            mode=self.options.get("compile_mode", "reduce-overhead"),
+            fullgraph=bool(self.options.get("fullgraph", False)),
+        )
+        # transformers compiles generate's forward on accelerators only; say so on a CPU.
+        self.compiled = self.device != "cpu"
+
+    def prepare(self, batch, input_tokens, output_tokens, decoding) -> None:
+        # transformers keeps the largest static cache of earlier calls (to avoid recompiling);
+        # size it to this request instead, as the study's static cache was.
+        self.model._previous_max_cache_length = -1
+        prompts = [[1] * input_tokens for _ in range(batch)]
+        self.generate(prompts, output_tokens, decoding)  # compiles and captures this shape
+
+    def _generation_kwargs(self, output_tokens: int, decoding: Decoding) -> dict:
+        kwargs = super()._generation_kwargs(output_tokens, decoding)
+        if self.compiled:
+            kwargs["compile_config"] = self.compile_config
+        return kwargs
+
+    def info(self) -> dict:
+        return {**super().info(), "compiled": self.compiled,
+                "compile_mode": self.compile_config.mode}
+

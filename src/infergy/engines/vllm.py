@@ -1,0 +1,91 @@
+"""vLLM's offline API: `vllm` (CUDA graphs and torch.compile: the study's optimized engine)
+and `vllm-eager` (`enforce_eager=True`).
+
+vLLM is imported only when one of these engines is loaded. Random weights use vLLM's dummy
+load format over the catalog's config; real weights come from `--weights DIR`. Start-up
+(compile, CUDA graph capture, KV cache allocation) costs minutes and kilojoules on an 8B
+model: the runner measures it apart, and a sweep measures many points per start.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from infergy.engines.base import Engine, EngineError, Generation
+
+INSTALL_HINT = (
+    "vLLM is not installed: `pip install vllm` (it brings its own torch), or on a machine "
+    "without a package index, the offline bundle of ../shared/tools/build-vllm-bundle.sh"
+)
+
+
+class VLLM(Engine):
+    name = "vllm"
+    description = "vLLM offline, CUDA graphs and torch.compile (the study's optimized engine)"
+    needs_gpu = True
+    enforce_eager = False
+
+    def load(self) -> None:
+        try:
+            import vllm
+        except ImportError as err:
+            raise EngineError(f"{INSTALL_HINT} ({err})") from None
+        self._vllm = vllm
+        options = dict(self.options)
+        if self.weights is not None:
+            model, load_format = str(self.weights), "auto"
+        else:
+            self._dir = tempfile.TemporaryDirectory(prefix="infergy-vllm-")
+            Path(self._dir.name, "config.json").write_text(json.dumps(self.spec.config))
+            model, load_format = self._dir.name, "dummy"
+        settings = {
+            "model": model,
+            "load_format": load_format,
+            "dtype": self.dtype,
+            "seed": self.seed,
+            "enforce_eager": self.enforce_eager,
+            "skip_tokenizer_init": self.weights is None,
+            "gpu_memory_utilization": float(options.pop("gpu_memory_utilization", 0.9)),
+            "max_model_len": int(options.pop("max_model_len",
+                                             min(self.spec.max_context, 8192))),
+            "max_num_seqs": int(options.pop("max_num_seqs", 1024)),
+        }
+        settings.update(options)
+        self.settings = {k: v for k, v in settings.items() if k != "model"}
+        self.llm = vllm.LLM(**settings)
+
+    def generate(self, prompts, output_tokens, decoding, on_first_token=None) -> Generation:
+        self.check_decoding(decoding)
+        params = self._vllm.SamplingParams(
+            n=1,
+            max_tokens=output_tokens,
+            min_tokens=output_tokens,
+            ignore_eos=True,  # every request runs to its full length
+            temperature=decoding.temperature if decoding.sampling else 0.0,
+            top_p=decoding.top_p if decoding.sampling else 1.0,
+            seed=decoding.seed if decoding.sampling else None,
+            detokenize=False,
+        )
+        outputs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], params,
+                                    use_tqdm=False)
+        lengths = [len(o.outputs[0].token_ids) for o in outputs]
+        if len(lengths) != len(prompts) or any(n != output_tokens for n in lengths):
+            raise EngineError(f"{self.name} generated {sorted(set(lengths))} tokens for "
+                              f"{len(lengths)} of {len(prompts)} prompts, not {output_tokens}")
+        return Generation(output_tokens=lengths)
+
+    def info(self) -> dict:
+        return {**super().info(), "vllm": self._vllm.__version__, **self.settings}
+
+    def close(self) -> None:
+        self.llm = None
+        if getattr(self, "_dir", None) is not None:
+            self._dir.cleanup()
+
+
+class VLLMEager(VLLM):
+    name = "vllm-eager"
+    description = "vLLM offline with enforce_eager=True (no CUDA graphs, no compile)"
+    enforce_eager = True
