@@ -564,3 +564,18 @@ def test_split_fork_and_stop_together_share_edges(make_meter):
     assert m_prefill.avg_power_w == pytest.approx(100.0, rel=0.1)
     assert m_decode.avg_power_w == pytest.approx(300.0, rel=0.1)
     assert meter.stop(decode) == [m_decode]  # stopping again returns the same result
+
+
+def test_window_shorter_than_the_counter_period_trusts_instant_power(make_meter):
+    # A 100 ms counter may not step at all in a 30 ms prefill: 0 J would be made up.
+    gpu = SimulatedGpu(power_w=200.0, update_s=0.1)
+    meter = make_meter([gpu])
+    meter.counter_update_s["gpu0"] = 0.1  # as measure_idle would have observed
+    m = run_window(meter, 0.03)
+    d = m.device("gpu0")
+    assert d.method == "sampled:instant"
+    assert d.energy_j == pytest.approx(200.0 * m.duration_s, rel=0.05)
+    assert d.counter_energy_j is not None  # still reported, not trusted
+    assert any("shorter than two updates" in w for w in m.warnings)
+    # a window long enough for the counter goes back to it
+    assert run_window(meter, 0.3).device("gpu0").method == "counter"

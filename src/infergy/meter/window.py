@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 # Power sources by preference for integration: instant readings follow the load; "average"
 # (NVML's 1 s average) lags it; "usage" is whatever nvmlDeviceGetPowerUsage means on that GPU.
 POWER_PREFERENCE = ("instant", "usage", "average")
+# Counter update period / window duration above which instant power is trusted instead.
+COARSE_COUNTER = 0.5
 
 
 def counter_step(previous: float, current: float, range_j: float | None) -> float | None:
@@ -287,7 +289,12 @@ class Window:
         }
         source = next(iter(sampled), None)
         sampled_j = sampled.pop(source) if source else None
-        if counter_j is not None:
+        period = update_period_s(track.counter_t, track.counter_v)
+        period = period or self.meter.counter_update_s.get(sensor.name)
+        # A window shorter than about two counter updates may see the counter step 0 or 2
+        # times: instant power read at its edges and between them tells more there.
+        coarse = period is not None and duration > 0 and period / duration > COARSE_COUNTER
+        if counter_j is not None and not (coarse and source == "instant"):
             energy, method = counter_j, "counter"
         elif sampled_j is not None:
             energy, method = sampled_j, f"sampled:{source}"
@@ -298,8 +305,6 @@ class Window:
                     f"{track.power_failures} power reads failed during the window")
             reason = reason or "no energy counter and fewer than 2 power readings"
         idle_w = self.meter.idle_w.get(sensor.name)
-        period = update_period_s(track.counter_t, track.counter_v)
-        period = period or self.meter.counter_update_s.get(sensor.name)
         active = None if energy is None or idle_w is None else energy - idle_w * duration
         return DeviceEnergy(
             device=sensor.name,
@@ -314,7 +319,7 @@ class Window:
             active_energy_j=active,
             avg_power_w=energy / duration if energy is not None and duration > 0 else None,
             samples=max(len(track.counter_v), len(track.power_t.get(source, ()))),
-            counter_update_s=period if method == "counter" else None,
+            counter_update_s=period if sensor.info.has_counter else None,
             resolution=(period / duration) if method == "counter" and period and duration > 0
             else None,
             other_sampled_j=sampled,
@@ -350,6 +355,13 @@ def summarize(name: str, start_unix_s: float, duration: float, devices: list[Dev
                 f"{meter.precision:.1%} precision: its energy counter updates every "
                 f"{d.counter_update_s * 1000:.0f} ms (±{d.resolution:.1%}); measure at least "
                 f"{d.counter_update_s / meter.precision:.3g} s or repeat"
+            )
+        if d.method == "sampled:instant" and d.counter_energy_j is not None:
+            warnings.append(
+                f"{d.device}: window of {duration:.3g} s is shorter than two updates of the "
+                f"energy counter ({d.counter_update_s * 1000:.0f} ms): energy from instant "
+                f"power at {d.samples} readings instead (counter said "
+                f"{d.counter_energy_j:.4g} J)"
             )
         if (d.disagreement is not None and abs(d.disagreement) > meter.disagreement_warn
                 and duration >= 2.0):

@@ -1,0 +1,10 @@
+"""Model catalog, FLOPs and bytes per forward.
+
+`get_model("llama-3.1-8b")` gives a `ModelSpec` (the architecture's public config and where it
+comes from); `infergy.models.flops` turns one into FLOPs and bytes moved per forward. Importing
+this package loads neither torch nor transformers.
+"""
+
+from infergy.models.catalog import ModelSpec, UnknownModelError, get_model, model_names
+
+__all__ = ["ModelSpec", "UnknownModelError", "get_model", "model_names"]

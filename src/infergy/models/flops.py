@@ -1,0 +1,413 @@
+"""Analytic FLOPs and bytes moved per forward of a dense or mixture-of-experts decoder.
+
+Everything here is computed from a config dict (a `ModelSpec`, its name, or a raw config.json
+dict); nothing imports torch.
+
+FLOPs convention
+----------------
+A multiply-add counts 2 FLOPs. Counted: the matmuls, i.e. the Q, K, V and output projections
+(GQA: K and V are `num_key_value_heads * head_dim` wide), the MLP (gated: gate, up and down),
+for mixture-of-experts the router and the `num_experts_per_tok` experts each token is sent to,
+the attention scores Q K^T and the attention-weighted values, and the LM head. Not counted:
+elementwise and reduction work (norms, activations, rotary embedding, softmax, residual adds,
+biases, the MoE weighting and sum) and the embedding lookup (a gather).
+
+Attention in prefill counts the full I x I score matrix by default, as an SDPA or eager kernel
+computes it and as torch's FlopCounterMode counts it (its SDPA formula ignores `is_causal`);
+`causal_attention=True` counts only the causal half, I (I + 1) / 2 scores, which is the work a
+causal flash kernel skips down to.
+
+LM head: transformers' forward computes logits at every position unless told otherwise, but
+`generate` (transformers 5.17, `GenerationMixin.generate`) passes `logits_to_keep=1`, so the
+prefill computes logits for the last position only; vLLM also computes logits only where it
+samples. `logits_positions` defaults to "last" because that is what inference engines do; use
+"all" to match a plain `model(input_ids)` forward.
+
+What FlopCounterMode counts (torch 2.13, transformers 5.17; checked in tests/test_flops.py)
+-----------------------------------------------------------------------------------------
+- It counts aten.mm / addmm / bmm / baddbmm and the CUDA SDPA kernels (flash, efficient,
+  cuDNN). On CPU, SDPA dispatches to `_scaled_dot_product_flash_attention_for_cpu`, which has no
+  formula, so attention is silently missing; the tests build models with
+  `attn_implementation="eager"`, whose two matmuls (bmm, with GQA heads repeated) it counts.
+- It also counts the rotary embedding's `inv_freq @ position_ids` (a bmm of head_dim / 2 x
+  positions per forward), which this model leaves out: under 0.01% of any real forward.
+- transformers 5.17 stores OLMoE experts as 3-D parameters and runs them through
+  `experts_implementation`, "grouped_mm" by default (torch.nn.functional.grouped_mm ->
+  aten._grouped_mm). FlopCounterMode has no formula for aten._grouped_mm, so by default the
+  expert FLOPs are not counted at all (the count drops by the whole expert share). "eager" (a
+  loop over the experts hit, F.linear -> mm) and "batched_mm" (bmm over per-(token, expert)
+  gathered weights) are counted, and equal tokens x top-k x the three expert matmuls, as here.
+  The tests compare all three, giving aten._grouped_mm a formula (2 x rows x in x out).
+
+Bytes
+-----
+The fewest bytes that must cross GPU memory for one forward, in bytes (floats): every weight the
+forward uses read once (embedding: only the rows gathered; LM head: the whole matrix; MoE: only
+the experts hit), K and V of new tokens written once, and the K/V cache read once. See
+`prefill_bytes` and `decode_bytes` for what is excluded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from infergy.models.catalog import ModelSpec, get_model
+
+LogitsPositions = Literal["all", "last"]
+SpecLike = ModelSpec | Mapping[str, Any] | str
+
+# Per model_type: biases on the Q/K/V projections, on the output projection, and parameters
+# of the norms in one decoder layer as a function of the shape. Parameter counts must be exact,
+# so an architecture not listed here is refused rather than guessed.
+_NORMS_RMS_2 = "rms2"  # input and post-attention RMSNorm weights
+_NORMS_NONE = "none"  # OLMo v1: LayerNorm without weights
+_NORMS_RMS_2_QK = "rms2+qk"  # OLMoE: also q_norm (hidden) and k_norm (kv width) over projections
+_ARCHITECTURES: dict[str, tuple[bool | None, bool | None, str]] = {
+    # model_type: (qkv bias, o bias, norms); None = from the config's attention_bias
+    "llama": (None, None, _NORMS_RMS_2),
+    "qwen2": (True, False, _NORMS_RMS_2),
+    "olmo": (None, None, _NORMS_NONE),
+    "olmoe": (None, None, _NORMS_RMS_2_QK),
+}
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The numbers of a decoder architecture that FLOPs and bytes depend on."""
+
+    model_type: str
+    hidden: int  # hidden_size
+    layers: int  # num_hidden_layers
+    heads: int  # num_attention_heads
+    kv_heads: int  # num_key_value_heads
+    head_dim: int
+    vocab: int  # vocab_size
+    ffn: int  # intermediate size of the dense MLP, or of one expert
+    tied: bool  # LM head shares the embedding matrix
+    experts: int  # experts per layer; 0 for a dense model
+    experts_per_token: int  # top-k; 0 for a dense model
+    qkv_bias: bool
+    o_bias: bool
+    mlp_bias: bool
+    norms: str
+
+    @property
+    def is_moe(self) -> bool:
+        return self.experts > 0
+
+    @property
+    def q_width(self) -> int:
+        return self.heads * self.head_dim
+
+    @property
+    def kv_width(self) -> int:
+        return self.kv_heads * self.head_dim
+
+
+def _config(spec: SpecLike) -> Mapping[str, Any]:
+    if isinstance(spec, ModelSpec):
+        return spec.config
+    if isinstance(spec, str):
+        return get_model(spec).config
+    return spec
+
+
+def shape(spec: SpecLike) -> Shape:
+    """The `Shape` of a catalog model, a `ModelSpec` or a config.json dict.
+
+    Raises ValueError for a model_type whose parameter layout is not known here."""
+    c = _config(spec)
+    model_type = str(c.get("model_type", ""))
+    if model_type not in _ARCHITECTURES:
+        known = ", ".join(sorted(_ARCHITECTURES))
+        raise ValueError(f"no FLOPs model for model_type {model_type!r}; known: {known}")
+    if c.get("use_sliding_window"):
+        # Attention would then see at most the window, which the formulas here do not model.
+        raise ValueError("sliding-window attention is not modelled (use_sliding_window is set)")
+    qkv_bias, o_bias, norms = _ARCHITECTURES[model_type]
+    attention_bias = bool(c.get("attention_bias", False))
+    hidden = int(c["hidden_size"])
+    heads = int(c["num_attention_heads"])
+    experts = int(c.get("num_experts") or c.get("num_local_experts") or 0)
+    ffn = int((experts and c.get("moe_intermediate_size")) or c["intermediate_size"])
+    return Shape(
+        model_type=model_type,
+        hidden=hidden,
+        layers=int(c["num_hidden_layers"]),
+        heads=heads,
+        kv_heads=int(c.get("num_key_value_heads") or heads),
+        head_dim=int(c.get("head_dim") or hidden // heads),
+        vocab=int(c["vocab_size"]),
+        ffn=ffn,
+        tied=bool(c.get("tie_word_embeddings", False)),
+        experts=experts,
+        experts_per_token=int(c.get("num_experts_per_tok") or 0) if experts else 0,
+        qkv_bias=attention_bias if qkv_bias is None else qkv_bias,
+        o_bias=attention_bias if o_bias is None else o_bias,
+        mlp_bias=bool(c.get("mlp_bias", False)),
+        norms=norms,
+    )
+
+
+# --- parameters and weight bytes ------------------------------------------------------------
+
+
+def _attention_params(s: Shape) -> int:
+    weights = s.hidden * (s.q_width + 2 * s.kv_width) + s.q_width * s.hidden
+    biases = (s.q_width + 2 * s.kv_width if s.qkv_bias else 0) + (s.hidden if s.o_bias else 0)
+    return weights + biases
+
+
+def _mlp_params(s: Shape) -> int:
+    """One dense gated MLP, or one expert."""
+    return 3 * s.hidden * s.ffn + ((2 * s.ffn + s.hidden) if s.mlp_bias else 0)
+
+
+def _norm_params(s: Shape) -> tuple[int, int]:
+    """(per layer, final)."""
+    if s.norms == _NORMS_NONE:
+        return 0, 0
+    per_layer = 2 * s.hidden
+    if s.norms == _NORMS_RMS_2_QK:
+        per_layer += s.hidden + (s.hidden // s.heads) * s.kv_heads
+    return per_layer, s.hidden
+
+
+def _layer_params(s: Shape, experts: float) -> float:
+    """One decoder layer with `experts` experts' weights (all of them for a parameter count)."""
+    per_layer_norms, _ = _norm_params(s)
+    # MoE: the router and the experts; dense: one MLP.
+    mlp = s.experts * s.hidden + experts * _mlp_params(s) if s.is_moe else _mlp_params(s)
+    return _attention_params(s) + mlp + per_layer_norms
+
+
+def param_count(spec: SpecLike) -> int:
+    """Total parameters, tied embeddings counted once (as `sum(p.numel())` over a built model)."""
+    s = shape(spec)
+    _, final_norm = _norm_params(s)
+    embeddings = s.vocab * s.hidden * (1 if s.tied else 2)
+    return int(s.layers * _layer_params(s, s.experts) + final_norm + embeddings)
+
+
+def active_param_count(spec: SpecLike) -> int:
+    """Parameters one token uses: for a mixture of experts, only its top-k experts (the router
+    and everything else in full); for a dense model, `param_count`."""
+    s = shape(spec)
+    if not s.is_moe:
+        return param_count(spec)
+    _, final_norm = _norm_params(s)
+    embeddings = s.vocab * s.hidden * (1 if s.tied else 2)
+    return int(s.layers * _layer_params(s, s.experts_per_token) + final_norm + embeddings)
+
+
+def weight_bytes(spec: SpecLike, dtype_bytes: float = 2) -> float:
+    """Bytes of all weights stored at `dtype_bytes` per parameter (bf16: 2)."""
+    return param_count(spec) * float(dtype_bytes)
+
+
+def kv_cache_bytes_per_token(spec: SpecLike, dtype_bytes: float = 2) -> float:
+    """Bytes of K and V one token adds to the cache, over all layers (bf16: 2 bytes)."""
+    return _kv_bytes_per_token(shape(spec), dtype_bytes)
+
+
+def _kv_bytes_per_token(s: Shape, dtype_bytes: float) -> float:
+    return 2.0 * s.layers * s.kv_width * dtype_bytes
+
+
+def expected_experts_touched(num_experts: int, experts_per_token: int, tokens: int) -> float:
+    """Expected number of distinct experts one MoE layer uses for `tokens` tokens.
+
+    Assumes each token picks its `experts_per_token` experts uniformly at random and
+    independently of the other tokens: an expert is missed by one token with probability
+    1 - k/E, so E * (1 - (1 - k/E) ** tokens) experts are hit. A trained router is load-balanced
+    but correlated across tokens, so real counts can be lower; random weights route close to
+    uniformly."""
+    if num_experts <= 0:
+        return 0.0
+    miss = 1.0 - experts_per_token / num_experts
+    return num_experts * (1.0 - miss**tokens)
+
+
+# --- FLOPs ----------------------------------------------------------------------------------
+
+
+def _check_positive(**values: int) -> None:
+    for name, value in values.items():
+        if int(value) != value or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _linear_flops_per_token(s: Shape) -> float:
+    """Matmul FLOPs of one token through one layer, attention scores excluded."""
+    projections = 2.0 * (s.hidden * (s.q_width + 2 * s.kv_width) + s.q_width * s.hidden)
+    if s.is_moe:
+        mlp = 2.0 * s.hidden * s.experts + s.experts_per_token * 2.0 * 3 * s.hidden * s.ffn
+    else:
+        mlp = 2.0 * 3 * s.hidden * s.ffn
+    return projections + mlp
+
+
+def _attention_flops(s: Shape, query_key_pairs: float) -> float:
+    """Q K^T and attention-weighted V for `query_key_pairs` scores, one layer, all heads."""
+    return 2 * 2.0 * s.heads * s.head_dim * query_key_pairs
+
+
+def _head_flops(s: Shape, positions: float) -> float:
+    return 2.0 * s.hidden * s.vocab * positions
+
+
+def prefill_flops(
+    spec: SpecLike,
+    input_tokens: int,
+    batch: int = 1,
+    logits_positions: LogitsPositions = "last",
+    causal_attention: bool = False,
+) -> float:
+    """FLOPs of one forward over `input_tokens` prompt tokens for each of `batch` sequences.
+
+    `logits_positions`: "last" (default; what `generate` and vLLM compute) or "all" (a plain
+    forward). `causal_attention`: count only the causal half of the score matrix instead of the
+    full I x I that kernels and FlopCounterMode count."""
+    _check_positive(input_tokens=input_tokens, batch=batch)
+    s = shape(spec)
+    tokens = float(batch * input_tokens)
+    pairs_per_sequence = (
+        input_tokens * (input_tokens + 1) / 2.0 if causal_attention else float(input_tokens) ** 2
+    )
+    per_layer = tokens * _linear_flops_per_token(s) + _attention_flops(
+        s, batch * pairs_per_sequence
+    )
+    return s.layers * per_layer + _head_flops(s, _logit_positions(logits_positions, tokens, batch))
+
+
+def _logit_positions(logits_positions: str, tokens: float, batch: int) -> float:
+    if logits_positions == "all":
+        return tokens
+    if logits_positions == "last":
+        return float(batch)
+    raise ValueError(f'logits_positions must be "all" or "last", got {logits_positions!r}')
+
+
+def decode_flops(spec: SpecLike, context_tokens: int, batch: int = 1) -> float:
+    """FLOPs of one decode step: one new token for each of `batch` sequences, each attending
+    to `context_tokens` cached tokens plus itself. Logits for the new token only."""
+    _check_positive(batch=batch)
+    if int(context_tokens) != context_tokens or context_tokens < 0:
+        raise ValueError(f"context_tokens must be a non-negative integer, got {context_tokens!r}")
+    s = shape(spec)
+    per_layer = batch * _linear_flops_per_token(s) + _attention_flops(
+        s, batch * (context_tokens + 1.0)
+    )
+    return s.layers * per_layer + _head_flops(s, batch)
+
+
+def request_flops(
+    spec: SpecLike,
+    input_tokens: int,
+    output_tokens: int,
+    batch: int = 1,
+    causal_attention: bool = False,
+) -> float:
+    """FLOPs of `batch` requests of `input_tokens` in and `output_tokens` out, as `generate`
+    runs them: a prefill (last-position logits; it yields the first output token), then
+    `output_tokens - 1` decode steps at contexts I, I + 1, ..., I + O - 2."""
+    _check_positive(input_tokens=input_tokens, output_tokens=output_tokens, batch=batch)
+    s = shape(spec)
+    steps = output_tokens - 1
+    total = prefill_flops(spec, input_tokens, batch, "last", causal_attention)
+    if steps:
+        # Decode FLOPs are linear in the context, so the steps sum in closed form:
+        # sum over c = I .. I+O-2 of (c + 1) = steps * (2I + steps + 1) / 2.
+        keys = steps * (2.0 * input_tokens + steps + 1) / 2.0
+        per_layer = steps * batch * _linear_flops_per_token(s) + _attention_flops(
+            s, batch * keys
+        )
+        total += s.layers * per_layer + _head_flops(s, steps * batch)
+    return total
+
+
+# --- bytes ----------------------------------------------------------------------------------
+
+
+def _weights_read_bytes(s: Shape, tokens: float, dtype_bytes: float) -> float:
+    """Weights one forward over `tokens` tokens must read once: every layer weight (for MoE the
+    expected experts hit), the whole LM head matrix and the gathered embedding rows."""
+    experts = expected_experts_touched(s.experts, s.experts_per_token, int(tokens))
+    _, final_norm = _norm_params(s)
+    params = s.layers * _layer_params(s, experts) + final_norm
+    params += s.vocab * s.hidden + tokens * s.hidden  # LM head, embedding rows
+    return params * dtype_bytes
+
+
+def prefill_bytes(
+    spec: SpecLike,
+    input_tokens: int,
+    batch: int = 1,
+    dtype_bytes: float = 2,
+    kv_dtype_bytes: float | None = None,
+) -> float:
+    """Fewest bytes one prefill moves through GPU memory, in bytes.
+
+    Counted: each weight used read once (`dtype_bytes` per parameter; embedding only the
+    batch x I rows gathered; the whole LM head; for MoE each layer's expected distinct experts
+    hit by batch x I tokens, see `expected_experts_touched`), the K and V of the batch x I new
+    tokens written to the cache once and read once by attention (`kv_dtype_bytes`, default
+    `dtype_bytes`).
+
+    Excluded: activations (hidden states, MLP intermediates, score matrices), logits, rotary
+    tables, weights read more than once (large GEMMs that re-stream tiles), copies an engine
+    makes of its cache (transformers' DynamicCache concatenates), paged-cache metadata, and
+    anything outside the forward (sampling, host transfers)."""
+    _check_positive(input_tokens=input_tokens, batch=batch)
+    s = shape(spec)
+    kv = _kv_bytes_per_token(s, kv_dtype_bytes or dtype_bytes)
+    tokens = float(batch * input_tokens)
+    return _weights_read_bytes(s, tokens, dtype_bytes) + 2.0 * tokens * kv
+
+
+def decode_bytes(
+    spec: SpecLike,
+    context_tokens: int,
+    batch: int = 1,
+    dtype_bytes: float = 2,
+    kv_dtype_bytes: float | None = None,
+) -> float:
+    """Fewest bytes one decode step moves through GPU memory, in bytes.
+
+    Counted: each weight used read once (embedding only the `batch` rows gathered; the whole LM
+    head; for MoE each layer's expected distinct experts for `batch` tokens,
+    E * (1 - (1 - k/E) ** batch)), the cached K and V of `context_tokens` tokens per sequence
+    read once, and the new token's K and V written once.
+
+    Excluded: as for `prefill_bytes` (activations, logits, rotary tables, re-reads, cache
+    copies such as DynamicCache's concatenation, paged-cache metadata, sampling)."""
+    _check_positive(batch=batch)
+    if int(context_tokens) != context_tokens or context_tokens < 0:
+        raise ValueError(f"context_tokens must be a non-negative integer, got {context_tokens!r}")
+    s = shape(spec)
+    kv = _kv_bytes_per_token(s, kv_dtype_bytes or dtype_bytes)
+    return _weights_read_bytes(s, float(batch), dtype_bytes) + batch * (context_tokens + 1.0) * kv
+
+
+def request_bytes(
+    spec: SpecLike,
+    input_tokens: int,
+    output_tokens: int,
+    batch: int = 1,
+    dtype_bytes: float = 2,
+    kv_dtype_bytes: float | None = None,
+) -> float:
+    """Fewest bytes of `batch` requests (I in, O out): a prefill and O - 1 decode steps at
+    contexts I .. I + O - 2, each counted as in `prefill_bytes` and `decode_bytes`."""
+    _check_positive(input_tokens=input_tokens, output_tokens=output_tokens, batch=batch)
+    total = prefill_bytes(spec, input_tokens, batch, dtype_bytes, kv_dtype_bytes)
+    steps = output_tokens - 1
+    if steps:
+        # Linear in the context: the steps at I .. I+O-2 sum to steps x the step at the mean.
+        first = decode_bytes(spec, input_tokens, batch, dtype_bytes, kv_dtype_bytes)
+        last = decode_bytes(spec, input_tokens + steps - 1, batch, dtype_bytes, kv_dtype_bytes)
+        total += steps * (first + last) / 2.0
+    return total
+

@@ -1,0 +1,156 @@
+"""The model catalog: every entry builds with transformers and matches its published size."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from infergy.models import ModelSpec, UnknownModelError, get_model, model_names
+from infergy.models.flops import active_param_count, param_count
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+CATALOG = [
+    "deepseek-r1-distill-qwen-32b",
+    "llama-3.1-8b",
+    "llama-3.2-1b",
+    "llama-3.2-3b",
+    "olmo-1b",
+    "olmo-7b",
+    "olmoe-1b-7b",
+    "qwen2-1.5b",
+    "smollm2-135m",
+    "tiny",
+]
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def build_on_meta(spec: ModelSpec):
+    with torch.device("meta"):
+        return transformers.AutoModelForCausalLM.from_config(spec.hf_config())
+
+
+def test_model_names_lists_the_catalog_sorted():
+    assert model_names() == CATALOG
+
+
+def test_every_config_file_has_the_fields_and_facts():
+    folder = resources.files("infergy.models").joinpath("configs")
+    for name in CATALOG:
+        data = json.loads(folder.joinpath(f"{name}.json").read_text(encoding="utf-8"))
+        assert data["source"].strip(), name
+        assert data["published_params_text"].strip(), name
+        config = data["config"]
+        for key in ("model_type", "architectures", "hidden_size", "intermediate_size",
+                    "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                    "vocab_size", "max_position_embeddings", "tie_word_embeddings"):
+            assert key in config, (name, key)
+        if name == "tiny":
+            assert data["hf_id"] is None and data["published_params"] is None
+        else:
+            assert "/" in data["hf_id"] and data["published_params"] > 0
+        spec = get_model(name)
+        assert (spec.active_params is not None) == spec.is_moe
+
+
+@pytest.mark.parametrize("name", CATALOG)
+def test_builds_on_meta_with_the_published_parameter_count(name):
+    spec = get_model(name)
+    model = build_on_meta(spec)
+    # parameters() yields a tied embedding once, as published counts do.
+    built = sum(p.numel() for p in model.parameters())
+    assert built == param_count(spec)  # the analytic count is exact
+    if spec.published_params is not None:
+        assert built == pytest.approx(spec.published_params, rel=0.01), spec.published_params_text
+
+
+def test_llama_3_1_8b_is_8_03_billion():
+    built = sum(p.numel() for p in build_on_meta(get_model("llama-3.1-8b")).parameters())
+    assert round(built / 1e9, 2) == 8.03
+
+
+@pytest.mark.parametrize("name", [n for n in CATALOG if get_model(n).is_moe])
+def test_moe_active_parameters(name):
+    spec = get_model(name)
+    model = build_on_meta(spec)
+    total = sum(p.numel() for p in model.parameters())
+    expert = sum(p.numel() for n, p in model.named_parameters() if ".experts." in n)
+    k, experts = spec.config["num_experts_per_tok"], spec.config["num_experts"]
+    active = total - expert * (experts - k) / experts
+    assert active == active_param_count(spec)
+    # OLMoE publishes "1.3B" active: two significant figures, hence 2%.
+    assert active == pytest.approx(spec.active_params, rel=0.02)
+
+
+@pytest.mark.parametrize("name", CATALOG)
+def test_hf_config_carries_the_catalog_values(name):
+    spec = get_model(name)
+    cfg = spec.hf_config()
+    raw = spec.config
+    assert cfg.model_type == raw["model_type"]
+    for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                "num_key_value_heads", "vocab_size", "max_position_embeddings",
+                "tie_word_embeddings", "num_experts", "num_experts_per_tok", "head_dim"):
+        if key in raw:
+            assert getattr(cfg, key) == raw[key], key
+    # transformers 5 folds rope_theta and rope_scaling into rope_parameters.
+    assert cfg.rope_parameters["rope_theta"] == raw["rope_theta"]
+    for key, value in (raw.get("rope_scaling") or {}).items():
+        assert cfg.rope_parameters[key] == value, key
+    assert spec.max_context == raw["max_position_embeddings"]
+
+
+def test_hf_config_leaves_the_catalog_dict_alone():
+    spec = get_model("llama-3.1-8b")
+    before = json.dumps(spec.config, sort_keys=True)
+    spec.hf_config().rope_parameters["factor"] = 1.0
+    assert json.dumps(spec.config, sort_keys=True) == before
+
+
+def test_llama_3_1_8b_facts():
+    spec = get_model("llama-3.1-8b")
+    assert spec.hf_id == "meta-llama/Llama-3.1-8B"
+    assert spec.max_context == 131072
+    assert not spec.is_moe
+    rope = spec.hf_config().rope_parameters
+    assert rope["rope_type"] == "llama3" and rope["factor"] == 8.0 and rope["rope_theta"] == 5e5
+
+
+def test_olmoe_is_moe():
+    spec = get_model("olmoe-1b-7b")
+    assert spec.is_moe and spec.active_params == 1_300_000_000
+    assert spec.config["num_experts"] == 64 and spec.config["num_experts_per_tok"] == 8
+
+
+def test_get_model_accepts_any_case_and_the_hf_id():
+    assert get_model("Llama-3.1-8B").name == "llama-3.1-8b"
+    assert get_model("allenai/OLMoE-1B-7B-0924").name == "olmoe-1b-7b"
+
+
+@pytest.mark.parametrize("bad", ["nope", "", "llama"])
+def test_unknown_model_lists_valid_names(bad):
+    with pytest.raises(UnknownModelError) as info:
+        get_model(bad)
+    assert isinstance(info.value, ValueError)
+    for name in CATALOG:
+        assert name in str(info.value)
+
+
+def test_importing_the_catalog_loads_neither_torch_nor_transformers():
+    code = (
+        "import sys, infergy.models, infergy.models.flops\n"
+        "infergy.models.get_model('llama-3.1-8b')\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+        "assert 'transformers' not in sys.modules, 'transformers imported'\n"
+    )
+    path = os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
