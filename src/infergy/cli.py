@@ -321,7 +321,7 @@ def measure(
     from infergy.engines import EngineError
     from infergy.meter import open_meter
 
-    with err.status("infergy: measuring idle power ...") as status:
+    with err.status(f"infergy: measuring idle power for {idle_s:g} s ..."):
         m = open_meter(idle_s=idle_s)
     with m:
         for u in m.unavailable:
@@ -340,7 +340,6 @@ def measure(
                                        f"infergy: {engine} B={batch} I={input_tokens} "
                                        f"O={output_tokens}: {msg}"))
         eng.close()
-    del status
     load_phase = {"time_s": load.measurement.duration_s, "energy_j": load.measurement.energy_j}
     if as_json:
         out.print_json(json.dumps({**result.to_dict(), "load": load_phase}, default=str))

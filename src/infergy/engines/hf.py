@@ -27,9 +27,9 @@ class _StepStreamer:
         self.puts += 1
         if self.puts == 1:  # the prompt
             return
+        self.times.append(time.perf_counter() - self.start_s)
         if self.puts == 2 and self.on_first_token is not None:
             self.on_first_token()
-        self.times.append(time.perf_counter() - self.start_s)
 
     def end(self) -> None:
         pass
