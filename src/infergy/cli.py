@@ -289,6 +289,11 @@ def measure(
     idle_s: float = typer.Option(5.0, "--idle-s", min=0, help="Idle power measured first (s)."),
     engine_option: list[str] | None = typer.Option(None, "--engine-option",
                                                    help="key=value passed to the engine."),
+    tokenizer: Path | None = typer.Option(None, "--tokenizer",
+                                          help="A local tokenizer directory, for --text-file."),
+    text_file: Path | None = typer.Option(None, "--text-file",
+                                          help="Real text for the prompts, cut to I tokens "
+                                               "(default: random token ids)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ):
     """Measure one point: energy and time of B prompts of I tokens generating O tokens."""
@@ -305,6 +310,10 @@ def measure(
     except (UnknownModelError, UnknownEngineError, DecodingError, PointError) as e:
         raise _fail(str(e)) from None
     options = _options(engine_option)
+    if (tokenizer is None) != (text_file is None):
+        raise _fail("--tokenizer and --text-file go together")
+    if text_file is not None and not text_file.is_file():
+        raise _fail(f"--text-file {text_file}: no such file")
     try:
         import torch
     except ImportError:
@@ -332,11 +341,20 @@ def measure(
             with err.status(f"infergy: loading {model} in {engine} ..."), \
                     m.window("load") as load:
                 eng.load()
-        except (EngineError, FileNotFoundError, ValueError) as e:
+            prompts = None
+            if tokenizer is not None:
+                from transformers import AutoTokenizer
+
+                from infergy.models.build import make_prompts
+
+                prompts = make_prompts(spec, batch, input_tokens, seed=seed,
+                                       tokenizer=AutoTokenizer.from_pretrained(tokenizer),
+                                       text=text_file.read_text())
+        except (EngineError, OSError, ValueError) as e:
             raise _fail(str(e)) from None
         with err.status(f"infergy: {engine} B={batch} I={input_tokens} O={output_tokens}") as st:
             result = measure_point(eng, point, m, repeats=repeats, warmup=warmup, seed=seed,
-                                   progress=lambda msg: st.update(
+                                   prompts=prompts, progress=lambda msg: st.update(
                                        f"infergy: {engine} B={batch} I={input_tokens} "
                                        f"O={output_tokens}: {msg}"))
         eng.close()

@@ -165,16 +165,23 @@ def is_out_of_memory(err: BaseException) -> bool:
 
 
 def measure_point(engine: Engine, point: Point, meter: Meter, *, repeats: int = 3,
-                  warmup: int = 1, seed: int = 0, progress=None) -> PointResult:
+                  warmup: int = 1, seed: int = 0, prompts: list[list[int]] | None = None,
+                  progress=None) -> PointResult:
     """Measure `point` with an engine whose model is loaded. Out of memory is a result
-    (status "oom"), not an exception; so is an engine failure (status "failed")."""
+    (status "oom"), not an exception; so is an engine failure (status "failed").
+
+    `prompts` (B lists of I token ids) replace the default random ones, e.g. real text from
+    `make_prompts(..., tokenizer=..., text=...)`."""
     if repeats < 1:
         raise PointError(f"repeats must be at least 1, got {repeats}")
     decoding = validate_point(point, engine.spec)
     engine.check_decoding(decoding)
     result = PointResult(point=point, status="ok", provenance=run_metadata(meter))
     batch, output_tokens = point.batch, point.output_tokens
-    prompts = make_prompts(engine.spec, batch, point.input_tokens, seed=seed)
+    if prompts is None:
+        prompts = make_prompts(engine.spec, batch, point.input_tokens, seed=seed)
+    elif len(prompts) != batch or any(len(p) != point.input_tokens for p in prompts):
+        raise PointError(f"prompts must be {batch} lists of {point.input_tokens} token ids")
     say = progress or (lambda message: None)
     open_windows: list = []
     try:

@@ -79,8 +79,8 @@ def make_prompts(
 
     By default random ids (seeded), never a special token. With a tokenizer and text, the
     text's tokens, repeated as needed and cut to length, each prompt from its own offset."""
-    if tokenizer is not None and text:
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if tokenizer is not None:
+        ids = tokenizer(text or "", add_special_tokens=False)["input_ids"]
         if not ids:
             raise ValueError("the text gave no tokens")
         stream = ids * ((input_tokens + 7 * batch) // len(ids) + 1)
