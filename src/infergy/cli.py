@@ -298,7 +298,7 @@ def measure(
 ):
     """Measure one point: energy and time of B prompts of I tokens generating O tokens."""
     from infergy.bench.point import Point, PointError, measure_point, validate_point
-    from infergy.decoding import DecodingError
+    from infergy.decoding import Decoding, DecodingError
     from infergy.engines import UnknownEngineError, engine_class
     from infergy.models import UnknownModelError, get_model
 
@@ -338,6 +338,7 @@ def measure(
         try:
             eng = engine_cls(spec, device=device, dtype=dtype, seed=seed, weights=weights,
                              options=options)
+            eng.check_decoding(Decoding.parse(decoding))
             with err.status(f"infergy: loading {model} in {engine} ..."), \
                     m.window("load") as load:
                 eng.load()

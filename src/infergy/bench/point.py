@@ -214,6 +214,7 @@ def measure_point(engine: Engine, point: Point, meter: Meter, *, repeats: int = 
 
 def _one_repeat(engine, meter, prompts, output_tokens, decoding, open_windows) -> Repeat:
     separate = None
+    notes: list[str] = []
     if not engine.first_token_hook:
         with meter.window("prefill") as w:
             engine.generate(prompts, 1, decoding)
@@ -238,18 +239,30 @@ def _one_repeat(engine, meter, prompts, output_tokens, decoding, open_windows) -
         (request_m,) = meter.stop(*open_windows)
         prefill = Phase.of(separate, "separate run")
         decode = Phase.of(request_m).minus(prefill)
+        if decode.time_s <= 0 or (decode.energy_j is not None and decode.energy_j < 0):
+            # The 1-token run cost more than the whole request (fixed per-call overhead
+            # dominates): a difference would be a made-up, negative decode.
+            notes.append(
+                f"decode not measurable as request - prefill: the 1-token prefill run "
+                f"({prefill.time_s:.3g} s) was not shorter than the request "
+                f"({request_m.duration_s:.3g} s)"
+            )
+            decode = Phase(None, None, decode.time_s, "request - prefill (unmeasurable)")
     open_windows.clear()
     req = Phase.of(request_m)
     steps = gen.token_times_s
     ttft = gen.first_token_s if gen.first_token_s is not None else prefill.time_s
     if len(steps) >= 2:
         tpot = (steps[-1] - steps[0]) / (len(steps) - 1)
+    elif output_tokens > 1 and decode.time_s > 0:
+        tpot = decode.time_s / (output_tokens - 1)
     else:
-        tpot = decode.time_s / (output_tokens - 1) if output_tokens > 1 else None
+        tpot = None
     return Repeat(
         request=req, prefill=prefill, decode=decode, ttft_s=ttft, tpot_s=tpot,
         avg_power_w=request_m.avg_power_w, method=request_m.method,
-        warnings=request_m.warnings, failed=request_m.failed, energy_reason=request_m.reason,
+        warnings=(*request_m.warnings, *notes), failed=request_m.failed,
+        energy_reason=request_m.reason,
     )
 
 

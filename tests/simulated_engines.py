@@ -1,0 +1,92 @@
+"""Test doubles for engines: the real hf-eager engine on the tiny model, made to fail on cue.
+
+Nothing here is used by the product. Each double counts its `generate` calls; with the
+runner's defaults (hf-eager has no `prepare` work, one warm-up run) call 1 is the warm-up and
+calls from 2 on are measured runs.
+"""
+
+from __future__ import annotations
+
+import time
+
+from infergy.engines.base import Engine, Generation
+from infergy.engines.hf import HFEager
+
+
+class OutOfMemoryError(RuntimeError):
+    """Mimics torch.OutOfMemoryError: the runner recognises it by its class name."""
+
+
+class SimulatedFailureEngine(HFEager):
+    """hf-eager that raises `error` from the `fail_from_call`-th `generate` call on.
+
+    `when`: "start" raises before any token (request and prefill windows open); "after first
+    token" lets the prefill finish and raises in the decode (request and decode windows open).
+    """
+
+    name = "simulated-failure"
+
+    def __init__(self, *args, error: BaseException, fail_from_call: int = 2,
+                 when: str = "start", **kwargs):
+        super().__init__(*args, **kwargs)
+        if when not in ("start", "after first token"):
+            raise ValueError(f"unknown failure point {when!r}")
+        self.error = error
+        self.fail_from_call = fail_from_call
+        self.when = when
+        self.calls = 0
+
+    def generate(self, prompts, output_tokens, decoding, on_first_token=None):
+        self.calls += 1
+        if self.calls < self.fail_from_call:
+            return super().generate(prompts, output_tokens, decoding, on_first_token)
+        if self.when == "start":
+            raise self.error
+
+        def first_token_then_fail():
+            if on_first_token is not None:
+                on_first_token()
+            raise self.error
+
+        return super().generate(prompts, output_tokens, decoding, first_token_then_fail)
+
+
+class OutOfMemoryEngine(SimulatedFailureEngine):
+    """hf-eager that runs out of memory on the measured runs."""
+
+    name = "simulated-oom"
+
+    def __init__(self, *args, error: BaseException | None = None, **kwargs):
+        error = error or OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        super().__init__(*args, error=error, **kwargs)
+
+
+class GreedyOnlyEngine(HFEager):
+    """hf-eager that says it supports greedy decoding only."""
+
+    name = "simulated-greedy-only"
+    decodings = ("greedy",)
+
+
+class SlowPrefillRunEngine(Engine):
+    """An engine with no first-token hook and no model: a run with one output token takes
+    `prefill_run_s`, a full request `request_s`. With prefill_run_s > request_s it is an engine
+    whose per-call overhead dominates, as transformers' continuous batching (hf-paged) does on
+    a CPU, where a 1-token run can take as long as a 4-token one."""
+
+    name = "simulated-slow-prefill-run"
+    description = "test double: sleeps instead of generating"
+    first_token_hook = False
+
+    def __init__(self, *args, prefill_run_s: float = 0.2, request_s: float = 0.02, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.prefill_run_s = prefill_run_s
+        self.request_s = request_s
+
+    def load(self) -> None:
+        pass
+
+    def generate(self, prompts, output_tokens, decoding, on_first_token=None):
+        self.check_decoding(decoding)
+        time.sleep(self.prefill_run_s if output_tokens == 1 else self.request_s)
+        return Generation(output_tokens=[output_tokens] * len(prompts))

@@ -1,0 +1,186 @@
+"""Engines on a CPU: the tiny model through every engine that runs without a GPU; engine names,
+decoding specifications and prompts."""
+
+from __future__ import annotations
+
+import pytest
+
+from infergy.decoding import Decoding, DecodingError
+from infergy.engines import (
+    ENGINES,
+    Engine,
+    EngineError,
+    Generation,
+    UnknownEngineError,
+    engine_class,
+    engine_names,
+)
+from infergy.models import get_model
+from infergy.models.build import make_prompts, special_token_ids
+from simulated_engines import GreedyOnlyEngine
+
+CPU_ENGINES = ("hf-eager", "hf-compiled", "hf-paged")
+FIRST_TOKEN_ENGINES = ("hf-eager", "hf-compiled")
+GPU_ENGINES = ("vllm", "vllm-eager")
+DECODINGS = ("greedy", "sample", "sample:temperature=0.7,top_p=0.9")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return get_model("tiny")
+
+
+@pytest.fixture(scope="module")
+def engines(tiny):
+    """Each CPU engine with the tiny model loaded once, float32 on the CPU."""
+    loaded = {}
+    for name in CPU_ENGINES:
+        engine = engine_class(name)(tiny, device="cpu", dtype="float32")
+        engine.load()
+        loaded[name] = engine
+    yield loaded
+    for engine in loaded.values():
+        engine.close()
+
+
+# -- generate -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("decoding", DECODINGS)
+@pytest.mark.parametrize("output_tokens", [1, 5])
+@pytest.mark.parametrize("name", CPU_ENGINES)
+def test_generate_gives_exactly_the_output_tokens_asked_for_every_prompt(
+    engines, tiny, name, output_tokens, decoding
+):
+    prompts = make_prompts(tiny, 3, 8, seed=1)
+    gen = engines[name].generate(prompts, output_tokens, Decoding.parse(decoding))
+    assert isinstance(gen, Generation)
+    assert gen.output_tokens == [output_tokens] * 3
+
+
+@pytest.mark.parametrize("decoding", ["greedy", "sample"])
+@pytest.mark.parametrize("output_tokens", [1, 5])
+@pytest.mark.parametrize("name", FIRST_TOKEN_ENGINES)
+def test_first_token_engines_signal_the_first_token_once_and_time_every_step(
+    engines, tiny, name, output_tokens, decoding
+):
+    calls = []
+    gen = engines[name].generate(make_prompts(tiny, 3, 8), output_tokens,
+                                 Decoding.parse(decoding), on_first_token=lambda: calls.append(1))
+    assert calls == [1]
+    assert len(gen.token_times_s) == output_tokens
+    assert gen.first_token_s == gen.token_times_s[0]
+    assert gen.token_times_s == sorted(gen.token_times_s)
+    assert engine_class(name).first_token_hook
+
+
+def test_hf_paged_measures_prefill_by_a_separate_run(engines, tiny):
+    """It cannot signal the first token: the runner must know, and the hook is not called."""
+    assert not engine_class("hf-paged").first_token_hook
+    calls = []
+    gen = engines["hf-paged"].generate(make_prompts(tiny, 2, 8), 3, Decoding(),
+                                       on_first_token=lambda: calls.append(1))
+    assert gen.output_tokens == [3, 3]
+    assert calls == []
+
+
+def test_hf_compiled_says_it_is_not_compiled_on_a_cpu(engines):
+    info = engines["hf-compiled"].info()
+    assert info["engine"] == "hf-compiled"
+    assert info["compiled"] is False
+
+
+@pytest.mark.parametrize("name", CPU_ENGINES)
+def test_an_unsupported_decoding_is_refused_before_generating(tiny, name):
+    engine = engine_class(name)(tiny, device="cpu", dtype="float32")
+    engine.decodings = ("greedy",)  # an instance that supports less than its class
+    with pytest.raises(EngineError, match="does not support sample decoding"):
+        engine.generate(make_prompts(tiny, 1, 4), 2, Decoding("sample"))  # not loaded either
+
+
+def test_check_decoding_names_what_the_engine_supports(tiny):
+    engine = GreedyOnlyEngine(tiny, device="cpu")
+    engine.check_decoding(Decoding("greedy"))
+    with pytest.raises(EngineError, match=r"does not support sample decoding.*supports greedy"):
+        engine.check_decoding(Decoding.parse("sample:temperature=0.5"))
+
+
+# -- engine names --------------------------------------------------------------------------------
+
+
+def test_every_engine_name_resolves_to_its_engine_class():
+    assert engine_names() == list(ENGINES)
+    for name in ("hf-eager", "hf-compiled", "hf-paged"):
+        cls = engine_class(name)
+        assert issubclass(cls, Engine)
+        assert cls.name == name
+
+
+def test_vllm_engines_resolve_without_vllm_installed():
+    """vLLM is imported only when an engine is loaded: naming it costs nothing."""
+    for name in GPU_ENGINES:
+        cls = engine_class(name)
+        assert cls.name == name
+        assert cls.needs_gpu
+
+
+def test_unknown_engine_lists_the_valid_names():
+    with pytest.raises(UnknownEngineError) as info:
+        engine_class("nope")
+    message = str(info.value)
+    assert "'nope'" in message
+    for name in ENGINES:
+        assert name in message
+
+
+@pytest.mark.parametrize("name", GPU_ENGINES)
+def test_vllm_engines_on_a_cpu_say_they_need_a_gpu(tiny, name):
+    with pytest.raises(EngineError, match="needs a CUDA GPU"):
+        engine_class(name)(tiny, device="cpu", dtype="float32")
+
+
+# -- decoding --------------------------------------------------------------------------------
+
+
+def test_decoding_parses_its_three_forms():
+    assert Decoding.parse("greedy") == Decoding()
+    assert not Decoding.parse("greedy").sampling
+    assert Decoding.parse("sample") == Decoding("sample")
+    d = Decoding.parse("sample:temperature=0.7,top_p=0.9")
+    assert (d.strategy, d.temperature, d.top_p, d.sampling) == ("sample", 0.7, 0.9, True)
+    assert Decoding.parse(d.label()) == d
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("beam:4", "unknown decoding strategy 'beam'"),
+        ("speculative", "unknown decoding strategy"),
+        ("sample:temperature=-1", "temperature must be > 0"),
+        ("sample:temperature=0", "temperature must be > 0"),
+        ("sample:top_p=0", r"top_p must be in \(0, 1\]"),
+        ("sample:top_p=1.5", r"top_p must be in \(0, 1\]"),
+        ("sample:temperature=hot", "temperature must be a number"),
+        ("sample:top_k=5", "expected temperature=X or top_p=X"),
+        ("greedy:temperature=0.5", "takes no parameters"),
+    ],
+)
+def test_bad_decodings_raise_decoding_error_saying_why(text, match):
+    with pytest.raises(DecodingError, match=match):
+        Decoding.parse(text)
+
+
+# -- prompts ---------------------------------------------------------------------------------
+
+
+def test_prompts_have_exactly_the_input_tokens_and_no_special_token(tiny):
+    prompts = make_prompts(tiny, 4, 300, seed=3)
+    special = special_token_ids(tiny.config)
+    assert special  # the tiny model has bos and eos ids to avoid
+    assert len(prompts) == 4
+    for prompt in prompts:
+        assert len(prompt) == 300
+        assert not special & set(prompt)
+        assert all(0 <= t < tiny.config["vocab_size"] for t in prompt)
+    assert make_prompts(tiny, 4, 300, seed=3) == prompts  # seeded
+    assert make_prompts(tiny, 4, 300, seed=4) != prompts

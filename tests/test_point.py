@@ -1,0 +1,258 @@
+"""Measuring one point on a CPU: the tiny model through the real engines, energy from a
+simulated GPU of constant power, and failures (out of memory, engine errors) as results."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from infergy.bench.point import Point, PointError, PointResult, measure_point, validate_point
+from infergy.decoding import Decoding, DecodingError
+from infergy.engines import engine_class
+from infergy.models import get_model
+from simulated import SimulatedGpu
+from simulated_engines import (
+    OutOfMemoryEngine,
+    OutOfMemoryError,
+    SimulatedFailureEngine,
+    SlowPrefillRunEngine,
+)
+
+CPU_ENGINES = ("hf-eager", "hf-compiled", "hf-paged")
+WINDOW_ENGINES = ("hf-eager", "hf-compiled")  # prefill and decode in windows of their own
+BATCH, INPUT, OUTPUT = 2, 8, 4
+REPEATS = 2
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return get_model("tiny")
+
+
+@pytest.fixture(scope="module")
+def engines(tiny):
+    loaded = {}
+    for name in CPU_ENGINES:
+        engine = engine_class(name)(tiny, device="cpu", dtype="float32")
+        engine.load()
+        loaded[name] = engine
+    yield loaded
+    for engine in loaded.values():
+        engine.close()
+
+
+def point(engine: str, **kwargs) -> Point:
+    fields = {"batch": BATCH, "input_tokens": INPUT, "output_tokens": OUTPUT,
+              "dtype": "float32", **kwargs}
+    return Point("tiny", engine, **fields)
+
+
+def gpu_meter(make_meter):
+    return make_meter([SimulatedGpu(power_w=200.0, update_s=1e-4)])
+
+
+# -- a measured point --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", CPU_ENGINES)
+def test_a_point_on_a_simulated_gpu_is_measured_in_full(engines, make_meter, name):
+    meter = gpu_meter(make_meter)
+    result = measure_point(engines[name], point(name), meter, repeats=REPEATS, warmup=1)
+
+    assert isinstance(result, PointResult)
+    assert result.status == "ok", result.error
+    assert result.error is None
+    assert len(result.repeats) == REPEATS
+    assert result.energy_j > 0
+    assert result.prefill_energy_j > 0
+    assert result.meter_method == "counter"
+    assert result.energy_reason is None
+    assert result.j_per_output_token == pytest.approx(result.energy_j / (BATCH * OUTPUT))
+    assert result.j_per_request == pytest.approx(result.energy_j / BATCH)
+    assert result.time_s > 0
+    assert result.throughput_tok_s == pytest.approx(BATCH * OUTPUT / result.time_s)
+    assert result.ttft_s > 0
+    assert result.avg_power_w > 0
+    assert result.prepare is not None and result.warmup is not None
+    assert result.point == point(name)
+    assert result.provenance["gpus"][0]["name"] == "gpu0"
+    assert meter._windows == []  # nothing left open
+
+
+@pytest.mark.parametrize("name", WINDOW_ENGINES)
+def test_prefill_and_decode_windows_tile_the_request(engines, make_meter, name):
+    """The two windows share the request's edges: their sum is the request, not about it."""
+    result = measure_point(engines[name], point(name), gpu_meter(make_meter),
+                           repeats=REPEATS, warmup=1)
+    assert result.status == "ok", result.error
+    assert result.prefill_method == "window"
+    assert result.tpot_s > 0
+    for r in result.repeats:
+        assert r.prefill.method == "window" and r.decode.method == "window"
+        assert r.prefill.energy_j > 0 and r.decode.energy_j > 0
+        assert r.prefill.energy_j + r.decode.energy_j == pytest.approx(r.request.energy_j,
+                                                                        rel=1e-9)
+        assert r.prefill.time_s + r.decode.time_s == pytest.approx(r.request.time_s, rel=1e-9)
+    assert result.prefill_energy_j + result.decode_energy_j == pytest.approx(result.energy_j,
+                                                                             rel=0.02)
+
+
+def test_hf_paged_measures_prefill_by_a_separate_run(engines, make_meter):
+    result = measure_point(engines["hf-paged"], point("hf-paged"), gpu_meter(make_meter),
+                           repeats=REPEATS, warmup=1)
+    assert result.status == "ok", result.error
+    assert result.prefill_method == "separate run"
+    for r in result.repeats:
+        assert r.prefill.method == "separate run"
+        assert r.decode.method == "request - prefill"
+        assert r.decode.energy_j == pytest.approx(r.request.energy_j - r.prefill.energy_j)
+        assert r.ttft_s == r.prefill.time_s
+
+
+@pytest.mark.parametrize("name", ["hf-eager", "hf-paged"])
+def test_without_a_gpu_sensor_energy_is_none_with_a_reason_and_time_is_measured(
+    engines, make_meter, name
+):
+    meter = make_meter([])
+    result = measure_point(engines[name], point(name), meter, repeats=REPEATS, warmup=0)
+    assert result.status == "ok", result.error
+    for value in (result.energy_j, result.prefill_energy_j, result.decode_energy_j,
+                  result.active_energy_j, result.j_per_output_token, result.j_per_request,
+                  result.avg_power_w):
+        assert value is None  # null, not zero
+    assert "no GPU" in result.energy_reason
+    assert result.time_s > 0
+    assert result.ttft_s > 0
+    assert result.throughput_tok_s == pytest.approx(BATCH * OUTPUT / result.time_s)
+    assert all(r.request.time_s > 0 for r in result.repeats)
+    assert result.warmup is None
+    assert meter._windows == []
+
+
+def test_sampling_points_are_measured(engines, make_meter):
+    p = point("hf-eager", decoding="sample:temperature=0.7,top_p=0.9")
+    result = measure_point(engines["hf-eager"], p, gpu_meter(make_meter), repeats=1, warmup=0)
+    assert result.status == "ok", result.error
+    assert result.point.decoding == "sample:temperature=0.7,top_p=0.9"
+
+
+def test_one_output_token_has_no_time_per_output_token(engines, make_meter):
+    result = measure_point(engines["hf-eager"], point("hf-eager", output_tokens=1),
+                           gpu_meter(make_meter), repeats=1, warmup=0)
+    assert result.status == "ok", result.error
+    assert result.tpot_s is None
+    assert result.j_per_output_token == pytest.approx(result.energy_j / BATCH)
+
+
+def test_decode_by_subtraction_is_never_reported_negative(tiny, make_meter):
+    engine = SlowPrefillRunEngine(tiny, device="cpu", prefill_run_s=0.2, request_s=0.02)
+    result = measure_point(engine, point("hf-paged"), gpu_meter(make_meter), repeats=1,
+                           warmup=0)
+    assert result.status == "ok", result.error
+    assert result.prefill_method == "separate run"
+    flagged = any("decode" in w for w in result.warnings)
+    assert flagged or result.decode_energy_j is None or result.decode_energy_j >= 0
+    assert flagged or result.tpot_s is None or result.tpot_s > 0
+
+
+# -- failures are results ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("when", ["start", "after first token"])
+@pytest.mark.parametrize("error_class", [OutOfMemoryError, torch.OutOfMemoryError])
+def test_out_of_memory_is_a_result_and_leaves_no_window_open(
+    tiny, engines, make_meter, error_class, when
+):
+    engine = OutOfMemoryEngine(tiny, device="cpu", dtype="float32", when=when,
+                               error=error_class("CUDA out of memory. Tried to allocate 2 GiB"))
+    engine.load()
+    meter = gpu_meter(make_meter)
+    result = measure_point(engine, point("hf-eager"), meter, repeats=REPEATS, warmup=1)
+    assert engine.calls == 2  # the warm-up ran; the first measured run failed
+    assert result.status == "oom"
+    assert "OutOfMemoryError" in result.error and "out of memory" in result.error
+    assert result.energy_j is None and result.j_per_output_token is None
+    assert meter._windows == []
+
+    # The meter goes on measuring the next point of a sweep.
+    ok = measure_point(engines["hf-eager"], point("hf-eager"), meter, repeats=1, warmup=0)
+    assert ok.status == "ok", ok.error
+    assert ok.energy_j > 0
+    assert meter._windows == []
+
+
+def test_out_of_memory_in_the_warm_up_is_a_result(tiny, make_meter):
+    engine = OutOfMemoryEngine(tiny, device="cpu", dtype="float32", fail_from_call=1)
+    engine.load()
+    meter = gpu_meter(make_meter)
+    result = measure_point(engine, point("hf-eager"), meter, repeats=REPEATS, warmup=1)
+    assert result.status == "oom"
+    assert result.repeats == []
+    assert meter._windows == []
+
+
+def test_an_engine_message_saying_out_of_memory_is_oom(tiny, make_meter):
+    engine = SimulatedFailureEngine(
+        tiny, device="cpu", dtype="float32",
+        error=RuntimeError("engine core: Out of memory while allocating KV cache blocks"),
+    )
+    engine.load()
+    result = measure_point(engine, point("hf-eager"), gpu_meter(make_meter), repeats=1)
+    assert result.status == "oom"
+
+
+@pytest.mark.parametrize("when", ["start", "after first token"])
+def test_another_engine_error_is_a_failed_result(tiny, make_meter, when):
+    engine = SimulatedFailureEngine(tiny, device="cpu", dtype="float32", when=when,
+                                    error=ValueError("shapes do not match"))
+    engine.load()
+    meter = gpu_meter(make_meter)
+    result = measure_point(engine, point("hf-eager"), meter, repeats=REPEATS, warmup=1)
+    assert result.status == "failed"
+    assert result.error == "ValueError: shapes do not match"
+    assert result.energy_j is None
+    assert meter._windows == []
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "match"),
+    [
+        ({"batch": 0}, "batch must be a positive integer, got 0"),
+        ({"input_tokens": -1}, "input_tokens must be a positive integer, got -1"),
+        ({"output_tokens": -5}, "output_tokens must be a positive integer, got -5"),
+        ({"output_tokens": 0}, "output_tokens must be a positive integer, got 0"),
+        ({"batch": 2.5}, "batch must be a positive integer"),
+        ({"input_tokens": 2000, "output_tokens": 49}, "2049 tokens is beyond tiny's context of "
+                                                      "2048"),
+        ({"input_tokens": 3000}, "beyond tiny's context"),
+    ],
+)
+def test_validate_point_rejects_what_cannot_be_measured(tiny, fields, match):
+    with pytest.raises(PointError, match=match):
+        validate_point(point("hf-eager", **fields), tiny)
+
+
+def test_validate_point_accepts_the_whole_context_and_returns_the_decoding(tiny):
+    decoding = validate_point(
+        point("hf-eager", input_tokens=2040, output_tokens=8, decoding="sample:top_p=0.5"), tiny
+    )
+    assert decoding == Decoding("sample", top_p=0.5)
+
+
+def test_validate_point_rejects_a_bad_decoding(tiny):
+    with pytest.raises(DecodingError, match="beam"):
+        validate_point(point("hf-eager", decoding="beam:4"), tiny)
+
+
+def test_measure_point_refuses_a_bad_point_before_any_work(tiny, make_meter):
+    engine = OutOfMemoryEngine(tiny, device="cpu", dtype="float32", fail_from_call=1)
+    meter = gpu_meter(make_meter)
+    with pytest.raises(PointError, match="beyond"):
+        measure_point(engine, point("hf-eager", input_tokens=2048), meter)
+    with pytest.raises(PointError, match="repeats must be at least 1"):
+        measure_point(engine, point("hf-eager"), meter, repeats=0)
+    assert engine.calls == 0
+    assert meter._windows == []
