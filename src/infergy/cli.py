@@ -274,7 +274,7 @@ def measure(
                                help="hf-eager, hf-compiled, hf-paged, vllm or vllm-eager."),
     batch: int = typer.Option(1, "--batch", "-b", help="Prompts in the batch (B)."),
     input_tokens: int = typer.Option(512, "--input", "-i", help="Tokens per prompt (I)."),
-    output_tokens: int = typer.Option(128, "--output", "-o",
+    output_tokens: int = typer.Option(128, "--output",
                                       help="Tokens generated per prompt, exactly (O)."),
     decoding: str = typer.Option("greedy", "--decoding",
                                  help="greedy, sample, or sample:temperature=0.7,top_p=0.9."),
