@@ -4,7 +4,8 @@ A window collects, for each sensor, the cumulative counter and the power reading
 its two edges and by the meter's background sampler in between. Energy by counter is the sum
 of the counter's steps (each step corrected for wrap-around); energy by sampled power is the
 trapezoid integral of the readings over the window. Both are kept; the counter is trusted
-where it exists.
+where it exists, except in a window shorter than about two of its updates, where instant
+power is.
 """
 
 from __future__ import annotations
