@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from infergy.engines import engine_class, engine_names
 from infergy.meter import Meter
+from infergy.models import get_model
 
 
 @pytest.fixture
@@ -25,3 +27,23 @@ def make_meter():
     yield make
     for meter in meters:
         meter.close()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """The tiny test model's spec (2 layers, hidden 64)."""
+    return get_model("tiny")
+
+
+@pytest.fixture(scope="module")
+def engines(tiny):
+    """Every engine that runs on a CPU, with the tiny model loaded once, float32."""
+    loaded = {}
+    for name in engine_names():
+        cls = engine_class(name)
+        if not cls.needs_gpu:
+            loaded[name] = cls(tiny, device="cpu", dtype="float32")
+            loaded[name].load()
+    yield loaded
+    for engine in loaded.values():
+        engine.close()

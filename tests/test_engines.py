@@ -15,7 +15,6 @@ from infergy.engines import (
     engine_class,
     engine_names,
 )
-from infergy.models import get_model
 from infergy.models.build import make_prompts, special_token_ids
 from simulated_engines import GreedyOnlyEngine
 
@@ -23,24 +22,6 @@ CPU_ENGINES = ("hf-eager", "hf-compiled", "hf-paged")
 FIRST_TOKEN_ENGINES = ("hf-eager", "hf-compiled")
 GPU_ENGINES = ("vllm", "vllm-eager")
 DECODINGS = ("greedy", "sample", "sample:temperature=0.7,top_p=0.9")
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return get_model("tiny")
-
-
-@pytest.fixture(scope="module")
-def engines(tiny):
-    """Each CPU engine with the tiny model loaded once, float32 on the CPU."""
-    loaded = {}
-    for name in CPU_ENGINES:
-        engine = engine_class(name)(tiny, device="cpu", dtype="float32")
-        engine.load()
-        loaded[name] = engine
-    yield loaded
-    for engine in loaded.values():
-        engine.close()
 
 
 # -- generate -----------------------------------------------------------------------------------

@@ -8,8 +8,6 @@ import torch
 
 from infergy.bench.point import Point, PointError, PointResult, measure_point, validate_point
 from infergy.decoding import Decoding, DecodingError
-from infergy.engines import engine_class
-from infergy.models import get_model
 from simulated import SimulatedGpu
 from simulated_engines import (
     OutOfMemoryEngine,
@@ -22,23 +20,6 @@ CPU_ENGINES = ("hf-eager", "hf-compiled", "hf-paged")
 WINDOW_ENGINES = ("hf-eager", "hf-compiled")  # prefill and decode in windows of their own
 BATCH, INPUT, OUTPUT = 2, 8, 4
 REPEATS = 2
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return get_model("tiny")
-
-
-@pytest.fixture(scope="module")
-def engines(tiny):
-    loaded = {}
-    for name in CPU_ENGINES:
-        engine = engine_class(name)(tiny, device="cpu", dtype="float32")
-        engine.load()
-        loaded[name] = engine
-    yield loaded
-    for engine in loaded.values():
-        engine.close()
 
 
 def point(engine: str, **kwargs) -> Point:
