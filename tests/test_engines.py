@@ -14,6 +14,7 @@ from infergy.engines import (
     UnknownEngineError,
     engine_class,
     engine_names,
+    parse_options,
 )
 from infergy.models.build import make_prompts, special_token_ids
 from simulated_engines import GreedyOnlyEngine
@@ -63,6 +64,56 @@ def test_hf_paged_measures_prefill_by_a_separate_run(engines, tiny):
                                        on_first_token=lambda: calls.append(1))
     assert gen.output_tokens == [3, 3]
     assert calls == []
+
+
+def test_hf_paged_times_every_step_of_the_batch(engines, tiny):
+    gen = engines["hf-paged"].generate(make_prompts(tiny, 2, 8), 4, Decoding())
+    assert len(gen.token_times_s) == 4
+    assert gen.first_token_s == gen.token_times_s[0] > 0
+    assert gen.token_times_s == sorted(gen.token_times_s)
+
+
+def test_hf_paged_keeps_one_manager_per_shape_and_replaces_it_for_a_new_one(engines, tiny):
+    engine = engines["hf-paged"]
+    engine.prepare(2, 8, 4, Decoding())
+    manager = engine._manager
+    assert manager.is_running()
+    engine.generate(make_prompts(tiny, 2, 8), 4, Decoding())
+    engine.generate(make_prompts(tiny, 2, 8), 1, Decoding())  # the prefill run: same shape
+    assert engine._manager is manager
+    engine.generate(make_prompts(tiny, 3, 8), 2, Decoding())
+    assert engine._manager is not manager and not manager.is_running()
+
+
+def test_hf_paged_refuses_an_unknown_option_naming_it(tiny):
+    engine = engine_class("hf-paged")(tiny, device="cpu", dtype="float32",
+                                      options={"no_such_setting": 1})
+    engine.load()
+    try:
+        with pytest.raises(EngineError, match="no_such_setting"):
+            engine.prepare(2, 8, 2, Decoding())
+    finally:
+        engine.close()
+
+
+def test_hf_compiled_uses_infergy_grouped_query_attention(engines):
+    info = engines["hf-compiled"].info()
+    assert info["attention"] == "sdpa_gqa" and info["compile_dynamic"] is False
+    assert engines["hf-eager"].info()["attention"] == "sdpa"
+
+
+def test_an_unknown_attention_is_a_clear_error(tiny):
+    engine = engine_class("hf-eager")(tiny, device="cpu", dtype="float32",
+                                      options={"attention": "no-such-attention"})
+    with pytest.raises(EngineError, match="no-such-attention"):
+        engine.load()
+
+
+def test_parse_options_reads_json_values_and_names_a_bad_item():
+    assert parse_options(["a=true", "b=8", "c=0.5", "d=paged"]) == {
+        "a": True, "b": 8, "c": 0.5, "d": "paged"}
+    with pytest.raises(ValueError, match="'oops'"):
+        parse_options(["oops"])
 
 
 def test_hf_compiled_says_it_is_not_compiled_on_a_cpu(engines):

@@ -85,12 +85,13 @@ def test_hf_paged_measures_prefill_by_a_separate_run(engines, make_meter):
     assert result.prefill_method == "separate run"
     for r in result.repeats:
         assert r.prefill.method == "separate run"
-        assert r.ttft_s == r.prefill.time_s
+        # TTFT is the engine's own time stamp of the batch's first token in the request run.
+        assert 0 < r.ttft_s < r.request.time_s
         if r.decode.method == "request - prefill":
             assert r.decode.energy_j == pytest.approx(r.request.energy_j - r.prefill.energy_j)
         else:
-            # On a CPU hf-paged's fixed cost per call can make the 1-token run the longer one:
-            # then decode is not made up by subtraction but reported unmeasurable.
+            # On a CPU the 1-token run of a tiny model can take as long as the whole request
+            # (noise): then decode is not made up by subtraction but reported unmeasurable.
             assert r.decode.method == "request - prefill (unmeasurable)"
             assert r.decode.energy_j is None
             assert any("decode not measurable" in w for w in r.warnings)

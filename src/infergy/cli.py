@@ -255,16 +255,12 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def _options(values: list[str] | None) -> dict:
-    options = {}
-    for item in values or []:
-        key, eq, value = item.partition("=")
-        if not eq or not key:
-            raise _fail(f"--engine-option expects key=value, got {item!r}")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    return options
+    from infergy.engines import parse_options
+
+    try:
+        return parse_options(values or [])
+    except ValueError as e:
+        raise _fail(f"--engine-option: {e}") from None
 
 
 @app.command()
@@ -353,12 +349,15 @@ def measure(
                                        text=text_file.read_text())
         except (EngineError, OSError, ValueError) as e:
             raise _fail(str(e)) from None
-        with err.status(f"infergy: {engine} B={batch} I={input_tokens} O={output_tokens}") as st:
-            result = measure_point(eng, point, m, repeats=repeats, warmup=warmup, seed=seed,
-                                   prompts=prompts, progress=lambda msg: st.update(
-                                       f"infergy: {engine} B={batch} I={input_tokens} "
-                                       f"O={output_tokens}: {msg}"))
-        eng.close()
+        try:
+            with err.status(f"infergy: {engine} B={batch} I={input_tokens} "
+                            f"O={output_tokens}") as st:
+                result = measure_point(eng, point, m, repeats=repeats, warmup=warmup, seed=seed,
+                                       prompts=prompts, progress=lambda msg: st.update(
+                                           f"infergy: {engine} B={batch} I={input_tokens} "
+                                           f"O={output_tokens}: {msg}"))
+        finally:  # also on Ctrl-C: an engine may hold threads (hf-paged) or a process (vLLM)
+            eng.close()
     load_phase = {"time_s": load.measurement.duration_s, "energy_j": load.measurement.energy_j}
     if as_json:
         out.print_json(json.dumps({**result.to_dict(), "load": load_phase}, default=str))

@@ -3,6 +3,7 @@ so a missing engine (vLLM, say) costs nothing until it is asked for."""
 
 from __future__ import annotations
 
+import json
 from importlib import import_module
 
 from infergy.engines.base import Engine, EngineError, Generation
@@ -35,5 +36,20 @@ def engine_class(name: str) -> type[Engine]:
     return getattr(import_module(module), cls)
 
 
+def parse_options(items: list[str]) -> dict:
+    """Engine options from `key=value` strings; a value is JSON where it parses as JSON
+    (`true`, `8`, `0.9`), else the string. ValueError names a malformed item."""
+    options = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ValueError(f"an engine option is key=value, got {item!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
 __all__ = ["ENGINES", "Engine", "EngineError", "Generation", "UnknownEngineError",
-           "engine_class", "engine_names"]
+           "engine_class", "engine_names", "parse_options"]
