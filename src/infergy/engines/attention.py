@@ -12,14 +12,17 @@ function unchanged. The result is exact: the same scores, softmax and weighted s
 
 from __future__ import annotations
 
+try:  # imported at module level: this function runs inside torch.compile's traced graph
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+except ImportError:  # infergy without its `measure` extra never calls anything here
+    torch = sdpa_attention_forward = None
+
 NAME = "sdpa_gqa"
 
 
 def sdpa_gqa_attention_forward(module, query, key, value, attention_mask, dropout=0.0,
                                scaling=None, is_causal=None, **kwargs):
-    import torch
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     groups = getattr(module, "num_key_value_groups", 1)
     if groups == 1 or query.shape[2] != 1 or kwargs.get("position_bias") is not None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
