@@ -3,6 +3,8 @@ decoding specifications and prompts."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from infergy.decoding import Decoding, DecodingError
@@ -94,6 +96,28 @@ def test_hf_paged_refuses_an_unknown_option_naming_it(tiny):
             engine.prepare(2, 8, 2, Decoding())
     finally:
         engine.close()
+
+
+def test_engines_that_keep_a_cache_across_runs_do_not_share_prefixes(tiny, monkeypatch):
+    """A point runs the same prompts many times: a prefix cache would skip every prefill
+    after the first (it did, for vLLM, before this setting)."""
+    import fake_vllm
+
+    monkeypatch.setitem(sys.modules, "vllm", fake_vllm)
+    engine = engine_class("vllm")(tiny, device="cuda")
+    engine.load()
+    try:
+        assert fake_vllm.LLM.instances[-1].kwargs["enable_prefix_caching"] is False
+        assert engine.generate([[1] * 8] * 2, 3, Decoding()).output_tokens == [3, 3]
+    finally:
+        engine.close()
+    paged = engine_class("hf-paged")(tiny, device="cpu")
+    assert paged._cb_config(2, 8, 4)[1]["allow_block_sharing"] is False
+    # Both stay the user's choice.
+    engine = engine_class("vllm")(tiny, device="cuda", options={"enable_prefix_caching": True})
+    engine.load()
+    assert fake_vllm.LLM.instances[-1].kwargs["enable_prefix_caching"] is True
+    engine.close()
 
 
 def test_hf_compiled_uses_infergy_grouped_query_attention(engines):

@@ -6,6 +6,7 @@ describing the environment stays fast and works where those packages are absent.
 
 from __future__ import annotations
 
+import hashlib
 import platform
 import socket
 import subprocess
@@ -45,12 +46,29 @@ def infergy_commit() -> str | None:
     return out.stdout.strip() + ("-dirty" if dirty else "")
 
 
+def source_digest() -> str:
+    """SHA-256 (first 12 hex digits) of infergy's own files, by relative path and content.
+
+    Identifies the code that ran even where the git commit cannot: an installed wheel, or a
+    copy of a working tree whose .git is stale. Computed in a checkout of a commit, it says
+    whether that commit is the code that ran."""
+    root = Path(infergy.__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if path.suffix in (".py", ".json") and "__pycache__" not in path.parts:
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
 def software_versions() -> dict[str, str | None]:
-    """Versions of Python, infergy (and its commit) and the tracked packages; None = absent."""
+    """Versions of Python, infergy (its commit and source digest) and the tracked packages;
+    None = absent."""
     versions: dict[str, str | None] = {
         "python": platform.python_version(),
         "infergy": infergy.__version__,
         "infergy_commit": infergy_commit(),
+        "infergy_source": source_digest(),
     }
     for name in TRACKED_PACKAGES:
         versions[name] = package_version(name)

@@ -43,6 +43,9 @@ class HFPaged(HFEager):
             # Prefill many prompts per step, within what the activations of one step can take.
             "max_batch_tokens": min(max(batch * input_tokens, 256), 8192)
             if self.device == "cuda" else 256,
+            # No prefix sharing: the manager lives across a point's runs of the same prompts,
+            # and shared blocks would let every run after the first skip its prefill.
+            "allow_block_sharing": False,
         }
         if self.device != "cuda":
             settings["use_cuda_graph"] = False
