@@ -244,3 +244,16 @@ def test_measure_point_refuses_a_bad_point_before_any_work(tiny, make_meter):
         measure_point(engine, point("hf-eager"), meter, repeats=0)
     assert engine.calls == 0
     assert meter._windows == []
+
+
+@pytest.mark.parametrize(("ttft_s", "warns"), [(0.117, True), (1.88, False)])
+def test_a_prefill_faster_than_any_gpu_is_flagged_as_a_prompt_cache(ttft_s, warns):
+    """Figures of an H100 run: vLLM with its prefix cache on reported a 0.117 s TTFT for
+    128 x 512 tokens of llama-3.1-8b (about 9 PFLOP/s); the real prefill took 1.88 s."""
+    from infergy.bench.point import _check_prefill
+    from infergy.models import get_model
+
+    result = PointResult(point=Point("llama-3.1-8b", "vllm", 128, 512, 128), status="ok",
+                         provenance={}, ttft_s=ttft_s)
+    _check_prefill(result, get_model("llama-3.1-8b"), gpus=1)
+    assert any("prefix" in w for w in result.warnings) == warns

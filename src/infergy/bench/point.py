@@ -209,7 +209,29 @@ def measure_point(engine: Engine, point: Point, meter: Meter, *, repeats: int = 
         meter.stop(*open_windows)
         return result
     _summarize(result)
+    _check_prefill(result, engine.spec, max(1, len(meter.gpus)))
     return result
+
+
+# Dense bf16 peak of the fastest GPU there is (B200: about 2.25 PFLOP/s), with some margin.
+PLAUSIBLE_FLOPS_PER_GPU = 3e15
+
+
+def _check_prefill(result: PointResult, spec, gpus: int) -> None:
+    """Warn when the prefill ran faster than any GPU could compute it: a prompt cache (not
+    the model) served it, and the energy of the point lacks the prefill."""
+    from infergy.models.flops import prefill_flops
+
+    p = result.point
+    if not result.ttft_s:
+        return
+    rate = prefill_flops(spec, p.input_tokens, p.batch, causal_attention=True) / result.ttft_s
+    if rate > PLAUSIBLE_FLOPS_PER_GPU * gpus:
+        result.warnings.append(
+            f"prefill implausibly fast: {rate / 1e15:.1f} PFLOP/s over {gpus} GPU(s), above "
+            f"any GPU's dense peak; a prompt (prefix) cache probably served it, so the "
+            f"energy lacks the prefill: turn the engine's prefix caching off"
+        )
 
 
 def _one_repeat(engine, meter, prompts, output_tokens, decoding, open_windows) -> Repeat:
