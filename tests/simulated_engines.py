@@ -90,3 +90,31 @@ class SlowPrefillRunEngine(Engine):
         self.check_decoding(decoding)
         time.sleep(self.prefill_run_s if output_tokens == 1 else self.request_s)
         return Generation(output_tokens=[output_tokens] * len(prompts))
+
+
+class FailsByBatchEngine(HFEager):
+    """hf-eager for sweeps, told by its engine options how to fail, by batch size:
+    `oom_from_batch: N` runs out of memory at B >= N (and its memory model says `estimate`);
+    `crash_at_batch: N` kills its own process at B == N (a lost worker);
+    `fatal_at_batch: N` raises a fatal CUDA error at B == N.
+    Used by name, `simulated_engines:FailsByBatchEngine`, so a sweep's worker process can
+    import it."""
+
+    name = "simulated-fails-by-batch"
+
+    def generate(self, prompts, output_tokens, decoding, on_first_token=None):
+        batch = len(prompts)
+        if batch >= self.options.get("oom_from_batch", 1 << 30):
+            raise OutOfMemoryError(f"CUDA out of memory at batch {batch} (simulated)")
+        if batch == self.options.get("crash_at_batch"):
+            import os
+
+            os._exit(9)
+        if batch == self.options.get("fatal_at_batch"):
+            raise RuntimeError("CUDA error: an illegal memory access was encountered "
+                               "(simulated)")
+        return super().generate(prompts, output_tokens, decoding, on_first_token)
+
+    def max_batch(self, input_tokens, output_tokens):
+        estimate = self.options.get("estimate")
+        return estimate, {"method": "test double's fixed estimate"}

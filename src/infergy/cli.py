@@ -425,6 +425,10 @@ def models():
     out.print(table)
 
 
+# `sweep` and `results` live in a file of their own; importing it registers them on `app`.
+from infergy import cli_sweep  # noqa: E402, F401
+
+
 def main() -> None:
     app(prog_name="infergy")
 

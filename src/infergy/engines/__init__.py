@@ -27,13 +27,21 @@ def engine_names() -> list[str]:
 
 
 def engine_class(name: str) -> type[Engine]:
-    """The Engine class called `name`; UnknownEngineError lists the valid names."""
-    if name not in ENGINES:
+    """The Engine class called `name`, or named `module:Class` (an engine of your own, an
+    Engine subclass importable here); UnknownEngineError lists the valid names."""
+    target = ENGINES.get(name, name if ":" in name else None)
+    if target is None:
         raise UnknownEngineError(
-            f"unknown engine {name!r}; expected one of {', '.join(ENGINES)}"
+            f"unknown engine {name!r}; expected one of {', '.join(ENGINES)}, or module:Class"
         )
-    module, cls = ENGINES[name].split(":")
-    return getattr(import_module(module), cls)
+    module, cls = target.split(":", 1)
+    try:
+        found = getattr(import_module(module), cls)
+    except (ImportError, AttributeError) as err:
+        raise UnknownEngineError(f"engine {name!r} cannot be imported: {err}") from None
+    if not (isinstance(found, type) and issubclass(found, Engine)):
+        raise UnknownEngineError(f"engine {name!r} is not an infergy Engine class")
+    return found
 
 
 def parse_options(items: list[str]) -> dict:

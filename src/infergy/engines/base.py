@@ -83,6 +83,11 @@ class Engine(ABC):
         """Peak GPU memory since the last `reset_peak_memory`, or None where unknown."""
         return None
 
+    def max_batch(self, input_tokens: int, output_tokens: int) -> tuple[int | None, dict]:
+        """The largest batch this loaded engine should fit for these lengths, by its memory
+        model, and how that was found; None where the engine has no memory model."""
+        return None, {"method": "none: this engine has no memory model"}
+
     def reset_peak_memory(self) -> None:  # noqa: B027 - optional
         pass
 

@@ -97,6 +97,30 @@ class HFEager(Engine):
     def info(self) -> dict:
         return {**super().info(), "attention": self.attention}
 
+    def _cache_tokens(self, input_tokens: int, output_tokens: int) -> int:
+        """KV slots this engine holds per sequence."""
+        return input_tokens + output_tokens
+
+    def max_batch(self, input_tokens, output_tokens):
+        from infergy.models.memory import batch_that_fits, sequence_bytes
+
+        torch = self._torch
+        if self.device == "cuda":
+            free, _ = torch.cuda.mem_get_info()
+            free += torch.cuda.memory_reserved() - torch.cuda.memory_allocated()
+            source = "free GPU memory after loading (torch.cuda.mem_get_info)"
+        else:
+            import psutil
+
+            free = psutil.virtual_memory().available
+            source = "available host memory (psutil)"
+        per = sequence_bytes(self.spec, input_tokens, output_tokens,
+                             getattr(torch, self.dtype).itemsize,
+                             self._cache_tokens(input_tokens, output_tokens))
+        return batch_that_fits(free, per), {
+            "method": "memory model (infergy.models.memory)", "source": source,
+            "free_gib": round(free / 2**30, 2), "per_sequence_mib": round(per / 2**20, 2)}
+
     def peak_memory_gib(self) -> float | None:
         if self.device != "cuda":
             return None

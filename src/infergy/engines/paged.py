@@ -55,6 +55,18 @@ class HFPaged(HFEager):
         except TypeError as err:
             raise EngineError(f"hf-paged: bad engine option: {err}") from None
 
+    def _cache_tokens(self, input_tokens: int, output_tokens: int) -> int:
+        # Whole blocks plus a spare one, and the step's attention mask row of bf16 per slot.
+        block = int(self.options.get("block_size", 256 if self.device == "cuda" else 16))
+        slots = (math.ceil((input_tokens + output_tokens) / block) + 1) * block
+        mask_bytes = slots * 8192 * 2 if self.device == "cuda" else 0
+        return slots + math.ceil(mask_bytes / self._kv_bytes_per_token())
+
+    def _kv_bytes_per_token(self) -> float:
+        from infergy.models.flops import kv_cache_bytes_per_token
+
+        return kv_cache_bytes_per_token(self.spec, getattr(self._torch, self.dtype).itemsize)
+
     def prepare(self, batch, input_tokens, output_tokens, decoding) -> None:
         self._start(batch, input_tokens, output_tokens, decoding)
         # One batch through the new manager: first-use costs land here, not in a repeat.

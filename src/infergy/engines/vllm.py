@@ -10,6 +10,7 @@ model: the runner measures it apart, and a sweep measures many points per start.
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from pathlib import Path
 
@@ -80,6 +81,36 @@ class VLLM(Engine):
             raise EngineError(f"{self.name} generated {sorted(set(lengths))} tokens for "
                               f"{len(lengths)} of {len(prompts)} prompts, not {output_tokens}")
         return Generation(output_tokens=lengths)
+
+    def max_batch(self, input_tokens, output_tokens):
+        """How many sequences of I + O tokens vLLM's KV cache holds at once (beyond that it
+        queues or preempts rather than failing), capped by max_num_seqs."""
+        limit = self.settings["max_num_seqs"]
+        try:
+            cache = self.llm.llm_engine.vllm_config.cache_config
+            blocks, block = int(cache.num_gpu_blocks), int(cache.block_size)
+        except (AttributeError, TypeError):
+            blocks = None
+        if blocks:
+            per = math.ceil((input_tokens + output_tokens) / block)
+            return min(blocks // per, limit), {
+                "method": "vLLM's KV cache capacity", "gpu_blocks": blocks,
+                "block_size": block, "max_num_seqs": limit}
+        from infergy.models.flops import kv_cache_bytes_per_token, weight_bytes
+        from infergy.models.memory import batch_that_fits
+
+        total = self._total_gpu_bytes() * self.settings["gpu_memory_utilization"]
+        kv_space = total - weight_bytes(self.spec) - 2 * 2**30  # activations, graphs
+        per = kv_cache_bytes_per_token(self.spec) * (input_tokens + output_tokens)
+        return min(batch_that_fits(kv_space, per), limit), {
+            "method": "memory model: vLLM's share of the card less the weights and 2 GiB",
+            "max_num_seqs": limit}
+
+    @staticmethod
+    def _total_gpu_bytes() -> int:
+        import torch
+
+        return torch.cuda.mem_get_info()[1]
 
     def info(self) -> dict:
         return {**super().info(), "vllm": self._vllm.__version__, **self.settings}

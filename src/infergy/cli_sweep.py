@@ -1,0 +1,280 @@
+"""`infergy sweep` and `infergy results`: the CLI over infergy.sweep and infergy.store.
+Registered on the main app by cli.py."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from infergy.cli import _fail, _fmt, app, err, out
+
+results_app = typer.Typer(help="Read, export and merge results stores.", no_args_is_help=True)
+app.add_typer(results_app, name="results")
+
+DEFAULT_DB = Path("infergy.db")
+
+
+def _open_store(db: Path, *, create: bool = True):
+    from infergy.store import Store, StoreError
+
+    try:
+        return Store(db, create=create)
+    except StoreError as e:
+        raise _fail(str(e)) from None
+
+
+@app.command()
+def sweep(
+    spec_file: str = typer.Argument(..., metavar="SPEC",
+                                    help="A sweep spec (YAML) or a preset: paper-bins, "
+                                         "paper-bins-rule, length-sweep, batch-sweep."),
+    db: Path = typer.Option(DEFAULT_DB, "--db", help="Results store (SQLite); resumed if it "
+                                                     "exists."),
+    model: list[str] | None = typer.Option(None, "--model", "-m",
+                                           help="Models, replacing the spec's."),
+    engine: list[str] | None = typer.Option(None, "--engine", "-e",
+                                            help="Engines, replacing the spec's."),
+    batch: list[str] | None = typer.Option(None, "--batch", "-b",
+                                           help="Batch sizes (or 'max'), replacing the spec's."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; measure nothing."),
+    device: str = typer.Option("auto", "--device", help="auto, cuda or cpu."),
+):
+    """Measure a grid of points into a results store. Every point is stored the moment it is
+    measured; run the same command again to resume (points this GPU measured are skipped).
+    Ctrl-C ends after the current point."""
+    from infergy.sweep import SpecError, load_spec, parse_spec
+
+    try:
+        spec = load_spec(spec_file)
+        if model or engine or batch:
+            data = dict(spec.raw)
+            if model:
+                data["models"] = model
+            if engine:
+                data["engines"] = engine
+            if batch:
+                data["batch_sizes"] = [b if b == "max" else _int(b, "--batch") for b in batch]
+            spec = parse_spec(data, f"{spec.source} with command-line options")
+    except SpecError as e:
+        raise _fail(str(e)) from None
+    if dry_run:
+        _print_plan(spec, db)
+        return
+    device = _device(device)
+    from infergy.sweep import SweepError, run_sweep
+
+    with _open_store(db) as store, _SweepProgress(len(spec.tasks())) as view:
+        try:
+            summary = run_sweep(spec, store, device=device, on_update=view.update)
+        except SweepError as e:
+            raise _fail(str(e), 1) from None
+    stopped = " (stopped by Ctrl-C: run the same command to resume)" if summary.interrupted \
+        else ""
+    share = summary.busy_s / summary.wall_s if summary.wall_s else 0
+    err.print(f"infergy: {summary.measured} points measured, {summary.skipped} already in "
+              f"{db}, {summary.oom} out of memory, {summary.failed} failed, "
+              f"{summary.worker_restarts} worker restarts; {summary.wall_s:.0f} s "
+              f"({share:.0%} measuring, {summary.setup_s:.0f} s loading and compiling)"
+              f"{stopped}")
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+def _int(text: str, option: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise _fail(f"{option} expects a positive integer or 'max', got {text!r}") from None
+
+
+def _device(device: str) -> str:
+    if device not in ("auto", "cuda", "cpu"):
+        raise _fail(f"--device must be auto, cuda or cpu, got {device!r}")
+    try:
+        import torch
+    except ImportError:
+        raise _fail("measuring needs torch and transformers: pip install 'infergy[measure]'") \
+            from None
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise _fail("--device cuda, but torch sees no CUDA GPU here")
+    return device
+
+
+def _print_plan(spec, db: Path) -> None:
+    from infergy.sweep import describe_plan
+    from infergy.sweep.worker import local_device
+
+    store = _open_store(db, create=False) if db.is_file() else None
+    device = local_device()
+    plan = describe_plan(spec, store, device)
+    table = Table(title=f"Plan of {spec.source} on {device}", title_justify="left")
+    for col in ("model", "engine", "decoding", "B", "I", "O", "status", "rough time"):
+        table.add_column(col)
+    for row in plan:
+        t = row["task"]
+        table.add_row(t.model, t.engine.label, t.decoding, str(t.batch), str(t.input_tokens),
+                      str(t.output_tokens), "in store" if row["done"] else "to measure",
+                      f"{row['estimate_s']:.1f} s")
+    out.print(table)
+    todo = [r for r in plan if not r["done"]]
+    groups = len({r["task"].group for r in todo})
+    out.print(f"{len(plan)} points, {len(plan) - len(todo)} already in {db}, {len(todo)} to "
+              f"measure in {groups} model loads; measured work roughly "
+              f"{sum(r['estimate_s'] for r in todo) / 60:.1f} min at half a nominal H100's "
+              f"peak, plus loading, compiling and idle measurement (not estimated)")
+    if store is not None:
+        store.close()
+
+
+class _PowerColumn(ProgressColumn):
+    """Live power of this machine's GPUs, read at most once a second."""
+
+    def __init__(self):
+        super().__init__()
+        self._sensors, self._last, self._text = None, 0.0, Text("")
+
+    def render(self, task) -> Text:
+        now = time.monotonic()
+        if now - self._last >= 1.0:
+            self._last = now
+            self._text = Text(self._read(), style="cyan")
+        return self._text
+
+    def _read(self) -> str:
+        from infergy.meter import nvml
+
+        if self._sensors is None:
+            self._sensors = []
+            if nvml.nvml_init() is None:
+                self._sensors = nvml.nvml_gpus()[0]
+        watts = []
+        for s in self._sensors:
+            try:
+                power = s.read_power_w()
+            except Exception:
+                continue
+            w = power.get("instant", power.get("usage", power.get("average")))
+            if w is not None:
+                watts.append(w)
+        return f"{sum(watts):.0f} W" if watts else ""
+
+
+class _SweepProgress:
+    """Points done and left, ETA from measured point times, the current point, GPU power."""
+
+    def __init__(self, total: int):
+        self.progress = Progress(
+            TextColumn("[bold]{task.fields[current]}"), BarColumn(),
+            TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+            TextColumn("{task.fields[eta]}"), _PowerColumn(),
+            TextColumn("[dim]{task.fields[detail]}"), console=err, transient=False,
+        )
+        self.task = self.progress.add_task("sweep", total=total, current="", eta="",
+                                           detail="")
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+
+    def update(self, p) -> None:
+        eta = "" if p.eta_s is None else f"ETA {p.eta_s / 60:.0f} min"
+        detail = "stopping after this point (Ctrl-C again: now)" if p.stopping else p.detail
+        self.progress.update(self.task, completed=p.done + p.skipped, current=p.current[:60],
+                             eta=eta, detail=detail[-70:])
+
+
+# -- results ------------------------------------------------------------------------------------
+
+
+@results_app.command("list")
+def results_list(
+    db: Path = typer.Option(DEFAULT_DB, "--db", help="Results store."),
+    model: str | None = typer.Option(None, "--model"),
+    engine: str | None = typer.Option(None, "--engine"),
+    status: str | None = typer.Option(None, "--status", help="ok, oom or failed."),
+):
+    """One line per point: its id, key and headline figures."""
+    where = {k: v for k, v in (("model", model), ("engine", engine), ("status", status)) if v}
+    with _open_store(db, create=False) as store:
+        points = store.points(**where)
+        runs = {r["id"]: r for r in store.runs()}
+    table = Table(title=f"{db}: {len(points)} points", title_justify="left")
+    for col in ("id", "GPU", "model", "engine", "decoding", "B", "I", "O", "status",
+                "J/token", "time"):
+        table.add_column(col)
+    for p in points:
+        batch = f"{p['batch']} (max)" if p["batch_requested"] == "max" else str(p["batch"])
+        engine_label = p["engine"] + ("" if p["engine_options"] == "{}" else
+                                      f" {p['engine_options']}")
+        table.add_row(p["id"][:8], runs.get(p["run_id"], {}).get("gpu_name") or p["device"],
+                      p["model"], engine_label, p["decoding"], batch, str(p["input_tokens"]),
+                      str(p["output_tokens"]), p["status"],
+                      _fmt(p["j_per_output_token"], "J"), _fmt(p["time_s"], "s"))
+    out.print(table)
+
+
+@results_app.command("show")
+def results_show(
+    point_id: str = typer.Argument(..., help="A point's id (or its first characters)."),
+    db: Path = typer.Option(DEFAULT_DB, "--db", help="Results store."),
+):
+    """One point, whole, as JSON (with its run)."""
+    from infergy.store import StoreError
+
+    with _open_store(db, create=False) as store:
+        try:
+            point = store.point(point_id)
+        except StoreError as e:
+            raise _fail(str(e)) from None
+        run = next((r for r in store.runs() if r["id"] == point["run_id"]), None)
+    for key in ("result", "batch_search"):
+        if point[key]:
+            point[key] = json.loads(point[key])
+    out.print_json(json.dumps({"point": point, "run": run}, default=str))
+
+
+@results_app.command("export")
+def results_export(
+    output: Path = typer.Argument(..., help="File to write."),
+    db: Path = typer.Option(DEFAULT_DB, "--db", help="Results store."),
+    fmt: str = typer.Option("csv", "--format", help="csv, json or parquet."),
+):
+    """Every point as a flat table: key, headline figures, GPU."""
+    from infergy.store import StoreError, export
+
+    with _open_store(db, create=False) as store:
+        try:
+            rows = export(store, output, fmt)
+        except StoreError as e:
+            raise _fail(str(e)) from None
+    err.print(f"infergy: {rows} points written to {output}")
+
+
+@results_app.command("merge")
+def results_merge(
+    sources: list[Path] = typer.Argument(..., help="Stores to merge."),
+    output: Path = typer.Option(..., "--output", "-o", help="Store to merge into (created if "
+                                                            "missing)."),
+):
+    """Merge stores measured on several machines or runs; each point is kept once."""
+    from infergy.store import StoreError, merge
+
+    for source in sources:
+        if not source.is_file():
+            raise _fail(f"{source}: no such results store")
+    try:
+        runs, points = merge(sources, output)
+    except StoreError as e:
+        raise _fail(str(e)) from None
+    err.print(f"infergy: {points} points and {runs} runs added to {output}")

@@ -1,0 +1,289 @@
+"""The results store: SQLite in WAL mode, one row per sweep run and one per measured point.
+
+Every point is written the moment it is measured, in its own transaction, so a killed sweep
+loses nothing it measured; a resumed sweep asks `done()` which points this device already has.
+Points carry a random id, so merging stores from several machines keeps each point once.
+The schema is versioned: an older store is migrated when opened, a newer one is refused.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import sqlite3
+import uuid
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    started TEXT NOT NULL,
+    ended TEXT,
+    status TEXT NOT NULL,          -- running, finished, interrupted (or never ended: killed)
+    device TEXT NOT NULL,          -- GPU UUIDs, or cpu:<host>: what "the same GPU" means
+    host TEXT,
+    gpu_name TEXT,
+    driver TEXT,
+    power_limit_w REAL,
+    idle_w TEXT,                   -- JSON: sensor -> watts, measured at the run's start
+    versions TEXT,                 -- JSON: python, infergy, commit, torch, transformers, ...
+    spec TEXT                      -- JSON: the sweep spec as given
+);
+CREATE TABLE IF NOT EXISTS points (
+    id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    device TEXT NOT NULL,
+    model TEXT NOT NULL,
+    engine TEXT NOT NULL,
+    engine_options TEXT NOT NULL,  -- canonical JSON
+    decoding TEXT NOT NULL,
+    dtype TEXT NOT NULL,
+    tp INTEGER NOT NULL,
+    batch INTEGER NOT NULL,
+    batch_requested TEXT NOT NULL, -- the spec's value: a number, or "max"
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    status TEXT NOT NULL,          -- ok, oom, failed
+    error TEXT,
+    energy_j REAL,
+    j_per_output_token REAL,
+    time_s REAL,
+    measured_at TEXT NOT NULL,
+    batch_search TEXT,             -- JSON: how B = max was found
+    result TEXT NOT NULL           -- JSON: the whole PointResult
+);
+CREATE INDEX IF NOT EXISTS points_key ON points
+    (device, model, engine, engine_options, decoding, input_tokens, output_tokens);
+"""
+
+# version -> SQL taking a store from version - 1 to version. Version 1 is the first.
+MIGRATIONS: dict[int, str] = {}
+
+POINT_COLUMNS = ("id", "run_id", "device", "model", "engine", "engine_options", "decoding",
+                 "dtype", "tp", "batch", "batch_requested", "input_tokens", "output_tokens",
+                 "status", "error", "energy_j", "j_per_output_token", "time_s", "measured_at",
+                 "batch_search", "result")
+RUN_COLUMNS = ("id", "started", "ended", "status", "device", "host", "gpu_name", "driver",
+               "power_limit_w", "idle_w", "versions", "spec")
+MEASURED = ("ok", "oom")  # statuses that count as measured: never measured again
+
+
+class StoreError(RuntimeError):
+    """A store that cannot be used; the message says why and what to do."""
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+class Store:
+    """One SQLite results file. Use as a context manager, or call `close()`."""
+
+    def __init__(self, path: str | Path, *, create: bool = True):
+        self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise StoreError(f"{self.path}: no such results store")
+        try:
+            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self._schema()
+        except sqlite3.DatabaseError as err:
+            raise StoreError(f"{self.path}: not an infergy results store ({err})") from None
+
+    def _schema(self) -> None:
+        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master")}
+        if "meta" not in tables:
+            if tables - {"sqlite_sequence"}:
+                raise StoreError(f"{self.path}: an SQLite file, but not an infergy store")
+            # One script, one transaction: a store is created whole or not at all.
+            self.db.executescript(f"BEGIN; {_SCHEMA} INSERT INTO meta VALUES "
+                                  f"('schema_version', '{SCHEMA_VERSION}'); COMMIT;")
+            return
+        version = int(self.db.execute(
+            "SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path}: written by a newer infergy (store schema {version}; this "
+                f"infergy reads up to {SCHEMA_VERSION}): upgrade infergy to use it; the "
+                f"file was not changed"
+            )
+        if version < SCHEMA_VERSION:
+            steps = " ".join(MIGRATIONS[v] for v in range(version + 1, SCHEMA_VERSION + 1))
+            self.db.executescript(f"BEGIN; {steps} UPDATE meta SET value = '{SCHEMA_VERSION}' "
+                                  f"WHERE key = 'schema_version'; COMMIT;")
+
+    def transaction(self):
+        return _Transaction(self.db)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    def start_run(self, *, device: str, meta: dict, spec: dict | None) -> str:
+        gpus = meta.get("gpus") or [{}]
+        run_id = uuid.uuid4().hex
+        with self.transaction():
+            self.db.execute(
+                "INSERT INTO runs (id, started, status, device, host, gpu_name, driver, "
+                "power_limit_w, idle_w, versions, spec) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (run_id, now(), "running", device, (meta.get("host") or {}).get("hostname"),
+                 ", ".join(sorted({g.get("model") or "" for g in gpus})) or None,
+                 gpus[0].get("driver"), gpus[0].get("power_limit_w"),
+                 json.dumps(meta.get("idle_w")), json.dumps(meta.get("versions")),
+                 json.dumps(spec, default=str)),
+            )
+        return run_id
+
+    def end_run(self, run_id: str, status: str) -> None:
+        with self.transaction():
+            self.db.execute("UPDATE runs SET ended = ?, status = ? WHERE id = ?",
+                            (now(), status, run_id))
+
+    def runs(self) -> list[dict]:
+        return [dict(r) for r in self.db.execute("SELECT * FROM runs ORDER BY started")]
+
+    # -- points -------------------------------------------------------------------------------
+
+    def add_point(self, run_id: str, device: str, result: dict, *, engine_options: str,
+                  batch_requested: int | str, batch_search: dict | None = None) -> str:
+        """Record one measured point (a PointResult's dict) in one transaction."""
+        p = result["point"]
+        point_id = uuid.uuid4().hex
+        row = (point_id, run_id, device, p["model"], p["engine"], engine_options,
+               p["decoding"], p["dtype"], p["tp"], p["batch"], str(batch_requested),
+               p["input_tokens"], p["output_tokens"], result["status"], result.get("error"),
+               result.get("energy_j"), result.get("j_per_output_token"), result.get("time_s"),
+               now(), json.dumps(batch_search) if batch_search else None,
+               json.dumps(result, default=str))
+        with self.transaction():
+            self.db.execute(f"INSERT INTO points VALUES ({','.join('?' * len(row))})", row)
+        return point_id
+
+    def points(self, **where: Any) -> list[dict]:
+        """Points matching column = value filters, oldest first."""
+        clause = " AND ".join(f"{k} = ?" for k in where) or "1"
+        rows = self.db.execute(f"SELECT * FROM points WHERE {clause} ORDER BY measured_at, "
+                               f"rowid", tuple(where.values()))
+        return [dict(r) for r in rows]
+
+    def point(self, prefix: str) -> dict:
+        rows = self.db.execute("SELECT * FROM points WHERE id LIKE ?", (prefix + "%",)).fetchall()
+        if len(rows) != 1:
+            raise StoreError(f"{self.path}: {'no' if not rows else len(rows)} points with an "
+                             f"id starting {prefix!r}")
+        return dict(rows[0])
+
+    def done(self, device: str, key: dict, batch_requested: int | str) -> bool:
+        """Has this device measured this point (ok or oom)? For batch 'max': is there an
+        ok point found by the search."""
+        statuses = ("ok",) if batch_requested == "max" else MEASURED
+        clause = " AND ".join(f"{k} = ?" for k in key)
+        row = self.db.execute(
+            f"SELECT 1 FROM points WHERE device = ? AND {clause} AND batch_requested = ? AND "
+            f"status IN ({','.join('?' * len(statuses))}) LIMIT 1",
+            (device, *key.values(), str(batch_requested), *statuses),
+        ).fetchone()
+        return row is not None
+
+    def oom_batches(self, device: str, key: dict) -> list[int]:
+        """Batch sizes that ran out of memory for this key on this device."""
+        clause = " AND ".join(f"{k} = ?" for k in key)
+        rows = self.db.execute(
+            f"SELECT DISTINCT batch FROM points WHERE device = ? AND {clause} AND "
+            f"status = 'oom'", (device, *key.values()))
+        return sorted(r[0] for r in rows)
+
+    # -- merge and export ---------------------------------------------------------------------
+
+    def merge_from(self, other: Store) -> tuple[int, int]:
+        """Copy the runs and points of `other` that this store lacks; (runs, points) added."""
+        added = [0, 0]
+        with self.transaction():
+            for n, (table, columns) in enumerate((("runs", RUN_COLUMNS),
+                                                  ("points", POINT_COLUMNS))):
+                for row in other.db.execute(f"SELECT {','.join(columns)} FROM {table}"):
+                    cur = self.db.execute(
+                        f"INSERT OR IGNORE INTO {table} ({','.join(columns)}) VALUES "
+                        f"({','.join('?' * len(columns))})", tuple(row))
+                    added[n] += cur.rowcount
+        return added[0], added[1]
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, *exc) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+# -- export -------------------------------------------------------------------------------------
+
+EXPORT_COLUMNS = ("id", "measured_at", "device", "gpu_name", "model", "engine", "engine_options",
+                  "decoding", "dtype", "tp", "batch", "batch_requested", "input_tokens",
+                  "output_tokens", "status", "error", "energy_j", "prefill_energy_j",
+                  "decode_energy_j", "active_energy_j", "j_per_output_token", "j_per_request",
+                  "time_s", "ttft_s", "tpot_s", "throughput_tok_s", "avg_power_w",
+                  "peak_memory_gib", "energy_cv", "meter_method", "run_id")
+
+
+def export_rows(store: Store) -> Iterator[dict]:
+    """One flat row per point: the key, the headline figures and the run's GPU."""
+    gpus = {r["id"]: r["gpu_name"] for r in store.runs()}
+    for p in store.points():
+        result = json.loads(p["result"])
+        row = {**{k: result.get(k) for k in EXPORT_COLUMNS}, **p, "gpu_name": gpus.get(p["run_id"])}
+        yield {k: row.get(k) for k in EXPORT_COLUMNS}
+
+
+def export(store: Store, path: Path, fmt: str) -> int:
+    """Write every point to `path` as csv, json or parquet; the number of rows written."""
+    rows = list(export_rows(store))
+    if fmt == "csv":
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=EXPORT_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+    elif fmt == "json":
+        path.write_text(json.dumps(rows, indent=1) + "\n")
+    elif fmt == "parquet":
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise StoreError("parquet export needs pyarrow: pip install 'infergy[parquet]'") \
+                from None
+        columns = {k: [r[k] for r in rows] for k in EXPORT_COLUMNS}
+        pq.write_table(pa.table(columns), path)
+    else:
+        raise StoreError(f"unknown export format {fmt!r}; expected csv, json or parquet")
+    return len(rows)
+
+
+def merge(sources: Iterable[Path], target: Path) -> tuple[int, int]:
+    """Merge stores into `target` (created if missing); (runs, points) added."""
+    runs = points = 0
+    with Store(target) as out:
+        for source in sources:
+            with Store(source, create=False) as src:
+                r, p = out.merge_from(src)
+            runs, points = runs + r, points + p
+    return runs, points

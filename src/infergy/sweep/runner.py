@@ -1,0 +1,321 @@
+"""Run a sweep: every task of a spec, through a worker process, into a results store.
+
+The parent owns the store and the schedule; the worker (worker.py) owns the GPU. Each point is
+recorded the moment it comes back, in one transaction. A point this device already measured
+is skipped, so a killed sweep resumes where it stopped. Out of memory is recorded and the
+sweep goes on; a worker that dies or meets a fatal CUDA error is replaced; Ctrl-C ends the
+sweep after the current point (a second Ctrl-C stops the worker at once).
+
+Batch size "max": the worker's engine estimates the largest batch that fits (its memory
+model); the runner measures the largest power of two at or under that estimate and the cap,
+and halves it after each out-of-memory until a batch runs. Every try is recorded with the
+search that led to it (`batch_search`), and a resumed search starts under the smallest batch
+that already ran out of memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import signal
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from infergy.store import Store
+from infergy.sweep.spec import MAX, SweepSpec, Task
+from infergy.sweep.worker import FATAL_EXIT_CODE, Job, WorkerSettings, is_fatal, job_text
+from infergy.sweep.worker import main as worker_main
+
+WORKER_START_TIMEOUT_S = 600.0  # importing torch, opening NVML, measuring idle
+POINT_TIMEOUT_S = 3600.0  # one point (load, compile, warm-up, repeats) at most
+
+
+class SweepError(RuntimeError):
+    """The sweep cannot go on (the worker cannot start); the message says why."""
+
+
+@dataclass
+class Progress:
+    """What the sweep reports as it goes; `on_update` is called after every change."""
+
+    total: int
+    done: int = 0  # measured in this run
+    skipped: int = 0  # already in the store
+    failed: int = 0
+    oom: int = 0
+    current: str = ""
+    detail: str = ""
+    point_times_s: list[float] = field(default_factory=list)
+    device: str = ""
+    stopping: bool = False
+
+    @property
+    def left(self) -> int:
+        return self.total - self.done - self.skipped
+
+    @property
+    def eta_s(self) -> float | None:
+        if not self.point_times_s:
+            return None
+        return statistics.mean(self.point_times_s) * self.left
+
+
+@dataclass
+class SweepSummary:
+    run_id: str | None
+    device: str | None
+    measured: int
+    skipped: int
+    failed: int
+    oom: int
+    interrupted: bool
+    worker_restarts: int
+    wall_s: float
+    busy_s: float  # time inside measured points' repeats and warm-ups
+    setup_s: float  # time loading, compiling, preparing
+
+
+class _WorkerGone(Exception):
+    def __init__(self, exitcode):
+        super().__init__(f"the worker process died (exit code {exitcode})")
+        self.exitcode = exitcode
+
+
+class _Worker:
+    """The parent's handle on one worker process."""
+
+    def __init__(self, settings: WorkerSettings, on_progress: Callable[[str], None]):
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=worker_main, args=(child, settings), daemon=True,
+                                   name="infergy-worker")
+        self.process.start()
+        child.close()
+        self.on_progress = on_progress
+        try:
+            kind, body = self._wait(WORKER_START_TIMEOUT_S)
+        except _WorkerGone as gone:
+            raise SweepError(f"the worker process did not start: {gone} (run from a script? "
+                             f"start the sweep under `if __name__ == \"__main__\":`, as "
+                             f"multiprocessing needs)") from None
+        if kind != "ready":
+            raise SweepError(f"the worker did not start: {body}")
+        self.device, self.meta = body["device"], body["meta"]
+
+    def _wait(self, timeout_s: float):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.conn.poll(0.2):
+                try:
+                    kind, body = self.conn.recv()
+                except (EOFError, OSError):
+                    self.process.join(5)
+                    raise _WorkerGone(self.process.exitcode) from None
+                if kind == "progress":
+                    self.on_progress(body)
+                    continue
+                return kind, body
+            if not self.process.is_alive():
+                raise _WorkerGone(self.process.exitcode)
+        self.kill()
+        raise _WorkerGone(f"no answer in {timeout_s:.0f} s; killed")
+
+    def ask(self, kind: str, job: Job) -> dict:
+        try:
+            self.conn.send((kind, job))
+        except (BrokenPipeError, OSError):
+            self.process.join(5)
+            raise _WorkerGone(self.process.exitcode) from None
+        _reply_kind, body = self._wait(POINT_TIMEOUT_S)
+        return body
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            with contextlib.suppress(BrokenPipeError, OSError):
+                self.conn.send(("stop", None))
+            self.process.join(30)
+        self.kill()
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(5)
+
+
+def run_sweep(spec: SweepSpec, store: Store, *, device: str = "cuda",
+              on_update: Callable[[Progress], None] | None = None) -> SweepSummary:
+    """Measure every task of `spec` not yet in `store` for this device."""
+    tasks = spec.tasks()
+    progress = Progress(total=len(tasks))
+    update = on_update or (lambda p: None)
+    settings = WorkerSettings(device=device, dtype=spec.dtype, seed=spec.seed,
+                              idle_s=spec.idle_s)
+
+    def on_progress(text: str) -> None:
+        progress.detail = text
+        update(progress)
+
+    interrupted = {"count": 0}
+    state = {"worker": None}
+
+    def on_sigint(signum, frame):
+        interrupted["count"] += 1
+        progress.stopping = True
+        update(progress)
+        if interrupted["count"] > 1 and state["worker"] is not None:
+            state["worker"].kill()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    start = time.perf_counter()
+    restarts = 0
+    busy = setup = 0.0
+    run_id = None
+    try:
+        progress.detail = "starting the worker (measuring idle power)"
+        update(progress)
+        worker = state["worker"] = _Worker(settings, on_progress)
+        progress.device = worker.device
+        run_id = store.start_run(device=worker.device, meta=worker.meta, spec=spec.raw or None)
+        for task in tasks:
+            if interrupted["count"]:
+                break
+            key = _key(task, spec)
+            if store.done(worker.device, key, task.batch):
+                progress.skipped += 1
+                update(progress)
+                continue
+            progress.current = task.describe()
+            update(progress)
+            t0 = time.perf_counter()
+            try:
+                records = _measure_task(task, spec, store, worker, key)
+            except _WorkerGone as gone:
+                records = [_lost(task, spec, gone)]
+                if not interrupted["count"]:
+                    restarts += 1
+                    progress.detail = f"{gone}: starting a new worker"
+                    update(progress)
+                    worker = state["worker"] = _restart(worker, settings, on_progress)
+            for record, batch_requested, search in records:
+                store.add_point(run_id, worker.device, record, engine_options=key[
+                    "engine_options"], batch_requested=batch_requested, batch_search=search)
+                status = record["status"]
+                progress.failed += status == "failed"
+                progress.oom += status == "oom"
+                busy += _phase_time(record, "warmup") + sum(
+                    r["request"]["time_s"] + (r["prefill"]["time_s"]
+                                              if r["prefill"]["method"] == "separate run" else 0)
+                    for r in record.get("repeats", []))
+                setup += _phase_time(record, "prepare") + ((record.get("load") or {}).get(
+                    "time_s") or 0)
+            progress.done += 1
+            progress.point_times_s.append(time.perf_counter() - t0)
+            update(progress)
+            if is_fatal(records[-1][0].get("error")) and not interrupted["count"]:
+                # The worker exits after a fatal CUDA error: replace it before the next point.
+                restarts += 1
+                worker = state["worker"] = _restart(worker, settings, on_progress)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if state["worker"] is not None:
+            state["worker"].stop()
+        if run_id is not None:
+            store.end_run(run_id, "interrupted" if interrupted["count"] else "finished")
+    return SweepSummary(run_id, progress.device or None, progress.done, progress.skipped,
+                        progress.failed, progress.oom, bool(interrupted["count"]), restarts,
+                        time.perf_counter() - start, busy, setup)
+
+
+def _restart(worker: _Worker, settings, on_progress) -> _Worker:
+    worker.kill()
+    new = _Worker(settings, on_progress)
+    if new.device != worker.device:
+        raise SweepError(f"the new worker sees device {new.device}, not {worker.device}")
+    return new
+
+
+def _key(task: Task, spec: SweepSpec) -> dict:
+    return {"model": task.model, "engine": task.engine.name,
+            "engine_options": task.engine.options_key, "decoding": task.decoding,
+            "dtype": spec.dtype, "tp": 1, "input_tokens": task.input_tokens,
+            "output_tokens": task.output_tokens}
+
+
+def _job(task: Task, spec: SweepSpec, batch: int) -> Job:
+    return Job(task.model, task.engine, task.decoding, batch, task.input_tokens,
+               task.output_tokens, spec.repeats, spec.warmup, spec.cooldown)
+
+
+def _measure_task(task: Task, spec: SweepSpec, store: Store, worker: _Worker,
+                  key: dict) -> list[tuple[dict, int | str, dict | None]]:
+    """The records of one task: one point, or the tries of a max-batch search."""
+    if task.batch != MAX:
+        return [(worker.ask("measure", _job(task, spec, task.batch)), task.batch, None)]
+    estimate = worker.ask("estimate", _job(task, spec, 1))
+    cap = spec.max_batch_cap
+    oom_before = [b for b in store.oom_batches(worker.device, key) if b <= cap]
+    search = {"cap": cap, "estimate": estimate.get("batch"), "memory_model": estimate.get("how"),
+              "earlier_oom": oom_before, "tried": []}
+    if estimate.get("error"):
+        search["estimate_error"] = estimate["error"]
+    limit = min([cap, *(b - 1 for b in oom_before)])
+    if estimate.get("batch") is not None:
+        limit = min(limit, max(1, estimate["batch"]))
+    batch = 1 << (limit.bit_length() - 1) if limit >= 1 else 0
+    records = []
+    while batch >= 1:
+        record = worker.ask("measure", _job(task, spec, batch))
+        search["tried"].append({"batch": batch, "status": record["status"]})
+        records.append((record, MAX, dict(search)))
+        if record["status"] != "oom":
+            break
+        batch //= 2
+    if records:
+        search["found"] = batch if records[-1][0]["status"] == "ok" else None
+        records[-1] = (records[-1][0], MAX, search)
+    return records
+
+
+def _lost(task: Task, spec: SweepSpec, gone: _WorkerGone) -> tuple[dict, int | str, None]:
+    from dataclasses import asdict
+
+    from infergy.bench.point import Point
+
+    batch = task.batch if task.batch != MAX else 0
+    point = Point(task.model, task.engine.name, batch, task.input_tokens, task.output_tokens,
+                  task.decoding, dtype=spec.dtype)
+    fatal = " after a fatal CUDA error" if gone.exitcode == FATAL_EXIT_CODE else ""
+    return ({"point": asdict(point), "status": "failed", "error": f"{gone}{fatal}",
+             "repeats": [], "warnings": [], "provenance": {}}, task.batch, None)
+
+
+def _phase_time(record: dict, name: str) -> float:
+    phase = record.get(name) or {}
+    return phase.get("time_s") or 0.0
+
+
+def describe_plan(spec: SweepSpec, store: Store | None = None, device: str | None = None,
+                  ) -> list[dict]:
+    """The dry run: every task, whether `device` already measured it in `store`, and a rough
+    time: the analytic FLOPs and bytes at half a nominal H100's peak (0.5 PFLOP/s, 2.3 TB/s),
+    for warm-up and repeats, without loading, compiling or cooling down."""
+    from infergy.models import get_model
+    from infergy.models.flops import decode_bytes, prefill_flops
+
+    plan = []
+    for task in spec.tasks():
+        model = get_model(task.model)
+        batch = task.batch if task.batch != MAX else min(spec.max_batch_cap, 64)
+        run_s = (prefill_flops(model, task.input_tokens, batch) / 0.5e15
+                 + task.output_tokens * decode_bytes(
+                     model, task.input_tokens + task.output_tokens // 2, batch) / 2.3e12)
+        separate_prefill = task.engine.name not in ("hf-eager", "hf-compiled")
+        runs = spec.warmup + spec.repeats * (2 if separate_prefill else 1)
+        done = bool(store and device and store.done(device, _key(task, spec), task.batch))
+        plan.append({"task": task, "done": done, "estimate_s": runs * run_s})
+    return plan
+
+
+__all__ = ["Progress", "SweepError", "SweepSummary", "describe_plan", "job_text", "run_sweep"]

@@ -1,0 +1,362 @@
+"""Sweep specs: which points to measure, read from YAML or a built-in preset.
+
+A spec is models x engines x decodings x batch sizes x (input, output) lengths, plus options.
+The lengths are one or more grids: the study's bins are one grid (every input edge with every
+output edge); its length sweep is two (inputs at a fixed output, outputs at a fixed input).
+
+    models: [llama-3.1-8b]
+    engines: [hf-eager, {name: hf-paged, options: {use_cuda_graph: true}}]
+    decodings: [greedy]
+    batch_sizes: [1, max]            # max: the largest batch that fits, searched per (I, O)
+    preset: paper-bins               # or input_tokens / output_tokens, or grids: [...]
+    repeats: 3
+    warmup: 1
+    cooldown: {max_s: 60, within_w: 15}
+    max_batch_cap: 1024
+
+Every error names the file, the field (with its line where the YAML has one) and what was
+expected, before any GPU work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from infergy.decoding import Decoding, DecodingError
+
+MAX = "max"
+DEFAULT_CAP = 1024
+
+# The study's bins (../shared/reference/paper.md, section 4.1). Its printed input edges drop
+# 16 and 64 from its own rule 2^m, 4 <= m <= 13: both are offered.
+PAPER_INPUT_EDGES = (32, 128, 256, 512, 1024, 2048, 4096, 8192)
+PAPER_INPUT_EDGES_RULE = tuple(2**m for m in range(4, 14))
+PAPER_OUTPUT_EDGES = (8, 16, 32, 64, 128, 256, 512)
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper-bins": {
+        "about": "the study's bins as printed: inputs 32, 128, 256, 512, ... 8192 x outputs "
+                 "8 ... 512, at B = 1 and B = max",
+        "grids": [{"input_tokens": list(PAPER_INPUT_EDGES),
+                   "output_tokens": list(PAPER_OUTPUT_EDGES)}],
+        "batch_sizes": [1, MAX],
+    },
+    "paper-bins-rule": {
+        "about": "the study's bins by its own rule: inputs 2^4 ... 2^13 (16 ... 8192) x outputs "
+                 "8 ... 512, at B = 1 and B = max",
+        "grids": [{"input_tokens": list(PAPER_INPUT_EDGES_RULE),
+                   "output_tokens": list(PAPER_OUTPUT_EDGES)}],
+        "batch_sizes": [1, MAX],
+    },
+    "length-sweep": {
+        "about": "the study's length sweeps: inputs 2^4 ... 2^15 (16 ... 32768) at output 64, "
+                 "and outputs 2^0 ... 2^12 (1 ... 4096) at input 512; B = 1",
+        "grids": [{"input_tokens": [2**m for m in range(4, 16)], "output_tokens": [64]},
+                  {"input_tokens": [512], "output_tokens": [2**m for m in range(13)]}],
+        "batch_sizes": [1],
+    },
+    "batch-sweep": {
+        "about": "batch sizes 1 ... 1024 (powers of two) at input 512, output 128",
+        "grids": [{"input_tokens": [512], "output_tokens": [128]}],
+        "batch_sizes": [2**m for m in range(11)],
+    },
+}
+
+KEYS = {"models", "engines", "decodings", "batch_sizes", "preset", "input_tokens",
+        "output_tokens", "grids", "repeats", "warmup", "cooldown", "max_batch_cap", "dtype",
+        "seed", "idle_s"}
+
+
+class SpecError(ValueError):
+    """A spec that cannot be run; the message names the file, field and what was expected."""
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    name: str
+    options: tuple[tuple[str, Any], ...] = ()  # sorted (key, value) pairs, hashable
+
+    @property
+    def options_dict(self) -> dict[str, Any]:
+        return dict(self.options)
+
+    @property
+    def options_key(self) -> str:
+        """The options as canonical JSON: part of a point's identity in the store."""
+        return json.dumps(self.options_dict, sort_keys=True)
+
+    @property
+    def label(self) -> str:
+        return self.name + "".join(f"+{k}={json.dumps(v)}" for k, v in self.options)
+
+
+@dataclass(frozen=True)
+class Cooldown:
+    max_s: float = 60.0  # wait at most this long
+    within_w: float = 15.0  # until the GPU draws no more than idle + this
+
+
+@dataclass(frozen=True)
+class Task:
+    """One point to measure; `batch` is an int or "max"."""
+
+    model: str
+    engine: EngineChoice
+    decoding: str
+    batch: int | str
+    input_tokens: int
+    output_tokens: int
+
+    @property
+    def group(self) -> tuple[str, EngineChoice]:
+        """Tasks of one group share a loaded model."""
+        return (self.model, self.engine)
+
+    def describe(self) -> str:
+        return (f"{self.model} {self.engine.label} {self.decoding} B={self.batch} "
+                f"I={self.input_tokens} O={self.output_tokens}")
+
+
+@dataclass
+class SweepSpec:
+    models: list[str]
+    engines: list[EngineChoice]
+    decodings: list[str]
+    batch_sizes: list[int | str]
+    grids: list[tuple[list[int], list[int]]]
+    repeats: int = 3
+    warmup: int = 1
+    cooldown: Cooldown | None = None
+    max_batch_cap: int = DEFAULT_CAP
+    dtype: str = "bfloat16"
+    seed: int = 0
+    idle_s: float = 5.0
+    source: str = "<spec>"
+    raw: dict = field(default_factory=dict)
+
+    def tasks(self) -> list[Task]:
+        """Every point, grouped by (model, engine) so each model is built once per group,
+        then by lengths, decoding and batch size. A length pair in several grids is kept once.
+        """
+        pairs = list(dict.fromkeys((i, o) for inputs, outputs in self.grids
+                                   for i in inputs for o in outputs))
+        out = []
+        for model in self.models:
+            for engine in self.engines:
+                for i, o in pairs:
+                    for decoding in self.decodings:
+                        for batch in self.batch_sizes:
+                            out.append(Task(model, engine, decoding, batch, i, o))
+        return out
+
+
+class _Lines:
+    """Line numbers of the YAML's fields, by path ("engines[1]", "cooldown.max_s")."""
+
+    def __init__(self, text: str):
+        import yaml
+
+        self.lines: dict[str, int] = {}
+        with contextlib.suppress(yaml.YAMLError):
+            self._walk(yaml.compose(text), "")
+
+    def _walk(self, node, path: str) -> None:
+        import yaml
+
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                sub = f"{path}.{key.value}" if path else str(key.value)
+                self.lines[sub] = key.start_mark.line + 1
+                self._walk(value, sub)
+        elif isinstance(node, yaml.SequenceNode):
+            for n, item in enumerate(node.value):
+                sub = f"{path}[{n}]"
+                self.lines[sub] = item.start_mark.line + 1
+                self._walk(item, sub)
+
+    def at(self, path: str) -> str:
+        line = self.lines.get(path)
+        return f" (line {line})" if line else ""
+
+
+def load_spec(source: str | Path) -> SweepSpec:
+    """A spec from a YAML file, or a preset's name (see PRESETS) with its defaults."""
+    import yaml
+
+    if isinstance(source, str) and source in PRESETS:
+        return parse_spec({"preset": source}, f"preset {source}")
+    path = Path(source)
+    if not path.is_file():
+        raise SpecError(f"{source}: no such file, and not a preset "
+                        f"(presets: {', '.join(PRESETS)})")
+    text = path.read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise SpecError(f"{path}: not valid YAML: {err}") from None
+    return parse_spec(data, str(path), _Lines(text))
+
+
+def parse_spec(data: Any, source: str = "<spec>", lines: _Lines | None = None) -> SweepSpec:
+    """Check and read a spec's data (the YAML's mapping)."""
+    from infergy.engines import UnknownEngineError, engine_class, engine_names
+    from infergy.models import model_names
+
+    lines = lines or _Lines("")
+
+    def fail(path: str, message: str) -> SpecError:
+        return SpecError(f"{source}: field '{path}'{lines.at(path)}: {message}")
+
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: expected a mapping of fields, got {type(data).__name__}")
+    unknown = sorted(set(data) - KEYS)
+    if unknown:
+        raise fail(unknown[0], f"unknown field; expected one of {', '.join(sorted(KEYS))}")
+    preset = {}
+    if "preset" in data:
+        if data["preset"] not in PRESETS:
+            raise fail("preset", f"unknown preset {data['preset']!r}; expected one of "
+                                 f"{', '.join(PRESETS)}")
+        preset = PRESETS[data["preset"]]
+
+    def names(key: str, valid: list[str], default: list[str]) -> list[str]:
+        values = _list(data.get(key, default), key, fail)
+        for n, value in enumerate(values):
+            if value not in valid:
+                raise fail(f"{key}[{n}]", f"unknown {key[:-1]} {value!r}; expected one of "
+                                          f"{', '.join(valid)}")
+        return values
+
+    models = names("models", model_names(), ["llama-3.1-8b"])
+    engines = []
+    for n, item in enumerate(_list(data.get("engines", ["hf-eager"]), "engines", fail)):
+        path = f"engines[{n}]"
+        if isinstance(item, str):
+            name, options = item, {}
+        elif isinstance(item, dict) and set(item) <= {"name", "options"} and "name" in item:
+            name, options = item["name"], item.get("options") or {}
+            if not isinstance(options, dict):
+                raise fail(f"{path}.options", "expected a mapping of engine settings")
+        else:
+            raise fail(path, "expected an engine name or {name: ..., options: {...}}")
+        if name not in engine_names():
+            try:
+                engine_class(str(name))  # module:Class, an engine of the user's own
+            except UnknownEngineError as err:
+                raise fail(path, str(err)) from None
+        engines.append(EngineChoice(name, tuple(sorted(options.items()))))
+    decodings = _list(data.get("decodings", ["greedy"]), "decodings", fail)
+    for n, text in enumerate(decodings):
+        try:
+            Decoding.parse(str(text))
+        except DecodingError as err:
+            raise fail(f"decodings[{n}]", str(err)) from None
+    batches = _list(data.get("batch_sizes", preset.get("batch_sizes", [1])), "batch_sizes",
+                    fail)
+    for n, b in enumerate(batches):
+        if b != MAX and not _positive_int(b):
+            raise fail(f"batch_sizes[{n}]", f"expected a positive integer or 'max', got {b!r}")
+    grids = _grids(data, preset, fail)
+    cap = data.get("max_batch_cap", DEFAULT_CAP)
+    if not _positive_int(cap):
+        raise fail("max_batch_cap", f"expected a positive integer, got {cap!r}")
+    repeats, warmup = data.get("repeats", 3), data.get("warmup", 1)
+    if not _positive_int(repeats):
+        raise fail("repeats", f"expected a positive integer, got {repeats!r}")
+    if not (isinstance(warmup, int) and not isinstance(warmup, bool) and warmup >= 0):
+        raise fail("warmup", f"expected a non-negative integer, got {warmup!r}")
+    idle_s = data.get("idle_s", 5.0)
+    if not isinstance(idle_s, int | float) or isinstance(idle_s, bool) or idle_s < 0:
+        raise fail("idle_s", f"expected seconds >= 0, got {idle_s!r}")
+    spec = SweepSpec(
+        models=models, engines=engines, decodings=[str(d) for d in decodings],
+        batch_sizes=batches, grids=grids, repeats=repeats, warmup=warmup,
+        cooldown=_cooldown(data.get("cooldown"), fail), max_batch_cap=cap,
+        dtype=str(data.get("dtype", "bfloat16")), seed=int(data.get("seed", 0)),
+        idle_s=float(idle_s), source=source, raw=dict(data),
+    )
+    if not spec.tasks():
+        raise SpecError(f"{source}: the grid is empty: no point to measure")
+    _check_context(spec, fail)
+    return spec
+
+
+def _list(value, key, fail) -> list:
+    if not isinstance(value, list):
+        value = [value]
+    if not value:
+        raise fail(key, "expected a non-empty list")
+    return value
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _lengths(value, path, fail) -> list[int]:
+    values = _list(value, path, fail)
+    for n, v in enumerate(values):
+        if not _positive_int(v):
+            raise fail(f"{path}[{n}]", f"expected a positive number of tokens, got {v!r}")
+    return values
+
+
+def _grids(data, preset, fail) -> list[tuple[list[int], list[int]]]:
+    if "grids" in data:
+        if "input_tokens" in data or "output_tokens" in data:
+            raise fail("grids", "give either grids or input_tokens/output_tokens, not both")
+        raw = _list(data["grids"], "grids", fail)
+        grids = []
+        for n, grid in enumerate(raw):
+            if not isinstance(grid, dict) or set(grid) != {"input_tokens", "output_tokens"}:
+                raise fail(f"grids[{n}]", "expected {input_tokens: [...], output_tokens: [...]}")
+            grids.append((_lengths(grid["input_tokens"], f"grids[{n}].input_tokens", fail),
+                          _lengths(grid["output_tokens"], f"grids[{n}].output_tokens", fail)))
+        return grids
+    if "input_tokens" in data or "output_tokens" in data:
+        base = preset.get("grids", [{}])
+        if len(base) > 1 and not {"input_tokens", "output_tokens"} <= set(data):
+            raise fail("input_tokens", "this preset has several grids: give both "
+                                       "input_tokens and output_tokens, or grids")
+        inputs = data.get("input_tokens", base[0].get("input_tokens"))
+        outputs = data.get("output_tokens", base[0].get("output_tokens"))
+        if inputs is None or outputs is None:
+            missing = "output_tokens" if outputs is None else "input_tokens"
+            raise fail(missing, "missing: give input_tokens and output_tokens, or a preset")
+        return [(_lengths(inputs, "input_tokens", fail), _lengths(outputs, "output_tokens", fail))]
+    if "grids" in preset:
+        return [(list(g["input_tokens"]), list(g["output_tokens"])) for g in preset["grids"]]
+    raise fail("input_tokens", "missing: give input_tokens and output_tokens, grids, or a "
+                               f"preset ({', '.join(PRESETS)})")
+
+
+def _cooldown(value, fail) -> Cooldown | None:
+    if value in (None, False):
+        return None
+    if value is True:
+        return Cooldown()
+    if not isinstance(value, dict) or not set(value) <= {"max_s", "within_w"}:
+        raise fail("cooldown", "expected true, false or {max_s: seconds, within_w: watts}")
+    for key in value:
+        v = value[key]
+        if not isinstance(v, int | float) or isinstance(v, bool) or v < 0:
+            raise fail(f"cooldown.{key}", f"expected a number >= 0, got {v!r}")
+    return Cooldown(**{k: float(v) for k, v in value.items()})
+
+
+def _check_context(spec: SweepSpec, fail) -> None:
+    from infergy.models import get_model
+
+    for n, model in enumerate(spec.models):
+        context = get_model(model).max_context
+        for inputs, outputs in spec.grids:
+            longest = max(inputs) + max(outputs)
+            if longest > context:
+                raise fail(f"models[{n}]", f"{model}'s context is {context} tokens, but the "
+                                           f"grid asks for up to {longest} (input + output)")

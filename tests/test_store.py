@@ -1,0 +1,142 @@
+"""The results store: points recorded and found again, schema versions, merge, export."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sqlite3
+
+import pytest
+
+from infergy.store import SCHEMA_VERSION, Store, StoreError, export, merge
+
+DEVICE = "GPU-simulated-0"
+META = {"gpus": [{"model": "Simulated GPU", "uuid": DEVICE, "driver": "1.0",
+                  "power_limit_w": 700.0}], "host": {"hostname": "h"}, "idle_w": {"gpu0": 80.0},
+        "versions": {"infergy": "0.1.0"}}
+
+
+def result(batch=1, i=8, o=4, status="ok", energy=10.0):
+    point = {"model": "tiny", "engine": "hf-eager", "batch": batch, "input_tokens": i,
+             "output_tokens": o, "decoding": "greedy", "tp": 1, "dtype": "bfloat16"}
+    return {"point": point, "status": status, "energy_j": energy,
+            "j_per_output_token": energy and energy / (batch * o), "time_s": 0.5,
+            "repeats": []}
+
+
+KEY = {"model": "tiny", "engine": "hf-eager", "engine_options": "{}", "decoding": "greedy",
+       "dtype": "bfloat16", "tp": 1, "input_tokens": 8, "output_tokens": 4}
+
+
+def test_a_recorded_point_is_done_for_its_device_only(tmp_path):
+    with Store(tmp_path / "r.db") as store:
+        run = store.start_run(device=DEVICE, meta=META, spec={"models": ["tiny"]})
+        store.add_point(run, DEVICE, result(), engine_options="{}", batch_requested=1)
+        assert store.done(DEVICE, KEY, 1)
+        assert not store.done("GPU-other", KEY, 1)
+        assert not store.done(DEVICE, KEY, 2)
+        store.end_run(run, "finished")
+        (r,) = store.runs()
+        assert r["gpu_name"] == "Simulated GPU" and r["status"] == "finished"
+        assert json.loads(r["idle_w"]) == {"gpu0": 80.0}
+
+
+def test_out_of_memory_counts_as_measured_but_not_as_a_found_max(tmp_path):
+    with Store(tmp_path / "r.db") as store:
+        run = store.start_run(device=DEVICE, meta=META, spec=None)
+        store.add_point(run, DEVICE, result(batch=8, status="oom", energy=None),
+                        engine_options="{}", batch_requested=8)
+        store.add_point(run, DEVICE, result(batch=16, status="oom", energy=None),
+                        engine_options="{}", batch_requested="max")
+        store.add_point(run, DEVICE, result(batch=1, status="failed", energy=None),
+                        engine_options="{}", batch_requested=1)
+        assert store.done(DEVICE, KEY, 8)
+        assert not store.done(DEVICE, KEY, "max")
+        assert not store.done(DEVICE, KEY, 1)  # failed points are measured again
+        assert store.oom_batches(DEVICE, KEY) == [8, 16]
+
+
+def test_a_store_is_in_wal_mode_and_survives_reopening(tmp_path):
+    path = tmp_path / "r.db"
+    with Store(path) as store:
+        run = store.start_run(device=DEVICE, meta=META, spec=None)
+        store.add_point(run, DEVICE, result(), engine_options="{}", batch_requested=1)
+    with Store(path, create=False) as store:
+        assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert len(store.points()) == 1
+
+
+def test_a_store_from_a_newer_infergy_is_refused_and_left_unchanged(tmp_path):
+    path = tmp_path / "r.db"
+    Store(path).close()
+    db = sqlite3.connect(path)
+    db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                (str(SCHEMA_VERSION + 1),))
+    db.commit()
+    db.close()
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match=r"newer infergy.*upgrade infergy"):
+        Store(path)
+    assert path.read_bytes() == before
+
+
+def test_an_older_store_is_migrated_on_opening(tmp_path, monkeypatch):
+    from infergy import store as store_module
+
+    path = tmp_path / "r.db"
+    Store(path).close()
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    monkeypatch.setitem(store_module.MIGRATIONS, SCHEMA_VERSION + 1,
+                        "ALTER TABLE points ADD COLUMN note TEXT;")
+    with Store(path) as store:
+        version = store.db.execute("SELECT value FROM meta").fetchone()[0]
+        columns = [r[1] for r in store.db.execute("PRAGMA table_info(points)")]
+    assert version == str(SCHEMA_VERSION + 1) and "note" in columns
+
+
+@pytest.mark.parametrize("content", [b"not a database at all" * 100, None])
+def test_a_file_that_is_not_a_store_is_refused(tmp_path, content):
+    path = tmp_path / "x.db"
+    if content is None:
+        db = sqlite3.connect(path)
+        db.execute("CREATE TABLE other (x)")
+        db.commit()
+        db.close()
+    else:
+        path.write_bytes(content)
+    with pytest.raises(StoreError, match="not an infergy"):
+        Store(path)
+
+
+def test_merge_keeps_every_point_once(tmp_path):
+    a, b, c = tmp_path / "a.db", tmp_path / "b.db", tmp_path / "c.db"
+    for path, batches in ((a, (1, 2)), (b, (4,))):
+        with Store(path) as store:
+            run = store.start_run(device=DEVICE, meta=META, spec=None)
+            for batch in batches:
+                store.add_point(run, DEVICE, result(batch=batch), engine_options="{}",
+                                batch_requested=batch)
+    assert merge([a, b], c) == (2, 3)
+    assert merge([a, b, c], c) == (0, 0)  # again, and into itself: nothing twice
+    with Store(c) as store:
+        assert sorted(p["batch"] for p in store.points()) == [1, 2, 4]
+        assert len(store.runs()) == 2
+
+
+def test_export_writes_every_point_as_csv_json_and_parquet(tmp_path):
+    with Store(tmp_path / "r.db") as store:
+        run = store.start_run(device=DEVICE, meta=META, spec=None)
+        for batch in (1, 2, 4):
+            store.add_point(run, DEVICE, result(batch=batch), engine_options="{}",
+                            batch_requested=batch)
+        assert export(store, tmp_path / "p.csv", "csv") == 3
+        rows = list(csv.DictReader((tmp_path / "p.csv").open()))
+        assert [r["batch"] for r in rows] == ["1", "2", "4"]
+        assert rows[0]["gpu_name"] == "Simulated GPU"
+        assert export(store, tmp_path / "p.json", "json") == 3
+        assert json.loads((tmp_path / "p.json").read_text())[2]["j_per_output_token"] == 0.625
+        pq = pytest.importorskip("pyarrow.parquet")
+        assert export(store, tmp_path / "p.parquet", "parquet") == 3
+        assert pq.read_table(tmp_path / "p.parquet").column("batch").to_pylist() == [1, 2, 4]
+        with pytest.raises(StoreError, match="unknown export format 'xml'"):
+            export(store, tmp_path / "p.xml", "xml")

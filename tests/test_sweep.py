@@ -1,0 +1,186 @@
+"""Sweeps on a CPU with the tiny model, through the real worker process: every point recorded
+once, resumed after SIGKILL, out of memory recorded, a lost worker replaced."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from infergy.store import Store
+from infergy.sweep import MAX, parse_spec, run_sweep
+
+DOUBLE = "simulated_engines:FailsByBatchEngine"  # a test double, imported by the worker
+TESTS = Path(__file__).parent
+SRC = TESTS.parent / "src"
+
+
+def spec(**fields):
+    data = {"models": ["tiny"], "engines": ["hf-eager"], "input_tokens": [8, 16],
+            "output_tokens": [2, 4], "batch_sizes": [1, 2, 4], "repeats": 1, "warmup": 0,
+            "idle_s": 0, **fields}
+    return parse_spec(data, "test spec")
+
+
+def keys(points):
+    return [(p["engine"], p["engine_options"], p["batch_requested"], p["batch"],
+             p["input_tokens"], p["output_tokens"]) for p in points]
+
+
+def test_a_sweep_of_12_points_records_each_once_and_a_second_run_measures_none(tmp_path):
+    updates = []
+    with Store(tmp_path / "r.db") as store:
+        summary = run_sweep(spec(), store, device="cpu", on_update=lambda p: updates.append(
+            (p.done, p.skipped, p.current)))
+        points = store.points()
+        assert summary.measured == 12 and summary.failed == 0 and not summary.interrupted
+        assert len(points) == 12 and len(set(keys(points))) == 12
+        assert all(p["status"] == "ok" for p in points)
+        assert {p["device"] for p in points} == {summary.device}
+        assert summary.device.startswith("cpu:")
+        assert updates[-1][0] == 12 and any("B=2" in u[2] for u in updates)
+        again = run_sweep(spec(), store, device="cpu")
+        assert (again.measured, again.skipped) == (0, 12)
+        assert len(store.points()) == 12
+        runs = store.runs()
+        assert [r["status"] for r in runs] == ["finished", "finished"]
+        result = json.loads(points[0]["result"])
+        assert result["gpu_state_start"] is not None and result["provenance"]["versions"]
+
+
+def test_out_of_memory_is_recorded_and_max_is_found_under_it(tmp_path):
+    engine = {"name": DOUBLE, "options": {"oom_from_batch": 3, "estimate": 6}}
+    s = spec(engines=[engine], input_tokens=[8], output_tokens=[2], batch_sizes=[1, 4, MAX])
+    with Store(tmp_path / "r.db") as store:
+        summary = run_sweep(s, store, device="cpu")
+        points = store.points()
+    assert summary.measured == 3 and summary.oom == 1 and summary.failed == 0
+    by = [(p["batch_requested"], p["batch"], p["status"]) for p in points]
+    # B = 4 ran out of memory; max: the estimate 6 gives 4 (a power of two), but 4 is known
+    # not to fit, so the search starts at 2.
+    assert by == [("1", 1, "ok"), ("4", 4, "oom"), ("max", 2, "ok")]
+    search = json.loads(points[-1]["batch_search"])
+    assert search["estimate"] == 6 and search["found"] == 2 and search["cap"] == 1024
+    assert search["earlier_oom"] == [4] and search["tried"] == [{"batch": 2, "status": "ok"}]
+    assert search["memory_model"] == {"method": "test double's fixed estimate"}
+
+
+def test_max_halves_after_each_out_of_memory(tmp_path):
+    engine = {"name": DOUBLE, "options": {"oom_from_batch": 3, "estimate": 100}}
+    s = spec(engines=[engine], input_tokens=[8], output_tokens=[2], batch_sizes=[MAX],
+             max_batch_cap=16)
+    with Store(tmp_path / "r.db") as store:
+        summary = run_sweep(s, store, device="cpu")
+        points = store.points()
+    assert summary.oom == 3 and summary.measured == 1
+    assert [(p["batch"], p["status"]) for p in points] == [
+        (16, "oom"), (8, "oom"), (4, "oom"), (2, "ok")]
+    search = json.loads(points[-1]["batch_search"])
+    assert search["found"] == 2 and [t["batch"] for t in search["tried"]] == [16, 8, 4, 2]
+
+
+def test_a_resumed_max_search_starts_under_the_batch_that_ran_out_of_memory(tmp_path):
+    engine = {"name": DOUBLE, "options": {"oom_from_batch": 2}}  # no estimate: start at cap
+    s = spec(engines=[engine], input_tokens=[8], output_tokens=[2], batch_sizes=[MAX],
+             max_batch_cap=8)
+    with Store(tmp_path / "r.db") as store:
+        run = store.start_run(device="x", meta={}, spec=None)
+        first = run_sweep(s, store, device="cpu")
+        points = store.points()
+        assert [p["batch"] for p in points] == [8, 4, 2, 1]
+        # A killed search left only its out-of-memory tries: the next one starts under them.
+        store.db.execute("DELETE FROM points WHERE batch = 1")
+        again = run_sweep(s, store, device="cpu")
+        tried = json.loads(store.points()[-1]["batch_search"])
+    assert first.oom == 3 and again.measured == 1 and run
+    assert tried["earlier_oom"] == [2, 4, 8] and tried["tried"] == [{"batch": 1, "status": "ok"}]
+
+
+@pytest.mark.parametrize(("option", "error"), [
+    ("crash_at_batch", "worker process died"),
+    ("fatal_at_batch", "CUDA error"),
+])
+def test_a_lost_worker_is_replaced_and_the_sweep_goes_on(tmp_path, option, error):
+    s = spec(engines=[{"name": DOUBLE, "options": {option: 2}}], input_tokens=[8],
+             output_tokens=[2], batch_sizes=[1, 2, 4])
+    with Store(tmp_path / "r.db") as store:
+        summary = run_sweep(s, store, device="cpu")
+        points = store.points()
+    assert summary.worker_restarts == 1 and summary.failed == 1
+    assert [(p["batch"], p["status"]) for p in points] == [(1, "ok"), (2, "failed"), (4, "ok")]
+    assert error in points[1]["error"]
+
+
+def _sweep_command(spec_path: Path, db: Path) -> list[str]:
+    return [sys.executable, "-m", "infergy", "sweep", str(spec_path), "--db", str(db),
+            "--device", "cpu"]
+
+
+def test_a_sweep_killed_with_sigkill_resumes_losing_and_repeating_nothing(tmp_path):
+    spec_path = tmp_path / "s.yaml"
+    spec_path.write_text("models: [tiny]\nengines: [hf-eager]\ninput_tokens: [8, 16, 32]\n"
+                         "output_tokens: [2, 4]\nbatch_sizes: [1, 2, 3]\nrepeats: 2\n"
+                         "warmup: 1\nidle_s: 0\n")
+    db = tmp_path / "r.db"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(TESTS)])}
+    proc = subprocess.Popen(_sweep_command(spec_path, db), env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    count = 0
+    while time.monotonic() < deadline and count < 4:
+        time.sleep(0.2)
+        if db.exists():
+            with contextlib.suppress(sqlite3.OperationalError):
+                count = sqlite3.connect(db).execute("SELECT count(*) FROM points").fetchone()[0]
+    os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its worker, mid-run
+    proc.wait()
+    with Store(db) as store:
+        before = store.points()
+    assert 4 <= len(before) < 18, "the sweep was not killed in the middle"
+    done = subprocess.run(_sweep_command(spec_path, db), env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    with Store(db) as store:
+        after = store.points()
+        runs = store.runs()
+    assert len(after) == 18 and len(set(keys(after))) == 18
+    assert {p["id"] for p in before} <= {p["id"] for p in after}  # nothing lost
+    assert f"{len(before)} already in" in done.stderr
+    assert [r["status"] for r in runs] == ["running", "finished"]  # the killed run never ended
+
+
+def test_ctrl_c_ends_the_sweep_after_the_current_point(tmp_path):
+    spec_path = tmp_path / "s.yaml"
+    spec_path.write_text("models: [tiny]\nengines: [hf-eager]\ninput_tokens: [8, 16, 32]\n"
+                         "output_tokens: [2, 4]\nbatch_sizes: [1, 2, 3]\nrepeats: 2\n"
+                         "idle_s: 0\n")
+    db = tmp_path / "r.db"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(TESTS)])}
+    proc = subprocess.Popen(_sweep_command(spec_path, db), env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        if db.exists():
+            try:
+                if sqlite3.connect(db).execute("SELECT count(*) FROM points").fetchone()[0]:
+                    break
+            except sqlite3.OperationalError:
+                pass
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole group
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert "stopped by Ctrl-C" in stderr and "run the same command to resume" in stderr
+    with Store(db) as store:
+        points = store.points()
+        (run,) = store.runs()
+    assert 1 <= len(points) < 18 and all(p["status"] == "ok" for p in points)
+    assert run["status"] == "interrupted"

@@ -1,0 +1,103 @@
+"""Sweep specs: presets, grids, and errors that name the file, field and what was expected."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from infergy.sweep import MAX, PRESETS, SpecError, load_spec, parse_spec
+from infergy.sweep.spec import PAPER_INPUT_EDGES, PAPER_INPUT_EDGES_RULE, PAPER_OUTPUT_EDGES
+
+
+def test_paper_bins_is_every_printed_input_edge_with_every_output_edge_at_1_and_max():
+    spec = load_spec("paper-bins")
+    tasks = spec.tasks()
+    assert len(tasks) == len(PAPER_INPUT_EDGES) * len(PAPER_OUTPUT_EDGES) * 2
+    assert {t.batch for t in tasks} == {1, MAX}
+    assert {t.input_tokens for t in tasks} == {32, 128, 256, 512, 1024, 2048, 4096, 8192}
+    assert {t.output_tokens for t in tasks} == {8, 16, 32, 64, 128, 256, 512}
+
+
+def test_paper_bins_rule_offers_the_input_edges_of_the_study_s_own_rule():
+    spec = load_spec("paper-bins-rule")
+    assert PAPER_INPUT_EDGES_RULE == (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+    assert {t.input_tokens for t in spec.tasks()} == set(PAPER_INPUT_EDGES_RULE)
+
+
+def test_length_sweep_is_two_grids_and_keeps_their_shared_point_once():
+    tasks = load_spec("length-sweep").tasks()
+    pairs = [(t.input_tokens, t.output_tokens) for t in tasks]
+    assert len(pairs) == len(set(pairs)) == 12 + 13 - 1  # (512, 64) is in both
+    assert (32768, 64) in pairs and (512, 4096) in pairs and (512, 1) in pairs
+
+
+def test_batch_sweep_is_powers_of_two_to_1024():
+    assert [t.batch for t in load_spec("batch-sweep").tasks()] == [2**m for m in range(11)]
+
+
+def test_tasks_are_grouped_so_each_model_is_built_once_per_engine():
+    spec = parse_spec({"models": ["tiny", "smollm2-135m"], "engines": ["hf-eager", "hf-paged"],
+                       "input_tokens": [8, 16], "output_tokens": [4], "batch_sizes": [1, 2]})
+    groups = [t.group for t in spec.tasks()]
+    assert len(groups) == 16
+    changes = sum(a != b for a, b in itertools.pairwise(groups))
+    assert changes == 3  # four groups, each contiguous
+
+
+def test_a_yaml_spec_with_engine_options_and_cooldown(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("models: [tiny]\n"
+                    "engines: [hf-eager, {name: hf-paged, options: {block_size: 16}}]\n"
+                    "preset: paper-bins\n"
+                    "input_tokens: [32]\n"
+                    "cooldown: {max_s: 10}\n")
+    spec = load_spec(path)
+    assert spec.engines[1].options_dict == {"block_size": 16}
+    assert spec.engines[1].options_key == '{"block_size": 16}'
+    assert spec.cooldown.max_s == 10 and spec.cooldown.within_w == 15
+    assert {t.output_tokens for t in spec.tasks()} == set(PAPER_OUTPUT_EDGES)
+    assert {t.input_tokens for t in spec.tasks()} == {32}
+
+
+@pytest.mark.parametrize(("yaml_text", "match"), [
+    ("models: [tiny]\nengine: [hf-eager]\ninput_tokens: [8]\noutput_tokens: [4]\n",
+     r"field 'engine' \(line 2\): unknown field; expected one of"),
+    ("models: [tiny, no-such-model]\ninput_tokens: [8]\noutput_tokens: [4]\n",
+     r"field 'models\[1\]' \(line 1\): unknown model 'no-such-model'; expected one of .*tiny"),
+    ("models: [tiny]\nengines:\n  - hf-eager\n  - vlm\ninput_tokens: [8]\noutput_tokens: [4]\n",
+     r"field 'engines\[1\]' \(line 4\): unknown engine 'vlm'; expected one of .*vllm"),
+    ("models: [tiny]\ninput_tokens: [8, 0]\noutput_tokens: [4]\n",
+     r"field 'input_tokens\[1\]' \(line 2\): expected a positive number of tokens, got 0"),
+    ("models: [tiny]\ninput_tokens: []\noutput_tokens: [4]\n",
+     r"field 'input_tokens' \(line 2\): expected a non-empty list"),
+    ("models: [tiny]\ninput_tokens: [8]\noutput_tokens: [4]\nbatch_sizes: [1, -2]\n",
+     r"field 'batch_sizes\[1\]' \(line 4\): expected a positive integer or 'max', got -2"),
+    ("models: [tiny]\ninput_tokens: [2000]\noutput_tokens: [100]\n",
+     r"field 'models\[0\]' \(line 1\): tiny's context is 2048 tokens, but the grid asks "
+     r"for up to 2100"),
+    ("models: [tiny]\npreset: paper-binz\n", r"field 'preset' \(line 2\): unknown preset"),
+    ("models: [tiny]\ninput_tokens: [8]\n", r"field 'output_tokens'.*missing"),
+    ("models: [tiny]\ninput_tokens: [8]\noutput_tokens: [4]\ndecodings: [beam]\n",
+     r"field 'decodings\[0\]' \(line 4\)"),
+    ("- a list\n", r"expected a mapping of fields"),
+    ("models: [tiny\n", r"not valid YAML"),
+])
+def test_bad_specs_name_the_file_the_field_its_line_and_what_was_expected(
+        tmp_path, yaml_text, match):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(SpecError, match=match) as info:
+        load_spec(path)
+    assert str(path) in str(info.value)
+
+
+def test_a_missing_spec_file_names_the_presets(tmp_path):
+    with pytest.raises(SpecError, match=r"no such file, and not a preset.*paper-bins"):
+        load_spec(tmp_path / "nope.yaml")
+
+
+def test_every_preset_says_what_it_is():
+    for name, preset in PRESETS.items():
+        assert preset["about"], name
+        assert load_spec(name).tasks()
