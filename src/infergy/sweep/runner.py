@@ -89,7 +89,9 @@ class _Worker:
     def __init__(self, settings: WorkerSettings, on_progress: Callable[[str], None]):
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=worker_main, args=(child, settings), daemon=True,
+        # Not a daemon: engines start processes of their own (vLLM's engine core). The
+        # worker exits when this process is gone (its pipe closes), and is killed on exit.
+        self.process = ctx.Process(target=worker_main, args=(child, settings), daemon=False,
                                    name="infergy-worker")
         self.process.start()
         child.close()

@@ -29,6 +29,10 @@ FATAL_MARKERS = ("CUDA error", "illegal memory access", "device-side assert",
 FATAL_EXIT_CODE = 3
 
 
+class EngineLoadError(RuntimeError):
+    """The engine of a group could not be loaded; its other points are not tried again."""
+
+
 @dataclass(frozen=True)
 class Job:
     model: str
@@ -117,6 +121,7 @@ class _Worker:
         self.engine = None
         self.group = None
         self.poisoned = False
+        self.load_errors: dict = {}  # (model, engine) -> why it could not be loaded
 
     def say(self, text: str) -> None:
         with contextlib.suppress(BrokenPipeError, OSError):
@@ -129,6 +134,9 @@ class _Worker:
 
         if self.group == (job.model, job.engine) and self.engine is not None:
             return None
+        if (job.model, job.engine) in self.load_errors:  # one failed start is enough
+            raise EngineLoadError(f"loading failed earlier in this worker: "
+                                  f"{self.load_errors[(job.model, job.engine)]}")
         self.drop_engine()
         self.say(f"loading {job.model} in {job.engine.label}")
         engine = engine_class(job.engine.name)(
@@ -137,8 +145,12 @@ class _Worker:
         try:
             with self.meter.window("load") as w:
                 engine.load()
-        except BaseException:
+        except Exception as err:
             engine.close()
+            from infergy.bench.point import is_out_of_memory
+
+            if not is_out_of_memory(err):
+                self.load_errors[(job.model, job.engine)] = f"{type(err).__name__}: {err}"
             raise
         self.engine, self.group = engine, (job.model, job.engine)
         return {"time_s": w.measurement.duration_s, "energy_j": w.measurement.energy_j}
