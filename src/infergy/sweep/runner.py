@@ -269,6 +269,8 @@ def _measure_task(task: Task, spec: SweepSpec, store: Store, worker: _Worker,
     records = []
     while batch >= 1:
         record = worker.ask("measure", _job(task, spec, batch))
+        if not records and record.get("load") is None:
+            record["load"] = estimate.get("load")  # the engine was loaded for the estimate
         search["tried"].append({"batch": batch, "status": record["status"]})
         records.append((record, MAX, dict(search)))
         if record["status"] != "oom":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -83,6 +84,10 @@ def local_device() -> str:
 
 def main(conn, settings: WorkerSettings) -> None:
     """The worker's loop (the target of its process)."""
+    # Out of the terminal's process group: Ctrl-C (or `timeout -s INT`) reaches the parent,
+    # which decides when to stop, and not the processes an engine starts (vLLM's engine core
+    # aborted its requests on it, on an H100, mid-point).
+    os.setpgrp()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from infergy.bench.point import run_metadata
     from infergy.meter import open_meter
