@@ -1,0 +1,103 @@
+"""`infergy sweep` (plan and errors) and `infergy results` on a store written by the tests."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from infergy.cli import app
+from infergy.store import Store
+
+runner = CliRunner()
+DEVICE = "GPU-simulated-0"
+META = {"gpus": [{"model": "Simulated GPU", "uuid": DEVICE}], "host": {"hostname": "h"}}
+
+
+def flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def write_store(path, batches=(1, 2)):
+    with Store(path) as store:
+        run = store.start_run(device=DEVICE, meta=META, spec=None)
+        for batch in batches:
+            point = {"model": "tiny", "engine": "hf-eager", "batch": batch, "input_tokens": 8,
+                     "output_tokens": 4, "decoding": "greedy", "tp": 1, "dtype": "bfloat16"}
+            store.add_point(run, DEVICE, {"point": point, "status": "ok", "energy_j": 4.0 * batch,
+                                          "j_per_output_token": 1.0, "time_s": 0.1},
+                            engine_options="{}", batch_requested=batch)
+        return [p["id"] for p in store.points()]
+
+
+def test_dry_run_prints_the_plan_and_measures_nothing(tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text("models: [tiny]\ninput_tokens: [8, 16]\noutput_tokens: [4]\n"
+                    "batch_sizes: [1, max]\n")
+    result = runner.invoke(app, ["sweep", str(spec), "--dry-run", "--db",
+                                 str(tmp_path / "r.db")])
+    assert result.exit_code == 0, result.output
+    text = flat(result.output)
+    assert "4 points, 0 already in" in text and "to measure in 1 model loads" in text
+    assert not (tmp_path / "r.db").exists()
+
+
+def test_dry_run_counts_what_the_store_already_has_for_this_device(tmp_path, monkeypatch):
+    import infergy.sweep.worker as worker
+
+    monkeypatch.setattr(worker, "local_device", lambda: DEVICE)
+    write_store(tmp_path / "r.db", batches=(1,))
+    spec = tmp_path / "s.yaml"
+    spec.write_text("models: [tiny]\ninput_tokens: [8]\noutput_tokens: [4]\n"
+                    "batch_sizes: [1, 2]\n")
+    result = runner.invoke(app, ["sweep", str(spec), "--dry-run", "--db",
+                                 str(tmp_path / "r.db")])
+    assert result.exit_code == 0, result.output
+    assert "2 points, 1 already in" in flat(result.output)
+
+
+def test_a_bad_spec_is_an_error_naming_the_field_without_a_traceback(tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text("models: [tiny]\ninput_tokens: [8]\noutput_tokens: [4]\nrepeat: 3\n")
+    result = runner.invoke(app, ["sweep", str(spec), "--db", str(tmp_path / "r.db")])
+    assert result.exit_code == 2
+    assert "field 'repeat' (line 4): unknown field" in flat(result.output)
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "r.db").exists()
+
+
+def test_command_line_options_replace_the_spec_s_and_are_checked(tmp_path):
+    result = runner.invoke(app, ["sweep", "batch-sweep", "-m", "tiny", "-b", "1", "-b", "max",
+                                 "--dry-run", "--db", str(tmp_path / "r.db")])
+    assert result.exit_code == 0, result.output
+    assert "2 points" in flat(result.output)
+    result = runner.invoke(app, ["sweep", "batch-sweep", "-e", "hf-eagre", "--dry-run"])
+    assert result.exit_code == 2 and "unknown engine 'hf-eagre'" in flat(result.output)
+
+
+def test_results_list_show_export_and_merge(tmp_path):
+    ids = write_store(tmp_path / "a.db")
+    write_store(tmp_path / "b.db", batches=(4,))
+    listed = runner.invoke(app, ["results", "list", "--db", str(tmp_path / "a.db")])
+    assert listed.exit_code == 0 and "2 points" in listed.output
+    shown = runner.invoke(app, ["results", "show", ids[1][:10], "--db", str(tmp_path / "a.db")])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.output)["point"]["batch"] == 2
+    exported = runner.invoke(app, ["results", "export", str(tmp_path / "p.json"), "--format",
+                                   "json", "--db", str(tmp_path / "a.db")])
+    assert exported.exit_code == 0 and len(json.loads((tmp_path / "p.json").read_text())) == 2
+    merged = runner.invoke(app, ["results", "merge", str(tmp_path / "a.db"),
+                                 str(tmp_path / "b.db"), "-o", str(tmp_path / "c.db")])
+    assert merged.exit_code == 0 and "3 points and 2 runs added" in flat(merged.output)
+
+
+def test_results_errors_are_clear(tmp_path):
+    missing = runner.invoke(app, ["results", "list", "--db", str(tmp_path / "none.db")])
+    assert missing.exit_code == 2 and "no such results store" in flat(missing.output)
+    write_store(tmp_path / "a.db")
+    unknown = runner.invoke(app, ["results", "show", "zzz", "--db", str(tmp_path / "a.db")])
+    assert unknown.exit_code == 2 and "no points with an id starting 'zzz'" in flat(
+        unknown.output)
+    bad = runner.invoke(app, ["results", "export", str(tmp_path / "x"), "--format", "xml",
+                              "--db", str(tmp_path / "a.db")])
+    assert bad.exit_code == 2 and "unknown export format 'xml'" in flat(bad.output)
