@@ -119,6 +119,18 @@ def test_a_lost_worker_is_replaced_and_the_sweep_goes_on(tmp_path, option, error
     assert error in points[1]["error"]
 
 
+def wait_for_points(db: Path, count: int, timeout_s: float = 120) -> None:
+    """Until the store at `db` holds `count` points (a sweep in another process writes it)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        if db.exists():
+            with contextlib.suppress(sqlite3.OperationalError):
+                if sqlite3.connect(db).execute("SELECT count(*) FROM points").fetchone()[0] \
+                        >= count:
+                    return
+
+
 def _sweep_command(spec_path: Path, db: Path) -> list[str]:
     return [sys.executable, "-m", "infergy", "sweep", str(spec_path), "--db", str(db),
             "--device", "cpu"]
@@ -133,13 +145,7 @@ def test_a_sweep_killed_with_sigkill_resumes_losing_and_repeating_nothing(tmp_pa
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(TESTS)])}
     proc = subprocess.Popen(_sweep_command(spec_path, db), env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    count = 0
-    while time.monotonic() < deadline and count < 4:
-        time.sleep(0.2)
-        if db.exists():
-            with contextlib.suppress(sqlite3.OperationalError):
-                count = sqlite3.connect(db).execute("SELECT count(*) FROM points").fetchone()[0]
+    wait_for_points(db, 4)
     os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its worker, mid-run
     proc.wait()
     with Store(db) as store:
@@ -166,15 +172,7 @@ def test_ctrl_c_ends_the_sweep_after_the_current_point(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(TESTS)])}
     proc = subprocess.Popen(_sweep_command(spec_path, db), env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        time.sleep(0.2)
-        if db.exists():
-            try:
-                if sqlite3.connect(db).execute("SELECT count(*) FROM points").fetchone()[0]:
-                    break
-            except sqlite3.OperationalError:
-                pass
+    wait_for_points(db, 1)
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole group
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr

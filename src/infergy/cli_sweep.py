@@ -155,15 +155,9 @@ class _PowerColumn(ProgressColumn):
             self._sensors = []
             if nvml.nvml_init() is None:
                 self._sensors = nvml.nvml_gpus()[0]
-        watts = []
-        for s in self._sensors:
-            try:
-                power = s.read_power_w()
-            except Exception:
-                continue
-            w = power.get("instant", power.get("usage", power.get("average")))
-            if w is not None:
-                watts.append(w)
+        from infergy.sweep.worker import instant_power_w
+
+        watts = [w for w in map(instant_power_w, self._sensors) if w is not None]
         return f"{sum(watts):.0f} W" if watts else ""
 
 

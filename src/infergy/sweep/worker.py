@@ -205,7 +205,7 @@ class _Worker:
         idle = self.meter.idle_w
         gpus = self.meter.gpus
         while True:
-            power = {g.name: _instant(g) for g in gpus}
+            power = {g.name: instant_power_w(g) for g in gpus}
             hot = {n: w for n, w in power.items()
                    if w is not None and n in idle and w > idle[n] + cooldown.within_w}
             waited = time.perf_counter() - start
@@ -237,7 +237,9 @@ def job_text(job: Job) -> str:
             f"I={job.input_tokens} O={job.output_tokens}")
 
 
-def _instant(sensor) -> float | None:
+def instant_power_w(sensor) -> float | None:
+    """A sensor's power now (instant field, else usage, else the 1 s average); None when it
+    cannot be read."""
     try:
         power = sensor.read_power_w()
     except Exception:
