@@ -191,31 +191,38 @@ def run_sweep(spec: SweepSpec, store: Store, *, device: str = "cuda",
             progress.current = task.describe()
             update(progress)
             t0 = time.perf_counter()
-            try:
-                records = _measure_task(task, spec, store, worker, key)
-            except _WorkerGone as gone:
-                records = [_lost(task, spec, gone)]
-                if not interrupted["count"]:
-                    restarts += 1
-                    progress.detail = f"{gone}: starting a new worker"
-                    update(progress)
-                    worker = state["worker"] = _restart(worker, settings, on_progress)
-            for record, batch_requested, search in records:
-                store.add_point(run_id, worker.device, record, engine_options=key[
-                    "engine_options"], batch_requested=batch_requested, batch_search=search)
-                status = record["status"]
-                progress.failed += status == "failed"
-                progress.oom += status == "oom"
+            last = {}
+
+            def save(record: dict, batch_requested, search: dict | None, key=key,
+                     last=last) -> None:
+                """Store one measured record now, in its own transaction."""
+                nonlocal busy, setup
+                store.add_point(run_id, progress.device, record,
+                                engine_options=key["engine_options"],
+                                batch_requested=batch_requested, batch_search=search)
+                last["record"] = record
+                progress.failed += record["status"] == "failed"
+                progress.oom += record["status"] == "oom"
                 busy += _phase_time(record, "warmup") + sum(
                     r["request"]["time_s"] + (r["prefill"]["time_s"]
                                               if r["prefill"]["method"] == "separate run" else 0)
                     for r in record.get("repeats", []))
                 setup += _phase_time(record, "prepare") + ((record.get("load") or {}).get(
                     "time_s") or 0)
+
+            try:
+                _measure_task(task, spec, store, worker, key, save)
+            except _WorkerGone as gone:
+                save(*_lost(task, spec, gone))
+                if not interrupted["count"]:
+                    restarts += 1
+                    progress.detail = f"{gone}: starting a new worker"
+                    update(progress)
+                    worker = state["worker"] = _restart(worker, settings, on_progress)
             progress.done += 1
             progress.point_times_s.append(time.perf_counter() - t0)
             update(progress)
-            if is_fatal(records[-1][0].get("error")) and not interrupted["count"]:
+            if is_fatal(last["record"].get("error")) and not interrupted["count"]:
                 # The worker exits after a fatal CUDA error: replace it before the next point.
                 restarts += 1
                 worker = state["worker"] = _restart(worker, settings, on_progress)
@@ -250,11 +257,13 @@ def _job(task: Task, spec: SweepSpec, batch: int) -> Job:
                task.output_tokens, spec.repeats, spec.warmup, spec.cooldown)
 
 
-def _measure_task(task: Task, spec: SweepSpec, store: Store, worker: _Worker,
-                  key: dict) -> list[tuple[dict, int | str, dict | None]]:
-    """The records of one task: one point, or the tries of a max-batch search."""
+def _measure_task(task: Task, spec: SweepSpec, store: Store, worker: _Worker, key: dict,
+                  save: Callable[[dict, int | str, dict | None], None]) -> None:
+    """Measure one task, saving each record the moment it comes back: one point, or each try
+    of a max-batch search (the last try carries the whole search)."""
     if task.batch != MAX:
-        return [(worker.ask("measure", _job(task, spec, task.batch)), task.batch, None)]
+        save(worker.ask("measure", _job(task, spec, task.batch)), task.batch, None)
+        return
     estimate = worker.ask("estimate", _job(task, spec, 1))
     cap = spec.max_batch_cap
     oom_before = [b for b in store.oom_batches(worker.device, key) if b <= cap]
@@ -266,23 +275,27 @@ def _measure_task(task: Task, spec: SweepSpec, store: Store, worker: _Worker,
     if estimate.get("batch") is not None:
         limit = min(limit, max(1, estimate["batch"]))
     batch = 1 << (limit.bit_length() - 1) if limit >= 1 else 0
-    records = []
+    first = True
     while batch >= 1:
         record = worker.ask("measure", _job(task, spec, batch))
-        if not records and record.get("load") is None:
+        if first and record.get("load") is None:
             record["load"] = estimate.get("load")  # the engine was loaded for the estimate
+        first = False
         search["tried"].append({"batch": batch, "status": record["status"]})
-        records.append((record, MAX, dict(search)))
         if record["status"] != "oom":
-            break
+            search["found"] = batch if record["status"] == "ok" else None
+            save(record, MAX, search)
+            return
+        save(record, MAX, dict(search, tried=list(search["tried"])))
         batch //= 2
-    if records:
-        search["found"] = batch if records[-1][0]["status"] == "ok" else None
-        records[-1] = (records[-1][0], MAX, search)
-    return records
+    if not search["tried"]:  # nothing fits under earlier out-of-memory tries: say so
+        save(_lost(task, spec, None, "no batch left to try: batch 1 ran out of memory "
+                                     "earlier")[0], MAX, search)
 
 
-def _lost(task: Task, spec: SweepSpec, gone: _WorkerGone) -> tuple[dict, int | str, None]:
+def _lost(task: Task, spec: SweepSpec, gone: _WorkerGone | None,
+          why: str | None = None) -> tuple[dict, int | str, None]:
+    """A failed record for a task with no result of its own (a lost worker, nothing to try)."""
     from dataclasses import asdict
 
     from infergy.bench.point import Point
@@ -290,9 +303,11 @@ def _lost(task: Task, spec: SweepSpec, gone: _WorkerGone) -> tuple[dict, int | s
     batch = task.batch if task.batch != MAX else 0
     point = Point(task.model, task.engine.name, batch, task.input_tokens, task.output_tokens,
                   task.decoding, dtype=spec.dtype)
-    fatal = " after a fatal CUDA error" if gone.exitcode == FATAL_EXIT_CODE else ""
-    return ({"point": asdict(point), "status": "failed", "error": f"{gone}{fatal}",
-             "repeats": [], "warnings": [], "provenance": {}}, task.batch, None)
+    if gone is not None:
+        fatal = " after a fatal CUDA error" if gone.exitcode == FATAL_EXIT_CODE else ""
+        why = f"{gone}{fatal}"
+    return ({"point": asdict(point), "status": "failed", "error": why, "repeats": [],
+             "warnings": [], "provenance": {}}, task.batch, None)
 
 
 def _phase_time(record: dict, name: str) -> float:
