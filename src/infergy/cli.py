@@ -425,8 +425,8 @@ def models():
     out.print(table)
 
 
-# `sweep` and `results` live in a file of their own; importing it registers them on `app`.
-from infergy import cli_sweep  # noqa: E402, F401
+# `sweep`, `results` and `traces` live in files of their own; importing registers them.
+from infergy import cli_sweep, cli_traces  # noqa: E402, F401
 
 
 def main() -> None:

@@ -1,0 +1,186 @@
+"""A workload: the input and output token counts of its requests (and when they arrived), read
+from the formats real traces come in. Everything is a numpy column: a trace of millions of
+requests is loaded and described without a Python loop per request.
+
+Formats:
+- `azure`: the Azure LLM inference traces (2023 and 2024): TIMESTAMP, ContextTokens,
+  GeneratedTokens.
+- `burstgpt`: BurstGPT's eight columns; failed requests (Response tokens = 0) are dropped and
+  counted; filter by `Model` and `Log Type`.
+- `table`: any CSV, JSONL or Parquet file with a column mapping (input, output, optional time).
+
+Every malformed value is an error naming the file, the line (as a text editor counts them,
+header included) and the column, unless `skip_bad` is set: then such rows are dropped and
+counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+AZURE = {"input": "ContextTokens", "output": "GeneratedTokens", "time": "TIMESTAMP"}
+BURSTGPT = {"input": "Request tokens", "output": "Response tokens", "time": "Timestamp",
+            "model": "Model", "log_type": "Log Type"}
+FORMATS = ("azure", "burstgpt", "table")
+
+
+class TraceError(ValueError):
+    """A trace that cannot be read as asked; the message names the file, line and column."""
+
+
+@dataclass
+class Trace:
+    name: str
+    input_tokens: np.ndarray  # int64, one per request
+    output_tokens: np.ndarray  # int64
+    arrival_s: np.ndarray | None = None  # seconds from the first request, where known
+    source: str = ""
+    dropped: dict[str, int] = field(default_factory=dict)  # why -> rows
+    notes: str = ""
+
+    def __len__(self) -> int:
+        return len(self.input_tokens)
+
+    @property
+    def span_s(self) -> float | None:
+        if self.arrival_s is None or len(self.arrival_s) < 2:
+            return None
+        return float(self.arrival_s.max() - self.arrival_s.min())
+
+
+def load_trace(path: str | Path, fmt: str | None = None, *, input_col: str | None = None,
+               output_col: str | None = None, time_col: str | None = None,
+               model: str | None = None, log_type: str | None = None,
+               skip_bad: bool = False) -> Trace:
+    """Read a trace file. `fmt` None: guessed from the columns (azure, burstgpt), else a
+    table with the given columns."""
+    path = Path(path)
+    frame = _read(path)
+    if fmt is None:
+        fmt = ("azure" if set(AZURE.values()) <= set(frame.columns) else
+               "burstgpt" if {BURSTGPT["input"], BURSTGPT["output"]} <= set(frame.columns)
+               else "table")
+    if fmt not in FORMATS:
+        raise TraceError(f"{path}: unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    dropped: dict[str, int] = {}
+    if fmt == "azure":
+        cols = dict(AZURE)
+    elif fmt == "burstgpt":
+        cols = {k: BURSTGPT[k] for k in ("input", "output", "time")}
+        _require(path, frame, [BURSTGPT["model"], BURSTGPT["log_type"]] if model or log_type
+                 else [])
+        for column, wanted in ((BURSTGPT["model"], model), (BURSTGPT["log_type"], log_type)):
+            if wanted is not None:
+                keep = frame[column].astype(str) == wanted
+                if not keep.any():
+                    values = ", ".join(sorted(frame[column].astype(str).unique())[:10])
+                    raise TraceError(f"{path}: no row has {column} = {wanted!r}; it has "
+                                     f"{values}")
+                dropped[f"{column} is not {wanted}"] = int((~keep).sum())
+                frame = frame[keep]
+    else:
+        if input_col is None or output_col is None:
+            raise TraceError(f"{path}: columns {', '.join(map(str, frame.columns[:8]))} are "
+                             f"not a known trace format: give --input-col and --output-col")
+        cols = {"input": input_col, "output": output_col, "time": time_col}
+    _require(path, frame, [c for c in cols.values() if c])
+    inputs = _tokens(path, frame, cols["input"], skip_bad, dropped)
+    outputs = _tokens(path, frame, cols["output"], skip_bad, dropped)
+    good = ~(np.isnan(inputs) | np.isnan(outputs))
+    if fmt == "burstgpt":
+        failed = good & (outputs == 0)
+        dropped["failed requests (0 response tokens)"] = int(failed.sum())
+        good &= ~failed
+    arrival = _times(path, frame, cols["time"], good) if cols.get("time") else None
+    if not good.any():
+        raise TraceError(f"{path}: no request left to estimate ({_say(dropped) or 'empty'})")
+    return Trace(name=path.name, input_tokens=inputs[good].astype(np.int64),
+                 output_tokens=outputs[good].astype(np.int64), arrival_s=arrival,
+                 source=f"{path} ({fmt})", dropped={k: v for k, v in dropped.items() if v})
+
+
+def _read(path: Path):
+    import pandas as pd
+
+    if not path.is_file():
+        raise TraceError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            frame = pd.read_parquet(path)
+        elif suffix in (".jsonl", ".ndjson"):
+            frame = pd.read_json(path, lines=True)
+        else:
+            frame = pd.read_csv(path, skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        raise TraceError(f"{path}: empty file") from None
+    except (pd.errors.ParserError, ValueError, ImportError) as err:
+        raise TraceError(f"{path}: cannot be read as {suffix.lstrip('.') or 'csv'}: "
+                         f"{err}") from None
+    if frame.empty:
+        raise TraceError(f"{path}: no rows")
+    if len(frame.columns) == 1 and suffix not in (".parquet", ".jsonl", ".ndjson"):
+        raise TraceError(f"{path}: one column ({frame.columns[0]!r}): is the delimiter not "
+                         f"a comma?")
+    return frame
+
+
+def _require(path: Path, frame, columns: list[str]) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise TraceError(f"{path}: no column {missing[0]!r}; the file has "
+                         f"{', '.join(map(str, frame.columns))}")
+
+
+def _tokens(path: Path, frame, column: str, skip_bad: bool, dropped: dict) -> np.ndarray:
+    """A token-count column as float (NaN where a skipped row was bad)."""
+    import pandas as pd
+
+    raw = frame[column]
+    values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float, copy=True)
+    bad = np.isnan(values) | (values < 0) | (values != np.floor(values))
+    if bad.any():
+        if not skip_bad:
+            n = int(np.argmax(bad))
+            raise TraceError(f"{path}: line {_line(frame, n)}, column {column!r}: expected a "
+                             f"whole number of tokens >= 0, got {_shown(raw.iloc[n])} (--skip-bad "
+                             f"skips and counts such rows)")
+        dropped[f"bad {column}"] = int(bad.sum())
+        values[bad] = np.nan
+    return values
+
+
+def _shown(value) -> str:
+    """A cell as the file wrote it: 'abc' for text, -4 for a number (not np.int64(-4))."""
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _line(frame, n: int) -> int:
+    """The file line of the frame's n-th row: a header line, then one row a line."""
+    return int(frame.index[n]) + 2
+
+
+def _times(path: Path, frame, column: str, good: np.ndarray) -> np.ndarray | None:
+    import pandas as pd
+
+    raw = frame[column][good]
+    if pd.api.types.is_numeric_dtype(raw):
+        seconds = raw.to_numpy(dtype=float)
+    else:
+        try:  # the fast path: ISO 8601 times, as the Azure and BurstGPT files have
+            stamps = pd.to_datetime(raw, format="ISO8601")
+        except (ValueError, TypeError):
+            stamps = pd.to_datetime(raw, errors="coerce", format="mixed")
+        if stamps.isna().any():
+            n = int(np.argmax(stamps.isna().to_numpy()))
+            raise TraceError(f"{path}: line {_line(frame[good], n)}, column {column!r}: "
+                             f"expected a time, got {raw.iloc[n]!r}")
+        seconds = (stamps - stamps.min()).dt.total_seconds().to_numpy()
+    return seconds - seconds.min()
+
+
+def _say(dropped: dict) -> str:
+    return ", ".join(f"{v} {k}" for k, v in dropped.items() if v)

@@ -1,0 +1,163 @@
+"""Traces: loaders on small files written here (malformed ones too), built-in traces, and the
+study's ceiling binning with its coverage."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from infergy.cli import app
+from infergy.workloads import BinError, BinGrid, TraceError, describe, get_trace, load_trace
+
+AZURE = ("TIMESTAMP,ContextTokens,GeneratedTokens\n"
+         "2023-11-16 18:17:03.9799600,4808,10\n"
+         "2023-11-16 18:17:04.0319600,3180,8\n"
+         "2023-11-16 18:17:05.9799600,100,600\n")
+BURST = ("Timestamp,Session ID,Elapsed time,Model,Request tokens,Response tokens,"
+         "Total tokens,Log Type\n"
+         "5,1,0.5,ChatGPT,100,20,120,Conversation log\n"
+         "6,2,0.4,GPT-4,300,0,300,Conversation log\n"
+         "9,3,0.9,ChatGPT,50,7,57,API log\n"
+         "12,4,1.1,ChatGPT,70,0,70,Conversation log\n")
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_azure_trace_reads_lengths_and_arrival_times(tmp_path):
+    trace = load_trace(write(tmp_path, "a.csv", AZURE))
+    assert trace.input_tokens.tolist() == [4808, 3180, 100]
+    assert trace.output_tokens.tolist() == [10, 8, 600]
+    assert trace.arrival_s.tolist() == pytest.approx([0, 0.052, 2.0])
+    assert trace.dropped == {}
+
+
+def test_burstgpt_drops_and_counts_failed_requests_and_filters(tmp_path):
+    path = write(tmp_path, "b.csv", BURST)
+    trace = load_trace(path)
+    assert trace.input_tokens.tolist() == [100, 50]
+    assert trace.dropped == {"failed requests (0 response tokens)": 2}
+    chat = load_trace(path, model="ChatGPT", log_type="Conversation log")
+    assert chat.input_tokens.tolist() == [100]
+    assert chat.dropped["Model is not ChatGPT"] == 1
+    with pytest.raises(TraceError, match="no row has Model = 'Claude'; it has ChatGPT, GPT-4"):
+        load_trace(path, model="Claude")
+
+
+def test_any_table_with_a_column_mapping_csv_jsonl_and_parquet(tmp_path):
+    rows = [{"prompt_len": 12, "gen_len": 3, "t": 0.5}, {"prompt_len": 40, "gen_len": 9, "t": 2}]
+    csv_path = write(tmp_path, "t.csv", "prompt_len,gen_len,t\n12,3,0.5\n40,9,2\n")
+    jsonl = write(tmp_path, "t.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
+    paths = [csv_path, jsonl]
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "t.parquet")
+    paths.append(tmp_path / "t.parquet")
+    for path in paths:
+        trace = load_trace(path, input_col="prompt_len", output_col="gen_len", time_col="t")
+        assert trace.input_tokens.tolist() == [12, 40], path
+        assert trace.arrival_s.tolist() == [0, 1.5], path
+    with pytest.raises(TraceError, match="not a known trace format: give --input-col"):
+        load_trace(csv_path)
+
+
+@pytest.mark.parametrize(("text", "match"), [
+    ("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03,12,4\n"
+     "2023-11-16 18:17:04,abc,4\n",
+     r"line 3, column 'ContextTokens': expected a whole number of tokens >= 0, got 'abc'"),
+    ("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03,12,-4\n",
+     r"line 2, column 'GeneratedTokens': expected a whole number of tokens >= 0, got -4"),
+    ("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03,12.5,4\n",
+     r"line 2, column 'ContextTokens'.*got 12.5"),
+    ("TIMESTAMP,ContextTokens\n2023-11-16 18:17:03,12\n", r"not a known trace format"),
+    ("", r"empty file"),
+    ("TIMESTAMP;ContextTokens;GeneratedTokens\n2023-11-16 18:17:03;12;4\n",
+     r"one column .*is the delimiter not a comma"),
+    ("TIMESTAMP,ContextTokens,GeneratedTokens\nyesterday,12,4\n",
+     r"line 2, column 'TIMESTAMP': expected a time, got 'yesterday'"),
+])
+def test_malformed_traces_name_the_file_line_and_column(tmp_path, text, match):
+    path = write(tmp_path, "bad.csv", text)
+    with pytest.raises(TraceError, match=match) as info:
+        load_trace(path)
+    assert str(path) in str(info.value)
+
+
+def test_a_missing_column_lists_the_columns_the_file_has(tmp_path):
+    path = write(tmp_path, "t.csv", "a,b\n1,2\n")
+    with pytest.raises(TraceError, match="no column 'gen'; the file has a, b"):
+        load_trace(path, input_col="a", output_col="gen")
+
+
+def test_skip_bad_skips_and_counts_malformed_rows(tmp_path):
+    path = write(tmp_path, "a.csv", "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+                 "2023-11-16 18:17:03,12,4\n2023-11-16 18:17:04,abc,4\n"
+                 "2023-11-16 18:17:05,7,-1\n2023-11-16 18:17:06,9,2\n")
+    trace = load_trace(path, skip_bad=True)
+    assert trace.input_tokens.tolist() == [12, 9]
+    assert trace.dropped == {"bad ContextTokens": 1, "bad GeneratedTokens": 1}
+
+
+def test_the_built_in_azure_trace_has_the_published_statistics():
+    d = describe(get_trace("azure-code-2023"))
+    assert d["requests"] == 8819
+    assert d["input"]["mean"] == pytest.approx(2047.8, abs=0.05)
+    assert d["input"]["median"] == 1469 and d["output"]["median"] == 13
+    assert d["span_s"] == pytest.approx(3436, abs=1)
+
+
+def test_classical_tasks_are_seeded_distributions_within_their_published_range():
+    trace = get_trace("summarization")
+    assert len(trace) == 1024 and set(trace.output_tokens.tolist()) == {64}
+    assert trace.input_tokens.max() <= 2386 and trace.input_tokens.min() >= 1
+    assert trace.input_tokens.mean() == pytest.approx(838.49, rel=0.05)
+    assert np.array_equal(trace.input_tokens, get_trace("summarization").input_tokens)
+    with pytest.raises(TraceError, match=r"not a built-in trace .*azure-code-2023"):
+        get_trace("wmt")
+
+
+def test_ceiling_bins_on_a_hand_computed_example():
+    grid = BinGrid((32, 128, 512), (8, 64))
+    binned = grid.assign(np.array([1, 32, 33, 512, 513, 100]), np.array([8, 9, 64, 1, 5, 65]))
+    assert binned.input_bin.tolist() == [0, 0, 1, 2, -1, -1]
+    assert binned.output_bin.tolist() == [0, 1, 1, 0, -1, -1]
+    assert binned.coverage() == {"requests": 6, "binned": 4, "beyond_last_edge": 2,
+                                 "over_input": 1, "over_output": 1, "handled": "exclude"}
+    assert binned.counts().tolist() == [[1, 1], [0, 1], [1, 0]]
+    ins, outs = binned.binned_lengths()
+    assert ins.tolist() == [32, 32, 128, 512] and outs.tolist() == [8, 64, 64, 8]
+    clamped = BinGrid((32, 128, 512), (8, 64), beyond="clamp").assign(
+        np.array([513, 100]), np.array([5, 65]))
+    assert clamped.input_bin.tolist() == [2, 1] and clamped.output_bin.tolist() == [0, 1]
+    assert clamped.coverage()["beyond_last_edge"] == 2 and clamped.kept.all()
+
+
+def test_named_bins_and_bad_edges():
+    assert BinGrid.named("paper").input_edges == (32, 128, 256, 512, 1024, 2048, 4096, 8192)
+    assert BinGrid.named("paper-rule").input_edges[:3] == (16, 32, 64)
+    assert BinGrid.named("pow2").output_edges[-1] == 4096
+    with pytest.raises(BinError, match="unknown bins 'paperz'"):
+        BinGrid.named("paperz")
+    with pytest.raises(BinError, match="increasing"):
+        BinGrid((8, 4), (1,))
+
+
+def test_traces_cli_lists_and_describes_and_fails_clearly(tmp_path):
+    runner = CliRunner()
+    listed = runner.invoke(app, ["traces", "list"])
+    assert listed.exit_code == 0 and "azure-code-2023" in listed.output
+    described = runner.invoke(app, ["traces", "describe", "azure-code-2023", "--json"])
+    assert described.exit_code == 0
+    assert json.loads(described.output)[0]["requests"] == 8819
+    path = write(tmp_path, "a.csv", AZURE)
+    own = runner.invoke(app, ["traces", "describe", str(path)])
+    assert own.exit_code == 0 and "a.csv" in own.output
+    bad = runner.invoke(app, ["traces", "describe", str(write(tmp_path, "e.csv", ""))])
+    assert bad.exit_code == 2 and "empty file" in bad.output and "Traceback" not in bad.output
