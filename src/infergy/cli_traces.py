@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import typer
 from rich.table import Table
@@ -76,3 +77,96 @@ def traces_describe(
             out.print(f"[yellow]{d['name']}[/]: {rows} rows dropped: {why}")
         if d["notes"]:
             out.print(f"[dim]{d['name']}: {d['notes']}[/]")
+
+
+def _edges(text: str, option: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise _fail(f"{option} expects token counts separated by commas, got {text!r}") from None
+
+
+@app.command()
+def estimate(
+    trace: str = typer.Option(..., "--trace", "-t", help="A built-in trace or a trace file."),
+    model: str = typer.Option(..., "--model", "-m", help="A catalog model."),
+    engine: str = typer.Option("hf-eager,vllm", "--engine", "-e",
+                               help="Engines, comma-separated; the first is the baseline of "
+                                    "the savings."),
+    profile: list[Path] = typer.Option(..., "--profile", "-p",
+                                       help="Results stores holding B = max points."),
+    gpu: str | None = typer.Option(None, "--gpu", help="The measured GPU to use (h100, h200, "
+                                                       "...) when a store holds several; also "
+                                                       "the theoretical baseline's GPU."),
+    bins: str = typer.Option("paper", "--bins", help="paper, paper-rule or pow2."),
+    input_edges: str | None = typer.Option(None, "--input-edges", help="Own input edges, "
+                                                                       "e.g. 32,128,512."),
+    output_edges: str | None = typer.Option(None, "--output-edges", help="Own output edges."),
+    beyond: str = typer.Option("exclude", "--beyond", help="Requests past the last edge: "
+                                                           "exclude (as the study) or clamp."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+):
+    """Estimate a trace's GPU energy on each engine from measured points (the study's binned
+    formula, whole batches, and infergy's interpolation), against the theoretical baseline."""
+    from infergy.estimate import EstimateError, load_profile, theoretical
+    from infergy.estimate import estimate as run_estimate
+    from infergy.estimate.hardware import NVML_NAMES, UnknownGpuError, get_gpu
+    from infergy.models import UnknownModelError, get_model
+    from infergy.workloads import BinError, BinGrid, TraceError, get_trace
+
+    try:
+        get_model(model)
+        workload = get_trace(trace)
+        grid = (BinGrid(_edges(input_edges, "--input-edges"),
+                        _edges(output_edges, "--output-edges"), beyond)
+                if input_edges or output_edges else BinGrid.named(bins, beyond))
+        for path in profile:
+            if not path.is_file():
+                raise EstimateError(f"{path}: no such results store")
+        results = [run_estimate(workload, grid, load_profile(profile, model, e.strip(), gpu))
+                   for e in engine.split(",")]
+        card = get_gpu(gpu or NVML_NAMES.get(results[0].gpu, results[0].gpu))
+    except (TraceError, BinError, EstimateError, UnknownGpuError, UnknownModelError) as e:
+        raise _fail(str(e)) from None
+    optimal = theoretical(workload, grid, model, card)
+    coverage = grid.assign(workload.input_tokens, workload.output_tokens).coverage()
+    base = results[0]
+    report = {
+        "trace": workload.name, "model": model, "gpu": base.gpu, "bins": {
+            "input_edges": grid.input_edges, "output_edges": grid.output_edges, **coverage},
+        "theoretical_j": optimal, "theoretical_gpu": card.name, "profiles": [str(p) for p in
+                                                                             profile],
+        "engines": [{
+            "engine": r.engine, "energy_j": r.energy_j, "kwh": r.kwh,
+            "whole_batches_j": r.energy_whole_batches_j, "interpolated_j": r.interpolated_j,
+            "j_per_request": r.j_per_request, "j_per_output_token": r.j_per_output_token,
+            "above_theoretical": r.energy_j / optimal - 1,
+            "saving_vs_baseline": 1 - r.energy_j / base.energy_j, "bins": r.bins}
+            for r in results],
+    }
+    if as_json:
+        out.print_json(json.dumps(report, default=str))
+        return
+    table = Table(title=f"{workload.name} ({coverage['binned']} of {coverage['requests']} "
+                        f"requests binned) on {model}, {base.gpu}", title_justify="left")
+    for col in ("engine", "kWh", "J/request", "J/output token", "whole batches",
+                "interpolated", f"vs {base.engine}", "above theoretical"):
+        table.add_column(col, justify="left" if col == "engine" else "right")
+    for r in report["engines"]:
+        interp = r["interpolated_j"]
+        table.add_row(
+            r["engine"], f"{r['kwh']:.4g}", f"{r['j_per_request']:.3g}",
+            f"{r['j_per_output_token']:.3g}",
+            f"{r['whole_batches_j'] / r['energy_j'] - 1:+.1%}",
+            "n/a" if interp is None else f"{interp / r['energy_j'] - 1:+.1%}",
+            "-" if r["engine"] == base.engine else f"{r['saving_vs_baseline']:.1%} less",
+            f"{r['above_theoretical']:+.1%}")
+    out.print(table)
+    out.print(f"Theoretical baseline: {optimal / 3.6e6:.4g} kWh ({card.name}: {card.tdp_w:g} W / "
+              f"{card.bf16_dense_tflops:g} TFLOPS dense bf16, {card.source}). Whole batches and "
+              f"interpolated: relative to the study's N / B formula.")
+    if coverage["beyond_last_edge"]:
+        out.print(f"[yellow]{coverage['beyond_last_edge']} requests lie past the last bin edge "
+                  f"({coverage['over_input']} by input, {coverage['over_output']} by output): "
+                  f"{'excluded' if grid.beyond == 'exclude' else 'charged at the last edge'}[/]")
+    out.print(f"[dim]Profiles: {', '.join(report['profiles'])}[/]")

@@ -1,0 +1,171 @@
+"""Estimate a workload's energy from measured points (the study's section 4), and what a FLOPs
+count would have said.
+
+- Binned, the study's formula: E = sum over bins of N / B x E_batch(I*, O*), with B the
+  measured largest batch of the bin and E_batch the energy of that batch; also with ceil(N / B)
+  (whole batches: the honest count when N is small).
+- Interpolated, beyond the study: each request's energy at its own lengths, interpolated in log
+  space across the measured grid (bilinear in log I, log O of log J per request at B = max),
+  instead of charging every request at its bin's ceiling.
+- Theoretical, the study's baseline: TDP / peak FLOPS x the FLOPs of every request at its
+  binned lengths (infergy.models.flops), on a datasheet GPU (hardware.py).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from infergy.estimate.hardware import NVML_NAMES, Gpu, get_gpu
+from infergy.workloads.bins import BinGrid
+from infergy.workloads.trace import Trace
+
+J_PER_KWH = 3.6e6
+
+
+class EstimateError(ValueError):
+    """An estimate that cannot be made; the message says what is missing and how to get it."""
+
+
+@dataclass
+class Profile:
+    """Measured energy of one model on one engine and GPU, at B = max, per (I, O)."""
+
+    model: str
+    engine: str
+    gpu: str  # the card's name as measured (NVML)
+    points: dict[tuple[int, int], dict]  # (I, O) -> {"batch", "energy_j", "id", ...}
+    sources: list[str] = field(default_factory=list)
+
+
+def load_profile(stores: list[Path], model: str, engine: str, gpu: str | None = None,
+                 decoding: str = "greedy") -> Profile:
+    """The newest ok B = max point of each (I, O) for this model and engine in the stores,
+    on one GPU (`gpu`: a hardware.py name or an NVML name; None: the only one there)."""
+    from infergy.store import Store
+
+    found: dict[str, dict[tuple[int, int], dict]] = {}
+    for path in stores:
+        with Store(path, create=False) as store:
+            gpus = {r["id"]: r["gpu_name"] for r in store.runs()}
+            for p in store.points(model=model, engine=engine, decoding=decoding,
+                                  engine_options="{}", batch_requested="max", status="ok"):
+                name = gpus.get(p["run_id"]) or p["device"]
+                found.setdefault(name, {})[(p["input_tokens"], p["output_tokens"])] = {
+                    "batch": p["batch"], "energy_j": p["energy_j"], "time_s": p["time_s"],
+                    "id": p["id"], "store": str(path)}
+    if gpu is not None:
+        wanted = get_gpu(gpu).name
+        found = {k: v for k, v in found.items() if NVML_NAMES.get(k, k) == wanted}
+    where = ", ".join(map(str, stores))
+    if not found:
+        raise EstimateError(f"no B = max points of {model} on {engine}"
+                            f"{f' on {gpu}' if gpu else ''} in {where}: measure them with "
+                            f"`infergy sweep paper-bins -m {model} -e {engine} -b max`")
+    if len(found) > 1:
+        raise EstimateError(f"{where} hold {model} on {engine} for several GPUs "
+                            f"({', '.join(found)}): choose one with --gpu")
+    (name, points), = found.items()
+    return Profile(model, engine, name, points, [str(s) for s in stores])
+
+
+@dataclass
+class Estimate:
+    engine: str
+    gpu: str
+    requests: int  # binned requests
+    output_tokens: int  # their real output tokens
+    energy_j: float  # the study's formula, N / B
+    energy_whole_batches_j: float  # ceil(N / B)
+    interpolated_j: float | None
+    bins: list[dict]  # per (I*, O*): N, B, E_batch, energies
+
+    @property
+    def j_per_request(self) -> float:
+        return self.energy_j / self.requests
+
+    @property
+    def j_per_output_token(self) -> float:
+        return self.energy_j / self.output_tokens
+
+    @property
+    def kwh(self) -> float:
+        return self.energy_j / J_PER_KWH
+
+
+def estimate(trace: Trace, grid: BinGrid, profile: Profile) -> Estimate:
+    """The binned estimate (N / B and whole batches) and the interpolated one."""
+    binned = grid.assign(trace.input_tokens, trace.output_tokens)
+    counts = binned.counts()
+    needed = [(grid.input_edges[i], grid.output_edges[o]) for i, o in zip(*np.nonzero(counts),
+                                                                         strict=True)]
+    missing = [key for key in needed if key not in profile.points]
+    if missing:
+        raise EstimateError(_missing_message(profile, missing))
+    bins, total, whole = [], 0.0, 0.0
+    for (i, o) in needed:
+        n = int(counts[grid.input_edges.index(i), grid.output_edges.index(o)])
+        p = profile.points[(i, o)]
+        share = n / p["batch"] * p["energy_j"]
+        batches = math.ceil(n / p["batch"]) * p["energy_j"]
+        bins.append({"input": i, "output": o, "requests": n, "batch": p["batch"],
+                     "batch_energy_j": p["energy_j"], "energy_j": share,
+                     "whole_batches_energy_j": batches, "point": p["id"]})
+        total += share
+        whole += batches
+    kept = binned.kept
+    return Estimate(profile.engine, profile.gpu, int(kept.sum()),
+                    int(trace.output_tokens[kept].sum()), total, whole,
+                    _interpolated(trace, kept, profile), bins)
+
+
+def _interpolated(trace: Trace, kept: np.ndarray, profile: Profile) -> float | None:
+    """Sum over requests of J per request at B = max, bilinear in log space over the measured
+    grid (lengths under the first measured edge are taken at it). None where the measured
+    points do not form a full grid."""
+    ins = sorted({i for i, _ in profile.points})
+    outs = sorted({o for _, o in profile.points})
+    if len(ins) < 2 or len(outs) < 2 or any((i, o) not in profile.points
+                                           for i in ins for o in outs):
+        return None
+    per_request = np.array([[profile.points[(i, o)]["energy_j"] / profile.points[(i, o)]
+                             ["batch"] for o in outs] for i in ins])
+    log_e = np.log(per_request)
+    li, lo = np.log(ins), np.log(outs)
+    x = np.log(np.clip(trace.input_tokens[kept], ins[0], ins[-1]))
+    y = np.log(np.clip(trace.output_tokens[kept], outs[0], outs[-1]))
+    a = np.clip(np.searchsorted(li, x) - 1, 0, len(ins) - 2)
+    b = np.clip(np.searchsorted(lo, y) - 1, 0, len(outs) - 2)
+    tx = (x - li[a]) / (li[a + 1] - li[a])
+    ty = (y - lo[b]) / (lo[b + 1] - lo[b])
+    value = ((1 - tx) * (1 - ty) * log_e[a, b] + tx * (1 - ty) * log_e[a + 1, b]
+             + (1 - tx) * ty * log_e[a, b + 1] + tx * ty * log_e[a + 1, b + 1])
+    return float(np.exp(value).sum())
+
+
+def theoretical(trace: Trace, grid: BinGrid, model_name: str, gpu: Gpu) -> float:
+    """The study's baseline: TDP / peak FLOPS x the FLOPs of every binned request, in J."""
+    from infergy.models import get_model
+    from infergy.models.flops import request_flops
+
+    spec = get_model(model_name)
+    counts = grid.assign(trace.input_tokens, trace.output_tokens).counts()
+    flops = sum(int(counts[a, b]) * request_flops(spec, grid.input_edges[a],
+                                                    grid.output_edges[b])
+                for a, b in zip(*np.nonzero(counts), strict=True))
+    return flops * gpu.joules_per_flop
+
+
+def _missing_message(profile: Profile, missing: list[tuple[int, int]]) -> str:
+    grids = json.dumps([{"input_tokens": [i], "output_tokens": [o]} for i, o in missing])
+    shown = ", ".join(f"I={i} O={o}" for i, o in missing[:12])
+    more = f" and {len(missing) - 12} more" if len(missing) > 12 else ""
+    return (f"{profile.model} on {profile.engine} ({profile.gpu}) has no B = max point for "
+            f"{len(missing)} bins the trace needs: {shown}{more}. Measure them with a spec "
+            f"holding\n  models: [{profile.model}]\n  engines: [{profile.engine}]\n"
+            f"  batch_sizes: [max]\n  grids: {grids}\nand `infergy sweep SPEC --db "
+            f"{profile.sources[0] if profile.sources else 'FILE'}`")

@@ -1,0 +1,127 @@
+"""The estimator: the study's formula on a hand-computed example, whole batches, the
+interpolation, the theoretical baseline, missing bins, and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from infergy.cli import app
+from infergy.estimate import EstimateError, estimate, load_profile, theoretical
+from infergy.estimate.hardware import GPUS, UnknownGpuError, get_gpu
+from infergy.models import get_model
+from infergy.models.flops import request_flops
+from infergy.store import Store
+from infergy.workloads import BinGrid, Trace
+
+GPU = "NVIDIA H100 80GB HBM3"
+# (I, O) -> (B at max, energy of that batch in J): a made-up profile on a 2 x 2 grid.
+POINTS = {(32, 8): (64, 320.0), (32, 64): (64, 1280.0), (128, 8): (32, 480.0),
+          (128, 64): (32, 1600.0)}
+
+
+def write_profile(path, engine="vllm", points=POINTS, gpu=GPU):
+    with Store(path) as store:
+        run = store.start_run(device="GPU-x", meta={"gpus": [{"model": gpu}]}, spec=None)
+        for (i, o), (batch, energy) in points.items():
+            point = {"model": "llama-3.1-8b", "engine": engine, "batch": batch,
+                     "input_tokens": i, "output_tokens": o, "decoding": "greedy", "tp": 1,
+                     "dtype": "bfloat16"}
+            store.add_point(run, "GPU-x", {"point": point, "status": "ok", "energy_j": energy,
+                                           "time_s": 1.0}, engine_options="{}",
+                            batch_requested="max")
+    return path
+
+
+def trace(inputs, outputs):
+    return Trace("t", np.array(inputs), np.array(outputs))
+
+
+def test_the_study_s_formula_on_a_hand_computed_example(tmp_path):
+    profile = load_profile([write_profile(tmp_path / "p.db")], "llama-3.1-8b", "vllm")
+    # 100 requests in bin (32, 8), 40 in (128, 64), 1 past the last input edge (excluded).
+    t = trace([10] * 100 + [100] * 40 + [500], [5] * 100 + [60] * 40 + [8])
+    result = estimate(t, BinGrid((32, 128), (8, 64)), profile)
+    assert result.requests == 140 and result.output_tokens == 100 * 5 + 40 * 60
+    # 100 / 64 x 320 + 40 / 32 x 1600 = 500 + 2000
+    assert result.energy_j == pytest.approx(2500.0)
+    # ceil: 2 x 320 + 2 x 1600
+    assert result.energy_whole_batches_j == pytest.approx(3840.0)
+    assert result.j_per_request == pytest.approx(2500 / 140)
+    assert result.kwh == pytest.approx(2500 / 3.6e6)
+    assert [(b["input"], b["output"], b["requests"]) for b in result.bins] == [
+        (32, 8, 100), (128, 64, 40)]
+
+
+def test_interpolation_equals_the_profile_at_its_points_and_lies_between_them(tmp_path):
+    profile = load_profile([write_profile(tmp_path / "p.db")], "llama-3.1-8b", "vllm")
+    grid = BinGrid((32, 128), (8, 64))
+    at_points = estimate(trace([32, 128], [8, 64]), grid, profile)
+    assert at_points.interpolated_j == pytest.approx(320 / 64 + 1600 / 32)
+    mid = estimate(trace([64], [8]), grid, profile)  # halfway in log I between 5 J and 15 J
+    assert mid.interpolated_j == pytest.approx(np.sqrt(5.0 * 15.0))
+    assert mid.energy_j == pytest.approx(15.0)  # the study charges the ceiling bin
+
+
+def test_missing_bins_are_listed_with_the_spec_that_would_measure_them(tmp_path):
+    points = {k: v for k, v in POINTS.items() if k != (128, 64)}
+    profile = load_profile([write_profile(tmp_path / "p.db", points=points)], "llama-3.1-8b",
+                           "vllm")
+    with pytest.raises(EstimateError, match=r"no B = max point for 1 bins .*I=128 O=64") as e:
+        estimate(trace([100], [60]), BinGrid((32, 128), (8, 64)), profile)
+    assert "batch_sizes: [max]" in str(e.value) and "infergy sweep SPEC --db" in str(e.value)
+
+
+def test_a_profile_is_per_gpu_and_says_what_is_missing(tmp_path):
+    a = write_profile(tmp_path / "a.db")
+    b = write_profile(tmp_path / "b.db", gpu="NVIDIA H200")
+    with pytest.raises(EstimateError, match=r"several GPUs.*choose one with --gpu"):
+        load_profile([a, b], "llama-3.1-8b", "vllm")
+    assert load_profile([a, b], "llama-3.1-8b", "vllm", gpu="h200").gpu == "NVIDIA H200"
+    with pytest.raises(EstimateError, match=r"no B = max points of llama-3\.1-8b on hf-eager"):
+        load_profile([a], "llama-3.1-8b", "hf-eager")
+
+
+def test_theoretical_baseline_is_tdp_over_peak_times_the_binned_flops():
+    t = trace([10, 100], [5, 60])
+    grid = BinGrid((32, 128), (8, 64))
+    spec = get_model("llama-3.1-8b")
+    flops = request_flops(spec, 32, 8) + request_flops(spec, 128, 64)
+    h100 = get_gpu("h100")
+    assert theoretical(t, grid, "llama-3.1-8b", h100) == pytest.approx(
+        flops * 700 / 989.4e12)
+
+
+def test_the_gpu_table_has_its_sources_and_the_study_s_sparse_a6000():
+    for name in ("a6000", "rtx6000-ada", "a100-pcie", "a100-sxm", "l40s", "h100-sxm",
+                 "h100-pcie", "h200", "b200"):
+        assert GPUS[name].source and GPUS[name].tdp_w > 0
+    assert get_gpu("a6000-sparse").bf16_dense_tflops == pytest.approx(
+        2 * get_gpu("a6000").bf16_dense_tflops, rel=1e-3)
+    assert get_gpu("NVIDIA H100 80GB HBM3").name == "h100-sxm"
+    with pytest.raises(UnknownGpuError, match="unknown GPU 'h300'; expected one of a6000"):
+        get_gpu("h300")
+
+
+def test_estimate_cli_prints_every_engine_against_the_first_and_theory(tmp_path):
+    db = write_profile(tmp_path / "p.db")
+    write_profile(db, engine="hf-eager", points={k: (b, e * 2) for k, (b, e) in POINTS.items()})
+    trace_file = tmp_path / "t.csv"
+    trace_file.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n"
+                          "2023-11-16 18:17:03,10,5\n2023-11-16 18:17:04,100,60\n")
+    args = ["estimate", "-t", str(trace_file), "-m", "llama-3.1-8b", "-e", "hf-eager,vllm",
+            "-p", str(db), "--input-edges", "32,128", "--output-edges", "8,64"]
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    hf, vllm = report["engines"]
+    assert vllm["saving_vs_baseline"] == pytest.approx(0.5)
+    assert hf["energy_j"] == pytest.approx(2 * (320 / 64 + 1600 / 32))
+    assert report["theoretical_gpu"] == "h100-sxm"
+    table = CliRunner().invoke(app, args)
+    assert table.exit_code == 0 and "50.0%" in " ".join(table.output.split())
+    bad = CliRunner().invoke(app, [*args[:-4], "--bins", "pow2"])
+    assert bad.exit_code == 2 and "no B = max point for" in bad.output
