@@ -20,9 +20,16 @@ $(VENV)/.test: pyproject.toml constraints/test.txt | $(BIN)/python
 	$(BIN)/python -m pip install -q -c constraints/test.txt -e '.[measure,test]'
 	touch $@
 
+# The main job on built-in defaults: the built-in Azure trace estimated for llama-3.1-8b on
+# hf-eager and vLLM, from the best profile in the repository so far (twelve bins measured on an
+# H100 by issue 4's sweep, docs/measurements.md; requests past its edges charged at the last).
+PROFILE := docs/measurements/2026-11-26-h100-sweep-paper-bins-12/infergy.db
+
 run: $(VENV)/.base
 	$(BIN)/infergy env
-	$(BIN)/infergy meter --idle-s 1 -- $(BIN)/python examples/cpu_work.py
+	$(BIN)/infergy estimate --trace azure-code-2023 --model llama-3.1-8b \
+		--engine hf-eager,vllm --profile $(PROFILE) \
+		--input-edges 32,128,512,2048 --output-edges 8,32,128 --beyond clamp
 
 lint: $(VENV)/.test
 	$(BIN)/ruff check src tests benchmarks examples
