@@ -123,5 +123,31 @@ def test_estimate_cli_prints_every_engine_against_the_first_and_theory(tmp_path)
     assert report["theoretical_gpu"] == "h100-sxm"
     table = CliRunner().invoke(app, args)
     assert table.exit_code == 0 and "50.0%" in " ".join(table.output.split())
+    assert "saving: less energy than hf-eager" in " ".join(table.output.split())
     bad = CliRunner().invoke(app, [*args[:-4], "--bins", "pow2"])
     assert bad.exit_code == 2 and "no B = max point for" in bad.output
+
+
+def test_estimate_without_a_profile_uses_the_shipped_ones_or_says_there_are_none(tmp_path):
+    from infergy.estimate import shipped_profiles
+
+    result = CliRunner().invoke(app, ["estimate", "-t", "translation", "-m", "llama-3.1-8b"])
+    if shipped_profiles():
+        assert result.exit_code == 0, result.output
+    else:
+        assert result.exit_code == 2 and "none shipped yet: pass --profile" in " ".join(
+            result.output.split())
+
+
+def test_estimate_reads_a_user_table_with_its_column_mapping(tmp_path):
+    db = write_profile(tmp_path / "p.db")
+    own = tmp_path / "mine.csv"
+    own.write_text("prompt,completion\n10,5\n100,60\nbad,3\n")
+    args = ["estimate", "-t", str(own), "-m", "llama-3.1-8b", "-e", "vllm", "-p", str(db),
+            "--input-edges", "32,128", "--output-edges", "8,64", "--input-col", "prompt",
+            "--output-col", "completion", "--json"]
+    strict = CliRunner().invoke(app, args)
+    assert strict.exit_code == 2 and "line 4, column 'prompt'" in " ".join(strict.output.split())
+    result = CliRunner().invoke(app, [*args, "--skip-bad"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["engines"][0]["energy_j"] == pytest.approx(5 + 50)

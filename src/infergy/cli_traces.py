@@ -93,8 +93,10 @@ def estimate(
     engine: str = typer.Option("hf-eager,vllm", "--engine", "-e",
                                help="Engines, comma-separated; the first is the baseline of "
                                     "the savings."),
-    profile: list[Path] = typer.Option(..., "--profile", "-p",
-                                       help="Results stores holding B = max points."),
+    profile: list[Path] | None = typer.Option(None, "--profile", "-p",
+                                              help="Results stores holding B = max points "
+                                                   "(default: the profiles shipped with "
+                                                   "infergy)."),
     gpu: str | None = typer.Option(None, "--gpu", help="The measured GPU to use (h100, h200, "
                                                        "...) when a store holds several; also "
                                                        "the theoretical baseline's GPU."),
@@ -104,19 +106,29 @@ def estimate(
     output_edges: str | None = typer.Option(None, "--output-edges", help="Own output edges."),
     beyond: str = typer.Option("exclude", "--beyond", help="Requests past the last edge: "
                                                            "exclude (as the study) or clamp."),
+    fmt: str | None = typer.Option(None, "--format", help="Trace file format: azure, "
+                                                          "burstgpt or table."),
+    input_col: str | None = typer.Option(None, "--input-col", help="Input tokens column."),
+    output_col: str | None = typer.Option(None, "--output-col", help="Output tokens column."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip and count malformed rows."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ):
     """Estimate a trace's GPU energy on each engine from measured points (the study's binned
     formula, whole batches, and infergy's interpolation), against the theoretical baseline."""
-    from infergy.estimate import EstimateError, load_profile, theoretical
+    from infergy.estimate import EstimateError, load_profile, shipped_profiles, theoretical
     from infergy.estimate import estimate as run_estimate
     from infergy.estimate.hardware import NVML_NAMES, UnknownGpuError, get_gpu
     from infergy.models import UnknownModelError, get_model
     from infergy.workloads import BinError, BinGrid, TraceError, get_trace
 
+    profile = profile or shipped_profiles()
+    if not profile:
+        raise _fail("no profile given and none shipped yet: pass --profile FILE, a results "
+                    "store written by `infergy sweep` (make run shows one from the repository)")
     try:
         get_model(model)
-        workload = get_trace(trace)
+        workload = get_trace(trace, fmt=fmt, input_col=input_col, output_col=output_col,
+                             skip_bad=skip_bad)
         grid = (BinGrid(_edges(input_edges, "--input-edges"),
                         _edges(output_edges, "--output-edges"), beyond)
                 if input_edges or output_edges else BinGrid.named(bins, beyond))
@@ -149,8 +161,9 @@ def estimate(
         return
     table = Table(title=f"{workload.name} ({coverage['binned']} of {coverage['requests']} "
                         f"requests binned) on {model}, {base.gpu}", title_justify="left")
-    for col in ("engine", "kWh", "J/request", "J/output token", "whole batches",
-                "interpolated", f"vs {base.engine}", "above theoretical"):
+    # Short headers: the table fits 80 columns. Explained under it.
+    for col in ("engine", "kWh", "J/req", "J/tok", "whole", "interp.", "saving",
+                "vs theory"):
         table.add_column(col, justify="left" if col == "engine" else "right")
     for r in report["engines"]:
         interp = r["interpolated_j"]
@@ -159,12 +172,15 @@ def estimate(
             f"{r['j_per_output_token']:.3g}",
             f"{r['whole_batches_j'] / r['energy_j'] - 1:+.1%}",
             "n/a" if interp is None else f"{interp / r['energy_j'] - 1:+.1%}",
-            "-" if r["engine"] == base.engine else f"{r['saving_vs_baseline']:.1%} less",
+            "-" if r["engine"] == base.engine else f"{r['saving_vs_baseline']:.1%}",
             f"{r['above_theoretical']:+.1%}")
     out.print(table)
-    out.print(f"Theoretical baseline: {optimal / 3.6e6:.4g} kWh ({card.name}: {card.tdp_w:g} W / "
-              f"{card.bf16_dense_tflops:g} TFLOPS dense bf16, {card.source}). Whole batches and "
-              f"interpolated: relative to the study's N / B formula.")
+    out.print(f"kWh, J per request and per output token: the study's binned formula (N / B "
+              f"batches of each bin). whole: with ceil(N / B) batches; interp.: each request at "
+              f"its own lengths (both relative to the formula). saving: less energy than "
+              f"{base.engine}. vs theory: above the theoretical baseline, {optimal / 3.6e6:.4g} "
+              f"kWh ({card.name}: {card.tdp_w:g} W / {card.bf16_dense_tflops:g} TFLOPS dense "
+              f"bf16, {card.source}).")
     if coverage["beyond_last_edge"]:
         out.print(f"[yellow]{coverage['beyond_last_edge']} requests lie past the last bin edge "
                   f"({coverage['over_input']} by input, {coverage['over_output']} by output): "

@@ -27,6 +27,14 @@ from infergy.workloads.trace import Trace
 J_PER_KWH = 3.6e6
 
 
+def shipped_profiles() -> list[Path]:
+    """The results stores shipped in infergy/profiles/ (read when no profile is given)."""
+    from importlib import resources
+
+    folder = resources.files("infergy") / "profiles"
+    return sorted(Path(str(f)) for f in folder.iterdir() if f.name.endswith(".db"))
+
+
 class EstimateError(ValueError):
     """An estimate that cannot be made; the message says what is missing and how to get it."""
 
