@@ -161,3 +161,49 @@ def test_traces_cli_lists_and_describes_and_fails_clearly(tmp_path):
     assert own.exit_code == 0 and "a.csv" in own.output
     bad = runner.invoke(app, ["traces", "describe", str(write(tmp_path, "e.csv", ""))])
     assert bad.exit_code == 2 and "empty file" in bad.output and "Traceback" not in bad.output
+
+
+@pytest.fixture(scope="module")
+def word_tokenizer(tmp_path_factory):
+    """A word-level tokenizer built here (no download): one token per word."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = "hello how are you fine thanks write a poem about the sea waves [UNK]".split()
+    tok = Tokenizer(models.WordLevel({w: n for n, w in enumerate(words)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    folder = tmp_path_factory.mktemp("tok")
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(folder)
+    return folder
+
+
+SHAREGPT = [
+    {"id": "a", "conversations": [{"from": "human", "value": "hello how are you"},
+                                  {"from": "gpt", "value": "fine thanks"},
+                                  {"from": "human", "value": "ignored later turn"}]},
+    {"id": "b", "conversations": [{"from": "system", "value": "x"},
+                                  {"from": "human", "value": "write a poem about the sea"},
+                                  {"from": "gpt", "value": "waves waves waves"}]},
+    {"id": "c", "conversations": [{"from": "human", "value": "no answer"}]},
+]
+
+
+def test_sharegpt_counts_the_first_exchange_with_the_tokenizer(tmp_path, word_tokenizer):
+    path = write(tmp_path, "s.json", json.dumps(SHAREGPT))
+    trace = load_trace(path, "sharegpt", tokenizer=str(word_tokenizer))
+    assert trace.input_tokens.tolist() == [4, 6] and trace.output_tokens.tolist() == [2, 3]
+    assert trace.dropped == {"no user turn with an answer": 1}
+
+
+def test_sharegpt_cut_mid_record_keeps_the_whole_records(tmp_path, word_tokenizer):
+    text = json.dumps(SHAREGPT)
+    path = write(tmp_path, "cut.json", text[: text.index('"id": "b"') + 12])
+    trace = load_trace(path, "sharegpt", tokenizer=str(word_tokenizer))
+    assert len(trace) == 1
+    assert trace.dropped == {"record cut at the end of the file": 1}
+
+
+def test_sharegpt_needs_a_tokenizer(tmp_path):
+    path = write(tmp_path, "s.json", json.dumps(SHAREGPT))
+    with pytest.raises(TraceError, match="give a tokenizer"):
+        load_trace(path, "sharegpt")

@@ -33,8 +33,8 @@ def traces_list():
 def traces_describe(
     traces: list[str] = typer.Argument(..., metavar="NAME|FILE ...", help="Built-in trace names "
                                        "or trace files (Azure, BurstGPT, CSV, JSONL, Parquet)."),
-    fmt: str | None = typer.Option(None, "--format", help="azure, burstgpt or table (default: "
-                                                          "guessed from the columns)."),
+    fmt: str | None = typer.Option(None, "--format", help="azure, burstgpt, table or sharegpt "
+                                                          "(default: guessed from the columns)."),
     input_col: str | None = typer.Option(None, "--input-col", help="Input tokens column."),
     output_col: str | None = typer.Option(None, "--output-col", help="Output tokens column."),
     time_col: str | None = typer.Option(None, "--time-col", help="Arrival time column."),
@@ -42,6 +42,8 @@ def traces_describe(
     log_type: str | None = typer.Option(None, "--log-type", help="BurstGPT: keep this Log Type."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip and count malformed rows "
                                                             "instead of stopping."),
+    tokenizer: str | None = typer.Option(None, "--tokenizer", help="ShareGPT: a tokenizer "
+                                                                   "folder to count tokens."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ):
     """Count, time span, arrival rate, and input and output tokens as mean +- std, median and
@@ -53,7 +55,7 @@ def traces_describe(
         try:
             trace = get_trace(name, fmt=fmt, input_col=input_col, output_col=output_col,
                               time_col=time_col, model=model, log_type=log_type,
-                              skip_bad=skip_bad)
+                              skip_bad=skip_bad, tokenizer=tokenizer)
         except TraceError as e:
             raise _fail(str(e)) from None
         described.append(describe(trace))
@@ -111,6 +113,8 @@ def estimate(
     input_col: str | None = typer.Option(None, "--input-col", help="Input tokens column."),
     output_col: str | None = typer.Option(None, "--output-col", help="Output tokens column."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip and count malformed rows."),
+    tokenizer: str | None = typer.Option(None, "--tokenizer", help="ShareGPT: a tokenizer "
+                                                                   "folder to count tokens."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ):
     """Estimate a trace's GPU energy on each engine from measured points (the study's binned
@@ -128,7 +132,7 @@ def estimate(
     try:
         get_model(model)
         workload = get_trace(trace, fmt=fmt, input_col=input_col, output_col=output_col,
-                             skip_bad=skip_bad)
+                             skip_bad=skip_bad, tokenizer=tokenizer)
         grid = (BinGrid(_edges(input_edges, "--input-edges"),
                         _edges(output_edges, "--output-edges"), beyond)
                 if input_edges or output_edges else BinGrid.named(bins, beyond))

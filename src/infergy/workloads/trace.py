@@ -8,6 +8,10 @@ Formats:
 - `burstgpt`: BurstGPT's eight columns; failed requests (Response tokens = 0) are dropped and
   counted; filter by `Model` and `Log Type`.
 - `table`: any CSV, JSONL or Parquet file with a column mapping (input, output, optional time).
+- `sharegpt`: ShareGPT-style JSON (a list of {"conversations": [{"from": "human", "value":
+  ...}, {"from": "gpt", ...}]}): the first user turn and the assistant's answer, counted in
+  tokens by a given tokenizer (lengths depend on it). A file cut mid-record, as the public
+  ShareGPT V3 file is, is read up to the cut, which is counted.
 
 Every malformed value is an error naming the file, the line (as a text editor counts them,
 header included) and the column, unless `skip_bad` is set: then such rows are dropped and
@@ -24,7 +28,9 @@ import numpy as np
 AZURE = {"input": "ContextTokens", "output": "GeneratedTokens", "time": "TIMESTAMP"}
 BURSTGPT = {"input": "Request tokens", "output": "Response tokens", "time": "Timestamp",
             "model": "Model", "log_type": "Log Type"}
-FORMATS = ("azure", "burstgpt", "table")
+FORMATS = ("azure", "burstgpt", "table", "sharegpt")
+USER_ROLES = ("human", "user")
+ASSISTANT_ROLES = ("gpt", "assistant", "chatgpt", "bing", "bard")
 
 
 class TraceError(ValueError):
@@ -54,10 +60,12 @@ class Trace:
 def load_trace(path: str | Path, fmt: str | None = None, *, input_col: str | None = None,
                output_col: str | None = None, time_col: str | None = None,
                model: str | None = None, log_type: str | None = None,
-               skip_bad: bool = False) -> Trace:
+               skip_bad: bool = False, tokenizer=None) -> Trace:
     """Read a trace file. `fmt` None: guessed from the columns (azure, burstgpt), else a
     table with the given columns."""
     path = Path(path)
+    if fmt == "sharegpt":
+        return load_sharegpt(path, tokenizer)
     frame = _read(path)
     if fmt is None:
         fmt = ("azure" if set(AZURE.values()) <= set(frame.columns) else
@@ -184,3 +192,91 @@ def _times(path: Path, frame, column: str, good: np.ndarray) -> np.ndarray | Non
 
 def _say(dropped: dict) -> str:
     return ", ".join(f"{v} {k}" for k, v in dropped.items() if v)
+
+
+def load_sharegpt(path: Path, tokenizer) -> Trace:
+    """A ShareGPT-style JSON file; `tokenizer`: a transformers tokenizer, or the folder or
+    name `AutoTokenizer.from_pretrained` loads."""
+
+    if tokenizer is None:
+        raise TraceError(f"{path}: ShareGPT holds text: give a tokenizer (--tokenizer DIR) to "
+                         f"count its tokens")
+    if isinstance(tokenizer, str | Path):
+        from transformers import AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
+        except (OSError, ValueError) as err:
+            raise TraceError(f"tokenizer {tokenizer}: cannot be loaded: {err}") from None
+    if not path.is_file():
+        raise TraceError(f"{path}: no such file")
+    try:
+        records, cut = _json_records(path.read_text())
+    except TraceError as err:
+        raise TraceError(f"{path}: {err}") from None
+    prompts, answers, dropped = [], [], {}
+    for record in records:
+        turns = []
+        if isinstance(record, dict):
+            turns = record.get("conversations") or record.get("conversation") or []
+        pair = _first_exchange(turns)
+        if pair is None:
+            dropped["no user turn with an answer"] = dropped.get(
+                "no user turn with an answer", 0) + 1
+            continue
+        prompts.append(pair[0])
+        answers.append(pair[1])
+    if cut:
+        dropped["record cut at the end of the file"] = 1
+    if not prompts:
+        raise TraceError(f"{path}: no conversation with a user turn and an answer")
+
+    def count(texts: list[str]) -> np.ndarray:
+        ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        return np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(texts))
+
+    name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+    return Trace(name=path.name, input_tokens=count(prompts), output_tokens=count(answers),
+                 source=f"{path} (sharegpt, tokens by {name})", dropped=dropped)
+
+
+def _json_records(text: str) -> tuple[list, bool]:
+    """The records of a JSON list, decoded one by one: a list cut mid-record yields every
+    whole record before the cut (and True)."""
+    import json
+
+    decoder = json.JSONDecoder()
+    start = text.find("[")
+    if start < 0:
+        raise TraceError("not a JSON list of conversations")
+    records, pos, cut = [], start + 1, False
+    while True:
+        while pos < len(text) and text[pos] in " \t\r\n,":
+            pos += 1
+        if pos >= len(text):
+            cut = True
+            break
+        if text[pos] == "]":
+            break
+        try:
+            record, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError:
+            cut = True
+            break
+        records.append(record)
+    return records, cut
+
+
+def _first_exchange(turns: list) -> tuple[str, str] | None:
+    for n, turn in enumerate(turns[:-1]):
+        if not isinstance(turn, dict) or str(turn.get("from", turn.get("role", ""))).lower() \
+                not in USER_ROLES:
+            continue
+        answer = turns[n + 1]
+        if isinstance(answer, dict) and str(answer.get("from", answer.get("role", ""))
+                                            ).lower() in ASSISTANT_ROLES:
+            text = turn.get("value", turn.get("content"))
+            reply = answer.get("value", answer.get("content"))
+            if isinstance(text, str) and isinstance(reply, str):
+                return text, reply
+    return None
