@@ -124,6 +124,8 @@ def test_estimate_cli_prints_every_engine_against_the_first_and_theory(tmp_path)
     table = CliRunner().invoke(app, args)
     assert table.exit_code == 0 and "50.0%" in " ".join(table.output.split())
     assert "saving: less energy than hf-eager" in " ".join(table.output.split())
+    sparse = CliRunner().invoke(app, [*args, "--theory-gpu", "a6000-sparse"])
+    assert sparse.exit_code == 0 and "a sparsity number" in " ".join(sparse.output.split())
     bad = CliRunner().invoke(app, [*args[:-4], "--bins", "pow2"])
     assert bad.exit_code == 2 and "no B = max point for" in bad.output
 

@@ -102,6 +102,10 @@ def estimate(
     gpu: str | None = typer.Option(None, "--gpu", help="The measured GPU to use (h100, h200, "
                                                        "...) when a store holds several; also "
                                                        "the theoretical baseline's GPU."),
+    theory_gpu: str | None = typer.Option(None, "--theory-gpu",
+                                          help="The datasheet GPU of the theoretical baseline "
+                                               "(default: the measured one); a6000-sparse is "
+                                               "the study's figure."),
     bins: str = typer.Option("paper", "--bins", help="paper, paper-rule or pow2."),
     input_edges: str | None = typer.Option(None, "--input-edges", help="Own input edges, "
                                                                        "e.g. 32,128,512."),
@@ -141,7 +145,7 @@ def estimate(
                 raise EstimateError(f"{path}: no such results store")
         results = [run_estimate(workload, grid, load_profile(profile, model, e.strip(), gpu))
                    for e in engine.split(",")]
-        card = get_gpu(gpu or NVML_NAMES.get(results[0].gpu, results[0].gpu))
+        card = get_gpu(theory_gpu or gpu or NVML_NAMES.get(results[0].gpu, results[0].gpu))
     except (TraceError, BinError, EstimateError, UnknownGpuError, UnknownModelError) as e:
         raise _fail(str(e)) from None
     optimal = theoretical(workload, grid, model, card)
@@ -185,6 +189,8 @@ def estimate(
               f"{base.engine}. vs theory: above the theoretical baseline, {optimal / 3.6e6:.4g} "
               f"kWh ({card.name}: {card.tdp_w:g} W / {card.bf16_dense_tflops:g} TFLOPS dense "
               f"bf16, {card.source}).")
+    if card.note:
+        out.print(f"[yellow]{card.name}: {card.note}[/]")
     if coverage["beyond_last_edge"]:
         out.print(f"[yellow]{coverage['beyond_last_edge']} requests lie past the last bin edge "
                   f"({coverage['over_input']} by input, {coverage['over_output']} by output): "
