@@ -169,7 +169,8 @@ def word_tokenizer(tmp_path_factory):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    words = "hello how are you fine thanks write a poem about the sea waves [UNK]".split()
+    words = ["hello", "how", "are", "you", "fine", "thanks", "write", "a", "poem", "about",
+             "the", "sea", "waves", "[UNK]"]
     tok = Tokenizer(models.WordLevel({w: n for n, w in enumerate(words)}, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     folder = tmp_path_factory.mktemp("tok")
