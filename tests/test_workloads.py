@@ -208,3 +208,18 @@ def test_sharegpt_needs_a_tokenizer(tmp_path):
     path = write(tmp_path, "s.json", json.dumps(SHAREGPT))
     with pytest.raises(TraceError, match="give a tokenizer"):
         load_trace(path, "sharegpt")
+
+
+@pytest.mark.parametrize(("header", "suffix"), [
+    ("prompt_tokens,completion_tokens", ".csv"),
+    ("Input_Length,Output_Length", ".csv"),
+    ("input_tokens,output_tokens", ".jsonl"),
+])
+def test_common_column_names_are_found_without_a_mapping(tmp_path, header, suffix):
+    inp, outp = header.split(",")
+    if suffix == ".jsonl":
+        text = "\n".join(json.dumps({inp: a, outp: b}) for a, b in ((12, 3), (40, 9))) + "\n"
+    else:
+        text = f"{header}\n12,3\n40,9\n"
+    trace = load_trace(write(tmp_path, "t" + suffix, text))
+    assert trace.input_tokens.tolist() == [12, 40] and trace.output_tokens.tolist() == [3, 9]

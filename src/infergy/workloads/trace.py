@@ -90,10 +90,13 @@ def load_trace(path: str | Path, fmt: str | None = None, *, input_col: str | Non
                 dropped[f"{column} is not {wanted}"] = int((~keep).sum())
                 frame = frame[keep]
     else:
-        if input_col is None or output_col is None:
+        guessed = _guess_columns(frame.columns)
+        cols = {"input": input_col or guessed["input"], "output": output_col or
+                guessed["output"], "time": time_col or (guessed["time"] if not (
+                    input_col or output_col) else None)}
+        if cols["input"] is None or cols["output"] is None:
             raise TraceError(f"{path}: columns {', '.join(map(str, frame.columns[:8]))} are "
                              f"not a known trace format: give --input-col and --output-col")
-        cols = {"input": input_col, "output": output_col, "time": time_col}
     _require(path, frame, [c for c in cols.values() if c])
     inputs = _tokens(path, frame, cols["input"], skip_bad, dropped)
     outputs = _tokens(path, frame, cols["output"], skip_bad, dropped)
@@ -108,6 +111,25 @@ def load_trace(path: str | Path, fmt: str | None = None, *, input_col: str | Non
     return Trace(name=path.name, input_tokens=inputs[good].astype(np.int64),
                  output_tokens=outputs[good].astype(np.int64), arrival_s=arrival,
                  source=f"{path} ({fmt})", dropped={k: v for k, v in dropped.items() if v})
+
+
+# Column names that common traces and benchmarks use, lower-cased, most specific first.
+GUESSES = {
+    "input": ("input_tokens", "prompt_tokens", "num_prompt_tokens", "input_length",
+              "input_len", "prompt_len", "prompt_length", "context_tokens", "request_tokens",
+              "request tokens", "contexttokens", "isl"),
+    "output": ("output_tokens", "completion_tokens", "num_completion_tokens", "output_length",
+               "output_len", "completion_len", "generated_tokens", "response_tokens",
+               "response tokens", "generatedtokens", "osl"),
+    "time": ("timestamp", "arrival_time", "arrival_s", "time", "created"),
+}
+
+
+def _guess_columns(columns) -> dict[str, str | None]:
+    """Input, output and time columns by their common names (any case), or None."""
+    by_lower = {str(c).lower(): c for c in columns}
+    return {role: next((by_lower[n] for n in names if n in by_lower), None)
+            for role, names in GUESSES.items()}
 
 
 def _read(path: Path):
