@@ -136,17 +136,27 @@ def _sweep_command(spec_path: Path, db: Path) -> list[str]:
             "--device", "cpu"]
 
 
-def test_a_sweep_killed_with_sigkill_resumes_losing_and_repeating_nothing(tmp_path):
+SPEC_18 = ("models: [tiny]\nengines: [hf-eager]\ninput_tokens: [8, 16, 32]\n"
+           "output_tokens: [2, 4]\nbatch_sizes: [1, 2, 3]\nrepeats: 2\nwarmup: 1\nidle_s: 0\n")
+
+
+def start_sweep(tmp_path) -> tuple[subprocess.Popen, Path, Path, dict]:
+    """`infergy sweep` of 18 points in a process (and session) of its own."""
     spec_path = tmp_path / "s.yaml"
-    spec_path.write_text("models: [tiny]\nengines: [hf-eager]\ninput_tokens: [8, 16, 32]\n"
-                         "output_tokens: [2, 4]\nbatch_sizes: [1, 2, 3]\nrepeats: 2\n"
-                         "warmup: 1\nidle_s: 0\n")
+    spec_path.write_text(SPEC_18)
     db = tmp_path / "r.db"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(TESTS)])}
     proc = subprocess.Popen(_sweep_command(spec_path, db), env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return proc, db, spec_path, env
+
+
+def test_a_sweep_killed_with_sigkill_resumes_losing_and_repeating_nothing(tmp_path):
+    proc, db, spec_path, env = start_sweep(tmp_path)
     wait_for_points(db, 4)
-    os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its worker, mid-run
+    # The sweep, mid-run. Its worker has a process group of its own: it finishes its point,
+    # finds its parent gone and exits, writing nothing (only the parent writes the store).
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     with Store(db) as store:
         before = store.points()
@@ -164,14 +174,7 @@ def test_a_sweep_killed_with_sigkill_resumes_losing_and_repeating_nothing(tmp_pa
 
 
 def test_ctrl_c_ends_the_sweep_after_the_current_point(tmp_path):
-    spec_path = tmp_path / "s.yaml"
-    spec_path.write_text("models: [tiny]\nengines: [hf-eager]\ninput_tokens: [8, 16, 32]\n"
-                         "output_tokens: [2, 4]\nbatch_sizes: [1, 2, 3]\nrepeats: 2\n"
-                         "idle_s: 0\n")
-    db = tmp_path / "r.db"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(TESTS)])}
-    proc = subprocess.Popen(_sweep_command(spec_path, db), env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc, db, _, _ = start_sweep(tmp_path)
     wait_for_points(db, 1)
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole group
     _, stderr = proc.communicate(timeout=120)
