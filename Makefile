@@ -30,6 +30,7 @@ run: $(VENV)/.base
 	$(BIN)/infergy estimate --trace azure-code-2023 --model llama-3.1-8b \
 		--engine hf-eager,vllm --profile $(PROFILE) \
 		--input-edges 32,128,512,2048 --output-edges 8,32,128 --beyond clamp
+	$(BIN)/infergy report --db $(PROFILE) --trace azure-code-2023 --out report
 
 lint: $(VENV)/.test
 	$(BIN)/ruff check src tests benchmarks examples

@@ -196,3 +196,28 @@ def estimate(
                   f"({coverage['over_input']} by input, {coverage['over_output']} by output): "
                   f"{'excluded' if grid.beyond == 'exclude' else 'charged at the last edge'}[/]")
     out.print(f"[dim]Profiles: {', '.join(report['profiles'])}[/]")
+
+
+@app.command()
+def report(
+    db: list[Path] | None = typer.Option(None, "--db", help="Results stores (repeatable)."),
+    trace: list[str] | None = typer.Option(None, "--trace", "-t",
+                                           help="Built-in traces or trace files (repeatable)."),
+    output: Path = typer.Option(Path("infergy-report"), "--out", "-o", help="Folder to write."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Only this model's points."),
+    grid_gco2_per_kwh: float = typer.Option(480.0, "--grid-gco2-per-kwh",
+                                            help="Carbon intensity (default: world average "
+                                                 "2023, Ember)."),
+    usd_per_kwh: float | None = typer.Option(None, "--usd-per-kwh", help="Electricity price."),
+):
+    """Write an HTML report (index.html, figures as PNG and SVG) from results stores and
+    traces. Missing data are named on the page with the command that would measure them."""
+    from infergy.report import build_report
+    from infergy.workloads import TraceError
+
+    try:
+        page = build_report(list(db or []), list(trace or []), output, model=model,
+                            grid_gco2_per_kwh=grid_gco2_per_kwh, usd_per_kwh=usd_per_kwh)
+    except TraceError as e:
+        raise _fail(str(e)) from None
+    out.print(f"report: {page}")

@@ -1,0 +1,218 @@
+"""`infergy report`: a self-contained HTML page (index.html, figures as PNG and SVG beside it)
+from results stores and traces. Every figure says what it was measured on; a figure or table
+whose data are missing says so and which command would measure them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from infergy.report import figures
+
+# Ember, Global Electricity Review 2024: world average carbon intensity of electricity in 2023.
+WORLD_GCO2_PER_KWH = 480.0
+GRID_SOURCE = "Ember, Global Electricity Review 2024 (world average, 2023)"
+
+
+@dataclass
+class Section:
+    title: str
+    figures: list[str] = field(default_factory=list)  # file stems under out/
+    tables: list[dict] = field(default_factory=list)  # {"title", "columns", "rows"}
+    missing: list[str] = field(default_factory=list)  # what could not be shown, and how to fix
+    text: str = ""
+
+
+def load_points(stores: list[Path]):
+    """Every ok point of the stores as a DataFrame, with its GPU, software and day."""
+    import pandas as pd
+
+    from infergy.store import Store
+
+    rows = []
+    for path in stores:
+        with Store(path, create=False) as store:
+            gpus = {r["id"]: r["gpu_name"] for r in store.runs()}
+            for p in store.points(status="ok"):
+                result = json.loads(p["result"])
+                versions = (result.get("provenance") or {}).get("versions") or {}
+                software = ", ".join(f"{k} {versions[k]}" for k in ("torch", "transformers",
+                                                                     "vllm") if versions.get(k))
+                rows.append({
+                    **{k: p[k] for k in ("model", "engine", "engine_options", "decoding",
+                                         "batch", "batch_requested", "input_tokens",
+                                         "output_tokens", "energy_j", "j_per_output_token",
+                                         "time_s")},
+                    "prefill_energy_j": result.get("prefill_energy_j"),
+                    "decode_energy_j": result.get("decode_energy_j"),
+                    "gpu": gpus.get(p["run_id"]), "software": software or None,
+                    "day": p["measured_at"][:10], "store": str(path),
+                    "batch_label": "max" if p["batch_requested"] == "max" else str(p["batch"]),
+                })
+    return pd.DataFrame(rows, columns=None if rows else [
+        "model", "engine", "engine_options", "decoding", "batch", "batch_requested",
+        "input_tokens", "output_tokens", "energy_j", "j_per_output_token", "time_s",
+        "prefill_energy_j", "decode_energy_j", "gpu", "software", "day", "store", "batch_label"])
+
+
+def build_report(stores: list[Path], traces: list[str], out: Path, *, model: str | None = None,
+                 grid_gco2_per_kwh: float = WORLD_GCO2_PER_KWH,
+                 usd_per_kwh: float | None = None) -> Path:
+    """Write out/index.html and its figures; the path of the page."""
+    from infergy.workloads import BinGrid, describe, get_trace
+
+    out.mkdir(parents=True, exist_ok=True)
+    points = load_points([s for s in stores if Path(s).is_file()])
+    missing_stores = [str(s) for s in stores if not Path(s).is_file()]
+    sections: list[Section] = []
+    measure = ("measure them with `infergy sweep paper-bins -m llama-3.1-8b -e hf-eager -e vllm "
+               "--db FILE` and pass --db FILE")
+    if points.empty:
+        absent = f" ({', '.join(missing_stores)}: no such file)" if missing_stores else ""
+        sections.append(Section("Measurements",
+                                missing=[f"no measured points{absent}: {measure}"]))
+    else:
+        if model:
+            points = points[points.model == model]
+        sec = Section("Measurements", text=f"{len(points)} measured points from "
+                      f"{', '.join(sorted(points.store.unique()))}.")
+        for stem, make in (("batch", figures.batch_figure), ("phases", figures.phases_figure),
+                           ("pareto", figures.pareto_figure)):
+            _save(make(points), out, stem, sec, f"{stem}: not enough points ({measure})")
+        for engine in sorted(points.engine.unique()):
+            _save(figures.heatmap_figure(points, engine), out, f"heatmap-{engine}", sec,
+                  f"heatmap of {engine}: no B = max points ({measure})")
+        sections.append(sec)
+    if traces:
+        sec = Section("Workloads")
+        stats = []
+        for name in traces:
+            trace = get_trace(name)
+            d = describe(trace)
+            stats.append([d["name"], d["requests"], f"{d['input']['mean']:.1f} ± "
+                          f"{d['input']['std']:.1f}", d["input"]["median"], d["input"]["p99"],
+                          f"{d['output']['mean']:.1f} ± {d['output']['std']:.1f}",
+                          d["output"]["median"], d["output"]["p99"]])
+            _save(figures.cdf_figure(trace, BinGrid.named("paper")), out,
+                  f"cdf-{trace.name}", sec, "")
+            if not points.empty:
+                _estimate_section(trace, points, stores, out, sec, grid_gco2_per_kwh,
+                                  usd_per_kwh)
+        sec.tables.insert(0, {"title": "Traces (tokens; the study's Tables 1-2)",
+                              "columns": ["trace", "requests", "input mean ± std", "median",
+                                          "p99", "output mean ± std", "median", "p99"],
+                              "rows": stats})
+        sections.append(sec)
+    page = out / "index.html"
+    page.write_text(_render(sections, grid_gco2_per_kwh))
+    return page
+
+
+def _estimate_section(trace, points, stores, out, sec, gco2, usd) -> None:
+    """Figure 1 and the Table 4 layout for one trace, per model in the points, on a grid of
+    the measured edges (requests past them charged at the last edge, said in the table)."""
+    from infergy.estimate import EstimateError, estimate, load_profile, theoretical
+    from infergy.estimate.hardware import NVML_NAMES, get_gpu
+    from infergy.workloads import BinGrid
+
+    for model in sorted(points.model.unique()):
+        top = points[(points.model == model) & (points.batch_requested == "max")]
+        if top.empty:
+            continue
+        grid = BinGrid(tuple(sorted(int(x) for x in top.input_tokens.unique())),
+                       tuple(sorted(int(x) for x in top.output_tokens.unique())), "clamp")
+        rows = []
+        for engine in sorted(top.engine.unique()):
+            try:
+                r = estimate(trace, grid, load_profile(stores, model, engine))
+            except EstimateError as err:
+                sec.missing.append(f"{trace.name} on {engine}: {err}")
+                continue
+            card = get_gpu(NVML_NAMES.get(r.gpu, "h100-sxm"))
+            optimal = theoretical(trace, grid, model, card)
+            rows.append({"engine": engine, "kwh": r.kwh, "theoretical_kwh": optimal / 3.6e6,
+                         "above": r.energy_j / optimal - 1, "wh_per_1000": r.energy_j
+                         / r.requests * 1000 / 3600, "gco2": r.kwh * gco2,
+                         "usd": None if usd is None else r.kwh * usd, "gpu": r.gpu})
+        if not rows:
+            continue
+        _save(figures.estimate_figure(rows, trace.name, top), out,
+              f"estimate-{trace.name}-{model}", sec, "")
+        base = rows[0]
+        sec.tables.append({
+            "title": f"{trace.name} on {model} ({rows[0]['gpu']}): measured against "
+                     f"theoretical (the study's Table 4 layout); bins: the measured edges, "
+                     f"requests past them charged at the last edge",
+            "columns": ["engine", "kWh", "above theoretical", f"saving vs {base['engine']}",
+                        "Wh per 1,000 requests", "gCO2e", "USD"],
+            "rows": [[r["engine"], f"{r['kwh']:.4g}", f"{r['above']:+.1%}",
+                      "-" if r is base else f"{1 - r['kwh'] / base['kwh']:.1%}",
+                      f"{r['wh_per_1000']:.3g}", f"{r['gco2']:.3g}",
+                      "give --usd-per-kwh" if r["usd"] is None else f"{r['usd']:.3g}"]
+                     for r in rows]})
+
+
+def _save(fig, out: Path, stem: str, sec: Section, missing: str) -> None:
+    if fig is None:
+        if missing:
+            sec.missing.append(missing)
+        return
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in stem)
+    fig.savefig(out / f"{safe}.png", dpi=110)
+    fig.savefig(out / f"{safe}.svg")
+    figures._plt().close(fig)
+    sec.figures.append(safe)
+
+
+METHOD = """Energy is GPU energy from NVIDIA's NVML energy counter over each window (power sampled
+every 50 ms as a cross-check), with the GPU's idle power measured at the start of each run and
+reported apart. Each point is a batch of B prompts of exactly I tokens generating exactly O
+tokens; it is run once to warm up, then 3 times, and the median is shown. Models have random
+bf16 weights: every matmul and attention has the same shape and count as with trained weights,
+and outputs are forced to their full length, so the compute, and the energy, are the same.
+Not measured: CPU, host memory, power supply losses, cooling and networking; tokens a trained
+model would stop early. Estimates charge each request at its ceiling bin's measured energy
+per request at the largest batch that fits (the study's method); the theoretical baseline is
+TDP / dense bf16 peak x FLOPs."""
+
+
+def _render(sections: list[Section], gco2: float) -> str:
+    from jinja2 import Environment
+
+    template = Environment(autoescape=True).from_string(TEMPLATE)
+    return template.render(sections=sections, method=METHOD, gco2=gco2, grid_source=GRID_SOURCE)
+
+
+TEMPLATE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>infergy report</title>
+<style>
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
+img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+.missing { color: #8a5a00; background: #fff6e0; padding: 0.4em 0.8em; }
+.method { background: #f4f6f8; padding: 0.8em 1em; }
+</style></head><body>
+<h1>infergy report</h1>
+<div class="method"><h2>How these numbers were made</h2><p>{{ method }}</p>
+<p>Carbon: {{ gco2 }} gCO2e per kWh ({{ grid_source }}, unless --grid-gco2-per-kwh was
+given).</p></div>
+{% for s in sections %}
+<h2>{{ s.title }}</h2>
+{% if s.text %}<p>{{ s.text }}</p>{% endif %}
+{% for m in s.missing %}<p class="missing">Not shown: {{ m }}</p>{% endfor %}
+{% for t in s.tables %}
+<table><caption>{{ t.title }}</caption>
+<tr>{% for c in t.columns %}<th>{{ c }}</th>{% endfor %}</tr>
+{% for r in t.rows %}<tr>{% for v in r %}<td>{{ v }}</td>{% endfor %}</tr>{% endfor %}
+</table>
+{% endfor %}
+{% for f in s.figures %}
+<figure><img src="{{ f }}.png" alt="{{ f }}"><figcaption><a href="{{ f }}.svg">SVG</a>
+</figcaption></figure>
+{% endfor %}
+{% endfor %}
+</body></html>
+"""

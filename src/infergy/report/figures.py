@@ -1,0 +1,201 @@
+"""The report's figures, each drawn from stored points (a pandas DataFrame, one row a point) and
+saying what it shows: GPU, model, engine, versions and dates. A figure whose data are missing
+returns None; the report then says what is missing and how to measure it."""
+
+from __future__ import annotations
+
+import numpy as np
+
+ENGINE_COLORS = {"hf-eager": "#d62728", "hf-compiled": "#ff7f0e", "hf-paged": "#9467bd",
+                 "vllm": "#1f77b4", "vllm-eager": "#17becf"}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def provenance(points) -> str:
+    """One line: the GPUs, models, versions and dates the figure's points come from."""
+    gpus = ", ".join(sorted(points["gpu"].dropna().unique()))
+    models = ", ".join(sorted(points["model"].unique()))
+    versions = ", ".join(sorted(points["software"].dropna().unique()))
+    days = sorted(points["day"].dropna().unique())
+    span = days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}" if days else "?"
+    return f"{models} on {gpus}; {versions}; measured {span}"
+
+
+def _finish(fig, title: str, points) -> object:
+    fig.suptitle(title, fontsize=11, fontweight="bold")
+    fig.text(0.01, 0.005, provenance(points), fontsize=7, color="#555555")
+    fig.tight_layout(rect=(0, 0.03, 1, 0.95))
+    return fig
+
+
+def _color(engine: str) -> str:
+    return ENGINE_COLORS.get(engine, "#333333")
+
+
+def batch_figure(points):
+    """J per output token and latency against batch size, per engine, at the (I, O) with the
+    most batch sizes; each engine's max batch marked (the study's Figure 5)."""
+    if points.empty:
+        return None
+    counts = points.groupby(["input_tokens", "output_tokens"])["batch"].nunique()
+    (i, o), n = counts.idxmax(), counts.max()
+    if n < 2:
+        return None
+    sub = points[(points.input_tokens == i) & (points.output_tokens == o)]
+    plt = _plt()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for engine, rows in sub.groupby("engine"):
+        rows = rows.sort_values("batch")
+        left.plot(rows.batch, rows.j_per_output_token, "o-", color=_color(engine), label=engine)
+        right.plot(rows.batch, rows.time_s, "o-", color=_color(engine), label=engine)
+        top = rows[rows.batch_requested == "max"]
+        for ax, col in ((left, "j_per_output_token"), (right, "time_s")):
+            ax.scatter(top.batch, top[col], s=140, facecolors="none", edgecolors=_color(engine))
+    for ax, label in ((left, "J per output token"), (right, "time of the batch (s)")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size (circled: the largest that fits)")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    left.legend()
+    return _finish(fig, f"Batch size: energy and latency (input {i}, output {o} tokens)", sub)
+
+
+def heatmap_figure(points, engine: str):
+    """J per output token at B = max over the (input, output) grid of one engine."""
+    sub = points[(points.engine == engine) & (points.batch_requested == "max")]
+    if sub.empty:
+        return None
+    ins = sorted(sub.input_tokens.unique())
+    outs = sorted(sub.output_tokens.unique())
+    grid = np.full((len(ins), len(outs)), np.nan)
+    for _, r in sub.iterrows():
+        grid[ins.index(r.input_tokens), outs.index(r.output_tokens)] = r.j_per_output_token
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(1.2 * len(outs) + 3, 0.6 * len(ins) + 2))
+    from matplotlib.colors import LogNorm
+
+    image = ax.imshow(grid, norm=LogNorm(), cmap="viridis_r", aspect="auto", origin="lower")
+    for a in range(len(ins)):
+        for b in range(len(outs)):
+            if not np.isnan(grid[a, b]):
+                ax.text(b, a, f"{grid[a, b]:.3g}", ha="center", va="center", fontsize=8,
+                        color="white")
+    ax.set_xticks(range(len(outs)), [str(x) for x in outs])
+    ax.set_yticks(range(len(ins)), [str(x) for x in ins])
+    ax.set_xlabel("output tokens (bin edge)")
+    ax.set_ylabel("input tokens (bin edge)")
+    fig.colorbar(image, ax=ax, label="J per output token at B = max")
+    return _finish(fig, f"{engine}: energy per output token over the bins", sub)
+
+
+def phases_figure(points):
+    """Prefill energy against input length and decode energy against output length, by batch
+    size (the study's Figure 2), for the engine with the most points."""
+    if points.empty:
+        return None
+    engine = points.engine.value_counts().idxmax()
+    sub = points[points.engine == engine]
+    if sub.input_tokens.nunique() < 2 or sub.output_tokens.nunique() < 2:
+        return None
+    o_fixed = sub.output_tokens.value_counts().idxmax()
+    i_fixed = sub.input_tokens.value_counts().idxmax()
+    plt = _plt()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for label, rows in sub.groupby("batch_label"):
+        a = rows[rows.output_tokens == o_fixed].sort_values("input_tokens")
+        b = rows[rows.input_tokens == i_fixed].sort_values("output_tokens")
+        left.plot(a.input_tokens, a.prefill_energy_j, "o-", label=f"B = {label}")
+        right.plot(b.output_tokens, b.decode_energy_j, "o-", label=f"B = {label}")
+    left.set_xlabel(f"input tokens (output {o_fixed})")
+    left.set_ylabel("prefill energy of the batch (J)")
+    right.set_xlabel(f"output tokens (input {i_fixed})")
+    right.set_ylabel("decode energy of the batch (J)")
+    for ax in (left, right):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    return _finish(fig, f"{engine}: prefill and decode energy", sub)
+
+
+def pareto_figure(points):
+    """Energy against latency for every configuration at the most measured (I, O), with the
+    Pareto front (nothing both faster and greener)."""
+    if points.empty:
+        return None
+    (i, o) = points.groupby(["input_tokens", "output_tokens"]).size().idxmax()
+    sub = points[(points.input_tokens == i) & (points.output_tokens == o)].copy()
+    if len(sub) < 2:
+        return None
+    sub["latency"] = sub.time_s
+    ordered = sub.sort_values(["latency", "j_per_output_token"])
+    front, best = [], np.inf
+    for _, r in ordered.iterrows():
+        if r.j_per_output_token < best:
+            front.append(r)
+            best = r.j_per_output_token
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for engine, rows in sub.groupby("engine"):
+        ax.scatter(rows.latency, rows.j_per_output_token, color=_color(engine), label=engine)
+        for _, r in rows.iterrows():
+            ax.annotate(f"B={r.batch}", (r.latency, r.j_per_output_token), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
+    ax.plot([r.latency for r in front], [r.j_per_output_token for r in front], "k--",
+            alpha=0.6, label="Pareto front")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("time of the batch (s)")
+    ax.set_ylabel("J per output token")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return _finish(fig, f"Energy against latency (input {i}, output {o} tokens)", sub)
+
+
+def estimate_figure(rows: list[dict], trace: str, points):
+    """Theoretical against each engine's estimated energy for one trace (Figure 1)."""
+    if not rows:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    names = ["theoretical"] + [r["engine"] for r in rows]
+    values = [rows[0]["theoretical_kwh"]] + [r["kwh"] for r in rows]
+    colors = ["#999999"] + [_color(r["engine"]) for r in rows]
+    ax.bar(names, values, color=colors)
+    for n, v in enumerate(values):
+        ax.text(n, v, f"{v:.3g}", ha="center", va="bottom", fontsize=8)
+    ax.set_ylabel("energy of the whole trace (kWh)")
+    return _finish(fig, f"{trace}: estimated against theoretical energy", points)
+
+
+def cdf_figure(trace, grid):
+    """CDF of the trace's real lengths against the lengths its bins charge (Figure 7)."""
+    binned = grid.assign(trace.input_tokens, trace.output_tokens)
+    ins, outs = binned.binned_lengths()
+    kept = binned.kept
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, real, charged, what in ((axes[0], trace.input_tokens[kept], ins, "input"),
+                                    (axes[1], trace.output_tokens[kept], outs, "output")):
+        for values, label, style in ((real, "real", "-"), (charged, "binned", "--")):
+            x = np.sort(values)
+            ax.plot(x, np.arange(1, len(x) + 1) / len(x), style, label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel(f"{what} tokens")
+        ax.set_ylabel("share of requests")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"{trace.name}: real against binned lengths", fontsize=11, fontweight="bold")
+    fig.text(0.01, 0.005, f"{len(trace)} requests, {int(kept.sum())} binned; {trace.source}",
+             fontsize=7, color="#555555")
+    fig.tight_layout(rect=(0, 0.03, 1, 0.95))
+    return fig

@@ -1,0 +1,68 @@
+"""The HTML report from a store written here: every figure a valid image, every table with
+its rows, and a page that still renders, saying what is missing, without data."""
+
+from __future__ import annotations
+
+import re
+
+from typer.testing import CliRunner
+
+from infergy.cli import app
+from infergy.report import build_report
+from infergy.store import Store
+
+PNG = b"\x89PNG\r\n\x1a\n"
+GPU = "NVIDIA H100 80GB HBM3"
+
+
+def write_store(path):
+    with Store(path) as store:
+        run = store.start_run(device="GPU-x", meta={"gpus": [{"model": GPU}]}, spec=None)
+        for engine, scale in (("hf-eager", 2.0), ("vllm", 1.0)):
+            for i in (32, 128, 512):
+                for o in (8, 64):
+                    for batch, requested in ((1, 1), (64, "max")):
+                        energy = scale * (0.05 * i * batch + 2.0 * o * batch ** 0.5)
+                        point = {"model": "llama-3.1-8b", "engine": engine, "batch": batch,
+                                 "input_tokens": i, "output_tokens": o, "decoding": "greedy",
+                                 "tp": 1, "dtype": "bfloat16"}
+                        result = {"point": point, "status": "ok", "energy_j": energy,
+                                  "j_per_output_token": energy / (batch * o),
+                                  "time_s": 0.01 * o * scale, "prefill_energy_j": 0.3 * energy,
+                                  "decode_energy_j": 0.7 * energy,
+                                  "provenance": {"versions": {"torch": "2.11.0"}}}
+                        store.add_point(run, "GPU-x", result, engine_options="{}",
+                                        batch_requested=requested)
+    return path
+
+
+def test_a_report_from_a_store_has_valid_figures_and_full_tables(tmp_path):
+    db = write_store(tmp_path / "r.db")
+    page = build_report([db], ["translation"], tmp_path / "out", usd_per_kwh=0.2)
+    html = page.read_text()
+    images = re.findall(r'<img src="([^"]+)"', html)
+    assert {"batch.png", "phases.png", "pareto.png", "heatmap-hf-eager.png", "heatmap-vllm.png",
+            "cdf-translation.png", "estimate-translation-llama-3.1-8b.png"} <= set(images)
+    for name in images:
+        assert (tmp_path / "out" / name).read_bytes()[:8] == PNG
+        assert (tmp_path / "out" / name.replace(".png", ".svg")).read_text().lstrip().startswith(
+            ("<?xml", "<svg"))
+    tables = re.findall(r"<table>.*?</table>", html, flags=re.S)
+    assert len(tables) == 2
+    assert tables[0].count("<tr>") == 2  # header + the trace
+    assert tables[1].count("<tr>") == 3 and "50.0%" in tables[1]  # hf-eager, vllm
+    assert "How these numbers were made" in html and "Not shown" not in html
+
+
+def test_a_report_without_data_still_renders_and_says_how_to_measure(tmp_path):
+    page = build_report([tmp_path / "none.db"], [], tmp_path / "out")
+    html = page.read_text()
+    assert "Not shown: no measured points" in html and "infergy sweep paper-bins" in html
+    assert "none.db: no such file" in html
+
+
+def test_report_cli_writes_the_page(tmp_path):
+    db = write_store(tmp_path / "r.db")
+    result = CliRunner().invoke(app, ["report", "--db", str(db), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "o" / "index.html").is_file()
