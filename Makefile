@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint clean
+.PHONY: run test lint clean chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,17 @@ run: $(VENV)/.base
 lint: $(VENV)/.test
 	$(BIN)/ruff check src tests benchmarks examples
 
-test: lint
+# The report's browser test needs Chromium: the Debian package, installed where missing and
+# possible (root, apt); where it cannot be, that one test is skipped and says why.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	    { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+	      { apt-get update -q >/dev/null 2>&1 && \
+	        DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1; }; }; } || \
+	  echo "make: Chromium could not be installed; the report's browser test will be skipped"
+
+test: lint chromium
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -66,3 +66,36 @@ def test_report_cli_writes_the_page(tmp_path):
     result = CliRunner().invoke(app, ["report", "--db", str(db), "--out", str(tmp_path / "o")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "o" / "index.html").is_file()
+
+
+def _chromium() -> str | None:
+    import shutil
+
+    return next((p for p in map(shutil.which, ("chromium", "chromium-browser",
+                                               "google-chrome")) if p), None)
+
+
+def test_the_page_opens_in_headless_chromium_with_every_image_loaded(tmp_path):
+    """A copy of the page gets a script that writes, once loaded, how many of its images
+    have pixels into the title; Chromium dumps the DOM after loading it from disk."""
+    import subprocess
+
+    import pytest
+
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("no Chromium here (the Makefile installs the Debian package `chromium` "
+                    "where it can)")
+    page = build_report([write_store(tmp_path / "r.db")], ["translation"], tmp_path / "out")
+    probe = page.with_name("probe.html")
+    probe.write_text(page.read_text().replace("</body>", (
+        "<script>window.addEventListener('load', () => { const i = [...document.images];"
+        "document.title = 'loaded ' + i.filter(x => x.naturalWidth > 0).length + ' of ' + "
+        "i.length; });</script></body>")))
+    done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu",
+                           "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    title = re.search(r"<title>(.*?)</title>", done.stdout).group(1)
+    count = len(re.findall(r"<img ", page.read_text()))
+    assert title == f"loaded {count} of {count}" and count >= 7
