@@ -153,3 +153,18 @@ def test_estimate_reads_a_user_table_with_its_column_mapping(tmp_path):
     result = CliRunner().invoke(app, [*args, "--skip-bad"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["engines"][0]["energy_j"] == pytest.approx(5 + 50)
+
+
+def test_a_trace_with_nothing_in_the_bins_is_an_error_not_a_division_by_zero(tmp_path):
+    profile = load_profile([write_profile(tmp_path / "p.db")], "llama-3.1-8b", "vllm")
+    with pytest.raises(EstimateError, match="none of its 2 requests falls in the bins"):
+        estimate(trace([500, 600], [5, 5]), BinGrid((32, 128), (8, 64)), profile)
+
+
+def test_engines_measured_on_different_gpus_are_not_compared(tmp_path):
+    db = write_profile(tmp_path / "p.db")
+    write_profile(db, engine="hf-eager", gpu="NVIDIA H200")
+    result = CliRunner().invoke(app, ["estimate", "-t", "translation", "-m", "llama-3.1-8b",
+                                      "-e", "hf-eager,vllm", "-p", str(db), "--input-edges",
+                                      "32,128", "--output-edges", "8,64", "--beyond", "clamp"])
+    assert result.exit_code == 2 and "different GPUs" in " ".join(result.output.split())

@@ -101,3 +101,22 @@ def test_every_preset_says_what_it_is():
     for name, preset in PRESETS.items():
         assert preset["about"], name
         assert load_spec(name).tasks()
+
+
+def test_engine_options_may_hold_mappings_and_lists():
+    spec = parse_spec({"models": ["tiny"], "input_tokens": [8], "output_tokens": [4],
+                       "engines": [{"name": "vllm", "options": {
+                           "compilation_config": {"level": 3}, "sizes": [1, 2]}}]})
+    (task,) = spec.tasks()
+    assert hash(task) and task.engine.options_dict["compilation_config"] == {"level": 3}
+    assert task.engine.options_key == '{"compilation_config": {"level": 3}, "sizes": [1, 2]}'
+
+
+@pytest.mark.parametrize(("field", "value", "match"), [
+    ("seed", "abc", r"field 'seed': expected an integer >= 0, got 'abc'"),
+    ("dtype", "int4", r"field 'dtype': expected one of bfloat16, float16, float32"),
+])
+def test_seed_and_dtype_are_checked(field, value, match):
+    with pytest.raises(SpecError, match=match):
+        parse_spec({"models": ["tiny"], "input_tokens": [8], "output_tokens": [4],
+                    field: value})

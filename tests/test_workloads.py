@@ -223,3 +223,16 @@ def test_common_column_names_are_found_without_a_mapping(tmp_path, header, suffi
         text = f"{header}\n12,3\n40,9\n"
     trace = load_trace(write(tmp_path, "t" + suffix, text))
     assert trace.input_tokens.tolist() == [12, 40] and trace.output_tokens.tolist() == [3, 9]
+
+
+def test_a_bad_jsonl_record_is_named_by_its_own_line(tmp_path):
+    path = write(tmp_path, "t.jsonl", '{"input_tokens": 5, "output_tokens": 2}\n'
+                                      '{"input_tokens": "x", "output_tokens": 2}\n')
+    with pytest.raises(TraceError, match=r"line 2, column 'input_tokens'"):
+        load_trace(path)
+
+
+def test_an_empty_numeric_time_is_an_error_not_nan(tmp_path):
+    path = write(tmp_path, "t.csv", "input_tokens,output_tokens,time\n5,2,0.5\n6,3,\n")
+    with pytest.raises(TraceError, match=r"line 3, column 'time': expected a time"):
+        load_trace(path)

@@ -127,6 +127,7 @@ def estimate(
     from infergy.estimate import estimate as run_estimate
     from infergy.estimate.hardware import NVML_NAMES, UnknownGpuError, get_gpu
     from infergy.models import UnknownModelError, get_model
+    from infergy.store import StoreError
     from infergy.workloads import BinError, BinGrid, TraceError, get_trace
 
     profile = profile or shipped_profiles()
@@ -145,8 +146,13 @@ def estimate(
                 raise EstimateError(f"{path}: no such results store")
         results = [run_estimate(workload, grid, load_profile(profile, model, e.strip(), gpu))
                    for e in engine.split(",")]
+        cards = {r.gpu for r in results}
+        if len(cards) > 1:
+            raise EstimateError(f"the engines were measured on different GPUs "
+                                f"({', '.join(sorted(cards))}): choose one with --gpu")
         card = get_gpu(theory_gpu or gpu or NVML_NAMES.get(results[0].gpu, results[0].gpu))
-    except (TraceError, BinError, EstimateError, UnknownGpuError, UnknownModelError) as e:
+    except (TraceError, BinError, EstimateError, UnknownGpuError, UnknownModelError,
+            StoreError) as e:
         raise _fail(str(e)) from None
     optimal = theoretical(workload, grid, model, card)
     coverage = grid.assign(workload.input_tokens, workload.output_tokens).coverage()

@@ -96,7 +96,11 @@ class Store:
             self.db.execute("PRAGMA synchronous=NORMAL")
             self._schema()
         except sqlite3.DatabaseError as err:
+            self.db.close()
             raise StoreError(f"{self.path}: not an infergy results store ({err})") from None
+        except StoreError:
+            self.db.close()
+            raise
 
     def _schema(self) -> None:
         tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master")}
@@ -104,8 +108,9 @@ class Store:
             if tables - {"sqlite_sequence"}:
                 raise StoreError(f"{self.path}: an SQLite file, but not an infergy store")
             # One script, one transaction: a store is created whole or not at all.
-            self.db.executescript(f"BEGIN; {_SCHEMA} INSERT INTO meta VALUES "
-                                  f"('schema_version', '{SCHEMA_VERSION}'); COMMIT;")
+            # OR IGNORE: two sweeps creating one store at once both succeed.
+            self.db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} INSERT OR IGNORE INTO meta "
+                                  f"VALUES ('schema_version', '{SCHEMA_VERSION}'); COMMIT;")
             return
         version = int(self.db.execute(
             "SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])

@@ -55,6 +55,10 @@ class HFPaged(HFEager):
         except TypeError as err:
             raise EngineError(f"hf-paged: bad engine option: {err}") from None
 
+    def max_batch(self, input_tokens, output_tokens):
+        self._stop()  # the last shape's paged cache and graphs are not free memory to count
+        return super().max_batch(input_tokens, output_tokens)
+
     def _cache_tokens(self, input_tokens: int, output_tokens: int) -> int:
         # Whole blocks plus a spare one, and the step's attention mask row of bf16 per slot.
         block = int(self.options.get("block_size", 256 if self.device == "cuda" else 16))

@@ -62,6 +62,8 @@ def load_profile(stores: list[Path], model: str, engine: str, gpu: str | None = 
             gpus = {r["id"]: r["gpu_name"] for r in store.runs()}
             for p in store.points(model=model, engine=engine, decoding=decoding,
                                   engine_options="{}", batch_requested="max", status="ok"):
+                if p["energy_j"] is None:  # measured where no energy sensor could be read
+                    continue
                 name = gpus.get(p["run_id"]) or p["device"]
                 found.setdefault(name, {})[(p["input_tokens"], p["output_tokens"])] = {
                     "batch": p["batch"], "energy_j": p["energy_j"], "time_s": p["time_s"],
@@ -108,6 +110,10 @@ class Estimate:
 def estimate(trace: Trace, grid: BinGrid, profile: Profile) -> Estimate:
     """The binned estimate (N / B and whole batches) and the interpolated one."""
     binned = grid.assign(trace.input_tokens, trace.output_tokens)
+    if not binned.kept.any():
+        raise EstimateError(f"{trace.name}: none of its {len(trace)} requests falls in the bins "
+                            f"(all past the last edge, input {grid.input_edges[-1]} or output "
+                            f"{grid.output_edges[-1]}): use other bins or --beyond clamp")
     counts = binned.counts()
     needed = [(grid.input_edges[i], grid.output_edges[o]) for i, o in zip(*np.nonzero(counts),
                                                                          strict=True)]

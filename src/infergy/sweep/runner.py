@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import signal
 import statistics
 import time
@@ -103,7 +104,8 @@ class _Worker:
                              f"start the sweep under `if __name__ == \"__main__\":`, as "
                              f"multiprocessing needs)") from None
         if kind != "ready":
-            raise SweepError(f"the worker did not start: {body}")
+            self.kill()
+            raise SweepError(f"the worker could not start: {body}")
         self.device, self.meta = body["device"], body["meta"]
 
     def _wait(self, timeout_s: float):
@@ -141,9 +143,11 @@ class _Worker:
         self.kill()
 
     def kill(self) -> None:
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join(5)
+        """Kill the worker and every process it started (vLLM's engine core outlives its
+        parent otherwise and keeps the GPU's memory): the worker leads its process group."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.join(5)
 
 
 def run_sweep(spec: SweepSpec, store: Store, *, device: str = "cuda",
@@ -210,28 +214,33 @@ def run_sweep(spec: SweepSpec, store: Store, *, device: str = "cuda",
                 setup += _phase_time(record, "prepare") + ((record.get("load") or {}).get(
                     "time_s") or 0)
 
+            restarted = False
             try:
                 _measure_task(task, spec, store, worker, key, save)
             except _WorkerGone as gone:
                 save(*_lost(task, spec, gone))
                 if not interrupted["count"]:
                     restarts += 1
+                    restarted = True
                     progress.detail = f"{gone}: starting a new worker"
                     update(progress)
                     worker = state["worker"] = _restart(worker, settings, on_progress)
             progress.done += 1
             progress.point_times_s.append(time.perf_counter() - t0)
             update(progress)
-            if is_fatal(last["record"].get("error")) and not interrupted["count"]:
+            if (is_fatal(last["record"].get("error")) and not restarted
+                    and not interrupted["count"]):
                 # The worker exits after a fatal CUDA error: replace it before the next point.
                 restarts += 1
                 worker = state["worker"] = _restart(worker, settings, on_progress)
     finally:
-        signal.signal(signal.SIGINT, previous)
-        if state["worker"] is not None:
-            state["worker"].stop()
-        if run_id is not None:
-            store.end_run(run_id, "interrupted" if interrupted["count"] else "finished")
+        try:  # our handler stays while the worker stops: a second Ctrl-C kills it at once
+            if state["worker"] is not None:
+                state["worker"].stop()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            if run_id is not None:
+                store.end_run(run_id, "interrupted" if interrupted["count"] else "finished")
     return SweepSummary(run_id, progress.device or None, progress.done, progress.skipped,
                         progress.failed, progress.oom, bool(interrupted["count"]), restarts,
                         time.perf_counter() - start, busy, setup)
@@ -282,7 +291,8 @@ def _measure_task(task: Task, spec: SweepSpec, store: Store, worker: _Worker, ke
             record["load"] = estimate.get("load")  # the engine was loaded for the estimate
         first = False
         search["tried"].append({"batch": batch, "status": record["status"]})
-        if record["status"] != "oom":
+        if record["status"] != "oom" or is_fatal(record.get("error")):
+            # A fatal error ends the search: the worker is gone, the next task restarts it.
             search["found"] = batch if record["status"] == "ok" else None
             save(record, MAX, search)
             return

@@ -30,6 +30,7 @@ from infergy.decoding import Decoding, DecodingError
 
 MAX = "max"
 DEFAULT_CAP = 1024
+DTYPES = ("bfloat16", "float16", "float32")
 
 # The study's bins (../shared/reference/paper.md, section 4.1). Its printed input edges drop
 # 16 and 64 from its own rule 2^m, 4 <= m <= 13: both are offered.
@@ -78,20 +79,21 @@ class SpecError(ValueError):
 @dataclass(frozen=True)
 class EngineChoice:
     name: str
-    options: tuple[tuple[str, Any], ...] = ()  # sorted (key, value) pairs, hashable
+    options_key: str = "{}"  # the options as canonical JSON: hashable, and part of a point's
+    # identity in the store (values may be lists or mappings: vLLM's compilation_config)
+
+    @classmethod
+    def of(cls, name: str, options: dict[str, Any] | None = None) -> EngineChoice:
+        return cls(name, json.dumps(options or {}, sort_keys=True))
 
     @property
     def options_dict(self) -> dict[str, Any]:
-        return dict(self.options)
-
-    @property
-    def options_key(self) -> str:
-        """The options as canonical JSON: part of a point's identity in the store."""
-        return json.dumps(self.options_dict, sort_keys=True)
+        return json.loads(self.options_key)
 
     @property
     def label(self) -> str:
-        return self.name + "".join(f"+{k}={json.dumps(v)}" for k, v in self.options)
+        return self.name + "".join(f"+{k}={json.dumps(v)}"
+                                   for k, v in self.options_dict.items())
 
 
 @dataclass(frozen=True)
@@ -250,7 +252,12 @@ def parse_spec(data: Any, source: str = "<spec>", lines: _Lines | None = None) -
                 engine_class(str(name))  # module:Class, an engine of the user's own
             except UnknownEngineError as err:
                 raise fail(path, str(err)) from None
-        engines.append(EngineChoice(name, tuple(sorted(options.items()))))
+        if not all(isinstance(k, str) for k in options):
+            raise fail(f"{path}.options", "expected setting names as keys")
+        try:
+            engines.append(EngineChoice.of(name, options))
+        except (TypeError, ValueError) as err:
+            raise fail(f"{path}.options", f"cannot be stored as JSON: {err}") from None
     decodings = _list(data.get("decodings", ["greedy"]), "decodings", fail)
     for n, text in enumerate(decodings):
         try:
@@ -271,6 +278,11 @@ def parse_spec(data: Any, source: str = "<spec>", lines: _Lines | None = None) -
         raise fail("repeats", f"expected a positive integer, got {repeats!r}")
     if not (isinstance(warmup, int) and not isinstance(warmup, bool) and warmup >= 0):
         raise fail("warmup", f"expected a non-negative integer, got {warmup!r}")
+    seed, dtype = data.get("seed", 0), data.get("dtype", "bfloat16")
+    if not (isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0):
+        raise fail("seed", f"expected an integer >= 0, got {seed!r}")
+    if dtype not in DTYPES:
+        raise fail("dtype", f"expected one of {', '.join(DTYPES)}, got {dtype!r}")
     idle_s = data.get("idle_s", 5.0)
     if not isinstance(idle_s, int | float) or isinstance(idle_s, bool) or idle_s < 0:
         raise fail("idle_s", f"expected seconds >= 0, got {idle_s!r}")
@@ -278,7 +290,7 @@ def parse_spec(data: Any, source: str = "<spec>", lines: _Lines | None = None) -
         models=models, engines=engines, decodings=[str(d) for d in decodings],
         batch_sizes=batches, grids=grids, repeats=repeats, warmup=warmup,
         cooldown=_cooldown(data.get("cooldown"), fail), max_batch_cap=cap,
-        dtype=str(data.get("dtype", "bfloat16")), seed=int(data.get("seed", 0)),
+        dtype=dtype, seed=seed,
         idle_s=float(idle_s), source=source, raw=dict(data),
     )
     if not spec.tasks():

@@ -92,8 +92,14 @@ def main(conn, settings: WorkerSettings) -> None:
     from infergy.bench.point import run_metadata
     from infergy.meter import open_meter
 
-    meter = open_meter(idle_s=settings.idle_s)
-    meta = run_metadata(meter)
+    try:
+        # A CPU sweep measures no GPU: its points must not be stored as a GPU's.
+        meter = open_meter(gpus=[] if settings.device == "cpu" else None,
+                           idle_s=settings.idle_s)
+        meta = run_metadata(meter)
+    except Exception as err:
+        conn.send(("error", f"{type(err).__name__}: {err}"))
+        return
     conn.send(("ready", {"device": device_identity(meta), "meta": meta}))
     worker = _Worker(conn, settings, meter)
     try:
@@ -184,13 +190,13 @@ class _Worker:
                       job.output_tokens, job.decoding, dtype=self.settings.dtype)
         try:
             load = self.load(job)
-        except Exception as err:
+            cooled = self.cool_down(job.cooldown) if job.cooldown else None
+            self.say(job_text(job))
+            result = measure_point(self.engine, point, self.meter, repeats=job.repeats,
+                                   warmup=job.warmup, seed=self.settings.seed,
+                                   progress=lambda m: self.say(f"{job_text(job)}: {m}"))
+        except Exception as err:  # refused before measuring (a bad point, a decoding)
             return self._failed(err, point=point)
-        cooled = self.cool_down(job.cooldown) if job.cooldown else None
-        self.say(job_text(job))
-        result = measure_point(self.engine, point, self.meter, repeats=job.repeats,
-                               warmup=job.warmup, seed=self.settings.seed,
-                               progress=lambda m: self.say(f"{job_text(job)}: {m}"))
         record = {**result.to_dict(), "load": load, "cooldown": cooled,
                   "engine_info": _safe_info(self.engine)}
         if result.status == "oom" or (result.error and is_out_of_memory(result.error)):

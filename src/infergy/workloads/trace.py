@@ -152,6 +152,9 @@ def _read(path: Path):
                          f"{err}") from None
     if frame.empty:
         raise TraceError(f"{path}: no rows")
+    # Where a row sits in the file: after a header line (CSV), on its own line (JSONL), or
+    # by its row number (Parquet has no lines).
+    frame.attrs["first_line"] = {".parquet": None, ".jsonl": 1, ".ndjson": 1}.get(suffix, 2)
     if len(frame.columns) == 1 and suffix not in (".parquet", ".jsonl", ".ndjson"):
         raise TraceError(f"{path}: one column ({frame.columns[0]!r}): is the delimiter not "
                          f"a comma?")
@@ -175,7 +178,7 @@ def _tokens(path: Path, frame, column: str, skip_bad: bool, dropped: dict) -> np
     if bad.any():
         if not skip_bad:
             n = int(np.argmax(bad))
-            raise TraceError(f"{path}: line {_line(frame, n)}, column {column!r}: expected a "
+            raise TraceError(f"{path}: {_line(frame, n)}, column {column!r}: expected a "
                              f"whole number of tokens >= 0, got {_shown(raw.iloc[n])} (--skip-bad "
                              f"skips and counts such rows)")
         dropped[f"bad {column}"] = int(bad.sum())
@@ -188,9 +191,11 @@ def _shown(value) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
-def _line(frame, n: int) -> int:
-    """The file line of the frame's n-th row: a header line, then one row a line."""
-    return int(frame.index[n]) + 2
+def _line(frame, n: int) -> str:
+    """Where the frame's n-th row is in its file: "line L", or "row R" (Parquet)."""
+    first = frame.attrs.get("first_line", 2)
+    return f"row {int(frame.index[n]) + 1}" if first is None else \
+        f"line {int(frame.index[n]) + first}"
 
 
 def _times(path: Path, frame, column: str, good: np.ndarray) -> np.ndarray | None:
@@ -199,6 +204,10 @@ def _times(path: Path, frame, column: str, good: np.ndarray) -> np.ndarray | Non
     raw = frame[column][good]
     if pd.api.types.is_numeric_dtype(raw):
         seconds = raw.to_numpy(dtype=float)
+        if np.isnan(seconds).any():
+            n = int(np.argmax(np.isnan(seconds)))
+            raise TraceError(f"{path}: {_line(frame[good], n)}, column {column!r}: "
+                             f"expected a time, got an empty cell")
     else:
         try:  # the fast path: ISO 8601 times, as the Azure and BurstGPT files have
             stamps = pd.to_datetime(raw, format="ISO8601")
@@ -206,7 +215,7 @@ def _times(path: Path, frame, column: str, good: np.ndarray) -> np.ndarray | Non
             stamps = pd.to_datetime(raw, errors="coerce", format="mixed")
         if stamps.isna().any():
             n = int(np.argmax(stamps.isna().to_numpy()))
-            raise TraceError(f"{path}: line {_line(frame[good], n)}, column {column!r}: "
+            raise TraceError(f"{path}: {_line(frame[good], n)}, column {column!r}: "
                              f"expected a time, got {raw.iloc[n]!r}")
         seconds = (stamps - stamps.min()).dt.total_seconds().to_numpy()
     return seconds - seconds.min()
