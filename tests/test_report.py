@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from infergy.cli import app
 from infergy.report import build_report
 from infergy.store import Store
+from infergy.workloads import BinGrid, get_trace
 
 PNG = b"\x89PNG\r\n\x1a\n"
 GPU = "NVIDIA H100 80GB HBM3"
@@ -48,9 +49,12 @@ def test_a_report_from_a_store_has_valid_figures_and_full_tables(tmp_path):
         assert (tmp_path / "out" / name.replace(".png", ".svg")).read_text().lstrip().startswith(
             ("<?xml", "<svg"))
     tables = re.findall(r"<table>.*?</table>", html, flags=re.S)
-    assert len(tables) == 2
+    assert len(tables) == 3
     assert tables[0].count("<tr>") == 2  # header + the trace
     assert tables[1].count("<tr>") == 3 and "50.0%" in tables[1]  # hf-eager, vllm
+    binned = BinGrid((32, 128, 512), (8, 64), "clamp").assign(
+        get_trace("translation").input_tokens, get_trace("translation").output_tokens)
+    assert tables[2].count("<tr>") == 1 + int((binned.counts() > 0).sum())  # a row a bin
     assert "How these numbers were made" in html and "Not shown" not in html
 
 

@@ -122,13 +122,15 @@ def _estimate_section(trace, points, stores, out, sec, gco2, usd) -> None:
             continue
         grid = BinGrid(tuple(sorted(int(x) for x in top.input_tokens.unique())),
                        tuple(sorted(int(x) for x in top.output_tokens.unique())), "clamp")
-        rows = []
+        rows, per_bin = [], {}
         for engine in sorted(top.engine.unique()):
             try:
                 r = estimate(trace, grid, load_profile(stores, model, engine))
             except EstimateError as err:
                 sec.missing.append(f"{trace.name} on {engine}: {err}")
                 continue
+            for b in r.bins:
+                per_bin.setdefault((b["input"], b["output"], b["requests"]), {})[engine] = b
             card = get_gpu(NVML_NAMES.get(r.gpu, "h100-sxm"))
             optimal = theoretical(trace, grid, model, card)
             rows.append({"engine": engine, "kwh": r.kwh, "theoretical_kwh": optimal / 3.6e6,
@@ -151,6 +153,15 @@ def _estimate_section(trace, points, stores, out, sec, gco2, usd) -> None:
                       f"{r['wh_per_1000']:.3g}", f"{r['gco2']:.3g}",
                       "give --usd-per-kwh" if r["usd"] is None else f"{r['usd']:.3g}"]
                      for r in rows]})
+        engines = [r["engine"] for r in rows]
+        sec.tables.append({
+            "title": f"{trace.name} on {model}: energy per bin (B: the largest batch measured "
+                     f"for the bin; kWh: N / B x the batch's energy)",
+            "columns": ["input", "output", "requests",
+                        *[f"{e} {k}" for e in engines for k in ("B", "kWh")]],
+            "rows": [[i, o, n, *[cell for e in engines for cell in (
+                by[e]["batch"], f"{by[e]['energy_j'] / 3.6e6:.3g}") if e in by]]
+                for (i, o, n), by in sorted(per_bin.items())]})
 
 
 def _save(fig, out: Path, stem: str, sec: Section, missing: str) -> None:

@@ -113,8 +113,9 @@ def phases_figure(points):
     for label, rows in sub.groupby("batch_label"):
         a = rows[rows.output_tokens == o_fixed].sort_values("input_tokens")
         b = rows[rows.input_tokens == i_fixed].sort_values("output_tokens")
-        left.plot(a.input_tokens, a.prefill_energy_j, "o-", label=f"B = {label}")
-        right.plot(b.output_tokens, b.decode_energy_j, "o-", label=f"B = {label}")
+        name = "B = max (per length)" if label == "max" else f"B = {label}"
+        left.plot(a.input_tokens, a.prefill_energy_j, "o-", label=name)
+        right.plot(b.output_tokens, b.decode_energy_j, "o-", label=name)
     left.set_xlabel(f"input tokens (output {o_fixed})")
     left.set_ylabel("prefill energy of the batch (J)")
     right.set_xlabel(f"output tokens (input {i_fixed})")
