@@ -67,7 +67,9 @@ def test_measure_json_gives_the_point_status_and_repeats():
         (["--model", "nope"], ["unknown model 'nope'", "llama-3.1-8b", "tiny"]),
         (["--model", "tiny", "--engine", "nope"], ["unknown engine 'nope'", "hf-eager", "vllm"]),
         (["--model", "tiny", "--input", "3000"], ["beyond tiny's context of 2048 tokens"]),
-        (["--model", "tiny", "--decoding", "beam:4"], ["unknown decoding strategy 'beam'"]),
+        (["--model", "tiny", "--decoding", "beam:1"], ["beam search needs at least 2 beams"]),
+        (["--model", "tiny", "--engine", "hf-paged", "--decoding", "beam:4"],
+         ["engine hf-paged does not support beam decoding", "greedy, sample"]),
         (["--model", "tiny", "--batch", "0"], ["batch must be a positive integer"]),
     ],
 )

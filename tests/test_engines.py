@@ -198,19 +198,34 @@ def test_vllm_engines_on_a_cpu_say_they_need_a_gpu(tiny, name):
 # -- decoding --------------------------------------------------------------------------------
 
 
-def test_decoding_parses_its_three_forms():
+def test_decoding_parses_its_four_forms():
     assert Decoding.parse("greedy") == Decoding()
     assert not Decoding.parse("greedy").sampling
     assert Decoding.parse("sample") == Decoding("sample")
     d = Decoding.parse("sample:temperature=0.7,top_p=0.9")
     assert (d.strategy, d.temperature, d.top_p, d.sampling) == ("sample", 0.7, 0.9, True)
     assert Decoding.parse(d.label()) == d
+    beam = Decoding.parse("beam:4")
+    assert (beam.strategy, beam.beams, beam.sampling, beam.label()) == ("beam", 4, False, "beam:4")
+    assert Decoding.parse(beam.label()) == beam
+
+
+@pytest.mark.parametrize("name", ["hf-eager", "hf-compiled"])
+def test_beam_search_gives_exact_lengths_without_a_first_token_signal(engines, tiny, name):
+    calls = []
+    gen = engines[name].generate(make_prompts(tiny, 2, 8), 5, Decoding.parse("beam:3"),
+                                 on_first_token=lambda: calls.append(1))
+    assert gen.output_tokens == [5, 5] and calls == []  # transformers streams no beams
+    assert not engines[name].first_token_hook_for(Decoding.parse("beam:3"))
+    assert engines[name].first_token_hook_for(Decoding())
 
 
 @pytest.mark.parametrize(
     ("text", "match"),
     [
-        ("beam:4", "unknown decoding strategy 'beam'"),
+        ("beam", "beam search is written beam:N"),
+        ("beam:x", "beam search is written beam:N"),
+        ("beam:1", "beam search needs at least 2 beams"),
         ("speculative", "unknown decoding strategy"),
         ("sample:temperature=-1", "temperature must be > 0"),
         ("sample:temperature=0", "temperature must be > 0"),

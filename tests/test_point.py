@@ -232,7 +232,15 @@ def test_validate_point_accepts_the_whole_context_and_returns_the_decoding(tiny)
 
 def test_validate_point_rejects_a_bad_decoding(tiny):
     with pytest.raises(DecodingError, match="beam"):
-        validate_point(point("hf-eager", decoding="beam:4"), tiny)
+        validate_point(point("hf-eager", decoding="beam:1"), tiny)
+
+
+def test_a_beam_search_point_measures_its_prefill_by_a_separate_run(engines, make_meter):
+    result = measure_point(engines["hf-eager"], point("hf-eager", decoding="beam:2"),
+                           gpu_meter(make_meter), repeats=REPEATS, warmup=1)
+    assert result.status == "ok", result.error
+    assert result.prefill_method == "separate run"
+    assert result.point.decoding == "beam:2"
 
 
 def test_measure_point_refuses_a_bad_point_before_any_work(tiny, make_meter):

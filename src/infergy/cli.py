@@ -302,7 +302,10 @@ def measure(
     try:
         spec = get_model(model)
         engine_cls = engine_class(engine)
-        validate_point(point, spec)
+        strategy = validate_point(point, spec).strategy
+        if strategy not in engine_cls.decodings:  # before the meter and the model
+            raise PointError(f"engine {engine} does not support {strategy} decoding (it "
+                             f"supports {', '.join(engine_cls.decodings)})")
     except (UnknownModelError, UnknownEngineError, DecodingError, PointError) as e:
         raise _fail(str(e)) from None
     options = _options(engine_option)

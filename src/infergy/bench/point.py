@@ -237,14 +237,15 @@ def _check_prefill(result: PointResult, spec, gpus: int) -> None:
 def _one_repeat(engine, meter, prompts, output_tokens, decoding, open_windows) -> Repeat:
     separate = None
     notes: list[str] = []
-    if not engine.first_token_hook:
+    hook = engine.first_token_hook_for(decoding)
+    if not hook:
         with meter.window("prefill") as w:
             engine.generate(prompts, 1, decoding)
         separate = w.measurement
     request = meter.start("request")
     open_windows[:] = [request]
     windows = {}
-    if engine.first_token_hook:
+    if hook:
         windows["prefill"] = request.fork("prefill")
         open_windows.append(windows["prefill"])
 

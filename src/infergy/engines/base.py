@@ -54,6 +54,10 @@ class Engine(ABC):
         self.weights = weights
         self.options = dict(options or {})
 
+    def first_token_hook_for(self, decoding: Decoding) -> bool:
+        """Whether `generate` signals the first token for this decoding."""
+        return self.first_token_hook
+
     def check_decoding(self, decoding: Decoding) -> None:
         if decoding.strategy not in self.decodings:
             raise EngineError(

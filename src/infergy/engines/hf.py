@@ -41,6 +41,7 @@ class HFEager(Engine):
     name = "hf-eager"
     description = "transformers generate, dynamic cache (the study's unoptimized PyTorch)"
     first_token_hook = True
+    decodings = ("greedy", "sample", "beam")
     cache_implementation: str | None = None  # transformers' default: the dynamic cache
     attention = "sdpa"  # the default; `--engine-option attention=NAME` changes it
 
@@ -69,6 +70,8 @@ class HFEager(Engine):
         }
         if decoding.sampling:
             kwargs.update(temperature=decoding.temperature, top_p=decoding.top_p, top_k=0)
+        if decoding.strategy == "beam":
+            kwargs.update(num_beams=decoding.beams, num_return_sequences=1)
         if self.cache_implementation:
             kwargs["cache_implementation"] = self.cache_implementation
         return kwargs
@@ -80,9 +83,11 @@ class HFEager(Engine):
         torch.manual_seed(decoding.seed)
         start = time.perf_counter()
         streamer = _StepStreamer(start, on_first_token)
+        # transformers streams no beam search: no per-step times, no first-token signal.
+        streams = self.first_token_hook_for(decoding)
         with torch.inference_mode():
             out = self.model.generate(
-                ids, attention_mask=torch.ones_like(ids), streamer=streamer,
+                ids, attention_mask=torch.ones_like(ids), streamer=streamer if streams else None,
                 **self._generation_kwargs(output_tokens, decoding),
             )
         generated = out.shape[1] - ids.shape[1]
@@ -96,6 +101,9 @@ class HFEager(Engine):
 
     def info(self) -> dict:
         return {**super().info(), "attention": self.attention}
+
+    def first_token_hook_for(self, decoding: Decoding) -> bool:
+        return self.first_token_hook and decoding.strategy != "beam"
 
     def _cache_tokens(self, input_tokens: int, output_tokens: int) -> int:
         """KV slots this engine holds per sequence."""

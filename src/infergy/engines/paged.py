@@ -26,6 +26,7 @@ class HFPaged(HFEager):
     name = "hf-paged"
     description = "transformers continuous batching (paged attention cache, its batch manager)"
     first_token_hook = False
+    decodings = ("greedy", "sample")  # transformers' continuous batching has no beam search
     _manager = None
     _shape: tuple | None = None
 
