@@ -181,7 +181,7 @@ class Store:
 
     def points(self, **where: Any) -> list[dict]:
         """Points matching column = value filters, oldest first."""
-        clause = " AND ".join(f"{k} = ?" for k in where) or "1"
+        clause = _equal(where) or "1"
         rows = self.db.execute(f"SELECT * FROM points WHERE {clause} ORDER BY measured_at, "
                                f"rowid", tuple(where.values()))
         return [dict(r) for r in rows]
@@ -197,7 +197,7 @@ class Store:
         """Has this device measured this point (ok or oom)? For batch 'max': is there an
         ok point found by the search."""
         statuses = ("ok",) if batch_requested == "max" else MEASURED
-        clause = " AND ".join(f"{k} = ?" for k in key)
+        clause = _equal(key)
         row = self.db.execute(
             f"SELECT 1 FROM points WHERE device = ? AND {clause} AND batch_requested = ? AND "
             f"status IN ({','.join('?' * len(statuses))}) LIMIT 1",
@@ -207,7 +207,7 @@ class Store:
 
     def oom_batches(self, device: str, key: dict) -> list[int]:
         """Batch sizes that ran out of memory for this key on this device."""
-        clause = " AND ".join(f"{k} = ?" for k in key)
+        clause = _equal(key)
         rows = self.db.execute(
             f"SELECT DISTINCT batch FROM points WHERE device = ? AND {clause} AND "
             f"status = 'oom'", (device, *key.values()))
@@ -227,6 +227,11 @@ class Store:
                         f"({','.join('?' * len(columns))})", tuple(row))
                     added[n] += cur.rowcount
         return added[0], added[1]
+
+
+def _equal(columns) -> str:
+    """`a = ? AND b = ?` for these column names (values passed as parameters)."""
+    return " AND ".join(f"{k} = ?" for k in columns)
 
 
 class _Transaction:

@@ -33,8 +33,9 @@ class HFPaged(HFEager):
     def _cb_config(self, batch: int, input_tokens: int, output_tokens: int):
         from transformers import ContinuousBatchingConfig
 
-        options = {k: v for k, v in self.options.items() if k != "attention"}  # a model option
-        block_size = int(options.pop("block_size", 256 if self.device == "cuda" else 16))
+        # attention is a model option; block_size is read by _block_size
+        options = {k: v for k, v in self.options.items() if k not in ("attention", "block_size")}
+        block_size = self._block_size()
         blocks_per_request = math.ceil((input_tokens + output_tokens) / block_size)
         settings = {
             "block_size": block_size,
@@ -62,10 +63,14 @@ class HFPaged(HFEager):
 
     def _cache_tokens(self, input_tokens: int, output_tokens: int) -> int:
         # Whole blocks plus a spare one, and the step's attention mask row of bf16 per slot.
-        block = int(self.options.get("block_size", 256 if self.device == "cuda" else 16))
+        block = self._block_size()
         slots = (math.ceil((input_tokens + output_tokens) / block) + 1) * block
         mask_bytes = slots * 8192 * 2 if self.device == "cuda" else 0
         return slots + math.ceil(mask_bytes / self._kv_bytes_per_token())
+
+    def _block_size(self) -> int:
+        """Tokens a cache block holds: the option, else 256 on a GPU, 16 on a CPU."""
+        return int(self.options.get("block_size", 256 if self.device == "cuda" else 16))
 
     def _kv_bytes_per_token(self) -> float:
         from infergy.models.flops import kv_cache_bytes_per_token

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from infergy.store import Store
 from infergy.sweep.spec import MAX, SweepSpec, Task
-from infergy.sweep.worker import FATAL_EXIT_CODE, Job, WorkerSettings, is_fatal, job_text
+from infergy.sweep.worker import FATAL_EXIT_CODE, Job, WorkerSettings, failed_record, is_fatal
 from infergy.sweep.worker import main as worker_main
 
 WORKER_START_TIMEOUT_S = 600.0  # importing torch, opening NVML, measuring idle
@@ -306,18 +306,11 @@ def _measure_task(task: Task, spec: SweepSpec, store: Store, worker: _Worker, ke
 def _lost(task: Task, spec: SweepSpec, gone: _WorkerGone | None,
           why: str | None = None) -> tuple[dict, int | str, None]:
     """A failed record for a task with no result of its own (a lost worker, nothing to try)."""
-    from dataclasses import asdict
-
-    from infergy.bench.point import Point
-
-    batch = task.batch if task.batch != MAX else 0
-    point = Point(task.model, task.engine.name, batch, task.input_tokens, task.output_tokens,
-                  task.decoding, dtype=spec.dtype)
     if gone is not None:
         fatal = " after a fatal CUDA error" if gone.exitcode == FATAL_EXIT_CODE else ""
         why = f"{gone}{fatal}"
-    return ({"point": asdict(point), "status": "failed", "error": why, "repeats": [],
-             "warnings": [], "provenance": {}}, task.batch, None)
+    batch = task.batch if task.batch != MAX else 0
+    return failed_record(_job(task, spec, batch), spec.dtype, "failed", why), task.batch, None
 
 
 def _phase_time(record: dict, name: str) -> float:
@@ -347,4 +340,4 @@ def describe_plan(spec: SweepSpec, store: Store | None = None, device: str | Non
     return plan
 
 
-__all__ = ["Progress", "SweepError", "SweepSummary", "describe_plan", "job_text", "run_sweep"]
+__all__ = ["Progress", "SweepError", "SweepSummary", "describe_plan", "run_sweep"]

@@ -119,8 +119,13 @@ class Task:
         return (self.model, self.engine)
 
     def describe(self) -> str:
-        return (f"{self.model} {self.engine.label} {self.decoding} B={self.batch} "
-                f"I={self.input_tokens} O={self.output_tokens}")
+        return point_text(self)
+
+
+def point_text(point) -> str:
+    """One line naming a point to measure (a Task, or the worker's Job)."""
+    return (f"{point.model} {point.engine.label} {point.decoding} B={point.batch} "
+            f"I={point.input_tokens} O={point.output_tokens}")
 
 
 @dataclass

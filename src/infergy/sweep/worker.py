@@ -21,7 +21,7 @@ import signal
 import time
 from dataclasses import dataclass
 
-from infergy.sweep.spec import Cooldown, EngineChoice
+from infergy.sweep.spec import Cooldown, EngineChoice, point_text
 
 # Messages of errors after which a CUDA context cannot be trusted: the worker exits.
 FATAL_MARKERS = ("CUDA error", "illegal memory access", "device-side assert",
@@ -181,22 +181,21 @@ class _Worker:
             batch, how = self.engine.max_batch(job.input_tokens, job.output_tokens)
             return {"batch": batch, "how": how, "load": load}
         except Exception as err:
-            return self._failed(err, estimate=True)
+            return self._failed(err)
 
     def measure(self, job: Job) -> dict:
-        from infergy.bench.point import Point, is_out_of_memory, measure_point
+        from infergy.bench.point import is_out_of_memory, measure_point
 
-        point = Point(job.model, job.engine.name, job.batch, job.input_tokens,
-                      job.output_tokens, job.decoding, dtype=self.settings.dtype)
         try:
             load = self.load(job)
             cooled = self.cool_down(job.cooldown) if job.cooldown else None
-            self.say(job_text(job))
-            result = measure_point(self.engine, point, self.meter, repeats=job.repeats,
-                                   warmup=job.warmup, seed=self.settings.seed,
-                                   progress=lambda m: self.say(f"{job_text(job)}: {m}"))
+            self.say(point_text(job))
+            result = measure_point(self.engine, job_point(job, self.settings.dtype),
+                                   self.meter, repeats=job.repeats, warmup=job.warmup,
+                                   seed=self.settings.seed,
+                                   progress=lambda m: self.say(f"{point_text(job)}: {m}"))
         except Exception as err:  # refused before measuring (a bad point, a decoding)
-            return self._failed(err, point=point)
+            return self._failed(err, job=job)
         record = {**result.to_dict(), "load": load, "cooldown": cooled,
                   "engine_info": _safe_info(self.engine)}
         if result.status == "oom" or (result.error and is_out_of_memory(result.error)):
@@ -221,7 +220,8 @@ class _Worker:
             self.say(f"cooling down: {', '.join(f'{n} {w:.0f} W' for n, w in hot.items())}")
             time.sleep(0.5)
 
-    def _failed(self, err: Exception, point=None, estimate: bool = False) -> dict:
+    def _failed(self, err: Exception, job: Job | None = None) -> dict:
+        """The record of a job that raised (for an estimate: no batch, and why)."""
         from infergy.bench.point import is_out_of_memory
 
         error = f"{type(err).__name__}: {err}"
@@ -230,17 +230,24 @@ class _Worker:
             self.drop_engine()
         if is_fatal(error):
             self.poisoned = True
-        if estimate:
+        if job is None:
             return {"batch": None, "how": None, "status": status, "error": error}
-        from dataclasses import asdict
-
-        return {"point": asdict(point), "status": status, "error": error, "repeats": [],
-                "warnings": [], "provenance": {}}
+        return failed_record(job, self.settings.dtype, status, error)
 
 
-def job_text(job: Job) -> str:
-    return (f"{job.model} {job.engine.label} {job.decoding} B={job.batch} "
-            f"I={job.input_tokens} O={job.output_tokens}")
+def job_point(job: Job, dtype: str):
+    """The bench Point a job measures."""
+    from infergy.bench.point import Point
+
+    return Point(job.model, job.engine.name, job.batch, job.input_tokens, job.output_tokens,
+                 job.decoding, dtype=dtype)
+
+
+def failed_record(job: Job, dtype: str, status: str, error: str) -> dict:
+    """The stored record of a job with no measurement of its own: a PointResult's dict."""
+    from infergy.bench.point import PointResult
+
+    return PointResult(point=job_point(job, dtype), status=status, error=error).to_dict()
 
 
 def instant_power_w(sensor) -> float | None:
