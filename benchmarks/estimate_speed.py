@@ -78,8 +78,8 @@ def main() -> int:
     binned = grid.assign(trace.input_tokens, trace.output_tokens)
     binned.counts()
     t2 = time.perf_counter()
-    result = estimate(trace, grid, load_profile([db], "llama-3.1-8b", "vllm"))
-    optimal = theoretical(trace, grid, "llama-3.1-8b", get_gpu("h100"))
+    result = estimate(trace, binned, load_profile([db], "llama-3.1-8b", "vllm"))
+    optimal = theoretical(binned, "llama-3.1-8b", get_gpu("h100"))
     t3 = time.perf_counter()
     print(f"{len(trace):,} requests ({binned.coverage()['binned']:,} binned): load "
           f"{t1 - t0:.2f} s, bin {t2 - t1:.2f} s, estimate {t3 - t2:.2f} s (binned, "

@@ -40,11 +40,16 @@ def trace(inputs, outputs):
     return Trace("t", np.array(inputs), np.array(outputs))
 
 
+def binned(t, grid):
+    """(trace, its requests binned): estimate's first two arguments."""
+    return t, grid.assign(t.input_tokens, t.output_tokens)
+
+
 def test_the_study_s_formula_on_a_hand_computed_example(tmp_path):
     profile = load_profile([write_profile(tmp_path / "p.db")], "llama-3.1-8b", "vllm")
     # 100 requests in bin (32, 8), 40 in (128, 64), 1 past the last input edge (excluded).
     t = trace([10] * 100 + [100] * 40 + [500], [5] * 100 + [60] * 40 + [8])
-    result = estimate(t, BinGrid((32, 128), (8, 64)), profile)
+    result = estimate(*binned(t, BinGrid((32, 128), (8, 64))), profile)
     assert result.requests == 140 and result.output_tokens == 100 * 5 + 40 * 60
     # 100 / 64 x 320 + 40 / 32 x 1600 = 500 + 2000
     assert result.energy_j == pytest.approx(2500.0)
@@ -59,9 +64,10 @@ def test_the_study_s_formula_on_a_hand_computed_example(tmp_path):
 def test_interpolation_equals_the_profile_at_its_points_and_lies_between_them(tmp_path):
     profile = load_profile([write_profile(tmp_path / "p.db")], "llama-3.1-8b", "vllm")
     grid = BinGrid((32, 128), (8, 64))
-    at_points = estimate(trace([32, 128], [8, 64]), grid, profile)
+    at_points = estimate(*binned(trace([32, 128], [8, 64]), grid), profile)
     assert at_points.interpolated_j == pytest.approx(320 / 64 + 1600 / 32)
-    mid = estimate(trace([64], [8]), grid, profile)  # halfway in log I between 5 J and 15 J
+    # Halfway in log I between 5 J and 15 J per request.
+    mid = estimate(*binned(trace([64], [8]), grid), profile)
     assert mid.interpolated_j == pytest.approx(np.sqrt(5.0 * 15.0))
     assert mid.energy_j == pytest.approx(15.0)  # the study charges the ceiling bin
 
@@ -71,7 +77,7 @@ def test_missing_bins_are_listed_with_the_spec_that_would_measure_them(tmp_path)
     profile = load_profile([write_profile(tmp_path / "p.db", points=points)], "llama-3.1-8b",
                            "vllm")
     with pytest.raises(EstimateError, match=r"no B = max point for 1 bins .*I=128 O=64") as e:
-        estimate(trace([100], [60]), BinGrid((32, 128), (8, 64)), profile)
+        estimate(*binned(trace([100], [60]), BinGrid((32, 128), (8, 64))), profile)
     assert "batch_sizes: [max]" in str(e.value) and "infergy sweep SPEC --db" in str(e.value)
 
 
@@ -91,7 +97,7 @@ def test_theoretical_baseline_is_tdp_over_peak_times_the_binned_flops():
     spec = get_model("llama-3.1-8b")
     flops = request_flops(spec, 32, 8) + request_flops(spec, 128, 64)
     h100 = get_gpu("h100")
-    assert theoretical(t, grid, "llama-3.1-8b", h100) == pytest.approx(
+    assert theoretical(binned(t, grid)[1], "llama-3.1-8b", h100) == pytest.approx(
         flops * 700 / 989.4e12)
 
 
@@ -158,7 +164,7 @@ def test_estimate_reads_a_user_table_with_its_column_mapping(tmp_path):
 def test_a_trace_with_nothing_in_the_bins_is_an_error_not_a_division_by_zero(tmp_path):
     profile = load_profile([write_profile(tmp_path / "p.db")], "llama-3.1-8b", "vllm")
     with pytest.raises(EstimateError, match="none of its 2 requests falls in the bins"):
-        estimate(trace([500, 600], [5, 5]), BinGrid((32, 128), (8, 64)), profile)
+        estimate(*binned(trace([500, 600], [5, 5]), BinGrid((32, 128), (8, 64))), profile)
 
 
 def test_engines_measured_on_different_gpus_are_not_compared(tmp_path):

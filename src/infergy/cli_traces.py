@@ -144,7 +144,8 @@ def estimate(
         for path in profile:
             if not path.is_file():
                 raise EstimateError(f"{path}: no such results store")
-        results = [run_estimate(workload, grid, load_profile(profile, model, e.strip(), gpu))
+        binned = grid.assign(workload.input_tokens, workload.output_tokens)
+        results = [run_estimate(workload, binned, load_profile(profile, model, e.strip(), gpu))
                    for e in engine.split(",")]
         cards = {r.gpu for r in results}
         if len(cards) > 1:
@@ -154,8 +155,8 @@ def estimate(
     except (TraceError, BinError, EstimateError, UnknownGpuError, UnknownModelError,
             StoreError) as e:
         raise _fail(str(e)) from None
-    optimal = theoretical(workload, grid, model, card)
-    coverage = grid.assign(workload.input_tokens, workload.output_tokens).coverage()
+    optimal = theoretical(binned, model, card)
+    coverage = binned.coverage()
     base = results[0]
     report = {
         "trace": workload.name, "model": model, "gpu": base.gpu, "bins": {

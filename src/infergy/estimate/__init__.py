@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from infergy.estimate.hardware import NVML_NAMES, Gpu, get_gpu
-from infergy.workloads.bins import BinGrid
+from infergy.workloads.bins import Binned
 from infergy.workloads.trace import Trace
 
 J_PER_KWH = 3.6e6
@@ -107,9 +107,10 @@ class Estimate:
         return self.energy_j / J_PER_KWH
 
 
-def estimate(trace: Trace, grid: BinGrid, profile: Profile) -> Estimate:
-    """The binned estimate (N / B and whole batches) and the interpolated one."""
-    binned = grid.assign(trace.input_tokens, trace.output_tokens)
+def estimate(trace: Trace, binned: Binned, profile: Profile) -> Estimate:
+    """The binned estimate (N / B and whole batches) and the interpolated one, from the
+    trace binned once (`grid.assign`) for every engine."""
+    grid = binned.grid
     if not binned.kept.any():
         raise EstimateError(f"{trace.name}: none of its {len(trace)} requests falls in the bins "
                             f"(all past the last edge, input {grid.input_edges[-1]} or output "
@@ -161,13 +162,13 @@ def _interpolated(trace: Trace, kept: np.ndarray, profile: Profile) -> float | N
     return float(np.exp(value).sum())
 
 
-def theoretical(trace: Trace, grid: BinGrid, model_name: str, gpu: Gpu) -> float:
+def theoretical(binned: Binned, model_name: str, gpu: Gpu) -> float:
     """The study's baseline: TDP / peak FLOPS x the FLOPs of every binned request, in J."""
     from infergy.models import get_model
     from infergy.models.flops import request_flops
 
     spec = get_model(model_name)
-    counts = grid.assign(trace.input_tokens, trace.output_tokens).counts()
+    grid, counts = binned.grid, binned.counts()
     flops = sum(int(counts[a, b]) * request_flops(spec, grid.input_edges[a],
                                                     grid.output_edges[b])
                 for a, b in zip(*np.nonzero(counts), strict=True))

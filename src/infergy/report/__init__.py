@@ -122,17 +122,18 @@ def _estimate_section(trace, points, stores, out, sec, gco2, usd) -> None:
             continue
         grid = BinGrid(tuple(sorted(int(x) for x in top.input_tokens.unique())),
                        tuple(sorted(int(x) for x in top.output_tokens.unique())), "clamp")
+        binned = grid.assign(trace.input_tokens, trace.output_tokens)
         rows, per_bin = [], {}
         for engine in sorted(top.engine.unique()):
             try:
-                r = estimate(trace, grid, load_profile(stores, model, engine))
+                r = estimate(trace, binned, load_profile(stores, model, engine))
             except EstimateError as err:
                 sec.missing.append(f"{trace.name} on {engine}: {err}")
                 continue
             for b in r.bins:
                 per_bin.setdefault((b["input"], b["output"], b["requests"]), {})[engine] = b
             card = get_gpu(NVML_NAMES.get(r.gpu, "h100-sxm"))
-            optimal = theoretical(trace, grid, model, card)
+            optimal = theoretical(binned, model, card)
             rows.append({"engine": engine, "kwh": r.kwh, "theoretical_kwh": optimal / 3.6e6,
                          "above": r.energy_j / optimal - 1, "wh_per_1000": r.energy_j
                          / r.requests * 1000 / 3600, "gco2": r.kwh * gco2,
