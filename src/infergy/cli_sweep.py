@@ -44,6 +44,10 @@ def sweep(
                                            help="Batch sizes (or 'max'), replacing the spec's."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; measure nothing."),
     device: str = typer.Option("auto", "--device", help="auto, cuda or cpu."),
+    resume_by: str = typer.Option("card", "--resume-by",
+                                  help="What counts as already measured: points of this card "
+                                       "(card), or of any card of its model (model: one "
+                                       "profile over several machines of one kind)."),
 ):
     """Measure a grid of points into a results store. Every point is stored the moment it is
     measured; run the same command again to resume (points this GPU measured are skipped).
@@ -68,10 +72,15 @@ def sweep(
         return
     device = _device(device)
     from infergy.sweep import SweepError, run_sweep
+    from infergy.sweep.runner import RESUME_BY
+
+    if resume_by not in RESUME_BY:
+        raise _fail(f"--resume-by expects one of {', '.join(RESUME_BY)}, got {resume_by!r}")
 
     with _open_store(db) as store, _SweepProgress(len(spec.tasks())) as view:
         try:
-            summary = run_sweep(spec, store, device=device, on_update=view.update)
+            summary = run_sweep(spec, store, device=device, resume_by=resume_by,
+                                on_update=view.update)
         except SweepError as e:
             raise _fail(str(e), 1) from None
     stopped = " (stopped by Ctrl-C: run the same command to resume)" if summary.interrupted \

@@ -147,7 +147,7 @@ class Store:
                 "INSERT INTO runs (id, started, status, device, host, gpu_name, driver, "
                 "power_limit_w, idle_w, versions, spec) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (run_id, now(), "running", device, (meta.get("host") or {}).get("hostname"),
-                 ", ".join(sorted({g.get("model") or "" for g in gpus})) or None,
+                 gpu_name_of(meta),
                  gpus[0].get("driver"), gpus[0].get("power_limit_w"),
                  json.dumps(meta.get("idle_w")), json.dumps(meta.get("versions")),
                  json.dumps(spec, default=str)),
@@ -193,24 +193,27 @@ class Store:
                              f"id starting {prefix!r}")
         return dict(rows[0])
 
-    def done(self, device: str, key: dict, batch_requested: int | str) -> bool:
+    def done(self, device: str, key: dict, batch_requested: int | str, *,
+             gpu_name: str | None = None) -> bool:
         """Has this device measured this point (ok or oom)? For batch 'max': is there an
-        ok point found by the search."""
+        ok point found by the search. With `gpu_name`, any card of that model counts as
+        this device (a profile built over several machines of one kind)."""
         statuses = ("ok",) if batch_requested == "max" else MEASURED
-        clause = _equal(key)
+        where, args = _devices(device, gpu_name)
         row = self.db.execute(
-            f"SELECT 1 FROM points WHERE device = ? AND {clause} AND batch_requested = ? AND "
-            f"status IN ({','.join('?' * len(statuses))}) LIMIT 1",
-            (device, *key.values(), str(batch_requested), *statuses),
+            f"SELECT 1 FROM points WHERE {where} AND {_equal(key)} AND batch_requested = ? "
+            f"AND status IN ({','.join('?' * len(statuses))}) LIMIT 1",
+            (*args, *key.values(), str(batch_requested), *statuses),
         ).fetchone()
         return row is not None
 
-    def oom_batches(self, device: str, key: dict) -> list[int]:
-        """Batch sizes that ran out of memory for this key on this device."""
-        clause = _equal(key)
+    def oom_batches(self, device: str, key: dict, *, gpu_name: str | None = None) -> list[int]:
+        """Batch sizes that ran out of memory for this key on this device (with `gpu_name`:
+        on any card of that model)."""
+        where, args = _devices(device, gpu_name)
         rows = self.db.execute(
-            f"SELECT DISTINCT batch FROM points WHERE device = ? AND {clause} AND "
-            f"status = 'oom'", (device, *key.values()))
+            f"SELECT DISTINCT batch FROM points WHERE {where} AND {_equal(key)} AND "
+            f"status = 'oom'", (*args, *key.values()))
         return sorted(r[0] for r in rows)
 
     # -- merge and export ---------------------------------------------------------------------
@@ -227,6 +230,19 @@ class Store:
                         f"({','.join('?' * len(columns))})", tuple(row))
                     added[n] += cur.rowcount
         return added[0], added[1]
+
+
+def gpu_name_of(meta: dict) -> str | None:
+    """The card model(s) of a run's metadata, as the runs table records them."""
+    return ", ".join(sorted({g.get("model") or "" for g in meta.get("gpus") or [{}]})) or None
+
+
+def _devices(device: str, gpu_name: str | None) -> tuple[str, tuple]:
+    """The clause selecting this device's points, or those of every card named `gpu_name`."""
+    if gpu_name is None:
+        return "device = ?", (device,)
+    return ("(device = ? OR device IN (SELECT device FROM runs WHERE gpu_name = ?))",
+            (device, gpu_name))
 
 
 def _equal(columns) -> str:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from infergy.store import Store
+from infergy.store import Store, gpu_name_of
 from infergy.sweep.spec import MAX, SweepSpec, Task
 from infergy.sweep.worker import FATAL_EXIT_CODE, Job, WorkerSettings, failed_record, is_fatal
 from infergy.sweep.worker import main as worker_main
@@ -150,9 +150,16 @@ class _Worker:
         self.process.join(5)
 
 
-def run_sweep(spec: SweepSpec, store: Store, *, device: str = "cuda",
+RESUME_BY = ("card", "model")
+
+
+def run_sweep(spec: SweepSpec, store: Store, *, device: str = "cuda", resume_by: str = "card",
               on_update: Callable[[Progress], None] | None = None) -> SweepSummary:
-    """Measure every task of `spec` not yet in `store` for this device."""
+    """Measure every task of `spec` not yet in `store` for this device. `resume_by`: what
+    counts as already measured: on this card ("card"), or on any card of its model
+    ("model": one profile measured over several machines of one kind)."""
+    if resume_by not in RESUME_BY:
+        raise SweepError(f"resume_by must be one of {', '.join(RESUME_BY)}, got {resume_by!r}")
     tasks = spec.tasks()
     progress = Progress(total=len(tasks))
     update = on_update or (lambda p: None)
@@ -184,11 +191,12 @@ def run_sweep(spec: SweepSpec, store: Store, *, device: str = "cuda",
         worker = state["worker"] = _Worker(settings, on_progress)
         progress.device = worker.device
         run_id = store.start_run(device=worker.device, meta=worker.meta, spec=spec.raw or None)
+        same = {"gpu_name": gpu_name_of(worker.meta)} if resume_by == "model" else {}
         for task in tasks:
             if interrupted["count"]:
                 break
             key = _key(task, spec)
-            if store.done(worker.device, key, task.batch):
+            if store.done(worker.device, key, task.batch, **same):
                 progress.skipped += 1
                 update(progress)
                 continue
@@ -216,7 +224,7 @@ def run_sweep(spec: SweepSpec, store: Store, *, device: str = "cuda",
 
             restarted = False
             try:
-                _measure_task(task, spec, store, worker, key, save)
+                _measure_task(task, spec, store, worker, key, save, same)
             except _WorkerGone as gone:
                 save(*_lost(task, spec, gone))
                 if not interrupted["count"]:
@@ -267,7 +275,7 @@ def _job(task: Task, spec: SweepSpec, batch: int) -> Job:
 
 
 def _measure_task(task: Task, spec: SweepSpec, store: Store, worker: _Worker, key: dict,
-                  save: Callable[[dict, int | str, dict | None], None]) -> None:
+                  save: Callable[[dict, int | str, dict | None], None], same: dict) -> None:
     """Measure one task, saving each record the moment it comes back: one point, or each try
     of a max-batch search (the last try carries the whole search)."""
     if task.batch != MAX:
@@ -275,7 +283,7 @@ def _measure_task(task: Task, spec: SweepSpec, store: Store, worker: _Worker, ke
         return
     estimate = worker.ask("estimate", _job(task, spec, 1))
     cap = spec.max_batch_cap
-    oom_before = [b for b in store.oom_batches(worker.device, key) if b <= cap]
+    oom_before = [b for b in store.oom_batches(worker.device, key, **same) if b <= cap]
     search = {"cap": cap, "estimate": estimate.get("batch"), "memory_model": estimate.get("how"),
               "earlier_oom": oom_before, "tried": []}
     if estimate.get("error"):
