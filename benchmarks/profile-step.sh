@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# One step of the shipped profiles' sweep on a GPU machine (issue 7), for the device calls:
+#   bash benchmarks/profile-step.sh ENGINE BATCH SECONDS
+# Picks the card's store (src/infergy/profiles/llama-3.1-8b-<h100|h200>.db), keeps its working
+# copy in /tmp/infergy.db while the machine stays warm, sweeps ENGINE at BATCH (1 or max) with
+# --resume-by model, asks it to stop after SECONDS (it ends after the point in flight, or is
+# killed 120 s later), and copies the store and the log to $OUT.
+set -u
+engine=$1 batch=$2 seconds=$3
+case "$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)" in
+  *H200*) card=h200 ;;
+  *H100*) card=h100 ;;
+  *) echo "profile-step: not an H100 or H200" >&2; exit 2 ;;
+esac
+store=src/infergy/profiles/llama-3.1-8b-$card.db
+[ -f /tmp/infergy.db ] || { [ -f "$store" ] && cp "$store" /tmp/infergy.db; }
+log="$OUT/sweep-$card-$engine-b$batch-$(date -u +%H%M).log"
+PYTHONUNBUFFERED=1 PYTHONPATH="${PYTHONPATH:-}:src" timeout -s INT -k 120 "$seconds" \
+  python3 -m infergy sweep benchmarks/sweeps/profile-llama-3.1-8b.yaml --db /tmp/infergy.db \
+  --resume-by model -e "$engine" -b "$batch" >"$log" 2>&1
+cp /tmp/infergy.db "$OUT/llama-3.1-8b-$card.db"
+nvidia-smi --query-gpu=name,driver_version,power.limit,uuid --format=csv >"$OUT/gpu-$card.txt"
+tail -3 "$log"
