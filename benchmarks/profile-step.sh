@@ -4,7 +4,7 @@
 # Picks the card's store (src/infergy/profiles/llama-3.1-8b-<h100|h200>.db), keeps its working
 # copy in /tmp/infergy.db while the machine stays warm, sweeps ENGINE at BATCH (1 or max) with
 # --resume-by model, asks it to stop after SECONDS (it ends after the point in flight, or is
-# killed 120 s later), and copies the store and the log to $OUT.
+# killed KILL_AFTER s later, default 120), and copies the store and the log to $OUT.
 set -u
 engine=$1 batch=$2 seconds=$3
 case "$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)" in
@@ -15,7 +15,7 @@ esac
 store=src/infergy/profiles/llama-3.1-8b-$card.db
 [ -f /tmp/infergy.db ] || { [ -f "$store" ] && cp "$store" /tmp/infergy.db; }
 log="$OUT/sweep-$card-$engine-b$batch-$(date -u +%H%M).log"
-PYTHONUNBUFFERED=1 PYTHONPATH="${PYTHONPATH:-}:src" timeout -s INT -k 120 "$seconds" \
+PYTHONUNBUFFERED=1 PYTHONPATH="${PYTHONPATH:-}:src" timeout -s INT -k "${KILL_AFTER:-120}" "$seconds" \
   python3 -m infergy sweep benchmarks/sweeps/profile-llama-3.1-8b.yaml --db /tmp/infergy.db \
   --resume-by model -e "$engine" -b "$batch" >"$log" 2>&1
 cp /tmp/infergy.db "$OUT/llama-3.1-8b-$card.db"

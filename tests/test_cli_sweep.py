@@ -56,6 +56,36 @@ def test_dry_run_counts_what_the_store_already_has_for_this_device(tmp_path, mon
     assert "2 points, 1 already in" in flat(result.output)
 
 
+def test_dry_run_by_card_model_plans_from_any_machine_with_measured_times(tmp_path):
+    """A CPU machine plans what is left of a GPU's profile: points of any card of the store's
+    model count, and their measured times stand in the plan."""
+    path = tmp_path / "r.db"
+    with Store(path) as store:
+        run = store.start_run(device=DEVICE, meta=META, spec=None)
+        point = {"model": "tiny", "engine": "hf-eager", "batch": 1, "input_tokens": 8,
+                 "output_tokens": 4, "decoding": "greedy", "tp": 1, "dtype": "bfloat16"}
+        store.add_point(run, DEVICE, {
+            "point": point, "status": "ok", "energy_j": 4.0, "time_s": 2.0,
+            "warmup": {"time_s": 3.0},
+            "repeats": [{"request": {"time_s": 2.0}, "prefill": {"time_s": 0.1,
+                                                                 "method": "window"}}] * 3,
+        }, engine_options="{}", batch_requested=1)
+    spec = tmp_path / "s.yaml"
+    spec.write_text("models: [tiny]\ninput_tokens: [8, 16]\noutput_tokens: [4]\n"
+                    "batch_sizes: [1]\n")
+    result = runner.invoke(app, ["sweep", str(spec), "--dry-run", "--db", str(path)])
+    assert "2 points, 0 already in" in flat(result.output)  # this machine is not that card
+    result = runner.invoke(app, ["sweep", str(spec), "--dry-run", "--db", str(path),
+                                 "--resume-by", "model"])
+    assert result.exit_code == 0, result.output
+    text = flat(result.output)
+    assert "Plan of" in text and "Simulated GPU" in text
+    assert "2 points, 1 already in" in text and "9.0 s" in text  # 3 s warm-up + 3 x 2 s
+    result = runner.invoke(app, ["sweep", str(spec), "--dry-run", "--resume-by", "card-ish"])
+    assert result.exit_code == 2 and "--resume-by expects one of card, model" in flat(
+        result.output)
+
+
 def test_a_bad_spec_is_an_error_naming_the_field_without_a_traceback(tmp_path):
     spec = tmp_path / "s.yaml"
     spec.write_text("models: [tiny]\ninput_tokens: [8]\noutput_tokens: [4]\nrepeat: 3\n")

@@ -3,6 +3,8 @@ decoding specifications and prompts."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from infergy.decoding import Decoding, DecodingError
@@ -101,7 +103,7 @@ def test_engines_that_keep_a_cache_across_runs_do_not_share_prefixes(tiny, monke
     after the first (it did, for vLLM, before this setting)."""
     import fake_vllm
 
-    fake_vllm.install(monkeypatch)
+    monkeypatch.setitem(sys.modules, "vllm", fake_vllm)
     engine = engine_class("vllm")(tiny, device="cuda")
     engine.load()
     try:
@@ -116,41 +118,6 @@ def test_engines_that_keep_a_cache_across_runs_do_not_share_prefixes(tiny, monke
     engine.load()
     assert fake_vllm.LLM.instances[-1].kwargs["enable_prefix_caching"] is True
     engine.close()
-
-
-def test_vllm_signals_the_first_token_once_the_whole_batch_has_it(tiny, monkeypatch):
-    """Stepped here, vLLM ends the prefill window when the batch's last request has its
-    first token (under chunked prefill, later than the first request's)."""
-    import fake_vllm
-
-    fake_vllm.install(monkeypatch)
-    engine = engine_class("vllm")(tiny, device="cuda")
-    engine.load()
-    core = fake_vllm.LLM.instances[-1].llm_engine
-    seen = []
-    try:
-        assert engine.first_token_hook_for(Decoding())
-        gen = engine.generate([[1] * 8] * 5, 4, Decoding(),
-                              on_first_token=lambda: seen.append(core.steps))
-        # 5 requests, 2 admitted a step: the last gets its first token in step 3.
-        assert seen == [3]
-        assert gen.output_tokens == [4] * 5
-        assert gen.first_token_s is not None and gen.token_times_s[0] == gen.first_token_s
-        assert gen.token_times_s == sorted(gen.token_times_s)
-        assert engine.info()["stream"] is True
-    finally:
-        engine.close()
-    # stream=false: LLM.generate, no first-token signal (the runner measures a 1-token run).
-    engine = engine_class("vllm")(tiny, device="cuda", options={"stream": "false"})
-    engine.load()
-    try:
-        assert not engine.first_token_hook_for(Decoding())
-        assert engine.generate([[1] * 8] * 3, 2, Decoding()).output_tokens == [2, 2, 2]
-    finally:
-        engine.close()
-    engine = engine_class("vllm")(tiny, device="cuda", options={"stream": "sometimes"})
-    with pytest.raises(EngineError, match="stream must be true or false"):
-        engine.load()
 
 
 def test_hf_compiled_uses_infergy_grouped_query_attention(engines):

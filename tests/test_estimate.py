@@ -139,9 +139,12 @@ def test_estimate_cli_prints_every_engine_against_the_first_and_theory(tmp_path)
 def test_estimate_without_a_profile_uses_the_shipped_ones_or_says_there_are_none(tmp_path):
     from infergy.estimate import shipped_profiles
 
-    result = CliRunner().invoke(app, ["estimate", "-t", "translation", "-m", "llama-3.1-8b"])
+    result = CliRunner().invoke(app, ["estimate", "-t", "translation", "-m", "llama-3.1-8b",
+                                      "-e", "hf-eager", "--gpu", "h100"])
     if shipped_profiles():
+        # The H100 profile holds hf-eager's B = max points of every bin translation needs.
         assert result.exit_code == 0, result.output
+        assert "llama-3.1-8b-h100.db" in result.output
     else:
         assert result.exit_code == 2 and "none shipped yet: pass --profile" in " ".join(
             result.output.split())

@@ -41,6 +41,21 @@ def test_a_recorded_point_is_done_for_its_device_only(tmp_path):
         assert json.loads(r["idle_w"]) == {"gpu0": 80.0}
 
 
+def test_by_card_model_a_point_of_another_card_of_that_model_is_done(tmp_path):
+    """A profile measured over several machines of one kind (--resume-by model)."""
+    other = {**META, "gpus": [{**META["gpus"][0], "uuid": "GPU-simulated-1"}]}
+    with Store(tmp_path / "r.db") as store:
+        run = store.start_run(device="GPU-simulated-1", meta=other, spec=None)
+        store.add_point(run, "GPU-simulated-1", result(), engine_options="{}", batch_requested=1)
+        store.add_point(run, "GPU-simulated-1", result(batch=8, status="oom", energy=None),
+                        engine_options="{}", batch_requested="max")
+        assert not store.done(DEVICE, KEY, 1)
+        assert store.done(DEVICE, KEY, 1, gpu_name="Simulated GPU")
+        assert not store.done(DEVICE, KEY, 1, gpu_name="Another GPU")
+        assert store.oom_batches(DEVICE, KEY) == []
+        assert store.oom_batches(DEVICE, KEY, gpu_name="Simulated GPU") == [8]
+
+
 def test_out_of_memory_counts_as_measured_but_not_as_a_found_max(tmp_path):
     with Store(tmp_path / "r.db") as store:
         run = store.start_run(device=DEVICE, meta=META, spec=None)

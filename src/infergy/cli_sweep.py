@@ -67,15 +67,15 @@ def sweep(
             spec = parse_spec(data, f"{spec.source} with command-line options")
     except SpecError as e:
         raise _fail(str(e)) from None
-    if dry_run:
-        _print_plan(spec, db)
-        return
-    device = _device(device)
-    from infergy.sweep import SweepError, run_sweep
     from infergy.sweep.runner import RESUME_BY
 
     if resume_by not in RESUME_BY:
         raise _fail(f"--resume-by expects one of {', '.join(RESUME_BY)}, got {resume_by!r}")
+    if dry_run:
+        _print_plan(spec, db, resume_by)
+        return
+    device = _device(device)
+    from infergy.sweep import SweepError, run_sweep
 
     with _open_store(db) as store, _SweepProgress(len(spec.tasks())) as view:
         try:
@@ -117,28 +117,42 @@ def _device(device: str) -> str:
     return device
 
 
-def _print_plan(spec, db: Path) -> None:
+def _print_plan(spec, db: Path, resume_by: str = "card") -> None:
     from infergy.sweep import describe_plan
     from infergy.sweep.worker import local_device
 
     store = _open_store(db, create=False) if db.is_file() else None
-    device = local_device()
-    plan = describe_plan(spec, store, device)
-    table = Table(title=f"Plan of {spec.source} on {device}", title_justify="left")
+    device, card = local_device(), None
+    if resume_by == "model" and store is not None:
+        # Planned from any machine: the card model is the store's (one, or say which).
+        names = sorted({r["gpu_name"] for r in store.runs() if r["gpu_name"]})
+        if len(names) > 1:
+            store.close()
+            raise _fail(f"{db} holds runs of several cards ({', '.join(names)}): a dry run "
+                        f"with --resume-by model needs a store of one")
+        card = names[0] if names else None
+    plan = describe_plan(spec, store, device, gpu_name=card)
+    table = Table(title=f"Plan of {spec.source} on {card or device}", title_justify="left")
     for col in ("model", "engine", "decoding", "B", "I", "O", "status", "rough time"):
         table.add_column(col)
     for row in plan:
         t = row["task"]
         table.add_row(t.model, t.engine.label, t.decoding, str(t.batch), str(t.input_tokens),
                       str(t.output_tokens), "in store" if row["done"] else "to measure",
-                      f"{row['estimate_s']:.1f} s")
+                      f"{row['took_s'] or row['estimate_s']:.1f} s"
+                      + ("" if row["took_s"] else "" if row["scale"] else " ?"))
     out.print(table)
     todo = [r for r in plan if not r["done"]]
     groups = len({r["task"].group for r in todo})
+    guessed = sum(r["estimate_s"] for r in todo if not r["scale"]) / 60
     out.print(f"{len(plan)} points, {len(plan) - len(todo)} already in {db}, {len(todo)} to "
-              f"measure in {groups} model loads; measured work roughly "
-              f"{sum(r['estimate_s'] for r in todo) / 60:.1f} min at half a nominal H100's "
-              f"peak, plus loading, compiling and idle measurement (not estimated)")
+              f"measure in {groups} model loads; warm-ups and repeats roughly "
+              f"{sum(r['estimate_s'] for r in todo) / 60:.0f} min, plus loading, compiling "
+              f"and idle measurement (not estimated)")
+    out.print("Times: measured for the points in the store; for the others the analytic "
+              "FLOPs and bytes at half a nominal H100's peak, scaled by what this engine's "
+              "points at that batch size took, where the store has some"
+              + (f" (unscaled, marked ?: {guessed:.0f} min)" if guessed else ""))
     if store is not None:
         store.close()
 

@@ -1,13 +1,6 @@
 """vLLM's offline API: `vllm` (CUDA graphs and torch.compile: the study's optimized engine)
 and `vllm-eager` (`enforce_eager=True`).
 
-A batch is submitted to the engine of `vllm.LLM` (`llm_engine.add_request`, as vLLM's own
-LLMEngine example does) and stepped to completion here, with per-step (delta) outputs: the
-moment the last request of the batch has its first token ends the prefill window, so a point
-needs no separate 1-token run for its prefill. Under chunked prefill, requests admitted first
-have begun decoding by then: the prefill window holds those few decode steps. The engine
-option `stream=false` uses `LLM.generate` instead, the prefill then measured by a 1-token run.
-
 vLLM is imported only when one of these engines is loaded. Random weights use vLLM's dummy
 load format over the catalog's config; real weights come from `--weights DIR`. Start-up
 (compile, CUDA graph capture, KV cache allocation) costs minutes and kilojoules on an 8B
@@ -16,12 +9,9 @@ model: the runner measures it apart, and a sweep measures many points per start.
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import tempfile
-import time
-from collections import defaultdict
 from pathlib import Path
 
 from infergy.engines.base import Engine, EngineError, Generation
@@ -37,8 +27,6 @@ class VLLM(Engine):
     description = "vLLM offline, CUDA graphs and torch.compile (the study's optimized engine)"
     needs_gpu = True
     enforce_eager = False
-    first_token_hook = True
-    _ids = itertools.count()
 
     def load(self) -> None:
         try:
@@ -47,7 +35,6 @@ class VLLM(Engine):
             raise EngineError(f"{INSTALL_HINT} ({err})") from None
         self._vllm = vllm
         options = dict(self.options)
-        self.stream = _flag(options.pop("stream", True), "stream")
         if self.weights is not None:
             model, load_format = str(self.weights), "auto"
         else:
@@ -75,9 +62,6 @@ class VLLM(Engine):
         self.settings = {k: v for k, v in settings.items() if k != "model"}
         self.llm = vllm.LLM(**settings)
 
-    def first_token_hook_for(self, decoding) -> bool:
-        return self.stream
-
     def generate(self, prompts, output_tokens, decoding, on_first_token=None) -> Generation:
         self.check_decoding(decoding)
         params = self._vllm.SamplingParams(
@@ -90,42 +74,13 @@ class VLLM(Engine):
             seed=decoding.seed if decoding.sampling else None,
             detokenize=False,
         )
-        if self.stream:
-            generation = self._stepped(prompts, params, on_first_token)
-        else:
-            outputs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], params,
-                                        use_tqdm=False)
-            generation = Generation([len(o.outputs[0].token_ids) for o in outputs])
-        lengths = generation.output_tokens
+        outputs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], params,
+                                    use_tqdm=False)
+        lengths = [len(o.outputs[0].token_ids) for o in outputs]
         if len(lengths) != len(prompts) or any(n != output_tokens for n in lengths):
             raise EngineError(f"{self.name} generated {sorted(set(lengths))} tokens for "
                               f"{len(lengths)} of {len(prompts)} prompts, not {output_tokens}")
-        return generation
-
-    def _stepped(self, prompts, params, on_first_token) -> Generation:
-        """Add the batch to the engine and step it here, seeing every step's new tokens."""
-        from vllm.sampling_params import RequestOutputKind
-
-        params.output_kind = RequestOutputKind.DELTA
-        engine = self.llm.llm_engine
-        start = time.perf_counter()
-        for p in prompts:
-            engine.add_request(f"infergy-{next(self._ids)}", {"prompt_token_ids": p}, params)
-        lengths: dict[str, int] = defaultdict(int)
-        first = None
-        times = []
-        while engine.has_unfinished_requests():
-            outputs = engine.step()
-            for o in outputs:
-                lengths[o.request_id] += len(o.outputs[0].token_ids)
-            if outputs and first is not None:
-                times.append(time.perf_counter() - start)
-            if first is None and len(lengths) == len(prompts):
-                first = time.perf_counter() - start
-                times.append(first)
-                if on_first_token is not None:
-                    on_first_token()
-        return Generation(list(lengths.values()), first, times)
+        return Generation(output_tokens=lengths)
 
     def max_batch(self, input_tokens, output_tokens):
         """How many sequences of I + O tokens vLLM's KV cache holds at once (beyond that it
@@ -158,21 +113,12 @@ class VLLM(Engine):
         return torch.cuda.mem_get_info()[1]
 
     def info(self) -> dict:
-        return {**super().info(), "vllm": self._vllm.__version__, "stream": self.stream,
-                **self.settings}
+        return {**super().info(), "vllm": self._vllm.__version__, **self.settings}
 
     def close(self) -> None:
         self.llm = None
         if getattr(self, "_dir", None) is not None:
             self._dir.cleanup()
-
-
-def _flag(value, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if str(value).lower() in ("true", "false"):
-        return str(value).lower() == "true"
-    raise EngineError(f"engine option {name} must be true or false, got {value!r}")
 
 
 class VLLMEager(VLLM):

@@ -16,6 +16,7 @@ that already ran out of memory.
 from __future__ import annotations
 
 import contextlib
+import json
 import multiprocessing
 import os
 import signal
@@ -215,10 +216,7 @@ def run_sweep(spec: SweepSpec, store: Store, *, device: str = "cuda", resume_by:
                 last["record"] = record
                 progress.failed += record["status"] == "failed"
                 progress.oom += record["status"] == "oom"
-                busy += _phase_time(record, "warmup") + sum(
-                    r["request"]["time_s"] + (r["prefill"]["time_s"]
-                                              if r["prefill"]["method"] == "separate run" else 0)
-                    for r in record.get("repeats", []))
+                busy += measuring_time(record)
                 setup += _phase_time(record, "prepare") + ((record.get("load") or {}).get(
                     "time_s") or 0)
 
@@ -326,11 +324,21 @@ def _phase_time(record: dict, name: str) -> float:
     return phase.get("time_s") or 0.0
 
 
+def measuring_time(record: dict) -> float:
+    """Seconds a point spent in its warm-up and repeats (their 1-token prefill runs too)."""
+    return _phase_time(record, "warmup") + sum(
+        r["request"]["time_s"] + (r["prefill"]["time_s"]
+                                  if r["prefill"]["method"] == "separate run" else 0)
+        for r in record.get("repeats", []))
+
+
 def describe_plan(spec: SweepSpec, store: Store | None = None, device: str | None = None,
-                  ) -> list[dict]:
-    """The dry run: every task, whether `device` already measured it in `store`, and a rough
-    time: the analytic FLOPs and bytes at half a nominal H100's peak (0.5 PFLOP/s, 2.3 TB/s),
-    for warm-up and repeats, without loading, compiling or cooling down."""
+                  gpu_name: str | None = None) -> list[dict]:
+    """The dry run: every task, whether `device` (or, with `gpu_name`, any card of that
+    model) already measured it in `store`, and a rough time for its warm-up and repeats
+    (without loading, compiling or cooling down): the analytic FLOPs and bytes at half a
+    nominal H100's peak (0.5 PFLOP/s, 2.3 TB/s, B = max taken as 64), scaled, per engine
+    and batch size, by what the points of the store took against the same formula."""
     from infergy.models import get_model
     from infergy.models.flops import decode_bytes, prefill_flops
 
@@ -343,8 +351,26 @@ def describe_plan(spec: SweepSpec, store: Store | None = None, device: str | Non
                      model, task.input_tokens + task.output_tokens // 2, batch) / 2.3e12)
         separate_prefill = task.engine.name not in ("hf-eager", "hf-compiled")
         runs = spec.warmup + spec.repeats * (2 if separate_prefill else 1)
-        done = bool(store and device and store.done(device, _key(task, spec), task.batch))
-        plan.append({"task": task, "done": done, "estimate_s": runs * run_s})
+        key = _key(task, spec)
+        done = bool(store and (device or gpu_name) and store.done(
+            device or "", key, task.batch, gpu_name=gpu_name))
+        took = None
+        if done:
+            rows = store.points(**key, batch_requested=str(task.batch), status="ok")
+            took = measuring_time(json.loads(rows[-1]["result"])) if rows else None
+        plan.append({"task": task, "done": done, "estimate_s": runs * run_s, "took_s": took})
+    # Calibrate the formula per (engine, batch size) by the points already measured.
+    groups: dict[tuple, list[dict]] = {}
+    for row in plan:
+        groups.setdefault((row["task"].engine.label, row["task"].batch), []).append(row)
+    for rows in groups.values():
+        known = [r for r in rows if r["took_s"]]
+        scale = (sum(r["took_s"] for r in known) / sum(r["estimate_s"] for r in known)
+                 if known else None)
+        for r in rows:
+            r["scale"] = scale
+            if scale:
+                r["estimate_s"] *= scale
     return plan
 
 
