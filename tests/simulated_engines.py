@@ -82,12 +82,14 @@ class SlowPrefillRunEngine(Engine):
         super().__init__(*args, **kwargs)
         self.prefill_run_s = prefill_run_s
         self.request_s = request_s
+        self.calls: list[int] = []  # output tokens asked of each `generate`
 
     def load(self) -> None:
         pass
 
     def generate(self, prompts, output_tokens, decoding, on_first_token=None):
         self.check_decoding(decoding)
+        self.calls.append(output_tokens)
         time.sleep(self.prefill_run_s if output_tokens == 1 else self.request_s)
         return Generation(output_tokens=[output_tokens] * len(prompts))
 

@@ -132,6 +132,19 @@ def test_one_output_token_has_no_time_per_output_token(engines, make_meter):
     assert result.j_per_output_token == pytest.approx(result.energy_j / BATCH)
 
 
+def test_the_1_token_prefill_run_is_measured_once_a_point_and_shared_by_the_repeats(
+        tiny, make_meter):
+    engine = SlowPrefillRunEngine(tiny, device="cpu", prefill_run_s=0.01, request_s=0.05)
+    result = measure_point(engine, point("hf-paged"), gpu_meter(make_meter), repeats=3,
+                           warmup=1)
+    assert result.status == "ok", result.error
+    assert engine.calls == [4, 1, 4, 4, 4]  # warm-up, the prefill run, 3 repeats
+    prefills = {(r.prefill.energy_j, r.prefill.time_s, r.prefill.method) for r in result.repeats}
+    assert len(prefills) == 1 and next(iter(prefills))[2] == "separate run"
+    for r in result.repeats:
+        assert r.decode.energy_j == pytest.approx(r.request.energy_j - r.prefill.energy_j)
+
+
 def test_decode_by_subtraction_is_never_reported_negative(tiny, make_meter):
     engine = SlowPrefillRunEngine(tiny, device="cpu", prefill_run_s=0.2, request_s=0.02)
     result = measure_point(engine, point("hf-paged"), gpu_meter(make_meter), repeats=1,

@@ -325,11 +325,12 @@ def _phase_time(record: dict, name: str) -> float:
 
 
 def measuring_time(record: dict) -> float:
-    """Seconds a point spent in its warm-up and repeats (their 1-token prefill runs too)."""
-    return _phase_time(record, "warmup") + sum(
-        r["request"]["time_s"] + (r["prefill"]["time_s"]
-                                  if r["prefill"]["method"] == "separate run" else 0)
-        for r in record.get("repeats", []))
+    """Seconds a point spent in its warm-up, its 1-token prefill run and its repeats (points
+    measured before the prefill run was shared had one such run per repeat)."""
+    repeats = record.get("repeats", [])
+    prefills = {r["prefill"]["time_s"] for r in repeats if r["prefill"]["method"] == "separate run"}
+    return (_phase_time(record, "warmup") + sum(prefills)
+            + sum(r["request"]["time_s"] for r in repeats))
 
 
 def describe_plan(spec: SweepSpec, store: Store | None = None, device: str | None = None,
@@ -350,7 +351,7 @@ def describe_plan(spec: SweepSpec, store: Store | None = None, device: str | Non
                  + task.output_tokens * decode_bytes(
                      model, task.input_tokens + task.output_tokens // 2, batch) / 2.3e12)
         separate_prefill = task.engine.name not in ("hf-eager", "hf-compiled")
-        runs = spec.warmup + spec.repeats * (2 if separate_prefill else 1)
+        runs = spec.warmup + spec.repeats + separate_prefill
         key = _key(task, spec)
         done = bool(store and (device or gpu_name) and store.done(
             device or "", key, task.batch, gpu_name=gpu_name))
