@@ -7,8 +7,8 @@ warm-up runs (untimed for the result, but their time and energy are reported), t
 the prefill (the forward over the prompt that yields the first token) and one for the
 decode (the other O - 1 tokens). Engines that cannot signal the first token get their
 prefill measured by a run of the same prompts with O = 1, once per point after the warm-up
-(a batch's prefill varies little between runs: 0.3% CV on vLLM at B = 1,024, and this saves
-a run per repeat), and each repeat's decode = its request - that prefill.
+(saving a run per repeat; vLLM's 3 s prefill runs varied 0.2-0.7% between runs), and each
+repeat's decode = its request - that prefill.
 """
 
 from __future__ import annotations
