@@ -126,6 +126,29 @@ def test_hf_compiled_uses_infergy_grouped_query_attention(engines):
     assert engines["hf-eager"].info()["attention"] == "sdpa"
 
 
+def test_hf_compiled_drops_earlier_shapes_graphs_before_compiling_a_new_one(tiny,
+                                                                           monkeypatch):
+    """A sweep compiles one graph a shape: kept, they would fill the card and, past dynamo's
+    recompile limit, the engine would run eager while labelled compiled."""
+    import torch
+
+    engine = engine_class("hf-compiled")(tiny, device="cpu", dtype="float32")
+    engine.load()
+    resets = []
+    monkeypatch.setattr(torch._dynamo, "reset", lambda: resets.append(1))
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    try:
+        engine.prepare(1, 8, 2, Decoding())
+        assert resets == []  # nothing is compiled on a CPU
+        engine.compiled = True  # as on a GPU (transformers still runs eager on a CPU)
+        engine.prepare(1, 8, 2, Decoding())
+        engine.max_batch(8, 2)  # the next shape's estimate sees the card without them
+        engine.prepare(2, 8, 2, Decoding())
+        assert resets == [1, 1, 1]
+    finally:
+        engine.close()
+
+
 def test_an_unknown_attention_is_a_clear_error(tiny):
     engine = engine_class("hf-eager")(tiny, device="cpu", dtype="float32",
                                       options={"attention": "no-such-attention"})

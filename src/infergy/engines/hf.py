@@ -4,6 +4,7 @@ transformers' own compile path, with CUDA graphs)."""
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable
 
@@ -141,8 +142,6 @@ class HFEager(Engine):
     def close(self) -> None:
         self.model = None
         if self.device == "cuda":
-            import gc
-
             gc.collect()
             self._torch.cuda.empty_cache()
 
@@ -175,7 +174,22 @@ class HFCompiled(HFEager):
         # transformers compiles generate's forward on accelerators only; say so on a CPU.
         self.compiled = self.device != "cpu"
 
+    def _drop_graphs(self) -> None:
+        """Drop the compiled graphs of earlier shapes and their CUDA graph memory pools: a sweep
+        compiles one graph a shape, and kept they would fill the card (and shrink the next
+        max-batch estimate) and, past dynamo's recompile limit, leave it running eager while
+        labelled compiled."""
+        if self.compiled:
+            self._torch._dynamo.reset()
+            gc.collect()
+            self._torch.cuda.empty_cache()
+
+    def max_batch(self, input_tokens, output_tokens):
+        self._drop_graphs()
+        return super().max_batch(input_tokens, output_tokens)
+
     def prepare(self, batch, input_tokens, output_tokens, decoding) -> None:
+        self._drop_graphs()
         # transformers keeps the largest static cache of earlier calls (to avoid recompiling);
         # size it to this request instead, as the study's static cache was.
         self.model._previous_max_cache_length = -1
