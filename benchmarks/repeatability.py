@@ -70,9 +70,11 @@ def main() -> int:
             gc.collect()
             if held:
                 gc.disable()
-            with meter.window("run") as w:
-                gen = engine.generate(prompts, outputs, greedy)
-            gc.enable()
+            try:
+                with meter.window("run") as w:
+                    gen = engine.generate(prompts, outputs, greedy)
+            finally:
+                gc.enable()
             m = w.measurement
             row = {"engine": args.engine, "point": args.point, "gc_held": held,
                    "time_s": m.duration_s, "energy_j": m.energy_j, "avg_power_w": m.avg_power_w,

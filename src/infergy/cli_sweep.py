@@ -151,7 +151,8 @@ def _print_plan(spec, db: Path, resume_by: str = "card") -> None:
               f"and idle measurement (not estimated)")
     out.print("Times: measured for the points in the store; for the others the analytic "
               "FLOPs and bytes at half a nominal H100's peak, scaled by what this engine's "
-              "points at that batch size took, where the store has some"
+              "points at that batch size (and input length, where measured) took, where the "
+              "store has some"
               + (f" (unscaled, marked ?: {guessed:.0f} min)" if guessed else ""))
     if store is not None:
         store.close()

@@ -338,8 +338,9 @@ def describe_plan(spec: SweepSpec, store: Store | None = None, device: str | Non
     """The dry run: every task, whether `device` (or, with `gpu_name`, any card of that
     model) already measured it in `store`, and a rough time for its warm-up and repeats
     (without loading, compiling or cooling down): the analytic FLOPs and bytes at half a
-    nominal H100's peak (0.5 PFLOP/s, 2.3 TB/s, B = max taken as 64), scaled, per engine
-    and batch size, by what the points of the store took against the same formula."""
+    nominal H100's peak (0.5 PFLOP/s, 2.3 TB/s, B = max taken as 64), scaled by what the
+    store's points of the same engine, batch size and (where it has some) input length took
+    against the same formula."""
     from infergy.models import get_model
     from infergy.models.flops import decode_bytes, prefill_flops
 
@@ -360,18 +361,28 @@ def describe_plan(spec: SweepSpec, store: Store | None = None, device: str | Non
             rows = store.points(**key, batch_requested=str(task.batch), status="ok")
             took = measuring_time(json.loads(rows[-1]["result"])) if rows else None
         plan.append({"task": task, "done": done, "estimate_s": runs * run_s, "took_s": took})
-    # Calibrate the formula per (engine, batch size) by the points already measured.
-    groups: dict[tuple, list[dict]] = {}
-    for row in plan:
-        groups.setdefault((row["task"].engine.label, row["task"].batch), []).append(row)
-    for rows in groups.values():
+    # Calibrate the formula by the points already measured: per (engine, batch size, input
+    # length) where some are, else per (engine, batch size). B = max varies with the lengths
+    # (1,024 at short inputs, 64 at 2,048 on an H100) while the formula takes 64 throughout.
+    def scale_of(rows: list[dict]) -> float | None:
         known = [r for r in rows if r["took_s"]]
-        scale = (sum(r["took_s"] for r in known) / sum(r["estimate_s"] for r in known)
-                 if known else None)
-        for r in rows:
-            r["scale"] = scale
-            if scale:
-                r["estimate_s"] *= scale
+        return (sum(r["took_s"] for r in known) / sum(r["estimate_s"] for r in known)
+                if known else None)
+
+    fine: dict[tuple, list[dict]] = {}
+    coarse: dict[tuple, list[dict]] = {}
+    for row in plan:
+        t = row["task"]
+        fine.setdefault((t.engine.label, t.batch, t.input_tokens), []).append(row)
+        coarse.setdefault((t.engine.label, t.batch), []).append(row)
+    scales = {k: scale_of(v) for k, v in fine.items()}
+    fallback = {k: scale_of(v) for k, v in coarse.items()}
+    for row in plan:
+        t = row["task"]
+        row["scale"] = (scales[(t.engine.label, t.batch, t.input_tokens)]
+                        or fallback[(t.engine.label, t.batch)])
+        if row["scale"]:
+            row["estimate_s"] *= row["scale"]
     return plan
 
 
