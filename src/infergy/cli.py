@@ -202,18 +202,20 @@ def _run(command: list[str]) -> tuple[int, bool]:
     On Ctrl-C the terminal signals the command too: it gets INTERRUPT_GRACE_S to end by
     itself before it is sent SIGINT (for a signal sent to infergy alone), then killed after
     as long again. SIGTERM to infergy is handled the same way."""
-    proc = subprocess.Popen(command)
-
     def _terminate(signum, frame):
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, _terminate)
     interrupted = False
+    proc = None
     try:
+        # Started inside the try: a Ctrl-C right after the start still stops the command
+        # (outside it, the command was left running, holding infergy's output open).
+        proc = subprocess.Popen(command)
         code = proc.wait()
     except KeyboardInterrupt:
         interrupted = True
-        code = _stop(proc)
+        code = _stop(proc) if proc is not None else -signal.SIGINT
     finally:
         signal.signal(signal.SIGTERM, previous)
     return (128 - code if code < 0 else code), interrupted
