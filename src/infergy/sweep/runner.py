@@ -364,23 +364,23 @@ def describe_plan(spec: SweepSpec, store: Store | None = None, device: str | Non
     # Calibrate the formula by the points already measured: per (engine, batch size, input
     # length) where some are, else per (engine, batch size). B = max varies with the lengths
     # (1,024 at short inputs, 64 at 2,048 on an H100) while the formula takes 64 throughout.
-    def scale_of(rows: list[dict]) -> float | None:
-        known = [r for r in rows if r["took_s"]]
-        return (sum(r["took_s"] for r in known) / sum(r["estimate_s"] for r in known)
-                if known else None)
+    def scales_by(group: Callable[[Task], tuple]) -> dict[tuple, float | None]:
+        rows_of: dict[tuple, list[dict]] = {}
+        for row in plan:
+            rows_of.setdefault(group(row["task"]), []).append(row)
+        scales = {}
+        for k, rows in rows_of.items():
+            known = [r for r in rows if r["took_s"]]
+            scales[k] = (sum(r["took_s"] for r in known) / sum(r["estimate_s"] for r in known)
+                         if known else None)
+        return scales
 
-    fine: dict[tuple, list[dict]] = {}
-    coarse: dict[tuple, list[dict]] = {}
+    fine = scales_by(lambda t: (t.engine.label, t.batch, t.input_tokens))
+    coarse = scales_by(lambda t: (t.engine.label, t.batch))
     for row in plan:
         t = row["task"]
-        fine.setdefault((t.engine.label, t.batch, t.input_tokens), []).append(row)
-        coarse.setdefault((t.engine.label, t.batch), []).append(row)
-    scales = {k: scale_of(v) for k, v in fine.items()}
-    fallback = {k: scale_of(v) for k, v in coarse.items()}
-    for row in plan:
-        t = row["task"]
-        row["scale"] = (scales[(t.engine.label, t.batch, t.input_tokens)]
-                        or fallback[(t.engine.label, t.batch)])
+        row["scale"] = (fine[(t.engine.label, t.batch, t.input_tokens)]
+                        or coarse[(t.engine.label, t.batch)])
         if row["scale"]:
             row["estimate_s"] *= row["scale"]
     return plan
