@@ -103,6 +103,12 @@ def test_command_line_options_replace_the_spec_s_and_are_checked(tmp_path):
     assert "2 points" in flat(result.output)
     result = runner.invoke(app, ["sweep", "batch-sweep", "-e", "hf-eagre", "--dry-run"])
     assert result.exit_code == 2 and "unknown engine 'hf-eagre'" in flat(result.output)
+    result = runner.invoke(app, ["sweep", "batch-sweep", "-m", "tiny", "-b", "1", "-b", "max",
+                                 "--shard", "1/2", "--dry-run", "--db", str(tmp_path / "r.db")])
+    assert result.exit_code == 0 and "1 points" in flat(result.output)
+    result = runner.invoke(app, ["sweep", "batch-sweep", "--shard", "2/2", "--dry-run"])
+    assert result.exit_code == 2 and "--shard expects K/N" in flat(result.output)
+    assert "Traceback" not in result.output
 
 
 def test_results_list_show_export_and_merge(tmp_path):

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import pytest
 
 from infergy.sweep import MAX, PRESETS, SpecError, load_spec, parse_spec
-from infergy.sweep.spec import PAPER_INPUT_EDGES, PAPER_INPUT_EDGES_RULE, PAPER_OUTPUT_EDGES
+from infergy.sweep.spec import (
+    PAPER_INPUT_EDGES,
+    PAPER_INPUT_EDGES_RULE,
+    PAPER_OUTPUT_EDGES,
+    parse_shard,
+)
 
 
 def test_paper_bins_is_every_printed_input_edge_with_every_output_edge_at_1_and_max():
@@ -17,6 +23,17 @@ def test_paper_bins_is_every_printed_input_edge_with_every_output_edge_at_1_and_
     assert {t.batch for t in tasks} == {1, MAX}
     assert {t.input_tokens for t in tasks} == {32, 128, 256, 512, 1024, 2048, 4096, 8192}
     assert {t.output_tokens for t in tasks} == {8, 16, 32, 64, 128, 256, 512}
+
+
+def test_shards_split_the_points_between_processes_each_once():
+    spec = load_spec("paper-bins")
+    shards = [dataclasses.replace(spec, shard=(k, 3)).tasks() for k in range(3)]
+    assert sorted(map(len, shards)) == [37, 37, 38]
+    assert sorted(itertools.chain(*shards), key=spec.tasks().index) == spec.tasks()
+    assert parse_shard("1/4") == (1, 4)
+    for bad in ("4/4", "-1/2", "1", "a/b", "1/0"):
+        with pytest.raises(SpecError, match=r"--shard expects K/N with 0 <= K < N"):
+            parse_shard(bad)
 
 
 def test_paper_bins_rule_offers_the_input_edges_of_the_study_s_own_rule():

@@ -3,6 +3,7 @@ Registered on the main app by cli.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -48,11 +49,16 @@ def sweep(
                                   help="What counts as already measured: points of this card "
                                        "(card), or of any card of its model (model: one "
                                        "profile over several machines of one kind)."),
+    shard: str | None = typer.Option(None, "--shard", metavar="K/N",
+                                     help="Measure every N-th point from the K-th (0-based): "
+                                          "N processes, one per GPU, share the sweep; merge "
+                                          "their stores with 'infergy results merge'."),
 ):
     """Measure a grid of points into a results store. Every point is stored the moment it is
     measured; run the same command again to resume (points this GPU measured are skipped).
     Ctrl-C ends after the current point."""
     from infergy.sweep import SpecError, load_spec, parse_spec
+    from infergy.sweep.spec import parse_shard
 
     try:
         spec = load_spec(spec_file)
@@ -65,6 +71,8 @@ def sweep(
             if batch:
                 data["batch_sizes"] = [b if b == "max" else _int(b, "--batch") for b in batch]
             spec = parse_spec(data, f"{spec.source} with command-line options")
+        if shard:
+            spec = dataclasses.replace(spec, shard=parse_shard(shard))
     except SpecError as e:
         raise _fail(str(e)) from None
     from infergy.sweep.runner import RESUME_BY

@@ -144,10 +144,13 @@ class SweepSpec:
     idle_s: float = 5.0
     source: str = "<spec>"
     raw: dict = field(default_factory=dict)
+    shard: tuple[int, int] = (0, 1)  # (k, n): this process measures every n-th point from k
 
     def tasks(self) -> list[Task]:
         """Every point, grouped by (model, engine) so each model is built once per group,
         then by lengths, decoding and batch size. A length pair in several grids is kept once.
+        With a shard (k, n), every n-th of those points from the k-th: n processes, one per
+        GPU, share one sweep, neighbouring points (of similar cost) going to different GPUs.
         """
         pairs = list(dict.fromkeys((i, o) for inputs, outputs in self.grids
                                    for i in inputs for o in outputs))
@@ -158,7 +161,8 @@ class SweepSpec:
                     for decoding in self.decodings:
                         for batch in self.batch_sizes:
                             out.append(Task(model, engine, decoding, batch, i, o))
-        return out
+        k, n = self.shard
+        return out[k::n]
 
 
 class _Lines:
@@ -206,6 +210,15 @@ def load_spec(source: str | Path) -> SweepSpec:
     except yaml.YAMLError as err:
         raise SpecError(f"{path}: not valid YAML: {err}") from None
     return parse_spec(data, str(path), _Lines(text))
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`--shard K/N` as (k, n): 0 <= k < n."""
+    k, sep, n = text.partition("/")
+    if sep and k.strip().isdigit() and n.strip().isdigit() and int(k) < int(n):
+        return int(k), int(n)
+    raise SpecError(f"--shard expects K/N with 0 <= K < N (this process's share of N, "
+                    f"e.g. 0/4 ... 3/4 for four GPUs), got {text!r}")
 
 
 def parse_spec(data: Any, source: str = "<spec>", lines: _Lines | None = None) -> SweepSpec:

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# The shipped profiles' sweep (issue 7) on every GPU of one host at once, over several device
+# calls. Each GPU's worker runs in its own session (setsid), so it outlives the call that
+# started it while the machine stays warm; each call after the first waits and brings back a
+# snapshot.
+#   OUT=DIR bash benchmarks/profile-gpus.sh start JOBS_GPU0 [JOBS_GPU1 ...]
+#   OUT=DIR bash benchmarks/profile-gpus.sh wait SECONDS    # or until every worker has ended
+#   OUT=DIR bash benchmarks/profile-gpus.sh stop            # stop after the points in flight
+# JOBS: comma-separated, run one after the other on that GPU: ENGINE:BATCH[:K/N] sweeps
+# benchmarks/sweeps/profile-llama-3.1-8b.yaml at that batch (1 or max), --resume-by model,
+# --shard K/N if given; "spot" measures benchmarks/sweeps/spot-check-llama-3.1-8b.yaml.
+#   start hf-eager:max spot,hf-compiled:max:0/2 hf-compiled:1 hf-eager:1,hf-compiled:max:1/2
+# Every GPU sweeps into its own copy of the card's store (src/infergy/profiles/
+# llama-3.1-8b-<h100|h200>.db); each command ends with a snapshot in $OUT: the copies merged
+# into llama-3.1-8b-<card>.db, the spot checks into spot-check-<card>.db, all logs in
+# sweeps.log, the cards in gpus.csv. Every GPU of the host must be the same card.
+set -u
+dir=/tmp/infergy-profile
+spec=benchmarks/sweeps/profile-llama-3.1-8b.yaml
+spot=benchmarks/sweeps/spot-check-llama-3.1-8b.yaml
+usage() {
+  sed -n '6,8p' "$0" | sed 's/^# *//' >&2; exit 2
+}
+
+sweep() {  # GPU JOB: one job of a worker, from the code copied at start
+  local gpu=$1 engine batch shard
+  IFS=: read -r engine batch shard <<<"$2"
+  cd "$dir/code" || return 1
+  if [ "$engine" = spot ]; then
+    set -- "$spot" --db "$dir/spot$gpu.db"
+  else
+    set -- "$spec" --db "$dir/gpu$gpu.db" --resume-by model -e "$engine" -b "$batch" \
+      ${shard:+--shard "$shard"}
+  fi
+  echo "== GPU $gpu $(date -u +%FT%TZ): infergy sweep $*"
+  CUDA_VISIBLE_DEVICES=$gpu PYTHONUNBUFFERED=1 PYTHONPATH="$dir/code/src:${PYTHONPATH:-}" \
+    COLUMNS=160 python3 -m infergy sweep "$@"
+  echo "== GPU $gpu $(date -u +%FT%TZ): exit $?"
+}
+
+snapshot() {
+  local card=$1
+  python3 - "$dir" "$OUT" "$card" <<'EOF'
+import glob, sqlite3, subprocess, sys
+src, out, card = sys.argv[1:]
+for name, pattern in ((f"llama-3.1-8b-{card}.db", "gpu*.db"), (f"spot-check-{card}.db", "spot*.db")):
+    stores = sorted(glob.glob(f"{src}/{pattern}"))
+    if stores:
+        subprocess.run([sys.executable, "-m", "infergy", "results", "merge", *stores,
+                        "-o", f"{out}/{name}"], check=True, cwd=f"{src}/code",
+                       env={"PYTHONPATH": f"{src}/code/src", "PATH": "/usr/bin:/bin"})
+base = {r[0] for r in sqlite3.connect(f"{src}/base.db").execute("SELECT id FROM points")} \
+    if glob.glob(f"{src}/base.db") else set()
+for store in sorted(glob.glob(f"{src}/gpu*.db")):
+    rows = [r for r in sqlite3.connect(store).execute(
+        "SELECT id, engine, batch_requested, status FROM points ORDER BY measured_at")
+        if r[0] not in base]
+    kinds = {}
+    for _, engine, batch, status in rows:
+        kinds[f"{engine} B={batch} {status}"] = kinds.get(f"{engine} B={batch} {status}", 0) + 1
+    print(f"{store}: {len(rows)} new points", dict(sorted(kinds.items())))
+EOF
+  cat "$dir"/gpu*.log >"$OUT/sweeps.log" 2>/dev/null
+  nvidia-smi --query-gpu=index,name,uuid,driver_version,power.limit,temperature.gpu,power.draw \
+    --format=csv >"$OUT/gpus.csv"
+}
+
+workers_running() { pgrep -f "profile-gpus.sh worker" >/dev/null; }
+
+[ $# -ge 1 ] || usage
+command=$1; shift
+if [ "$command" = worker ]; then  # internal: GPU JOBS, started by `start`
+  gpu=$1
+  for job in ${2//,/ }; do
+    [ -f "$dir/stop" ] && break
+    sweep "$gpu" "$job" >>"$dir/gpu$gpu.log" 2>&1
+  done
+  exit 0
+fi
+[ -n "${OUT:-}" ] || usage
+names=$(nvidia-smi --query-gpu=name --format=csv,noheader | sort -u)
+case "$names" in  # the exact cards of the shipped profiles: other variants differ in power
+  "NVIDIA H200") card=h200 ;;
+  "NVIDIA H100 80GB HBM3") card=h100 ;;
+  *) echo "profile-gpus: GPUs '$names': not all the H100 SXM or H200 of the shipped profiles" >&2
+     exit 2 ;;
+esac
+case "$command" in
+  start)
+    [ $# -ge 1 ] || usage
+    count=$(nvidia-smi --query-gpu=name --format=csv,noheader | wc -l)
+    if [ $# -gt "$count" ]; then
+      echo "profile-gpus: $# job lists for $count GPUs" >&2; exit 2
+    fi
+    if workers_running; then echo "profile-gpus: workers already running" >&2; exit 2; fi
+    rm -rf "$dir" && mkdir -p "$dir/code"
+    # The workers run from a copy: the next calls replace the working tree under them.
+    cp -r src benchmarks "$0" "$dir/code/"
+    store=src/infergy/profiles/llama-3.1-8b-$card.db
+    [ -f "$store" ] && cp "$store" "$dir/base.db"
+    threads=$(( $(nproc) / count ))  # a GPU's share of the cores, as on a one-GPU machine
+    gpu=0
+    for jobs in "$@"; do
+      [ -f "$dir/base.db" ] && cp "$dir/base.db" "$dir/gpu$gpu.db"
+      OMP_NUM_THREADS=$threads setsid nohup bash "$dir/code/profile-gpus.sh" worker "$gpu" \
+        "$jobs" </dev/null >/dev/null 2>&1 &
+      echo "GPU $gpu: $jobs"
+      gpu=$((gpu + 1))
+    done
+    sleep 5
+    ;;
+  wait)
+    [ $# -eq 1 ] || usage
+    end=$(( $(date +%s) + $1 ))
+    while workers_running && [ "$(date +%s)" -lt "$end" ]; do sleep 5; done
+    workers_running || echo "profile-gpus: every worker has ended"
+    ;;
+  stop)
+    touch "$dir/stop"
+    pkill -INT -f "infergy sweep"  # each ends after its point in flight ...
+    end=$(( $(date +%s) + ${KILL_AFTER:-60} ))
+    while workers_running && [ "$(date +%s)" -lt "$end" ]; do sleep 2; done
+    pkill -KILL -f "infergy sweep"  # ... or loses it; the stores keep every point before it
+    sleep 2
+    ;;
+  *) usage ;;
+esac
+snapshot "$card"
+tail -n 4 "$dir"/gpu*.log
