@@ -21,15 +21,15 @@ $(VENV)/.test: pyproject.toml constraints/test.txt | $(BIN)/python
 	touch $@
 
 # The main job on built-in defaults: the built-in Azure trace estimated for llama-3.1-8b on
-# hf-eager and vLLM, from the best profile in the repository so far (twelve bins measured on an
-# H100 by issue 4's sweep, docs/measurements.md; requests past its edges charged at the last).
-PROFILE := docs/measurements/2026-11-26-h100-sweep-paper-bins-12/infergy.db
+# every engine from the profiles shipped in the package (src/infergy/profiles/, issue 7), with
+# the savings over hf-eager and the theoretical baseline; an engine not yet measured in every
+# bin the trace needs is a row saying so. Then the HTML report of the same store.
+PROFILE := src/infergy/profiles/llama-3.1-8b-h100.db
 
 run: $(VENV)/.base
 	$(BIN)/infergy env
-	$(BIN)/infergy estimate --trace azure-code-2023 --model llama-3.1-8b \
-		--engine hf-eager,vllm --profile $(PROFILE) \
-		--input-edges 32,128,512,2048 --output-edges 8,32,128 --beyond clamp
+	$(BIN)/infergy estimate --trace azure-code-2023 --model llama-3.1-8b --gpu h100 \
+		--engine hf-eager,hf-compiled,vllm,vllm-eager
 	$(BIN)/infergy report --db $(PROFILE) --trace azure-code-2023 --out report
 
 lint: $(VENV)/.test

@@ -3,13 +3,17 @@
 # calls. Each GPU's worker runs in its own session (setsid), so it outlives the call that
 # started it while the machine stays warm; each call after the first waits and brings back a
 # snapshot.
-#   OUT=DIR bash benchmarks/profile-gpus.sh start JOBS_GPU0 [JOBS_GPU1 ...]
+#   OUT=DIR bash benchmarks/profile-gpus.sh start JOBS_GPU0 [JOBS_GPU1 ...]  # - : none
 #   OUT=DIR bash benchmarks/profile-gpus.sh wait SECONDS    # or until every worker has ended
-#   OUT=DIR bash benchmarks/profile-gpus.sh stop            # stop after the points in flight
+#   OUT=DIR bash benchmarks/profile-gpus.sh stop [GPU ...]  # after the points in flight
 # JOBS: comma-separated, run one after the other on that GPU: ENGINE:BATCH[:K/N] sweeps
 # benchmarks/sweeps/profile-llama-3.1-8b.yaml at that batch (1 or max), --resume-by model,
 # --shard K/N if given; "spot" measures benchmarks/sweeps/spot-check-llama-3.1-8b.yaml.
-#   start hf-eager:max spot,hf-compiled:max:0/2 hf-compiled:1 hf-eager:1,hf-compiled:max:1/2
+#   start spot,hf-compiled:max:0/2 spot,hf-compiled:max:1/2 spot,hf-compiled:max:... -
+# A later call may start a worker on a GPU without one (vLLM's, once the bundle is installed
+# and on PYTHONPATH), or stop some: `stop 2 3`, then `start - - vllm:max vllm-eager:max`.
+# B = 1 jobs only with one job list: they are bound by the host's CPU, which other GPUs' work
+# shares ("spot" holds two B = 1 points too: on a busy host they measure the host).
 # Every GPU sweeps into its own copy of the card's store (src/infergy/profiles/
 # llama-3.1-8b-<h100|h200>.db); each command ends with a snapshot in $OUT: the copies merged
 # into llama-3.1-8b-<card>.db, the spot checks into spot-check-<card>.db, all logs in
@@ -65,14 +69,16 @@ EOF
     --format=csv >"$OUT/gpus.csv"
 }
 
-workers_running() { pgrep -f "profile-gpus.sh worker" >/dev/null; }
+running() {  # [GPU]: is a worker running (on that GPU)?
+  pgrep -f "profile-gpus.sh worker ${1:-}" >/dev/null
+}
 
 [ $# -ge 1 ] || usage
 command=$1; shift
 if [ "$command" = worker ]; then  # internal: GPU JOBS, started by `start`
   gpu=$1
   for job in ${2//,/ }; do
-    [ -f "$dir/stop" ] && break
+    [ -f "$dir/stop$gpu" ] && break
     sweep "$gpu" "$job" >>"$dir/gpu$gpu.log" 2>&1
   done
   exit 0
@@ -92,19 +98,37 @@ case "$command" in
     if [ $# -gt "$count" ]; then
       echo "profile-gpus: $# job lists for $count GPUs" >&2; exit 2
     fi
-    if workers_running; then echo "profile-gpus: workers already running" >&2; exit 2; fi
-    rm -rf "$dir" && mkdir -p "$dir/code"
-    # The workers run from a copy: the next calls replace the working tree under them.
-    cp -r src benchmarks "$0" "$dir/code/"
-    store=src/infergy/profiles/llama-3.1-8b-$card.db
-    [ -f "$store" ] && cp "$store" "$dir/base.db"
+    lists=("$@") busy=0
+    for ((gpu = 0; gpu < count; gpu++)); do
+      jobs=${lists[gpu]:--}
+      if [ "$jobs" != - ] && running "$gpu "; then
+        echo "profile-gpus: GPU $gpu has a worker already (stop it first, or give -)" >&2; exit 2
+      fi
+      { [ "$jobs" != - ] || running "$gpu "; } && busy=$((busy + 1))
+    done
+    # B = 1 is bound by the launching CPU: beside other GPUs' work (torch.compile's compile
+    # workers above all) it measured 5-30% more energy per token (docs/measurements.md).
+    if [ "$busy" -gt 1 ] && [[ " $* " =~ :1[:,\ ] ]]; then
+      echo "profile-gpus: B = 1 jobs run alone on their host (no other GPU busy)" >&2; exit 2
+    fi
+    if [ ! -d "$dir/code" ]; then
+      mkdir -p "$dir/code"
+      # The workers run from a copy: the next calls replace the working tree under them.
+      cp -r src benchmarks "$0" "$dir/code/"
+      store=src/infergy/profiles/llama-3.1-8b-$card.db
+      [ -f "$store" ] && cp "$store" "$dir/base.db"
+    fi
     threads=$(( $(nproc) / count ))  # a GPU's share of the cores, as on a one-GPU machine
     gpu=0
     for jobs in "$@"; do
-      [ -f "$dir/base.db" ] && cp "$dir/base.db" "$dir/gpu$gpu.db"
-      OMP_NUM_THREADS=$threads setsid nohup bash "$dir/code/profile-gpus.sh" worker "$gpu" \
-        "$jobs" </dev/null >/dev/null 2>&1 &
-      echo "GPU $gpu: $jobs"
+      if [ "$jobs" != - ]; then
+        [ -f "$dir/gpu$gpu.db" ] || [ ! -f "$dir/base.db" ] || cp "$dir/base.db" "$dir/gpu$gpu.db"
+        rm -f "$dir/stop$gpu"
+        # vLLM jobs need the bundle on PYTHONPATH when they start: the worker inherits it.
+        OMP_NUM_THREADS=$threads setsid nohup bash "$dir/code/profile-gpus.sh" worker "$gpu" \
+          "$jobs" </dev/null >/dev/null 2>&1 &
+        echo "GPU $gpu: $jobs"
+      fi
       gpu=$((gpu + 1))
     done
     sleep 5
@@ -112,15 +136,20 @@ case "$command" in
   wait)
     [ $# -eq 1 ] || usage
     end=$(( $(date +%s) + $1 ))
-    while workers_running && [ "$(date +%s)" -lt "$end" ]; do sleep 5; done
-    workers_running || echo "profile-gpus: every worker has ended"
+    while running && [ "$(date +%s)" -lt "$end" ]; do sleep 5; done
+    running || echo "profile-gpus: every worker has ended"
     ;;
-  stop)
-    touch "$dir/stop"
-    pkill -INT -f "infergy sweep"  # each ends after its point in flight ...
+  stop)  # [GPU ...]: default every GPU
+    gpus=${*:-$(seq 0 $(( $(nvidia-smi --query-gpu=name --format=csv,noheader | wc -l) - 1 )))}
+    for gpu in $gpus; do
+      touch "$dir/stop$gpu"
+      pkill -INT -f "infergy sweep .*--db $dir/(gpu|spot)$gpu\.db"  # ends after its point ...
+    done
     end=$(( $(date +%s) + ${KILL_AFTER:-60} ))
-    while workers_running && [ "$(date +%s)" -lt "$end" ]; do sleep 2; done
-    pkill -KILL -f "infergy sweep"  # ... or loses it; the stores keep every point before it
+    for gpu in $gpus; do
+      while running "$gpu " && [ "$(date +%s)" -lt "$end" ]; do sleep 2; done
+      pkill -KILL -f "infergy sweep .*--db $dir/(gpu|spot)$gpu\.db"  # ... or loses it
+    done
     sleep 2
     ;;
   *) usage ;;

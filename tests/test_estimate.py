@@ -136,6 +136,28 @@ def test_estimate_cli_prints_every_engine_against_the_first_and_theory(tmp_path)
     assert bad.exit_code == 2 and "no B = max point for" in bad.output
 
 
+def test_an_engine_not_yet_measured_in_every_bin_is_a_row_saying_so(tmp_path):
+    db = write_profile(tmp_path / "p.db", engine="hf-eager")
+    write_profile(db, points={k: v for k, v in POINTS.items() if k != (128, 64)})  # vllm
+    trace_file = tmp_path / "t.csv"
+    trace_file.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n"
+                          "2023-11-16 18:17:03,10,5\n2023-11-16 18:17:04,100,60\n")
+    args = ["estimate", "-t", str(trace_file), "-m", "llama-3.1-8b", "-p", str(db),
+            "--input-edges", "32,128", "--output-edges", "8,64"]
+    result = CliRunner().invoke(app, [*args, "-e", "hf-eager,vllm,vllm-eager"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "vllm │ not yet" in text and "vllm-eager │ not yet" in text
+    assert "vllm: not measured yet on NVIDIA H100 80GB HBM3: 1 of the 2 bins the trace" in text
+    assert "vllm-eager: not measured yet on NVIDIA H100 80GB HBM3: no B = max point" in text
+    report = json.loads(CliRunner().invoke(app, [*args, "-e", "hf-eager,vllm", "--json"]).output)
+    assert [e["engine"] for e in report["engines"]] == ["hf-eager"]
+    assert report["unmeasured"][0]["missing_bins"] == [[128, 64]]
+    # The baseline itself must be complete: the savings are against it.
+    first = CliRunner().invoke(app, [*args, "-e", "vllm,hf-eager"])
+    assert first.exit_code == 2 and "no B = max point for 1 bins" in " ".join(first.output.split())
+
+
 def test_estimate_without_a_profile_uses_the_shipped_ones_or_says_there_are_none(tmp_path):
     from infergy.estimate import shipped_profiles
 

@@ -123,7 +123,13 @@ def estimate(
 ):
     """Estimate a trace's GPU energy on each engine from measured points (the study's binned
     formula, whole batches, and infergy's interpolation), against the theoretical baseline."""
-    from infergy.estimate import EstimateError, load_profile, shipped_profiles, theoretical
+    from infergy.estimate import (
+        EstimateError,
+        MissingPoints,
+        load_profile,
+        shipped_profiles,
+        theoretical,
+    )
     from infergy.estimate import estimate as run_estimate
     from infergy.estimate.hardware import NVML_NAMES, UnknownGpuError, get_gpu
     from infergy.models import UnknownModelError, get_model
@@ -145,8 +151,16 @@ def estimate(
             if not path.is_file():
                 raise EstimateError(f"{path}: no such results store")
         binned = grid.assign(workload.input_tokens, workload.output_tokens)
-        results = [run_estimate(workload, binned, load_profile(profile, model, e.strip(), gpu))
-                   for e in engine.split(",")]
+        engines = [e.strip() for e in engine.split(",")]
+        results, unmeasured = [], {}
+        for name in engines:
+            try:
+                results.append(run_estimate(workload, binned,
+                                            load_profile(profile, model, name, gpu)))
+            except MissingPoints as e:
+                if name == engines[0]:  # the baseline of the savings: nothing to compare
+                    raise
+                unmeasured[name] = e  # a row saying so; the others are still estimated
         cards = {r.gpu for r in results}
         if len(cards) > 1:
             raise EstimateError(f"the engines were measured on different GPUs "
@@ -170,6 +184,8 @@ def estimate(
             "above_theoretical": r.energy_j / optimal - 1,
             "saving_vs_baseline": 1 - r.energy_j / base.energy_j, "bins": r.bins}
             for r in results],
+        "unmeasured": [{"engine": name, "message": str(e), "missing_bins": e.missing}
+                       for name, e in unmeasured.items()],
     }
     if as_json:
         out.print_json(json.dumps(report, default=str))
@@ -179,7 +195,8 @@ def estimate(
     # Short headers: the table fits 80 columns. Explained under it.
     for col in ("engine", "kWh", "J/req", "J/tok", "whole", "interp.", "saving",
                 "vs theory"):
-        table.add_column(col, justify="left" if col == "engine" else "right")
+        table.add_column(col, justify="left" if col == "engine" else "right",
+                         no_wrap=col == "engine")
     for r in report["engines"]:
         interp = r["interpolated_j"]
         table.add_row(
@@ -189,7 +206,15 @@ def estimate(
             "n/a" if interp is None else f"{interp / r['energy_j'] - 1:+.1%}",
             "-" if r["engine"] == base.engine else f"{r['saving_vs_baseline']:.1%}",
             f"{r['above_theoretical']:+.1%}")
+    needed = int((binned.counts() > 0).sum())
+    for name in unmeasured:
+        table.add_row(name, "not yet", *[""] * 6)
     out.print(table)
+    for name, e in unmeasured.items():
+        what = (f"{len(e.missing)} of the {needed} bins the trace needs"
+                if e.missing is not None else "no B = max point at all")
+        out.print(f"[yellow]{name}: not measured yet on {base.gpu}: {what} "
+                  f"(--engine {name} alone names them and the sweep that measures them)[/]")
     out.print(f"kWh, J per request and per output token: the study's binned formula (N / B "
               f"batches of each bin). whole: with ceil(N / B) batches; interp.: each request at "
               f"its own lengths (both relative to the formula). saving: less energy than "

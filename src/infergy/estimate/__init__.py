@@ -39,6 +39,15 @@ class EstimateError(ValueError):
     """An estimate that cannot be made; the message says what is missing and how to get it."""
 
 
+class MissingPoints(EstimateError):
+    """A profile without the B = max points of some bins a trace needs (`missing`, as (I, O);
+    None: without any point of this model, engine and GPU)."""
+
+    def __init__(self, message: str, missing: list[tuple[int, int]] | None = None):
+        super().__init__(message)
+        self.missing = missing
+
+
 @dataclass
 class Profile:
     """Measured energy of one model on one engine and GPU, at B = max, per (I, O)."""
@@ -73,7 +82,7 @@ def load_profile(stores: list[Path], model: str, engine: str, gpu: str | None = 
         found = {k: v for k, v in found.items() if NVML_NAMES.get(k, k) == wanted}
     where = ", ".join(map(str, stores))
     if not found:
-        raise EstimateError(f"no B = max points of {model} on {engine}"
+        raise MissingPoints(f"no B = max points of {model} on {engine}"
                             f"{f' on {gpu}' if gpu else ''} in {where}: measure them with "
                             f"`infergy sweep paper-bins -m {model} -e {engine} -b max`")
     if len(found) > 1:
@@ -120,7 +129,7 @@ def estimate(trace: Trace, binned: Binned, profile: Profile) -> Estimate:
                                                                          strict=True)]
     missing = [key for key in needed if key not in profile.points]
     if missing:
-        raise EstimateError(_missing_message(profile, missing))
+        raise MissingPoints(_missing_message(profile, missing), missing)
     bins, total, whole = [], 0.0, 0.0
     for (i, o) in needed:
         n = int(counts[grid.input_edges.index(i), grid.output_edges.index(o)])

@@ -1,0 +1,133 @@
+"""The tables of docs/measurements.md for a profile store (issue 7), in Markdown.
+
+    python3 benchmarks/profile_tables.py src/infergy/profiles/llama-3.1-8b-h100.db \
+        [--spot spot-check.db ...] [--grid hf-compiled:max ...]
+
+Prints what is measured of the profile spec (per engine and batch), the repeatability (CV
+of energy over the repeats, points of at least 2 s, against the issue's 5%), J per output
+token over the bins for each --grid ENGINE:BATCH, and for each --spot store its points
+against the profile's same engine, batch size and lengths (the issue's 10%).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from infergy.store import Store
+from infergy.sweep import load_spec
+
+SPEC = Path(__file__).parent / "sweeps" / "profile-llama-3.1-8b.yaml"
+LONG_S = 2.0  # the issue's repeatability target holds for points of at least this long
+CV_TARGET = 0.05
+
+
+def ok_points(path: Path) -> list[dict]:
+    with Store(path, create=False) as store:
+        return store.points(status="ok")
+
+
+def progress(points: list[dict]) -> str:
+    spec = load_spec(SPEC)
+    wanted: dict[tuple[str, str], int] = {}
+    for task in spec.tasks():
+        key = (task.engine.name, str(task.batch))
+        wanted[key] = wanted.get(key, 0) + 1
+    have = {(p["engine"], p["batch_requested"], p["input_tokens"], p["output_tokens"])
+            for p in points}
+    lines = ["| engine | " + " | ".join(f"B = {b}" for b in spec.batch_sizes) + " |",
+             "|---|" + "---|" * len(spec.batch_sizes)]
+    for engine in spec.engines:
+        cells = [f"{sum(k[:2] == (engine.name, str(b)) for k in have)} / "
+                 f"{wanted[(engine.name, str(b))]}" for b in spec.batch_sizes]
+        lines.append(f"| {engine.name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + f"\n\n{len(have)} of {sum(wanted.values())} points."
+
+
+def repeatability(points: list[dict]) -> str:
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for p in points:
+        groups.setdefault((p["engine"], p["batch_requested"]), []).append(p)
+    lines = ["| engine | B | points of at least 2 s | mean CV | max CV | over 5% |",
+             "|---|---|---|---|---|---|"]
+    for (engine, batch), rows in sorted(groups.items()):
+        long = [(p, _result(p)["energy_cv"]) for p in rows
+                if p["time_s"] >= LONG_S and _result(p)["energy_cv"] is not None]
+        if not long:
+            lines.append(f"| {engine} | {batch} | 0 | | | |")
+            continue
+        cvs = [cv for _, cv in long]
+        over = ", ".join(f"{p['input_tokens']}/{p['output_tokens']} B={p['batch']} {cv:.1%}"
+                         for p, cv in long if cv > CV_TARGET) or "none"
+        lines.append(f"| {engine} | {batch} | {len(long)} | {statistics.mean(cvs):.1%} | "
+                     f"{max(cvs):.1%} | {over} |")
+    return "\n".join(lines)
+
+
+def grid(points: list[dict], engine: str, batch: str) -> str:
+    rows = {(p["input_tokens"], p["output_tokens"]): p for p in points
+            if p["engine"] == engine and p["batch_requested"] == batch}
+    inputs = sorted({i for i, _ in rows})
+    outputs = sorted({o for _, o in rows})
+    lines = [f"J per output token, {engine} at B = {batch}"
+             + (" (the batch found in brackets)" if batch == "max" else "") + ":", "",
+             "| I \\ O | " + " | ".join(map(str, outputs)) + " |",
+             "|---|" + "---|" * len(outputs)]
+    for i in inputs:
+        cells = []
+        for o in outputs:
+            p = rows.get((i, o))
+            cells.append("" if p is None else f"{p['j_per_output_token']:.3g}"
+                         + (f" ({p['batch']})" if batch == "max" else ""))
+        lines.append(f"| {i} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def spot(points: list[dict], spot_points: list[dict]) -> str:
+    profile: dict[tuple, list[dict]] = {}
+    for p in points:
+        profile.setdefault(_key(p), []).append(p)
+    lines = ["| card | engine | B | I/O | time s | J/token | profile J/token | diff | CV |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for p in sorted(spot_points, key=lambda p: (_key(p), p["device"])):
+        ref = profile.get(_key(p))
+        ref_j = ref[0]["j_per_output_token"] if ref else None
+        diff = f"{p['j_per_output_token'] / ref_j - 1:+.1%}" if ref_j else "not in profile"
+        lines.append(f"| {p['device'][:12]}… | {p['engine']} | {p['batch']} | "
+                     f"{p['input_tokens']}/{p['output_tokens']} | {p['time_s']:.2f} | "
+                     f"{p['j_per_output_token']:.4g} | "
+                     f"{'' if ref_j is None else f'{ref_j:.4g}'} | {diff} | "
+                     f"{_result(p)['energy_cv']:.1%} |")
+    return "\n".join(lines)
+
+
+def _key(p: dict) -> tuple:
+    return (p["engine"], p["batch"], p["input_tokens"], p["output_tokens"], p["decoding"])
+
+
+def _result(p: dict) -> dict:
+    return json.loads(p["result"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("store", type=Path)
+    parser.add_argument("--spot", type=Path, action="append", default=[])
+    parser.add_argument("--grid", action="append", default=[], metavar="ENGINE:BATCH")
+    args = parser.parse_args()
+    points = ok_points(args.store)
+    print(progress(points), "", repeatability(points), sep="\n")
+    for item in args.grid:
+        engine, _, batch = item.partition(":")
+        print("", grid(points, engine, batch or "max"), sep="\n")
+    for path in args.spot:
+        print("", f"Spot check: {path}", "", spot(points, ok_points(path)), sep="\n")
+
+
+if __name__ == "__main__":
+    main()
