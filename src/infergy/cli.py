@@ -275,7 +275,16 @@ def measure(
     output_tokens: int = typer.Option(128, "--output",
                                       help="Tokens generated per prompt, exactly (O)."),
     decoding: str = typer.Option("greedy", "--decoding",
-                                 help="greedy, sample, or sample:temperature=0.7,top_p=0.9."),
+                                 help="greedy, sample, sample:temperature=0.7,top_p=0.9, "
+                                      "beam:N or speculative (with --draft)."),
+    draft: str | None = typer.Option(None, "--draft", help="Speculative decoding's draft "
+                                                           "model (a catalog model)."),
+    lookahead: int | None = typer.Option(None, "--lookahead",
+                                         help="Tokens the draft proposes a round (default 4)."),
+    acceptance: float | None = typer.Option(None, "--acceptance",
+                                            help="Accept each proposed token with this "
+                                                 "probability instead of by comparison (a "
+                                                 "measurement device for random weights)."),
     repeats: int = typer.Option(3, "--repeats", min=1, help="Measured runs; medians reported."),
     warmup: int = typer.Option(1, "--warmup", min=0, help="Warm-up runs before measuring."),
     device: str = typer.Option("auto", "--device", help="auto, cuda or cpu."),
@@ -297,18 +306,23 @@ def measure(
     """Measure one point: energy and time of B prompts of I tokens generating O tokens."""
     from infergy.bench.point import Point, PointError, measure_point, validate_point
     from infergy.decoding import Decoding, DecodingError
-    from infergy.engines import UnknownEngineError, engine_class
+    from infergy.engines import EngineError, UnknownEngineError, engine_class
+    from infergy.engines.speculative import check_draft
     from infergy.models import UnknownModelError, get_model
 
-    point = Point(model, engine, batch, input_tokens, output_tokens, decoding, dtype=dtype)
     try:
+        decoding = _decoding(decoding, draft, lookahead, acceptance)
+        point = Point(model, engine, batch, input_tokens, output_tokens, decoding, dtype=dtype)
         spec = get_model(model)
         engine_cls = engine_class(engine)
         strategy = validate_point(point, spec).strategy
         if strategy not in engine_cls.decodings:  # before the meter and the model
             raise PointError(f"engine {engine} does not support {strategy} decoding (it "
                              f"supports {', '.join(engine_cls.decodings)})")
-    except (UnknownModelError, UnknownEngineError, DecodingError, PointError) as e:
+        if strategy == "speculative":
+            check_draft(spec, Decoding.parse(decoding).draft)
+    except (UnknownModelError, UnknownEngineError, DecodingError, PointError,
+            EngineError) as e:
         raise _fail(str(e)) from None
     options = _options(engine_option)
     if (tokenizer is None) != (text_file is None):
@@ -328,7 +342,6 @@ def measure(
     if device == "cuda" and not torch.cuda.is_available():
         raise _fail("--device cuda, but torch sees no CUDA GPU here")
 
-    from infergy.engines import EngineError
     from infergy.meter import open_meter
 
     with err.status(f"infergy: measuring idle power for {idle_s:g} s ..."):
@@ -372,7 +385,24 @@ def measure(
         raise typer.Exit(1)
 
 
+def _decoding(text: str, draft: str | None, lookahead: int | None,
+              acceptance: float | None) -> str:
+    """--decoding with --draft, --lookahead and --acceptance folded into its text form."""
+    from infergy.decoding import Decoding, DecodingError
+
+    extra = {k: v for k, v in (("draft", draft), ("lookahead", lookahead),
+                               ("acceptance", acceptance)) if v is not None}
+    if not extra:
+        return text
+    if not text.startswith("speculative"):
+        raise DecodingError(f"--{', --'.join(extra)}: for --decoding speculative, not {text!r}")
+    params = ",".join(f"{k}={v}" for k, v in extra.items())
+    return Decoding.parse(f"{text}{',' if ':' in text else ':'}{params}").label()
+
+
 def _print_point(r, load: dict, device: str) -> None:
+    from infergy.decoding import Decoding
+
     p = r.point
     out.print(f"\n[bold]{p.model}[/] on [bold]{p.engine}[/] ({device}), {p.decoding}: "
               f"B={p.batch}, I={p.input_tokens}, O={p.output_tokens}, "
@@ -401,6 +431,14 @@ def _print_point(r, load: dict, device: str) -> None:
         ("peak GPU memory", _fmt(r.peak_memory_gib, "GiB"), ""),
         ("load (start-up)", _fmt(load["time_s"], "s"), _fmt(load["energy_j"], "J")),
     ]
+    stats = r.decoding_stats
+    if stats.get("proposed"):
+        set_to = Decoding.parse(p.decoding).acceptance
+        rows.append(("acceptance, per token", f"{stats['acceptance']:.1%}",
+                     f"{stats['accepted']} accepted, {stats['rejected']} rejected"
+                     + ("" if set_to is None else f" (drawn at {set_to:g})")))
+        rows.append(("  tokens per target pass", f"{stats['tokens_per_round']:.2f}",
+                     f"{stats['accepted_share']:.1%} of {stats['proposed']} proposed kept"))
     for name, phase in (("prepare (compile)", r.prepare), ("warm-up", r.warmup)):
         if phase is not None:
             rows.append((name, _fmt(phase.time_s, "s"), _fmt(phase.energy_j, "J")))

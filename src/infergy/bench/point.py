@@ -18,7 +18,7 @@ import statistics
 from dataclasses import asdict, dataclass, field
 
 from infergy import provenance
-from infergy.decoding import Decoding
+from infergy.decoding import SPECULATIVE_COUNTS, Decoding, speculative_rates
 from infergy.engines.base import Engine
 from infergy.meter import Measurement, Meter
 from infergy.models.build import make_prompts
@@ -93,6 +93,7 @@ class Repeat:
     warnings: tuple[str, ...] = ()
     failed: bool = False
     energy_reason: str | None = None  # why energy is None
+    decoding_stats: dict = field(default_factory=dict)  # the engine's (speculative: acceptance)
 
 
 @dataclass
@@ -128,6 +129,9 @@ class PointResult:
     warnings: list[str] = field(default_factory=list)
     engine_info: dict = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
+    # Speculative decoding: rounds, proposed and accepted tokens summed over the repeats, and
+    # the acceptance observed (with a controlled acceptance: the rate actually drawn).
+    decoding_stats: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -290,7 +294,7 @@ def _one_repeat(engine, meter, prompts, output_tokens, decoding, open_windows,
         request=req, prefill=prefill, decode=decode, ttft_s=ttft, tpot_s=tpot,
         avg_power_w=request_m.avg_power_w, method=request_m.method,
         warnings=(*request_m.warnings, *notes), failed=request_m.failed,
-        energy_reason=request_m.reason,
+        energy_reason=request_m.reason, decoding_stats=gen.stats,
     )
 
 
@@ -316,6 +320,10 @@ def _summarize(result: PointResult) -> None:
         result.j_per_request = result.energy_j / p.batch
     if result.time_s:
         result.throughput_tok_s = tokens / result.time_s
+    counts = [r.decoding_stats for r in reps if r.decoding_stats]
+    if counts and Decoding.parse(p.decoding).strategy == "speculative":
+        result.decoding_stats = speculative_rates(
+            {k: sum(c[k] for c in counts) for k in SPECULATIVE_COUNTS})
     if any(r.failed for r in reps):
         result.warnings.append("a sensor failed during a repeat: see repeats")
     result.warnings.extend(dict.fromkeys(w for r in reps for w in r.warnings))

@@ -30,6 +30,8 @@ class Generation:
     first_token_s: float | None = None  # when the first token of the batch was ready
     token_times_s: list[float] = field(default_factory=list)  # when each step's tokens were
     # ready (batch-level, the first token included); empty where the engine cannot say
+    stats: dict = field(default_factory=dict)  # the decoding's own counts (speculative:
+    # rounds, proposed, accepted, acceptance)
 
 
 class Engine(ABC):

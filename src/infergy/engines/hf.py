@@ -12,6 +12,7 @@ from infergy.decoding import Decoding
 from infergy.engines.attention import NAME as ATTENTION_NAME
 from infergy.engines.attention import use_sdpa_gqa
 from infergy.engines.base import Engine, EngineError, Generation
+from infergy.engines.speculative import check_draft, speculative_generate
 from infergy.models.build import build_model
 
 
@@ -42,9 +43,10 @@ class HFEager(Engine):
     name = "hf-eager"
     description = "transformers generate, dynamic cache (the study's unoptimized PyTorch)"
     first_token_hook = True
-    decodings = ("greedy", "sample", "beam")
+    decodings = ("greedy", "sample", "beam", "speculative")
     cache_implementation: str | None = None  # transformers' default: the dynamic cache
     attention = "sdpa"  # the default; `--engine-option attention=NAME` changes it
+    _draft = None  # (name, model) of speculative decoding's draft, built on first use
 
     def load(self) -> None:
         import torch
@@ -77,10 +79,45 @@ class HFEager(Engine):
             kwargs["cache_implementation"] = self.cache_implementation
         return kwargs
 
+    def check_decoding(self, decoding: Decoding) -> None:
+        super().check_decoding(decoding)
+        if decoding.strategy == "speculative":
+            check_draft(self.spec, decoding.draft)
+
+    def prepare(self, batch, input_tokens, output_tokens, decoding) -> None:
+        if decoding.strategy == "speculative":
+            self._draft_model(decoding.draft)  # built here, measured apart from the requests
+
+    def _draft_model(self, name: str):
+        if self._draft is None or self._draft[0] != name:
+            self._draft = None
+            self._draft = (name, build_model(check_draft(self.spec, name), device=self.device,
+                                             dtype=self.dtype, seed=self.seed + 1))
+        return self._draft[1]
+
+    def _speculative(self, ids, output_tokens, decoding, on_first_token) -> Generation:
+        start = time.perf_counter()
+        first: list[float] = []
+
+        def first_token():
+            first.append(time.perf_counter() - start)
+            if on_first_token is not None:
+                on_first_token()
+
+        generator = self._torch.Generator().manual_seed(decoding.seed)
+        tokens, stats = speculative_generate(
+            self.model, self._draft_model(decoding.draft), ids, output_tokens,
+            decoding.lookahead, acceptance=decoding.acceptance, generator=generator,
+            on_first_token=first_token)
+        return Generation(output_tokens=[tokens.shape[1]] * len(ids),
+                          first_token_s=first[0] if first else None, stats=stats.as_dict())
+
     def generate(self, prompts, output_tokens, decoding, on_first_token=None) -> Generation:
         self.check_decoding(decoding)
         torch = self._torch
         ids = torch.tensor(prompts, device=self.device)
+        if decoding.strategy == "speculative":
+            return self._speculative(ids, output_tokens, decoding, on_first_token)
         torch.manual_seed(decoding.seed)
         start = time.perf_counter()
         streamer = _StepStreamer(start, on_first_token)
@@ -140,7 +177,7 @@ class HFEager(Engine):
             self._torch.cuda.reset_peak_memory_stats()
 
     def close(self) -> None:
-        self.model = None
+        self.model = self._draft = None
         if self.device == "cuda":
             gc.collect()
             self._torch.cuda.empty_cache()
@@ -151,6 +188,7 @@ class HFCompiled(HFEager):
     description = ("transformers generate, static cache sized to the request, compiled with "
                    "CUDA graphs (the study's PyTorch + torch.compile)")
     cache_implementation = "static"
+    decodings = ("greedy", "sample", "beam")  # speculative: hf-eager (its loop is not compiled)
     # transformers' sdpa copies K and V per query head under a static cache's mask, which made
     # this engine 1.8x slower than hf-eager at batch 128; see engines/attention.py.
     attention = ATTENTION_NAME

@@ -279,9 +279,10 @@ def parse_spec(data: Any, source: str = "<spec>", lines: _Lines | None = None) -
     decodings = _list(data.get("decodings", ["greedy"]), "decodings", fail)
     for n, text in enumerate(decodings):
         try:
-            Decoding.parse(str(text))
+            decoding = Decoding.parse(str(text))
         except DecodingError as err:
             raise fail(f"decodings[{n}]", str(err)) from None
+        _check_decoding(decoding, models, engines, lambda why, n=n: fail(f"decodings[{n}]", why))
     batches = _list(data.get("batch_sizes", preset.get("batch_sizes", [1])), "batch_sizes",
                     fail)
     for n, b in enumerate(batches):
@@ -378,6 +379,26 @@ def _cooldown(value, fail) -> Cooldown | None:
         if not isinstance(v, int | float) or isinstance(v, bool) or v < 0:
             raise fail(f"cooldown.{key}", f"expected a number >= 0, got {v!r}")
     return Cooldown(**{k: float(v) for k, v in value.items()})
+
+
+def _check_decoding(decoding: Decoding, models: list[str], engines: list[EngineChoice],
+                    fail) -> None:
+    """Every engine supports the decoding, and a speculative draft suits every model."""
+    from infergy.engines import EngineError, engine_class
+    from infergy.engines.speculative import check_draft
+    from infergy.models import get_model
+
+    for choice in engines:
+        supported = engine_class(choice.name).decodings
+        if decoding.strategy not in supported:
+            raise fail(f"engine {choice.name} does not support {decoding.strategy} decoding "
+                       f"(it supports {', '.join(supported)})")
+    if decoding.strategy == "speculative":
+        for model in models:
+            try:
+                check_draft(get_model(model), decoding.draft)
+            except EngineError as err:
+                raise fail(str(err)) from None
 
 
 def _check_context(spec: SweepSpec, fail) -> None:

@@ -1,0 +1,181 @@
+"""Greedy speculative decoding of a whole batch over transformers models' own forward and cache.
+
+Each round, the draft model proposes `lookahead` tokens per sequence, one forward pass each;
+the target scores the sequence's newest token and the proposals in one forward pass; each
+sequence keeps the proposals up to its first disagreement with the target's greedy choice,
+then the target's own next token (Leviathan et al., 2023, greedy case). So greedy speculative
+decoding gives exactly the tokens of greedy decoding, with fewer target passes.
+
+Sequences of a batch accept different numbers of tokens. The caches (transformers'
+DynamicCache) grow by the same number of slots for every sequence each round: the slots of
+rejected proposals stay as holes that the attention mask hides, except the trailing ones that
+every sequence rejected, which are cropped; each sequence carries its own positions. Nothing
+is recomputed or copied, so each sequence advances by its own acceptance, as in a serving
+engine, not by the batch's slowest. The holes cost memory and attention that a paged engine
+(vLLM) frees: up to the gap between the batch's best acceptance and each sequence's own.
+
+With `acceptance` set, whether each proposal is accepted is drawn (independently, with that
+probability, until the first rejection) instead of compared with the target's choice. Both
+models still run every forward pass on the tokens actually kept, so the compute is that of a
+draft which agrees with its target at that rate; only the agreement is set. This is a
+measurement device for random weights, whose drafts agree with their targets almost never:
+the tokens are then not the target's greedy ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from infergy.decoding import speculative_rates
+from infergy.engines.base import EngineError
+from infergy.models import ModelSpec, UnknownModelError, get_model
+
+# Checkpoints of one tokenizer pad their embeddings differently (Qwen2-1.5B 151,936 rows,
+# DeepSeek-R1-Distill-Qwen-32B 152,064): vocabularies this close are one tokenizer's.
+VOCAB_PADDING = 1024
+
+
+def check_draft(target: ModelSpec, name: str | None) -> ModelSpec:
+    """The draft model of `target`, or EngineError before any work: unknown, or of another
+    vocabulary (a draft proposes token ids that its target must read as the same tokens)."""
+    try:
+        draft = get_model(name or "")
+    except UnknownModelError as err:
+        raise EngineError(f"speculative decoding: draft {err}") from None
+    sizes = (target.hf_config().vocab_size, draft.hf_config().vocab_size)
+    if abs(sizes[0] - sizes[1]) > VOCAB_PADDING:
+        raise EngineError(
+            f"speculative decoding: draft {draft.name} has a vocabulary of {sizes[1]:,} tokens "
+            f"and target {target.name} {sizes[0]:,}: a draft must share its target's "
+            f"tokenizer (the study's pairs: llama-3.1-8b with llama-3.2-1b, "
+            f"deepseek-r1-distill-qwen-32b with qwen2-1.5b)")
+    return draft
+
+
+@dataclass
+class SpeculativeStats:
+    """Counted over the sequences that still needed tokens in each round."""
+
+    rounds: int = 0  # target verification passes after the prefill
+    sequence_rounds: int = 0  # sequences verified, summed over rounds
+    proposed: int = 0  # draft tokens put to the target
+    accepted: int = 0  # of them, accepted
+    rejected: int = 0  # sequence-rounds that ended in a rejection
+
+    def as_dict(self) -> dict:
+        return speculative_rates(asdict(self))
+
+
+def speculative_generate(target, draft, ids, output_tokens: int, lookahead: int, *,
+                         acceptance: float | None = None, generator=None,
+                         on_first_token: Callable[[], None] | None = None):
+    """Generate exactly `output_tokens` tokens for each row of `ids` (B x I prompt token ids,
+    all of one length). Returns (tokens: B x output_tokens tensor, SpeculativeStats).
+    `generator`: the torch.Generator of the acceptance draws."""
+    import torch
+
+    batch, length = ids.shape
+    device = ids.device
+    rows = torch.arange(batch, device=device)
+    one = torch.ones(batch, 1, dtype=torch.long, device=device)
+    if not (output_tokens >= 1 and lookahead >= 1):
+        raise ValueError(f"output_tokens and lookahead must be at least 1, got "
+                         f"{output_tokens} and {lookahead}")
+
+    draft_vocab = draft.config.vocab_size
+
+    def drop_last(mask, cache, n: int):
+        """The mask and cache without their last n slots."""
+        if n > 0:
+            cache.crop(-n)
+            mask = mask[:, :-n]
+        return mask, cache
+
+    def forward(model, tokens, positions, mask, cache, keep):
+        if model is draft:  # a padded target row (never chosen by trained weights) -> valid id
+            tokens = tokens.clamp(max=draft_vocab - 1)
+        out = model(input_ids=tokens, position_ids=positions, attention_mask=mask,
+                    past_key_values=cache, use_cache=True, logits_to_keep=keep)
+        return out.logits.argmax(-1), out.past_key_values
+
+    with torch.inference_mode():
+        # Prefill: the draft's first (it belongs to the prefill), then the target's, whose
+        # greedy token is the first output token.
+        prompt_pos = torch.arange(length, device=device).expand(batch, -1)
+        mask = torch.ones(batch, length, dtype=torch.long, device=device)
+        _, draft_cache = forward(draft, ids, prompt_pos, mask, None, 1)
+        first, target_cache = forward(target, ids, prompt_pos, mask, None, 1)
+        last = first[:, -1]  # each sequence's newest token, not yet in the target's cache
+        if on_first_token is not None:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            on_first_token()
+        target_mask, draft_mask = mask, mask.clone()
+        pos = torch.full((batch,), length, device=device)  # the position of `last`
+        # The draft has not seen `last` either, nor, after a round that accepted every
+        # proposal, the last proposal: one or two pending tokens.
+        before_last = torch.zeros(batch, dtype=torch.long, device=device)
+        two_pending = torch.zeros(batch, dtype=torch.bool, device=device)
+        out = torch.zeros(batch, output_tokens, dtype=torch.long, device=device)
+        out[:, 0] = last
+        made = torch.ones(batch, dtype=torch.long, device=device)
+        stats = SpeculativeStats()
+        while (remaining := output_tokens - int(made.min())) > 0:
+            k = min(lookahead, remaining - 1)  # a round gives up to k + 1 tokens
+            proposals = last.new_zeros(batch, k)
+            fed = 0  # draft cache slots added this round
+            if k:
+                if bool(two_pending.any()):
+                    step = torch.stack([before_last, last], 1)
+                    step_pos = torch.stack([pos - 1, pos], 1)
+                    draft_mask = torch.cat([draft_mask, two_pending[:, None].long(), one], 1)
+                else:
+                    step, step_pos = last[:, None], pos[:, None]
+                    draft_mask = torch.cat([draft_mask, one], 1)
+                fed = step.shape[1]
+                for j in range(k):
+                    choice, draft_cache = forward(draft, step, step_pos, draft_mask,
+                                                  draft_cache, 1)
+                    proposals[:, j] = choice[:, -1]
+                    if j + 1 < k:  # the last proposal is not fed (see two_pending)
+                        step, step_pos = proposals[:, j:j + 1], pos[:, None] + j + 1
+                        draft_mask = torch.cat([draft_mask, one], 1)
+                        fed += 1
+            verify = torch.cat([last[:, None], proposals], 1)
+            slots = torch.arange(k + 1, device=device)
+            target_mask = torch.cat([target_mask, torch.ones_like(verify)], 1)
+            choice, target_cache = forward(target, verify, pos[:, None] + slots, target_mask,
+                                           target_cache, k + 1)
+            if acceptance is None:
+                agree = proposals == choice[:, :k]
+            else:
+                agree = (torch.rand(batch, k, generator=generator,
+                                    device=generator.device if generator else "cpu")
+                         < acceptance).to(device)
+            kept = agree.long().cumprod(1).sum(1)  # proposals accepted, per sequence
+            needed = made < output_tokens
+            stats.rounds += 1
+            stats.sequence_rounds += int(needed.sum())
+            stats.proposed += k * int(needed.sum())
+            stats.accepted += int(kept[needed].sum())
+            stats.rejected += int((kept[needed] < k).sum())
+            # Each sequence keeps its accepted proposals and then the target's choice.
+            new = torch.where(slots < kept[:, None], verify.roll(-1, 1), choice)
+            index = made[:, None] + slots
+            r, c = ((slots <= kept[:, None]) & (index < output_tokens)).nonzero(as_tuple=True)
+            out[r, index[r, c]] = new[r, c]
+            # Hide the rejected slots, and drop the trailing ones that every sequence rejected.
+            most = int(kept.max())
+            target_mask[:, -(k + 1):] = (slots <= kept[:, None]).long()
+            target_mask, target_cache = drop_last(target_mask, target_cache, k - most)
+            if k > 1:  # the draft was fed proposals 1 ... k-1
+                draft_mask[:, -(k - 1):] = (slots[1:k] <= kept[:, None]).long()
+                draft_mask, draft_cache = drop_last(draft_mask, draft_cache,
+                                                    k - 1 - min(most, k - 1))
+            two_pending = kept == k if k else torch.ones_like(two_pending)
+            before_last = proposals[:, -1] if k else last
+            last = new[rows, kept]
+            made += kept + 1
+            pos += kept + 1
+    return out, stats

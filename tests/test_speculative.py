@@ -1,0 +1,168 @@
+"""Speculative decoding on a CPU: greedy speculation gives exactly greedy's tokens whatever the
+draft accepts, a controlled acceptance hits its rate, and bad drafts or parameters are errors
+before any work."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from infergy.bench.point import Point, measure_point
+from infergy.cli import app
+from infergy.decoding import Decoding, DecodingError
+from infergy.engines import EngineError, engine_class
+from infergy.engines.speculative import check_draft, speculative_generate
+from infergy.models import get_model
+from infergy.models.build import build_model, make_prompts
+from infergy.sweep import SpecError, parse_spec
+
+
+@pytest.fixture(scope="module")
+def target(tiny):
+    return build_model(tiny, device="cpu", dtype="float32", seed=0)
+
+
+@pytest.fixture(scope="module")
+def drafts(target):
+    """Drafts that agree with the target always (itself), sometimes (a slightly perturbed
+    copy: sequences of a batch accept different numbers of tokens) and almost never
+    (tiny-draft, other random weights)."""
+    noisy = copy.deepcopy(target)
+    torch.manual_seed(5)
+    with torch.no_grad():
+        for p in noisy.parameters():
+            p.add_(torch.randn_like(p) * 0.002)
+    return {"itself": target, "perturbed": noisy,
+            "tiny-draft": build_model(get_model("tiny-draft"), device="cpu", dtype="float32",
+                                      seed=1)}
+
+
+def greedy(model, ids, output_tokens):
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                         max_new_tokens=output_tokens, min_new_tokens=output_tokens,
+                         pad_token_id=0)
+    return out[:, ids.shape[1]:]
+
+
+@pytest.mark.parametrize("draft", ["itself", "perturbed", "tiny-draft"])
+@pytest.mark.parametrize(("batch", "output_tokens", "lookahead"),
+                         [(1, 20, 4), (4, 33, 3), (5, 17, 1)])
+def test_greedy_speculation_gives_exactly_the_greedy_tokens(
+        tiny, target, drafts, draft, batch, output_tokens, lookahead):
+    ids = torch.tensor(make_prompts(tiny, batch, 8, seed=1))
+    tokens, stats = speculative_generate(target, drafts[draft], ids, output_tokens, lookahead)
+    assert torch.equal(tokens, greedy(target, ids, output_tokens))
+    rates = stats.as_dict()
+    if draft == "itself":
+        assert stats.rejected == 0 and rates["acceptance"] == rates["accepted_share"] == 1
+        assert stats.rounds == math.ceil((output_tokens - 1) / (lookahead + 1))
+    if draft == "perturbed" and batch > 1:
+        assert 0.2 < rates["acceptance"] < 0.95  # rows accepted differently: holes were used
+    if draft == "tiny-draft":
+        assert rates["acceptance"] < 0.2
+
+
+@pytest.mark.parametrize("rate", [0.3, 0.8])
+def test_a_controlled_acceptance_hits_its_rate_within_sampling_error(tiny, target, drafts, rate):
+    ids = torch.tensor(make_prompts(tiny, 8, 8, seed=2))
+    generator = torch.Generator().manual_seed(3)
+    tokens, stats = speculative_generate(target, drafts["tiny-draft"], ids, 150, 4,
+                                         acceptance=rate, generator=generator)
+    assert tokens.shape == (8, 150)
+    compared = stats.accepted + stats.rejected
+    assert compared > 300
+    assert abs(stats.as_dict()["acceptance"] - rate) < 4 * math.sqrt(rate * (1 - rate) / compared)
+    # Acceptance 1 and 0: every proposal kept, or none (one target token a round).
+    _, all_kept = speculative_generate(target, drafts["tiny-draft"], ids, 21, 4, acceptance=1.0,
+                                       generator=generator)
+    _, none_kept = speculative_generate(target, drafts["tiny-draft"], ids, 21, 4,
+                                        acceptance=0.0, generator=generator)
+    assert (all_kept.rounds, all_kept.rejected) == (4, 0)
+    assert (none_kept.rounds, none_kept.accepted) == (20, 0)
+
+
+def test_the_engine_and_the_point_runner_record_the_acceptance(tiny, make_meter):
+    from simulated import SimulatedGpu
+
+    engine = engine_class("hf-eager")(tiny, device="cpu", dtype="float32")
+    engine.load()
+    decoding = "speculative:draft=tiny-draft,lookahead=3,acceptance=0.6"
+    calls = []
+    gen = engine.generate(make_prompts(tiny, 2, 8), 12, Decoding.parse(decoding),
+                          on_first_token=lambda: calls.append(1))
+    assert gen.output_tokens == [12, 12] and calls == [1] and gen.first_token_s is not None
+    assert gen.stats["proposed"] > 0
+    result = measure_point(engine, Point("tiny", "hf-eager", 2, 8, 12, decoding),
+                           make_meter([SimulatedGpu(power_w=200.0, update_s=1e-4)]), repeats=2)
+    assert result.status == "ok", result.error
+    stats = result.decoding_stats
+    assert stats["proposed"] == 2 * result.repeats[0].decoding_stats["proposed"]  # summed
+    assert 0 <= stats["acceptance"] <= 1 and stats["tokens_per_round"] >= 1
+    engine.close()
+
+
+def test_decoding_text_round_trips_and_bad_parameters_are_errors():
+    d = Decoding.parse("speculative:draft=llama-3.2-1b,lookahead=4,acceptance=0.7")
+    assert (d.draft, d.lookahead, d.acceptance) == ("llama-3.2-1b", 4, 0.7)
+    assert Decoding.parse(d.label()) == d
+    assert Decoding.parse("speculative:draft=x").label() == "speculative:draft=x,lookahead=4"
+    for bad, message in [("speculative", "needs a draft model"),
+                         ("speculative:draft=x,lookahead=0", "lookahead must be"),
+                         ("speculative:draft=x,acceptance=1.5", r"acceptance must be in \[0, 1\]"),
+                         ("speculative:draft=x,acceptance=-0.1", "acceptance must be in"),
+                         ("speculative:draft=x,lookahead=two", "lookahead must be a whole"),
+                         ("speculative:draft=x,beams=2", "cannot read 'beams=2'")]:
+        with pytest.raises(DecodingError, match=message):
+            Decoding.parse(bad)
+    with pytest.raises(DecodingError, match="apply to speculative decoding only"):
+        Decoding(strategy="greedy", draft="x")
+
+
+def test_a_draft_of_another_vocabulary_is_an_error_before_any_work():
+    llama = get_model("llama-3.1-8b")
+    assert check_draft(llama, "llama-3.2-1b").name == "llama-3.2-1b"
+    # One tokenizer, embeddings padded differently (152,064 and 151,936 rows): a pair.
+    assert check_draft(get_model("deepseek-r1-distill-qwen-32b"), "qwen2-1.5b")
+    with pytest.raises(EngineError, match="vocabulary of 151,936 tokens and target llama"):
+        check_draft(llama, "qwen2-1.5b")
+    with pytest.raises(EngineError, match="draft unknown model 'nope'"):
+        check_draft(llama, "nope")
+    with pytest.raises(SpecError, match=r"decodings\[0\].*must share its target's tokenizer"):
+        parse_spec({"models": ["tiny"], "input_tokens": [8], "output_tokens": [4],
+                    "decodings": ["speculative:draft=llama-3.2-1b"]})
+    with pytest.raises(SpecError, match="hf-paged does not support speculative"):
+        parse_spec({"models": ["tiny"], "engines": ["hf-paged"], "input_tokens": [8],
+                    "output_tokens": [4], "decodings": ["speculative:draft=tiny-draft"]})
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--decoding", "speculative", "--draft", "llama-3.2-1b"], "must share its target's"),
+    (["--decoding", "speculative", "--draft", "tiny-draft", "--acceptance", "2"],
+     "acceptance must be in [0, 1]"),
+    (["--decoding", "speculative", "--draft", "tiny-draft", "--lookahead", "0"],
+     "lookahead must be"),
+    (["--decoding", "greedy", "--draft", "tiny-draft"], "--draft: for --decoding speculative"),
+    (["--engine", "hf-compiled", "--decoding", "speculative", "--draft", "tiny-draft"],
+     "hf-compiled does not support speculative"),
+])
+def test_measure_refuses_bad_speculative_options_before_any_work(args, message):
+    result = CliRunner().invoke(app, ["measure", "-m", "tiny", *args])
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split()) and "Traceback" not in result.output
+
+
+def test_measure_runs_speculative_decoding_and_prints_the_acceptance():
+    result = CliRunner().invoke(app, [
+        "measure", "-m", "tiny", "--decoding", "speculative", "--draft", "tiny-draft",
+        "--lookahead", "2", "--acceptance", "0.5", "-b", "2", "-i", "8", "--output", "16",
+        "--idle-s", "0", "--dtype", "float32", "--device", "cpu", "--repeats", "1",
+        "--warmup", "0", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output[result.output.index("{"):])
+    assert data["point"]["decoding"] == "speculative:draft=tiny-draft,lookahead=2,acceptance=0.5"
+    assert data["decoding_stats"]["proposed"] > 0
