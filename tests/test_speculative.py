@@ -16,7 +16,7 @@ from infergy.bench.point import Point, measure_point
 from infergy.cli import app
 from infergy.decoding import Decoding, DecodingError
 from infergy.engines import EngineError, engine_class
-from infergy.engines.speculative import check_draft, speculative_generate
+from infergy.engines.speculative import assisted_generate, check_draft, speculative_generate
 from infergy.models import get_model
 from infergy.models.build import build_model, make_prompts
 from infergy.sweep import SpecError, parse_spec
@@ -67,6 +67,19 @@ def test_greedy_speculation_gives_exactly_the_greedy_tokens(
         assert rates["acceptance"] < 0.2
 
 
+@pytest.mark.parametrize("draft", ["itself", "perturbed", "tiny-draft"])
+def test_transformers_assisted_generation_gives_the_greedy_tokens_too(tiny, target, drafts,
+                                                                        draft):
+    ids = torch.tensor(make_prompts(tiny, 1, 8, seed=1))
+    tokens, stats = assisted_generate(target, drafts[draft], ids, 30, 4, pad_token_id=0)
+    assert torch.equal(tokens, greedy(target, ids, 30))
+    assert stats.proposed >= stats.accepted and stats.rounds >= 30 / 5
+    if draft == "itself":
+        assert stats.rejected == 0
+    with pytest.raises(EngineError, match="assisted generation takes one sequence, not 2"):
+        assisted_generate(target, drafts[draft], ids.repeat(2, 1), 30, 4)
+
+
 @pytest.mark.parametrize("rate", [0.3, 0.8])
 def test_a_controlled_acceptance_hits_its_rate_within_sampling_error(tiny, target, drafts, rate):
     ids = torch.tensor(make_prompts(tiny, 8, 8, seed=2))
@@ -96,7 +109,22 @@ def test_the_engine_and_the_point_runner_record_the_acceptance(tiny, make_meter)
     gen = engine.generate(make_prompts(tiny, 2, 8), 12, Decoding.parse(decoding),
                           on_first_token=lambda: calls.append(1))
     assert gen.output_tokens == [12, 12] and calls == [1] and gen.first_token_s is not None
-    assert gen.stats["proposed"] > 0
+    assert gen.stats["proposed"] > 0 and gen.stats["path"] == "loop"
+    # One sequence with the draft's own acceptance: transformers' assisted generation.
+    one = engine.generate(make_prompts(tiny, 1, 8), 12,
+                          Decoding.parse("speculative:draft=tiny-draft,lookahead=3"),
+                          on_first_token=lambda: calls.append(2))
+    assert one.stats["path"] == "assisted" and calls == [1, 2] and one.output_tokens == [12]
+    for path, text, message in [
+            ("assisted", decoding, "a controlled acceptance needs speculative_path=loop"),
+            ("fast", "speculative:draft=tiny-draft", "must be auto, loop or assisted")]:
+        engine.options["speculative_path"] = path
+        with pytest.raises(EngineError, match=message):
+            engine.generate(make_prompts(tiny, 1, 8), 4, Decoding.parse(text))
+    engine.options["speculative_path"] = "loop"
+    assert engine.generate(make_prompts(tiny, 1, 8), 4, Decoding.parse(
+        "speculative:draft=tiny-draft")).stats["path"] == "loop"
+    engine.options.clear()
     result = measure_point(engine, Point("tiny", "hf-eager", 2, 8, 12, decoding),
                            make_meter([SimulatedGpu(power_w=200.0, update_s=1e-4)]), repeats=2)
     assert result.status == "ok", result.error

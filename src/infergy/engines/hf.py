@@ -12,7 +12,7 @@ from infergy.decoding import Decoding
 from infergy.engines.attention import NAME as ATTENTION_NAME
 from infergy.engines.attention import use_sdpa_gqa
 from infergy.engines.base import Engine, EngineError, Generation
-from infergy.engines.speculative import check_draft, speculative_generate
+from infergy.engines.speculative import assisted_generate, check_draft, speculative_generate
 from infergy.models.build import build_model
 
 
@@ -96,21 +96,39 @@ class HFEager(Engine):
         return self._draft[1]
 
     def _speculative(self, ids, output_tokens, decoding, on_first_token) -> Generation:
+        """transformers' assisted generation where it applies (one sequence, the draft's own
+        acceptance), else infergy's batched loop; engine option speculative_path=loop or
+        assisted chooses."""
+        path = self.options.get("speculative_path", "auto")
+        if path not in ("auto", "loop", "assisted"):
+            raise EngineError(f"{self.name}: speculative_path must be auto, loop or assisted, "
+                              f"got {path!r}")
+        if path == "assisted" and decoding.acceptance is not None:
+            raise EngineError("transformers' assisted generation compares the draft's tokens: "
+                              "a controlled acceptance needs speculative_path=loop")
+        assisted = path == "assisted" or (path == "auto" and len(ids) == 1
+                                          and decoding.acceptance is None)
+        draft = self._draft_model(decoding.draft)
         start = time.perf_counter()
-        first: list[float] = []
-
-        def first_token():
-            first.append(time.perf_counter() - start)
-            if on_first_token is not None:
-                on_first_token()
-
-        generator = self._torch.Generator().manual_seed(decoding.seed)
-        tokens, stats = speculative_generate(
-            self.model, self._draft_model(decoding.draft), ids, output_tokens,
-            decoding.lookahead, acceptance=decoding.acceptance, generator=generator,
-            on_first_token=first_token)
-        return Generation(output_tokens=[tokens.shape[1]] * len(ids),
-                          first_token_s=first[0] if first else None, stats=stats.as_dict())
+        streamer = _StepStreamer(start, on_first_token)
+        if assisted:  # its first step holds the prefill and the first round's verification
+            tokens, stats = assisted_generate(self.model, draft, ids, output_tokens,
+                                              decoding.lookahead, streamer=streamer,
+                                              pad_token_id=0)
+        else:
+            streamer.put(ids)  # the prompt, as generate gives it; the first token's put below
+            tokens, stats = speculative_generate(
+                self.model, draft, ids, output_tokens, decoding.lookahead,
+                acceptance=decoding.acceptance,
+                generator=self._torch.Generator().manual_seed(decoding.seed),
+                on_first_token=lambda: streamer.put(None))
+        if tokens.shape[1] != output_tokens:
+            raise EngineError(f"{self.name} generated {tokens.shape[1]} tokens, not "
+                              f"{output_tokens}")
+        # A round gives several tokens: no per-token times, so TPOT comes from the decode.
+        return Generation(output_tokens=[output_tokens] * len(ids),
+                          first_token_s=streamer.times[0] if streamer.times else None,
+                          stats={**stats.as_dict(), "path": "assisted" if assisted else "loop"})
 
     def generate(self, prompts, output_tokens, decoding, on_first_token=None) -> Generation:
         self.check_decoding(decoding)

@@ -1,4 +1,5 @@
-"""Greedy speculative decoding of a whole batch over transformers models' own forward and cache.
+"""Greedy speculative decoding: transformers' assisted generation (one sequence), and a loop
+of infergy's own for a whole batch over transformers models' forward and cache.
 
 Each round, the draft model proposes `lookahead` tokens per sequence, one forward pass each;
 the target scores the sequence's newest token and the proposals in one forward pass; each
@@ -179,3 +180,51 @@ def speculative_generate(target, draft, ids, output_tokens: int, lookahead: int,
             made += kept + 1
             pos += kept + 1
     return out, stats
+
+
+def assisted_generate(target, draft, ids, output_tokens: int, lookahead: int, *, streamer=None,
+                      **generate_kwargs):
+    """transformers' assisted generation (batch 1 only), drafting `lookahead` tokens a round
+    whatever the draft's confidence, counted as `speculative_generate` counts. Returns
+    (tokens: 1 x output_tokens tensor, SpeculativeStats)."""
+    if ids.shape[0] != 1:
+        raise EngineError(f"transformers' assisted generation takes one sequence, not "
+                          f"{ids.shape[0]}: use the batched loop (engine option "
+                          f"speculative_path=loop)")
+    config = draft.generation_config
+    config.num_assistant_tokens = lookahead
+    config.num_assistant_tokens_schedule = "constant"
+    config.assistant_confidence_threshold = 0.0  # never stop drafting early
+    stats = SpeculativeStats()
+    original = target._get_candidate_generator
+
+    def counting(*args, **kwargs):  # counts what each round proposed and accepted
+        candidates = original(*args, **kwargs)
+        get, update = candidates.get_candidates, candidates.update_candidate_strategy
+        proposed: list[int] = []
+
+        def get_candidates(input_ids, *a, **kw):
+            out = get(input_ids, *a, **kw)
+            proposed.append(out[0].shape[1] - input_ids.shape[1])
+            return out
+
+        def update_candidate_strategy(input_ids, scores, num_matches):
+            stats.rounds += 1
+            stats.sequence_rounds += 1
+            stats.proposed += proposed[-1]
+            stats.accepted += int(num_matches)
+            stats.rejected += int(num_matches) < proposed[-1]
+            return update(input_ids, scores, num_matches)
+
+        candidates.get_candidates = get_candidates
+        candidates.update_candidate_strategy = update_candidate_strategy
+        return candidates
+
+    target._get_candidate_generator = counting
+    try:
+        out = target.generate(ids, attention_mask=ids.new_ones(ids.shape), assistant_model=draft,
+                              streamer=streamer, do_sample=False, max_new_tokens=output_tokens,
+                              min_new_tokens=output_tokens, **generate_kwargs)
+    finally:
+        del target._get_candidate_generator  # the class's own again
+    return out[:, ids.shape[1]:], stats
