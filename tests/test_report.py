@@ -58,6 +58,44 @@ def test_a_report_from_a_store_has_valid_figures_and_full_tables(tmp_path):
     assert "How these numbers were made" in html and "Not shown" not in html
 
 
+def add_points(path, rows):
+    """(model, engine, decoding, batch, J per output token, tpot s, acceptance) at 512/128."""
+    with Store(path) as store:
+        run = store.start_run(device="GPU-x", meta={"gpus": [{"model": GPU}]}, spec=None)
+        for model, engine, decoding, batch, jpt, tpot, acceptance in rows:
+            point = {"model": model, "engine": engine, "batch": batch, "input_tokens": 512,
+                     "output_tokens": 128, "decoding": decoding, "tp": 1, "dtype": "bfloat16"}
+            stats = {} if acceptance is None else {"acceptance": acceptance}
+            result = {"point": point, "status": "ok", "energy_j": jpt * batch * 128,
+                      "j_per_output_token": jpt, "time_s": tpot * 128, "tpot_s": tpot,
+                      "decoding_stats": stats, "provenance": {"versions": {"torch": "2.11.0"}}}
+            store.add_point(run, "GPU-x", result, engine_options="{}", batch_requested=batch)
+    return path
+
+
+def test_speculative_and_mixture_of_experts_figures_appear_when_their_points_exist(tmp_path):
+    spec = "speculative:draft=llama-3.2-1b,lookahead=4,acceptance=0.8"
+    rows = [("llama-3.1-8b", "hf-eager", "greedy", b, 4.0 / b ** 0.7, 0.02, None)
+            for b in (1, 8, 32, 128)]
+    rows += [("llama-3.1-8b", "hf-eager", spec, b, 3.0 / b ** 0.6, 0.01, 0.79)
+             for b in (1, 8, 32, 128)]
+    db = add_points(tmp_path / "s.db", rows)
+    html = build_report([db], [], tmp_path / "a").read_text()
+    assert "speculative.png" in html and "moe.png" not in html
+    assert "Mixture of experts" not in html
+    assert (tmp_path / "a" / "speculative.png").read_bytes()[:8] == PNG
+    # The general figures are of greedy decoding only: the batch figure has its 4 points.
+    moe_rows = [(m, "hf-eager", "greedy", b, j / b ** 0.5, t, None)
+                for m, j, t in (("olmoe-1b-7b", 1.5, 0.03), ("olmo-1b", 1.0, 0.01),
+                                ("olmo-7b", 5.0, 0.02)) for b in (1, 8, 64)]
+    db = add_points(tmp_path / "m.db", moe_rows)
+    html = build_report([db], [], tmp_path / "b").read_text()
+    assert "moe.png" in html and (tmp_path / "b" / "moe.png").read_bytes()[:8] == PNG
+    only_moe = add_points(tmp_path / "o.db", moe_rows[:3])
+    html = build_report([only_moe], [], tmp_path / "c").read_text()
+    assert "no dense model measured beside it" in html
+
+
 def test_a_report_without_data_still_renders_and_says_how_to_measure(tmp_path):
     page = build_report([tmp_path / "none.db"], [], tmp_path / "out")
     html = page.read_text()

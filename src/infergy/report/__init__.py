@@ -46,6 +46,8 @@ def load_points(stores: list[Path]):
                                          "time_s")},
                     "prefill_energy_j": result.get("prefill_energy_j"),
                     "decode_energy_j": result.get("decode_energy_j"),
+                    "tpot_s": result.get("tpot_s"),
+                    "acceptance": (result.get("decoding_stats") or {}).get("acceptance"),
                     "gpu": gpus.get(p["run_id"]), "software": software or None,
                     "day": p["measured_at"][:10], "store": str(path),
                     "batch_label": "max" if p["batch_requested"] == "max" else str(p["batch"]),
@@ -53,7 +55,8 @@ def load_points(stores: list[Path]):
     return pd.DataFrame(rows, columns=None if rows else [
         "model", "engine", "engine_options", "decoding", "batch", "batch_requested",
         "input_tokens", "output_tokens", "energy_j", "j_per_output_token", "time_s",
-        "prefill_energy_j", "decode_energy_j", "gpu", "software", "day", "store", "batch_label"])
+        "prefill_energy_j", "decode_energy_j", "tpot_s", "acceptance", "gpu", "software", "day",
+        "store", "batch_label"])
 
 
 def build_report(stores: list[Path], traces: list[str], out: Path, *, model: str | None = None,
@@ -76,14 +79,17 @@ def build_report(stores: list[Path], traces: list[str], out: Path, *, model: str
         if model:
             points = points[points.model == model]
         sec = Section("Measurements", text=f"{len(points)} measured points from "
-                      f"{', '.join(sorted(points.store.unique()))}.")
+                      f"{', '.join(sorted(points.store.unique()))}; the figures below are of "
+                      f"greedy decoding.")
+        greedy = points[points.decoding == "greedy"]
         for stem, make in (("batch", figures.batch_figure), ("phases", figures.phases_figure),
                            ("pareto", figures.pareto_figure)):
-            _save(make(points), out, stem, sec, f"{stem}: not enough points ({measure})")
-        for engine in sorted(points.engine.unique()):
-            _save(figures.heatmap_figure(points, engine), out, f"heatmap-{engine}", sec,
+            _save(make(greedy), out, stem, sec, f"{stem}: not enough points ({measure})")
+        for engine in sorted(greedy.engine.unique()):
+            _save(figures.heatmap_figure(greedy, engine), out, f"heatmap-{engine}", sec,
                   f"heatmap of {engine}: no B = max points ({measure})")
         sections.append(sec)
+        sections.extend(_decoding_sections(points, out))
     if traces:
         sec = Section("Workloads")
         stats = []
@@ -97,8 +103,8 @@ def build_report(stores: list[Path], traces: list[str], out: Path, *, model: str
             _save(figures.cdf_figure(trace, BinGrid.named("paper")), out,
                   f"cdf-{trace.name}", sec, "")
             if not points.empty:
-                _estimate_section(trace, points, stores, out, sec, grid_gco2_per_kwh,
-                                  usd_per_kwh)
+                _estimate_section(trace, points[points.decoding == "greedy"], stores, out,
+                                  sec, grid_gco2_per_kwh, usd_per_kwh)
         sec.tables.insert(0, {"title": "Traces (tokens; the study's Tables 1-2)",
                               "columns": ["trace", "requests", "input mean ± std", "median",
                                           "p99", "output mean ± std", "median", "p99"],
@@ -107,6 +113,36 @@ def build_report(stores: list[Path], traces: list[str], out: Path, *, model: str
     page = out / "index.html"
     page.write_text(_render(sections, grid_gco2_per_kwh))
     return page
+
+
+def _decoding_sections(points, out: Path) -> list[Section]:
+    """Speculative decoding and mixture of experts, where the stores hold such points."""
+    from infergy.models import UnknownModelError, get_model
+
+    sections = []
+    if points.decoding.str.startswith("speculative").any():
+        sec = Section("Speculative decoding", text=(
+            "Acceptance set by `acceptance=` is a measurement device for random weights "
+            "(docs/methodology.md); the legend gives the acceptance observed per token."))
+        _save(figures.speculative_figure(points), out, "speculative", sec,
+              "speculative decoding: no greedy points of the same model, engine and lengths to "
+              "compare with (benchmarks/sweeps/speculative-llama-3.1-8b.yaml measures both)")
+        sections.append(sec)
+
+    def is_moe(name: str) -> bool:
+        try:
+            return get_model(name).is_moe
+        except UnknownModelError:
+            return False
+
+    moe = {m for m in points.model.unique() if is_moe(m)}
+    if moe:
+        sec = Section("Mixture of experts")
+        _save(figures.moe_figure(points, moe), out, "moe", sec,
+              "mixture of experts: no dense model measured beside it "
+              "(benchmarks/sweeps/moe-olmo.yaml measures OLMoE with OLMo-1B and OLMo-7B)")
+        sections.append(sec)
+    return sections
 
 
 def _estimate_section(trace, points, stores, out, sec, gco2, usd) -> None:

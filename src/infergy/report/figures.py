@@ -162,6 +162,81 @@ def pareto_figure(points):
     return _finish(fig, f"Energy against latency (input {i}, output {o} tokens)", sub)
 
 
+def speculative_figure(points):
+    """J per output token against batch size for plain greedy decoding and each speculative
+    decoding (left), and speculation's energy against greedy's at the same batch (right):
+    where the right-hand lines cross 0, speculation stops paying (the study's Figure 3). At the
+    (model, engine, I, O) with the most speculative points."""
+    spec = points[points.decoding.str.startswith("speculative")]
+    if spec.empty:
+        return None
+    key = ["model", "engine", "input_tokens", "output_tokens"]
+    (model, engine, i, o) = spec.groupby(key).size().idxmax()
+    sub = points[(points.model == model) & (points.engine == engine)
+                 & (points.input_tokens == i) & (points.output_tokens == o)]
+    greedy = sub[sub.decoding == "greedy"].groupby("batch").j_per_output_token.median()
+    if greedy.empty:
+        return None
+    plt = _plt()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for decoding, rows in sub.groupby("decoding"):
+        rows = rows.sort_values("batch")
+        if decoding == "greedy":
+            label = "greedy"
+        else:
+            seen = rows.acceptance.dropna()
+            label = decoding.removeprefix("speculative:") + (
+                f" (observed {seen.min():.0%}-{seen.max():.0%})" if len(seen) else "")
+        left.plot(rows.batch, rows.j_per_output_token, "o-", label=label,
+                  color="black" if decoding == "greedy" else None)
+        if decoding != "greedy":
+            base = rows.batch.map(greedy)
+            right.plot(rows.batch, 100 * (rows.j_per_output_token / base - 1), "o-",
+                       label=label)
+    right.axhline(0, color="black", linewidth=0.8)
+    left.set_yscale("log")
+    left.set_ylabel("J per output token")
+    right.set_ylabel("energy against greedy at that batch (%)")
+    for ax in (left, right):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size")
+        ax.grid(True, which="both", alpha=0.3)
+    left.legend(fontsize=7)
+    return _finish(fig, f"Speculative decoding: {model} on {engine} (input {i}, output {o})",
+                   sub)
+
+
+def moe_figure(points, moe_models: set[str]):
+    """J per output token and time per decode step against batch size for every model, a
+    mixture of experts beside dense models (the study's Figure 4), greedy, at the (engine, I,
+    O) with the most points of MoE models."""
+    greedy = points[points.decoding == "greedy"]
+    moe = greedy[greedy.model.isin(moe_models)]
+    if moe.empty or greedy.model.nunique() < 2:
+        return None
+    (engine, i, o) = moe.groupby(["engine", "input_tokens", "output_tokens"]).size().idxmax()
+    sub = greedy[(greedy.engine == engine) & (greedy.input_tokens == i)
+                 & (greedy.output_tokens == o) & (greedy.batch_requested != "max")]
+    plt = _plt()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for model, rows in sub.groupby("model"):
+        rows = rows.sort_values("batch")
+        style = "s-" if model in moe_models else "o--"
+        label = f"{model} (MoE)" if model in moe_models else model
+        left.plot(rows.batch, rows.j_per_output_token, style, label=label)
+        right.plot(rows.batch, 1000 * rows.tpot_s, style, label=label)
+    left.set_ylabel("J per output token")
+    right.set_ylabel("time per decode step (ms)")
+    for ax in (left, right):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size")
+        ax.grid(True, which="both", alpha=0.3)
+    left.legend(fontsize=8)
+    return _finish(fig, f"Mixture of experts against dense models: {engine} (input {i}, "
+                        f"output {o})", sub)
+
+
 def estimate_figure(rows: list[dict], trace: str, points):
     """Theoretical against each engine's estimated energy for one trace (Figure 1)."""
     if not rows:
