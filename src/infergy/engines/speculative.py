@@ -118,23 +118,25 @@ def speculative_generate(target, draft, ids, output_tokens: int, lookahead: int,
         # proposal, the last proposal: one or two pending tokens.
         before_last = torch.zeros(batch, dtype=torch.long, device=device)
         two_pending = torch.zeros(batch, dtype=torch.bool, device=device)
-        out = torch.zeros(batch, output_tokens, dtype=torch.long, device=device)
+        out = torch.zeros(batch, output_tokens + 1, dtype=torch.long, device=device)
         out[:, 0] = last
         made = torch.ones(batch, dtype=torch.long, device=device)
         stats = SpeculativeStats()
-        while (remaining := output_tokens - int(made.min())) > 0:
+        while True:
+            # Host reads stall the GPU's queue: two a round, each of several values.
+            fewest, any_two = torch.stack([made.min(), two_pending.any().long()]).tolist()
+            if (remaining := output_tokens - fewest) <= 0:
+                break
             k = min(lookahead, remaining - 1)  # a round gives up to k + 1 tokens
             proposals = last.new_zeros(batch, k)
-            fed = 0  # draft cache slots added this round
             if k:
-                if bool(two_pending.any()):
+                if any_two:
                     step = torch.stack([before_last, last], 1)
                     step_pos = torch.stack([pos - 1, pos], 1)
                     draft_mask = torch.cat([draft_mask, two_pending[:, None].long(), one], 1)
                 else:
                     step, step_pos = last[:, None], pos[:, None]
                     draft_mask = torch.cat([draft_mask, one], 1)
-                fed = step.shape[1]
                 for j in range(k):
                     choice, draft_cache = forward(draft, step, step_pos, draft_mask,
                                                   draft_cache, 1)
@@ -142,7 +144,6 @@ def speculative_generate(target, draft, ids, output_tokens: int, lookahead: int,
                     if j + 1 < k:  # the last proposal is not fed (see two_pending)
                         step, step_pos = proposals[:, j:j + 1], pos[:, None] + j + 1
                         draft_mask = torch.cat([draft_mask, one], 1)
-                        fed += 1
             verify = torch.cat([last[:, None], proposals], 1)
             slots = torch.arange(k + 1, device=device)
             target_mask = torch.cat([target_mask, torch.ones_like(verify)], 1)
@@ -156,18 +157,20 @@ def speculative_generate(target, draft, ids, output_tokens: int, lookahead: int,
                          < acceptance).to(device)
             kept = agree.long().cumprod(1).sum(1)  # proposals accepted, per sequence
             needed = made < output_tokens
+            most, verified, accepted, rejected = torch.stack([
+                kept.max(), needed.sum(), (kept * needed).sum(),
+                ((kept < k) & needed).sum()]).tolist()
             stats.rounds += 1
-            stats.sequence_rounds += int(needed.sum())
-            stats.proposed += k * int(needed.sum())
-            stats.accepted += int(kept[needed].sum())
-            stats.rejected += int((kept[needed] < k).sum())
+            stats.sequence_rounds += verified
+            stats.proposed += k * verified
+            stats.accepted += accepted
+            stats.rejected += rejected
             # Each sequence keeps its accepted proposals and then the target's choice.
             new = torch.where(slots < kept[:, None], verify.roll(-1, 1), choice)
             index = made[:, None] + slots
-            r, c = ((slots <= kept[:, None]) & (index < output_tokens)).nonzero(as_tuple=True)
-            out[r, index[r, c]] = new[r, c]
+            write = (slots <= kept[:, None]) & (index < output_tokens)
+            out.scatter_(1, torch.where(write, index, output_tokens), new)  # else: spare column
             # Hide the rejected slots, and drop the trailing ones that every sequence rejected.
-            most = int(kept.max())
             target_mask[:, -(k + 1):] = (slots <= kept[:, None]).long()
             target_mask, target_cache = drop_last(target_mask, target_cache, k - most)
             if k > 1:  # the draft was fed proposals 1 ... k-1
@@ -179,7 +182,7 @@ def speculative_generate(target, draft, ids, output_tokens: int, lookahead: int,
             last = new[rows, kept]
             made += kept + 1
             pos += kept + 1
-    return out, stats
+    return out[:, :output_tokens], stats
 
 
 def assisted_generate(target, draft, ids, output_tokens: int, lookahead: int, *, streamer=None,
