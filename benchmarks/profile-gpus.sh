@@ -39,7 +39,8 @@ sweep() {  # GPU JOB: one job of a worker, from the code copied at start
   echo "== GPU $gpu $(date -u +%FT%TZ): infergy sweep $*"
   CUDA_VISIBLE_DEVICES=$gpu PYTHONUNBUFFERED=1 PYTHONPATH="$dir/code/src:${PYTHONPATH:-}" \
     COLUMNS=160 python3 -m infergy sweep "$@"
-  echo "== GPU $gpu $(date -u +%FT%TZ): exit $?"
+  local rc=$?
+  echo "== GPU $gpu $(date -u +%FT%TZ): exit $rc"
 }
 
 snapshot() {
@@ -108,7 +109,8 @@ case "$command" in
     done
     # B = 1 is bound by the launching CPU: beside other GPUs' work (torch.compile's compile
     # workers above all) it measured 5-30% more energy per token (docs/measurements.md).
-    if [ "$busy" -gt 1 ] && [[ " $* " =~ :1[:,\ ] ]]; then
+    if [ "$busy" -gt 1 ] && [[ " $* $(pgrep -af 'profile-gpus.sh worker') " =~ :1[:,\ ] ]]
+    then
       echo "profile-gpus: B = 1 jobs run alone on their host (no other GPU busy)" >&2; exit 2
     fi
     if [ ! -d "$dir/code" ]; then
@@ -148,7 +150,9 @@ case "$command" in
     end=$(( $(date +%s) + ${KILL_AFTER:-60} ))
     for gpu in $gpus; do
       while running "$gpu " && [ "$(date +%s)" -lt "$end" ]; do sleep 2; done
-      pkill -KILL -f "infergy sweep .*--db $dir/(gpu|spot)$gpu\.db"  # ... or loses it
+      # ... or loses it: the worker's whole session, the sweep's measuring process (its own
+      # process group) and an engine's (vLLM's core) with it, so the GPU is free again.
+      for sid in $(pgrep -f "profile-gpus.sh worker $gpu "); do pkill -KILL -s "$sid"; done
     done
     sleep 2
     ;;

@@ -56,8 +56,8 @@ def repeatability(points: list[dict]) -> str:
     lines = ["| engine | B | points of at least 2 s | mean CV | max CV | over 5% |",
              "|---|---|---|---|---|---|"]
     for (engine, batch), rows in sorted(groups.items()):
-        long = [(p, _result(p)["energy_cv"]) for p in rows
-                if p["time_s"] >= LONG_S and _result(p)["energy_cv"] is not None]
+        long = [(p, _result(p).get("energy_cv")) for p in rows
+                if (p["time_s"] or 0) >= LONG_S and _result(p).get("energy_cv") is not None]
         if not long:
             lines.append(f"| {engine} | {batch} | 0 | | | |")
             continue
@@ -102,8 +102,12 @@ def spot(points: list[dict], spot_points: list[dict]) -> str:
                      f"{p['input_tokens']}/{p['output_tokens']} | {p['time_s']:.2f} | "
                      f"{p['j_per_output_token']:.4g} | "
                      f"{'' if ref_j is None else f'{ref_j:.4g}'} | {diff} | "
-                     f"{_result(p)['energy_cv']:.1%} |")
+                     f"{_cv_text(_result(p).get('energy_cv'))} |")
     return "\n".join(lines)
+
+
+def _cv_text(cv: float | None) -> str:
+    return "n/a" if cv is None else f"{cv:.1%}"
 
 
 def _key(p: dict) -> tuple:

@@ -99,7 +99,7 @@ def test_a_controlled_acceptance_hits_its_rate_within_sampling_error(tiny, targe
     assert (none_kept.rounds, none_kept.accepted) == (20, 0)
 
 
-def test_the_engine_and_the_point_runner_record_the_acceptance(tiny, make_meter):
+def test_the_engine_and_the_point_runner_record_the_acceptance(tiny, make_meter, tmp_path):
     from simulated import SimulatedGpu
 
     engine = engine_class("hf-eager")(tiny, device="cpu", dtype="float32")
@@ -110,21 +110,21 @@ def test_the_engine_and_the_point_runner_record_the_acceptance(tiny, make_meter)
                           on_first_token=lambda: calls.append(1))
     assert gen.output_tokens == [12, 12] and calls == [1] and gen.first_token_s is not None
     assert gen.stats["proposed"] > 0 and gen.stats["path"] == "loop"
-    # One sequence with the draft's own acceptance: transformers' assisted generation.
+    # One sequence, the draft's own acceptance: transformers' assisted generation on request.
+    engine.options["speculative_path"] = "assisted"
     one = engine.generate(make_prompts(tiny, 1, 8), 12,
                           Decoding.parse("speculative:draft=tiny-draft,lookahead=3"),
                           on_first_token=lambda: calls.append(2))
     assert one.stats["path"] == "assisted" and calls == [1, 2] and one.output_tokens == [12]
     for path, text, message in [
             ("assisted", decoding, "a controlled acceptance needs speculative_path=loop"),
-            ("fast", "speculative:draft=tiny-draft", "must be auto, loop or assisted")]:
+            ("fast", "speculative:draft=tiny-draft", "must be loop or assisted")]:
         engine.options["speculative_path"] = path
         with pytest.raises(EngineError, match=message):
             engine.generate(make_prompts(tiny, 1, 8), 4, Decoding.parse(text))
-    engine.options["speculative_path"] = "loop"
+    engine.options.clear()
     assert engine.generate(make_prompts(tiny, 1, 8), 4, Decoding.parse(
         "speculative:draft=tiny-draft")).stats["path"] == "loop"
-    engine.options.clear()
     result = measure_point(engine, Point("tiny", "hf-eager", 2, 8, 12, decoding),
                            make_meter([SimulatedGpu(power_w=200.0, update_s=1e-4)]), repeats=2)
     assert result.status == "ok", result.error
@@ -132,6 +132,11 @@ def test_the_engine_and_the_point_runner_record_the_acceptance(tiny, make_meter)
     assert stats["proposed"] == 2 * result.repeats[0].decoding_stats["proposed"]  # summed
     assert 0 <= stats["acceptance"] <= 1 and stats["tokens_per_round"] >= 1
     engine.close()
+    # A real target with the random draft would measure an agreement of almost nothing.
+    real = engine_class("hf-eager")(tiny, device="cpu", dtype="float32", weights=tmp_path)
+    with pytest.raises(EngineError, match="set acceptance=X"):
+        real.check_decoding(Decoding.parse("speculative:draft=tiny-draft"))
+    real.check_decoding(Decoding.parse(decoding))
 
 
 def test_decoding_text_round_trips_and_bad_parameters_are_errors():

@@ -81,8 +81,15 @@ class HFEager(Engine):
 
     def check_decoding(self, decoding: Decoding) -> None:
         super().check_decoding(decoding)
-        if decoding.strategy == "speculative":
+        checked = self.__dict__.setdefault("_checked", set())  # once: generate checks each call
+        if decoding.strategy == "speculative" and decoding not in checked:
             check_draft(self.spec, decoding.draft)
+            if self.weights is not None and decoding.acceptance is None:
+                raise EngineError(
+                    "speculative decoding with real target weights: the draft is built with "
+                    "random weights (draft weights are not supported yet), so it would agree "
+                    "almost never; set acceptance=X to measure a given acceptance")
+            checked.add(decoding)
 
     def prepare(self, batch, input_tokens, output_tokens, decoding) -> None:
         if decoding.strategy == "speculative":
@@ -96,31 +103,33 @@ class HFEager(Engine):
         return self._draft[1]
 
     def _speculative(self, ids, output_tokens, decoding, on_first_token) -> Generation:
-        """transformers' assisted generation where it applies (one sequence, the draft's own
-        acceptance), else infergy's batched loop; engine option speculative_path=loop or
-        assisted chooses."""
-        path = self.options.get("speculative_path", "auto")
-        if path not in ("auto", "loop", "assisted"):
-            raise EngineError(f"{self.name}: speculative_path must be auto, loop or assisted, "
-                              f"got {path!r}")
-        if path == "assisted" and decoding.acceptance is not None:
-            raise EngineError("transformers' assisted generation compares the draft's tokens: "
-                              "a controlled acceptance needs speculative_path=loop")
-        assisted = path == "assisted" or (path == "auto" and len(ids) == 1
-                                          and decoding.acceptance is None)
+        """infergy's batched loop, or with engine option speculative_path=assisted (one
+        sequence, the draft's own acceptance, one vocabulary) transformers' assisted
+        generation, which reports its first tokens only after its first round: its prefill
+        window then holds the draft's first proposals and the first verification too."""
+        path = self.options.get("speculative_path", "loop")
+        if path not in ("loop", "assisted"):
+            raise EngineError(f"{self.name}: speculative_path must be loop or assisted, got "
+                              f"{path!r}")
         draft = self._draft_model(decoding.draft)
         start = time.perf_counter()
         streamer = _StepStreamer(start, on_first_token)
-        if assisted:  # its first step holds the prefill and the first round's verification
+        if path == "assisted":
+            if decoding.acceptance is not None:
+                raise EngineError("transformers' assisted generation compares the draft's "
+                                  "tokens: a controlled acceptance needs speculative_path=loop")
+            if draft.config.vocab_size != self.model.config.vocab_size:
+                raise EngineError("transformers' assisted generation needs the draft's and the "
+                                  "target's vocabularies of one size: use speculative_path=loop")
             tokens, stats = assisted_generate(self.model, draft, ids, output_tokens,
                                               decoding.lookahead, streamer=streamer,
                                               pad_token_id=0)
         else:
             streamer.put(ids)  # the prompt, as generate gives it; the first token's put below
+            generator = self._torch.Generator(device=self.device).manual_seed(decoding.seed)
             tokens, stats = speculative_generate(
                 self.model, draft, ids, output_tokens, decoding.lookahead,
-                acceptance=decoding.acceptance,
-                generator=self._torch.Generator().manual_seed(decoding.seed),
+                acceptance=decoding.acceptance, generator=generator,
                 on_first_token=lambda: streamer.put(None))
         if tokens.shape[1] != output_tokens:
             raise EngineError(f"{self.name} generated {tokens.shape[1]} tokens, not "
@@ -128,7 +137,7 @@ class HFEager(Engine):
         # A round gives several tokens: no per-token times, so TPOT comes from the decode.
         return Generation(output_tokens=[output_tokens] * len(ids),
                           first_token_s=streamer.times[0] if streamer.times else None,
-                          stats={**stats.as_dict(), "path": "assisted" if assisted else "loop"})
+                          stats={**stats.as_dict(), "path": path})
 
     def generate(self, prompts, output_tokens, decoding, on_first_token=None) -> Generation:
         self.check_decoding(decoding)

@@ -12,8 +12,9 @@ DynamicCache) grow by the same number of slots for every sequence each round: th
 rejected proposals stay as holes that the attention mask hides, except the trailing ones that
 every sequence rejected, which are cropped; each sequence carries its own positions. Nothing
 is recomputed or copied, so each sequence advances by its own acceptance, as in a serving
-engine, not by the batch's slowest. The holes cost memory and attention that a paged engine
-(vLLM) frees: up to the gap between the batch's best acceptance and each sequence's own.
+engine, not by the batch's slowest, and a sequence that has all its tokens leaves the batch
+(its cache rows are dropped). The holes cost memory and attention that a paged engine (vLLM)
+frees: up to the gap between the batch's best acceptance and each sequence's own.
 
 With `acceptance` set, whether each proposal is accepted is drawn (independently, with that
 probability, until the first rejection) instead of compared with the target's choice. Both
@@ -84,7 +85,7 @@ def speculative_generate(target, draft, ids, output_tokens: int, lookahead: int,
         raise ValueError(f"output_tokens and lookahead must be at least 1, got "
                          f"{output_tokens} and {lookahead}")
 
-    draft_vocab = draft.config.vocab_size
+    draft_vocab, target_vocab = draft.config.vocab_size, target.config.vocab_size
 
     def drop_last(mask, cache, n: int):
         """The mask and cache without their last n slots."""
@@ -94,8 +95,9 @@ def speculative_generate(target, draft, ids, output_tokens: int, lookahead: int,
         return mask, cache
 
     def forward(model, tokens, positions, mask, cache, keep):
-        if model is draft:  # a padded target row (never chosen by trained weights) -> valid id
-            tokens = tokens.clamp(max=draft_vocab - 1)
+        # One tokenizer, embeddings padded differently: a padding row that random weights
+        # chose (trained ones never do) is read as the other model's last row.
+        tokens = tokens.clamp(max=(draft_vocab if model is draft else target_vocab) - 1)
         out = model(input_ids=tokens, position_ids=positions, attention_mask=mask,
                     past_key_values=cache, use_cache=True, logits_to_keep=keep)
         return out.logits.argmax(-1), out.past_key_values
@@ -121,12 +123,23 @@ def speculative_generate(target, draft, ids, output_tokens: int, lookahead: int,
         out = torch.zeros(batch, output_tokens + 1, dtype=torch.long, device=device)
         out[:, 0] = last
         made = torch.ones(batch, dtype=torch.long, device=device)
+        alive = torch.arange(batch, device=device)  # the sequences still in the batch
         stats = SpeculativeStats()
         while True:
             # Host reads stall the GPU's queue: two a round, each of several values.
-            fewest, any_two = torch.stack([made.min(), two_pending.any().long()]).tolist()
+            fewest, any_two, done = torch.stack([
+                made.min(), two_pending.any().long(), (made >= output_tokens).sum()]).tolist()
             if (remaining := output_tokens - fewest) <= 0:
                 break
+            if done:  # finished sequences leave the batch, as in a serving engine
+                keep = (made < output_tokens).nonzero().squeeze(1)
+                target_cache.batch_select_indices(keep)
+                draft_cache.batch_select_indices(keep)
+                target_mask, draft_mask, pos, last, before_last, two_pending, made, alive = (
+                    t[keep] for t in (target_mask, draft_mask, pos, last, before_last,
+                                      two_pending, made, alive))
+                batch = len(alive)
+                rows, one = rows[:batch], one[:batch]
             k = min(lookahead, remaining - 1)  # a round gives up to k + 1 tokens
             proposals = last.new_zeros(batch, k)
             if k:
@@ -151,25 +164,25 @@ def speculative_generate(target, draft, ids, output_tokens: int, lookahead: int,
                                            target_cache, k + 1)
             if acceptance is None:
                 agree = proposals == choice[:, :k]
-            else:
+            else:  # drawn where the generator lives (the engine's: on the GPU, no copy)
                 agree = (torch.rand(batch, k, generator=generator,
-                                    device=generator.device if generator else "cpu")
+                                    device=generator.device if generator else device)
                          < acceptance).to(device)
             kept = agree.long().cumprod(1).sum(1)  # proposals accepted, per sequence
-            needed = made < output_tokens
-            most, verified, accepted, rejected = torch.stack([
-                kept.max(), needed.sum(), (kept * needed).sum(),
-                ((kept < k) & needed).sum()]).tolist()
+            most, accepted, rejected = torch.stack([
+                kept.max(), kept.sum(), (kept < k).sum()]).tolist()
             stats.rounds += 1
-            stats.sequence_rounds += verified
-            stats.proposed += k * verified
+            stats.sequence_rounds += batch
+            stats.proposed += k * batch
             stats.accepted += accepted
             stats.rejected += rejected
             # Each sequence keeps its accepted proposals and then the target's choice.
             new = torch.where(slots < kept[:, None], verify.roll(-1, 1), choice)
             index = made[:, None] + slots
             write = (slots <= kept[:, None]) & (index < output_tokens)
-            out.scatter_(1, torch.where(write, index, output_tokens), new)  # else: spare column
+            mine = out.index_select(0, alive)
+            mine.scatter_(1, torch.where(write, index, output_tokens), new)  # else: spare column
+            out.index_copy_(0, alive, mine)
             # Hide the rejected slots, and drop the trailing ones that every sequence rejected.
             target_mask[:, -(k + 1):] = (slots <= kept[:, None]).long()
             target_mask, target_cache = drop_last(target_mask, target_cache, k - most)

@@ -212,11 +212,13 @@ def moe_figure(points, moe_models: set[str]):
     O) with the most points of MoE models."""
     greedy = points[points.decoding == "greedy"]
     moe = greedy[greedy.model.isin(moe_models)]
-    if moe.empty or greedy.model.nunique() < 2:
+    if moe.empty:
         return None
     (engine, i, o) = moe.groupby(["engine", "input_tokens", "output_tokens"]).size().idxmax()
     sub = greedy[(greedy.engine == engine) & (greedy.input_tokens == i)
                  & (greedy.output_tokens == o) & (greedy.batch_requested != "max")]
+    if sub.model.nunique() < 2:  # no dense model beside it at these settings
+        return None
     plt = _plt()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for model, rows in sub.groupby("model"):
