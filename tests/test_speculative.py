@@ -199,3 +199,45 @@ def test_measure_runs_speculative_decoding_and_prints_the_acceptance():
     data = json.loads(result.output[result.output.index("{"):])
     assert data["point"]["decoding"] == "speculative:draft=tiny-draft,lookahead=2,acceptance=0.5"
     assert data["decoding_stats"]["proposed"] > 0
+
+
+def save_checkpoint(model_name: str, folder, seed: int, vocab: dict | None = None):
+    """A local checkpoint of a catalog model (random weights), with a word-level tokenizer of
+    `vocab` where given: what --weights and --draft-weights read."""
+    build_model(get_model(model_name), device="cpu", dtype="float32",
+                seed=seed).save_pretrained(folder)
+    if vocab is not None:
+        from tokenizers import Tokenizer, models
+        from transformers import PreTrainedTokenizerFast
+
+        tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="t0"))
+        PreTrainedTokenizerFast(tokenizer_object=tokenizer).save_pretrained(folder)
+    return folder
+
+
+def test_draft_weights_are_loaded_and_must_share_the_target_s_tokenizer(tiny, tmp_path):
+    words = {f"t{i}": i for i in range(512)}
+    target = save_checkpoint("tiny", tmp_path / "target", 0, words)
+    draft = save_checkpoint("tiny-draft", tmp_path / "draft", 7, words)
+    engine = engine_class("hf-eager")(tiny, device="cpu", dtype="float32", weights=target,
+                                      options={"draft_weights": str(draft)})
+    engine.load()
+    natural = Decoding.parse("speculative:draft=tiny-draft,lookahead=2")
+    engine.check_decoding(natural)  # real target, real draft: the natural acceptance
+    gen = engine.generate(make_prompts(tiny, 2, 8), 6, natural)
+    assert gen.output_tokens == [6, 6] and gen.stats["proposed"] > 0
+    saved = build_model(get_model("tiny-draft"), device="cpu", dtype="float32", seed=7)
+    assert torch.equal(engine._draft[1].lm_head.weight, saved.lm_head.weight)
+    engine.close()
+    other = save_checkpoint("tiny-draft", tmp_path / "other", 7,
+                            {f"w{i}": i for i in range(512)})
+    for folder, message in [(other, "its tokenizer differs from the target's"),
+                            (tmp_path / "none", "no config.json")]:
+        bad = engine_class("hf-eager")(tiny, device="cpu", dtype="float32", weights=target,
+                                       options={"draft_weights": str(folder)})
+        with pytest.raises(EngineError, match=message):
+            bad.check_decoding(natural)
+    result = CliRunner().invoke(app, ["measure", "-m", "tiny", "--weights", str(target),
+                                      "--decoding", "speculative", "--draft", "tiny-draft",
+                                      "--draft-weights", str(other), "--idle-s", "0"])
+    assert result.exit_code == 2 and "tokenizer differs" in " ".join(result.output.split())

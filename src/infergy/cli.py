@@ -281,6 +281,9 @@ def measure(
                                                            "model (a catalog model)."),
     lookahead: int | None = typer.Option(None, "--lookahead",
                                          help="Tokens the draft proposes a round (default 4)."),
+    draft_weights: Path | None = typer.Option(None, "--draft-weights",
+                                              help="The draft's checkpoint directory (with "
+                                                   "--weights: the natural acceptance)."),
     acceptance: float | None = typer.Option(None, "--acceptance",
                                             help="Accept each proposed token with this "
                                                  "probability instead of by comparison (a "
@@ -325,6 +328,10 @@ def measure(
             EngineError) as e:
         raise _fail(str(e)) from None
     options = _options(engine_option)
+    if draft_weights is not None:
+        if not Decoding.parse(decoding).draft:
+            raise _fail("--draft-weights: for --decoding speculative with --draft")
+        options["draft_weights"] = str(draft_weights)
     if (tokenizer is None) != (text_file is None):
         raise _fail("--tokenizer and --text-file go together")
     if text_file is not None and not text_file.is_file():

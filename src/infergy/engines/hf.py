@@ -5,14 +5,21 @@ transformers' own compile path, with CUDA graphs)."""
 from __future__ import annotations
 
 import gc
+import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from infergy.decoding import Decoding
 from infergy.engines.attention import NAME as ATTENTION_NAME
 from infergy.engines.attention import use_sdpa_gqa
 from infergy.engines.base import Engine, EngineError, Generation
-from infergy.engines.speculative import assisted_generate, check_draft, speculative_generate
+from infergy.engines.speculative import (
+    assisted_generate,
+    check_draft,
+    check_draft_weights,
+    speculative_generate,
+)
 from infergy.models.build import build_model
 
 
@@ -83,13 +90,23 @@ class HFEager(Engine):
         super().check_decoding(decoding)
         checked = self.__dict__.setdefault("_checked", set())  # once: generate checks each call
         if decoding.strategy == "speculative" and decoding not in checked:
-            check_draft(self.spec, decoding.draft)
-            if self.weights is not None and decoding.acceptance is None:
+            draft = check_draft(self.spec, decoding.draft)
+            weights = self.options.get("draft_weights")
+            if weights is not None:
+                check_draft_weights(Path(weights), self._vocab_size(), self.weights)
+            elif self.weights is not None and decoding.acceptance is None:
                 raise EngineError(
-                    "speculative decoding with real target weights: the draft is built with "
-                    "random weights (draft weights are not supported yet), so it would agree "
-                    "almost never; set acceptance=X to measure a given acceptance")
+                    f"speculative decoding with real target weights and a random {draft.name}: "
+                    f"the draft would agree almost never; give its weights (--draft-weights "
+                    f"DIR) or set acceptance=X to measure a given acceptance")
             checked.add(decoding)
+
+    def _vocab_size(self) -> int:
+        """The target's vocabulary: its checkpoint's where it has one, else the catalog's."""
+        config = Path(self.weights or "", "config.json")
+        if self.weights is not None and config.is_file():
+            return int(json.loads(config.read_text()).get("vocab_size", 0))
+        return self.spec.hf_config().vocab_size
 
     def prepare(self, batch, input_tokens, output_tokens, decoding) -> None:
         if decoding.strategy == "speculative":
@@ -98,8 +115,10 @@ class HFEager(Engine):
     def _draft_model(self, name: str):
         if self._draft is None or self._draft[0] != name:
             self._draft = None
+            weights = self.options.get("draft_weights")
             self._draft = (name, build_model(check_draft(self.spec, name), device=self.device,
-                                             dtype=self.dtype, seed=self.seed + 1))
+                                             dtype=self.dtype, seed=self.seed + 1,
+                                             weights=None if weights is None else Path(weights)))
         return self._draft[1]
 
     def _speculative(self, ids, output_tokens, decoding, on_first_token) -> Generation:

@@ -26,8 +26,10 @@ the tokens are then not the target's greedy ones.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from infergy.decoding import speculative_rates
 from infergy.engines.base import EngineError
@@ -53,6 +55,32 @@ def check_draft(target: ModelSpec, name: str | None) -> ModelSpec:
             f"tokenizer (the study's pairs: llama-3.1-8b with llama-3.2-1b, "
             f"deepseek-r1-distill-qwen-32b with qwen2-1.5b)")
     return draft
+
+
+def check_draft_weights(draft_dir: Path, target_vocab: int, target_dir: Path | None) -> None:
+    """A draft checkpoint suits its target: a vocabulary of the target's size (up to
+    padding), and where both directories hold a tokenizer, the same tokens. EngineError
+    otherwise, before any GPU work."""
+    config = Path(draft_dir) / "config.json"
+    if not config.is_file():
+        raise EngineError(f"draft weights {draft_dir}: no config.json: not a checkpoint "
+                          f"directory")
+    vocab = json.loads(config.read_text()).get("vocab_size")
+    if not isinstance(vocab, int) or abs(vocab - target_vocab) > VOCAB_PADDING:
+        raise EngineError(f"draft weights {draft_dir}: a vocabulary of {vocab} tokens, the "
+                          f"target's {target_vocab}: a draft must share its target's tokenizer")
+    tokenizers = [d for d in (target_dir, Path(draft_dir)) if d is not None and any(
+        (Path(d) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))]
+    if len(tokenizers) == 2:
+        from transformers import AutoTokenizer
+
+        target_tokens, draft_tokens = (AutoTokenizer.from_pretrained(d, local_files_only=True)
+                                       .get_vocab() for d in tokenizers)
+        if target_tokens != draft_tokens:
+            differ = sum(draft_tokens.get(t) != i for t, i in target_tokens.items())
+            raise EngineError(f"draft weights {draft_dir}: its tokenizer differs from the "
+                              f"target's ({differ} of {len(target_tokens)} tokens map to other "
+                              f"ids): a draft must share its target's tokenizer")
 
 
 @dataclass

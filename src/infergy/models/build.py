@@ -51,9 +51,10 @@ def build_model(
         weights = Path(weights)
         if not (weights / "config.json").exists():
             raise FileNotFoundError(f"{weights}: no config.json: not a checkpoint directory")
-        model = AutoModelForCausalLM.from_pretrained(
-            weights, dtype=torch_dtype(dtype), device_map=device
-        )
+        # device_map loads straight onto the GPU (it needs accelerate); a CPU needs neither.
+        placement = {} if device == "cpu" else {"device_map": device}
+        model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch_dtype(dtype),
+                                                     **placement)
     else:
         torch.manual_seed(seed)
         with torch.device(device):
