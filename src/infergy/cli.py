@@ -310,7 +310,6 @@ def measure(
     from infergy.bench.point import Point, PointError, measure_point, validate_point
     from infergy.decoding import Decoding, DecodingError
     from infergy.engines import EngineError, UnknownEngineError, engine_class
-    from infergy.engines.speculative import check_draft
     from infergy.models import UnknownModelError, get_model
 
     try:
@@ -318,12 +317,7 @@ def measure(
         point = Point(model, engine, batch, input_tokens, output_tokens, decoding, dtype=dtype)
         spec = get_model(model)
         engine_cls = engine_class(engine)
-        strategy = validate_point(point, spec).strategy
-        if strategy not in engine_cls.decodings:  # before the meter and the model
-            raise PointError(f"engine {engine} does not support {strategy} decoding (it "
-                             f"supports {', '.join(engine_cls.decodings)})")
-        if strategy == "speculative":
-            check_draft(spec, Decoding.parse(decoding).draft)
+        engine_cls.check_support(spec, validate_point(point, spec))  # before meter and model
     except (UnknownModelError, UnknownEngineError, DecodingError, PointError,
             EngineError) as e:
         raise _fail(str(e)) from None

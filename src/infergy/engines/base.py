@@ -60,12 +60,14 @@ class Engine(ABC):
         """Whether `generate` signals the first token for this decoding."""
         return self.first_token_hook
 
+    @classmethod
+    def check_support(cls, spec: ModelSpec, decoding: Decoding) -> None:
+        """Before any work (no instance, no model): the engine has this decoding strategy, and
+        a speculative draft suits the model. EngineError otherwise."""
+        _check_support(cls.name, cls.decodings, spec, decoding)
+
     def check_decoding(self, decoding: Decoding) -> None:
-        if decoding.strategy not in self.decodings:
-            raise EngineError(
-                f"engine {self.name} does not support {decoding.strategy} decoding "
-                f"(it supports {', '.join(self.decodings)})"
-            )
+        _check_support(self.name, self.decodings, self.spec, decoding)  # this instance's
 
     @abstractmethod
     def load(self) -> None:
@@ -99,3 +101,14 @@ class Engine(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional
         """Free the model and the GPU memory it holds."""
+
+
+def _check_support(name: str, decodings: tuple[str, ...], spec: ModelSpec,
+                   decoding: Decoding) -> None:
+    if decoding.strategy not in decodings:
+        raise EngineError(f"engine {name} does not support {decoding.strategy} decoding "
+                          f"(it supports {', '.join(decodings)})")
+    if decoding.strategy == "speculative":
+        from infergy.engines.speculative import check_draft
+
+        check_draft(spec, decoding.draft)

@@ -87,19 +87,20 @@ class HFEager(Engine):
         return kwargs
 
     def check_decoding(self, decoding: Decoding) -> None:
-        super().check_decoding(decoding)
         checked = self.__dict__.setdefault("_checked", set())  # once: generate checks each call
-        if decoding.strategy == "speculative" and decoding not in checked:
-            draft = check_draft(self.spec, decoding.draft)
+        if decoding in checked:
+            return
+        super().check_decoding(decoding)
+        if decoding.strategy == "speculative":
             weights = self.options.get("draft_weights")
             if weights is not None:
                 check_draft_weights(Path(weights), self._vocab_size(), self.weights)
             elif self.weights is not None and decoding.acceptance is None:
                 raise EngineError(
-                    f"speculative decoding with real target weights and a random {draft.name}: "
-                    f"the draft would agree almost never; give its weights (--draft-weights "
-                    f"DIR) or set acceptance=X to measure a given acceptance")
-            checked.add(decoding)
+                    f"speculative decoding with real target weights and a random "
+                    f"{decoding.draft}: the draft would agree almost never; give its weights "
+                    f"(--draft-weights DIR) or set acceptance=X to measure a given acceptance")
+        checked.add(decoding)
 
     def _vocab_size(self) -> int:
         """The target's vocabulary: its checkpoint's where it has one, else the catalog's."""

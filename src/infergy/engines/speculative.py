@@ -47,14 +47,18 @@ def check_draft(target: ModelSpec, name: str | None) -> ModelSpec:
         draft = get_model(name or "")
     except UnknownModelError as err:
         raise EngineError(f"speculative decoding: draft {err}") from None
-    sizes = (target.hf_config().vocab_size, draft.hf_config().vocab_size)
-    if abs(sizes[0] - sizes[1]) > VOCAB_PADDING:
-        raise EngineError(
-            f"speculative decoding: draft {draft.name} has a vocabulary of {sizes[1]:,} tokens "
-            f"and target {target.name} {sizes[0]:,}: a draft must share its target's "
-            f"tokenizer (the study's pairs: llama-3.1-8b with llama-3.2-1b, "
-            f"deepseek-r1-distill-qwen-32b with qwen2-1.5b)")
+    _check_vocabulary(f"speculative decoding: draft {draft.name}", draft.hf_config().vocab_size,
+                      f"target {target.name}", target.hf_config().vocab_size)
     return draft
+
+
+def _check_vocabulary(draft: str, draft_vocab, target: str, target_vocab: int) -> None:
+    if not isinstance(draft_vocab, int) or abs(draft_vocab - target_vocab) > VOCAB_PADDING:
+        size = f"{draft_vocab:,}" if isinstance(draft_vocab, int) else str(draft_vocab)
+        raise EngineError(
+            f"{draft} has a vocabulary of {size} tokens and {target} "
+            f"{target_vocab:,}: a draft must share its target's tokenizer (the study's pairs: "
+            f"llama-3.1-8b with llama-3.2-1b, deepseek-r1-distill-qwen-32b with qwen2-1.5b)")
 
 
 def check_draft_weights(draft_dir: Path, target_vocab: int, target_dir: Path | None) -> None:
@@ -65,10 +69,8 @@ def check_draft_weights(draft_dir: Path, target_vocab: int, target_dir: Path | N
     if not config.is_file():
         raise EngineError(f"draft weights {draft_dir}: no config.json: not a checkpoint "
                           f"directory")
-    vocab = json.loads(config.read_text()).get("vocab_size")
-    if not isinstance(vocab, int) or abs(vocab - target_vocab) > VOCAB_PADDING:
-        raise EngineError(f"draft weights {draft_dir}: a vocabulary of {vocab} tokens, the "
-                          f"target's {target_vocab}: a draft must share its target's tokenizer")
+    _check_vocabulary(f"draft weights {draft_dir}", json.loads(config.read_text()).get(
+        "vocab_size"), "the target", target_vocab)
     tokenizers = [d for d in (target_dir, Path(draft_dir)) if d is not None and any(
         (Path(d) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))]
     if len(tokenizers) == 2:

@@ -36,6 +36,16 @@ def _finish(fig, title: str, points) -> object:
     return fig
 
 
+def _axes(ax, xlabel: str, ylabel: str, *, ylog: bool = True) -> None:
+    """A panel against a length or batch size: log2 x, log y (unless not), grid."""
+    ax.set_xscale("log", base=2)
+    if ylog:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="both", alpha=0.3)
+
+
 def _color(engine: str) -> str:
     return ENGINE_COLORS.get(engine, "#333333")
 
@@ -60,11 +70,7 @@ def batch_figure(points):
         for ax, col in ((left, "j_per_output_token"), (right, "time_s")):
             ax.scatter(top.batch, top[col], s=140, facecolors="none", edgecolors=_color(engine))
     for ax, label in ((left, "J per output token"), (right, "time of the batch (s)")):
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("batch size (circled: the largest that fits)")
-        ax.set_ylabel(label)
-        ax.grid(True, which="both", alpha=0.3)
+        _axes(ax, "batch size (circled: the largest that fits)", label)
     left.legend()
     return _finish(fig, f"Batch size: energy and latency (input {i}, output {o} tokens)", sub)
 
@@ -116,14 +122,9 @@ def phases_figure(points):
         name = "B = max (per length)" if label == "max" else f"B = {label}"
         left.plot(a.input_tokens, a.prefill_energy_j, "o-", label=name)
         right.plot(b.output_tokens, b.decode_energy_j, "o-", label=name)
-    left.set_xlabel(f"input tokens (output {o_fixed})")
-    left.set_ylabel("prefill energy of the batch (J)")
-    right.set_xlabel(f"output tokens (input {i_fixed})")
-    right.set_ylabel("decode energy of the batch (J)")
+    _axes(left, f"input tokens (output {o_fixed})", "prefill energy of the batch (J)")
+    _axes(right, f"output tokens (input {i_fixed})", "decode energy of the batch (J)")
     for ax in (left, right):
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     return _finish(fig, f"{engine}: prefill and decode energy", sub)
 
@@ -194,13 +195,8 @@ def speculative_figure(points):
             right.plot(rows.batch, 100 * (rows.j_per_output_token / base - 1), "o-",
                        label=label)
     right.axhline(0, color="black", linewidth=0.8)
-    left.set_yscale("log")
-    left.set_ylabel("J per output token")
-    right.set_ylabel("energy against greedy at that batch (%)")
-    for ax in (left, right):
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("batch size")
-        ax.grid(True, which="both", alpha=0.3)
+    _axes(left, "batch size", "J per output token")
+    _axes(right, "batch size", "energy against greedy at that batch (%)", ylog=False)
     left.legend(fontsize=7)
     return _finish(fig, f"Speculative decoding: {model} on {engine} (input {i}, output {o})",
                    sub)
@@ -227,13 +223,8 @@ def moe_figure(points, moe_models: set[str]):
         label = f"{model} (MoE)" if model in moe_models else model
         left.plot(rows.batch, rows.j_per_output_token, style, label=label)
         right.plot(rows.batch, 1000 * rows.tpot_s, style, label=label)
-    left.set_ylabel("J per output token")
-    right.set_ylabel("time per decode step (ms)")
-    for ax in (left, right):
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("batch size")
-        ax.grid(True, which="both", alpha=0.3)
+    _axes(left, "batch size", "J per output token")
+    _axes(right, "batch size", "time per decode step (ms)")
     left.legend(fontsize=8)
     return _finish(fig, f"Mixture of experts against dense models: {engine} (input {i}, "
                         f"output {o})", sub)

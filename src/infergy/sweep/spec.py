@@ -385,18 +385,12 @@ def _check_decoding(decoding: Decoding, models: list[str], engines: list[EngineC
                     fail) -> None:
     """Every engine supports the decoding, and a speculative draft suits every model."""
     from infergy.engines import EngineError, engine_class
-    from infergy.engines.speculative import check_draft
     from infergy.models import get_model
 
     for choice in engines:
-        supported = engine_class(choice.name).decodings
-        if decoding.strategy not in supported:
-            raise fail(f"engine {choice.name} does not support {decoding.strategy} decoding "
-                       f"(it supports {', '.join(supported)})")
-    if decoding.strategy == "speculative":
         for model in models:
             try:
-                check_draft(get_model(model), decoding.draft)
+                engine_class(choice.name).check_support(get_model(model), decoding)
             except EngineError as err:
                 raise fail(str(err)) from None
 
