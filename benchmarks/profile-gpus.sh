@@ -8,7 +8,8 @@
 #   OUT=DIR bash benchmarks/profile-gpus.sh stop [GPU ...]  # after the points in flight
 # JOBS: comma-separated, run one after the other on that GPU: ENGINE:BATCH[:K/N] sweeps
 # benchmarks/sweeps/profile-llama-3.1-8b.yaml at that batch (1 or max), --resume-by model,
-# --shard K/N if given; "spot" measures benchmarks/sweeps/spot-check-llama-3.1-8b.yaml.
+# --shard K/N if given; "spot" measures benchmarks/sweeps/spot-check-llama-3.1-8b.yaml; a path
+# to any other spec (…/NAME.yaml) sweeps it into its own store, brought back as NAME-<card>.db.
 #   start spot,hf-compiled:max:0/2 spot,hf-compiled:max:1/2 spot,hf-compiled:max:... -
 # A later call may start a worker on a GPU without one (vLLM's, once the bundle is installed
 # and on PYTHONPATH), or stop some: `stop 2 3`, then `start - - vllm:max vllm-eager:max`.
@@ -32,6 +33,8 @@ sweep() {  # GPU JOB: one job of a worker, from the code copied at start
   cd "$dir/code" || return 1
   if [ "$engine" = spot ]; then
     set -- "$spot" --db "$dir/spot$gpu.db"
+  elif [[ $engine == *.yaml ]]; then
+    set -- "$engine" --db "$dir/$(basename "$engine" .yaml).gpu$gpu.db"
   else
     set -- "$spec" --db "$dir/gpu$gpu.db" --resume-by model -e "$engine" -b "$batch" \
       ${shard:+--shard "$shard"}
@@ -48,12 +51,20 @@ snapshot() {
   python3 - "$dir" "$OUT" "$card" <<'EOF'
 import glob, sqlite3, subprocess, sys
 src, out, card = sys.argv[1:]
+
+
+def merge(stores, into):
+    subprocess.run([sys.executable, "-m", "infergy", "results", "merge", *stores, "-o", into],
+                   check=True, cwd=f"{src}/code",
+                   env={"PYTHONPATH": f"{src}/code/src", "PATH": "/usr/bin:/bin"})
+
+
 for name, pattern in ((f"llama-3.1-8b-{card}.db", "gpu*.db"), (f"spot-check-{card}.db", "spot*.db")):
     stores = sorted(glob.glob(f"{src}/{pattern}"))
     if stores:
-        subprocess.run([sys.executable, "-m", "infergy", "results", "merge", *stores,
-                        "-o", f"{out}/{name}"], check=True, cwd=f"{src}/code",
-                       env={"PYTHONPATH": f"{src}/code/src", "PATH": "/usr/bin:/bin"})
+        merge(stores, f"{out}/{name}")
+for stem in sorted({s.rsplit("/", 1)[1].rsplit(".gpu", 1)[0] for s in glob.glob(f"{src}/*.gpu*.db")}):
+    merge(sorted(glob.glob(f"{src}/{stem}.gpu*.db")), f"{out}/{stem}-{card}.db")
 base = {r[0] for r in sqlite3.connect(f"{src}/base.db").execute("SELECT id FROM points")} \
     if glob.glob(f"{src}/base.db") else set()
 for store in sorted(glob.glob(f"{src}/gpu*.db")):
@@ -109,7 +120,7 @@ case "$command" in
     done
     # B = 1 is bound by the launching CPU: beside other GPUs' work (torch.compile's compile
     # workers above all) it measured 5-30% more energy per token (docs/measurements.md).
-    if [ "$busy" -gt 1 ] && [[ " $* $(pgrep -af 'profile-gpus.sh worker') " =~ :1[:,\ ] ]]
+    if [ "$busy" -gt 1 ] && [[ " $* $(pgrep -af 'profile-gpus.sh worker') " =~ (:1[:,\ ]|\.yaml) ]]
     then
       echo "profile-gpus: B = 1 jobs run alone on their host (no other GPU busy)" >&2; exit 2
     fi
@@ -145,7 +156,7 @@ case "$command" in
     gpus=${*:-$(seq 0 $(( $(nvidia-smi --query-gpu=name --format=csv,noheader | wc -l) - 1 )))}
     for gpu in $gpus; do
       touch "$dir/stop$gpu"
-      pkill -INT -f "infergy sweep .*--db $dir/(gpu|spot)$gpu\.db"  # ends after its point ...
+      pkill -INT -f "infergy sweep .*--db $dir/(.*\.)?(gpu|spot)$gpu\.db"  # ends after its point ...
     done
     end=$(( $(date +%s) + ${KILL_AFTER:-60} ))
     for gpu in $gpus; do
