@@ -8,7 +8,7 @@ import re
 from typer.testing import CliRunner
 
 from infergy.cli import app
-from infergy.report import build_report
+from infergy.report import build_report, figures, load_points
 from infergy.store import Store
 from infergy.workloads import BinGrid, get_trace
 
@@ -88,9 +88,19 @@ def test_speculative_and_mixture_of_experts_figures_appear_when_their_points_exi
     moe_rows = [(m, "hf-eager", "greedy", b, j / b ** 0.5, t, None)
                 for m, j, t in (("olmoe-1b-7b", 1.5, 0.03), ("olmo-1b", 1.0, 0.01),
                                 ("olmo-7b", 5.0, 0.02)) for b in (1, 8, 64)]
+    moe_rows += [(m, "vllm", "greedy", b, j / b ** 0.5, t, None)
+                 for m, j, t in (("olmoe-1b-7b", 0.7, 0.002), ("olmo-1b", 0.7, 0.003))
+                 for b in (1, 8, 64)]
     db = add_points(tmp_path / "m.db", moe_rows)
-    html = build_report([db], [], tmp_path / "b").read_text()
+    html = build_report([db, tmp_path / "s.db"], [], tmp_path / "b").read_text()
     assert "moe.png" in html and (tmp_path / "b" / "moe.png").read_bytes()[:8] == PNG
+    # One row per engine, each with the dense models of the MoE model's runs only (not the
+    # llama-3.1-8b greedy points of the speculative store, another run).
+    fig = figures.moe_figure(load_points([db, tmp_path / "s.db"]), {"olmoe-1b-7b"})
+    assert [ax.get_ylabel() for ax in fig.axes[::2]] == [
+        "J per output token, hf-eager", "J per output token, vllm"]
+    assert sorted(line.get_label() for line in fig.axes[0].get_lines()) == [
+        "olmo-1b", "olmo-7b", "olmoe-1b-7b (MoE)"]
     only_moe = add_points(tmp_path / "o.db", moe_rows[:3])
     html = build_report([only_moe], [], tmp_path / "c").read_text()
     assert "no dense model measured beside it" in html

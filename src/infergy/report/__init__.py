@@ -49,14 +49,14 @@ def load_points(stores: list[Path]):
                     "tpot_s": result.get("tpot_s"),
                     "acceptance": (result.get("decoding_stats") or {}).get("acceptance"),
                     "gpu": gpus.get(p["run_id"]), "software": software or None,
-                    "day": p["measured_at"][:10], "store": str(path),
+                    "day": p["measured_at"][:10], "store": str(path), "run_id": p["run_id"],
                     "batch_label": "max" if p["batch_requested"] == "max" else str(p["batch"]),
                 })
     return pd.DataFrame(rows, columns=None if rows else [
         "model", "engine", "engine_options", "decoding", "batch", "batch_requested",
         "input_tokens", "output_tokens", "energy_j", "j_per_output_token", "time_s",
         "prefill_energy_j", "decode_energy_j", "tpot_s", "acceptance", "gpu", "software", "day",
-        "store", "batch_label"])
+        "store", "run_id", "batch_label"])
 
 
 def build_report(stores: list[Path], traces: list[str], out: Path, *, model: str | None = None,

@@ -203,31 +203,39 @@ def speculative_figure(points):
 
 
 def moe_figure(points, moe_models: set[str]):
-    """J per output token and time per decode step against batch size for every model, a
-    mixture of experts beside dense models (the study's Figure 4), greedy, at the (engine, I,
-    O) with the most points of MoE models."""
-    greedy = points[points.decoding == "greedy"]
+    """J per output token and time per decode step against batch size, a mixture of experts
+    beside the dense models measured in the same runs (the study's Figure 4), greedy: one row
+    per engine, each at the (I, O) with the most points of MoE models on it."""
+    import pandas as pd
+
+    greedy = points[(points.decoding == "greedy") & (points.batch_requested != "max")]
     moe = greedy[greedy.model.isin(moe_models)]
-    if moe.empty:
-        return None
-    (engine, i, o) = moe.groupby(["engine", "input_tokens", "output_tokens"]).size().idxmax()
-    sub = greedy[(greedy.engine == engine) & (greedy.input_tokens == i)
-                 & (greedy.output_tokens == o) & (greedy.batch_requested != "max")]
-    if sub.model.nunique() < 2:  # no dense model beside it at these settings
+    beside = greedy[greedy.run_id.isin(moe.run_id)]  # dense models of a MoE model's runs
+    panels = []
+    for engine, rows in moe.groupby("engine"):
+        (i, o) = rows.groupby(["input_tokens", "output_tokens"]).size().idxmax()
+        sub = beside[(beside.engine == engine) & (beside.input_tokens == i)
+                     & (beside.output_tokens == o)]
+        if sub.model.nunique() >= 2:  # a dense model beside it at these settings
+            panels.append((engine, i, o, sub))
+    if not panels:
         return None
     plt = _plt()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for model, rows in sub.groupby("model"):
-        rows = rows.sort_values("batch")
-        style = "s-" if model in moe_models else "o--"
-        label = f"{model} (MoE)" if model in moe_models else model
-        left.plot(rows.batch, rows.j_per_output_token, style, label=label)
-        right.plot(rows.batch, 1000 * rows.tpot_s, style, label=label)
-    _axes(left, "batch size", "J per output token")
-    _axes(right, "batch size", "time per decode step (ms)")
-    left.legend(fontsize=8)
-    return _finish(fig, f"Mixture of experts against dense models: {engine} (input {i}, "
-                        f"output {o})", sub)
+    fig, axes = plt.subplots(len(panels), 2, figsize=(10, 4 * len(panels)), squeeze=False)
+    for (engine, i, o, sub), (left, right) in zip(panels, axes):
+        for model, rows in sub.groupby("model"):
+            rows = rows.sort_values("batch")
+            style = "s-" if model in moe_models else "o--"
+            label = f"{model} (MoE)" if model in moe_models else model
+            left.plot(rows.batch, rows.j_per_output_token, style, label=label)
+            right.plot(rows.batch, 1000 * rows.tpot_s, style, label=label)
+        _axes(left, "batch size", f"J per output token, {engine}")
+        _axes(right, "batch size", f"time per decode step (ms), {engine}")
+        left.legend(fontsize=8)
+    lengths = sorted({(i, o) for _, i, o, _ in panels})
+    return _finish(fig, "Mixture of experts against dense models (" + ", ".join(
+        f"input {i}, output {o}" for i, o in lengths) + ")",
+        pd.concat([sub for *_, sub in panels]))
 
 
 def estimate_figure(rows: list[dict], trace: str, points):
