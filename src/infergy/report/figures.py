@@ -222,7 +222,7 @@ def moe_figure(points, moe_models: set[str]):
         return None
     plt = _plt()
     fig, axes = plt.subplots(len(panels), 2, figsize=(10, 4 * len(panels)), squeeze=False)
-    for (engine, i, o, sub), (left, right) in zip(panels, axes):
+    for (engine, _, _, sub), (left, right) in zip(panels, axes, strict=True):
         for model, rows in sub.groupby("model"):
             rows = rows.sort_values("batch")
             style = "s-" if model in moe_models else "o--"
