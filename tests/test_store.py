@@ -131,8 +131,8 @@ def test_merge_keeps_every_point_once(tmp_path):
             for batch in batches:
                 store.add_point(run, DEVICE, result(batch=batch), engine_options="{}",
                                 batch_requested=batch)
-    assert merge([a, b], c) == (2, 3)
-    assert merge([a, b, c], c) == (0, 0)  # again, and into itself: nothing twice
+    assert merge([a, b], c) == (2, 3, 0)
+    assert merge([a, b, c], c) == (0, 0, 0)  # again, and into itself: nothing twice
     with Store(c) as store:
         assert sorted(p["batch"] for p in store.points()) == [1, 2, 4]
         assert len(store.runs()) == 2
@@ -155,3 +155,15 @@ def test_export_writes_every_point_as_csv_json_and_parquet(tmp_path):
         assert pq.read_table(tmp_path / "p.parquet").column("batch").to_pylist() == [1, 2, 4]
         with pytest.raises(StoreError, match="unknown export format 'xml'"):
             export(store, tmp_path / "p.xml", "xml")
+
+
+def test_the_shipped_profiles_are_at_this_schema_version():
+    """Opening an older store migrates it, which writes: a profile inside an installed
+    package must already be current (migrate it with the schema change)."""
+    from infergy.estimate import shipped_profiles
+
+    for path in shipped_profiles():
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        db.close()
+        assert version == (str(SCHEMA_VERSION),), path

@@ -330,18 +330,7 @@ def measure(
         raise _fail("--tokenizer and --text-file go together")
     if text_file is not None and not text_file.is_file():
         raise _fail(f"--text-file {text_file}: no such file")
-    try:
-        import torch
-    except ImportError:
-        raise _fail(
-            "measuring needs torch and transformers: pip install 'infergy[measure]'"
-        ) from None
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cuda", "cpu"):
-        raise _fail(f"--device must be auto, cuda or cpu, got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise _fail("--device cuda, but torch sees no CUDA GPU here")
+    device = _torch_device(device)
 
     from infergy.meter import open_meter
 
@@ -384,6 +373,23 @@ def measure(
         _print_point(result, load_phase, device)
     if result.status != "ok":
         raise typer.Exit(1)
+
+
+def _torch_device(device: str) -> str:
+    """--device resolved against this machine's torch: cuda or cpu."""
+    try:
+        import torch
+    except ImportError:
+        raise _fail(
+            "measuring needs torch and transformers: pip install 'infergy[measure]'"
+        ) from None
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cuda", "cpu"):
+        raise _fail(f"--device must be auto, cuda or cpu, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise _fail("--device cuda, but torch sees no CUDA GPU here")
+    return device
 
 
 def _decoding(text: str, draft: str | None, lookahead: int | None,
@@ -469,8 +475,9 @@ def models():
     out.print(table)
 
 
-# `sweep`, `results` and `traces` live in files of their own; importing registers them.
-from infergy import cli_sweep, cli_traces  # noqa: E402, F401
+# `sweep`, `results`, `traces` and `replay` live in files of their own; importing registers
+# them.
+from infergy import cli_replay, cli_sweep, cli_traces  # noqa: E402, F401
 
 
 def main() -> None:

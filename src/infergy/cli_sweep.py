@@ -300,7 +300,8 @@ def results_merge(
         if not source.is_file():
             raise _fail(f"{source}: no such results store")
     try:
-        runs, points = merge(sources, output)
+        runs, points, replays = merge(sources, output)
     except StoreError as e:
         raise _fail(str(e)) from None
-    err.print(f"infergy: {points} points and {runs} runs added to {output}")
+    also = f", {replays} replays" if replays else ""
+    err.print(f"infergy: {points} points{also} and {runs} runs added to {output}")

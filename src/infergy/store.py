@@ -1,4 +1,5 @@
-"""The results store: SQLite in WAL mode, one row per sweep run and one per measured point.
+"""The results store: SQLite in WAL mode, one row per sweep run, one per measured point and
+one per replayed trace (`infergy replay`).
 
 Every point is written the moment it is measured, in its own transaction, so a killed sweep
 loses nothing it measured; a resumed sweep asks `done()` which points this device already has.
@@ -17,9 +18,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-_SCHEMA = """
+_SCHEMA_BASE = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
@@ -62,13 +63,38 @@ CREATE INDEX IF NOT EXISTS points_key ON points
     (device, model, engine, engine_options, decoding, input_tokens, output_tokens);
 """
 
+_REPLAYS = """
+CREATE TABLE IF NOT EXISTS replays (
+    id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    device TEXT NOT NULL,
+    trace TEXT NOT NULL,
+    mode TEXT NOT NULL,            -- offline (online: not yet)
+    batching TEXT NOT NULL,        -- binned, natural
+    model TEXT NOT NULL,
+    engine TEXT NOT NULL,
+    decoding TEXT NOT NULL,
+    requests INTEGER NOT NULL,
+    status TEXT NOT NULL,          -- ok, oom, failed (the batches before it kept)
+    energy_j REAL,
+    j_per_output_token REAL,
+    time_s REAL,
+    measured_at TEXT NOT NULL,
+    result TEXT NOT NULL           -- JSON: the whole ReplayResult, the estimate beside it
+);
+"""
+_SCHEMA = _SCHEMA_BASE + _REPLAYS
+
 # version -> SQL taking a store from version - 1 to version. Version 1 is the first.
-MIGRATIONS: dict[int, str] = {}
+MIGRATIONS: dict[int, str] = {2: _REPLAYS}
 
 POINT_COLUMNS = ("id", "run_id", "device", "model", "engine", "engine_options", "decoding",
                  "dtype", "tp", "batch", "batch_requested", "input_tokens", "output_tokens",
                  "status", "error", "energy_j", "j_per_output_token", "time_s", "measured_at",
                  "batch_search", "result")
+REPLAY_COLUMNS = ("id", "run_id", "device", "trace", "mode", "batching", "model", "engine",
+                  "decoding", "requests", "status", "energy_j", "j_per_output_token", "time_s",
+                  "measured_at", "result")
 RUN_COLUMNS = ("id", "started", "ended", "status", "device", "host", "gpu_name", "driver",
                "power_limit_w", "idle_w", "versions", "spec")
 MEASURED = ("ok", "oom")  # statuses that count as measured: never measured again
@@ -216,20 +242,42 @@ class Store:
             f"status = 'oom'", (*args, *key.values()))
         return sorted(r[0] for r in rows)
 
+    # -- replays ------------------------------------------------------------------------------
+
+    def add_replay(self, run_id: str, device: str, result: dict) -> str:
+        """Record one replay (a ReplayResult's dict) in one transaction."""
+        replay_id = uuid.uuid4().hex
+        row = (replay_id, run_id, device, result["trace"], result["mode"], result["batching"],
+               result["model"], result["engine"], result["decoding"], result["requests"],
+               result["status"], result.get("energy_j"), result.get("j_per_output_token"),
+               result.get("time_s"), now(), json.dumps(result, default=str))
+        with self.transaction():
+            self.db.execute(f"INSERT INTO replays VALUES ({','.join('?' * len(row))})", row)
+        return replay_id
+
+    def replays(self, **where: Any) -> list[dict]:
+        """Replays matching column = value filters, oldest first."""
+        clause = _equal(where) or "1"
+        rows = self.db.execute(f"SELECT * FROM replays WHERE {clause} ORDER BY measured_at, "
+                               f"rowid", tuple(where.values()))
+        return [dict(r) for r in rows]
+
     # -- merge and export ---------------------------------------------------------------------
 
-    def merge_from(self, other: Store) -> tuple[int, int]:
-        """Copy the runs and points of `other` that this store lacks; (runs, points) added."""
-        added = [0, 0]
+    def merge_from(self, other: Store) -> tuple[int, int, int]:
+        """Copy the runs, points and replays of `other` that this store lacks; (runs, points,
+        replays) added."""
+        added = [0, 0, 0]
         with self.transaction():
             for n, (table, columns) in enumerate((("runs", RUN_COLUMNS),
-                                                  ("points", POINT_COLUMNS))):
+                                                  ("points", POINT_COLUMNS),
+                                                  ("replays", REPLAY_COLUMNS))):
                 for row in other.db.execute(f"SELECT {','.join(columns)} FROM {table}"):
                     cur = self.db.execute(
                         f"INSERT OR IGNORE INTO {table} ({','.join(columns)}) VALUES "
                         f"({','.join('?' * len(columns))})", tuple(row))
                     added[n] += cur.rowcount
-        return added[0], added[1]
+        return added[0], added[1], added[2]
 
 
 def gpu_name_of(meta: dict) -> str | None:
@@ -304,12 +352,11 @@ def export(store: Store, path: Path, fmt: str) -> int:
     return len(rows)
 
 
-def merge(sources: Iterable[Path], target: Path) -> tuple[int, int]:
-    """Merge stores into `target` (created if missing); (runs, points) added."""
-    runs = points = 0
+def merge(sources: Iterable[Path], target: Path) -> tuple[int, int, int]:
+    """Merge stores into `target` (created if missing); (runs, points, replays) added."""
+    added = (0, 0, 0)
     with Store(target) as out:
         for source in sources:
             with Store(source, create=False) as src:
-                r, p = out.merge_from(src)
-            runs, points = runs + r, points + p
-    return runs, points
+                added = tuple(a + b for a, b in zip(added, out.merge_from(src), strict=True))
+    return added

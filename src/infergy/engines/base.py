@@ -81,7 +81,8 @@ class Engine(ABC):
     @abstractmethod
     def generate(self, prompts: list[list[int]], output_tokens: int, decoding: Decoding,
                  on_first_token: Callable[[], None] | None = None) -> Generation:
-        """Generate exactly `output_tokens` tokens for every prompt, in one batch."""
+        """Generate exactly `output_tokens` tokens for every prompt, in one batch. Prompts
+        may differ in length (a replayed trace's): the engine pads them as it batches."""
 
     def info(self) -> dict:
         """Settings worth recording with every result (versions, options in effect)."""

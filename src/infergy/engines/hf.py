@@ -162,8 +162,11 @@ class HFEager(Engine):
     def generate(self, prompts, output_tokens, decoding, on_first_token=None) -> Generation:
         self.check_decoding(decoding)
         torch = self._torch
-        ids = torch.tensor(prompts, device=self.device)
+        ids, mask = self._padded(prompts)
         if decoding.strategy == "speculative":
+            if not bool(mask.all()):
+                raise EngineError(f"{self.name}: speculative decoding takes prompts of one "
+                                  f"length, not {sorted({len(p) for p in prompts})}")
             return self._speculative(ids, output_tokens, decoding, on_first_token)
         torch.manual_seed(decoding.seed)
         start = time.perf_counter()
@@ -172,7 +175,7 @@ class HFEager(Engine):
         streams = self.first_token_hook_for(decoding)
         with torch.inference_mode():
             out = self.model.generate(
-                ids, attention_mask=torch.ones_like(ids), streamer=streamer if streams else None,
+                ids, attention_mask=mask, streamer=streamer if streams else None,
                 **self._generation_kwargs(output_tokens, decoding),
             )
         generated = out.shape[1] - ids.shape[1]
@@ -183,6 +186,18 @@ class HFEager(Engine):
             first_token_s=streamer.times[0] if streamer.times else None,
             token_times_s=streamer.times,
         )
+
+    def _padded(self, prompts):
+        """The prompts as one batch and its attention mask: prompts shorter than the longest
+        are left-padded (pad id 0, masked out), as a static batch of mixed lengths runs."""
+        torch = self._torch
+        longest = max(map(len, prompts))
+        ids = torch.zeros((len(prompts), longest), dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, prompt in enumerate(prompts):
+            ids[row, longest - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
+            mask[row, longest - len(prompt):] = 1
+        return ids.to(self.device), mask.to(self.device)
 
     def info(self) -> dict:
         return {**super().info(), "attention": self.attention}

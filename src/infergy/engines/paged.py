@@ -115,8 +115,9 @@ class HFPaged(HFEager):
 
     def generate(self, prompts, output_tokens, decoding, on_first_token=None) -> Generation:
         self.check_decoding(decoding)
-        if self._shape != (len(prompts), len(prompts[0]), decoding):  # not prepared for this
-            self._start(len(prompts), len(prompts[0]), output_tokens, decoding)
+        longest = max(map(len, prompts))
+        if self._shape != (len(prompts), longest, decoding):  # not prepared for this
+            self._start(len(prompts), longest, output_tokens, decoding)
         manager = self._manager
         start = time.perf_counter()
         ids = manager.add_requests(inputs=prompts, max_new_tokens=output_tokens,

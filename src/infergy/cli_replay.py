@@ -1,0 +1,242 @@
+"""`infergy replay`: a trace's own requests run through an engine, the energy measured, and the
+estimator's figure for the same requests beside it. Registered on the main app by cli.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from infergy.cli import _fail, _options, _torch_device, app, err, out
+
+
+@app.command()
+def replay(
+    trace: str = typer.Option(..., "--trace", "-t", help="A built-in trace or a trace file."),
+    mode: str = typer.Option("offline", "--mode", help="offline (static batches; online "
+                                                       "serving is not built yet)."),
+    model: str = typer.Option(..., "--model", "-m", help="A catalog model (infergy models)."),
+    engine: str = typer.Option("hf-eager", "--engine", "-e",
+                               help="hf-eager, hf-compiled, hf-paged, vllm or vllm-eager."),
+    batching: str = typer.Option("binned,natural", "--batching",
+                                 help="binned (each bin's requests, B of the profile's bin), "
+                                      "natural (arrival order, B at a time), or both."),
+    batch: int | None = typer.Option(None, "--batch", "-b", min=1,
+                                     help="B of the natural batches (default: the smallest "
+                                          "B of the profile's bins replayed), and of the "
+                                          "binned ones where no profile is used."),
+    sample: int | None = typer.Option(None, "--sample", "-n", min=1,
+                                      help="Replay a seeded sample of N requests (default: "
+                                           "every request inside the bins)."),
+    seed: int = typer.Option(0, "--seed", help="The sample's and the prompts' seed."),
+    profile: list[Path] | None = typer.Option(None, "--profile", "-p",
+                                              help="Results stores with B = max points of this "
+                                                   "model and engine (default: the shipped "
+                                                   "profiles): the binned B and the estimate."),
+    gpu: str | None = typer.Option(None, "--gpu", help="The profile's GPU (h100, h200, ...) "
+                                                       "when the stores hold several."),
+    db: Path | None = typer.Option(None, "--db", help="Results store to record the replays in."),
+    fmt: str | None = typer.Option(None, "--format", help="Trace file format: azure, burstgpt "
+                                                          "or table."),
+    input_col: str | None = typer.Option(None, "--input-col", help="Input tokens column."),
+    output_col: str | None = typer.Option(None, "--output-col", help="Output tokens column."),
+    time_col: str | None = typer.Option(None, "--time-col", help="Arrival time column."),
+    device: str = typer.Option("auto", "--device", help="auto, cuda or cpu."),
+    dtype: str = typer.Option("bfloat16", "--dtype"),
+    idle_s: float = typer.Option(5.0, "--idle-s", min=0, help="Idle power measured first (s)."),
+    engine_option: list[str] | None = typer.Option(None, "--engine-option",
+                                                   help="key=value passed to the engine."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+):
+    """Replay a trace offline: its requests with their own lengths in static batches, the
+    energy of the whole run measured, beside the estimate for the same requests and its error.
+    """
+    from infergy.bench.replay import (
+        BATCHINGS,
+        ReplayError,
+        plan_binned,
+        plan_natural,
+        replay_offline,
+        select_requests,
+    )
+    from infergy.decoding import Decoding
+    from infergy.engines import EngineError, UnknownEngineError, engine_class
+    from infergy.estimate import EstimateError, MissingPoints, load_profile, shipped_profiles
+    from infergy.models import UnknownModelError, get_model
+    from infergy.store import Store, StoreError
+    from infergy.workloads import BinGrid, TraceError, get_trace
+
+    if mode != "offline":
+        raise _fail(f"--mode {mode}: only offline replay is built so far (online serving is "
+                    f"issue 9's next part)")
+    kinds = [b.strip() for b in batching.split(",") if b.strip()]
+    if not kinds or any(b not in BATCHINGS for b in kinds):
+        raise _fail(f"--batching must be binned, natural or both, got {batching!r}")
+    decoding = Decoding.parse("greedy")
+    try:
+        spec = get_model(model)
+        engine_cls = engine_class(engine)
+        engine_cls.check_support(spec, decoding)
+        workload = get_trace(trace, fmt=fmt, input_col=input_col, output_col=output_col,
+                             time_col=time_col)
+        grid = BinGrid.named("paper")
+        binned = grid.assign(workload.input_tokens, workload.output_tokens)
+        requests = select_requests(binned, sample, seed)
+        if not len(requests):
+            raise ReplayError(f"{workload.name}: none of its {len(workload)} requests falls "
+                              f"inside the study's bins")
+        too_long = int((workload.input_tokens[requests] + workload.output_tokens[requests]
+                        > spec.max_context).sum())
+        if too_long:
+            raise ReplayError(f"{too_long} of the requests need more than {model}'s context of "
+                              f"{spec.max_context} tokens: choose a model with a longer one")
+        stores = profile or shipped_profiles()
+        for path in stores:
+            if not path.is_file():
+                raise EstimateError(f"{path}: no such results store")
+        prof, why_none = None, None
+        try:
+            prof = load_profile(stores, model, engine, gpu)
+        except MissingPoints as e:
+            why_none = str(e)
+        estimator = _Estimator(workload, requests, grid, prof) if prof else None
+        if estimator is not None and estimator.missing:
+            why_none = estimator.missing
+            prof = estimator = None
+        if prof is None and batch is None:
+            raise ReplayError(f"no profile to take B from ({why_none}); give --batch B")
+        bins_b = (lambda edge: prof.points[edge]["batch"]) if prof else (lambda edge: batch)
+        by_bin = plan_binned(workload, binned, requests, bins_b)
+        natural_b = batch or min(bins_b(b.bin) for b in by_bin)  # fits the longest requests
+        plans = {kind: by_bin if kind == "binned" else plan_natural(workload, requests,
+                                                                    natural_b)
+                 for kind in kinds}
+    except (UnknownModelError, UnknownEngineError, EngineError, TraceError, ReplayError,
+            EstimateError, StoreError) as e:
+        raise _fail(str(e)) from None
+    device = _torch_device(device)
+    options = _options(engine_option)
+
+    from infergy.bench.point import run_metadata
+    from infergy.meter import open_meter
+    from infergy.sweep.worker import device_identity
+
+    with err.status(f"infergy: measuring idle power for {idle_s:g} s ..."):
+        m = open_meter(idle_s=idle_s)
+    results = []
+    with m:
+        for u in m.unavailable:
+            err.print(f"[dim]infergy: not measurable: {u.what}: {u.reason}[/]")
+        cards = {s.info.model for s in m.gpus}
+        if prof is not None and cards and cards != {prof.gpu}:
+            err.print(f"[yellow]infergy: the profile was measured on {prof.gpu}, this replay "
+                      f"runs on {', '.join(sorted(cards))}: the estimate's error mixes the "
+                      f"cards[/]")
+        try:
+            eng = engine_cls(spec, device=device, dtype=dtype, options=options)
+            with err.status(f"infergy: loading {model} in {engine} ..."):
+                eng.load()
+        except (EngineError, OSError, ValueError) as e:
+            raise _fail(str(e)) from None
+        store = run = None
+        if db is not None:
+            meta = run_metadata(m)
+            try:
+                store = Store(db)
+            except StoreError as e:
+                raise _fail(str(e)) from None
+            run = store.start_run(device=device_identity(meta), meta=meta,
+                                  spec={"replay": trace, "mode": mode, "model": model,
+                                        "engine": engine, "batching": kinds, "batch": batch,
+                                        "sample": sample, "seed": seed})
+        try:
+            for kind, batches in plans.items():
+                with err.status(f"infergy: {kind} replay ...") as st:
+                    r = replay_offline(eng, m, workload, batches, decoding, batching=kind,
+                                       seed=seed, progress=lambda n, total, k=kind: st.update(
+                                           f"infergy: {k} replay, batch {n} of {total}"))
+                r.estimate = estimator.compare(r) if estimator else {"none": why_none}
+                results.append(r)
+                if store is not None:
+                    store.add_replay(run, device_identity(r.provenance), r.to_dict())
+                if r.status != "ok":
+                    break
+        finally:  # also on Ctrl-C: what was measured is already in the store
+            eng.close()
+            if store is not None:
+                store.end_run(run, "finished" if len(results) == len(plans) and all(
+                    r.status == "ok" for r in results) else "interrupted")
+                store.close()
+    if as_json:
+        out.print_json(json.dumps([r.to_dict() for r in results], default=str))
+    else:
+        _print(results, workload.name, model, engine)
+    if any(r.status != "ok" for r in results):
+        raise typer.Exit(1)
+
+
+class _Estimator:
+    """The estimator on the replayed requests, from the profile that gave the binned B."""
+
+    def __init__(self, workload, requests, grid, profile):
+        from infergy.estimate import MissingPoints, estimate
+        from infergy.workloads import Trace
+
+        sub = Trace(workload.name, workload.input_tokens[requests],
+                    workload.output_tokens[requests])
+        self.profile, self.missing, self.estimate = profile, None, None
+        try:
+            self.estimate = estimate(sub, grid.assign(sub.input_tokens, sub.output_tokens),
+                                     profile)
+        except MissingPoints as e:
+            self.missing = str(e)
+
+    def compare(self, result) -> dict:
+        e = self.estimate
+        figures = {"binned_j": e.energy_j, "whole_batches_j": e.energy_whole_batches_j,
+                   "interpolated_j": e.interpolated_j}
+        measured = result.energy_j if result.status == "ok" else None
+        return {"profile_gpu": self.profile.gpu, "profiles": self.profile.sources, **figures,
+                "errors": {k.removesuffix("_j"): (None if v is None or not measured
+                                                  else v / measured - 1)
+                           for k, v in figures.items()}}
+
+
+def _print(results, trace: str, model: str, engine: str) -> None:
+    from infergy.cli import _fmt
+
+    table = Table(title=f"{trace} replayed offline on {model}, {engine}", title_justify="left")
+    for col in ("batching", "req.", "time", "pad", "measured", "estimate", "error", "interp."):
+        table.add_column(col, justify="left" if col == "batching" else "right", no_wrap=True)
+    for r in results:
+        est = r.estimate or {}
+        errors = est.get("errors") or {}
+        generated = r.output_tokens + r.padding_tokens
+        table.add_row(
+            r.batching + ("" if r.status == "ok" else f" ({r.status})"), str(r.requests),
+            f"{r.time_s:.1f} s",
+            f"{r.padding_tokens / generated:.0%}" if generated else "-",
+            _fmt(r.energy_j, "J", 4), _fmt(est.get("binned_j"), "J", 4),
+            _pct(errors.get("binned")), _pct(errors.get("interpolated")))
+    out.print(table)
+    notes = []
+    for r in results:
+        if r.energy_j is None:
+            notes.append(f"no energy measured: {r.energy_reason}")
+        if r.error:
+            notes.append(f"{r.batching} replay stopped after {len(r.batches)} batches: "
+                         f"{r.error}")
+        if r.estimate and r.estimate.get("none"):
+            notes.append(f"no estimate: {r.estimate['none']}")
+    for note in dict.fromkeys(notes):
+        err.print(f"infergy: {note}")
+    out.print("[dim]req.: requests replayed; pad: generated tokens past a request's own "
+              "length (static batches); measured: GPU energy of the whole replay; estimate: "
+              "the study's formula (N / B) for the same requests; error: estimate / measured - "
+              "1; interp.: the error of infergy's interpolation[/]")
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.1%}"

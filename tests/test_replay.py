@@ -1,0 +1,201 @@
+"""Offline replay of a trace on a CPU: the batch plans, the tiny model through hf-eager with a
+simulated GPU, a failure mid-replay, ragged prompts, the store's replays and the command."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from infergy.bench.replay import (
+    ReplayError,
+    plan_binned,
+    plan_natural,
+    replay_offline,
+    select_requests,
+)
+from infergy.cli import app
+from infergy.decoding import Decoding
+from infergy.store import Store, merge
+from infergy.workloads import BinGrid, Trace
+from simulated import SimulatedGpu
+from simulated_engines import SimulatedFailureEngine
+
+GREEDY = Decoding.parse("greedy")
+# (input, output, arrival s): bins (32, 8) x2, (32, 16) x2, (128, 8), (128, 32); one past the
+# last output edge (600 > 512), left out as the estimator leaves it out.
+ROWS = [(20, 5, 0.0), (30, 9, 2.5), (10, 3, 1.0), (100, 20, 1.5), (60, 7, 0.5), (25, 16, 2.0),
+        (40, 600, 3.0)]
+
+
+def trace() -> Trace:
+    ins, outs, times = (np.array(c) for c in zip(*ROWS, strict=True))
+    return Trace("t", ins.astype(np.int64), outs.astype(np.int64), times.astype(float))
+
+
+def binned(t: Trace):
+    return BinGrid.named("paper").assign(t.input_tokens, t.output_tokens)
+
+
+def test_requests_past_the_bins_are_left_out_and_a_sample_is_seeded_in_trace_order():
+    t = trace()
+    assert list(select_requests(binned(t), None, 0)) == [0, 1, 2, 3, 4, 5]
+    sample = select_requests(binned(t), 3, seed=7)
+    assert len(sample) == 3 and list(sample) == sorted(sample)
+    assert list(sample) == list(select_requests(binned(t), 3, seed=7))
+    assert set(sample) <= {0, 1, 2, 3, 4, 5}
+
+
+def test_binned_batches_hold_one_bin_each_in_trace_order_at_that_bins_batch():
+    t = trace()
+    requests = select_requests(binned(t), None, 0)
+    sizes = {(32, 8): 1, (32, 16): 2, (128, 8): 4, (128, 32): 4}
+    batches = plan_binned(t, binned(t), requests, sizes.__getitem__)
+    assert [(b.bin, b.requests) for b in batches] == [
+        ((32, 8), (0,)), ((32, 8), (2,)), ((32, 16), (1, 5)), ((128, 8), (4,)),
+        ((128, 32), (3,))]
+    assert batches[2].input_tokens == (30, 25) and batches[2].output_tokens == (9, 16)
+    assert batches[2].generated_per_prompt == 16  # a static batch runs to its longest
+
+
+def test_natural_batches_follow_arrival_times():
+    t = trace()
+    batches = plan_natural(t, select_requests(binned(t), None, 0), 4)
+    assert [b.requests for b in batches] == [(0, 4, 2, 3), (5, 1)]
+    assert batches[0].generated_per_prompt == 20
+    with pytest.raises(ReplayError, match="at least 1"):
+        plan_natural(t, np.array([0]), 0)
+
+
+def test_a_replay_on_a_simulated_gpu_measures_every_batch_and_the_whole(engines, make_meter):
+    t = trace()
+    batches = plan_natural(t, select_requests(binned(t), None, 0), 4)
+    meter = make_meter([SimulatedGpu(power_w=200.0, update_s=1e-4)])
+    result = replay_offline(engines["hf-eager"], meter, t, batches, GREEDY, batching="natural")
+
+    assert result.status == "ok" and result.error is None
+    assert result.requests == 6 and len(result.batches) == 2
+    assert result.output_tokens == 5 + 9 + 3 + 20 + 7 + 16
+    # Batch 1 generates 20 tokens for each of 4 requests, batch 2 16 for each of 2.
+    assert result.padding_tokens == (4 * 20 - (5 + 7 + 3 + 20)) + (2 * 16 - (16 + 9))
+    # The whole window holds every batch's window (and the gaps between them).
+    batch_energy = sum(b.energy_j for b in result.batches)
+    assert batch_energy <= result.energy_j <= batch_energy * 1.5 + 1.0
+    assert result.energy_j == pytest.approx(200.0 * result.time_s, rel=0.05)
+    assert result.j_per_output_token == pytest.approx(result.energy_j / result.output_tokens)
+    assert result.warmup["energy_j"] > 0  # the first batch once, before the measured window
+    assert result.provenance["gpus"][0]["name"] == "gpu0"
+    assert meter._windows == []
+
+
+def test_a_failure_mid_replay_keeps_the_batches_measured_before_it(tiny, make_meter):
+    engine = SimulatedFailureEngine(tiny, device="cpu", dtype="float32",
+                                    error=RuntimeError("engine died"), fail_from_call=3)
+    engine.load()
+    t = trace()
+    batches = plan_binned(t, binned(t), select_requests(binned(t), None, 0), lambda edge: 1)
+    meter = make_meter([SimulatedGpu(power_w=100.0, update_s=1e-4)])
+    result = replay_offline(engine, meter, t, batches, GREEDY, batching="binned")
+    engine.close()
+    # Call 1 is the warm-up, 2 the first batch, 3 fails.
+    assert result.status == "failed" and "engine died" in result.error
+    assert len(result.batches) == 1 and result.requests == 1
+    assert result.energy_j > 0 and meter._windows == []
+
+
+def test_prompts_of_different_lengths_are_left_padded_and_decode_as_alone(engines):
+    engine = engines["hf-eager"]
+    short, long = [5, 6, 7], [9, 10, 11, 12, 13, 14]
+    ids, mask = engine._padded([short, long])
+    assert ids.tolist() == [[0, 0, 0, 5, 6, 7], long]
+    assert mask.tolist() == [[0, 0, 0, 1, 1, 1], [1] * 6]
+    kwargs = engine._generation_kwargs(4, GREEDY)
+    with torch.inference_mode():
+        together = engine.model.generate(ids, attention_mask=mask, **kwargs)[:, -4:]
+        alone = engine.model.generate(torch.tensor([short]), **kwargs)[:, -4:]
+    assert together[0].tolist() == alone[0].tolist()
+    assert engine.generate([short, long], 4, GREEDY).output_tokens == [4, 4]
+
+
+def test_replays_are_stored_and_merged(tmp_path):
+    result = {"trace": "t", "mode": "offline", "batching": "natural", "model": "tiny",
+              "engine": "hf-eager", "decoding": "greedy", "requests": 6, "status": "ok",
+              "energy_j": 12.5, "j_per_output_token": 0.2, "time_s": 1.0}
+    with Store(tmp_path / "a.db") as store:
+        run = store.start_run(device="cpu:x", meta={}, spec=None)
+        store.add_replay(run, "cpu:x", result)
+        (row,) = store.replays()
+    assert row["batching"] == "natural" and json.loads(row["result"])["energy_j"] == 12.5
+    assert merge([tmp_path / "a.db"], tmp_path / "b.db") == (1, 0, 1)
+    assert merge([tmp_path / "a.db"], tmp_path / "b.db") == (0, 0, 0)
+
+
+# -- the command ---------------------------------------------------------------------------
+
+
+def write_trace(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("in,out,at\n" + "".join(f"{i},{o},{a}\n" for i, o, a in ROWS))
+    return [str(path), "--input-col", "in", "--output-col", "out", "--time-col", "at"]
+
+
+def profile_double(path, batch: int = 2):
+    """A test double of a profile: tiny's B = max points over inputs 32, 128 x outputs 8, 16,
+    32, energies made up (1 J per request and output token)."""
+    with Store(path) as store:
+        run = store.start_run(device="GPU-x", meta={"gpus": [{"model": "Simulated GPU"}]},
+                              spec=None)
+        for i in (32, 128):
+            for o in (8, 16, 32):
+                point = {"model": "tiny", "engine": "hf-eager", "batch": batch,
+                         "input_tokens": i, "output_tokens": o, "decoding": "greedy", "tp": 1,
+                         "dtype": "bfloat16"}
+                store.add_point(run, "GPU-x", {"point": point, "status": "ok",
+                                               "energy_j": float(batch * o), "time_s": 1.0},
+                                engine_options="{}", batch_requested="max")
+    return path
+
+
+def test_the_command_replays_both_batchings_with_the_profiles_batch_and_records_them(tmp_path):
+    profile = profile_double(tmp_path / "p.db", batch=2)
+    res = CliRunner().invoke(app, ["replay", "-t", *write_trace(tmp_path), "-m", "tiny",
+                                   "--profile", str(profile), "--idle-s", "0", "--device",
+                                   "cpu", "--db", str(tmp_path / "r.db"), "--json"])
+    assert res.exit_code == 0, res.output
+    results = json.loads(res.stdout[res.stdout.index("["):])
+    assert [r["batching"] for r in results] == ["binned", "natural"]
+    binned_r, natural = results
+    assert [b["size"] for b in binned_r["batches"]] == [2, 2, 1, 1]  # the profile's B = 2
+    assert [b["size"] for b in natural["batches"]] == [2, 2, 2]  # its smallest B
+    est = binned_r["estimate"]
+    assert est["binned_j"] == pytest.approx(2 * 8 + 2 * 16 + 8 + 32)  # N x O J a request
+    assert est["profile_gpu"] == "Simulated GPU"
+    assert est["errors"]["binned"] is None  # no energy measured on a CPU: no error to give
+    with Store(tmp_path / "r.db") as store:
+        assert [r["batching"] for r in store.replays()] == ["binned", "natural"]
+        assert store.runs()[0]["status"] == "finished"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--mode", "online"], "only offline replay"),
+    (["--batching", "sorted"], "--batching must be binned, natural or both"),
+    ([], "give --batch B"),  # no profile of tiny is shipped
+])
+def test_bad_replays_fail_before_any_work_with_a_clear_message(tmp_path, args, message):
+    res = CliRunner().invoke(app, ["replay", "-t", *write_trace(tmp_path), "-m", "tiny",
+                                   "--idle-s", "0", *args])
+    assert res.exit_code == 2, res.output
+    assert message in res.output and "Traceback" not in res.output
+
+
+def test_requests_longer_than_the_models_context_are_named_before_any_work(tmp_path):
+    path = tmp_path / "long.csv"
+    path.write_text("in,out\n2000,300\n20,5\n")
+    res = CliRunner().invoke(app, ["replay", "-t", str(path), "--input-col", "in",
+                                   "--output-col", "out", "-m", "tiny", "--batch", "2",
+                                   "--idle-s", "0"])
+    assert res.exit_code == 2, res.output
+    assert "1 of the requests need more than tiny's context of 2048 tokens" in res.output
