@@ -191,11 +191,43 @@ def test_bad_replays_fail_before_any_work_with_a_clear_message(tmp_path, args, m
     assert message in res.output and "Traceback" not in res.output
 
 
-def test_requests_longer_than_the_models_context_are_named_before_any_work(tmp_path):
+def test_batches_longer_than_the_models_context_are_named_before_any_work(tmp_path):
+    # Each request fits tiny's 2,048 tokens; a static batch of both needs 2,000 + 500.
     path = tmp_path / "long.csv"
-    path.write_text("in,out\n2000,300\n20,5\n")
+    path.write_text("in,out\n2000,8\n30,500\n")
     res = CliRunner().invoke(app, ["replay", "-t", str(path), "--input-col", "in",
                                    "--output-col", "out", "-m", "tiny", "--batch", "2",
-                                   "--idle-s", "0"])
+                                   "--batching", "natural", "--idle-s", "0"])
     assert res.exit_code == 2, res.output
-    assert "1 of the requests need more than tiny's context of 2048 tokens" in res.output
+    assert "1 natural batches need more than tiny's context of 2048 tokens" in res.output
+    assert "2000 + 500" in res.output
+
+
+@pytest.mark.parametrize(("rows", "args", "message"), [
+    ("20,5\n0,4\n", [], "1 of the requests have no input or no output tokens"),
+    ("20,5\n", ["--gpu", "zz"], "unknown GPU 'zz'"),
+])
+def test_bad_rows_and_an_unknown_gpu_are_refused_clearly(tmp_path, rows, args, message):
+    path = tmp_path / "t.csv"
+    path.write_text("in,out\n" + rows)
+    res = CliRunner().invoke(app, ["replay", "-t", str(path), "--input-col", "in",
+                                   "--output-col", "out", "-m", "tiny", "--batch", "2",
+                                   "--idle-s", "0", *args])
+    assert res.exit_code == 2, res.output
+    assert message in res.output and "Traceback" not in res.output
+
+
+def test_ctrl_c_ends_a_replay_as_a_result_with_the_batches_before_it(tiny, make_meter):
+    engine = SimulatedFailureEngine(tiny, device="cpu", dtype="float32",
+                                    error=KeyboardInterrupt(), fail_from_call=4)
+    engine.load()
+    t = trace()
+    batches = plan_binned(t, binned(t), select_requests(binned(t), None, 0), lambda edge: 1)
+    meter = make_meter([SimulatedGpu(power_w=100.0, update_s=1e-4)])
+    result = replay_offline(engine, meter, t, batches, GREEDY, batching="binned")
+    engine.close()
+    assert result.status == "interrupted" and len(result.batches) == 2
+    # Energy and time are the finished batches' own: per token figures stay true.
+    assert result.energy_j == pytest.approx(sum(b.energy_j for b in result.batches))
+    assert result.output_tokens == 5 + 3
+    assert result.j_per_output_token == pytest.approx(result.energy_j / 8)

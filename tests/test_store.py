@@ -167,3 +167,4 @@ def test_the_shipped_profiles_are_at_this_schema_version():
         version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         db.close()
         assert version == (str(SCHEMA_VERSION),), path
+

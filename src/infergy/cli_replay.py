@@ -64,6 +64,7 @@ def replay(
     from infergy.decoding import Decoding
     from infergy.engines import EngineError, UnknownEngineError, engine_class
     from infergy.estimate import EstimateError, MissingPoints, load_profile, shipped_profiles
+    from infergy.estimate.hardware import UnknownGpuError
     from infergy.models import UnknownModelError, get_model
     from infergy.store import Store, StoreError
     from infergy.workloads import BinGrid, TraceError, get_trace
@@ -87,11 +88,11 @@ def replay(
         if not len(requests):
             raise ReplayError(f"{workload.name}: none of its {len(workload)} requests falls "
                               f"inside the study's bins")
-        too_long = int((workload.input_tokens[requests] + workload.output_tokens[requests]
-                        > spec.max_context).sum())
-        if too_long:
-            raise ReplayError(f"{too_long} of the requests need more than {model}'s context of "
-                              f"{spec.max_context} tokens: choose a model with a longer one")
+        empty = int(((workload.input_tokens[requests] < 1)
+                     | (workload.output_tokens[requests] < 1)).sum())
+        if empty:
+            raise ReplayError(f"{empty} of the requests have no input or no output tokens: "
+                              f"drop them from {trace}")
         stores = profile or shipped_profiles()
         for path in stores:
             if not path.is_file():
@@ -113,8 +114,18 @@ def replay(
         plans = {kind: by_bin if kind == "binned" else plan_natural(workload, requests,
                                                                     natural_b)
                  for kind in kinds}
+        for kind, batches in plans.items():  # a static batch holds its longest of each
+            too_long = [b for b in batches
+                        if max(b.input_tokens) + b.generated_per_prompt > spec.max_context]
+            if too_long:
+                raise ReplayError(
+                    f"{len(too_long)} {kind} batches need more than {model}'s context of "
+                    f"{spec.max_context} tokens (longest prompt + longest output), e.g. "
+                    f"{max(too_long[0].input_tokens)} + {too_long[0].generated_per_prompt}: "
+                    f"choose a model with a longer context, or a smaller --batch")
+        store = Store(db) if db is not None else None  # before any GPU work
     except (UnknownModelError, UnknownEngineError, EngineError, TraceError, ReplayError,
-            EstimateError, StoreError) as e:
+            EstimateError, StoreError, UnknownGpuError) as e:
         raise _fail(str(e)) from None
     device = _torch_device(device)
     options = _options(engine_option)
@@ -140,13 +151,9 @@ def replay(
                 eng.load()
         except (EngineError, OSError, ValueError) as e:
             raise _fail(str(e)) from None
-        store = run = None
-        if db is not None:
+        run = None
+        if store is not None:
             meta = run_metadata(m)
-            try:
-                store = Store(db)
-            except StoreError as e:
-                raise _fail(str(e)) from None
             run = store.start_run(device=device_identity(meta), meta=meta,
                                   spec={"replay": trace, "mode": mode, "model": model,
                                         "engine": engine, "batching": kinds, "batch": batch,
@@ -163,18 +170,26 @@ def replay(
                     store.add_replay(run, device_identity(r.provenance), r.to_dict())
                 if r.status != "ok":
                     break
-        finally:  # also on Ctrl-C: what was measured is already in the store
+        finally:  # Ctrl-C ends a replay as a result, recorded with its batches
             eng.close()
             if store is not None:
-                store.end_run(run, "finished" if len(results) == len(plans) and all(
-                    r.status == "ok" for r in results) else "interrupted")
+                store.end_run(run, _run_status(results, len(plans)))
                 store.close()
     if as_json:
         out.print_json(json.dumps([r.to_dict() for r in results], default=str))
     else:
         _print(results, workload.name, model, engine)
+    if any(r.status == "interrupted" for r in results):
+        raise typer.Exit(130)
     if any(r.status != "ok" for r in results):
         raise typer.Exit(1)
+
+
+def _run_status(results, planned: int) -> str:
+    statuses = {r.status for r in results}
+    if statuses <= {"ok"} and len(results) == planned:
+        return "finished"
+    return "failed" if statuses & {"failed", "oom"} else "interrupted"
 
 
 class _Estimator:

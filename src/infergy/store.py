@@ -113,6 +113,7 @@ class Store:
 
     def __init__(self, path: str | Path, *, create: bool = True):
         self.path = Path(path)
+        self.db = None
         if not create and not self.path.is_file():
             raise StoreError(f"{self.path}: no such results store")
         try:
@@ -122,7 +123,10 @@ class Store:
             self.db.execute("PRAGMA synchronous=NORMAL")
             self._schema()
         except sqlite3.DatabaseError as err:
-            self.db.close()
+            if self.db is not None:
+                self.db.close()
+            if "readonly" in str(err) or "unable to open" in str(err):
+                raise StoreError(f"{self.path}: cannot be written ({err})") from None
             raise StoreError(f"{self.path}: not an infergy results store ({err})") from None
         except StoreError:
             self.db.close()
@@ -148,8 +152,16 @@ class Store:
             )
         if version < SCHEMA_VERSION:
             steps = " ".join(MIGRATIONS[v] for v in range(version + 1, SCHEMA_VERSION + 1))
-            self.db.executescript(f"BEGIN; {steps} UPDATE meta SET value = '{SCHEMA_VERSION}' "
-                                  f"WHERE key = 'schema_version'; COMMIT;")
+            try:
+                self.db.executescript(f"BEGIN; {steps} UPDATE meta SET value = "
+                                      f"'{SCHEMA_VERSION}' WHERE key = 'schema_version'; "
+                                      f"COMMIT;")
+            except sqlite3.OperationalError as err:
+                if "readonly" not in str(err):
+                    raise
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                self.read_only_old = version  # readable as it is; nothing written
 
     def transaction(self):
         return _Transaction(self.db)
@@ -256,7 +268,10 @@ class Store:
         return replay_id
 
     def replays(self, **where: Any) -> list[dict]:
-        """Replays matching column = value filters, oldest first."""
+        """Replays matching column = value filters, oldest first (none in a read-only store
+        older than the replays table)."""
+        if getattr(self, "read_only_old", SCHEMA_VERSION) < 2:
+            return []
         clause = _equal(where) or "1"
         rows = self.db.execute(f"SELECT * FROM replays WHERE {clause} ORDER BY measured_at, "
                                f"rowid", tuple(where.values()))
@@ -272,6 +287,8 @@ class Store:
             for n, (table, columns) in enumerate((("runs", RUN_COLUMNS),
                                                   ("points", POINT_COLUMNS),
                                                   ("replays", REPLAY_COLUMNS))):
+                if table == "replays" and getattr(other, "read_only_old", SCHEMA_VERSION) < 2:
+                    continue  # a read-only store from before replays
                 for row in other.db.execute(f"SELECT {','.join(columns)} FROM {table}"):
                     cur = self.db.execute(
                         f"INSERT OR IGNORE INTO {table} ({','.join(columns)}) VALUES "

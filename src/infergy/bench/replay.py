@@ -108,9 +108,8 @@ class BatchResult:
 
 @dataclass
 class ReplayResult:
-    """A measured replay. Energy over one window around every batch (GPU, the study's
-    measure); each batch's own window too. Partial where `status` is not ok: the batches
-    measured before the failure are kept."""
+    """A measured replay: GPU energy (the study's measure) and time, summed over the batches'
+    windows. Partial where `status` is not ok: the batches measured before it are kept."""
 
     trace: str
     model: str
@@ -118,7 +117,7 @@ class ReplayResult:
     batching: str
     decoding: str
     mode: str = "offline"
-    status: str = "ok"  # ok, oom, failed
+    status: str = "ok"  # ok, oom, failed, interrupted
     error: str | None = None
     requests: int = 0  # replayed (in the batches measured)
     batches: list[BatchResult] = field(default_factory=list)
@@ -143,57 +142,64 @@ class ReplayResult:
 def replay_offline(engine: Engine, meter: Meter, trace: Trace, batches: list[Batch],
                    decoding: Decoding, *, batching: str, seed: int = 0, warmup: bool = True,
                    progress: Callable[[int, int], None] | None = None) -> ReplayResult:
-    """Run the batches one after the other inside one measurement window. With `warmup`, the
-    first batch runs once before it, in a window of its own (first-run allocation and
-    kernel selection are not the workload's)."""
+    """Run the batches one after the other, each in its own measurement window; the replay's
+    energy and time are their sums. Outside the windows: the prompts' making, and the
+    engine's `prepare` for each new shape (hf-compiled compiles, hf-paged sizes its cache),
+    which the profile's points leave out too. With `warmup`, the first batch runs once first,
+    in a window of its own. A failure or Ctrl-C ends the replay with the batches before it
+    kept (status failed, oom or interrupted)."""
     spec = engine.spec
     result = ReplayResult(trace.name, spec.name, engine.name, batching, decoding.label())
-    prompts_of = {}
-
-    def prompts(batch: Batch) -> list[list[int]]:
-        return [prompts_of.setdefault(r, make_prompts(spec, 1, n, seed=seed * 1_000_003 + r)[0])
-                for r, n in zip(batch.requests, batch.input_tokens, strict=True)]
-
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    whole = None
+    windows, shapes = [], set()
     try:
-        if warmup and batches:
-            with meter.window("warmup") as w:
-                engine.generate(prompts(batches[0]), batches[0].generated_per_prompt, decoding)
-            result.warmup = {"time_s": w.measurement.duration_s,
-                             "energy_j": w.measurement.energy_j}
-        whole = meter.start("replay", record_state=True)
         for n, batch in enumerate(batches):
-            ids = prompts(batch)
-            with meter.window("batch") as w:
-                engine.generate(ids, batch.generated_per_prompt, decoding)
+            prompts = [make_prompts(spec, 1, length, seed=seed * 1_000_003 + r)[0]
+                       for r, length in zip(batch.requests, batch.input_tokens, strict=True)]
+            shape = (len(prompts), max(batch.input_tokens), batch.generated_per_prompt)
+            if shape not in shapes:
+                shapes.add(shape)
+                engine.prepare(*shape, decoding)
+            if n == 0 and warmup:
+                with meter.window("warmup") as w:
+                    engine.generate(prompts, batch.generated_per_prompt, decoding)
+                result.warmup = {"time_s": w.measurement.duration_s,
+                                 "energy_j": w.measurement.energy_j}
+            with meter.window("batch", record_state=n == 0) as w:
+                engine.generate(prompts, batch.generated_per_prompt, decoding)
             m = w.measurement
+            windows.append(m)
             result.batches.append(BatchResult(
                 len(batch.requests), max(batch.input_tokens), batch.generated_per_prompt,
                 sum(batch.output_tokens), m.energy_j, m.duration_s, batch.bin))
             if progress:
                 progress(n + 1, len(batches))
+    except KeyboardInterrupt:
+        result.status, result.error = "interrupted", "stopped by Ctrl-C"
     except Exception as err:  # recorded: what was measured is kept
         result.status = "oom" if is_out_of_memory(err) else "failed"
         result.error = f"{type(err).__name__}: {err}"
-    finally:
-        if whole is not None:
-            (total,) = meter.stop(whole)
-            _summarize(result, batches, total)
+    _summarize(result, batches, windows)
     result.provenance = {**run_metadata(meter), "time": started}
     return result
 
 
-def _summarize(result: ReplayResult, batches: list[Batch], total) -> None:
+def _summarize(result: ReplayResult, batches: list[Batch], windows) -> None:
+    """The replay's figures from the batches measured (all of them, unless it stopped)."""
     done = batches[:len(result.batches)]
     result.requests = sum(len(b.requests) for b in done)
     result.output_tokens = sum(sum(b.output_tokens) for b in done)
     result.padding_tokens = sum(len(b.requests) * b.generated_per_prompt
                                 - sum(b.output_tokens) for b in done)
-    result.time_s = total.duration_s
-    result.energy_j, result.active_energy_j = total.energy_j, total.active_energy_j
-    result.energy_reason, result.meter_method = total.reason, total.method
-    result.warnings = list(total.warnings)
-    if result.energy_j is not None and result.requests:
+    result.time_s = sum(m.duration_s for m in windows)
+    energies = [m.energy_j for m in windows]
+    if windows and None not in energies:
+        result.energy_j = sum(energies)
+        active = [m.active_energy_j for m in windows]
+        result.active_energy_j = None if None in active else sum(active)
         result.j_per_output_token = result.energy_j / result.output_tokens
         result.j_per_request = result.energy_j / result.requests
+    elif windows:
+        result.energy_reason = next(m.reason for m in windows if m.energy_j is None)
+    result.meter_method = windows[0].method if windows else None
+    result.warnings = list(dict.fromkeys(w for m in windows for w in m.warnings))
