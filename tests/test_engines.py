@@ -83,6 +83,9 @@ def test_hf_paged_keeps_one_manager_per_shape_and_replaces_it_for_a_new_one(engi
     engine.generate(make_prompts(tiny, 2, 8), 4, Decoding())
     engine.generate(make_prompts(tiny, 2, 8), 1, Decoding())  # the prefill run: same shape
     assert engine._manager is manager
+    engine.generate(make_prompts(tiny, 2, 8), 6, Decoding())  # longer than its cache holds
+    assert engine._manager is not manager and not manager.is_running()
+    manager = engine._manager
     engine.generate(make_prompts(tiny, 3, 8), 2, Decoding())
     assert engine._manager is not manager and not manager.is_running()
 

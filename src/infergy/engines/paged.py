@@ -105,7 +105,8 @@ class HFPaged(HFEager):
             manager.warmup()  # captures the CUDA graphs now, not inside a measured run
         manager.start()
         self._manager = manager
-        self._shape = (batch, input_tokens, output_tokens, decoding)
+        self._shape = (batch, input_tokens, decoding)
+        self._max_output = output_tokens  # the cache is sized for this many new tokens
 
     def _stop(self) -> None:
         if self._manager is not None:
@@ -116,7 +117,8 @@ class HFPaged(HFEager):
     def generate(self, prompts, output_tokens, decoding, on_first_token=None) -> Generation:
         self.check_decoding(decoding)
         longest = max(map(len, prompts))
-        if self._shape != (len(prompts), longest, output_tokens, decoding):  # not prepared
+        if (self._shape != (len(prompts), longest, decoding)  # not prepared for this shape
+                or output_tokens > self._max_output):  # or a longer output than its cache
             self._start(len(prompts), longest, output_tokens, decoding)
         manager = self._manager
         start = time.perf_counter()
