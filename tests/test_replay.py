@@ -180,7 +180,7 @@ def test_the_command_replays_both_batchings_with_the_profiles_batch_and_records_
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--mode", "online"], "only offline replay"),
+    (["--mode", "served"], "--mode must be offline or online"),
     (["--batching", "sorted"], "--batching must be binned, natural or both"),
     ([], "give --batch B"),  # no profile of tiny is shipped
 ])

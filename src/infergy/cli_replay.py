@@ -48,11 +48,44 @@ def replay(
     idle_s: float = typer.Option(5.0, "--idle-s", min=0, help="Idle power measured first (s)."),
     engine_option: list[str] | None = typer.Option(None, "--engine-option",
                                                    help="key=value passed to the engine."),
+    endpoint: str | None = typer.Option(None, "--endpoint", help="Online: an OpenAI-"
+                                        "compatible server (http://HOST:PORT) serving the "
+                                        "model; this host's GPUs are measured."),
+    served_model: str | None = typer.Option(None, "--served-model",
+                                            help="Online: the model's name on the server "
+                                                 "(default: --model)."),
+    rate: float | None = typer.Option(None, "--rate", help="Online: Poisson arrivals at this "
+                                                           "many requests a second."),
+    concurrency: int | None = typer.Option(None, "--concurrency", min=1,
+                                           help="Online: N requests in flight, each client "
+                                                "sending its next when one ends."),
+    time_scale: float = typer.Option(1.0, "--time-scale", help="Online, the trace's own "
+                                     "arrivals (the default): 2 sends them twice as fast."),
+    max_requests: int | None = typer.Option(None, "--max-requests", min=1,
+                                            help="Online: send at most N requests."),
+    duration: float | None = typer.Option(None, "--duration", help="Online: send no request "
+                                                                    "after S seconds."),
+    timeout: float = typer.Option(60.0, "--timeout", help="Online: seconds a request may wait "
+                                                          "for its next data."),
+    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env",
+                                    help="Online: the environment variable holding the "
+                                         "server's API key, if it needs one (never printed "
+                                         "or stored)."),
+    steady_inflight: int | None = typer.Option(None, "--steady-inflight", min=1,
+                                               help="Online: the steady state is while at "
+                                                    "least N requests are in flight (default "
+                                                    "with --concurrency: N)."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ):
-    """Replay a trace offline: its requests with their own lengths in static batches, the
+    """Replay a trace. Offline: its requests with their own lengths in static batches, the
     energy of the whole run measured, beside the estimate for the same requests and its error.
+    Online: the requests sent to an OpenAI-compatible server at the trace's times, a Poisson
+    rate or a fixed concurrency, streamed; energy, latency percentiles and throughput.
     """
+    serving = {"endpoint": endpoint, "served_model": served_model, "rate": rate,
+               "concurrency": concurrency, "time_scale": time_scale,
+               "max_requests": max_requests, "duration": duration, "timeout": timeout,
+               "api_key_env": api_key_env, "steady_inflight": steady_inflight}
     from infergy.bench.replay import (
         BATCHINGS,
         ReplayError,
@@ -69,9 +102,8 @@ def replay(
     from infergy.store import Store, StoreError
     from infergy.workloads import BinGrid, TraceError, get_trace
 
-    if mode != "offline":
-        raise _fail(f"--mode {mode}: only offline replay is built so far (online serving is "
-                    f"issue 9's next part)")
+    if mode not in ("offline", "online"):
+        raise _fail(f"--mode must be offline or online, got {mode!r}")
     kinds = [b.strip() for b in batching.split(",") if b.strip()]
     if not kinds or any(b not in BATCHINGS for b in kinds):
         raise _fail(f"--batching must be binned, natural or both, got {batching!r}")
@@ -93,6 +125,12 @@ def replay(
         if empty:
             raise ReplayError(f"{empty} of the requests have no input or no output tokens: "
                               f"drop them from {trace}")
+    except (UnknownModelError, UnknownEngineError, EngineError, TraceError,
+            ReplayError) as e:
+        raise _fail(str(e)) from None
+    if mode == "online":
+        return _online(workload, requests, spec, serving, seed, db, idle_s, as_json)
+    try:
         stores = profile or shipped_profiles()
         for path in stores:
             if not path.is_file():
@@ -183,6 +221,110 @@ def replay(
         raise typer.Exit(130)
     if any(r.status != "ok" for r in results):
         raise typer.Exit(1)
+
+
+def _online(workload, requests, spec, serving: dict, seed: int, db: Path | None,
+            idle_s: float, as_json: bool) -> None:
+    """`--mode online`: the requests sent to the endpoint, this host's GPUs measured."""
+    import os
+
+    import numpy as np
+
+    from infergy.bench.online import Endpoint, ServeError, arrival_times, serve_online
+    from infergy.meter import open_meter
+    from infergy.models.build import make_prompts
+    from infergy.store import Store, StoreError
+    from infergy.sweep.worker import device_identity
+
+    s = serving
+    if s["endpoint"] is None:
+        raise _fail("--mode online needs --endpoint URL (an OpenAI-compatible server serving "
+                    "the model; starting one with --serve is not built yet)")
+    if s["rate"] is not None and s["concurrency"] is not None:
+        raise _fail("--rate and --concurrency: give one (or neither: the trace's own times)")
+    try:
+        endpoint = Endpoint(s["endpoint"], s["served_model"] or spec.name,
+                            timeout_s=s["timeout"], api_key=os.environ.get(s["api_key_env"]))
+        arrivals = None
+        if s["concurrency"] is None:
+            process = "poisson" if s["rate"] is not None else "trace"
+            arrivals = arrival_times(workload, requests, process, rate=s["rate"],
+                                     time_scale=s["time_scale"], seed=seed)
+            if process == "trace":  # sent in their arrival order
+                requests = requests[np.argsort(workload.arrival_s[requests], kind="stable")]
+        label = (f"concurrency {s['concurrency']}" if s["concurrency"] is not None else
+                 f"poisson {s['rate']:g}/s" if s["rate"] is not None else
+                 f"trace x{s['time_scale']:g}")
+        store = Store(db) if db is not None else None  # before any request
+    except (ServeError, StoreError) as e:
+        raise _fail(str(e)) from None
+    with err.status(f"infergy: measuring idle power for {idle_s:g} s ..."):
+        m = open_meter(idle_s=idle_s)
+    with m:
+        for u in m.unavailable:
+            err.print(f"[dim]infergy: not measurable: {u.what}: {u.reason}[/]")
+        with err.status(f"infergy: serving {workload.name} ({label}) ...") as st:
+            result = serve_online(
+                endpoint, m, workload, requests,
+                lambda r: make_prompts(spec, 1, int(workload.input_tokens[r]),
+                                       seed=seed * 1_000_003 + r)[0],
+                arrivals=arrivals, concurrency=s["concurrency"], label=label,
+                max_requests=s["max_requests"], duration_s=s["duration"],
+                steady_inflight=s["steady_inflight"],
+                progress=lambda n, total: st.update(
+                    f"infergy: serving {workload.name} ({label}): {n} of {total} answered"))
+    if store is not None:
+        with store:
+            run = store.start_run(device=device_identity(result.provenance),
+                                  meta=result.provenance,
+                                  spec={"replay": workload.name, "mode": "online",
+                                        "endpoint": result.engine, **{
+                                            k: v for k, v in s.items()
+                                            if k not in ("endpoint", "api_key_env")}})
+            store.add_replay(run, device_identity(result.provenance), result.to_dict())
+            store.end_run(run, "finished" if result.status == "ok" else "interrupted")
+    if as_json:
+        out.print_json(json.dumps(result.to_dict(), default=str))
+    else:
+        _print_online(result)
+    if result.status != "ok":
+        raise typer.Exit(130)
+
+
+def _print_online(r) -> None:
+    from infergy.cli import _fmt
+
+    table = Table(title=f"{r.trace} served online by {r.engine} ({r.batching})",
+                  title_justify="left")
+    table.add_column("")
+    table.add_column("whole run", justify="right")
+    table.add_column("steady state", justify="right")
+    st = r.steady if r.steady and "none" not in r.steady else {}
+    failed = ", ".join(f"{n} {why}" for why, n in r.failed.items()) or "none"
+    table.add_row("requests", f"{r.completed} of {r.requests} (failed: {failed})", "")
+    table.add_row("time", f"{r.time_s:.1f} s", f"{st['time_s']:.1f} s" if st else "-")
+    table.add_row("GPU energy", _fmt(r.energy_j, "J", 4), _fmt(st.get("energy_j"), "J", 4))
+    table.add_row("J per output token", _fmt(r.j_per_output_token, "", 3),
+                  _fmt(st.get("j_per_chunk"), "", 3))
+    table.add_row("output tokens / s", _fmt(r.throughput_tok_s, "", 4), "")
+    table.add_row("no request in flight", "-" if r.idle_share is None
+                  else f"{r.idle_share:.0%}", "")
+    for key, name in (("ttft_s", "TTFT"), ("tpot_s", "TPOT"), ("itl_s", "ITL"),
+                      ("e2e_s", "end to end")):
+        p = r.latency.get(key)
+        table.add_row(f"{name} p50 / p90 / p99", "-" if not p else " / ".join(
+            f"{p[q] * 1000:.1f}" for q in ("p50", "p90", "p99")) + " ms", "")
+    out.print(table)
+    notes = [f"stopped: {r.stopped}"] if r.stopped else []
+    if r.energy_j is None:
+        notes.append(f"no energy measured: {r.energy_reason}")
+    if r.steady and "none" in r.steady:
+        notes.append(f"no steady state: {r.steady['none']}")
+    for note in notes:
+        err.print(f"infergy: {note}")
+    out.print("[dim]steady state: while the run kept its level of requests in flight; its J "
+              "per output token counts the streamed chunks inside it (one token each from "
+              "vLLM)[/]")
 
 
 def _run_status(results, planned: int) -> str:

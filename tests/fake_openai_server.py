@@ -1,0 +1,86 @@
+"""A test double of an OpenAI-compatible server: `/v1/completions`, streamed, on loopback.
+
+Nothing here is used by the product. It streams one chunk per requested token (`max_tokens`),
+`chunk_s` apart, then usage and [DONE]. Some prompts misbehave, chosen by their length:
+`FAIL_LEN` answers HTTP 500, `STALL_LEN` sends nothing for `stall_s`, `CUT_LEN` stops
+mid-stream without [DONE]. Every request it saw is kept in `seen` (its JSON body).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+FAIL_LEN, STALL_LEN, CUT_LEN = 13, 14, 15
+
+
+class FakeOpenAIServer:
+    def __init__(self, chunk_s: float = 0.002, stall_s: float = 3.0):
+        self.chunk_s, self.stall_s = chunk_s, stall_s
+        self.seen: list[dict] = []
+        self.in_flight = self.peak_in_flight = 0
+        server = self
+        lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with lock:
+                    server.seen.append({**body, "auth": self.headers.get("Authorization")})
+                    server.in_flight += 1
+                    server.peak_in_flight = max(server.peak_in_flight, server.in_flight)
+                try:
+                    self._answer(body)
+                finally:
+                    with lock:
+                        server.in_flight -= 1
+
+            def _answer(self, body):
+                length = len(body["prompt"])
+                if length == FAIL_LEN:
+                    text = b'{"error": "simulated failure"}'
+                    self.send_response(500)
+                    self.send_header("Content-Length", str(len(text)))
+                    self.end_headers()
+                    self.wfile.write(text)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                if length == STALL_LEN:
+                    time.sleep(server.stall_s)
+                    return
+                tokens = body["max_tokens"]
+                for n in range(tokens):
+                    if length == CUT_LEN and n == tokens // 2:
+                        return
+                    time.sleep(server.chunk_s)
+                    self._event({"choices": [{"index": 0, "text": f" t{n}"}]})
+                self._event({"choices": [], "usage": {"completion_tokens": tokens}})
+                self.wfile.write(b"data: [DONE]\n\n")
+                self.wfile.flush()
+
+            def _event(self, payload):
+                self.wfile.write(f"data: {json.dumps(payload)}\n\n".encode())
+                self.wfile.flush()
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeOpenAIServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

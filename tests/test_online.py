@@ -1,0 +1,164 @@
+"""Online serving on a CPU: arrival processes, and requests streamed from a test double of an
+OpenAI-compatible server on loopback that also fails, stalls and cuts off, with a simulated
+GPU measured over the run."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from fake_openai_server import CUT_LEN, FAIL_LEN, STALL_LEN, FakeOpenAIServer
+from infergy.bench.online import Endpoint, ServeError, arrival_times, serve_online
+from infergy.workloads import Trace
+from simulated import SimulatedGpu
+
+
+def trace(inputs, outputs, times=None) -> Trace:
+    return Trace("t", np.array(inputs, dtype=np.int64), np.array(outputs, dtype=np.int64),
+                 None if times is None else np.array(times, dtype=float))
+
+
+def prompts(t: Trace):
+    return lambda r: list(range(1, int(t.input_tokens[r]) + 1))
+
+
+def meter_of(make_meter):
+    return make_meter([SimulatedGpu(power_w=100.0, update_s=1e-4)])
+
+
+def test_arrivals_follow_the_trace_scaled_or_a_seeded_poisson_process():
+    t = trace([8] * 4, [4] * 4, [10.0, 12.0, 11.0, 16.0])
+    assert list(arrival_times(t, np.arange(4), "trace", time_scale=2.0)) == [0, 0.5, 1, 3]
+    gaps = np.diff(arrival_times(trace([8] * 2001, [4] * 2001), np.arange(2001), "poisson",
+                                 rate=50.0, seed=3))
+    assert gaps.mean() == pytest.approx(1 / 50, rel=0.1) and (gaps > 0).all()
+    with pytest.raises(ServeError, match="no arrival times"):
+        arrival_times(trace([8], [4]), np.arange(1), "trace")
+    with pytest.raises(ServeError, match="--rate must be a positive"):
+        arrival_times(t, np.arange(4), "poisson", rate=0)
+
+
+def test_a_run_at_fixed_concurrency_streams_every_request_and_is_measured(make_meter):
+    t = trace([8, 9, 10, 11, 12, 16, 17, 18], [20, 5, 12, 8, 30, 6, 9, 10])
+    with FakeOpenAIServer(chunk_s=0.003) as server:
+        endpoint = Endpoint(server.url, "tiny", timeout_s=5)
+        result = serve_online(endpoint, meter_of(make_meter), t, np.arange(8), prompts(t),
+                              concurrency=3, label="concurrency 3")
+    assert result.status == "ok" and result.completed == result.requests == 8
+    assert result.failed == {} and server.peak_in_flight <= 3
+    assert result.output_tokens == sum(t.output_tokens)
+    assert [b["max_tokens"] for b in sorted(server.seen, key=lambda b: len(b["prompt"]))] == \
+        list(t.output_tokens)  # each request its own lengths, prompt as token ids
+    assert all(b["stream"] and b["ignore_eos"] and b["min_tokens"] == b["max_tokens"]
+               for b in server.seen)
+    for key in ("ttft_s", "tpot_s", "itl_s", "e2e_s"):
+        stats = result.latency[key]
+        assert 0 < stats["p50"] <= stats["p90"] <= stats["p99"], key
+    assert result.latency["itl_s"]["n"] == sum(t.output_tokens) - 8
+    assert result.energy_j == pytest.approx(100.0 * result.time_s, rel=0.05)
+    assert result.j_per_output_token == pytest.approx(result.energy_j / result.output_tokens)
+    assert result.throughput_tok_s == pytest.approx(result.output_tokens / result.time_s)
+    steady = result.steady
+    assert steady["inflight"] == 3 and 0 < steady["time_s"] < result.time_s
+    assert 0 < steady["chunks"] < result.output_tokens
+    assert steady["energy_j"] == pytest.approx(100.0 * steady["time_s"], rel=0.05)
+    assert all(r.chunk_s == [] for r in result.records)  # summarized, not kept
+
+
+def test_failed_stalled_and_cut_off_requests_are_counted_and_the_run_goes_on(make_meter):
+    lengths = [8, FAIL_LEN, STALL_LEN, CUT_LEN, 9]
+    t = trace(lengths, [6] * 5, [0.0, 0.01, 0.02, 0.03, 0.04])
+    with FakeOpenAIServer(stall_s=3.0) as server:
+        endpoint = Endpoint(server.url, "tiny", timeout_s=0.5)
+        start = time.perf_counter()
+        result = serve_online(endpoint, meter_of(make_meter), t, np.arange(5), prompts(t),
+                              arrivals=arrival_times(t, np.arange(5), "trace"),
+                              label="trace x1")
+        took = time.perf_counter() - start
+    assert took < 2.5  # the stalled request timed out; nothing waited for the server
+    assert result.requests == 5 and result.completed == 2
+    assert result.failed == {"http": 1, "timeout": 1, "cut off": 1}
+    errors = {r.input_tokens: r.error for r in result.records}
+    assert "HTTP 500" in errors[FAIL_LEN] and "without [DONE]" in errors[CUT_LEN]
+    assert result.output_tokens == 12  # only the completed requests' tokens
+    assert result.steady == {"none": result.steady["none"]}  # no level was given
+
+
+def test_an_unreachable_server_fails_every_request_clearly(make_meter):
+    t = trace([8, 9], [4, 4])
+    endpoint = Endpoint("http://127.0.0.1:9", "tiny", timeout_s=1)
+    result = serve_online(endpoint, meter_of(make_meter), t, np.arange(2), prompts(t),
+                          concurrency=2, label="concurrency 2")
+    assert result.failed == {"connection": 2} and result.completed == 0
+    assert result.j_per_output_token is None
+
+
+def test_max_requests_stops_the_run_and_says_so_and_the_api_key_stays_out(make_meter):
+    t = trace([8] * 6, [3] * 6)
+    with FakeOpenAIServer() as server:
+        endpoint = Endpoint(server.url, "tiny", timeout_s=5, api_key="secret-key")
+        result = serve_online(endpoint, meter_of(make_meter), t, np.arange(6), prompts(t),
+                              arrivals=arrival_times(t, np.arange(6), "poisson", rate=200.0),
+                              label="poisson 200/s", max_requests=4, steady_inflight=1)
+    assert result.requests == 4 and result.stopped == "--max-requests 4 of 6"
+    assert {b["auth"] for b in server.seen} == {"Bearer secret-key"}
+    assert "secret-key" not in json.dumps(result.to_dict(), default=str)
+    sent = sorted(r.sent_s for r in result.records if r.sent_s is not None)
+    assert sent == sorted(sent) and sent[-1] < 1.0
+
+
+def test_a_bad_endpoint_is_refused_before_any_request():
+    with pytest.raises(ServeError, match="expected http://HOST:PORT"):
+        Endpoint("localhost:8000", "tiny")
+
+
+# -- the command ---------------------------------------------------------------------------
+
+
+def test_the_command_serves_a_trace_online_and_records_it(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from infergy.cli import app
+    from infergy.store import Store
+
+    path = tmp_path / "t.csv"
+    path.write_text("in,out,at\n8,4,0\n9,6,0.01\n10,3,0.02\n")
+    monkeypatch.setenv("MY_KEY", "k-123")
+    with FakeOpenAIServer() as server:
+        res = CliRunner().invoke(app, [
+            "replay", "-t", str(path), "--input-col", "in", "--output-col", "out",
+            "--time-col", "at", "--mode", "online", "-m", "tiny", "--endpoint", server.url,
+            "--api-key-env", "MY_KEY", "--time-scale", "2", "--idle-s", "0", "--db",
+            str(tmp_path / "r.db")])
+    assert res.exit_code == 0, res.output
+    assert "served online" in res.output and "3 of 3" in res.output
+    assert {b["auth"] for b in server.seen} == {"Bearer k-123"}
+    assert all(b["model"] == "tiny" for b in server.seen)
+    with Store(tmp_path / "r.db") as store:
+        (row,) = store.replays()
+        assert row["mode"] == "online" and row["batching"] == "trace x2"
+        assert "k-123" not in row["result"] and "k-123" not in json.dumps(store.runs())
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ([], "--mode online needs --endpoint URL"),
+    (["--endpoint", "http://127.0.0.1:9", "--rate", "2", "--concurrency", "2"],
+     "--rate and --concurrency: give one"),
+    (["--endpoint", "http://127.0.0.1:9"], "has no arrival times"),
+    (["--endpoint", "127.0.0.1:9", "--rate", "1"], "expected http://HOST:PORT"),
+])
+def test_bad_online_runs_fail_before_any_request(tmp_path, args, message):
+    from typer.testing import CliRunner
+
+    from infergy.cli import app
+
+    path = tmp_path / "t.csv"
+    path.write_text("in,out\n8,4\n")
+    res = CliRunner().invoke(app, ["replay", "-t", str(path), "--input-col", "in",
+                                   "--output-col", "out", "--mode", "online", "-m", "tiny",
+                                   "--idle-s", "0", *args])
+    assert res.exit_code == 2, res.output
+    assert message in res.output and "Traceback" not in res.output
