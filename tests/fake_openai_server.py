@@ -17,7 +17,7 @@ FAIL_LEN, STALL_LEN, CUT_LEN = 13, 14, 15
 
 
 class FakeOpenAIServer:
-    def __init__(self, chunk_s: float = 0.002, stall_s: float = 3.0):
+    def __init__(self, chunk_s: float = 0.002, stall_s: float = 3.0, port: int = 0):
         self.chunk_s, self.stall_s = chunk_s, stall_s
         self.seen: list[dict] = []
         self.in_flight = self.peak_in_flight = 0
@@ -29,6 +29,11 @@ class FakeOpenAIServer:
 
             def log_message(self, *args):  # quiet
                 pass
+
+            def do_GET(self):  # readiness, as vLLM's /health
+                self.send_response(200 if self.path == "/health" else 404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -72,7 +77,7 @@ class FakeOpenAIServer:
                 self.wfile.write(f"data: {json.dumps(payload)}\n\n".encode())
                 self.wfile.flush()
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -84,3 +89,13 @@ class FakeOpenAIServer:
     def __exit__(self, *exc) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+if __name__ == "__main__":  # a server process: fake_openai_server.py PORT [DELAY_S]
+    import sys
+
+    time.sleep(float(sys.argv[2]) if len(sys.argv) > 2 else 0.0)  # a slow start-up
+    with FakeOpenAIServer(port=int(sys.argv[1])) as fake:
+        print(f"serving on {fake.url}", flush=True)
+        while True:
+            time.sleep(1)

@@ -145,6 +145,8 @@ def test_the_command_serves_a_trace_online_and_records_it(tmp_path, monkeypatch)
 
 @pytest.mark.parametrize(("args", "message"), [
     ([], "--mode online needs --endpoint URL"),
+    (["--serve", "sglang"], "--serve must be one of vllm, vllm-eager"),
+    (["--endpoint", "http://127.0.0.1:9", "--weights", "."], "--weights: for --serve"),
     (["--endpoint", "http://127.0.0.1:9", "--rate", "2", "--concurrency", "2"],
      "--rate and --concurrency: give one"),
     (["--endpoint", "http://127.0.0.1:9"], "has no arrival times"),
@@ -162,3 +164,60 @@ def test_bad_online_runs_fail_before_any_request(tmp_path, args, message):
                                    "--idle-s", "0", *args])
     assert res.exit_code == 2, res.output
     assert message in res.output and "Traceback" not in res.output
+
+
+# -- a server started for the run --------------------------------------------------------------
+
+
+def test_a_started_server_is_waited_on_used_and_stopped(tmp_path, make_meter):
+    import sys
+    from pathlib import Path
+
+    from infergy.bench.serve import ServerProcess, free_port
+
+    port = free_port()
+    script = Path(__file__).parent / "fake_openai_server.py"
+    server = ServerProcess([sys.executable, str(script), str(port), "0.5"],
+                           f"http://127.0.0.1:{port}", ready_timeout_s=20,
+                           log_path=tmp_path / "server.log")
+    t = trace([8, 9], [3, 4])
+    with server:
+        assert server.ready_s >= 0.5  # it waited for the slow start-up
+        result = serve_online(Endpoint(server.url, "tiny", timeout_s=5),
+                              meter_of(make_meter), t, np.arange(2), prompts(t),
+                              concurrency=1, label="concurrency 1")
+    assert result.completed == 2 and server.process.poll() is not None  # stopped after
+    assert "serving on" in (tmp_path / "server.log").read_text()
+
+
+@pytest.mark.parametrize(("code", "message"), [
+    ("import sys; print('no GPU here'); sys.exit(3)", "exited with status 3"),
+    ("import time; time.sleep(60)", "did not answer"),
+])
+def test_a_server_that_dies_or_never_answers_is_an_error_with_its_log(tmp_path, code, message):
+    import sys
+
+    from infergy.bench.serve import ServerProcess, free_port
+
+    server = ServerProcess([sys.executable, "-c", code], f"http://127.0.0.1:{free_port()}",
+                           ready_timeout_s=1.5, stop_timeout_s=2)
+    with pytest.raises(ServeError, match=message) as caught:
+        server.__enter__()
+    assert server.process.poll() is not None  # nothing left running
+    if "exit" in code:
+        assert "no GPU here" in str(caught.value)
+
+
+def test_the_synthetic_tokenizer_decodes_every_token_id(tmp_path):
+    from transformers import AutoTokenizer
+
+    from infergy.bench.serve import synthetic_tokenizer
+    from infergy.models import get_model
+
+    spec = get_model("tiny")
+    synthetic_tokenizer(spec, tmp_path)
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    assert len(tok) == spec.config["vocab_size"]
+    assert tok("t5 t17", add_special_tokens=False)["input_ids"] == [5, 17]
+    assert tok.eos_token_id == spec.config["eos_token_id"]
+    assert tok.decode([5, 17]) == "t5 t17"

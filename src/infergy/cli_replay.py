@@ -51,6 +51,11 @@ def replay(
     endpoint: str | None = typer.Option(None, "--endpoint", help="Online: an OpenAI-"
                                         "compatible server (http://HOST:PORT) serving the "
                                         "model; this host's GPUs are measured."),
+    serve: str | None = typer.Option(None, "--serve", help="Online: start vLLM's OpenAI "
+                                     "server here (vllm or vllm-eager) for the run, random "
+                                     "weights unless --weights, and stop it after."),
+    weights: Path | None = typer.Option(None, "--weights", help="Online with --serve: a "
+                                        "checkpoint directory instead of random weights."),
     served_model: str | None = typer.Option(None, "--served-model",
                                             help="Online: the model's name on the server "
                                                  "(default: --model)."),
@@ -82,7 +87,8 @@ def replay(
     Online: the requests sent to an OpenAI-compatible server at the trace's times, a Poisson
     rate or a fixed concurrency, streamed; energy, latency percentiles and throughput.
     """
-    serving = {"endpoint": endpoint, "served_model": served_model, "rate": rate,
+    serving = {"endpoint": endpoint, "serve": serve, "weights": weights,
+               "served_model": served_model, "rate": rate,
                "concurrency": concurrency, "time_scale": time_scale,
                "max_requests": max_requests, "duration": duration, "timeout": timeout,
                "api_key_env": api_key_env, "steady_inflight": steady_inflight}
@@ -226,20 +232,29 @@ def replay(
 def _online(workload, requests, spec, serving: dict, seed: int, db: Path | None,
             idle_s: float, as_json: bool) -> None:
     """`--mode online`: the requests sent to the endpoint, this host's GPUs measured."""
+    import contextlib
     import os
+    import tempfile
 
     import numpy as np
 
     from infergy.bench.online import Endpoint, ServeError, arrival_times, serve_online
+    from infergy.bench.serve import SERVERS, ServerProcess, free_port, vllm_server
     from infergy.meter import open_meter
     from infergy.models.build import make_prompts
     from infergy.store import Store, StoreError
     from infergy.sweep.worker import device_identity
 
     s = serving
-    if s["endpoint"] is None:
+    if (s["endpoint"] is None) == (s["serve"] is None):
         raise _fail("--mode online needs --endpoint URL (an OpenAI-compatible server serving "
-                    "the model; starting one with --serve is not built yet)")
+                    "the model) or --serve vllm (infergy starts one), not both")
+    if s["weights"] is not None and s["serve"] is None:
+        raise _fail("--weights: for --serve (a server given by --endpoint has its own)")
+    if s["serve"] is not None and s["serve"] not in SERVERS:
+        raise _fail(f"--serve must be one of {', '.join(SERVERS)}, got {s['serve']!r}")
+    if s["serve"] is not None:
+        s = {**s, "endpoint": f"http://127.0.0.1:{free_port()}"}
     if s["rate"] is not None and s["concurrency"] is not None:
         raise _fail("--rate and --concurrency: give one (or neither: the trace's own times)")
     try:
@@ -260,9 +275,24 @@ def _online(workload, requests, spec, serving: dict, seed: int, db: Path | None,
         raise _fail(str(e)) from None
     with err.status(f"infergy: measuring idle power for {idle_s:g} s ..."):
         m = open_meter(idle_s=idle_s)
-    with m:
+    with m, contextlib.ExitStack() as stack:
         for u in m.unavailable:
             err.print(f"[dim]infergy: not measurable: {u.what}: {u.reason}[/]")
+        server = None
+        if s["serve"] is not None:  # after the idle power: the server's start is measured
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="infergy-")))
+            command = vllm_server(spec, kind=s["serve"], port=int(s["endpoint"].rsplit(
+                ":", 1)[1]), served_name=endpoint.model, weights=s["weights"], folder=folder)
+            window = m.start("server start")
+            try:
+                with err.status(f"infergy: starting {s['serve']}'s server (log: "
+                                f"{folder / 'server.log'}) ..."):
+                    server = stack.enter_context(ServerProcess(
+                        command, s["endpoint"], log_path=folder / "server.log"))
+            except ServeError as e:
+                raise _fail(str(e)) from None
+            finally:
+                (started,) = m.stop(window)
         with err.status(f"infergy: serving {workload.name} ({label}) ...") as st:
             result = serve_online(
                 endpoint, m, workload, requests,
@@ -273,6 +303,10 @@ def _online(workload, requests, spec, serving: dict, seed: int, db: Path | None,
                 steady_inflight=s["steady_inflight"],
                 progress=lambda n, total: st.update(
                     f"infergy: serving {workload.name} ({label}): {n} of {total} answered"))
+        if server is not None:
+            result.server = {"command": command, "ready_s": server.ready_s,
+                             "start_energy_j": started.energy_j,
+                             "start_time_s": started.duration_s}
     if store is not None:
         with store:
             run = store.start_run(device=device_identity(result.provenance),

@@ -174,6 +174,7 @@ class OnlineResult:
     idle_share: float | None = None  # share of the run with no request in flight
     latency: dict = field(default_factory=dict)  # ttft/tpot/itl/e2e -> p50, p90, p99 (s)
     steady: dict | None = None  # the steady-state window's figures, or why there is none
+    server: dict | None = None  # a server infergy started: its command, start-up time, energy
     records: list[RequestRecord] = field(default_factory=list)
     provenance: dict = field(default_factory=dict)
 

@@ -1,0 +1,143 @@
+"""A server started for an online run (`infergy replay --serve vllm`): its command run in a
+session of its own, waited on until `/health` answers, stopped after the run, whatever
+happened. Start-up is measured apart, as an engine's load is."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from infergy.bench.online import ServeError
+
+SERVERS = ("vllm", "vllm-eager")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """`with ServerProcess(command, url) as server:` the server answers at `url` inside."""
+
+    def __init__(self, command: list[str], url: str, *, ready_timeout_s: float = 900.0,
+                 log_path: Path | None = None, stop_timeout_s: float = 30.0):
+        self.command, self.url = command, url.rstrip("/")
+        self.ready_timeout_s, self.stop_timeout_s = ready_timeout_s, stop_timeout_s
+        self._log_file = None
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+        self.ready_s: float | None = None  # seconds from start to the first healthy answer
+
+    def __enter__(self) -> ServerProcess:
+        if self.log_path is None:
+            handle, name = tempfile.mkstemp(prefix="infergy-server-", suffix=".log")
+            os.close(handle)
+            self.log_path = Path(name)
+        self._log_file = self.log_path.open("wb")
+        start = time.perf_counter()
+        try:
+            self.process = subprocess.Popen(self.command, stdout=self._log_file,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+        except OSError as err:
+            self._log_file.close()
+            raise ServeError(f"cannot start the server ({self.command[0]}): {err}") from None
+        try:
+            self._wait_ready(start)
+        except BaseException:
+            self.stop()
+            raise
+        self.ready_s = time.perf_counter() - start
+        return self
+
+    def _wait_ready(self, start: float) -> None:
+        while True:
+            code = self.process.poll()
+            if code is not None:
+                raise ServeError(f"the server exited with status {code} before it answered; "
+                                 f"its log ends:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.perf_counter() - start > self.ready_timeout_s:
+                raise ServeError(f"the server did not answer {self.url}/health within "
+                                 f"{self.ready_timeout_s:g} s; its log ends:\n{self.log_tail()}")
+            time.sleep(0.5)
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        """Ctrl-C to the server's whole session, then a kill after `stop_timeout_s`."""
+        if self.process is not None and self.process.poll() is None:
+            for sig, wait in ((signal.SIGINT, self.stop_timeout_s), (signal.SIGKILL, 10)):
+                try:
+                    os.killpg(self.process.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    self.process.wait(wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        if self._log_file is not None:
+            self._log_file.close()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def vllm_server(spec, *, kind: str = "vllm", port: int, served_name: str,
+                weights: Path | None = None, dtype: str = "bfloat16",
+                max_model_len: int | None = None, folder: Path) -> list[str]:
+    """The command of vLLM's OpenAI server for a catalog model: random weights (vLLM's dummy
+    load format over the catalog's config, written to `folder` with a synthetic tokenizer) or
+    a checkpoint; `vllm-eager` without CUDA graphs or compile."""
+    if kind not in SERVERS:
+        raise ServeError(f"--serve must be one of {', '.join(SERVERS)}, got {kind!r}")
+    if weights is None:
+        (folder / "config.json").write_text(json.dumps(spec.config))
+        synthetic_tokenizer(spec, folder)
+        model, extra = str(folder), ["--load-format", "dummy"]
+    else:
+        model, extra = str(weights), []
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
+               "--served-model-name", served_name, "--host", "127.0.0.1", "--port", str(port),
+               "--dtype", dtype, "--seed", "0", "--max-model-len",
+               str(max_model_len or min(spec.max_context, 8192)), *extra]
+    return command + (["--enforce-eager"] if kind == "vllm-eager" else [])
+
+
+def synthetic_tokenizer(spec, folder: Path) -> None:
+    """A tokenizer of the model's vocabulary size written to `folder`: token i is the word
+    `t<i>` (`<t<i>>` for the special ones), so any token id decodes. Random weights come
+    without a tokenizer, and a server detokenizes what it streams, as it would a real
+    model's text."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    size = int(spec.config["vocab_size"])
+    special = {k: spec.config[k + "_id"] for k in ("bos_token", "eos_token")
+               if isinstance(spec.config.get(k + "_id"), int)}
+    words = [f"<t{i}>" if i in special.values() else f"t{i}" for i in range(size)]
+    tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)},
+                                           unk_token=words[0]))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token=words[0], **{
+        k: words[i] for k, i in special.items()}).save_pretrained(folder)
