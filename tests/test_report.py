@@ -151,3 +151,22 @@ def test_the_page_opens_in_headless_chromium_with_every_image_loaded(tmp_path):
     title = re.search(r"<title>(.*?)</title>", done.stdout).group(1)
     count = len(re.findall(r"<img ", page.read_text()))
     assert title == f"loaded {count} of {count}" and count >= 7
+
+
+def test_replays_get_their_own_section_offline_against_the_estimate_and_online(tmp_path):
+    offline = {"trace": "azure-code-2023", "mode": "offline", "batching": "binned",
+               "model": "tiny", "engine": "hf-eager", "decoding": "greedy", "requests": 6,
+               "status": "ok", "energy_j": 100.0, "j_per_output_token": 0.5, "time_s": 2.0,
+               "estimate": {"binned_j": 120.0, "errors": {"binned": 0.2,
+                                                          "interpolated": -0.05}}}
+    online = {**offline, "mode": "online", "batching": "poisson 4/s", "engine": "h:8000",
+              "completed": 5, "throughput_tok_s": 300.0, "latency": {
+                  "ttft_s": {"p50": 0.05, "p99": 0.2}, "tpot_s": {"p50": 0.01}},
+              "steady": {"j_per_chunk": 0.4}}
+    with Store(tmp_path / "r.db") as store:
+        run = store.start_run(device="GPU-x", meta={"gpus": [{"model": GPU}]}, spec=None)
+        store.add_replay(run, "GPU-x", offline)
+        store.add_replay(run, "GPU-x", online)
+    html = build_report([tmp_path / "r.db"], [], tmp_path / "out").read_text()
+    assert "Offline replays" in html and "+20.0%" in html and "-5.0%" in html
+    assert "Online serving" in html and "poisson 4/s" in html and "5 of 6" in html

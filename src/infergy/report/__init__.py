@@ -110,9 +110,66 @@ def build_report(stores: list[Path], traces: list[str], out: Path, *, model: str
                                           "p99", "output mean ± std", "median", "p99"],
                               "rows": stats})
         sections.append(sec)
+    replays = _replay_section([s for s in stores if Path(s).is_file()])
+    if replays is not None:
+        sections.append(replays)
     page = out / "index.html"
     page.write_text(_render(sections, grid_gco2_per_kwh))
     return page
+
+
+def _replay_section(stores: list[Path]) -> Section | None:
+    """The stores' replays (`infergy replay`): offline against the estimate, online served."""
+    from infergy.store import Store
+
+    offline, online = [], []
+    for path in stores:
+        with Store(path, create=False) as store:
+            gpus = {r["id"]: r["gpu_name"] for r in store.runs()}
+            for row in store.replays():
+                r = json.loads(row["result"])
+                gpu = gpus.get(row["run_id"]) or "-"
+                j = _num(r.get("energy_j"), "{:.4g}")
+                per_token = _num(r.get("j_per_output_token"), "{:.3g}")
+                if row["mode"] == "offline":
+                    est = r.get("estimate") or {}
+                    errors = est.get("errors") or {}
+                    offline.append([r["trace"], r["model"], r["engine"], r["batching"],
+                                    f"{r['requests']} ({r['status']})", j, per_token,
+                                    _num(est.get("binned_j"), "{:.4g}"),
+                                    _num(errors.get("binned"), "{:+.1%}"),
+                                    _num(errors.get("interpolated"), "{:+.1%}"), gpu])
+                else:
+                    lat = r.get("latency") or {}
+                    ttft, tpot = lat.get("ttft_s") or {}, lat.get("tpot_s") or {}
+                    steady = r.get("steady") or {}
+                    online.append([r["trace"], r["model"], r["engine"], r["batching"],
+                                   f"{r['completed']} of {r['requests']}", j, per_token,
+                                   _num(r.get("throughput_tok_s"), "{:.4g}"),
+                                   _num(ttft.get("p50"), "{:.3f}"), _num(ttft.get("p99"),
+                                                                          "{:.3f}"),
+                                   _num(tpot.get("p50"), "{:.4f}"),
+                                   _num(steady.get("j_per_chunk"), "{:.3g}"), gpu])
+    if not offline and not online:
+        return None
+    sec = Section("Replays", text=(
+        "Whole traces run for real (`infergy replay`). Offline: static batches, the GPU energy "
+        "measured against the estimator's for the same requests (error: estimate / measured "
+        "- 1). Online: requests streamed from a server; steady state while its level of "
+        "requests was in flight."))
+    if offline:
+        sec.tables.append({"title": "Offline replays", "columns": [
+            "trace", "model", "engine", "batching", "requests", "measured J", "J/tok",
+            "estimate J", "error", "interp. error", "GPU"], "rows": offline})
+    if online:
+        sec.tables.append({"title": "Online serving", "columns": [
+            "trace", "model", "server", "arrivals", "completed", "J", "J/tok", "tok/s",
+            "TTFT p50 s", "TTFT p99 s", "TPOT p50 s", "steady J/tok", "GPU"], "rows": online})
+    return sec
+
+
+def _num(value, fmt: str) -> str:
+    return "-" if value is None else fmt.format(value)
 
 
 def _decoding_sections(points, out: Path) -> list[Section]:
