@@ -1,9 +1,11 @@
 """A test double of an OpenAI-compatible server: `/v1/completions`, streamed, on loopback.
 
 Nothing here is used by the product. It streams one chunk per requested token (`max_tokens`),
-`chunk_s` apart, then usage and [DONE]. Some prompts misbehave, chosen by their length:
-`FAIL_LEN` answers HTTP 500, `STALL_LEN` sends nothing for `stall_s`, `CUT_LEN` stops
-mid-stream without [DONE]. Every request it saw is kept in `seen` (its JSON body).
+`chunk_s` apart (with its token ids, as vLLM's `return_token_ids`), then usage and [DONE];
+`/v1/models` lists `models`. Some prompts misbehave, chosen by their length: `FAIL_LEN`
+answers HTTP 500, `STALL_LEN` sends nothing for `stall_s`, `CUT_LEN` stops mid-stream without
+[DONE], `ERROR_LEN` sends an error event mid-stream then [DONE] (as vLLM does), `SHORT_LEN`
+ends early with [DONE]. Every request it saw is kept in `seen` (its JSON body).
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-FAIL_LEN, STALL_LEN, CUT_LEN = 13, 14, 15
+FAIL_LEN, STALL_LEN, CUT_LEN, ERROR_LEN, SHORT_LEN = 13, 14, 15, 16, 17
 
 
 class FakeOpenAIServer:
-    def __init__(self, chunk_s: float = 0.002, stall_s: float = 3.0, port: int = 0):
-        self.chunk_s, self.stall_s = chunk_s, stall_s
+    def __init__(self, chunk_s: float = 0.002, stall_s: float = 3.0, port: int = 0,
+                 models: tuple[str, ...] = ("tiny",)):
+        self.chunk_s, self.stall_s, self.models = chunk_s, stall_s, models
         self.seen: list[dict] = []
         self.in_flight = self.peak_in_flight = 0
         server = self
@@ -30,10 +33,13 @@ class FakeOpenAIServer:
             def log_message(self, *args):  # quiet
                 pass
 
-            def do_GET(self):  # readiness, as vLLM's /health
-                self.send_response(200 if self.path == "/health" else 404)
-                self.send_header("Content-Length", "0")
+            def do_GET(self):  # readiness (/health) and the models served, as vLLM's
+                body = json.dumps({"data": [{"id": m} for m in server.models]}).encode() \
+                    if self.path == "/v1/models" else b""
+                self.send_response(200 if self.path in ("/health", "/v1/models") else 404)
+                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
+                self.wfile.write(body)
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -64,12 +70,17 @@ class FakeOpenAIServer:
                     time.sleep(server.stall_s)
                     return
                 tokens = body["max_tokens"]
-                for n in range(tokens):
-                    if length == CUT_LEN and n == tokens // 2:
-                        return
+                sent = tokens // 2 if length in (CUT_LEN, ERROR_LEN, SHORT_LEN) else tokens
+                for n in range(sent):
                     time.sleep(server.chunk_s)
-                    self._event({"choices": [{"index": 0, "text": f" t{n}"}]})
-                self._event({"choices": [], "usage": {"completion_tokens": tokens}})
+                    self._event({"choices": [{"index": 0, "text": f" t{n}",
+                                              "token_ids": [n]}]})
+                if length == CUT_LEN:
+                    return
+                if length == ERROR_LEN:
+                    self._event({"error": {"message": "simulated engine failure"}})
+                else:
+                    self._event({"choices": [], "usage": {"completion_tokens": sent}})
                 self.wfile.write(b"data: [DONE]\n\n")
                 self.wfile.flush()
 

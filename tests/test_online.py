@@ -10,7 +10,14 @@ import time
 import numpy as np
 import pytest
 
-from fake_openai_server import CUT_LEN, FAIL_LEN, STALL_LEN, FakeOpenAIServer
+from fake_openai_server import (
+    CUT_LEN,
+    ERROR_LEN,
+    FAIL_LEN,
+    SHORT_LEN,
+    STALL_LEN,
+    FakeOpenAIServer,
+)
 from infergy.bench.online import Endpoint, ServeError, arrival_times, serve_online
 from infergy.workloads import Trace
 from simulated import SimulatedGpu
@@ -42,7 +49,7 @@ def test_arrivals_follow_the_trace_scaled_or_a_seeded_poisson_process():
 
 
 def test_a_run_at_fixed_concurrency_streams_every_request_and_is_measured(make_meter):
-    t = trace([8, 9, 10, 11, 12, 16, 17, 18], [20, 5, 12, 8, 30, 6, 9, 10])
+    t = trace([8, 9, 10, 11, 12, 18, 19, 20], [20, 5, 12, 8, 30, 6, 9, 10])
     with FakeOpenAIServer(chunk_s=0.003) as server:
         endpoint = Endpoint(server.url, "tiny", timeout_s=5)
         result = serve_online(endpoint, meter_of(make_meter), t, np.arange(8), prompts(t),
@@ -53,7 +60,7 @@ def test_a_run_at_fixed_concurrency_streams_every_request_and_is_measured(make_m
     assert [b["max_tokens"] for b in sorted(server.seen, key=lambda b: len(b["prompt"]))] == \
         list(t.output_tokens)  # each request its own lengths, prompt as token ids
     assert all(b["stream"] and b["ignore_eos"] and b["min_tokens"] == b["max_tokens"]
-               for b in server.seen)
+               and b["return_token_ids"] for b in server.seen)
     for key in ("ttft_s", "tpot_s", "itl_s", "e2e_s"):
         stats = result.latency[key]
         assert 0 < stats["p50"] <= stats["p90"] <= stats["p99"], key
@@ -63,26 +70,29 @@ def test_a_run_at_fixed_concurrency_streams_every_request_and_is_measured(make_m
     assert result.throughput_tok_s == pytest.approx(result.output_tokens / result.time_s)
     steady = result.steady
     assert steady["inflight"] == 3 and 0 < steady["time_s"] < result.time_s
-    assert 0 < steady["chunks"] < result.output_tokens
+    assert 0 < steady["tokens"] < result.output_tokens
     assert steady["energy_j"] == pytest.approx(100.0 * steady["time_s"], rel=0.05)
-    assert all(r.chunk_s == [] for r in result.records)  # summarized, not kept
+    assert steady["j_per_output_token"] == pytest.approx(steady["energy_j"] / steady["tokens"])
+    assert all(r.chunks == [] for r in result.records)  # summarized, not kept
 
 
 def test_failed_stalled_and_cut_off_requests_are_counted_and_the_run_goes_on(make_meter):
-    lengths = [8, FAIL_LEN, STALL_LEN, CUT_LEN, 9]
-    t = trace(lengths, [6] * 5, [0.0, 0.01, 0.02, 0.03, 0.04])
+    lengths = [8, FAIL_LEN, STALL_LEN, CUT_LEN, ERROR_LEN, SHORT_LEN, 9]
+    t = trace(lengths, [6] * 7, [0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06])
     with FakeOpenAIServer(stall_s=3.0) as server:
         endpoint = Endpoint(server.url, "tiny", timeout_s=0.5)
         start = time.perf_counter()
-        result = serve_online(endpoint, meter_of(make_meter), t, np.arange(5), prompts(t),
-                              arrivals=arrival_times(t, np.arange(5), "trace"),
+        result = serve_online(endpoint, meter_of(make_meter), t, np.arange(7), prompts(t),
+                              arrivals=arrival_times(t, np.arange(7), "trace"),
                               label="trace x1")
         took = time.perf_counter() - start
     assert took < 2.5  # the stalled request timed out; nothing waited for the server
-    assert result.requests == 5 and result.completed == 2
-    assert result.failed == {"http": 1, "timeout": 1, "cut off": 1}
+    assert result.requests == 7 and result.completed == 2
+    assert result.failed == {"http": 1, "timeout": 1, "cut off": 1, "server": 1, "short": 1}
     errors = {r.input_tokens: r.error for r in result.records}
     assert "HTTP 500" in errors[FAIL_LEN] and "without [DONE]" in errors[CUT_LEN]
+    assert "simulated engine failure" in errors[ERROR_LEN]
+    assert errors[SHORT_LEN] == "3 of 6 tokens"
     assert result.output_tokens == 12  # only the completed requests' tokens
     assert result.steady == {"none": result.steady["none"]}  # no level was given
 
@@ -113,6 +123,26 @@ def test_max_requests_stops_the_run_and_says_so_and_the_api_key_stays_out(make_m
 def test_a_bad_endpoint_is_refused_before_any_request():
     with pytest.raises(ServeError, match="expected http://HOST:PORT"):
         Endpoint("localhost:8000", "tiny")
+    with FakeOpenAIServer(models=("llama",)) as server:
+        Endpoint(server.url + "/v1/", "llama").check()  # an OpenAI-style base URL is fine
+        with pytest.raises(ServeError, match="serves llama, not 'tiny'"):
+            Endpoint(server.url, "tiny").check()
+    with pytest.raises(ServeError, match="no OpenAI-compatible server answers"):
+        Endpoint("http://127.0.0.1:9", "tiny", timeout_s=1).check()
+    assert Endpoint("http://user:pw@h:8000/v1", "m").url == "http://h:8000"
+
+
+def test_in_trace_arrivals_the_steady_state_leaves_out_quiet_stretches(make_meter):
+    # Four requests at once, a quiet second, one more: the level of 4 held only at first.
+    t = trace([8] * 5, [12] * 5, [0, 0, 0, 0, 1.0])
+    with FakeOpenAIServer(chunk_s=0.01) as server:
+        result = serve_online(Endpoint(server.url, "tiny", timeout_s=5), meter_of(make_meter),
+                              t, np.arange(5), prompts(t),
+                              arrivals=arrival_times(t, np.arange(5), "trace"),
+                              label="trace x1", steady_inflight=4)
+    assert result.completed == 5 and result.steady["stretches"] == 1
+    assert result.steady["time_s"] < 0.5 < result.time_s
+    assert result.idle_share > 0.3
 
 
 # -- the command ---------------------------------------------------------------------------

@@ -162,7 +162,7 @@ def test_replays_get_their_own_section_offline_against_the_estimate_and_online(t
     online = {**offline, "mode": "online", "batching": "poisson 4/s", "engine": "h:8000",
               "completed": 5, "throughput_tok_s": 300.0, "latency": {
                   "ttft_s": {"p50": 0.05, "p99": 0.2}, "tpot_s": {"p50": 0.01}},
-              "steady": {"j_per_chunk": 0.4}}
+              "steady": {"j_per_output_token": 0.4}}
     with Store(tmp_path / "r.db") as store:
         run = store.start_run(device="GPU-x", meta={"gpus": [{"model": GPU}]}, spec=None)
         store.add_replay(run, "GPU-x", offline)

@@ -15,8 +15,8 @@ from infergy.cli import _fail, _options, _torch_device, app, err, out
 @app.command()
 def replay(
     trace: str = typer.Option(..., "--trace", "-t", help="A built-in trace or a trace file."),
-    mode: str = typer.Option("offline", "--mode", help="offline (static batches; online "
-                                                       "serving is not built yet)."),
+    mode: str = typer.Option("offline", "--mode", help="offline (static batches through an "
+                                                       "engine) or online (an HTTP server)."),
     model: str = typer.Option(..., "--model", "-m", help="A catalog model (infergy models)."),
     engine: str = typer.Option("hf-eager", "--engine", "-e",
                                help="hf-eager, hf-compiled, hf-paged, vllm or vllm-eager."),
@@ -68,10 +68,11 @@ def replay(
                                      "arrivals (the default): 2 sends them twice as fast."),
     max_requests: int | None = typer.Option(None, "--max-requests", min=1,
                                             help="Online: send at most N requests."),
-    duration: float | None = typer.Option(None, "--duration", help="Online: send no request "
-                                                                    "after S seconds."),
-    timeout: float = typer.Option(60.0, "--timeout", help="Online: seconds a request may wait "
-                                                          "for its next data."),
+    duration: float | None = typer.Option(None, "--duration", min=0.001,
+                                          help="Online: send no request after S seconds."),
+    timeout: float = typer.Option(60.0, "--timeout", min=0.001,
+                                  help="Online: seconds a request may wait for its next "
+                                       "data."),
     api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env",
                                     help="Online: the environment variable holding the "
                                          "server's API key, if it needs one (never printed "
@@ -117,7 +118,8 @@ def replay(
     try:
         spec = get_model(model)
         engine_cls = engine_class(engine)
-        engine_cls.check_support(spec, decoding)
+        if mode == "offline":  # online, the server is the engine
+            engine_cls.check_support(spec, decoding)
         workload = get_trace(trace, fmt=fmt, input_col=input_col, output_col=output_col,
                              time_col=time_col)
         grid = BinGrid.named("paper")
@@ -267,6 +269,13 @@ def _online(workload, requests, spec, serving: dict, seed: int, db: Path | None,
                                      time_scale=s["time_scale"], seed=seed)
             if process == "trace":  # sent in their arrival order
                 requests = requests[np.argsort(workload.arrival_s[requests], kind="stable")]
+        longest = int((workload.input_tokens[requests] + workload.output_tokens[requests])
+                      .max())
+        if longest > spec.max_context:
+            raise ServeError(f"requests of up to {longest} tokens (input + output), past "
+                             f"{spec.name}'s context of {spec.max_context}")
+        if s["serve"] is None:
+            endpoint.check()  # the server answers and serves the model, before any work
         label = (f"concurrency {s['concurrency']}" if s["concurrency"] is not None else
                  f"poisson {s['rate']:g}/s" if s["rate"] is not None else
                  f"trace x{s['time_scale']:g}")
@@ -282,13 +291,15 @@ def _online(workload, requests, spec, serving: dict, seed: int, db: Path | None,
         if s["serve"] is not None:  # after the idle power: the server's start is measured
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="infergy-")))
             command = vllm_server(spec, kind=s["serve"], port=int(s["endpoint"].rsplit(
-                ":", 1)[1]), served_name=endpoint.model, weights=s["weights"], folder=folder)
+                ":", 1)[1]), served_name=endpoint.model, weights=s["weights"], folder=folder,
+                max_model_len=longest)
+            log = Path(tempfile.mkstemp(prefix="infergy-server-", suffix=".log")[1])
             window = m.start("server start")
             try:
-                with err.status(f"infergy: starting {s['serve']}'s server (log: "
-                                f"{folder / 'server.log'}) ..."):
-                    server = stack.enter_context(ServerProcess(
-                        command, s["endpoint"], log_path=folder / "server.log"))
+                with err.status(f"infergy: starting {s['serve']}'s server (log: {log}) ..."):
+                    server = stack.enter_context(ServerProcess(command, s["endpoint"],
+                                                               log_path=log))
+                endpoint.check()
             except ServeError as e:
                 raise _fail(str(e)) from None
             finally:
@@ -304,18 +315,22 @@ def _online(workload, requests, spec, serving: dict, seed: int, db: Path | None,
                 progress=lambda n, total: st.update(
                     f"infergy: serving {workload.name} ({label}): {n} of {total} answered"))
         if server is not None:
-            result.server = {"command": command, "ready_s": server.ready_s,
+            result.server = {"command": command, "ready_s": server.ready_s, "log": str(log),
                              "start_energy_j": started.energy_j,
                              "start_time_s": started.duration_s}
+            if server.process.poll() is not None:
+                err.print(f"[red]infergy: the server exited during the run; its log "
+                          f"({log}) ends:[/]\n{server.log_tail()}")
     if store is not None:
         with store:
-            run = store.start_run(device=device_identity(result.provenance),
+            device = device_identity(result.provenance)
+            run = store.start_run(device=device,
                                   meta=result.provenance,
                                   spec={"replay": workload.name, "mode": "online",
                                         "endpoint": result.engine, **{
                                             k: v for k, v in s.items()
                                             if k not in ("endpoint", "api_key_env")}})
-            store.add_replay(run, device_identity(result.provenance), result.to_dict())
+            store.add_replay(run, device, result.to_dict())
             store.end_run(run, "finished" if result.status == "ok" else "interrupted")
     if as_json:
         out.print_json(json.dumps(result.to_dict(), default=str))
@@ -339,7 +354,7 @@ def _print_online(r) -> None:
     table.add_row("time", f"{r.time_s:.1f} s", f"{st['time_s']:.1f} s" if st else "-")
     table.add_row("GPU energy", _fmt(r.energy_j, "J", 4), _fmt(st.get("energy_j"), "J", 4))
     table.add_row("J per output token", _fmt(r.j_per_output_token, "", 3),
-                  _fmt(st.get("j_per_chunk"), "", 3))
+                  _fmt(st.get("j_per_output_token"), "", 3))
     table.add_row("output tokens / s", _fmt(r.throughput_tok_s, "", 4), "")
     table.add_row("no request in flight", "-" if r.idle_share is None
                   else f"{r.idle_share:.0%}", "")
@@ -356,9 +371,8 @@ def _print_online(r) -> None:
         notes.append(f"no steady state: {r.steady['none']}")
     for note in notes:
         err.print(f"infergy: {note}")
-    out.print("[dim]steady state: while the run kept its level of requests in flight; its J "
-              "per output token counts the streamed chunks inside it (one token each from "
-              "vLLM)[/]")
+    out.print("[dim]steady state: the stretches of the run with its level of requests in "
+              "flight, summed; its J per output token counts the tokens streamed inside them[/]")
 
 
 def _run_status(results, planned: int) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import http.client
 import json
+import queue
 import threading
 import time
 import urllib.parse
@@ -65,40 +66,69 @@ def arrival_times(trace: Trace, requests: np.ndarray, process: str, *, rate: flo
 
 
 class Endpoint:
-    """An OpenAI-compatible server's `/v1/completions`, streamed."""
+    """An OpenAI-compatible server's `/v1/completions`, streamed. `url` is the server's base
+    (a trailing /v1 is taken off); credentials in it are used, never shown."""
 
     def __init__(self, url: str, model: str, *, timeout_s: float = 60.0,
                  api_key: str | None = None):
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ServeError(f"--endpoint {url!r}: expected http://HOST:PORT or https://...")
-        self.url, self.model, self.timeout_s = url, model, timeout_s
+        if timeout_s <= 0:
+            raise ServeError(f"--timeout must be positive, got {timeout_s:g}")
+        self.model, self.timeout_s = model, timeout_s
         self._parts = parts
+        base = parts.path.rstrip("/").removesuffix("/v1")
+        self.url = f"{parts.scheme}://{parts.hostname}" + (
+            f":{parts.port}" if parts.port else "") + base  # shown: no credentials
         self._headers = {"Content-Type": "application/json"}
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"  # never printed or stored
-        self._path = parts.path.rstrip("/") + "/v1/completions"
+        self._base = base
 
     def _connection(self) -> http.client.HTTPConnection:
         cls = http.client.HTTPSConnection if self._parts.scheme == "https" else \
             http.client.HTTPConnection
         return cls(self._parts.hostname, self._parts.port, timeout=self.timeout_s)
 
-    def stream(self, prompt: list[int], output_tokens: int, on_chunk: Callable[[], None]) -> int:
-        """Send one request and read its stream, calling `on_chunk` at every chunk that
-        carries text; the output tokens the server reports (or the chunks counted)."""
+    def check(self) -> None:
+        """Before any request: the server answers /v1/models and serves `model`."""
+        conn = self._connection()
+        try:
+            conn.request("GET", f"{self._base}/v1/models", headers=self._headers)
+            response = conn.getresponse()
+            body = response.read(1_000_000)
+            if response.status != 200:
+                raise ServeError(f"{self.url}/v1/models answered HTTP {response.status}: "
+                                 f"{body[:200].decode(errors='replace')}")
+            served = [m.get("id") for m in json.loads(body).get("data") or []]
+        except (OSError, http.client.HTTPException, ValueError, AttributeError) as err:
+            raise ServeError(f"{self.url}: no OpenAI-compatible server answers there "
+                             f"({type(err).__name__}: {err})") from None
+        finally:
+            conn.close()
+        if self.model not in served:
+            raise ServeError(f"{self.url} serves {', '.join(map(str, served)) or 'no model'}, "
+                             f"not {self.model!r}: give --served-model NAME")
+
+    def stream(self, prompt: list[int], output_tokens: int,
+               on_chunk: Callable[[int], None]) -> int:
+        """Send one request and read its stream, calling `on_chunk(tokens)` at every chunk
+        that carries output; the output tokens the server reports (or the chunks' own)."""
         body = json.dumps({
             "model": self.model, "prompt": prompt, "max_tokens": output_tokens,
             "min_tokens": output_tokens, "ignore_eos": True, "temperature": 0.0,
-            "stream": True, "stream_options": {"include_usage": True}})
+            "stream": True, "stream_options": {"include_usage": True},
+            "return_token_ids": True})  # vLLM: the tokens of each chunk, counted exactly
         conn = self._connection()
         try:
-            conn.request("POST", self._path, body=body, headers=self._headers)
+            conn.request("POST", f"{self._base}/v1/completions", body=body,
+                         headers=self._headers)
             response = conn.getresponse()
             if response.status != 200:
                 text = response.read(300).decode(errors="replace").strip()
                 raise RequestFailed("http", f"HTTP {response.status}: {text}")
-            chunks, usage, done = 0, None, False
+            tokens, usage, done = 0, None, False
             for raw in response:
                 line = raw.decode(errors="replace").strip()
                 if not line.startswith("data:"):
@@ -108,21 +138,29 @@ class Endpoint:
                     done = True
                     break
                 event = json.loads(data)
+                if event.get("error"):  # vLLM reports a failure mid-stream, then [DONE]
+                    raise RequestFailed("server", f"error mid-stream: {event['error']}")
                 if event.get("usage"):
                     usage = event["usage"].get("completion_tokens")
-                if any("text" in c for c in event.get("choices") or []):
-                    chunks += 1
-                    on_chunk()
+                for choice in event.get("choices") or []:
+                    if "text" in choice:
+                        ids = choice.get("token_ids")
+                        n = len(ids) if isinstance(ids, list) else 1
+                        tokens += n
+                        on_chunk(n)
             if not done:
-                raise RequestFailed("cut off", f"the stream ended after {chunks} chunks "
+                raise RequestFailed("cut off", f"the stream ended after {tokens} tokens "
                                                f"without [DONE]")
-            return usage if usage is not None else chunks
+            got = usage if usage is not None else tokens
+            if got < output_tokens:
+                raise RequestFailed("short", f"{got} of {output_tokens} tokens")
+            return got
         except TimeoutError:
             raise RequestFailed("timeout", f"no data for {self.timeout_s:g} s") from None
         except (ConnectionError, http.client.HTTPException, OSError) as err:
             raise RequestFailed("connection", f"{type(err).__name__}: {err}") from None
-        except json.JSONDecodeError as err:
-            raise RequestFailed("cut off", f"a malformed chunk: {err}") from None
+        except (ValueError, AttributeError, TypeError) as err:  # JSON errors included
+            raise RequestFailed("malformed", f"a malformed chunk: {err}") from None
         finally:
             conn.close()
 
@@ -132,7 +170,8 @@ class RequestRecord:
     request: int  # index into the trace
     input_tokens: int
     output_asked: int
-    status: str = "not sent"  # ok, http, connection, timeout, cut off, not sent
+    status: str = "not sent"  # ok, http, server, short, connection, timeout, cut off,
+    # malformed, not sent, in flight (still unanswered when the run was stopped)
     error: str | None = None
     sent_s: float | None = None  # from the run's start
     output_tokens: int = 0
@@ -140,15 +179,15 @@ class RequestRecord:
     e2e_s: float | None = None
     tpot_s: float | None = None
     itl_max_s: float | None = None  # the longest gap between its chunks
-    chunk_s: list[float] = field(default_factory=list)  # when each chunk came (from the
-    # run's start); summarized, then emptied before the result is kept
+    chunks: list[tuple[float, int]] = field(default_factory=list)  # (when, tokens) of each
+    # chunk, from the run's start; summarized, then emptied before the result is kept
 
 
 @dataclass
 class OnlineResult:
-    """A served run. `energy_j` covers the whole run (first send to last answer); the
-    steady-state window, where the run kept at least `steady_inflight` requests in flight
-    (the batch full, as the ML.ENERGY benchmark defines it), has its own figures."""
+    """A served run. `energy_j` covers the whole run (first send to last answer). The steady
+    state is every stretch of the run with at least `steady_inflight` requests in flight (the
+    batch full, as the ML.ENERGY benchmark defines it), each in its own window, summed."""
 
     trace: str
     model: str
@@ -183,14 +222,19 @@ class OnlineResult:
 
 
 class _InFlight:
-    """Requests in flight over time, and the steady-state window opened and closed on it."""
+    """Requests in flight over time. A monitor thread of its own opens a steady-state window
+    whenever the count reaches the level and closes it when the count falls below: sensor
+    reads never hold up a request's thread."""
 
     def __init__(self, meter: Meter, clock, steady_at: int | None):
         self.meter, self.clock, self.steady_at = meter, clock, steady_at
         self.lock = threading.Lock()
         self.count, self.last_change, self.idle_s = 0, None, 0.0
-        self.steady_window, self.steady = None, None
-        self.sending = True
+        self.events: queue.SimpleQueue = queue.SimpleQueue()
+        self.intervals: list[tuple[float, float, object]] = []  # (from, to, Measurement)
+        self.t0 = 0.0
+        self.monitor = threading.Thread(target=self._monitor, daemon=True)
+        self.monitor.start()
 
     def change(self, delta: int) -> None:
         with self.lock:
@@ -199,21 +243,35 @@ class _InFlight:
                 self.idle_s += now - self.last_change
             self.count += delta
             self.last_change = now
-            if self.steady_at is None:
-                return
-            if self.steady_window is None and self.steady is None and \
-                    self.count >= self.steady_at:
-                self.steady_window = self.meter.start("steady")
-                self.steady_from = now
-            elif self.steady_window is not None and self.count < self.steady_at and \
-                    not self.sending:
-                self.close()
+            self.events.put((now, self.count))
 
-    def close(self) -> None:
-        if self.steady_window is not None:
-            self.steady = self.steady_window.stop()
-            self.steady_until = self.clock()
-            self.steady_window = None
+    def _monitor(self) -> None:
+        window = opened = None
+        while True:
+            event = self.events.get()
+            if event is None:
+                break
+            now, count = event
+            if self.steady_at is None:
+                continue
+            if window is None and count >= self.steady_at:
+                window, opened = self.meter.start("steady"), now
+            elif window is not None and count < self.steady_at:
+                self.intervals.append((opened, now, window.stop()))
+                window = None
+        if window is not None:
+            self.intervals.append((opened, self.clock(), window.stop()))
+
+    def finish(self) -> None:
+        self.events.put(None)
+        self.monitor.join(30)
+
+
+def _join(threads, deadline_s: float | None = None) -> None:
+    """Wait for the threads, in short joins (Ctrl-C stays responsive), until `deadline_s`."""
+    for t in threads:
+        while t.is_alive() and (deadline_s is None or time.perf_counter() < deadline_s):
+            t.join(0.2)
 
 
 def serve_online(endpoint: Endpoint, meter: Meter, trace: Trace, requests: np.ndarray,
@@ -221,63 +279,69 @@ def serve_online(endpoint: Endpoint, meter: Meter, trace: Trace, requests: np.nd
                  concurrency: int | None = None, label: str, max_requests: int | None = None,
                  duration_s: float | None = None, steady_inflight: int | None = None,
                  progress: Callable[[int, int], None] | None = None) -> OnlineResult:
-    """Send the requests (at `arrivals`, or `concurrency` at a time), measure the run."""
+    """Send the requests (at `arrivals`, or `concurrency` at a time), measure the run. On
+    Ctrl-C no more are sent, those in flight get `endpoint.timeout_s` to end, and the result
+    holds what was answered."""
     if (arrivals is None) == (concurrency is None):
         raise ServeError("give arrival times or a concurrency, not both")
     if concurrency is not None and concurrency < 1:
         raise ServeError(f"--concurrency must be at least 1, got {concurrency}")
-    split = urllib.parse.urlsplit(endpoint.url)
-    result = OnlineResult(trace.name, endpoint.model, f"{split.netloc}{split.path}", label)
+    if duration_s is not None and duration_s <= 0:
+        raise ServeError(f"--duration must be positive, got {duration_s:g}")
+    result = OnlineResult(trace.name, endpoint.model, endpoint.url, label)
     chosen = requests[:max_requests] if max_requests else requests
+    stopped = []
     if max_requests and max_requests < len(requests):
-        result.stopped = f"--max-requests {max_requests} of {len(requests)}"
+        stopped.append(f"--max-requests {max_requests} of {len(requests)}")
     records = [RequestRecord(int(r), int(trace.input_tokens[r]), int(trace.output_tokens[r]))
                for r in chosen]
     payloads = [prompts(rec.request) for rec in records]  # made before the clock starts
     clock = time.perf_counter
     flight = _InFlight(meter, clock, steady_inflight or concurrency)
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    done = threading.Semaphore(0)
-    finished = [0]
+    stop = threading.Event()
+    answered, answered_lock = [0], threading.Lock()
 
     def send(k: int) -> None:
         rec = records[k]
-        begin = clock()
-        rec.sent_s = begin - t0
         flight.change(+1)
+        begin = clock()
+        rec.sent_s, rec.status = begin - t0, "in flight"
         try:
-            rec.output_tokens = endpoint.stream(payloads[k], rec.output_asked,
-                                                lambda: rec.chunk_s.append(clock() - t0))
+            rec.output_tokens = endpoint.stream(
+                payloads[k], rec.output_asked, lambda n: rec.chunks.append((clock() - t0, n)))
             rec.status = "ok"
         except RequestFailed as err:
             rec.status, rec.error = err.kind, str(err)
+        except Exception as err:  # one request's fault never ends the run
+            rec.status, rec.error = "client", f"{type(err).__name__}: {err}"
         finally:
             end = clock()
             flight.change(-1)
             rec.e2e_s = end - begin
-            if rec.chunk_s:
-                rec.ttft_s = rec.chunk_s[0] - rec.sent_s
-                if rec.output_tokens > 1 and rec.status == "ok":
-                    rec.tpot_s = (end - t0 - rec.chunk_s[0]) / (rec.output_tokens - 1)
-            finished[0] += 1
+            if rec.chunks:
+                rec.ttft_s = t0 + rec.chunks[0][0] - begin
+                if rec.status == "ok" and rec.output_tokens > 1:
+                    rec.tpot_s = (end - t0 - rec.chunks[0][0]) / (rec.output_tokens - 1)
+            with answered_lock:
+                answered[0] += 1
+                n = answered[0]
             if progress:
-                progress(finished[0], len(records))
-            done.release()
+                progress(n, len(records))
 
     window = meter.start("online", record_state=True)
     t0 = flight.t0 = clock()
     threads: list[threading.Thread] = []
     try:
         if concurrency is not None:
-            queue = iter(range(len(records)))
-            queue_lock = threading.Lock()
+            pending = iter(range(len(records)))
+            pending_lock = threading.Lock()
 
             def client():
-                while True:
-                    with queue_lock:
-                        k = next(queue, None)
+                while not stop.is_set():
+                    with pending_lock:
+                        k = next(pending, None)
                     if k is None or (duration_s and clock() - t0 > duration_s):
-                        flight.sending = False  # no more sends: the steady state may end
                         return
                     send(k)
 
@@ -285,32 +349,27 @@ def serve_online(endpoint: Endpoint, meter: Meter, trace: Trace, requests: np.nd
                        for _ in range(min(concurrency, len(records)))]
             for t in threads:
                 t.start()
-            for t in threads:
-                while t.is_alive():
-                    t.join(0.2)
         else:
             for k, at in enumerate(arrivals[:len(records)]):
                 if duration_s and at > duration_s:
                     break
                 while (wait := at - (clock() - t0)) > 0:
                     time.sleep(min(wait, 0.2))
-                thread = threading.Thread(target=send, args=(k,), daemon=True)
-                thread.start()
-                threads.append(thread)
-            flight.sending = False
-            for t in threads:
-                while t.is_alive():
-                    t.join(0.2)
+                threads.append(threading.Thread(target=send, args=(k,), daemon=True))
+                threads[-1].start()
+        _join(threads)
     except KeyboardInterrupt:
+        stop.set()
         result.status, result.error = "interrupted", "stopped by Ctrl-C"
+        _join(threads, clock() + endpoint.timeout_s + 5)  # in flight: until their timeout
     finally:
-        flight.sending = False
-        with flight.lock:
-            flight.close()
+        stop.set()
         (whole,) = meter.stop(window)
+        flight.finish()
     sent = [r for r in records if r.sent_s is not None]
-    if duration_s and len(sent) < len(records):
-        result.stopped = f"--duration {duration_s:g} s: {len(sent)} of {len(records)} sent"
+    if duration_s and len(sent) < len(records) and result.status == "ok":
+        stopped.append(f"--duration {duration_s:g} s: {len(sent)} of {len(records)} sent")
+    result.stopped = "; ".join(stopped) or None
     _summarize(result, sent, whole, flight, records)
     result.provenance = {**run_metadata(meter), "time": started}
     return result
@@ -342,29 +401,32 @@ def _summarize(result: OnlineResult, sent, whole, flight: _InFlight, records) ->
         result.throughput_tok_s = result.output_tokens / whole.duration_s
         result.requests_per_s = len(ok) / whole.duration_s
         result.idle_share = min(1.0, flight.idle_s / whole.duration_s)
-    gaps = [np.diff(r.chunk_s) for r in ok if len(r.chunk_s) > 1]
-    for r in ok:
-        r.itl_max_s = float(np.max(np.diff(r.chunk_s))) if len(r.chunk_s) > 1 else None
+    gaps = [np.diff([t for t, _ in r.chunks]) for r in ok if len(r.chunks) > 1]
+    for r, g in zip([r for r in ok if len(r.chunks) > 1], gaps, strict=True):
+        r.itl_max_s = float(g.max())
     result.latency = {
         "ttft_s": _percentiles(r.ttft_s for r in ok), "tpot_s": _percentiles(
             r.tpot_s for r in ok), "itl_s": _percentiles(np.concatenate(gaps) if gaps else []),
         "e2e_s": _percentiles(r.e2e_s for r in ok)}
-    steady = flight.steady
-    if flight.steady_at is None:
-        result.steady = {"none": "no steady-state level: give --steady-inflight N (the batch "
-                                 "the server keeps full), or serve at a --concurrency"}
-    elif steady is None:
-        result.steady = {"none": f"the run never had {flight.steady_at} requests in flight"}
-    else:
-        # Chunks streamed inside the window (one token each from vLLM; the server's usage
-        # counts are per request, not per window).
-        t0 = flight.steady_from - flight.t0
-        t1 = flight.steady_until - flight.t0
-        chunks = sum(int(np.sum((np.asarray(r.chunk_s) >= t0) & (np.asarray(r.chunk_s) <= t1)))
-                     for r in sent)
-        result.steady = {"inflight": flight.steady_at, "from_s": t0, "time_s": steady.duration_s,
-                         "energy_j": steady.energy_j, "chunks": chunks,
-                         "j_per_chunk": steady.energy_j / chunks
-                         if steady.energy_j is not None and chunks else None}
+    result.steady = _steady(flight, sent)
     for r in records:
-        r.chunk_s = []
+        r.chunks = []
+
+
+def _steady(flight: _InFlight, sent) -> dict:
+    """The steady state: the stretches with the level of requests in flight, summed; the
+    tokens streamed inside them."""
+    if flight.steady_at is None:
+        return {"none": "no steady-state level: give --steady-inflight N (the batch the "
+                        "server keeps full), or serve at a --concurrency"}
+    if not flight.intervals:
+        return {"none": f"the run never had {flight.steady_at} requests in flight"}
+    spans = [(a - flight.t0, b - flight.t0) for a, b, _ in flight.intervals]
+    tokens = sum(n for r in sent for t, n in r.chunks
+                 if any(a <= t <= b for a, b in spans))
+    energies = [m.energy_j for _, _, m in flight.intervals]
+    energy = None if None in energies else sum(energies)
+    return {"inflight": flight.steady_at, "stretches": len(spans),
+            "time_s": sum(m.duration_s for _, _, m in flight.intervals), "energy_j": energy,
+            "tokens": tokens, "j_per_output_token": energy / tokens
+            if energy is not None and tokens else None}

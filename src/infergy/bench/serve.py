@@ -4,6 +4,8 @@ happened. Start-up is measured apart, as an engine's load is."""
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import os
 import signal
@@ -12,8 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from pathlib import Path
 
 from infergy.bench.online import ServeError
@@ -66,16 +67,24 @@ class ServerProcess:
             if code is not None:
                 raise ServeError(f"the server exited with status {code} before it answered; "
                                  f"its log ends:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
+            if self._healthy():
+                return
             if time.perf_counter() - start > self.ready_timeout_s:
                 raise ServeError(f"the server did not answer {self.url}/health within "
                                  f"{self.ready_timeout_s:g} s; its log ends:\n{self.log_tail()}")
             time.sleep(0.5)
+
+    def _healthy(self) -> bool:
+        """GET /health answers 200 (straight to the server: no proxy in between)."""
+        parts = urllib.parse.urlsplit(self.url)
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=2)
+        try:
+            conn.request("GET", f"{parts.path}/health")
+            return conn.getresponse().status == 200
+        except (OSError, http.client.HTTPException):
+            return False
+        finally:
+            conn.close()
 
     def log_tail(self, lines: int = 15) -> str:
         try:
@@ -84,20 +93,23 @@ class ServerProcess:
             return "(no log)"
 
     def stop(self) -> None:
-        """Ctrl-C to the server's whole session, then a kill after `stop_timeout_s`."""
-        if self.process is not None and self.process.poll() is None:
-            for sig, wait in ((signal.SIGINT, self.stop_timeout_s), (signal.SIGKILL, 10)):
-                try:
-                    os.killpg(self.process.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    self.process.wait(wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-        if self._log_file is not None:
-            self._log_file.close()
+        """Ctrl-C to the server's whole session, `stop_timeout_s` to end (a second Ctrl-C
+        cuts it short), then a kill of whatever is left of the session (engine workers)."""
+        if self.process is None:
+            return
+        try:
+            if self.process.poll() is None:
+                os.killpg(self.process.pid, signal.SIGINT)
+                self.process.wait(self.stop_timeout_s)
+        except (ProcessLookupError, subprocess.TimeoutExpired, KeyboardInterrupt):
+            pass
+        finally:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(10)
+            if self._log_file is not None:
+                self._log_file.close()
 
     def __exit__(self, *exc) -> None:
         self.stop()
@@ -109,8 +121,6 @@ def vllm_server(spec, *, kind: str = "vllm", port: int, served_name: str,
     """The command of vLLM's OpenAI server for a catalog model: random weights (vLLM's dummy
     load format over the catalog's config, written to `folder` with a synthetic tokenizer) or
     a checkpoint; `vllm-eager` without CUDA graphs or compile."""
-    if kind not in SERVERS:
-        raise ServeError(f"--serve must be one of {', '.join(SERVERS)}, got {kind!r}")
     if weights is None:
         (folder / "config.json").write_text(json.dumps(spec.config))
         synthetic_tokenizer(spec, folder)

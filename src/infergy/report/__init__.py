@@ -149,7 +149,7 @@ def _replay_section(stores: list[Path]) -> Section | None:
                                    _num(ttft.get("p50"), "{:.3f}"), _num(ttft.get("p99"),
                                                                           "{:.3f}"),
                                    _num(tpot.get("p50"), "{:.4f}"),
-                                   _num(steady.get("j_per_chunk"), "{:.3g}"), gpu])
+                                   _num(steady.get("j_per_output_token"), "{:.3g}"), gpu])
     if not offline and not online:
         return None
     sec = Section("Replays", text=(
