@@ -91,15 +91,22 @@ def test_a_replay_on_a_simulated_gpu_measures_every_batch_and_the_whole(engines,
     assert meter._windows == []
 
 
-def test_a_failure_mid_replay_keeps_the_batches_measured_before_it(tiny, make_meter):
-    engine = SimulatedFailureEngine(tiny, device="cpu", dtype="float32",
-                                    error=RuntimeError("engine died"), fail_from_call=3)
+def replay_failing(tiny, make_meter, error: BaseException, fail_from_call: int):
+    """A binned replay (B = 1) on hf-eager that raises `error` from a `generate` call on."""
+    engine = SimulatedFailureEngine(tiny, device="cpu", dtype="float32", error=error,
+                                    fail_from_call=fail_from_call)
     engine.load()
     t = trace()
     batches = plan_binned(t, binned(t), select_requests(binned(t), None, 0), lambda edge: 1)
     meter = make_meter([SimulatedGpu(power_w=100.0, update_s=1e-4)])
-    result = replay_offline(engine, meter, t, batches, GREEDY, batching="binned")
-    engine.close()
+    try:
+        return replay_offline(engine, meter, t, batches, GREEDY, batching="binned"), meter
+    finally:
+        engine.close()
+
+
+def test_a_failure_mid_replay_keeps_the_batches_measured_before_it(tiny, make_meter):
+    result, meter = replay_failing(tiny, make_meter, RuntimeError("engine died"), 3)
     # Call 1 is the warm-up, 2 the first batch, 3 fails.
     assert result.status == "failed" and "engine died" in result.error
     assert len(result.batches) == 1 and result.requests == 1
@@ -218,14 +225,7 @@ def test_bad_rows_and_an_unknown_gpu_are_refused_clearly(tmp_path, rows, args, m
 
 
 def test_ctrl_c_ends_a_replay_as_a_result_with_the_batches_before_it(tiny, make_meter):
-    engine = SimulatedFailureEngine(tiny, device="cpu", dtype="float32",
-                                    error=KeyboardInterrupt(), fail_from_call=4)
-    engine.load()
-    t = trace()
-    batches = plan_binned(t, binned(t), select_requests(binned(t), None, 0), lambda edge: 1)
-    meter = make_meter([SimulatedGpu(power_w=100.0, update_s=1e-4)])
-    result = replay_offline(engine, meter, t, batches, GREEDY, batching="binned")
-    engine.close()
+    result, _ = replay_failing(tiny, make_meter, KeyboardInterrupt(), 4)
     assert result.status == "interrupted" and len(result.batches) == 2
     # Energy and time are the finished batches' own: per token figures stay true.
     assert result.energy_j == pytest.approx(sum(b.energy_j for b in result.batches))
