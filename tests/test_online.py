@@ -251,3 +251,44 @@ def test_the_synthetic_tokenizer_decodes_every_token_id(tmp_path):
     assert tok("t5 t17", add_special_tokens=False)["input_ids"] == [5, 17]
     assert tok.eos_token_id == spec.config["eos_token_id"]
     assert tok.decode([5, 17]) == "t5 t17"
+
+
+def test_hf_paged_serves_an_online_run_in_process(tiny, make_meter):
+    from infergy.engines import engine_class
+    from infergy.engines.paged import PagedServer
+
+    engine = engine_class("hf-paged")(tiny, device="cpu", dtype="float32")
+    engine.load()
+    t = trace([8, 12, 9, 16], [5, 3, 6, 4], [0.0, 0.01, 0.02, 0.03])
+    server = PagedServer(engine, max_batch=4, max_input=16, max_output=6, timeout_s=60)
+    try:
+        result = serve_online(server, meter_of(make_meter), t, np.arange(4), prompts(t),
+                              arrivals=arrival_times(t, np.arange(4), "trace"),
+                              label="trace x1", steady_inflight=2)
+    finally:
+        server.close()
+        engine.close()
+    assert result.completed == 4 and result.failed == {}, result.records
+    assert result.output_tokens == 18 and result.engine == "in-process hf-paged"
+    assert result.latency["itl_s"]["n"] == 18 - 4  # every token's own time
+    assert all(r.ttft_s > 0 and r.tpot_s > 0 for r in result.records)
+
+
+def test_the_command_serves_in_process_with_hf_paged(tmp_path):
+    from typer.testing import CliRunner
+
+    from infergy.cli import app
+    from infergy.store import Store
+
+    path = tmp_path / "t.csv"
+    path.write_text("in,out\n8,4\n9,6\n10,3\n")
+    res = CliRunner().invoke(app, [
+        "replay", "-t", str(path), "--input-col", "in", "--output-col", "out", "--mode",
+        "online", "-m", "tiny", "--serve", "hf-paged", "--concurrency", "2", "--idle-s", "0",
+        "--db", str(tmp_path / "r.db")])
+    assert res.exit_code == 0, res.output
+    with Store(tmp_path / "r.db") as store:
+        (row,) = store.replays()
+    result = json.loads(row["result"])
+    assert result["completed"] == 3 and result["server"]["in_process"] == "hf-paged"
+    assert result["engine"] == "in-process hf-paged" and row["batching"] == "concurrency 2"

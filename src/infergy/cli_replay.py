@@ -52,8 +52,9 @@ def replay(
                                         "compatible server (http://HOST:PORT) serving the "
                                         "model; this host's GPUs are measured."),
     serve: str | None = typer.Option(None, "--serve", help="Online: start vLLM's OpenAI "
-                                     "server here (vllm or vllm-eager) for the run, random "
-                                     "weights unless --weights, and stop it after."),
+                                     "server here (vllm or vllm-eager) for the run and stop "
+                                     "it after, or serve in process (hf-paged); random "
+                                     "weights unless --weights."),
     weights: Path | None = typer.Option(None, "--weights", help="Online with --serve: a "
                                         "checkpoint directory instead of random weights."),
     served_model: str | None = typer.Option(None, "--served-model",
@@ -242,6 +243,7 @@ def _online(workload, requests, spec, serving: dict, seed: int, db: Path | None,
 
     from infergy.bench.online import Endpoint, ServeError, arrival_times, serve_online
     from infergy.bench.serve import SERVERS, ServerProcess, free_port, vllm_server
+    from infergy.engines import EngineError
     from infergy.meter import open_meter
     from infergy.models.build import make_prompts
     from infergy.store import Store, StoreError
@@ -253,8 +255,9 @@ def _online(workload, requests, spec, serving: dict, seed: int, db: Path | None,
                     "the model) or --serve vllm (infergy starts one), not both")
     if s["weights"] is not None and s["serve"] is None:
         raise _fail("--weights: for --serve (a server given by --endpoint has its own)")
-    if s["serve"] is not None and s["serve"] not in SERVERS:
-        raise _fail(f"--serve must be one of {', '.join(SERVERS)}, got {s['serve']!r}")
+    choices = (*SERVERS, "hf-paged")  # vLLM's OpenAI server, or in process
+    if s["serve"] is not None and s["serve"] not in choices:
+        raise _fail(f"--serve must be one of {', '.join(choices)}, got {s['serve']!r}")
     if s["serve"] is not None:
         s = {**s, "endpoint": f"http://127.0.0.1:{free_port()}"}
     if s["rate"] is not None and s["concurrency"] is not None:
@@ -288,7 +291,18 @@ def _online(workload, requests, spec, serving: dict, seed: int, db: Path | None,
         for u in m.unavailable:
             err.print(f"[dim]infergy: not measurable: {u.what}: {u.reason}[/]")
         server = None
-        if s["serve"] is not None:  # after the idle power: the server's start is measured
+        if s["serve"] == "hf-paged":  # in process: its load and cache set-up measured
+            window = m.start("server start")
+            try:
+                with err.status("infergy: loading hf-paged ..."):
+                    endpoint = _paged_server(spec, s, workload, requests)
+                stack.callback(endpoint.engine.close)
+                stack.callback(endpoint.close)
+            except (EngineError, OSError, ValueError) as e:
+                raise _fail(str(e)) from None
+            finally:
+                (started,) = m.stop(window)
+        elif s["serve"] is not None:  # after the idle power: the server's start is measured
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="infergy-")))
             command = vllm_server(spec, kind=s["serve"], port=int(s["endpoint"].rsplit(
                 ":", 1)[1]), served_name=endpoint.model, weights=s["weights"], folder=folder,
@@ -314,6 +328,9 @@ def _online(workload, requests, spec, serving: dict, seed: int, db: Path | None,
                 steady_inflight=s["steady_inflight"],
                 progress=lambda n, total: st.update(
                     f"infergy: serving {workload.name} ({label}): {n} of {total} answered"))
+        if s["serve"] == "hf-paged":
+            result.server = {"in_process": "hf-paged", "start_energy_j": started.energy_j,
+                             "start_time_s": started.duration_s}
         if server is not None:
             result.server = {"command": command, "ready_s": server.ready_s, "log": str(log),
                              "start_energy_j": started.energy_j,
@@ -338,6 +355,20 @@ def _online(workload, requests, spec, serving: dict, seed: int, db: Path | None,
         _print_online(result)
     if result.status != "ok":
         raise typer.Exit(130)
+
+
+def _paged_server(spec, s: dict, workload, requests):
+    """hf-paged loaded here, its batch manager started for the run's largest shape."""
+    from infergy.engines import engine_class
+    from infergy.engines.paged import PagedServer
+
+    engine = engine_class("hf-paged")(spec, device=_torch_device("auto"),
+                                      weights=s["weights"])
+    engine.load()
+    return PagedServer(engine, max_batch=s["concurrency"] or s["steady_inflight"] or 64,
+                       max_input=int(workload.input_tokens[requests].max()),
+                       max_output=int(workload.output_tokens[requests].max()),
+                       timeout_s=s["timeout"])
 
 
 def _print_online(r) -> None:

@@ -112,9 +112,10 @@ class Endpoint:
                              f"not {self.model!r}: give --served-model NAME")
 
     def stream(self, prompt: list[int], output_tokens: int,
-               on_chunk: Callable[[int], None]) -> int:
+               on_chunk: Callable[..., None]) -> int:
         """Send one request and read its stream, calling `on_chunk(tokens)` at every chunk
-        that carries output; the output tokens the server reports (or the chunks' own)."""
+        that carries output (an in-process server passes the chunk's time too); the output
+        tokens the server reports (or the chunks' own)."""
         body = json.dumps({
             "model": self.model, "prompt": prompt, "max_tokens": output_tokens,
             "min_tokens": output_tokens, "ignore_eos": True, "temperature": 0.0,
@@ -309,7 +310,8 @@ def serve_online(endpoint: Endpoint, meter: Meter, trace: Trace, requests: np.nd
         rec.sent_s, rec.status = begin - t0, "in flight"
         try:
             rec.output_tokens = endpoint.stream(
-                payloads[k], rec.output_asked, lambda n: rec.chunks.append((clock() - t0, n)))
+                payloads[k], rec.output_asked,
+                lambda n, at=None: rec.chunks.append(((clock() if at is None else at) - t0, n)))
             rec.status = "ok"
         except RequestFailed as err:
             rec.status, rec.error = err.kind, str(err)
