@@ -160,6 +160,7 @@ def test_replays_get_their_own_section_offline_against_the_estimate_and_online(t
                "estimate": {"binned_j": 120.0, "errors": {"binned": 0.2,
                                                           "interpolated": -0.05}}}
     online = {**offline, "mode": "online", "batching": "poisson 4/s", "engine": "h:8000",
+              "j_per_output_token": 0.4,
               "completed": 5, "throughput_tok_s": 300.0, "latency": {
                   "ttft_s": {"p50": 0.05, "p99": 0.2}, "tpot_s": {"p50": 0.01}},
               "steady": {"j_per_output_token": 0.4}}
@@ -170,3 +171,5 @@ def test_replays_get_their_own_section_offline_against_the_estimate_and_online(t
     html = build_report([tmp_path / "r.db"], [], tmp_path / "out").read_text()
     assert "Offline replays" in html and "+20.0%" in html and "-5.0%" in html
     assert "Online serving" in html and "poisson 4/s" in html and "5 of 6" in html
+    # Both replayed the same 6 requests of one trace on one card: compared, online -20%.
+    assert "Online against offline" in html and "-20.0%" in html

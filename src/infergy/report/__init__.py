@@ -122,13 +122,16 @@ def _replay_section(stores: list[Path]) -> Section | None:
     """The stores' replays (`infergy replay`): offline against the estimate, online served."""
     from infergy.store import Store
 
-    offline, online = [], []
+    offline, online, by_requests = [], [], {}
     for path in stores:
         with Store(path, create=False) as store:
             gpus = {r["id"]: r["gpu_name"] for r in store.runs()}
             for row in store.replays():
                 r = json.loads(row["result"])
                 gpu = gpus.get(row["run_id"]) or "-"
+                if r.get("status") == "ok" and r.get("j_per_output_token") is not None:
+                    key = (r["trace"], r["model"], r["requests"], gpu)
+                    by_requests.setdefault(key, []).append(r)
                 j = _num(r.get("energy_j"), "{:.4g}")
                 per_token = _num(r.get("j_per_output_token"), "{:.3g}")
                 if row["mode"] == "offline":
@@ -161,6 +164,18 @@ def _replay_section(stores: list[Path]) -> Section | None:
         sec.tables.append({"title": "Offline replays", "columns": [
             "trace", "model", "engine", "batching", "requests", "measured J", "J/tok",
             "estimate J", "error", "interp. error", "GPU"], "rows": offline})
+    versus = [[trace, model, str(n), f"{o['engine']} ({o['batching']})",
+               f"{f['engine']} ({f['batching']})", f"{o['j_per_output_token']:.3g}",
+               f"{f['j_per_output_token']:.3g}",
+               f"{o['j_per_output_token'] / f['j_per_output_token'] - 1:+.1%}", gpu]
+              for (trace, model, n, gpu), runs in sorted(by_requests.items())
+              for o in runs if o["mode"] == "online"
+              for f in runs if f["mode"] == "offline"]
+    if versus:
+        sec.tables.append({"title": "Online against offline, the same requests on the same "
+                                    "card (the study's comparison)", "columns": [
+            "trace", "model", "requests", "online", "offline", "online J/tok",
+            "offline J/tok", "online against offline", "GPU"], "rows": versus})
     if online:
         sec.tables.append({"title": "Online serving", "columns": [
             "trace", "model", "server", "arrivals", "completed", "J", "J/tok", "tok/s",
