@@ -170,12 +170,11 @@ def replay(
                     f"{spec.max_context} tokens (longest prompt + longest output), e.g. "
                     f"{max(too_long[0].input_tokens)} + {too_long[0].generated_per_prompt}: "
                     f"choose a model with a longer context, or a smaller --batch")
+        device = _torch_device(device)
+        options = _options(engine_option)
         store = Store(db) if db is not None else None  # before any GPU work
-    except (UnknownModelError, UnknownEngineError, EngineError, TraceError, ReplayError,
-            EstimateError, StoreError, UnknownGpuError) as e:
+    except (ReplayError, EstimateError, StoreError, UnknownGpuError) as e:
         raise _fail(str(e)) from None
-    device = _torch_device(device)
-    options = _options(engine_option)
 
     from infergy.bench.point import run_metadata
     from infergy.meter import open_meter
