@@ -55,6 +55,14 @@ class FakeOpenAIServer:
 
             def _answer(self, body):
                 length = len(body["prompt"])
+                if body["model"] not in server.models:  # as vLLM answers
+                    text = json.dumps({"error": {"message": f"The model `{body['model']}` "
+                                                            f"does not exist."}}).encode()
+                    self.send_response(404)
+                    self.send_header("Content-Length", str(len(text)))
+                    self.end_headers()
+                    self.wfile.write(text)
+                    return
                 if length == FAIL_LEN:
                     text = b'{"error": "simulated failure"}'
                     self.send_response(500)

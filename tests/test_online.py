@@ -125,9 +125,9 @@ def test_a_bad_endpoint_is_refused_before_any_request():
         Endpoint("localhost:8000", "tiny")
     with FakeOpenAIServer(models=("llama",)) as server:
         Endpoint(server.url + "/v1/", "llama").check()  # an OpenAI-style base URL is fine
-        with pytest.raises(ServeError, match="serves llama, not 'tiny'"):
+        with pytest.raises(ServeError, match=r"does not serve 'tiny' \(it serves llama\)"):
             Endpoint(server.url, "tiny").check()
-    with pytest.raises(ServeError, match="no OpenAI-compatible server answers"):
+    with pytest.raises(ServeError, match="a test request failed: ConnectionRefused"):
         Endpoint("http://127.0.0.1:9", "tiny", timeout_s=1).check()
     assert Endpoint("http://user:pw@h:8000/v1", "m").url == "http://h:8000"
 
@@ -292,3 +292,37 @@ def test_the_command_serves_in_process_with_hf_paged(tmp_path):
     result = json.loads(row["result"])
     assert result["completed"] == 3 and result["server"]["in_process"] == "hf-paged"
     assert result["engine"] == "in-process hf-paged" and row["batching"] == "concurrency 2"
+
+
+def test_a_real_openai_compatible_server_transformers_serve(tmp_path, make_meter, monkeypatch):
+    """transformers serve on loopback with the tiny model: a server of its own making, strict
+    about fields it does not know and taking text prompts only, found out by `check`."""
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("fastapi")
+    pytest.importorskip("uvicorn")
+    from infergy.bench.serve import ServerProcess, free_port, synthetic_tokenizer
+    from infergy.models import get_model
+    from infergy.models.build import build_model
+
+    spec = get_model("tiny")
+    folder = tmp_path / "tiny"
+    build_model(spec, device="cpu", dtype="float32").save_pretrained(folder)
+    synthetic_tokenizer(spec, folder)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    port = free_port()
+    cli = Path(sys.executable).parent / "transformers"
+    t = trace([8, 12, 10], [4, 3, 4])
+    with ServerProcess([str(cli), "serve", str(folder), "--port", str(port)],
+                       f"http://127.0.0.1:{port}", ready_timeout_s=120,
+                       log_path=tmp_path / "serve.log") as server:
+        endpoint = Endpoint(server.url, str(folder), timeout_s=60)
+        endpoint.check()
+        assert (endpoint.fields, endpoint.prompt_format) == ("openai", "text")
+        result = serve_online(endpoint, meter_of(make_meter), t, np.arange(3), prompts(t),
+                              concurrency=2, label="concurrency 2")
+    assert result.completed == 3 and result.failed == {}, result.records
+    assert 0 < result.output_tokens <= 11  # lengths not enforced: one may end at EOS
+    assert result.request_form == {"fields": "openai", "prompt": "text"}
+    assert all(r.ttft_s > 0 for r in result.records)

@@ -395,6 +395,12 @@ def _print_online(r) -> None:
             f"{p[q] * 1000:.1f}" for q in ("p50", "p90", "p99")) + " ms", "")
     out.print(table)
     notes = [f"stopped: {r.stopped}"] if r.stopped else []
+    if r.request_form.get("fields") == "openai":
+        notes.append("the server takes no exact-length fields (vLLM's min_tokens, ignore_eos): "
+                     "a request may end before its own output length")
+    if r.request_form.get("prompt") == "text":
+        notes.append("the server takes text prompts: sent as the words of infergy's synthetic "
+                     "tokenizer, exact only for a server running it (--serve, random weights)")
     if r.energy_j is None:
         notes.append(f"no energy measured: {r.energy_reason}")
     if r.steady and "none" in r.steady:

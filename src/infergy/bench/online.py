@@ -85,6 +85,9 @@ class Endpoint:
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"  # never printed or stored
         self._base = base
+        # What the server takes, found by `check`: vLLM's exact-length fields (min_tokens,
+        # ignore_eos, return_token_ids) or plain OpenAI ones; token ids or text as the prompt.
+        self.fields, self.prompt_format = "vllm", "ids"
 
     def _connection(self) -> http.client.HTTPConnection:
         cls = http.client.HTTPSConnection if self._parts.scheme == "https" else \
@@ -92,35 +95,54 @@ class Endpoint:
         return cls(self._parts.hostname, self._parts.port, timeout=self.timeout_s)
 
     def check(self) -> None:
-        """Before any request: the server answers /v1/models and serves `model`."""
+        """Before any work: a one-token request, which finds what the server takes (vLLM's
+        exact-length fields or plain OpenAI ones, token ids or text) and that it serves
+        `model`. ServeError otherwise, naming the models it serves where it lists them."""
+        for _ in range(3):
+            try:
+                self.stream([1, 2, 3], 1, lambda *_: None)
+                return
+            except RequestFailed as err:
+                text = str(err)
+                if err.kind == "http" and self.fields == "vllm" and (
+                        "min_tokens" in text or "ignore_eos" in text
+                        or "return_token_ids" in text):
+                    self.fields = "openai"  # strict about fields it does not know
+                elif err.kind == "http" and self.prompt_format == "ids" and "string" in text:
+                    self.prompt_format = "text"
+                elif err.kind == "http" and ("404" in text or "does not exist" in text):
+                    raise ServeError(f"{self.url} does not serve {self.model!r}{self._listed()}: "
+                                     f"give --served-model NAME ({text})") from None
+                else:
+                    raise ServeError(f"{self.url}: a test request failed: {text}") from None
+        raise ServeError(f"{self.url}: no request form it accepts")
+
+    def _listed(self) -> str:
+        """`(it serves a, b)` from /v1/models, where the server lists them."""
         conn = self._connection()
         try:
             conn.request("GET", f"{self._base}/v1/models", headers=self._headers)
             response = conn.getresponse()
-            body = response.read(1_000_000)
-            if response.status != 200:
-                raise ServeError(f"{self.url}/v1/models answered HTTP {response.status}: "
-                                 f"{body[:200].decode(errors='replace')}")
-            served = [m.get("id") for m in json.loads(body).get("data") or []]
-        except (OSError, http.client.HTTPException, ValueError, AttributeError) as err:
-            raise ServeError(f"{self.url}: no OpenAI-compatible server answers there "
-                             f"({type(err).__name__}: {err})") from None
+            served = [m.get("id") for m in json.loads(response.read()).get("data") or []]
+            return f" (it serves {', '.join(map(str, served))})" if served else ""
+        except (OSError, http.client.HTTPException, ValueError, AttributeError):
+            return ""
         finally:
             conn.close()
-        if self.model not in served:
-            raise ServeError(f"{self.url} serves {', '.join(map(str, served)) or 'no model'}, "
-                             f"not {self.model!r}: give --served-model NAME")
 
     def stream(self, prompt: list[int], output_tokens: int,
                on_chunk: Callable[..., None]) -> int:
         """Send one request and read its stream, calling `on_chunk(tokens)` at every chunk
         that carries output (an in-process server passes the chunk's time too); the output
         tokens the server reports (or the chunks' own)."""
-        body = json.dumps({
-            "model": self.model, "prompt": prompt, "max_tokens": output_tokens,
-            "min_tokens": output_tokens, "ignore_eos": True, "temperature": 0.0,
-            "stream": True, "stream_options": {"include_usage": True},
-            "return_token_ids": True})  # vLLM: the tokens of each chunk, counted exactly
+        request = {"model": self.model, "max_tokens": output_tokens, "temperature": 0.0,
+                   "stream": True, "stream_options": {"include_usage": True},
+                   # token ids, or as text the words of infergy's synthetic tokenizer
+                   "prompt": prompt if self.prompt_format == "ids" else " ".join(
+                       f"t{i}" for i in prompt)}
+        if self.fields == "vllm":  # exactly the asked length; each chunk's tokens counted
+            request.update(min_tokens=output_tokens, ignore_eos=True, return_token_ids=True)
+        body = json.dumps(request)
         conn = self._connection()
         try:
             conn.request("POST", f"{self._base}/v1/completions", body=body,
@@ -144,16 +166,17 @@ class Endpoint:
                 if event.get("usage"):
                     usage = event["usage"].get("completion_tokens")
                 for choice in event.get("choices") or []:
-                    if "text" in choice:
-                        ids = choice.get("token_ids")
-                        n = len(ids) if isinstance(ids, list) else 1
+                    ids = choice.get("token_ids")
+                    n = len(ids) if isinstance(ids, list) else 1 if choice.get("text") else 0
+                    if n:
                         tokens += n
                         on_chunk(n)
+                    done = done or choice.get("finish_reason") is not None  # no [DONE] sent
             if not done:
                 raise RequestFailed("cut off", f"the stream ended after {tokens} tokens "
-                                               f"without [DONE]")
+                                               f"without [DONE] or a finish reason")
             got = usage if usage is not None else tokens
-            if got < output_tokens:
+            if got < output_tokens and self.fields == "vllm":  # lengths were enforced
                 raise RequestFailed("short", f"{got} of {output_tokens} tokens")
             return got
         except TimeoutError:
@@ -215,6 +238,8 @@ class OnlineResult:
     latency: dict = field(default_factory=dict)  # ttft/tpot/itl/e2e -> p50, p90, p99 (s)
     steady: dict | None = None  # the steady-state window's figures, or why there is none
     server: dict | None = None  # a server infergy started: its command, start-up time, energy
+    request_form: dict = field(default_factory=dict)  # what the server took: fields (vllm:
+    # lengths enforced; openai: a request may end early) and prompt (token ids or text)
     records: list[RequestRecord] = field(default_factory=list)
     provenance: dict = field(default_factory=dict)
 
@@ -290,6 +315,8 @@ def serve_online(endpoint: Endpoint, meter: Meter, trace: Trace, requests: np.nd
     if duration_s is not None and duration_s <= 0:
         raise ServeError(f"--duration must be positive, got {duration_s:g}")
     result = OnlineResult(trace.name, endpoint.model, endpoint.url, label)
+    result.request_form = {"fields": getattr(endpoint, "fields", "in process"),
+                           "prompt": getattr(endpoint, "prompt_format", "ids")}
     chosen = requests[:max_requests] if max_requests else requests
     stopped = []
     if max_requests and max_requests < len(requests):
