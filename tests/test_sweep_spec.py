@@ -30,6 +30,15 @@ def test_shards_split_the_points_between_processes_each_once():
     shards = [dataclasses.replace(spec, shard=(k, 3)).tasks() for k in range(3)]
     assert sorted(map(len, shards)) == [37, 37, 38]
     assert sorted(itertools.chain(*shards), key=spec.tasks().index) == spec.tasks()
+    # Resumed with 30 of the even points measured: the shards split what is left evenly
+    # (taken of every point, shard 0 would keep 26 to measure and shard 1 56).
+    all_points = spec.tasks()
+    measured = set(all_points[0:60:2])
+    left = [dataclasses.replace(spec, shard=(k, 2)).tasks(done=measured.__contains__)
+            for k in range(2)]
+    assert sorted(map(len, left)) == [41, 41]
+    assert sorted(itertools.chain(*left), key=all_points.index) == [
+        t for t in all_points if t not in measured]
     assert parse_shard("1/4") == (1, 4)
     for bad in ("4/4", "-1/2", "1", "a/b", "1/0"):
         with pytest.raises(SpecError, match=r"--shard expects K/N with 0 <= K < N"):

@@ -193,6 +193,11 @@ def run_sweep(spec: SweepSpec, store: Store, *, device: str = "cuda", resume_by:
         progress.device = worker.device
         run_id = store.start_run(device=worker.device, meta=worker.meta, spec=spec.raw or None)
         same = {"gpu_name": gpu_name_of(worker.meta)} if resume_by == "model" else {}
+        if spec.shard[1] > 1:  # a share of what is left: shards of a resumed sweep stay even
+            tasks = spec.tasks(done=lambda t: store.done(worker.device, _key(t, spec), t.batch,
+                                                         **same))
+            progress.total = len(tasks)
+            update(progress)
         for task in tasks:
             if interrupted["count"]:
                 break
@@ -344,8 +349,12 @@ def describe_plan(spec: SweepSpec, store: Store | None = None, device: str | Non
     from infergy.models import get_model
     from infergy.models.flops import decode_bytes, prefill_flops
 
-    plan = []
-    for task in spec.tasks():
+    def measured(task: Task) -> bool:
+        return bool(store and (device or gpu_name) and store.done(
+            device or "", _key(task, spec), task.batch, gpu_name=gpu_name))
+
+    plan = []  # a shard plans its share of what is left, as its sweep will
+    for task in spec.tasks(done=measured if spec.shard[1] > 1 else None):
         model = get_model(task.model)
         batch = task.batch if task.batch != MAX else min(spec.max_batch_cap, 64)
         run_s = (prefill_flops(model, task.input_tokens, batch) / 0.5e15
@@ -354,8 +363,7 @@ def describe_plan(spec: SweepSpec, store: Store | None = None, device: str | Non
         separate_prefill = task.engine.name not in ("hf-eager", "hf-compiled")
         runs = spec.warmup + spec.repeats + separate_prefill
         key = _key(task, spec)
-        done = bool(store and (device or gpu_name) and store.done(
-            device or "", key, task.batch, gpu_name=gpu_name))
+        done = measured(task)
         took = None
         if done:
             rows = store.points(**key, batch_requested=str(task.batch), status="ok")

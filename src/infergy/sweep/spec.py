@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,11 +147,13 @@ class SweepSpec:
     raw: dict = field(default_factory=dict)
     shard: tuple[int, int] = (0, 1)  # (k, n): this process measures every n-th point from k
 
-    def tasks(self) -> list[Task]:
+    def tasks(self, done: Callable[[Task], bool] | None = None) -> list[Task]:
         """Every point, grouped by (model, engine) so each model is built once per group,
         then by lengths, decoding and batch size. A length pair in several grids is kept once.
         With a shard (k, n), every n-th of those points from the k-th: n processes, one per
         GPU, share one sweep, neighbouring points (of similar cost) going to different GPUs.
+        With `done` (measured already), the shard is taken of the points left, so shards of
+        a resumed sweep stay even.
         """
         pairs = list(dict.fromkeys((i, o) for inputs, outputs in self.grids
                                    for i in inputs for o in outputs))
@@ -161,6 +164,8 @@ class SweepSpec:
                     for decoding in self.decodings:
                         for batch in self.batch_sizes:
                             out.append(Task(model, engine, decoding, batch, i, o))
+        if done is not None:
+            out = [task for task in out if not done(task)]
         k, n = self.shard
         return out[k::n]
 
