@@ -10,6 +10,8 @@
 # benchmarks/sweeps/profile-llama-3.1-8b.yaml at that batch (1 or max), --resume-by model,
 # --shard K/N if given; "spot" measures benchmarks/sweeps/spot-check-llama-3.1-8b.yaml; a path
 # to any other spec (…/NAME.yaml) sweeps it into its own store, brought back as NAME-<card>.db.
+# A shard is of the points its GPU's copy of the store does not hold yet: start the shards of
+# one sweep in one call (the copies are then the same), so they split what is left evenly.
 #   start spot,hf-compiled:max:0/2 spot,hf-compiled:max:1/2 spot,hf-compiled:max:... -
 # A later call may start a worker on a GPU without one (vLLM's, once the bundle is installed
 # and on PYTHONPATH), or stop some: `stop 2 3`, then `start - - vllm:max vllm-eager:max`.
