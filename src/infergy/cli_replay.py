@@ -140,10 +140,7 @@ def replay(
     if mode == "online":
         return _online(workload, requests, spec, serving, seed, db, idle_s, as_json)
     try:
-        stores = profile or shipped_profiles()
-        for path in stores:
-            if not path.is_file():
-                raise EstimateError(f"{path}: no such results store")
+        stores = profile or shipped_profiles()  # a missing one: the store's own error
         prof, why_none = None, None
         try:
             prof = load_profile(stores, model, engine, gpu)
@@ -241,10 +238,10 @@ def _online(workload, requests, spec, serving: dict, seed: int, db: Path | None,
     import numpy as np
 
     from infergy.bench.online import Endpoint, ServeError, arrival_times, serve_online
+    from infergy.bench.replay import request_prompt
     from infergy.bench.serve import SERVERS, ServerProcess, free_port, vllm_server
     from infergy.engines import EngineError
     from infergy.meter import open_meter
-    from infergy.models.build import make_prompts
     from infergy.store import Store, StoreError
     from infergy.sweep.worker import device_identity
 
@@ -320,8 +317,7 @@ def _online(workload, requests, spec, serving: dict, seed: int, db: Path | None,
         with err.status(f"infergy: serving {workload.name} ({label}) ...") as st:
             result = serve_online(
                 endpoint, m, workload, requests,
-                lambda r: make_prompts(spec, 1, int(workload.input_tokens[r]),
-                                       seed=seed * 1_000_003 + r)[0],
+                lambda r: request_prompt(spec, int(workload.input_tokens[r]), seed, r),
                 arrivals=arrivals, concurrency=s["concurrency"], label=label,
                 max_requests=s["max_requests"], duration_s=s["duration"],
                 steady_inflight=s["steady_inflight"],

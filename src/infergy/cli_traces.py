@@ -147,9 +147,6 @@ def estimate(
         grid = (BinGrid(_edges(input_edges, "--input-edges"),
                         _edges(output_edges, "--output-edges"), beyond)
                 if input_edges or output_edges else BinGrid.named(bins, beyond))
-        for path in profile:
-            if not path.is_file():
-                raise EstimateError(f"{path}: no such results store")
         binned = grid.assign(workload.input_tokens, workload.output_tokens)
         engines = [e.strip() for e in engine.split(",")]
         results, unmeasured = [], {}

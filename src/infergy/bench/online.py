@@ -23,11 +23,12 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from infergy.bench.point import run_metadata
+from infergy.bench.replay import ReplayFigures
 from infergy.meter import Meter
 from infergy.workloads import Trace
 
@@ -208,30 +209,18 @@ class RequestRecord:
 
 
 @dataclass
-class OnlineResult:
+class OnlineResult(ReplayFigures):
     """A served run. `energy_j` covers the whole run (first send to last answer). The steady
     state is every stretch of the run with at least `steady_inflight` requests in flight (the
-    batch full, as the ML.ENERGY benchmark defines it), each in its own window, summed."""
+    batch full, as the ML.ENERGY benchmark defines it), each in its own window, summed.
+    `engine` is the endpoint's URL (no credentials); `batching` the arrival process (trace
+    x0.5, poisson 4/s, concurrency 16); `status` ok or interrupted (Ctrl-C): failed requests
+    are counted, not fatal; `requests` those sent."""
 
-    trace: str
-    model: str
-    engine: str  # the endpoint's URL (host and path only)
-    batching: str  # the arrival process: trace x0.5, poisson 4/s, concurrency 16
-    decoding: str = "greedy"
     mode: str = "online"
-    status: str = "ok"  # ok; interrupted (Ctrl-C); failed requests are counted, not fatal
-    error: str | None = None
-    requests: int = 0  # sent
     completed: int = 0
     failed: dict[str, int] = field(default_factory=dict)  # reason -> requests
     stopped: str | None = None  # why fewer requests were sent than the trace holds
-    output_tokens: int = 0
-    energy_j: float | None = None
-    active_energy_j: float | None = None
-    time_s: float = 0.0
-    j_per_output_token: float | None = None
-    j_per_request: float | None = None
-    energy_reason: str | None = None
     throughput_tok_s: float | None = None
     requests_per_s: float | None = None
     idle_share: float | None = None  # share of the run with no request in flight
@@ -242,9 +231,6 @@ class OnlineResult:
     # lengths enforced; openai: a request may end early) and prompt (token ids or text)
     records: list[RequestRecord] = field(default_factory=list)
     provenance: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class _InFlight:
@@ -423,16 +409,16 @@ def _summarize(result: OnlineResult, sent, whole, flight: _InFlight, records) ->
     result.time_s = whole.duration_s
     result.energy_j, result.active_energy_j = whole.energy_j, whole.active_energy_j
     result.energy_reason = whole.reason
-    if result.energy_j is not None and result.output_tokens:
-        result.j_per_output_token = result.energy_j / result.output_tokens
-        result.j_per_request = result.energy_j / len(ok)
+    result.divide(len(ok))
     if whole.duration_s > 0:
         result.throughput_tok_s = result.output_tokens / whole.duration_s
         result.requests_per_s = len(ok) / whole.duration_s
         result.idle_share = min(1.0, flight.idle_s / whole.duration_s)
-    gaps = [np.diff([t for t, _ in r.chunks]) for r in ok if len(r.chunks) > 1]
-    for r, g in zip([r for r in ok if len(r.chunks) > 1], gaps, strict=True):
-        r.itl_max_s = float(g.max())
+    gaps = []
+    for r in ok:
+        if len(r.chunks) > 1:
+            gaps.append(np.diff([t for t, _ in r.chunks]))
+            r.itl_max_s = float(gaps[-1].max())
     result.latency = {
         "ttft_s": _percentiles(r.ttft_s for r in ok), "tpot_s": _percentiles(
             r.tpot_s for r in ok), "itl_s": _percentiles(np.concatenate(gaps) if gaps else []),
@@ -450,12 +436,16 @@ def _steady(flight: _InFlight, sent) -> dict:
                         "server keeps full), or serve at a --concurrency"}
     if not flight.intervals:
         return {"none": f"the run never had {flight.steady_at} requests in flight"}
-    spans = [(a - flight.t0, b - flight.t0) for a, b, _ in flight.intervals]
-    tokens = sum(n for r in sent for t, n in r.chunks
-                 if any(a <= t <= b for a, b in spans))
+    # The stretches follow one another: each chunk's stretch is the last one opened by then.
+    starts = np.array([a - flight.t0 for a, _, _ in flight.intervals])
+    ends = np.array([b - flight.t0 for _, b, _ in flight.intervals])
+    chunks = np.array([c for r in sent for c in r.chunks]).reshape(-1, 2)
+    at = np.searchsorted(starts, chunks[:, 0], side="right") - 1
+    inside = (at >= 0) & (chunks[:, 0] <= ends[np.maximum(at, 0)])
+    tokens = int(chunks[inside, 1].sum())
     energies = [m.energy_j for _, _, m in flight.intervals]
     energy = None if None in energies else sum(energies)
-    return {"inflight": flight.steady_at, "stretches": len(spans),
+    return {"inflight": flight.steady_at, "stretches": len(starts),
             "time_s": sum(m.duration_s for _, _, m in flight.intervals), "energy_j": energy,
             "tokens": tokens, "j_per_output_token": energy / tokens
             if energy is not None and tokens else None}

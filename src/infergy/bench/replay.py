@@ -107,36 +107,57 @@ class BatchResult:
 
 
 @dataclass
-class ReplayResult:
-    """A measured replay: GPU energy (the study's measure) and time, summed over the batches'
-    windows. Partial where `status` is not ok: the batches measured before it are kept."""
+class ReplayFigures:
+    """What every replay records, offline or online: the columns of the store's `replays`
+    table, and the energy per output token and per request they are divided into."""
 
     trace: str
     model: str
     engine: str
-    batching: str
-    decoding: str
+    batching: str  # offline: binned or natural; online: the arrival process
+    decoding: str = "greedy"
     mode: str = "offline"
-    status: str = "ok"  # ok, oom, failed, interrupted
+    status: str = "ok"
     error: str | None = None
-    requests: int = 0  # replayed (in the batches measured)
-    batches: list[BatchResult] = field(default_factory=list)
+    requests: int = 0
     output_tokens: int = 0  # the requests' own
-    padding_tokens: int = 0  # generated beyond a request's own length (static batches)
     energy_j: float | None = None
     active_energy_j: float | None = None
     time_s: float = 0.0
     j_per_output_token: float | None = None
     j_per_request: float | None = None
     energy_reason: str | None = None
+
+    def divide(self, requests: int) -> None:
+        """Energy per output token and per request (of `requests`), where energy was
+        measured and there is something to divide it by."""
+        if self.energy_j is not None and self.output_tokens:
+            self.j_per_output_token = self.energy_j / self.output_tokens
+            self.j_per_request = self.energy_j / requests
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ReplayResult(ReplayFigures):
+    """A measured replay: GPU energy (the study's measure) and time, summed over the batches'
+    windows. Partial where `status` (ok, oom, failed, interrupted) is not ok: the batches
+    measured before it are kept, `requests` counting theirs."""
+
+    batches: list[BatchResult] = field(default_factory=list)
+    padding_tokens: int = 0  # generated beyond a request's own length (static batches)
     meter_method: str | None = None
     warmup: dict | None = None
     warnings: list[str] = field(default_factory=list)
     provenance: dict = field(default_factory=dict)
     estimate: dict | None = None  # the estimator on the same requests, and its errors
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+
+def request_prompt(spec, input_tokens: int, seed: int, request: int) -> list[int]:
+    """A replayed request's prompt: random token ids of its own length, seeded by its index
+    in the trace (the same prompt offline and online)."""
+    return make_prompts(spec, 1, input_tokens, seed=seed * 1_000_003 + request)[0]
 
 
 def replay_offline(engine: Engine, meter: Meter, trace: Trace, batches: list[Batch],
@@ -154,7 +175,7 @@ def replay_offline(engine: Engine, meter: Meter, trace: Trace, batches: list[Bat
     windows, shapes = [], set()
     try:
         for n, batch in enumerate(batches):
-            prompts = [make_prompts(spec, 1, length, seed=seed * 1_000_003 + r)[0]
+            prompts = [request_prompt(spec, length, seed, r)
                        for r, length in zip(batch.requests, batch.input_tokens, strict=True)]
             shape = (len(prompts), max(batch.input_tokens), batch.generated_per_prompt)
             if shape not in shapes:
@@ -197,8 +218,7 @@ def _summarize(result: ReplayResult, batches: list[Batch], windows) -> None:
         result.energy_j = sum(energies)
         active = [m.active_energy_j for m in windows]
         result.active_energy_j = None if None in active else sum(active)
-        result.j_per_output_token = result.energy_j / result.output_tokens
-        result.j_per_request = result.energy_j / result.requests
+        result.divide(result.requests)
     elif windows:
         result.energy_reason = next(m.reason for m in windows if m.energy_j is None)
     result.meter_method = windows[0].method if windows else None
