@@ -14,6 +14,7 @@ which costs about 0.25 s of thread joins and garbage collection per call whateve
 from __future__ import annotations
 
 import math
+import threading
 import time
 
 from infergy.engines.base import EngineError, Generation
@@ -174,8 +175,6 @@ class PagedServer:
 
     def __init__(self, engine: HFPaged, *, max_batch: int, max_input: int, max_output: int,
                  timeout_s: float = 600.0):
-        import threading
-
         from infergy.decoding import Decoding
 
         engine._start(max_batch, max_input, max_output, Decoding())  # sizes cache and graphs
@@ -197,8 +196,6 @@ class PagedServer:
                     event.set()
 
     def stream(self, prompt: list[int], output_tokens: int, on_chunk) -> int:
-        import threading
-
         from infergy.bench.online import RequestFailed
 
         event, box = threading.Event(), []
