@@ -10,6 +10,11 @@
 # benchmarks/sweeps/profile-llama-3.1-8b.yaml at that batch (1 or max), --resume-by model,
 # --shard K/N if given; "spot" measures benchmarks/sweeps/spot-check-llama-3.1-8b.yaml; a path
 # to any other spec (…/NAME.yaml) sweeps it into its own store, brought back as NAME-<card>.db.
+# Replays (issue 9) of $REPLAY (default: a 512-request sample of azure-code-2023 on
+# llama-3.1-8b) into one store, brought back as replay-<card>.db, servers' logs in servers.log:
+# "replay:ENGINE:BATCHINGS[:B]" offline (BATCHINGS binned, natural or binned+natural; B for
+# --batch), "online:SERVER:RATE[:N]" online through --serve SERVER (vllm, vllm-eager,
+# hf-paged) at a Poisson RATE a second (N for --steady-inflight).
 # A shard is of the points its GPU's copy of the store does not hold yet: start the shards of
 # one sweep in one call (the copies are then the same), so they split what is left evenly.
 #   start spot,hf-compiled:max:0/2 spot,hf-compiled:max:1/2 spot,hf-compiled:max:... -
@@ -35,6 +40,8 @@ sweep() {  # GPU JOB: one job of a worker, from the code copied at start
   cd "$dir/code" || return 1
   if [ "$engine" = spot ]; then
     set -- "$spot" --db "$dir/spot$gpu.db"
+  elif [ "$engine" = replay ] || [ "$engine" = online ]; then
+    replay "$gpu" "$engine" "$batch" "$shard"; return
   elif [[ $engine == *.yaml ]]; then
     set -- "$engine" --db "$dir/$(basename "$engine" .yaml).gpu$gpu.db"
   else
@@ -44,6 +51,23 @@ sweep() {  # GPU JOB: one job of a worker, from the code copied at start
   echo "== GPU $gpu $(date -u +%FT%TZ): infergy sweep $*"
   CUDA_VISIBLE_DEVICES=$gpu PYTHONUNBUFFERED=1 PYTHONPATH="$dir/code/src:${PYTHONPATH:-}" \
     COLUMNS=160 python3 -m infergy sweep "$@"
+  local rc=$?
+  echo "== GPU $gpu $(date -u +%FT%TZ): exit $rc"
+}
+
+replay() {  # GPU MODE ENGINE|SERVER BATCHINGS|RATE[:B]: one replay into the GPU's store
+  local gpu=$1 mode=$2 what=$3 how=${4%%:*} b=
+  [[ $4 == *:* ]] && b=${4#*:}
+  if [ "$mode" = replay ]; then
+    set -- --mode offline -e "$what" --batching "${how//+/,}" ${b:+--batch "$b"}
+  else
+    set -- --mode online --serve "$what" --rate "$how" ${b:+--steady-inflight "$b"}
+  fi
+  # shellcheck disable=SC2086  # REPLAY: several options
+  set -- ${REPLAY:--t azure-code-2023 --sample 512 -m llama-3.1-8b} "$@" --db "$dir/replay$gpu.db"
+  echo "== GPU $gpu $(date -u +%FT%TZ): infergy replay $*"
+  CUDA_VISIBLE_DEVICES=$gpu PYTHONUNBUFFERED=1 PYTHONPATH="$dir/code/src:${PYTHONPATH:-}" \
+    TMPDIR=$dir COLUMNS=160 python3 -m infergy replay "$@"
   local rc=$?
   echo "== GPU $gpu $(date -u +%FT%TZ): exit $rc"
 }
@@ -61,7 +85,8 @@ def merge(stores, into):
                    env={"PYTHONPATH": f"{src}/code/src", "PATH": "/usr/bin:/bin"})
 
 
-for name, pattern in ((f"llama-3.1-8b-{card}.db", "gpu*.db"), (f"spot-check-{card}.db", "spot*.db")):
+for name, pattern in ((f"llama-3.1-8b-{card}.db", "gpu*.db"), (f"spot-check-{card}.db", "spot*.db"),
+                      (f"replay-{card}.db", "replay*.db")):
     stores = sorted(glob.glob(f"{src}/{pattern}"))
     if stores:
         merge(stores, f"{out}/{name}")
@@ -79,6 +104,9 @@ for store in sorted(glob.glob(f"{src}/gpu*.db")):
     print(f"{store}: {len(rows)} new points", dict(sorted(kinds.items())))
 EOF
   cat "$dir"/gpu*.log >"$OUT/sweeps.log" 2>/dev/null
+  for log in "$dir"/infergy-server-*.log; do
+    [ -f "$log" ] && { echo "== $log"; tail -n 200 "$log"; }
+  done >"$OUT/servers.log"
   nvidia-smi --query-gpu=index,name,uuid,driver_version,power.limit,temperature.gpu,power.draw \
     --format=csv >"$OUT/gpus.csv"
 }
@@ -126,10 +154,13 @@ case "$command" in
     then
       echo "profile-gpus: B = 1 jobs run alone on their host (no other GPU busy)" >&2; exit 2
     fi
-    if [ ! -d "$dir/code" ]; then
+    if [ ! -d "$dir/code" ] || [ -n "${REFRESH:-}" ]; then
       mkdir -p "$dir/code"
       # The workers run from a copy: the next calls replace the working tree under them.
+      # REFRESH=1 copies this call's code again, for the jobs that start after it.
       cp -r src benchmarks "$0" "$dir/code/"
+    fi
+    if [ ! -f "$dir/base.db" ]; then
       store=src/infergy/profiles/llama-3.1-8b-$card.db
       [ -f "$store" ] && cp "$store" "$dir/base.db"
     fi
@@ -158,7 +189,7 @@ case "$command" in
     gpus=${*:-$(seq 0 $(( $(nvidia-smi --query-gpu=name --format=csv,noheader | wc -l) - 1 )))}
     for gpu in $gpus; do
       touch "$dir/stop$gpu"
-      pkill -INT -f "infergy sweep .*--db $dir/(.*\.)?(gpu|spot)$gpu\.db"  # ends after its point ...
+      pkill -INT -f "infergy (sweep|replay) .*--db $dir/(.*\.)?(gpu|spot|replay)$gpu\.db"  # ends after its point ...
     done
     end=$(( $(date +%s) + ${KILL_AFTER:-60} ))
     for gpu in $gpus; do

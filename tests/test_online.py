@@ -143,6 +143,9 @@ def test_in_trace_arrivals_the_steady_state_leaves_out_quiet_stretches(make_mete
     assert result.completed == 5 and result.steady["stretches"] == 1
     assert result.steady["time_s"] < 0.5 < result.time_s
     assert result.idle_share > 0.3
+    # the time at each level of requests in flight: four at first, none in the quiet second
+    assert max(result.inflight_s) == 4 and result.inflight_s[0] > 0.3
+    assert sum(result.inflight_s.values()) == pytest.approx(result.time_s, abs=0.1)
 
 
 # -- the command ---------------------------------------------------------------------------

@@ -384,6 +384,9 @@ def _print_online(r) -> None:
     table.add_row("output tokens / s", _fmt(r.throughput_tok_s, "", 4), "")
     table.add_row("no request in flight", "-" if r.idle_share is None
                   else f"{r.idle_share:.0%}", "")
+    run_s = sum(r.inflight_s.values())
+    mean = sum(n * t for n, t in r.inflight_s.items()) / run_s if run_s else None
+    table.add_row("requests in flight, mean", "-" if mean is None else f"{mean:.1f}", "")
     for key, name in (("ttft_s", "TTFT"), ("tpot_s", "TPOT"), ("itl_s", "ITL"),
                       ("e2e_s", "end to end")):
         p = r.latency.get(key)

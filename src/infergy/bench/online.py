@@ -224,6 +224,7 @@ class OnlineResult(ReplayFigures):
     throughput_tok_s: float | None = None
     requests_per_s: float | None = None
     idle_share: float | None = None  # share of the run with no request in flight
+    inflight_s: dict[int, float] = field(default_factory=dict)  # seconds with N in flight
     latency: dict = field(default_factory=dict)  # ttft/tpot/itl/e2e -> p50, p90, p99 (s)
     steady: dict | None = None  # the steady-state window's figures, or why there is none
     server: dict | None = None  # a server infergy started: its command, start-up time, energy
@@ -241,7 +242,8 @@ class _InFlight:
     def __init__(self, meter: Meter, clock, steady_at: int | None):
         self.meter, self.clock, self.steady_at = meter, clock, steady_at
         self.lock = threading.Lock()
-        self.count, self.last_change, self.idle_s = 0, None, 0.0
+        self.count, self.last_change = 0, None
+        self.level_s: dict[int, float] = {}  # seconds at each count, between changes
         self.events: queue.SimpleQueue = queue.SimpleQueue()
         self.intervals: list[tuple[float, float, object]] = []  # (from, to, Measurement)
         self.t0 = 0.0
@@ -251,8 +253,9 @@ class _InFlight:
     def change(self, delta: int) -> None:
         with self.lock:
             now = self.clock()
-            if self.count == 0 and self.last_change is not None:
-                self.idle_s += now - self.last_change
+            if self.last_change is not None:
+                self.level_s[self.count] = self.level_s.get(self.count, 0.0) + (
+                    now - self.last_change)
             self.count += delta
             self.last_change = now
             self.events.put((now, self.count))
@@ -413,7 +416,8 @@ def _summarize(result: OnlineResult, sent, whole, flight: _InFlight, records) ->
     if whole.duration_s > 0:
         result.throughput_tok_s = result.output_tokens / whole.duration_s
         result.requests_per_s = len(ok) / whole.duration_s
-        result.idle_share = min(1.0, flight.idle_s / whole.duration_s)
+        result.idle_share = min(1.0, flight.level_s.get(0, 0.0) / whole.duration_s)
+    result.inflight_s = dict(sorted(flight.level_s.items()))
     gaps = []
     for r in ok:
         if len(r.chunks) > 1:
