@@ -3,6 +3,7 @@ decoding specifications and prompts."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 import pytest
@@ -282,3 +283,26 @@ def test_prompts_have_exactly_the_input_tokens_and_no_special_token(tiny):
         assert all(0 <= t < tiny.config["vocab_size"] for t in prompt)
     assert make_prompts(tiny, 4, 300, seed=3) == prompts  # seeded
     assert make_prompts(tiny, 4, 300, seed=4) != prompts
+
+
+def test_vllm_takes_the_studys_longest_bin_spawns_its_core_and_fails_clearly(monkeypatch):
+    """vLLM on a GPU machine refused the 8,192 + O points (max_model_len was 8,192), and its
+    forked engine core could not use CUDA after torch had counted the devices."""
+    import fake_vllm
+    from infergy.engines import EngineError
+    from infergy.models import get_model
+
+    monkeypatch.setitem(sys.modules, "vllm", fake_vllm)
+    monkeypatch.delenv("VLLM_WORKER_MULTIPROC_METHOD", raising=False)
+    engine = engine_class("vllm")(get_model("llama-3.1-8b"), device="cuda")
+    engine.load()
+    assert fake_vllm.LLM.instances[-1].kwargs["max_model_len"] >= 8192 + 512
+    assert os.environ["VLLM_WORKER_MULTIPROC_METHOD"] == "spawn"
+    engine.close()
+
+    def refuse(**kwargs):
+        raise RuntimeError("Engine core initialization failed. See root cause above.")
+
+    monkeypatch.setattr(fake_vllm, "LLM", refuse)
+    with pytest.raises(EngineError, match="vllm failed to start: Engine core initialization"):
+        engine_class("vllm")(get_model("llama-3.1-8b"), device="cuda").load()

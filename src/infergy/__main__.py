@@ -1,3 +1,4 @@
 from infergy.cli import main
 
-main()
+if __name__ == "__main__":  # not in a child spawned by multiprocessing (vLLM's engine core)
+    main()

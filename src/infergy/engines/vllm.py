@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import tempfile
 from pathlib import Path
 
@@ -49,8 +50,10 @@ class VLLM(Engine):
             "enforce_eager": self.enforce_eager,
             "skip_tokenizer_init": self.weights is None,
             "gpu_memory_utilization": float(options.pop("gpu_memory_utilization", 0.9)),
+            # The study's longest bin is 8,192 + 512 tokens; the KV cache is sized by memory,
+            # not by this limit.
             "max_model_len": int(options.pop("max_model_len",
-                                             min(self.spec.max_context, 8192))),
+                                             min(self.spec.max_context, 16384))),
             "max_num_seqs": int(options.pop("max_num_seqs", 1024)),
             # A point runs the same prompts again and again (warm-up, repeats, the 1-token
             # prefill run): with vLLM's prefix cache every run after the first would skip its
@@ -60,7 +63,14 @@ class VLLM(Engine):
         }
         settings.update(options)
         self.settings = {k: v for k, v in settings.items() if k != "model"}
-        self.llm = vllm.LLM(**settings)
+        # vLLM forks its engine core unless CUDA is initialized here, and torch's device
+        # count (torch.cuda.is_available) already makes a forked child unable to use CUDA
+        # without initializing it: spawn, always (infergy's __main__ is guarded for it).
+        os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
+        try:
+            self.llm = vllm.LLM(**settings)
+        except (RuntimeError, ValueError) as e:  # start-up: the engine core's own log above
+            raise EngineError(f"{self.name} failed to start: {e}") from None
 
     def generate(self, prompts, output_tokens, decoding, on_first_token=None) -> Generation:
         self.check_decoding(decoding)
