@@ -20,8 +20,8 @@
 #   start spot,hf-compiled:max:0/2 spot,hf-compiled:max:1/2 spot,hf-compiled:max:... -
 # A later call may start a worker on a GPU without one (vLLM's, once the bundle is installed
 # and on PYTHONPATH), or stop some: `stop 2 3`, then `start - - vllm:max vllm-eager:max`.
-# B = 1 jobs only with one job list: they are bound by the host's CPU, which other GPUs' work
-# shares ("spot" holds two B = 1 points too: on a busy host they measure the host).
+# B = 1 jobs and replays only with one job list: they are bound by the host's CPU, which other
+# GPUs' work shares ("spot" holds two B = 1 points too: on a busy host they measure the host).
 # Every GPU sweeps into its own copy of the card's store (src/infergy/profiles/
 # llama-3.1-8b-<h100|h200>.db); each command ends with a snapshot in $OUT: the copies merged
 # into llama-3.1-8b-<card>.db, the spot checks into spot-check-<card>.db, all logs in
@@ -150,9 +150,13 @@ case "$command" in
     done
     # B = 1 is bound by the launching CPU: beside other GPUs' work (torch.compile's compile
     # workers above all) it measured 5-30% more energy per token (docs/measurements.md).
-    if [ "$busy" -gt 1 ] && [[ " $* $(pgrep -af 'profile-gpus.sh worker') " =~ (:1[:,\ ]|\.yaml) ]]
+    # Replays hold small batches too: hf-eager's, beside vLLM on the other GPU, took 2-4
+    # times as long a step as alone.
+    if [ "$busy" -gt 1 ] &&
+      [[ " $* $(pgrep -af 'profile-gpus.sh worker') " =~ (:1[:,\ ]|\.yaml|replay:|online:) ]]
     then
-      echo "profile-gpus: B = 1 jobs run alone on their host (no other GPU busy)" >&2; exit 2
+      echo "profile-gpus: B = 1 jobs and replays run alone on their host (no other GPU busy)" >&2
+      exit 2
     fi
     if [ ! -d "$dir/code" ] || [ -n "${REFRESH:-}" ]; then
       mkdir -p "$dir/code"
