@@ -295,6 +295,9 @@ def test_the_command_serves_in_process_with_hf_paged(tmp_path):
     result = json.loads(row["result"])
     assert result["completed"] == 3 and result["server"]["in_process"] == "hf-paged"
     assert result["engine"] == "in-process hf-paged" and row["batching"] == "concurrency 2"
+    # what the report pairs it by: the server's engine and which requests ran
+    assert result["served_by"] == "hf-paged"
+    assert result["selection"] == {"sample": None, "seed": 0}
 
 
 def test_a_real_openai_compatible_server_transformers_serve(tmp_path, make_meter, monkeypatch):

@@ -174,6 +174,7 @@ def test_the_command_replays_both_batchings_with_the_profiles_batch_and_records_
     assert res.exit_code == 0, res.output
     results = json.loads(res.stdout[res.stdout.index("["):])
     assert [r["batching"] for r in results] == ["binned", "natural"]
+    assert all(r["selection"] == {"sample": None, "seed": 0} for r in results)
     binned_r, natural = results
     assert [b["size"] for b in binned_r["batches"]] == [2, 2, 1, 1]  # the profile's B = 2
     assert [b["size"] for b in natural["batches"]] == [2, 2, 2]  # its smallest B

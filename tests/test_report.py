@@ -159,17 +159,23 @@ def test_replays_get_their_own_section_offline_against_the_estimate_and_online(t
                "status": "ok", "energy_j": 100.0, "j_per_output_token": 0.5, "time_s": 2.0,
                "estimate": {"binned_j": 120.0, "errors": {"binned": 0.2,
                                                           "interpolated": -0.05}}}
+    offline["selection"] = {"sample": 6, "seed": 0}
     online = {**offline, "mode": "online", "batching": "poisson 4/s", "engine": "h:8000",
-              "j_per_output_token": 0.4,
+              "served_by": "hf-eager", "j_per_output_token": 0.4,
               "completed": 5, "throughput_tok_s": 300.0, "latency": {
                   "ttft_s": {"p50": 0.05, "p99": 0.2}, "tpot_s": {"p50": 0.01}},
               "steady": {"j_per_output_token": 0.4}}
+    # Not compared: another engine's server, an --endpoint's (engine unknown), another seed.
+    others = [{**online, "served_by": "vllm", "j_per_output_token": 0.3},
+              {**online, "served_by": None, "j_per_output_token": 0.3},
+              {**online, "selection": {"sample": 6, "seed": 1}, "j_per_output_token": 0.3}]
     with Store(tmp_path / "r.db") as store:
         run = store.start_run(device="GPU-x", meta={"gpus": [{"model": GPU}]}, spec=None)
-        store.add_replay(run, "GPU-x", offline)
-        store.add_replay(run, "GPU-x", online)
+        for replay in (offline, online, *others):
+            store.add_replay(run, "GPU-x", replay)
     html = build_report([tmp_path / "r.db"], [], tmp_path / "out").read_text()
     assert "Offline replays" in html and "+20.0%" in html and "-5.0%" in html
     assert "Online serving" in html and "poisson 4/s" in html and "5 of 6" in html
     # Both replayed the same 6 requests of one trace on one card: compared, online -20%.
-    assert "Online against offline" in html and "-20.0%" in html
+    assert "Online against offline" in html and "-20.0%" in html and "-40.0%" not in html
+    assert "hf-eager (--serve)" in html and "vllm (--serve)" in html and "h:8000" in html

@@ -138,7 +138,7 @@ def replay(
             ReplayError) as e:
         raise _fail(str(e)) from None
     if mode == "online":
-        return _online(workload, requests, spec, serving, seed, db, idle_s, as_json)
+        return _online(workload, requests, spec, serving, sample, seed, db, idle_s, as_json)
     try:
         stores = profile or shipped_profiles()  # a missing one: the store's own error
         prof, why_none = None, None
@@ -208,6 +208,7 @@ def replay(
                                        seed=seed, progress=lambda n, total, k=kind: st.update(
                                            f"infergy: {k} replay, batch {n} of {total}"))
                 r.estimate = estimator.compare(r) if estimator else {"none": why_none}
+                r.selection = {"sample": sample, "seed": seed}
                 results.append(r)
                 if store is not None:
                     store.add_replay(run, device_identity(r.provenance), r.to_dict())
@@ -228,8 +229,8 @@ def replay(
         raise typer.Exit(1)
 
 
-def _online(workload, requests, spec, serving: dict, seed: int, db: Path | None,
-            idle_s: float, as_json: bool) -> None:
+def _online(workload, requests, spec, serving: dict, sample: int | None, seed: int,
+            db: Path | None, idle_s: float, as_json: bool) -> None:
     """`--mode online`: the requests sent to the endpoint, this host's GPUs measured."""
     import contextlib
     import os
@@ -323,6 +324,7 @@ def _online(workload, requests, spec, serving: dict, seed: int, db: Path | None,
                 steady_inflight=s["steady_inflight"],
                 progress=lambda n, total: st.update(
                     f"infergy: serving {workload.name} ({label}): {n} of {total} answered"))
+        result.selection, result.served_by = {"sample": sample, "seed": seed}, s["serve"]
         if s["serve"] == "hf-paged":
             result.server = {"in_process": "hf-paged", "start_energy_j": started.energy_j,
                              "start_time_s": started.duration_s}

@@ -228,6 +228,8 @@ class OnlineResult(ReplayFigures):
     latency: dict = field(default_factory=dict)  # ttft/tpot/itl/e2e -> p50, p90, p99 (s)
     steady: dict | None = None  # the steady-state window's figures, or why there is none
     server: dict | None = None  # a server infergy started: its command, start-up time, energy
+    served_by: str | None = None  # that server's engine (vllm, vllm-eager, hf-paged); None
+    # for an --endpoint, whose engine infergy cannot know
     request_form: dict = field(default_factory=dict)  # what the server took: fields (vllm:
     # lengths enforced; openai: a request may end early) and prompt (token ids or text)
     records: list[RequestRecord] = field(default_factory=list)

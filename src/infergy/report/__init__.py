@@ -130,7 +130,8 @@ def _replay_section(stores: list[Path]) -> Section | None:
                 r = json.loads(row["result"])
                 gpu = gpus.get(row["run_id"]) or "-"
                 if r.get("status") == "ok" and r.get("j_per_output_token") is not None:
-                    key = (r["trace"], r["model"], r["requests"], gpu)
+                    key = (r["trace"], r["model"], r["requests"],
+                           json.dumps(r.get("selection"), sort_keys=True), gpu)
                     by_requests.setdefault(key, []).append(r)
                 j = _num(r.get("energy_j"), "{:.4g}")
                 per_token = _num(r.get("j_per_output_token"), "{:.3g}")
@@ -146,7 +147,7 @@ def _replay_section(stores: list[Path]) -> Section | None:
                     lat = r.get("latency") or {}
                     ttft, tpot = lat.get("ttft_s") or {}, lat.get("tpot_s") or {}
                     steady = r.get("steady") or {}
-                    online.append([r["trace"], r["model"], r["engine"], r["batching"],
+                    online.append([r["trace"], r["model"], _server(r), r["batching"],
                                    f"{r['completed']} of {r['requests']}", j, per_token,
                                    _num(r.get("throughput_tok_s"), "{:.4g}"),
                                    _num(ttft.get("p50"), "{:.3f}"), _num(ttft.get("p99"),
@@ -164,16 +165,18 @@ def _replay_section(stores: list[Path]) -> Section | None:
         sec.tables.append({"title": "Offline replays", "columns": [
             "trace", "model", "engine", "batching", "requests", "measured J", "J/tok",
             "estimate J", "error", "interp. error", "GPU"], "rows": offline})
-    versus = [[trace, model, str(n), f"{o['engine']} ({o['batching']})",
+    # The study's comparison holds one engine: a server infergy started (its engine known)
+    # against the offline replay of the same requests on that engine.
+    versus = [[trace, model, str(n), f"{_server(o)} ({o['batching']})",
                f"{f['engine']} ({f['batching']})", f"{o['j_per_output_token']:.3g}",
                f"{f['j_per_output_token']:.3g}",
                f"{o['j_per_output_token'] / f['j_per_output_token'] - 1:+.1%}", gpu]
-              for (trace, model, n, gpu), runs in sorted(by_requests.items())
+              for (trace, model, n, _, gpu), runs in sorted(by_requests.items())
               for o in runs if o["mode"] == "online"
-              for f in runs if f["mode"] == "offline"]
+              for f in runs if f["mode"] == "offline" and o.get("served_by") == f["engine"]]
     if versus:
         sec.tables.append({"title": "Online against offline, the same requests on the same "
-                                    "card (the study's comparison)", "columns": [
+                                    "card and engine (the study's comparison)", "columns": [
             "trace", "model", "requests", "online", "offline", "online J/tok",
             "offline J/tok", "online against offline", "GPU"], "rows": versus})
     if online:
@@ -181,6 +184,12 @@ def _replay_section(stores: list[Path]) -> Section | None:
             "trace", "model", "server", "arrivals", "completed", "J", "J/tok", "tok/s",
             "TTFT p50 s", "TTFT p99 s", "TPOT p50 s", "steady J/tok", "GPU"], "rows": online})
     return sec
+
+
+def _server(online: dict) -> str:
+    """An online replay's server: the engine infergy started, or the endpoint given."""
+    served_by = online.get("served_by")
+    return f"{served_by} (--serve)" if served_by else online["engine"]
 
 
 def _num(value, fmt: str) -> str:
