@@ -65,7 +65,7 @@ class VLLM(Engine):
         self.settings = {k: v for k, v in settings.items() if k != "model"}
         # vLLM forks its engine core unless CUDA is initialized here, and torch's device
         # count (torch.cuda.is_available) already makes a forked child unable to use CUDA
-        # without initializing it: spawn, always (infergy's __main__ is guarded for it).
+        # without initializing it: spawn, always.
         os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
         try:
             self.llm = vllm.LLM(**settings)
