@@ -63,9 +63,9 @@ class VLLM(Engine):
         }
         settings.update(options)
         self.settings = {k: v for k, v in settings.items() if k != "model"}
-        # vLLM forks its engine core unless CUDA is initialized here, and torch's device
-        # count (torch.cuda.is_available) already makes a forked child unable to use CUDA
-        # without initializing it: spawn, always.
+        # vLLM forks its engine core unless torch has initialized CUDA here, but torch's
+        # device count (torch.cuda.is_available, asked before an engine loads) already leaves
+        # a forked child unable to use CUDA: spawn, always.
         os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
         try:
             self.llm = vllm.LLM(**settings)
