@@ -92,6 +92,18 @@ def test_measure_with_vllm_on_a_cpu_machine_says_why_it_cannot():
     no_traceback(result)
 
 
+@pytest.mark.parametrize(("engine", "tp", "says"), [
+    ("hf-eager", "2", "error: --tp 2: engine hf-eager runs on one GPU"),
+    ("vllm", "3", "error: --tp 3 does not divide llama-3.1-8b's 32 attention heads"),
+])
+def test_measure_refuses_a_tp_that_cannot_run_before_any_work(engine, tp, says):
+    result = infergy("measure", "--model", "llama-3.1-8b", "--engine", engine, "--tp", tp,
+                     "--idle-s", "0")
+    assert result.returncode == 2
+    assert says in flat(result.stderr)
+    no_traceback(result)
+
+
 def test_models_lists_the_catalog():
     result = infergy("models")
     assert result.returncode == 0, result.stderr

@@ -45,7 +45,7 @@ def test_dry_run_prints_the_plan_and_measures_nothing(tmp_path):
 def test_dry_run_counts_what_the_store_already_has_for_this_device(tmp_path, monkeypatch):
     import infergy.sweep.worker as worker
 
-    monkeypatch.setattr(worker, "local_device", lambda: DEVICE)
+    monkeypatch.setattr(worker, "local_device", lambda tp=1: DEVICE)
     write_store(tmp_path / "r.db", batches=(1,))
     spec = tmp_path / "s.yaml"
     spec.write_text("models: [tiny]\ninput_tokens: [8]\noutput_tokens: [4]\n"

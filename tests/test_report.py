@@ -179,3 +179,35 @@ def test_replays_get_their_own_section_offline_against_the_estimate_and_online(t
     # Both replayed the same 6 requests of one trace on one card: compared, online -20%.
     assert "Online against offline" in html and "-20.0%" in html and "-40.0%" not in html
     assert "hf-eager (--serve)" in html and "vllm (--serve)" in html and "h:8000" in html
+
+
+def test_tensor_parallel_points_get_their_own_section_and_stay_out_of_one_gpus(tmp_path):
+    db = write_store(tmp_path / "r.db")
+    with Store(db) as store:
+        run = store.start_run(device="GPU-x,GPU-y", meta={"gpus": [{"model": GPU}] * 2},
+                              spec=None)
+        for tp, time_s, shares in ((2, 0.3, {"gpu0": 95.0, "gpu1": 105.0}),
+                                   (4, 0.2, {f"gpu{g}": 62.5 for g in range(4)})):
+            point = {"model": "llama-3.1-8b", "engine": "vllm", "batch": 1,
+                     "input_tokens": 512, "output_tokens": 64, "decoding": "greedy", "tp": tp,
+                     "dtype": "bfloat16"}
+            energy = sum(shares.values())
+            store.add_point(run, "GPU-x,GPU-y", {
+                "point": point, "status": "ok", "energy_j": energy, "time_s": time_s,
+                "j_per_output_token": energy / 64, "gpu_energy_j": shares,
+                "provenance": {"versions": {"torch": "2.11.0"}}},
+                engine_options="{}", batch_requested=1)
+    points = load_points([db])
+    assert sorted(points.tp.unique()) == [1, 2, 4]
+    html = build_report([db], ["translation"], tmp_path / "out").read_text()
+    section = html[html.index("Tensor parallelism"):]
+    assert "tensor-parallel.png" in section
+    # vllm B = 1, I = 512, O = 64 at TP 1 took 0.64 s and 0.05 * 512 + 2 * 64 = 153.6 J
+    assert "-53.1%" in section and "+30.2%" in section  # TP 2: 0.3 s, 200 J
+    assert "-68.8%" in section and "+62.8%" in section  # TP 4: 0.2 s, 250 J
+    assert "gpu0 95, gpu1 105" in section
+    # One GPU's figures and the estimate hold TP 1 only: the heatmap of vllm is unchanged.
+    one_gpu = build_report([write_store(tmp_path / "s.db")], [], tmp_path / "one")
+    assert (tmp_path / "out" / "heatmap-vllm.svg").read_text().count("<path") == \
+        (tmp_path / "one" / "heatmap-vllm.svg").read_text().count("<path")
+    assert one_gpu.read_text().count("Tensor parallelism") == 0

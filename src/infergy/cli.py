@@ -296,6 +296,9 @@ def measure(
                                         help="A local checkpoint directory instead of random "
                                              "weights."),
     seed: int = typer.Option(0, "--seed"),
+    tp: int = typer.Option(1, "--tp", help="Tensor parallelism: split the model over the "
+                                           "first N visible GPUs (vllm, vllm-eager); "
+                                           "every one of them is measured."),
     idle_s: float = typer.Option(5.0, "--idle-s", min=0, help="Idle power measured first (s)."),
     engine_option: list[str] | None = typer.Option(None, "--engine-option",
                                                    help="key=value passed to the engine."),
@@ -311,15 +314,18 @@ def measure(
     from infergy.decoding import Decoding, DecodingError
     from infergy.engines import EngineError, UnknownEngineError, engine_class
     from infergy.models import UnknownModelError, get_model
+    from infergy.parallel import ParallelError
 
     try:
         decoding = _decoding(decoding, draft, lookahead, acceptance)
-        point = Point(model, engine, batch, input_tokens, output_tokens, decoding, dtype=dtype)
+        point = Point(model, engine, batch, input_tokens, output_tokens, decoding, tp=tp,
+                      dtype=dtype)
         spec = get_model(model)
         engine_cls = engine_class(engine)
         engine_cls.check_support(spec, validate_point(point, spec))  # before meter and model
+        _check_tp(tp, spec, engine_cls)
     except (UnknownModelError, UnknownEngineError, DecodingError, PointError,
-            EngineError) as e:
+            EngineError, ParallelError) as e:
         raise _fail(str(e)) from None
     options = _options(engine_option)
     if draft_weights is not None:
@@ -335,13 +341,13 @@ def measure(
     from infergy.meter import open_meter
 
     with err.status(f"infergy: measuring idle power for {idle_s:g} s ..."):
-        m = open_meter(idle_s=idle_s)
+        m = open_meter(limit=tp if device == "cuda" else None, idle_s=idle_s)
     with m:
         for u in m.unavailable:
             err.print(f"[dim]infergy: not measurable: {u.what}: {u.reason}[/]")
         try:
             eng = engine_cls(spec, device=device, dtype=dtype, seed=seed, weights=weights,
-                             options=options)
+                             options=options, tp=tp)
             eng.check_decoding(Decoding.parse(decoding))
             with err.status(f"infergy: loading {model} in {engine} ..."), \
                     m.window("load") as load:
@@ -373,6 +379,14 @@ def measure(
         _print_point(result, load_phase, device)
     if result.status != "ok":
         raise typer.Exit(1)
+
+
+def _check_tp(tp: int, spec, engine_cls) -> None:
+    """--tp against the engine, the model's heads and this host's GPUs, before any work."""
+    from infergy.parallel import check_tp, check_tp_gpus
+
+    check_tp(tp, spec, engine=engine_cls.name, supports_tp=engine_cls.supports_tp)
+    check_tp_gpus(tp)
 
 
 def _torch_device(device: str) -> str:
@@ -411,7 +425,8 @@ def _print_point(r, load: dict, device: str) -> None:
     from infergy.decoding import Decoding
 
     p = r.point
-    out.print(f"\n[bold]{p.model}[/] on [bold]{p.engine}[/] ({device}), {p.decoding}: "
+    gpus = f", TP {p.tp}" if p.tp > 1 else ""
+    out.print(f"\n[bold]{p.model}[/] on [bold]{p.engine}[/] ({device}{gpus}), {p.decoding}: "
               f"B={p.batch}, I={p.input_tokens}, O={p.output_tokens}, "
               f"{len(r.repeats)} repeats (medians)")
     if r.status != "ok":
@@ -427,6 +442,8 @@ def _print_point(r, load: dict, device: str) -> None:
         ("  prefill", _fmt(r.prefill_energy_j, "J"), r.prefill_method),
         ("  decode", _fmt(r.decode_energy_j, "J"), "request - prefill"
          if r.prefill_method != "window" else "window"),
+        *((f"  {gpu}", _fmt(j, "J"), "") for gpu, j in r.gpu_energy_j.items()
+          if len(r.gpu_energy_j) > 1),
         ("  above idle", _fmt(r.active_energy_j, "J"), ""),
         ("J per output token", _fmt(r.j_per_output_token, "J"), ""),
         ("J per request", _fmt(r.j_per_request, "J"), ""),

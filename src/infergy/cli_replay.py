@@ -45,6 +45,10 @@ def replay(
     time_col: str | None = typer.Option(None, "--time-col", help="Arrival time column."),
     device: str = typer.Option("auto", "--device", help="auto, cuda or cpu."),
     dtype: str = typer.Option("bfloat16", "--dtype"),
+    tp: int | None = typer.Option(None, "--tp", help="Tensor parallelism: the model over the "
+                                  "first N visible GPUs (offline: vllm, vllm-eager; online: "
+                                  "--serve vllm), those measured. With --endpoint: measure "
+                                  "the first N (default: every visible GPU)."),
     idle_s: float = typer.Option(5.0, "--idle-s", min=0, help="Idle power measured first (s)."),
     engine_option: list[str] | None = typer.Option(None, "--engine-option",
                                                    help="key=value passed to the engine."),
@@ -93,7 +97,7 @@ def replay(
                "served_model": served_model, "rate": rate,
                "concurrency": concurrency, "time_scale": time_scale,
                "max_requests": max_requests, "duration": duration, "timeout": timeout,
-               "api_key_env": api_key_env, "steady_inflight": steady_inflight}
+               "api_key_env": api_key_env, "steady_inflight": steady_inflight, "tp": tp}
     from infergy.bench.replay import (
         BATCHINGS,
         ReplayError,
@@ -107,6 +111,7 @@ def replay(
     from infergy.estimate import EstimateError, MissingPoints, load_profile, shipped_profiles
     from infergy.estimate.hardware import UnknownGpuError
     from infergy.models import UnknownModelError, get_model
+    from infergy.parallel import ParallelError, check_tp, check_tp_gpus
     from infergy.store import Store, StoreError
     from infergy.workloads import BinGrid, TraceError, get_trace
 
@@ -121,6 +126,13 @@ def replay(
         engine_cls = engine_class(engine)
         if mode == "offline":  # online, the server is the engine
             engine_cls.check_support(spec, decoding)
+        server_cls = engine_class(serve) if serve in ("vllm", "vllm-eager") else None
+        runs = engine_cls if mode == "offline" else server_cls
+        if runs is not None:
+            check_tp(tp or 1, spec, engine=runs.name, supports_tp=runs.supports_tp)
+        elif tp not in (None, 1) and serve is not None:  # hf-paged, in process
+            check_tp(tp, spec, engine=serve, supports_tp=False)
+        check_tp_gpus(tp or 1)
         workload = get_trace(trace, fmt=fmt, input_col=input_col, output_col=output_col,
                              time_col=time_col)
         grid = BinGrid.named("paper")
@@ -135,7 +147,7 @@ def replay(
             raise ReplayError(f"{empty} of the requests have no input or no output tokens: "
                               f"drop them from {trace}")
     except (UnknownModelError, UnknownEngineError, EngineError, TraceError,
-            ReplayError) as e:
+            ReplayError, ParallelError) as e:
         raise _fail(str(e)) from None
     if mode == "online":
         return _online(workload, requests, spec, serving, sample, seed, db, idle_s, as_json)
@@ -178,7 +190,7 @@ def replay(
     from infergy.sweep.worker import device_identity
 
     with err.status(f"infergy: measuring idle power for {idle_s:g} s ..."):
-        m = open_meter(idle_s=idle_s)
+        m = open_meter(limit=(tp or 1) if device == "cuda" else None, idle_s=idle_s)
     results = []
     with m:
         for u in m.unavailable:
@@ -189,7 +201,7 @@ def replay(
                       f"runs on {', '.join(sorted(cards))}: the estimate's error mixes the "
                       f"cards[/]")
         try:
-            eng = engine_cls(spec, device=device, dtype=dtype, options=options)
+            eng = engine_cls(spec, device=device, dtype=dtype, options=options, tp=tp or 1)
             with err.status(f"infergy: loading {model} in {engine} ..."):
                 eng.load()
         except (EngineError, OSError, ValueError) as e:
@@ -208,7 +220,7 @@ def replay(
                                        seed=seed, progress=lambda n, total, k=kind: st.update(
                                            f"infergy: {k} replay, batch {n} of {total}"))
                 r.estimate = estimator.compare(r) if estimator else {"none": why_none}
-                r.selection = {"sample": sample, "seed": seed}
+                r.selection, r.tp = {"sample": sample, "seed": seed}, tp or 1
                 results.append(r)
                 if store is not None:
                     store.add_replay(run, device_identity(r.provenance), r.to_dict())
@@ -282,8 +294,11 @@ def _online(workload, requests, spec, serving: dict, sample: int | None, seed: i
         store = Store(db) if db is not None else None  # before any request
     except (ServeError, StoreError) as e:
         raise _fail(str(e)) from None
+    # The GPUs measured: a server started here uses the first --tp (1); one given by
+    # --endpoint, the first --tp where given, else every visible GPU (its own are unknown).
+    limit = s["tp"] if s["serve"] is None else s["tp"] or 1
     with err.status(f"infergy: measuring idle power for {idle_s:g} s ..."):
-        m = open_meter(idle_s=idle_s)
+        m = open_meter(limit=limit, idle_s=idle_s)
     with m, contextlib.ExitStack() as stack:
         for u in m.unavailable:
             err.print(f"[dim]infergy: not measurable: {u.what}: {u.reason}[/]")
@@ -303,7 +318,7 @@ def _online(workload, requests, spec, serving: dict, sample: int | None, seed: i
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="infergy-")))
             command = vllm_server(spec, kind=s["serve"], port=int(s["endpoint"].rsplit(
                 ":", 1)[1]), served_name=endpoint.model, weights=s["weights"], folder=folder,
-                max_model_len=longest)
+                max_model_len=longest, tp=s["tp"] or 1)
             log = Path(tempfile.mkstemp(prefix="infergy-server-", suffix=".log")[1])
             window = m.start("server start")
             try:
@@ -325,6 +340,7 @@ def _online(workload, requests, spec, serving: dict, sample: int | None, seed: i
                 progress=lambda n, total: st.update(
                     f"infergy: serving {workload.name} ({label}): {n} of {total} answered"))
         result.selection, result.served_by = {"sample": sample, "seed": seed}, s["serve"]
+        result.tp = len(m.gpus) if s["serve"] is None else s["tp"] or 1
         if s["serve"] == "hf-paged":
             result.server = {"in_process": "hf-paged", "start_energy_j": started.energy_j,
                              "start_time_s": started.duration_s}

@@ -49,6 +49,9 @@ def sweep(
                                   help="What counts as already measured: points of this card "
                                        "(card), or of any card of its model (model: one "
                                        "profile over several machines of one kind)."),
+    tp: int | None = typer.Option(None, "--tp", help="Tensor parallelism, replacing the "
+                                                     "spec's: the model over the first N "
+                                                     "visible GPUs (vllm, vllm-eager)."),
     shard: str | None = typer.Option(None, "--shard", metavar="K/N",
                                      help="Measure every N-th point from the K-th (0-based): "
                                           "N processes, one per GPU, share the sweep; merge "
@@ -62,8 +65,10 @@ def sweep(
 
     try:
         spec = load_spec(spec_file)
-        if model or engine or batch:
+        if model or engine or batch or tp is not None:
             data = dict(spec.raw)
+            if tp is not None:
+                data["tp"] = tp
             if model:
                 data["models"] = model
             if engine:
@@ -83,6 +88,12 @@ def sweep(
         _print_plan(spec, db, resume_by)
         return
     device = _device(device)
+    from infergy.parallel import ParallelError, check_tp_gpus
+
+    try:
+        check_tp_gpus(spec.tp)
+    except ParallelError as e:
+        raise _fail(str(e)) from None
     from infergy.sweep import SweepError, run_sweep
 
     with _open_store(db) as store, _SweepProgress(len(spec.tasks())) as view:
@@ -130,7 +141,7 @@ def _print_plan(spec, db: Path, resume_by: str = "card") -> None:
     from infergy.sweep.worker import local_device
 
     store = _open_store(db, create=False) if db.is_file() else None
-    device, card = local_device(), None
+    device, card = local_device(spec.tp), None
     if resume_by == "model" and store is not None:
         # Planned from any machine: the card model is the store's (one, or say which).
         names = sorted({r["gpu_name"] for r in store.runs() if r["gpu_name"]})
@@ -140,7 +151,8 @@ def _print_plan(spec, db: Path, resume_by: str = "card") -> None:
                         f"with --resume-by model needs a store of one")
         card = names[0] if names else None
     plan = describe_plan(spec, store, device, gpu_name=card)
-    table = Table(title=f"Plan of {spec.source} on {card or device}", title_justify="left")
+    gpus = f" at TP {spec.tp}" if spec.tp > 1 else ""
+    table = Table(title=f"Plan of {spec.source} on {card or device}{gpus}", title_justify="left")
     for col in ("model", "engine", "decoding", "B", "I", "O", "status", "rough time"):
         table.add_column(col)
     for row in plan:

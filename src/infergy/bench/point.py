@@ -94,6 +94,7 @@ class Repeat:
     failed: bool = False
     energy_reason: str | None = None  # why energy is None
     decoding_stats: dict = field(default_factory=dict)  # the engine's (speculative: acceptance)
+    gpu_energy_j: dict = field(default_factory=dict)  # each measured GPU's share of the request
 
 
 @dataclass
@@ -132,6 +133,10 @@ class PointResult:
     # Speculative decoding: rounds, proposed and accepted tokens summed over the repeats, and
     # the acceptance observed (with a controlled acceptance: the rate actually drawn).
     decoding_stats: dict = field(default_factory=dict)
+    # Each measured GPU's energy (median over the repeats; several with --tp), summing to
+    # about `energy_j`, and how many GPUs were measured.
+    gpu_energy_j: dict = field(default_factory=dict)
+    gpus_measured: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -182,7 +187,8 @@ def measure_point(engine: Engine, point: Point, meter: Meter, *, repeats: int = 
         raise PointError(f"repeats must be at least 1, got {repeats}")
     decoding = validate_point(point, engine.spec)
     engine.check_decoding(decoding)
-    result = PointResult(point=point, status="ok", provenance=run_metadata(meter))
+    result = PointResult(point=point, status="ok", provenance=run_metadata(meter),
+                         gpus_measured=len(meter.gpus))
     batch, output_tokens = point.batch, point.output_tokens
     if prompts is None:
         prompts = make_prompts(engine.spec, batch, point.input_tokens, seed=seed)
@@ -295,6 +301,7 @@ def _one_repeat(engine, meter, prompts, output_tokens, decoding, open_windows,
         avg_power_w=request_m.avg_power_w, method=request_m.method,
         warnings=(*request_m.warnings, *notes), failed=request_m.failed,
         energy_reason=request_m.reason, decoding_stats=gen.stats,
+        gpu_energy_j={d.device: d.energy_j for d in request_m.devices if d.kind == "gpu"},
     )
 
 
@@ -314,6 +321,8 @@ def _summarize(result: PointResult) -> None:
     result.prefill_method = reps[0].prefill.method
     result.meter_method = reps[0].method
     result.energy_reason = reps[0].energy_reason
+    result.gpu_energy_j = {gpu: _median(r.gpu_energy_j.get(gpu) for r in reps)
+                           for gpu in reps[0].gpu_energy_j}
     tokens = p.batch * p.output_tokens
     if result.energy_j is not None:
         result.j_per_output_token = result.energy_j / tokens

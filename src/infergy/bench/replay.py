@@ -127,6 +127,7 @@ class ReplayFigures:
     j_per_output_token: float | None = None
     j_per_request: float | None = None
     energy_reason: str | None = None
+    tp: int = 1  # GPUs the model ran over (online through an --endpoint: GPUs measured)
     selection: dict = field(default_factory=dict)  # which of the trace's requests: sample
     # (N, or None for every request inside the bins) and seed; replays of one trace with the
     # same selection ran the same requests

@@ -117,7 +117,7 @@ class ServerProcess:
 
 def vllm_server(spec, *, kind: str = "vllm", port: int, served_name: str,
                 weights: Path | None = None, dtype: str = "bfloat16",
-                max_model_len: int | None = None, folder: Path) -> list[str]:
+                max_model_len: int | None = None, folder: Path, tp: int = 1) -> list[str]:
     """The command of vLLM's OpenAI server for a catalog model: random weights (vLLM's dummy
     load format over the catalog's config, written to `folder` with a synthetic tokenizer) or
     a checkpoint; `vllm-eager` without CUDA graphs or compile."""
@@ -131,6 +131,8 @@ def vllm_server(spec, *, kind: str = "vllm", port: int, served_name: str,
                "--served-model-name", served_name, "--host", "127.0.0.1", "--port", str(port),
                "--dtype", dtype, "--seed", "0", "--max-model-len",
                str(max_model_len or min(spec.max_context, 8192)), *extra]
+    if tp > 1:
+        command += ["--tensor-parallel-size", str(tp)]
     return command + (["--enforce-eager"] if kind == "vllm-eager" else [])
 
 

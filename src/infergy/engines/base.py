@@ -44,11 +44,15 @@ class Engine(ABC):
     # get windows of their own; False: the runner measures prefill by a run with 1 token.
     first_token_hook: ClassVar[bool] = False
     needs_gpu: ClassVar[bool] = False
+    supports_tp: ClassVar[bool] = False  # runs over several GPUs (tensor parallelism)
 
     def __init__(self, spec: ModelSpec, *, device: str, dtype: str = "bfloat16", seed: int = 0,
-                 weights: Path | None = None, options: dict | None = None):
+                 weights: Path | None = None, options: dict | None = None, tp: int = 1):
         if device != "cuda" and self.needs_gpu:
             raise EngineError(f"engine {self.name} needs a CUDA GPU; none is visible here")
+        if tp != 1 and not self.supports_tp:
+            raise EngineError(f"engine {self.name} runs on one GPU, not --tp {tp}")
+        self.tp = tp  # GPUs the model is split over (the first `tp` visible ones)
         self.spec = spec
         self.device = device
         self.dtype = dtype

@@ -27,6 +27,7 @@ class VLLM(Engine):
     name = "vllm"
     description = "vLLM offline, CUDA graphs and torch.compile (the study's optimized engine)"
     needs_gpu = True
+    supports_tp = True
     enforce_eager = False
 
     def load(self) -> None:
@@ -48,6 +49,7 @@ class VLLM(Engine):
             "dtype": self.dtype,
             "seed": self.seed,
             "enforce_eager": self.enforce_eager,
+            "tensor_parallel_size": self.tp,
             "skip_tokenizer_init": self.weights is None,
             "gpu_memory_utilization": float(options.pop("gpu_memory_utilization", 0.9)),
             # The study's longest bin is 8,192 + 512 tokens; the KV cache is sized by memory,
@@ -109,11 +111,11 @@ class VLLM(Engine):
         from infergy.models.flops import kv_cache_bytes_per_token, weight_bytes
         from infergy.models.memory import batch_that_fits
 
-        total = self._total_gpu_bytes() * self.settings["gpu_memory_utilization"]
-        kv_space = total - weight_bytes(self.spec) - 2 * 2**30  # activations, graphs
+        total = self.tp * self._total_gpu_bytes() * self.settings["gpu_memory_utilization"]
+        kv_space = total - weight_bytes(self.spec) - self.tp * 2 * 2**30  # activations, graphs
         per = kv_cache_bytes_per_token(self.spec) * (input_tokens + output_tokens)
         return min(batch_that_fits(kv_space, per), limit), {
-            "method": "memory model: vLLM's share of the card less the weights and 2 GiB",
+            "method": "memory model: vLLM's share of the cards less the weights and 2 GiB each",
             "max_num_seqs": limit}
 
     @staticmethod

@@ -62,14 +62,15 @@ class Profile:
 def load_profile(stores: list[Path], model: str, engine: str, gpu: str | None = None,
                  decoding: str = "greedy") -> Profile:
     """The newest ok B = max point of each (I, O) for this model and engine in the stores,
-    on one GPU (`gpu`: a hardware.py name or an NVML name; None: the only one there)."""
+    on one GPU (`gpu`: a hardware.py name or an NVML name; None: the only one there), the
+    model on that GPU alone (TP 1: the estimate is of one GPU's work)."""
     from infergy.store import Store
 
     found: dict[str, dict[tuple[int, int], dict]] = {}
     for path in stores:
         with Store(path, create=False) as store:
             gpus = {r["id"]: r["gpu_name"] for r in store.runs()}
-            for p in store.points(model=model, engine=engine, decoding=decoding,
+            for p in store.points(model=model, engine=engine, decoding=decoding, tp=1,
                                   engine_options="{}", batch_requested="max", status="ok"):
                 if p["energy_j"] is None:  # measured where no energy sensor could be read
                     continue

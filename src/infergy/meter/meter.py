@@ -206,6 +206,7 @@ class Meter:
 def open_meter(
     gpus: Sequence[int] | None = None,
     *,
+    limit: int | None = None,
     cpu: bool = True,
     idle_s: float = DEFAULT_IDLE_S,
     sample_period_s: float | None = DEFAULT_SAMPLE_PERIOD_S,
@@ -215,9 +216,10 @@ def open_meter(
     """A Meter over this machine's sensors, its idle power measured for `idle_s` seconds.
 
     `gpus` are NVML indices; by default the GPUs this process can use (CUDA_VISIBLE_DEVICES,
-    matched by UUID). `cpu` adds RAPL package and DRAM zones where readable. Sensors that
-    cannot be read are listed in `meter.unavailable` with the reason; a meter with no sensor
-    still measures time. `idle_s=0` skips the idle measurement (no energy above idle then).
+    matched by UUID), the first `limit` of them where given. `cpu` adds RAPL package and
+    DRAM zones where readable. Sensors that cannot be read are listed in `meter.unavailable`
+    with the reason; a meter with no sensor still measures time. `idle_s=0` skips the idle
+    measurement (no energy above idle then).
     """
     from infergy.meter import nvml, rapl
 
@@ -227,7 +229,8 @@ def open_meter(
     on_close = None
     reason = nvml.nvml_init()
     if reason is None:
-        found, missing, warnings = nvml.nvml_gpus(list(gpus) if gpus is not None else None)
+        found, missing, warnings = nvml.nvml_gpus(list(gpus) if gpus is not None else None,
+                                                  limit)
         sensors += found
         unavailable += missing
         on_close = nvml.nvml_shutdown

@@ -215,25 +215,42 @@ def device_count() -> int:
         return 0
 
 
+def _devices() -> tuple[list[str], list[str]]:
+    """The UUIDs and models of every GPU NVML lists, by NVML index (NVMLError if it cannot)."""
+    handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+    return ([pynvml.nvmlDeviceGetUUID(h) for h in handles],
+            [pynvml.nvmlDeviceGetName(h) for h in handles])
+
+
+def visible_gpu_indices() -> list[int]:
+    """The NVML indices of the GPUs this process can use, in CUDA's order (empty where NVML
+    cannot list them). Call `nvml_init` first."""
+    try:
+        uuids, names = _devices()
+    except pynvml.NVMLError:
+        return []
+    return visible_devices(os.environ.get("CUDA_VISIBLE_DEVICES"), uuids, names)[0]
+
+
 def nvml_gpus(
-    indices: list[int] | None = None,
+    indices: list[int] | None = None, limit: int | None = None,
 ) -> tuple[list[NvmlGpu], list[Unavailable], list[str]]:
     """The GPUs to measure, with what could not be opened and warnings.
 
     `indices` are NVML indices; by default the GPUs this process can use, read from
-    CUDA_VISIBLE_DEVICES and matched to NVML devices by UUID. Call `nvml_init` first.
+    CUDA_VISIBLE_DEVICES and matched to NVML devices by UUID, and of those only the first
+    `limit` (a tensor-parallel run's GPUs). Call `nvml_init` first.
     """
     try:
-        count = pynvml.nvmlDeviceGetCount()
-        handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
-        uuids = [pynvml.nvmlDeviceGetUUID(h) for h in handles]
-        names = [pynvml.nvmlDeviceGetName(h) for h in handles]
+        uuids, names = _devices()
     except pynvml.NVMLError as err:
         return [], [Unavailable("gpu", f"NVML could not list GPUs: {_error(err)}")], []
+    count = len(uuids)
     warnings: list[str] = []
     from_env = indices is None
     if from_env:
         indices, warnings = visible_devices(os.environ.get("CUDA_VISIBLE_DEVICES"), uuids, names)
+        indices = indices[:limit]
     gpus: list[NvmlGpu] = []
     missing: list[Unavailable] = []
     if count == 0:

@@ -43,7 +43,8 @@ def load_points(stores: list[Path]):
                     **{k: p[k] for k in ("model", "engine", "engine_options", "decoding",
                                          "batch", "batch_requested", "input_tokens",
                                          "output_tokens", "energy_j", "j_per_output_token",
-                                         "time_s")},
+                                         "time_s", "tp")},
+                    "gpu_energy_j": result.get("gpu_energy_j") or {},
                     "prefill_energy_j": result.get("prefill_energy_j"),
                     "decode_energy_j": result.get("decode_energy_j"),
                     "tpot_s": result.get("tpot_s"),
@@ -54,9 +55,9 @@ def load_points(stores: list[Path]):
                 })
     return pd.DataFrame(rows, columns=None if rows else [
         "model", "engine", "engine_options", "decoding", "batch", "batch_requested",
-        "input_tokens", "output_tokens", "energy_j", "j_per_output_token", "time_s",
-        "prefill_energy_j", "decode_energy_j", "tpot_s", "acceptance", "gpu", "software", "day",
-        "store", "run_id", "batch_label"])
+        "input_tokens", "output_tokens", "energy_j", "j_per_output_token", "time_s", "tp",
+        "gpu_energy_j", "prefill_energy_j", "decode_energy_j", "tpot_s", "acceptance", "gpu",
+        "software", "day", "store", "run_id", "batch_label"])
 
 
 def build_report(stores: list[Path], traces: list[str], out: Path, *, model: str | None = None,
@@ -78,6 +79,8 @@ def build_report(stores: list[Path], traces: list[str], out: Path, *, model: str
     else:
         if model:
             points = points[points.model == model]
+        parallel = points
+        points = points[points.tp == 1]  # one GPU: the tensor-parallel ones get their section
         sec = Section("Measurements", text=f"{len(points)} measured points from "
                       f"{', '.join(sorted(points.store.unique()))}; the figures below are of "
                       f"greedy decoding.")
@@ -90,6 +93,9 @@ def build_report(stores: list[Path], traces: list[str], out: Path, *, model: str
                   f"heatmap of {engine}: no B = max points ({measure})")
         sections.append(sec)
         sections.extend(_decoding_sections(points, out))
+        tp_section = _tp_section(parallel, out)
+        if tp_section is not None:
+            sections.append(tp_section)
     if traces:
         sec = Section("Workloads")
         stats = []
@@ -224,6 +230,41 @@ def _decoding_sections(points, out: Path) -> list[Section]:
               "(benchmarks/sweeps/moe-olmo.yaml measures OLMoE with OLMo-1B and OLMo-7B)")
         sections.append(sec)
     return sections
+
+
+def _tp_section(points, out: Path) -> Section | None:
+    """Tensor parallelism (the study's Figure 6): one point's latency and energy at every TP
+    size measured, against TP 1, with each GPU's share."""
+    if not (points.tp > 1).any():
+        return None
+    sec = Section("Tensor parallelism", text=(
+        "The same point (model, engine, B, I, O) split over N GPUs of one host (`--tp N`); "
+        "energy is every participating GPU's, summed, and only theirs (the host's other "
+        "GPUs are not measured)."))
+    keys = ["model", "engine", "decoding", "batch", "input_tokens", "output_tokens", "gpu"]
+    rows = []
+    for key, group in points.groupby(keys):
+        if group.tp.nunique() < 2 or 1 not in set(group.tp):
+            continue
+        newest = group.sort_values("day").groupby("tp").tail(1).set_index("tp").sort_index()
+        one = newest.loc[1]
+        for tp, p in newest.iterrows():
+            shares = ", ".join(f"{g} {j:.4g}" for g, j in sorted(p.gpu_energy_j.items())
+                               if j is not None)
+            rows.append([key[0], key[1], str(key[3]), str(key[4]), str(key[5]), str(tp),
+                         f"{p.time_s:.3g}", f"{p.time_s / one.time_s - 1:+.1%}",
+                         f"{p.energy_j:.4g}", f"{p.energy_j / one.energy_j - 1:+.1%}",
+                         shares or "-", key[6]])
+    if not rows:
+        sec.missing.append("tensor parallelism: no point measured at TP 1 and at a larger TP "
+                           "on one card (measure the same point with `--tp 1` and `--tp 2`)")
+        return sec
+    _save(figures.tp_figure(points), out, "tensor-parallel", sec, "")
+    sec.tables.append({"title": "Against TP 1 on the same card (the study: TP 2 -40% latency, "
+                                "+29% energy; TP 4 -61%, +55%)", "columns": [
+        "model", "engine", "B", "I", "O", "TP", "time s", "time vs TP 1", "energy J",
+        "energy vs TP 1", "each GPU's J", "GPU"], "rows": rows})
+    return sec
 
 
 def _estimate_section(trace, points, stores, out, sec, gco2, usd) -> None:

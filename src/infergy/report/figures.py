@@ -238,6 +238,30 @@ def moe_figure(points, moe_models: set[str]):
         pd.concat([sub for *_, sub in panels]))
 
 
+def tp_figure(points):
+    """Latency and energy against the number of GPUs (TP), one line per point measured at TP
+    1 and more (the study's Figure 6); None without one."""
+    series = [(key, group.sort_values("day").groupby("tp").tail(1).sort_values("tp"))
+              for key, group in points.groupby(["model", "engine", "batch", "input_tokens",
+                                                "output_tokens", "gpu"])
+              if group.tp.nunique() >= 2 and 1 in set(group.tp)]
+    if not series:
+        return None
+    plt = _plt()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    models = points.model.nunique() > 1
+    for (model, engine, b, i, o, _), g in series:
+        label = f"{model + ' ' if models else ''}{engine} B={b} I={i} O={o}"
+        for ax, column in ((left, "time_s"), (right, "energy_j")):
+            ax.plot(g.tp, g[column], marker="o", color=_color(engine), label=label)
+    for ax, ylabel in ((left, "time per batch (s)"), (right, "GPU energy per batch (J), "
+                                                           "all GPUs")):
+        _axes(ax, "GPUs (tensor parallelism)", ylabel, ylog=False)
+        ax.set_xticks(sorted(points.tp.unique()), [str(t) for t in sorted(points.tp.unique())])
+    right.legend(fontsize=7)
+    return _finish(fig, "Latency and energy against tensor parallelism", points)
+
+
 def estimate_figure(rows: list[dict], trace: str, points):
     """Theoretical against each engine's estimated energy for one trace (Figure 1)."""
     if not rows:

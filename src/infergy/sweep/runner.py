@@ -165,7 +165,7 @@ def run_sweep(spec: SweepSpec, store: Store, *, device: str = "cuda", resume_by:
     progress = Progress(total=len(tasks))
     update = on_update or (lambda p: None)
     settings = WorkerSettings(device=device, dtype=spec.dtype, seed=spec.seed,
-                              idle_s=spec.idle_s)
+                              idle_s=spec.idle_s, tp=spec.tp)
 
     def on_progress(text: str) -> None:
         progress.detail = text
@@ -268,13 +268,13 @@ def _restart(worker: _Worker, settings, on_progress) -> _Worker:
 def _key(task: Task, spec: SweepSpec) -> dict:
     return {"model": task.model, "engine": task.engine.name,
             "engine_options": task.engine.options_key, "decoding": task.decoding,
-            "dtype": spec.dtype, "tp": 1, "input_tokens": task.input_tokens,
+            "dtype": spec.dtype, "tp": spec.tp, "input_tokens": task.input_tokens,
             "output_tokens": task.output_tokens}
 
 
 def _job(task: Task, spec: SweepSpec, batch: int) -> Job:
     return Job(task.model, task.engine, task.decoding, batch, task.input_tokens,
-               task.output_tokens, spec.repeats, spec.warmup, spec.cooldown)
+               task.output_tokens, spec.repeats, spec.warmup, spec.cooldown, spec.tp)
 
 
 def _measure_task(task: Task, spec: SweepSpec, store: Store, worker: _Worker, key: dict,

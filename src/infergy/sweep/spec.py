@@ -13,6 +13,7 @@ output edge); its length sweep is two (inputs at a fixed output, outputs at a fi
     warmup: 1
     cooldown: {max_s: 60, within_w: 15}
     max_batch_cap: 1024
+    tp: 1                            # tensor parallelism: the model over the first N GPUs
 
 Every error names the file, the field (with its line where the YAML has one) and what was
 expected, before any GPU work.
@@ -70,7 +71,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 KEYS = {"models", "engines", "decodings", "batch_sizes", "preset", "input_tokens",
         "output_tokens", "grids", "repeats", "warmup", "cooldown", "max_batch_cap", "dtype",
-        "seed", "idle_s"}
+        "seed", "idle_s", "tp"}
 
 
 class SpecError(ValueError):
@@ -143,6 +144,7 @@ class SweepSpec:
     dtype: str = "bfloat16"
     seed: int = 0
     idle_s: float = 5.0
+    tp: int = 1
     source: str = "<spec>"
     raw: dict = field(default_factory=dict)
     shard: tuple[int, int] = (0, 1)  # (k, n): this process measures every n-th point from k
@@ -310,17 +312,35 @@ def parse_spec(data: Any, source: str = "<spec>", lines: _Lines | None = None) -
     idle_s = data.get("idle_s", 5.0)
     if not isinstance(idle_s, int | float) or isinstance(idle_s, bool) or idle_s < 0:
         raise fail("idle_s", f"expected seconds >= 0, got {idle_s!r}")
+    tp = data.get("tp", 1)
+    _check_tp(tp, models, engines, lambda why: fail("tp", why))
     spec = SweepSpec(
         models=models, engines=engines, decodings=[str(d) for d in decodings],
         batch_sizes=batches, grids=grids, repeats=repeats, warmup=warmup,
         cooldown=_cooldown(data.get("cooldown"), fail), max_batch_cap=cap,
         dtype=dtype, seed=seed,
-        idle_s=float(idle_s), source=source, raw=dict(data),
+        idle_s=float(idle_s), tp=tp, source=source, raw=dict(data),
     )
     if not spec.tasks():
         raise SpecError(f"{source}: the grid is empty: no point to measure")
     _check_context(spec, fail)
     return spec
+
+
+def _check_tp(tp, models: list[str], engines: list[EngineChoice], fail) -> None:
+    """The sweep's tensor parallelism against every engine and model (its GPUs are counted
+    when it runs)."""
+    from infergy.engines import engine_class
+    from infergy.models import get_model
+    from infergy.parallel import ParallelError, check_tp
+
+    for model in models:
+        for engine in engines:
+            cls = engine_class(engine.name)
+            try:
+                check_tp(tp, get_model(model), engine=cls.name, supports_tp=cls.supports_tp)
+            except ParallelError as err:
+                raise fail(str(err)) from None
 
 
 def _list(value, key, fail) -> list:

@@ -45,6 +45,7 @@ class Job:
     repeats: int = 3
     warmup: int = 1
     cooldown: Cooldown | None = None
+    tp: int = 1  # GPUs the model is split over
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class WorkerSettings:
     dtype: str = "bfloat16"
     seed: int = 0
     idle_s: float = 5.0
+    tp: int = 1  # the sweep's tensor parallelism: the first `tp` GPUs used and measured
 
 
 def is_fatal(error: str | None) -> bool:
@@ -66,14 +68,15 @@ def device_identity(meta: dict) -> str:
     return ",".join(uuids) if uuids else f"cpu:{meta['host']['hostname']}"
 
 
-def local_device() -> str:
-    """This machine's device identity as a worker would see it, without starting one."""
+def local_device(tp: int = 1) -> str:
+    """This machine's device identity as a worker of a sweep at `tp` would see it, without
+    starting one."""
     from infergy import provenance
     from infergy.meter import nvml
 
     if nvml.nvml_init() is None:
         try:
-            gpus, _, _ = nvml.nvml_gpus()
+            gpus, _, _ = nvml.nvml_gpus(limit=tp)
             meta = {"gpus": [g.info.details for g in gpus]}
         finally:
             nvml.nvml_shutdown()
@@ -95,7 +98,7 @@ def main(conn, settings: WorkerSettings) -> None:
     try:
         # A CPU sweep measures no GPU: its points must not be stored as a GPU's.
         meter = open_meter(gpus=[] if settings.device == "cpu" else None,
-                           idle_s=settings.idle_s)
+                           limit=settings.tp, idle_s=settings.idle_s)
         meta = run_metadata(meter)
     except Exception as err:
         conn.send(("error", f"{type(err).__name__}: {err}"))
@@ -152,7 +155,7 @@ class _Worker:
         self.say(f"loading {job.model} in {job.engine.label}")
         engine = engine_class(job.engine.name)(
             get_model(job.model), device=self.settings.device, dtype=self.settings.dtype,
-            seed=self.settings.seed, options=job.engine.options_dict)
+            seed=self.settings.seed, options=job.engine.options_dict, tp=job.tp)
         try:
             with self.meter.window("load") as w:
                 engine.load()
@@ -240,7 +243,7 @@ def job_point(job: Job, dtype: str):
     from infergy.bench.point import Point
 
     return Point(job.model, job.engine.name, job.batch, job.input_tokens, job.output_tokens,
-                 job.decoding, dtype=dtype)
+                 job.decoding, tp=job.tp, dtype=dtype)
 
 
 def failed_record(job: Job, dtype: str, status: str, error: str) -> dict:
