@@ -93,7 +93,7 @@ def test_measure_with_vllm_on_a_cpu_machine_says_why_it_cannot():
 
 
 @pytest.mark.parametrize(("engine", "tp", "says"), [
-    ("hf-eager", "2", "error: --tp 2: engine hf-eager runs on one GPU"),
+    ("hf-compiled", "2", "error: --tp 2: engine hf-compiled runs on one GPU"),
     ("vllm", "3", "error: --tp 3 does not divide llama-3.1-8b's 32 attention heads"),
 ])
 def test_measure_refuses_a_tp_that_cannot_run_before_any_work(engine, tp, says):

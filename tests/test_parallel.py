@@ -19,25 +19,30 @@ LLAMA = get_model("llama-3.1-8b")  # 32 attention heads, 8 key-value heads
 UUIDS = [f"GPU-0000000{i}-aaaa-bbbb-cccc-dddddddddddd" for i in range(4)]
 
 
-@pytest.mark.parametrize(("tp", "engine", "supports", "message"), [
-    (0, "vllm", True, "--tp must be a positive integer, got 0"),
-    (2, "hf-eager", False, "--tp 2: engine hf-eager runs on one GPU"),
-    (3, "vllm", True, "--tp 3 does not divide llama-3.1-8b's 32 attention heads"),
+@pytest.mark.parametrize(("tp", "engine", "command", "message"), [
+    (0, "vllm", "measure", "--tp must be a positive integer, got 0"),
+    (2, "hf-compiled", "measure", "--tp 2: engine hf-compiled runs on one GPU"),
+    (2, "hf-paged", "replay", "--tp 2: engine hf-paged runs on one GPU"),
+    (2, "hf-eager", "sweep", "--tp 2 with hf-eager: one process a GPU is started by "
+                             "`infergy measure` only"),
+    (3, "vllm", "measure", "--tp 3 does not divide llama-3.1-8b's 32 attention heads"),
+    (3, "hf-eager", "measure", "--tp 3 does not divide llama-3.1-8b's 32 attention heads"),
 ])
-def test_a_tp_that_cannot_run_is_refused_with_the_reason(tp, engine, supports, message):
+def test_a_tp_that_cannot_run_is_refused_with_the_reason(tp, engine, command, message):
     with pytest.raises(ParallelError, match=message):
-        check_tp(tp, LLAMA, engine=engine, supports_tp=supports)
+        check_tp(tp, LLAMA, engine_class(engine), command=command)
 
 
 def test_tp_must_also_split_or_copy_the_key_value_heads():
     # 12 attention heads, 2 key-value heads: 3 GPUs divide the first, not the second
     with pytest.raises(ParallelError, match=r"--tp 3 neither divides qwen2-1\.5b's 2 key-value"):
-        check_tp(3, get_model("qwen2-1.5b"), engine="vllm", supports_tp=True)
+        check_tp(3, get_model("qwen2-1.5b"), engine_class("vllm"))
 
 
 def test_tp_that_divides_the_heads_passes():
     for tp in (1, 2, 4, 8, 32):  # 32: each GPU with its own attention head, KV heads copied
-        check_tp(tp, LLAMA, engine="vllm", supports_tp=True)
+        check_tp(tp, LLAMA, engine_class("vllm"), command="sweep")
+        check_tp(tp, LLAMA, engine_class("hf-eager"))
 
 
 def fake_gpus(monkeypatch, count: int) -> FakePynvml:
@@ -95,8 +100,11 @@ def test_vllm_is_started_over_tp_gpus_and_single_gpu_engines_refuse_more(monkeyp
     engine.load()
     assert fake_vllm.LLM.instances[-1].kwargs["tensor_parallel_size"] == 2
     engine.close()
-    with pytest.raises(EngineError, match="engine hf-eager runs on one GPU, not --tp 2"):
-        engine_class("hf-eager")(LLAMA, device="cpu", tp=2)
+    with pytest.raises(EngineError, match="engine hf-compiled runs on one GPU, not --tp 2"):
+        engine_class("hf-compiled")(LLAMA, device="cpu", tp=2)
+    # hf-eager splits only as one process a GPU, which `infergy measure --tp` starts
+    with pytest.raises(EngineError, match="runs as one process a GPU under torchrun"):
+        engine_class("hf-eager")(get_model("tiny"), device="cpu", tp=2).load()
 
 
 def test_vllms_server_is_started_over_tp_gpus(tmp_path):
@@ -110,7 +118,7 @@ def test_vllms_server_is_started_over_tp_gpus(tmp_path):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--mode", "offline", "-e", "hf-eager", "--tp", "2"],
-     "--tp 2: engine hf-eager runs on one GPU"),
+     "--tp 2 with hf-eager: one process a GPU is started by `infergy measure` only"),
     (["--mode", "online", "--serve", "hf-paged", "--tp", "2"],
      "--tp 2: engine hf-paged runs on one GPU"),
     (["--mode", "online", "--serve", "vllm", "--tp", "3"],
@@ -124,3 +132,52 @@ def test_replay_refuses_a_tp_that_cannot_run_before_any_work(args, message):
     res = CliRunner().invoke(app, ["replay", "-t", "azure-code-2023", "-m", "llama-3.1-8b",
                                    "--sample", "4", *args])
     assert res.exit_code == 2 and message in " ".join(res.output.split())
+
+
+def test_hf_eager_split_over_two_ranks_decodes_as_one_and_its_windows_are_aligned(tmp_path):
+    """torchrun on the CPU (gloo), with the tiny model: the split model's greedy tokens are
+    the whole model's, every window edge waits for both ranks, and rank 0 keeps each GPU's
+    energy (simulated sensors) beside the sum."""
+    import json
+    import os
+    import subprocess
+    from pathlib import Path
+
+    import torch
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc-per-node=2", str(Path(__file__).parent / "tp_ranks.py")],
+                          capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    whole = engine_class("hf-eager")(get_model("tiny"), device="cpu", dtype="float32")
+    whole.load()
+    prompt = torch.tensor([[1, 5, 9, 20, 33, 7, 11, 2]])
+    expected = whole.model.generate(prompt, max_new_tokens=6, do_sample=False,
+                                    pad_token_id=0)[0, 8:].tolist()
+    assert report["tokens"] == expected
+    assert report["status"] == "ok", report["error"]
+    assert report["edges"] > 0  # every edge a barrier of both ranks (no hang: both matched)
+    shares = report["gpu_energy_j"]
+    assert set(shares) == {"gpu0", "gpu1"}
+    assert sum(shares.values()) == pytest.approx(report["energy_j"], rel=0.05)
+
+
+def test_measure_starts_one_process_a_gpu_under_torchrun_and_rank_0_reports():
+    import json
+    import os
+    import subprocess
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    done = subprocess.run([sys.executable, "-m", "infergy", "measure", "-m", "tiny", "-e",
+                           "hf-eager", "--tp", "2", "--device", "cpu", "--dtype", "float32",
+                           "--idle-s", "0", "--input", "8", "--output", "4", "--batch", "2",
+                           "--repeats", "2", "--json"], capture_output=True, text=True,
+                          timeout=240, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout[done.stdout.index("{"):])  # one report, rank 0's
+    assert result["point"]["tp"] == 2 and result["status"] == "ok"
+    assert done.stdout.count('"point"') == 1

@@ -314,7 +314,7 @@ def measure(
     from infergy.decoding import Decoding, DecodingError
     from infergy.engines import EngineError, UnknownEngineError, engine_class
     from infergy.models import UnknownModelError, get_model
-    from infergy.parallel import ParallelError
+    from infergy.parallel import ParallelError, check_tp, check_tp_gpus, under_torchrun
 
     try:
         decoding = _decoding(decoding, draft, lookahead, acceptance)
@@ -323,7 +323,7 @@ def measure(
         spec = get_model(model)
         engine_cls = engine_class(engine)
         engine_cls.check_support(spec, validate_point(point, spec))  # before meter and model
-        _check_tp(tp, spec, engine_cls)
+        check_tp(tp, spec, engine_cls)
     except (UnknownModelError, UnknownEngineError, DecodingError, PointError,
             EngineError, ParallelError) as e:
         raise _fail(str(e)) from None
@@ -337,19 +337,39 @@ def measure(
     if text_file is not None and not text_file.is_file():
         raise _fail(f"--text-file {text_file}: no such file")
     device = _torch_device(device)
+    if device == "cuda":
+        try:
+            check_tp_gpus(tp)
+        except ParallelError as e:
+            raise _fail(str(e)) from None
+    ranks = None
+    if tp > 1 and engine_cls.tp_by_torchrun:  # one process a GPU: torchrun starts them
+        if not under_torchrun():
+            from infergy.parallel import relaunch
+
+            raise typer.Exit(relaunch(tp, sys.argv[1:]))
+        from infergy.parallel import Ranks
+
+        ranks = Ranks(device)
+    speaks = ranks is None or ranks.speaks
 
     from infergy.meter import open_meter
 
-    with err.status(f"infergy: measuring idle power for {idle_s:g} s ..."):
-        m = open_meter(limit=tp if device == "cuda" else None, idle_s=idle_s)
+    with _status(speaks, f"infergy: measuring idle power for {idle_s:g} s ..."):
+        # Rank 0 measures every GPU of the run; the other ranks measure nothing.
+        m = open_meter(limit=tp if device == "cuda" else None, idle_s=idle_s) if speaks \
+            else open_meter(gpus=[], cpu=False, idle_s=0)
+    if ranks is not None:
+        ranks.barrier()  # after rank 0's idle power
+        m.sync = ranks.synced(m.sync)
     with m:
-        for u in m.unavailable:
+        for u in m.unavailable if speaks else ():
             err.print(f"[dim]infergy: not measurable: {u.what}: {u.reason}[/]")
         try:
             eng = engine_cls(spec, device=device, dtype=dtype, seed=seed, weights=weights,
                              options=options, tp=tp)
             eng.check_decoding(Decoding.parse(decoding))
-            with err.status(f"infergy: loading {model} in {engine} ..."), \
+            with _status(speaks, f"infergy: loading {model} in {engine} ..."), \
                     m.window("load") as load:
                 eng.load()
             prompts = None
@@ -364,15 +384,19 @@ def measure(
         except (EngineError, OSError, ValueError) as e:
             raise _fail(str(e)) from None
         try:
-            with err.status(f"infergy: {engine} B={batch} I={input_tokens} "
-                            f"O={output_tokens}") as st:
+            with _status(speaks, f"infergy: {engine} B={batch} I={input_tokens} "
+                                 f"O={output_tokens}") as st:
                 result = measure_point(eng, point, m, repeats=repeats, warmup=warmup, seed=seed,
                                        prompts=prompts, progress=lambda msg: st.update(
                                            f"infergy: {engine} B={batch} I={input_tokens} "
                                            f"O={output_tokens}: {msg}"))
         finally:  # also on Ctrl-C: an engine may hold threads (hf-paged) or a process (vLLM)
             eng.close()
+            if ranks is not None:
+                ranks.close()
     load_phase = {"time_s": load.measurement.duration_s, "energy_j": load.measurement.energy_j}
+    if not speaks:  # rank 0 reports for all
+        raise typer.Exit(0 if result.status == "ok" else 1)
     if as_json:
         out.print_json(json.dumps({**result.to_dict(), "load": load_phase}, default=str))
     else:
@@ -381,12 +405,21 @@ def measure(
         raise typer.Exit(1)
 
 
-def _check_tp(tp: int, spec, engine_cls) -> None:
-    """--tp against the engine, the model's heads and this host's GPUs, before any work."""
-    from infergy.parallel import check_tp, check_tp_gpus
+class _Quiet:
+    """A status line that says nothing: torchrun's ranks other than 0."""
 
-    check_tp(tp, spec, engine=engine_cls.name, supports_tp=engine_cls.supports_tp)
-    check_tp_gpus(tp)
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def update(self, text: str) -> None:
+        pass
+
+
+def _status(speaks: bool, text: str):
+    return err.status(text) if speaks else _Quiet()
 
 
 def _torch_device(device: str) -> str:

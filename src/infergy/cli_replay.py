@@ -126,12 +126,10 @@ def replay(
         engine_cls = engine_class(engine)
         if mode == "offline":  # online, the server is the engine
             engine_cls.check_support(spec, decoding)
-        server_cls = engine_class(serve) if serve in ("vllm", "vllm-eager") else None
-        runs = engine_cls if mode == "offline" else server_cls
-        if runs is not None:
-            check_tp(tp or 1, spec, engine=runs.name, supports_tp=runs.supports_tp)
-        elif tp not in (None, 1) and serve is not None:  # hf-paged, in process
-            check_tp(tp, spec, engine=serve, supports_tp=False)
+        runs = engine_cls if mode == "offline" else engine_class(serve) \
+            if serve in ("vllm", "vllm-eager", "hf-paged") else None
+        if runs is not None:  # with --endpoint, --tp only says which GPUs to measure
+            check_tp(tp or 1, spec, runs, command="replay")
         check_tp_gpus(tp or 1)
         workload = get_trace(trace, fmt=fmt, input_col=input_col, output_col=output_col,
                              time_col=time_col)

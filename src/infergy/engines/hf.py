@@ -51,6 +51,8 @@ class HFEager(Engine):
     description = "transformers generate, dynamic cache (the study's unoptimized PyTorch)"
     first_token_hook = True
     decodings = ("greedy", "sample", "beam", "speculative")
+    supports_tp = True  # transformers' tensor-parallel plan, one process a GPU (torchrun)
+    tp_by_torchrun = True
     cache_implementation: str | None = None  # transformers' default: the dynamic cache
     attention = "sdpa"  # the default; `--engine-option attention=NAME` changes it
     _draft = None  # (name, model) of speculative decoding's draft, built on first use
@@ -61,6 +63,14 @@ class HFEager(Engine):
         self._torch = torch
         self.model = build_model(self.spec, device=self.device, dtype=self.dtype, seed=self.seed,
                                  weights=self.weights)
+        if self.tp > 1:
+            if not torch.distributed.is_initialized():
+                raise EngineError(f"{self.name} over {self.tp} GPUs runs as one process a GPU "
+                                  f"under torchrun: `infergy measure --tp {self.tp}` starts "
+                                  f"them")
+            from infergy.parallel import distribute
+
+            self.model = distribute(self.model, self.tp, self.device)
         self.attention = str(self.options.get("attention", self.attention))
         if self.attention == ATTENTION_NAME:
             use_sdpa_gqa(self.model)
@@ -247,6 +257,7 @@ class HFEager(Engine):
 
 class HFCompiled(HFEager):
     name = "hf-compiled"
+    supports_tp = tp_by_torchrun = False  # torch.compile over DTensors: not measured yet
     description = ("transformers generate, static cache sized to the request, compiled with "
                    "CUDA graphs (the study's PyTorch + torch.compile)")
     cache_implementation = "static"

@@ -336,9 +336,8 @@ def _check_tp(tp, models: list[str], engines: list[EngineChoice], fail) -> None:
 
     for model in models:
         for engine in engines:
-            cls = engine_class(engine.name)
             try:
-                check_tp(tp, get_model(model), engine=cls.name, supports_tp=cls.supports_tp)
+                check_tp(tp, get_model(model), engine_class(engine.name), command="sweep")
             except ParallelError as err:
                 raise fail(str(err)) from None
 

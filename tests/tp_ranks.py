@@ -1,0 +1,42 @@
+"""Run by tests/test_parallel.py under torchrun (2 CPU processes, gloo): hf-eager split by
+transformers' tensor-parallel plan, measured as `infergy measure --tp` measures it. Rank 0's
+meter holds two simulated GPUs (test doubles), the other rank's none; both meters' window
+edges wait for every rank. Rank 0 prints one JSON line: the greedy tokens of the split model,
+the point's per-GPU energies and how many barriers each edge took."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import torch
+
+from infergy.bench.point import Point, measure_point
+from infergy.engines import engine_class
+from infergy.meter import Meter
+from infergy.models import get_model
+from infergy.parallel import Ranks
+from simulated import SimulatedGpu
+
+ranks = Ranks("cpu")
+barriers = []
+engine = engine_class("hf-eager")(get_model("tiny"), device="cpu", dtype="float32", tp=2)
+engine.load()
+prompt = torch.tensor([[1, 5, 9, 20, 33, 7, 11, 2]])
+tokens = engine.model.generate(prompt, max_new_tokens=6, do_sample=False,
+                               pad_token_id=0)[0, 8:].tolist()
+sensors = [SimulatedGpu(0, power_w=300.0, update_s=1e-4),
+           SimulatedGpu(1, power_w=100.0, update_s=1e-4)] if ranks.speaks else []
+meter = Meter(sensors, sample_period_s=0.01, sync=ranks.synced(lambda: barriers.append(1)))
+result = measure_point(engine, Point("tiny", "hf-eager", 2, 8, 4, tp=2, dtype="float32"),
+                       meter, repeats=2, warmup=1)
+meter.close()
+ranks.barrier()
+if ranks.speaks:
+    print(json.dumps({"tokens": tokens, "status": result.status, "error": result.error,
+                      "gpu_energy_j": result.gpu_energy_j, "energy_j": result.energy_j,
+                      "edges": len(barriers)}))
+ranks.close()
