@@ -356,12 +356,14 @@ def measure(
     from infergy.meter import open_meter
 
     with _status(speaks, f"infergy: measuring idle power for {idle_s:g} s ..."):
-        # Rank 0 measures every GPU of the run; the other ranks measure nothing.
-        m = open_meter(limit=tp if device == "cuda" else None, idle_s=idle_s) if speaks \
-            else open_meter(gpus=[], cpu=False, idle_s=0)
+        # Rank 0 measures every GPU of the run; the other ranks measure nothing. A rank's
+        # sync touches its own GPU only (the default would open a context on every GPU).
+        ranked = {} if ranks is None else {"sync": lambda: None}
+        m = open_meter(limit=tp if device == "cuda" else None, idle_s=idle_s, **ranked) \
+            if speaks else open_meter(gpus=[], cpu=False, idle_s=0, **ranked)
     if ranks is not None:
         ranks.barrier()  # after rank 0's idle power
-        m.sync = ranks.synced(m.sync)
+        m.sync = ranks.synced()
     with m:
         for u in m.unavailable if speaks else ():
             err.print(f"[dim]infergy: not measurable: {u.what}: {u.reason}[/]")

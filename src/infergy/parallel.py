@@ -96,20 +96,25 @@ class Ranks:
         if device == "cuda":
             torch.cuda.set_device(self.local_rank)
         dist.init_process_group("nccl" if device == "cuda" else "gloo")
-        self._dist = dist
+        self.device = device
+        self._torch, self._dist = torch, dist
 
     @property
     def speaks(self) -> bool:
         return self.rank == 0
 
-    def synced(self, sync):
-        """A meter's sync that also waits for every rank: each window edge is read when all
-        the GPUs have finished the work before it (aligned windows)."""
-        def both() -> None:
-            sync()
+    def synced(self, also=None):
+        """A meter's sync for every rank: this rank's GPU finishes its work, then every rank
+        waits for the others, so each window edge is read when all the GPUs are done (aligned
+        windows). Only this rank's own GPU is synchronized: no context on the others."""
+        def edge() -> None:
+            if self.device == "cuda":
+                self._torch.cuda.synchronize()
+            if also is not None:
+                also()
             self._dist.barrier()
 
-        return both
+        return edge
 
     def barrier(self) -> None:
         self._dist.barrier()
