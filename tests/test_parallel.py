@@ -165,19 +165,25 @@ def test_hf_eager_split_over_two_ranks_decodes_as_one_and_its_windows_are_aligne
     assert sum(shares.values()) == pytest.approx(report["energy_j"], rel=0.05)
 
 
-def test_measure_starts_one_process_a_gpu_under_torchrun_and_rank_0_reports():
+def test_measure_starts_one_process_a_gpu_under_torchrun_and_rank_0_reports(tmp_path):
     import json
     import os
     import subprocess
     from pathlib import Path
 
+    from infergy.store import Store
+
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
     done = subprocess.run([sys.executable, "-m", "infergy", "measure", "-m", "tiny", "-e",
                            "hf-eager", "--tp", "2", "--device", "cpu", "--dtype", "float32",
                            "--idle-s", "0", "--input", "8", "--output", "4", "--batch", "2",
-                           "--repeats", "2", "--json"], capture_output=True, text=True,
-                          timeout=240, env=env)
+                           "--repeats", "2", "--json", "--db", str(tmp_path / "tp.db")],
+                          capture_output=True, text=True, timeout=240, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout[done.stdout.index("{"):])  # one report, rank 0's
     assert result["point"]["tp"] == 2 and result["status"] == "ok"
     assert done.stdout.count('"point"') == 1
+    with Store(tmp_path / "tp.db") as store:  # recorded once, by rank 0, with its TP
+        (point,) = store.points()
+        assert point["tp"] == 2 and point["engine"] == "hf-eager" and point["batch"] == 2
+        assert store.runs()[0]["status"] == "finished"

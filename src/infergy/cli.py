@@ -308,6 +308,8 @@ def measure(
                                           help="Real text for the prompts, cut to I tokens "
                                                "(default: random token ids)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    db: Path | None = typer.Option(None, "--db", help="Results store to record the point in "
+                                                     "(as a sweep would)."),
 ):
     """Measure one point: energy and time of B prompts of I tokens generating O tokens."""
     from infergy.bench.point import Point, PointError, measure_point, validate_point
@@ -352,6 +354,14 @@ def measure(
 
         ranks = Ranks(device)
     speaks = ranks is None or ranks.speaks
+    store = None
+    if db is not None and speaks:  # before any GPU work; rank 0 records for all
+        from infergy.store import Store, StoreError
+
+        try:
+            store = Store(db)
+        except StoreError as e:
+            raise _fail(str(e)) from None
 
     from infergy.meter import open_meter
 
@@ -397,6 +407,8 @@ def measure(
             if ranks is not None:
                 ranks.close()
     load_phase = {"time_s": load.measurement.duration_s, "energy_j": load.measurement.energy_j}
+    if store is not None:
+        _record(store, result, options, engine=engine, model=model)
     if not speaks:  # rank 0 reports for all
         raise typer.Exit(0 if result.status == "ok" else 1)
     if as_json:
@@ -405,6 +417,20 @@ def measure(
         _print_point(result, load_phase, device)
     if result.status != "ok":
         raise typer.Exit(1)
+
+
+def _record(store, result, options: dict, **spec) -> None:
+    """A measured point into the store, in a run of its own, as a sweep records it."""
+    from infergy.sweep.spec import EngineChoice
+    from infergy.sweep.worker import device_identity
+
+    with store:
+        device = device_identity(result.provenance)
+        run = store.start_run(device=device, meta=result.provenance,
+                              spec={"measure": spec, "tp": result.point.tp})
+        store.add_point(run, device, result.to_dict(), batch_requested=result.point.batch,
+                        engine_options=EngineChoice.of(spec["engine"], options).options_key)
+        store.end_run(run, "finished")
 
 
 class _Quiet:
