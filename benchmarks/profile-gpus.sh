@@ -158,10 +158,11 @@ case "$command" in
       echo "profile-gpus: B = 1 jobs and replays run alone on their host (no other GPU busy)" >&2
       exit 2
     fi
-    if [ ! -d "$dir/code" ] || [ -n "${REFRESH:-}" ]; then
+    if [ ! -d "$dir/code" ] || [ "${REFRESH:-}" = 1 ]; then
       mkdir -p "$dir/code"
       # The workers run from a copy: the next calls replace the working tree under them.
-      # REFRESH=1 copies this call's code again, for the jobs that start after it.
+      # REFRESH=1 copies this call's code again: for the jobs that start after it, and for
+      # running ones where they import a module late or start a process (a sweep's worker).
       cp -r src benchmarks "$0" "$dir/code/"
     fi
     if [ ! -f "$dir/base.db" ]; then

@@ -137,3 +137,29 @@ def test_results_errors_are_clear(tmp_path):
     bad = runner.invoke(app, ["results", "export", str(tmp_path / "x"), "--format", "xml",
                               "--db", str(tmp_path / "a.db")])
     assert bad.exit_code == 2 and "unknown export format 'xml'" in flat(bad.output)
+
+
+def test_a_point_measured_at_tp_1_is_not_measured_at_tp_2(tmp_path, monkeypatch):
+    """TP is part of a point's identity in the store: the plan at TP 2 measures again what
+    the store holds at TP 1, on GPUs of that many (the worker's identity, `local_device`)."""
+    import infergy.sweep.worker as worker
+
+    asked = []
+    monkeypatch.setattr(worker, "local_device", lambda tp=1: asked.append(tp) or DEVICE)
+    with Store(tmp_path / "r.db") as store:
+        run = store.start_run(device=DEVICE, meta=META, spec=None)
+        point = {"model": "llama-3.1-8b", "engine": "vllm", "batch": 1, "input_tokens": 8,
+                 "output_tokens": 4, "decoding": "greedy", "tp": 1, "dtype": "bfloat16"}
+        store.add_point(run, DEVICE, {"point": point, "status": "ok", "energy_j": 4.0,
+                                      "j_per_output_token": 1.0, "time_s": 0.1},
+                        engine_options="{}", batch_requested=1)
+    spec = tmp_path / "s.yaml"
+    spec.write_text("models: [llama-3.1-8b]\nengines: [vllm]\ninput_tokens: [8]\n"
+                    "output_tokens: [4]\nbatch_sizes: [1]\n")
+    for tp, held in (("1", "1 points, 1 already in"), ("2", "1 points, 0 already in")):
+        result = runner.invoke(app, ["sweep", str(spec), "--tp", tp, "--dry-run", "--db",
+                                     str(tmp_path / "r.db")])
+        assert result.exit_code == 0, result.output
+        assert held in flat(result.output)
+    assert asked == [1, 2]
+    assert "at TP 2" in flat(result.output)

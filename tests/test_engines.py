@@ -293,7 +293,8 @@ def test_vllm_takes_the_studys_longest_bin_spawns_its_core_and_fails_clearly(mon
     from infergy.models import get_model
 
     monkeypatch.setitem(sys.modules, "vllm", fake_vllm)
-    monkeypatch.delenv("VLLM_WORKER_MULTIPROC_METHOD", raising=False)
+    monkeypatch.setenv("VLLM_WORKER_MULTIPROC_METHOD", "")  # restored (or removed) after
+    monkeypatch.delenv("VLLM_WORKER_MULTIPROC_METHOD")
     engine = engine_class("vllm")(get_model("llama-3.1-8b"), device="cuda")
     engine.load()
     assert fake_vllm.LLM.instances[-1].kwargs["max_model_len"] >= 8192 + 512

@@ -96,6 +96,7 @@ def test_vllm_is_started_over_tp_gpus_and_single_gpu_engines_refuse_more(monkeyp
     import fake_vllm
 
     monkeypatch.setitem(sys.modules, "vllm", fake_vllm)
+    monkeypatch.setenv("VLLM_WORKER_MULTIPROC_METHOD", "spawn")  # load() sets it: restored
     engine = engine_class("vllm")(LLAMA, device="cuda", tp=2)
     engine.load()
     assert fake_vllm.LLM.instances[-1].kwargs["tensor_parallel_size"] == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from typer.testing import CliRunner
 
 from infergy.cli import app
@@ -186,17 +187,19 @@ def test_tensor_parallel_points_get_their_own_section_and_stay_out_of_one_gpus(t
     with Store(db) as store:
         run = store.start_run(device="GPU-x,GPU-y", meta={"gpus": [{"model": GPU}] * 2},
                               spec=None)
-        for tp, time_s, shares in ((2, 0.3, {"gpu0": 95.0, "gpu1": 105.0}),
-                                   (4, 0.2, {f"gpu{g}": 62.5 for g in range(4)})):
-            point = {"model": "llama-3.1-8b", "engine": "vllm", "batch": 1,
+        for tp, batch, time_s, shares in (
+                (2, 1, 0.3, {"gpu0": 95.0, "gpu1": 105.0}),
+                (4, 1, 0.2, {f"gpu{g}": 62.5 for g in range(4)}),
+                (2, 64, 9.9, {"gpu0": 5e5, "gpu1": 5e5})):  # B = max: not one GPU's profile
+            point = {"model": "llama-3.1-8b", "engine": "vllm", "batch": batch,
                      "input_tokens": 512, "output_tokens": 64, "decoding": "greedy", "tp": tp,
                      "dtype": "bfloat16"}
             energy = sum(shares.values())
             store.add_point(run, "GPU-x,GPU-y", {
                 "point": point, "status": "ok", "energy_j": energy, "time_s": time_s,
-                "j_per_output_token": energy / 64, "gpu_energy_j": shares,
+                "j_per_output_token": energy / (64 * batch), "gpu_energy_j": shares,
                 "provenance": {"versions": {"torch": "2.11.0"}}},
-                engine_options="{}", batch_requested=1)
+                engine_options="{}", batch_requested=1 if batch == 1 else "max")
     points = load_points([db])
     assert sorted(points.tp.unique()) == [1, 2, 4]
     html = build_report([db], ["translation"], tmp_path / "out").read_text()
@@ -206,8 +209,13 @@ def test_tensor_parallel_points_get_their_own_section_and_stay_out_of_one_gpus(t
     assert "-53.1%" in section and "+30.2%" in section  # TP 2: 0.3 s, 200 J
     assert "-68.8%" in section and "+62.8%" in section  # TP 4: 0.2 s, 250 J
     assert "gpu0 95, gpu1 105" in section
-    # One GPU's figures and the estimate hold TP 1 only: the heatmap of vllm is unchanged.
+    # One GPU's figures and the estimate hold TP 1 only: the heatmap of vllm (B = max) is
+    # the same image without the TP 2 points, and the profile keeps the TP 1 point's energy.
     one_gpu = build_report([write_store(tmp_path / "s.db")], [], tmp_path / "one")
-    assert (tmp_path / "out" / "heatmap-vllm.svg").read_text().count("<path") == \
-        (tmp_path / "one" / "heatmap-vllm.svg").read_text().count("<path")
+    assert (tmp_path / "out" / "heatmap-vllm.png").read_bytes() == \
+        (tmp_path / "one" / "heatmap-vllm.png").read_bytes()
     assert one_gpu.read_text().count("Tensor parallelism") == 0
+    from infergy.estimate import load_profile
+
+    profile = load_profile([db], "llama-3.1-8b", "vllm")
+    assert profile.points[(512, 64)]["energy_j"] == pytest.approx(0.05 * 512 * 64 + 2 * 64 * 8)

@@ -296,7 +296,7 @@ def measure(
                                         help="A local checkpoint directory instead of random "
                                              "weights."),
     seed: int = typer.Option(0, "--seed"),
-    tp: int = typer.Option(1, "--tp", help="Tensor parallelism: split the model over the "
+    tp: int = typer.Option(1, "--tp", min=1, help="Tensor parallelism: split the model over the "
                                            "first N visible GPUs (vllm, vllm-eager); "
                                            "every one of them is measured."),
     idle_s: float = typer.Option(5.0, "--idle-s", min=0, help="Idle power measured first (s)."),
@@ -314,7 +314,7 @@ def measure(
     """Measure one point: energy and time of B prompts of I tokens generating O tokens."""
     from infergy.bench.point import Point, PointError, measure_point, validate_point
     from infergy.decoding import Decoding, DecodingError
-    from infergy.engines import EngineError, UnknownEngineError, engine_class
+    from infergy.engines import EngineError, UnknownEngineError, engine_class, new_engine
     from infergy.models import UnknownModelError, get_model
     from infergy.parallel import ParallelError, check_tp, check_tp_gpus, under_torchrun
 
@@ -369,8 +369,8 @@ def measure(
         # Rank 0 measures every GPU of the run; the other ranks measure nothing. A rank's
         # sync touches its own GPU only (the default would open a context on every GPU).
         ranked = {} if ranks is None else {"sync": lambda: None}
-        m = open_meter(limit=tp if device == "cuda" else None, idle_s=idle_s, **ranked) \
-            if speaks else open_meter(gpus=[], cpu=False, idle_s=0, **ranked)
+        m = open_meter(gpus=None if device == "cuda" else [], limit=tp, idle_s=idle_s,
+                       **ranked) if speaks else open_meter(gpus=[], cpu=False, idle_s=0, **ranked)
     if ranks is not None:
         ranks.barrier()  # after rank 0's idle power
         m.sync = ranks.synced()
@@ -378,8 +378,8 @@ def measure(
         for u in m.unavailable if speaks else ():
             err.print(f"[dim]infergy: not measurable: {u.what}: {u.reason}[/]")
         try:
-            eng = engine_cls(spec, device=device, dtype=dtype, seed=seed, weights=weights,
-                             options=options, tp=tp)
+            eng = new_engine(engine_cls, spec, device=device, dtype=dtype, seed=seed,
+                             weights=weights, options=options, tp=tp)
             eng.check_decoding(Decoding.parse(decoding))
             with _status(speaks, f"infergy: loading {model} in {engine} ..."), \
                     m.window("load") as load:

@@ -45,10 +45,10 @@ def replay(
     time_col: str | None = typer.Option(None, "--time-col", help="Arrival time column."),
     device: str = typer.Option("auto", "--device", help="auto, cuda or cpu."),
     dtype: str = typer.Option("bfloat16", "--dtype"),
-    tp: int | None = typer.Option(None, "--tp", help="Tensor parallelism: the model over the "
-                                  "first N visible GPUs (offline: vllm, vllm-eager; online: "
-                                  "--serve vllm), those measured. With --endpoint: measure "
-                                  "the first N (default: every visible GPU)."),
+    tp: int | None = typer.Option(None, "--tp", min=1, help="Tensor parallelism: the model "
+                                  "over the first N visible GPUs (offline: vllm, vllm-eager; "
+                                  "online: --serve vllm), those measured. With --endpoint: "
+                                  "measure the first N (default: every visible GPU)."),
     idle_s: float = typer.Option(5.0, "--idle-s", min=0, help="Idle power measured first (s)."),
     engine_option: list[str] | None = typer.Option(None, "--engine-option",
                                                    help="key=value passed to the engine."),
@@ -107,7 +107,7 @@ def replay(
         select_requests,
     )
     from infergy.decoding import Decoding
-    from infergy.engines import EngineError, UnknownEngineError, engine_class
+    from infergy.engines import EngineError, UnknownEngineError, engine_class, new_engine
     from infergy.estimate import EstimateError, MissingPoints, load_profile, shipped_profiles
     from infergy.estimate.hardware import UnknownGpuError
     from infergy.models import UnknownModelError, get_model
@@ -188,7 +188,7 @@ def replay(
     from infergy.sweep.worker import device_identity
 
     with err.status(f"infergy: measuring idle power for {idle_s:g} s ..."):
-        m = open_meter(limit=(tp or 1) if device == "cuda" else None, idle_s=idle_s)
+        m = open_meter(gpus=None if device == "cuda" else [], limit=tp or 1, idle_s=idle_s)
     results = []
     with m:
         for u in m.unavailable:
@@ -199,7 +199,8 @@ def replay(
                       f"runs on {', '.join(sorted(cards))}: the estimate's error mixes the "
                       f"cards[/]")
         try:
-            eng = engine_cls(spec, device=device, dtype=dtype, options=options, tp=tp or 1)
+            eng = new_engine(engine_cls, spec, device=device, dtype=dtype, options=options,
+                             tp=tp or 1)
             with err.status(f"infergy: loading {model} in {engine} ..."):
                 eng.load()
         except (EngineError, OSError, ValueError) as e:
@@ -217,7 +218,9 @@ def replay(
                     r = replay_offline(eng, m, workload, batches, decoding, batching=kind,
                                        seed=seed, progress=lambda n, total, k=kind: st.update(
                                            f"infergy: {k} replay, batch {n} of {total}"))
-                r.estimate = estimator.compare(r) if estimator else {"none": why_none}
+                r.estimate = {"none": f"the estimate is of one GPU's work (TP 1), this "
+                                      f"replay ran over {tp}"} if (tp or 1) > 1 else \
+                    estimator.compare(r) if estimator else {"none": why_none}
                 r.selection, r.tp = {"sample": sample, "seed": seed}, tp or 1
                 results.append(r)
                 if store is not None:

@@ -49,7 +49,7 @@ def sweep(
                                   help="What counts as already measured: points of this card "
                                        "(card), or of any card of its model (model: one "
                                        "profile over several machines of one kind)."),
-    tp: int | None = typer.Option(None, "--tp", help="Tensor parallelism, replacing the "
+    tp: int | None = typer.Option(None, "--tp", min=1, help="Tensor parallelism, replacing the "
                                                      "spec's: the model over the first N "
                                                      "visible GPUs (vllm, vllm-eager)."),
     shard: str | None = typer.Option(None, "--shard", metavar="K/N",
@@ -248,7 +248,7 @@ def results_list(
         points = store.points(**where)
         runs = {r["id"]: r for r in store.runs()}
     table = Table(title=f"{db}: {len(points)} points", title_justify="left")
-    for col in ("id", "GPU", "model", "engine", "decoding", "B", "I", "O", "status",
+    for col in ("id", "GPU", "model", "engine", "decoding", "TP", "B", "I", "O", "status",
                 "J/token", "time"):
         table.add_column(col)
     for p in points:
@@ -256,7 +256,8 @@ def results_list(
         engine_label = p["engine"] + ("" if p["engine_options"] == "{}" else
                                       f" {p['engine_options']}")
         table.add_row(p["id"][:8], runs.get(p["run_id"], {}).get("gpu_name") or p["device"],
-                      p["model"], engine_label, p["decoding"], batch, str(p["input_tokens"]),
+                      p["model"], engine_label, p["decoding"], str(p["tp"]), batch,
+                      str(p["input_tokens"]),
                       str(p["output_tokens"]), p["status"],
                       _fmt(p["j_per_output_token"], "J"), _fmt(p["time_s"], "s"))
     out.print(table)

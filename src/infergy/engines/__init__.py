@@ -44,6 +44,12 @@ def engine_class(name: str) -> type[Engine]:
     return found
 
 
+def new_engine(cls: type[Engine], spec, *, tp: int = 1, **kwargs) -> Engine:
+    """An engine of `cls`; `tp` passed only above 1, so that an engine of one's own written
+    before tensor parallelism (no `tp` argument) still runs on one GPU."""
+    return cls(spec, **kwargs, **({"tp": tp} if tp != 1 else {}))
+
+
 def parse_options(items: list[str]) -> dict:
     """Engine options from `key=value` strings; a value is JSON where it parses as JSON
     (`true`, `8`, `0.9`), else the string. ValueError names a malformed item."""
@@ -60,4 +66,4 @@ def parse_options(items: list[str]) -> dict:
 
 
 __all__ = ["ENGINES", "Engine", "EngineError", "Generation", "UnknownEngineError",
-           "engine_class", "engine_names", "parse_options"]
+           "engine_class", "engine_names", "new_engine", "parse_options"]

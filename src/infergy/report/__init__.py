@@ -137,14 +137,14 @@ def _replay_section(stores: list[Path]) -> Section | None:
                 gpu = gpus.get(row["run_id"]) or "-"
                 if r.get("status") == "ok" and r.get("j_per_output_token") is not None:
                     key = (r["trace"], r["model"], r["requests"],
-                           json.dumps(r.get("selection"), sort_keys=True), gpu)
+                           json.dumps(r.get("selection"), sort_keys=True), r.get("tp", 1), gpu)
                     by_requests.setdefault(key, []).append(r)
                 j = _num(r.get("energy_j"), "{:.4g}")
                 per_token = _num(r.get("j_per_output_token"), "{:.3g}")
                 if row["mode"] == "offline":
                     est = r.get("estimate") or {}
                     errors = est.get("errors") or {}
-                    offline.append([r["trace"], r["model"], r["engine"], r["batching"],
+                    offline.append([r["trace"], r["model"], _engine(r), r["batching"],
                                     f"{r['requests']} ({r['status']})", j, per_token,
                                     _num(est.get("binned_j"), "{:.4g}"),
                                     _num(errors.get("binned"), "{:+.1%}"),
@@ -174,10 +174,10 @@ def _replay_section(stores: list[Path]) -> Section | None:
     # The study's comparison holds one engine: a server infergy started (its engine known)
     # against the offline replay of the same requests on that engine.
     versus = [[trace, model, str(n), f"{_server(o)} ({o['batching']})",
-               f"{f['engine']} ({f['batching']})", f"{o['j_per_output_token']:.3g}",
+               f"{_engine(f)} ({f['batching']})", f"{o['j_per_output_token']:.3g}",
                f"{f['j_per_output_token']:.3g}",
                f"{o['j_per_output_token'] / f['j_per_output_token'] - 1:+.1%}", gpu]
-              for (trace, model, n, _, gpu), runs in sorted(by_requests.items())
+              for (trace, model, n, _, _, gpu), runs in sorted(by_requests.items())
               for o in runs if o["mode"] == "online"
               for f in runs if f["mode"] == "offline" and o.get("served_by") == f["engine"]]
     if versus:
@@ -192,14 +192,22 @@ def _replay_section(stores: list[Path]) -> Section | None:
     return sec
 
 
+def _engine(replay: dict) -> str:
+    """An offline replay's engine, with its GPUs where more than one."""
+    tp = replay.get("tp", 1)
+    return replay["engine"] + (f" (TP {tp})" if tp > 1 else "")
+
+
 def _server(online: dict) -> str:
-    """An online replay's server: the engine infergy started, or the endpoint given."""
-    served_by = online.get("served_by")
-    return f"{served_by} (--serve)" if served_by else online["engine"]
+    """An online replay's server: the engine infergy started (with its GPUs where more than
+    one), or the endpoint given."""
+    served_by, tp = online.get("served_by"), online.get("tp", 1)
+    return f"{served_by} (--serve{f', TP {tp}' if tp > 1 else ''})" if served_by \
+        else online["engine"]
 
 
 def _num(value, fmt: str) -> str:
-    return "-" if value is None else fmt.format(value)
+    return "-" if value is None or value != value else fmt.format(value)  # None or NaN
 
 
 def _decoding_sections(points, out: Path) -> list[Section]:
@@ -241,20 +249,17 @@ def _tp_section(points, out: Path) -> Section | None:
         "The same point (model, engine, B, I, O) split over N GPUs of one host (`--tp N`); "
         "energy is every participating GPU's, summed, and only theirs (the host's other "
         "GPUs are not measured)."))
-    keys = ["model", "engine", "decoding", "batch", "input_tokens", "output_tokens", "gpu"]
     rows = []
-    for key, group in points.groupby(keys):
-        if group.tp.nunique() < 2 or 1 not in set(group.tp):
-            continue
-        newest = group.sort_values("day").groupby("tp").tail(1).set_index("tp").sort_index()
-        one = newest.loc[1]
-        for tp, p in newest.iterrows():
+    for (model, engine, _, decoding, b, i, o, gpu), series in figures.tp_series(points):
+        one = series[series.tp == 1].iloc[0]
+        for _, p in series.iterrows():
             shares = ", ".join(f"{g} {j:.4g}" for g, j in sorted(p.gpu_energy_j.items())
                                if j is not None)
-            rows.append([key[0], key[1], str(key[3]), str(key[4]), str(key[5]), str(tp),
+            energy = p.energy_j / one.energy_j - 1  # NaN where either has no energy
+            rows.append([model, engine, decoding, str(b), str(i), str(o), str(p.tp),
                          f"{p.time_s:.3g}", f"{p.time_s / one.time_s - 1:+.1%}",
-                         f"{p.energy_j:.4g}", f"{p.energy_j / one.energy_j - 1:+.1%}",
-                         shares or "-", key[6]])
+                         _num(p.energy_j, "{:.4g}"), _num(energy, "{:+.1%}"), shares or "-",
+                         gpu])
     if not rows:
         sec.missing.append("tensor parallelism: no point measured at TP 1 and at a larger TP "
                            "on one card (measure the same point with `--tp 1` and `--tp 2`)")
@@ -262,7 +267,7 @@ def _tp_section(points, out: Path) -> Section | None:
     _save(figures.tp_figure(points), out, "tensor-parallel", sec, "")
     sec.tables.append({"title": "Against TP 1 on the same card (the study: TP 2 -40% latency, "
                                 "+29% energy; TP 4 -61%, +55%)", "columns": [
-        "model", "engine", "B", "I", "O", "TP", "time s", "time vs TP 1", "energy J",
+        "model", "engine", "decoding", "B", "I", "O", "TP", "time s", "time vs TP 1", "energy J",
         "energy vs TP 1", "each GPU's J", "GPU"], "rows": rows})
     return sec
 

@@ -238,19 +238,28 @@ def moe_figure(points, moe_models: set[str]):
         pd.concat([sub for *_, sub in panels]))
 
 
+TP_KEY = ["model", "engine", "engine_options", "decoding", "batch", "input_tokens",
+          "output_tokens", "gpu"]
+
+
+def tp_series(points) -> list[tuple[tuple, object]]:
+    """Each point (TP_KEY) measured at TP 1 and at a larger TP on one card: its newest
+    measurement at each TP, in TP order."""
+    return [(key, group.sort_values("day").groupby("tp").tail(1).sort_values("tp"))
+            for key, group in points.groupby(TP_KEY)
+            if group.tp.nunique() >= 2 and 1 in set(group.tp)]
+
+
 def tp_figure(points):
     """Latency and energy against the number of GPUs (TP), one line per point measured at TP
     1 and more (the study's Figure 6); None without one."""
-    series = [(key, group.sort_values("day").groupby("tp").tail(1).sort_values("tp"))
-              for key, group in points.groupby(["model", "engine", "batch", "input_tokens",
-                                                "output_tokens", "gpu"])
-              if group.tp.nunique() >= 2 and 1 in set(group.tp)]
+    series = tp_series(points)
     if not series:
         return None
     plt = _plt()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     models = points.model.nunique() > 1
-    for (model, engine, b, i, o, _), g in series:
+    for (model, engine, _, _, b, i, o, _), g in series:
         label = f"{model + ' ' if models else ''}{engine} B={b} I={i} O={o}"
         for ax, column in ((left, "time_s"), (right, "energy_j")):
             ax.plot(g.tp, g[column], marker="o", color=_color(engine), label=label)

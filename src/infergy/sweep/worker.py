@@ -143,7 +143,7 @@ class _Worker:
 
     def load(self, job: Job) -> dict | None:
         """Make `job`'s engine the loaded one; its load phase when it was loaded now."""
-        from infergy.engines import engine_class
+        from infergy.engines import engine_class, new_engine
         from infergy.models import get_model
 
         if self.group == (job.model, job.engine) and self.engine is not None:
@@ -153,9 +153,10 @@ class _Worker:
                                   f"{self.load_errors[(job.model, job.engine)]}")
         self.drop_engine()
         self.say(f"loading {job.model} in {job.engine.label}")
-        engine = engine_class(job.engine.name)(
-            get_model(job.model), device=self.settings.device, dtype=self.settings.dtype,
-            seed=self.settings.seed, options=job.engine.options_dict, tp=job.tp)
+        engine = new_engine(
+            engine_class(job.engine.name), get_model(job.model), device=self.settings.device,
+            dtype=self.settings.dtype, seed=self.settings.seed,
+            options=job.engine.options_dict, tp=job.tp)
         try:
             with self.meter.window("load") as w:
                 engine.load()
