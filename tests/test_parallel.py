@@ -42,7 +42,11 @@ def test_tp_must_also_split_or_copy_the_key_value_heads():
 def test_tp_that_divides_the_heads_passes():
     for tp in (1, 2, 4, 8, 32):  # 32: each GPU with its own attention head, KV heads copied
         check_tp(tp, LLAMA, engine_class("vllm"), command="sweep")
+    for tp in (1, 2, 4, 8):  # transformers' plan splits the 8 KV heads, never copies them
         check_tp(tp, LLAMA, engine_class("hf-eager"))
+    with pytest.raises(ParallelError, match=r"--tp 16 does not divide llama-3\.1-8b's 8 "
+                                            r"key-value heads, which hf-eager splits"):
+        check_tp(16, LLAMA, engine_class("hf-eager"))
 
 
 def fake_gpus(monkeypatch, count: int) -> FakePynvml:
@@ -160,7 +164,8 @@ def test_hf_eager_split_over_two_ranks_decodes_as_one_and_its_windows_are_aligne
                                     pad_token_id=0)[0, 8:].tolist()
     assert report["tokens"] == expected
     assert report["status"] == "ok", report["error"]
-    assert report["edges"] > 0  # every edge a barrier of both ranks (no hang: both matched)
+    assert report["split"] == ["DTensor", [32, 64], [64, 64]]  # the plan split q_proj
+    assert report["edges"][0] > 0 and report["edges"][0] == report["edges"][1]  # matched
     shares = report["gpu_energy_j"]
     assert set(shares) == {"gpu0", "gpu1"}
     assert sum(shares.values()) == pytest.approx(report["energy_j"], rel=0.05)
@@ -188,3 +193,31 @@ def test_measure_starts_one_process_a_gpu_under_torchrun_and_rank_0_reports(tmp_
         (point,) = store.points()
         assert point["tp"] == 2 and point["engine"] == "hf-eager" and point["batch"] == 2
         assert store.runs()[0]["status"] == "finished"
+
+
+def test_a_rank_that_fails_stops_the_run_with_its_error_and_no_traceback(tmp_path):
+    import os
+    import subprocess
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    done = subprocess.run([sys.executable, "-m", "infergy", "measure", "-m", "tiny", "-e",
+                           "hf-eager", "--tp", "2", "--device", "cpu", "--idle-s", "0",
+                           "--weights", str(tmp_path)], capture_output=True, text=True,
+                          timeout=240, env=env)
+    assert done.returncode == 2
+    assert "no config.json: not a checkpoint directory" in " ".join(done.stderr.split())
+    assert "Traceback" not in done.stderr
+
+
+def test_processes_a_gpu_are_started_from_the_command_line_only():
+    """Called as a library (typer's runner here), infergy cannot know its command line."""
+    from typer.testing import CliRunner
+
+    from infergy.cli import app
+
+    res = CliRunner().invoke(app, ["measure", "-m", "tiny", "-e", "hf-eager", "--tp", "2",
+                                   "--device", "cpu", "--idle-s", "0"])
+    assert res.exit_code == 2
+    assert "starts its processes from the `infergy` command line only" in \
+        " ".join(res.output.split())

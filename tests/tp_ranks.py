@@ -21,10 +21,12 @@ from infergy.models import get_model
 from infergy.parallel import Ranks
 from simulated import SimulatedGpu
 
-ranks = Ranks("cpu")
+ranks = Ranks("cpu", 2)
 barriers = []
 engine = engine_class("hf-eager")(get_model("tiny"), device="cpu", dtype="float32", tp=2)
 engine.load()
+q = engine.model.model.layers[0].self_attn.q_proj.weight  # split: half of it on each rank
+split = [type(q).__name__, list(q.to_local().shape), list(q.shape)]
 prompt = torch.tensor([[1, 5, 9, 20, 33, 7, 11, 2]])
 tokens = engine.model.generate(prompt, max_new_tokens=6, do_sample=False,
                                pad_token_id=0)[0, 8:].tolist()
@@ -34,9 +36,10 @@ meter = Meter(sensors, sample_period_s=0.01, sync=ranks.synced(lambda: barriers.
 result = measure_point(engine, Point("tiny", "hf-eager", 2, 8, 4, tp=2, dtype="float32"),
                        meter, repeats=2, warmup=1)
 meter.close()
-ranks.barrier()
+edges = [None, None]
+torch.distributed.all_gather_object(edges, len(barriers))  # every rank's count of edges
 if ranks.speaks:
     print(json.dumps({"tokens": tokens, "status": result.status, "error": result.error,
                       "gpu_energy_j": result.gpu_energy_j, "energy_j": result.energy_j,
-                      "edges": len(barriers)}))
+                      "edges": edges, "split": split}))
 ranks.close()

@@ -31,6 +31,9 @@ EXIT_NOT_EXECUTABLE = 126
 INTERRUPT_GRACE_S = 2.0
 
 
+_ARGV: list[str] | None = None  # this command line, for processes started to run it again
+
+
 def _version(value: bool) -> None:
     if value:
         out.print(f"infergy {__version__}")
@@ -296,9 +299,10 @@ def measure(
                                         help="A local checkpoint directory instead of random "
                                              "weights."),
     seed: int = typer.Option(0, "--seed"),
-    tp: int = typer.Option(1, "--tp", min=1, help="Tensor parallelism: split the model over the "
-                                           "first N visible GPUs (vllm, vllm-eager); "
-                                           "every one of them is measured."),
+    tp: int = typer.Option(1, "--tp", min=1, help="Tensor parallelism: split the model over "
+                                                  "the first N visible GPUs (vllm, "
+                                                  "vllm-eager, hf-eager: one process a GPU); "
+                                                  "every one of them is measured."),
     idle_s: float = typer.Option(5.0, "--idle-s", min=0, help="Idle power measured first (s)."),
     engine_option: list[str] | None = typer.Option(None, "--engine-option",
                                                    help="key=value passed to the engine."),
@@ -316,7 +320,7 @@ def measure(
     from infergy.decoding import Decoding, DecodingError
     from infergy.engines import EngineError, UnknownEngineError, engine_class, new_engine
     from infergy.models import UnknownModelError, get_model
-    from infergy.parallel import ParallelError, check_tp, check_tp_gpus, under_torchrun
+    from infergy.parallel import ParallelError, check_tp, check_tp_gpus, current_rank
 
     try:
         decoding = _decoding(decoding, draft, lookahead, acceptance)
@@ -344,16 +348,9 @@ def measure(
             check_tp_gpus(tp)
         except ParallelError as e:
             raise _fail(str(e)) from None
-    ranks = None
-    if tp > 1 and engine_cls.tp_by_torchrun:  # one process a GPU: torchrun starts them
-        if not under_torchrun():
-            from infergy.parallel import relaunch
-
-            raise typer.Exit(relaunch(tp, sys.argv[1:]))
-        from infergy.parallel import Ranks
-
-        ranks = Ranks(device)
-    speaks = ranks is None or ranks.speaks
+    split = tp > 1 and engine_cls.tp_by_torchrun  # one process a GPU, started here
+    rank = current_rank() if split else None
+    speaks = rank in (None, 0)
     store = None
     if db is not None and speaks:  # before any GPU work; rank 0 records for all
         from infergy.store import Store, StoreError
@@ -362,17 +359,33 @@ def measure(
             store = Store(db)
         except StoreError as e:
             raise _fail(str(e)) from None
+    if split and rank is None:  # the launching process: every check above passed once
+        if _ARGV is None:
+            raise _fail("--tp with hf-eager starts its processes from the `infergy` command "
+                        "line only")
+        from infergy.parallel import launch
+
+        if store is not None:
+            store.close()  # rank 0 records; opened here only to fail before any GPU work
+        raise typer.Exit(launch(tp, _ARGV))
 
     from infergy.meter import open_meter
 
+    ranks = None
     with _status(speaks, f"infergy: measuring idle power for {idle_s:g} s ..."):
-        # Rank 0 measures every GPU of the run; the other ranks measure nothing. A rank's
-        # sync touches its own GPU only (the default would open a context on every GPU).
-        ranked = {} if ranks is None else {"sync": lambda: None}
+        # Rank 0 measures every GPU of the run, its idle power before any rank touches a GPU
+        # (the others wait to meet it); the other ranks measure nothing. A rank's sync
+        # touches its own GPU only (the default would open a context on every GPU).
+        quiet = {} if rank is None else {"sync": lambda: None}
         m = open_meter(gpus=None if device == "cuda" else [], limit=tp, idle_s=idle_s,
-                       **ranked) if speaks else open_meter(gpus=[], cpu=False, idle_s=0, **ranked)
-    if ranks is not None:
-        ranks.barrier()  # after rank 0's idle power
+                       **quiet) if speaks else open_meter(gpus=[], cpu=False, idle_s=0, **quiet)
+    if rank is not None:
+        from infergy.parallel import Ranks
+
+        try:
+            ranks = Ranks(device, tp, timeout_s=idle_s + 600)
+        except ParallelError as e:
+            raise _fail(str(e)) from None
         m.sync = ranks.synced()
     with m:
         for u in m.unavailable if speaks else ():
@@ -404,13 +417,13 @@ def measure(
                                            f"O={output_tokens}: {msg}"))
         finally:  # also on Ctrl-C: an engine may hold threads (hf-paged) or a process (vLLM)
             eng.close()
-            if ranks is not None:
-                ranks.close()
+    if ranks is not None:  # after the meter's last edge
+        ranks.close()
     load_phase = {"time_s": load.measurement.duration_s, "energy_j": load.measurement.energy_j}
     if store is not None:
         _record(store, result, options, engine=engine, model=model)
-    if not speaks:  # rank 0 reports for all
-        raise typer.Exit(0 if result.status == "ok" else 1)
+    if not speaks:  # rank 0 reports for all, its status the command's
+        raise typer.Exit(0)
     if as_json:
         out.print_json(json.dumps({**result.to_dict(), "load": load_phase}, default=str))
     else:
@@ -559,6 +572,8 @@ from infergy import cli_replay, cli_sweep, cli_traces  # noqa: E402, F401
 
 
 def main() -> None:
+    global _ARGV
+    _ARGV = sys.argv[1:]
     app(prog_name="infergy")
 
 

@@ -40,6 +40,9 @@ def check_tp(tp: int, spec: ModelSpec, engine, *, command: str = "measure") -> N
     if heads % tp:
         raise ParallelError(f"--tp {tp} does not divide {spec.name}'s {heads} attention "
                             f"heads: choose a divisor of {heads}")
+    if engine.tp_by_torchrun and kv_heads % tp:  # transformers' plan splits them only
+        raise ParallelError(f"--tp {tp} does not divide {spec.name}'s {kv_heads} key-value "
+                            f"heads, which {engine.name} splits over the GPUs")
     if kv_heads % tp and tp % kv_heads:  # vLLM splits KV heads, or copies them to each GPU
         raise ParallelError(f"--tp {tp} neither divides {spec.name}'s {kv_heads} key-value "
                             f"heads nor is a multiple of them")
@@ -64,38 +67,90 @@ def check_tp_gpus(tp: int) -> None:
         raise ParallelError(f"--tp {tp}: only {visible} GPU(s) visible here{where}")
 
 
-# -- transformers' own tensor parallelism, one process per GPU under torchrun ---------------
+# -- transformers' own tensor parallelism, one process a GPU -------------------------------
 
-def under_torchrun() -> bool:
-    """Whether this process is one of torchrun's workers."""
-    return "TORCHELASTIC_RUN_ID" in os.environ and "LOCAL_RANK" in os.environ
+RANK_ENV = "INFERGY_TP_RANK"  # set in the processes `launch` starts
 
 
-def relaunch(tp: int, argv: list[str]) -> int:
-    """Run this infergy command again as `tp` processes under torchrun (one a GPU, on this
-    host), and return its exit status. torchrun stops every worker when one fails."""
+def current_rank() -> int | None:
+    """This process's rank where `launch` started it, else None (the launching process)."""
+    return int(os.environ[RANK_ENV]) if RANK_ENV in os.environ else None
+
+
+def launch(tp: int, argv: list[str]) -> int:
+    """Run this infergy command again as `tp` processes on this host, rank i on the i-th
+    visible GPU, and wait for them. Rank 0 speaks (its output is this command's), the others'
+    error output is kept and shown if one fails. A rank that fails stops the others, so
+    nothing waits for it forever. Returns rank 0's exit status, or the failed rank's."""
+    import contextlib
+    import socket
     import subprocess
     import sys
+    import tempfile
+    import time
 
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc-per-node={tp}", "-m", "infergy", *argv]
-    return subprocess.call(command)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    threads = str(max(1, (os.cpu_count() or 1) // tp))
+    with contextlib.ExitStack() as stack:
+        procs, logs = [], []
+        for rank in range(tp):
+            log = stack.enter_context(tempfile.TemporaryFile()) if rank else None
+            env = {**os.environ, RANK_ENV: str(rank), "RANK": str(rank),
+                   "LOCAL_RANK": str(rank), "WORLD_SIZE": str(tp),
+                   "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+            env.setdefault("OMP_NUM_THREADS", threads)  # the host's cores shared out
+            procs.append(subprocess.Popen([sys.executable, "-m", "infergy", *argv], env=env,
+                                          stdout=subprocess.DEVNULL if rank else None,
+                                          stderr=log))
+            logs.append(log)
+        failed = None
+        try:
+            while failed is None and any(p.poll() is None for p in procs):
+                failed = next(((r, p.returncode) for r, p in enumerate(procs)
+                               if p.returncode not in (None, 0)), None)
+                time.sleep(0.1)
+            failed = failed or next(((r, p.returncode) for r, p in enumerate(procs)
+                                     if p.returncode), None)
+        finally:  # also on Ctrl-C (which reached the ranks too): none outlives this
+            for p in procs:
+                if p.poll() is None:
+                    p.terminate()
+            for p in procs:
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        if failed is None:
+            return 0
+        rank, code = failed
+        if rank:  # rank 0 said its own; another rank's error is shown here
+            logs[rank].seek(0)
+            tail = logs[rank].read().decode(errors="replace").strip().splitlines()[-15:]
+            print(f"infergy: rank {rank} of {tp} failed (exit {code}):", *tail, sep="\n",
+                  file=sys.stderr)
+        return code
 
 
 class Ranks:
-    """This worker's place among torchrun's: `rank` 0 measures every GPU and speaks; the
-    others run the same model code, so every collective and window edge is matched."""
+    """This process's place among the ranks `launch` started: every rank runs the same model
+    code, so every collective and window edge is matched; rank 0 measures and speaks."""
 
-    def __init__(self, device: str):
+    def __init__(self, device: str, tp: int, *, timeout_s: float = 600.0):
+        import datetime as dt
+
         import torch
         import torch.distributed as dist
 
         self.rank = int(os.environ["RANK"])
         self.size = int(os.environ["WORLD_SIZE"])
-        self.local_rank = int(os.environ["LOCAL_RANK"])
+        if self.size != tp:
+            raise ParallelError(f"--tp {tp}, but {self.size} processes were started")
+        dist.init_process_group("nccl" if device == "cuda" else "gloo",
+                                timeout=dt.timedelta(seconds=timeout_s))
         if device == "cuda":
-            torch.cuda.set_device(self.local_rank)
-        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
         self.device = device
         self._torch, self._dist = torch, dist
 
@@ -112,7 +167,8 @@ class Ranks:
                 self._torch.cuda.synchronize()
             if also is not None:
                 also()
-            self._dist.barrier()
+            if self._dist.is_initialized():  # not once closed (a window stopped on Ctrl-C)
+                self._dist.barrier()
 
         return edge
 
@@ -125,7 +181,8 @@ class Ranks:
 
 def distribute(model, tp: int, device: str):
     """A transformers model built whole on this rank (the same seed on every rank: the same
-    weights) split by its own tensor-parallel plan over `tp` ranks."""
+    weights) split by its own tensor-parallel plan over `tp` ranks. Each rank builds the
+    whole model first: a model that does not fit one GPU cannot be split this way."""
     from torch.distributed.device_mesh import init_device_mesh
     from transformers.distributed import DistributedConfig
 
