@@ -348,7 +348,7 @@ def measure(
             check_tp_gpus(tp)
         except ParallelError as e:
             raise _fail(str(e)) from None
-    split = tp > 1 and engine_cls.tp_by_torchrun  # one process a GPU, started here
+    split = tp > 1 and engine_cls.tp_per_process  # one process a GPU, started here
     rank = current_rank() if split else None
     speaks = rank in (None, 0)
     store = None
@@ -447,7 +447,7 @@ def _record(store, result, options: dict, **spec) -> None:
 
 
 class _Quiet:
-    """A status line that says nothing: torchrun's ranks other than 0."""
+    """A status line that says nothing: the ranks other than 0."""
 
     def __enter__(self):
         return self

@@ -21,7 +21,7 @@ class ParallelError(ValueError):
 
 def check_tp(tp: int, spec: ModelSpec, engine, *, command: str = "measure") -> None:
     """`tp` against the engine (its class) and the model's attention heads. Engines that run
-    as one process a GPU are started by torchrun from `infergy measure` only."""
+    as one process a GPU are started by `infergy measure` only."""
     if not isinstance(tp, int) or isinstance(tp, bool) or tp < 1:
         raise ParallelError(f"--tp must be a positive integer, got {tp!r}")
     if tp == 1:
@@ -31,7 +31,7 @@ def check_tp(tp: int, spec: ModelSpec, engine, *, command: str = "measure") -> N
             f"--tp {tp}: engine {engine.name} runs on one GPU; tensor parallelism is measured "
             f"through hf-eager (transformers' own plan, one process a GPU), vllm or "
             f"vllm-eager")
-    if engine.tp_by_torchrun and command != "measure":
+    if engine.tp_per_process and command != "measure":
         raise ParallelError(
             f"--tp {tp} with {engine.name}: one process a GPU is started by `infergy measure` "
             f"only; {command} splits a model through vllm or vllm-eager")
@@ -40,7 +40,7 @@ def check_tp(tp: int, spec: ModelSpec, engine, *, command: str = "measure") -> N
     if heads % tp:
         raise ParallelError(f"--tp {tp} does not divide {spec.name}'s {heads} attention "
                             f"heads: choose a divisor of {heads}")
-    if engine.tp_by_torchrun and kv_heads % tp:  # transformers' plan splits them only
+    if engine.tp_per_process and kv_heads % tp:  # transformers' plan splits them only
         raise ParallelError(f"--tp {tp} does not divide {spec.name}'s {kv_heads} key-value "
                             f"heads, which {engine.name} splits over the GPUs")
     if kv_heads % tp and tp % kv_heads:  # vLLM splits KV heads, or copies them to each GPU

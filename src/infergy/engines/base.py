@@ -45,7 +45,7 @@ class Engine(ABC):
     first_token_hook: ClassVar[bool] = False
     needs_gpu: ClassVar[bool] = False
     supports_tp: ClassVar[bool] = False  # runs over several GPUs (tensor parallelism)
-    tp_by_torchrun: ClassVar[bool] = False  # ... as one process a GPU, started by torchrun
+    tp_per_process: ClassVar[bool] = False  # ... as one process a GPU (parallel.launch)
 
     def __init__(self, spec: ModelSpec, *, device: str, dtype: str = "bfloat16", seed: int = 0,
                  weights: Path | None = None, options: dict | None = None, tp: int = 1):

@@ -51,8 +51,8 @@ class HFEager(Engine):
     description = "transformers generate, dynamic cache (the study's unoptimized PyTorch)"
     first_token_hook = True
     decodings = ("greedy", "sample", "beam", "speculative")
-    supports_tp = True  # transformers' tensor-parallel plan, one process a GPU (torchrun)
-    tp_by_torchrun = True
+    supports_tp = True  # transformers' tensor-parallel plan, one process a GPU
+    tp_per_process = True
     cache_implementation: str | None = None  # transformers' default: the dynamic cache
     attention = "sdpa"  # the default; `--engine-option attention=NAME` changes it
     _draft = None  # (name, model) of speculative decoding's draft, built on first use
@@ -66,8 +66,8 @@ class HFEager(Engine):
         if self.tp > 1:
             if not torch.distributed.is_initialized():
                 raise EngineError(f"{self.name} over {self.tp} GPUs runs as one process a GPU "
-                                  f"under torchrun: `infergy measure --tp {self.tp}` starts "
-                                  f"them")
+                                  f"(torch.distributed): `infergy measure --tp {self.tp}` "
+                                  f"starts them")
             from infergy.parallel import distribute
 
             self.model = distribute(self.model, self.tp, self.device)
@@ -257,7 +257,7 @@ class HFEager(Engine):
 
 class HFCompiled(HFEager):
     name = "hf-compiled"
-    supports_tp = tp_by_torchrun = False  # torch.compile over DTensors: not measured yet
+    supports_tp = tp_per_process = False  # torch.compile over DTensors: not measured yet
     description = ("transformers generate, static cache sized to the request, compiled with "
                    "CUDA graphs (the study's PyTorch + torch.compile)")
     cache_implementation = "static"

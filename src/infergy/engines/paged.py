@@ -25,7 +25,7 @@ RESULT_TIMEOUT_S = 600.0  # no token for this long: the engine is stuck, not slo
 
 class HFPaged(HFEager):
     name = "hf-paged"
-    supports_tp = tp_by_torchrun = False
+    supports_tp = tp_per_process = False
     description = "transformers continuous batching (paged attention cache, its batch manager)"
     first_token_hook = False
     decodings = ("greedy", "sample")  # transformers' continuous batching has no beam search

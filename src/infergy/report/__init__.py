@@ -206,6 +206,13 @@ def _server(online: dict) -> str:
         else online["engine"]
 
 
+def _change(value, base) -> float | None:
+    """value / base - 1, or None where either is missing (None or NaN)."""
+    if any(v is None or v != v for v in (value, base)) or not base:
+        return None
+    return value / base - 1
+
+
 def _num(value, fmt: str) -> str:
     return "-" if value is None or value != value else fmt.format(value)  # None or NaN
 
@@ -255,11 +262,10 @@ def _tp_section(points, out: Path) -> Section | None:
         for _, p in series.iterrows():
             shares = ", ".join(f"{g} {j:.4g}" for g, j in sorted(p.gpu_energy_j.items())
                                if j is not None)
-            energy = p.energy_j / one.energy_j - 1  # NaN where either has no energy
             rows.append([model, engine, decoding, str(b), str(i), str(o), str(p.tp),
                          f"{p.time_s:.3g}", f"{p.time_s / one.time_s - 1:+.1%}",
-                         _num(p.energy_j, "{:.4g}"), _num(energy, "{:+.1%}"), shares or "-",
-                         gpu])
+                         _num(p.energy_j, "{:.4g}"), _num(_change(p.energy_j, one.energy_j),
+                                                          "{:+.1%}"), shares or "-", gpu])
     if not rows:
         sec.missing.append("tensor parallelism: no point measured at TP 1 and at a larger TP "
                            "on one card (measure the same point with `--tp 1` and `--tp 2`)")

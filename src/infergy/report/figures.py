@@ -259,8 +259,10 @@ def tp_figure(points):
     plt = _plt()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     models = points.model.nunique() > 1
-    for (model, engine, _, _, b, i, o, _), g in series:
-        label = f"{model + ' ' if models else ''}{engine} B={b} I={i} O={o}"
+    for (model, engine, options, decoding, b, i, o, _), g in series:
+        label = (f"{model + ' ' if models else ''}{engine}"
+                 f"{'' if options == '{}' else ' ' + options}"
+                 f"{'' if decoding == 'greedy' else ' ' + decoding} B={b} I={i} O={o}")
         for ax, column in ((left, "time_s"), (right, "energy_j")):
             ax.plot(g.tp, g[column], marker="o", color=_color(engine), label=label)
     for ax, ylabel in ((left, "time per batch (s)"), (right, "GPU energy per batch (J), "
