@@ -172,9 +172,6 @@ class Ranks:
 
         return edge
 
-    def barrier(self) -> None:
-        self._dist.barrier()
-
     def close(self) -> None:
         self._dist.destroy_process_group()
 
