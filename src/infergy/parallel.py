@@ -173,6 +173,9 @@ class Ranks:
         return edge
 
     def close(self) -> None:
+        """Every rank leaves together: a process group torn down while a peer still talks
+        to it can abort (gloo did, once in several runs)."""
+        self._dist.barrier()
         self._dist.destroy_process_group()
 
 
