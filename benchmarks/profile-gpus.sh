@@ -48,9 +48,14 @@ sweep() {  # GPU JOB: one job of a worker, from the code copied at start
     set -- "$spec" --db "$dir/gpu$gpu.db" --resume-by model -e "$engine" -b "$batch" \
       ${shard:+--shard "$shard"}
   fi
-  echo "== GPU $gpu $(date -u +%FT%TZ): infergy sweep $*"
+  infergy_on "$gpu" sweep "$@"
+}
+
+infergy_on() {  # GPU COMMAND ARGS...: an infergy command on that GPU, from the code copy, logged
+  local gpu=$1; shift
+  echo "== GPU $gpu $(date -u +%FT%TZ): infergy $*"
   CUDA_VISIBLE_DEVICES=$gpu PYTHONUNBUFFERED=1 PYTHONPATH="$dir/code/src:${PYTHONPATH:-}" \
-    COLUMNS=160 python3 -m infergy sweep "$@"
+    COLUMNS=160 python3 -m infergy "$@"
   local rc=$?
   echo "== GPU $gpu $(date -u +%FT%TZ): exit $rc"
 }
@@ -65,11 +70,7 @@ replay() {  # GPU MODE ENGINE|SERVER BATCHINGS|RATE[:B]: one replay into the GPU
   fi
   # shellcheck disable=SC2086  # REPLAY: several options
   set -- ${REPLAY:--t azure-code-2023 --sample 512 -m llama-3.1-8b} "$@" --db "$dir/replay$gpu.db"
-  echo "== GPU $gpu $(date -u +%FT%TZ): infergy replay $*"
-  CUDA_VISIBLE_DEVICES=$gpu PYTHONUNBUFFERED=1 PYTHONPATH="$dir/code/src:${PYTHONPATH:-}" \
-    TMPDIR=$dir COLUMNS=160 python3 -m infergy replay "$@"
-  local rc=$?
-  echo "== GPU $gpu $(date -u +%FT%TZ): exit $rc"
+  TMPDIR=$dir infergy_on "$gpu" replay "$@"  # the servers' logs where the snapshot finds them
 }
 
 snapshot() {

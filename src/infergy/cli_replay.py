@@ -106,6 +106,7 @@ def replay(
         replay_offline,
         select_requests,
     )
+    from infergy.bench.serve import SERVE_CHOICES
     from infergy.decoding import Decoding
     from infergy.engines import EngineError, UnknownEngineError, engine_class, new_engine
     from infergy.estimate import EstimateError, MissingPoints, load_profile, shipped_profiles
@@ -127,7 +128,7 @@ def replay(
         if mode == "offline":  # online, the server is the engine
             engine_cls.check_support(spec, decoding)
         runs = engine_cls if mode == "offline" else engine_class(serve) \
-            if serve in ("vllm", "vllm-eager", "hf-paged") else None
+            if serve in SERVE_CHOICES else None
         if runs is not None:  # with --endpoint, --tp only says which GPUs to measure
             check_tp(tp or 1, spec, runs, command="replay")
         check_tp_gpus(tp or 1)
@@ -147,8 +148,9 @@ def replay(
     except (UnknownModelError, UnknownEngineError, EngineError, TraceError,
             ReplayError, ParallelError) as e:
         raise _fail(str(e)) from None
-    if mode == "online":
+    if mode == "online":  # --tp None there: an --endpoint's GPUs are every visible one
         return _online(workload, requests, spec, serving, sample, seed, db, idle_s, as_json)
+    tp = tp or 1
     try:
         stores = profile or shipped_profiles()  # a missing one: the store's own error
         prof, why_none = None, None
@@ -188,7 +190,7 @@ def replay(
     from infergy.sweep.worker import device_identity
 
     with err.status(f"infergy: measuring idle power for {idle_s:g} s ..."):
-        m = open_meter(gpus=None if device == "cuda" else [], limit=tp or 1, idle_s=idle_s)
+        m = open_meter(gpus=None if device == "cuda" else [], limit=tp, idle_s=idle_s)
     results = []
     with m:
         for u in m.unavailable:
@@ -200,7 +202,7 @@ def replay(
                       f"cards[/]")
         try:
             eng = new_engine(engine_cls, spec, device=device, dtype=dtype, options=options,
-                             tp=tp or 1)
+                             tp=tp)
             with err.status(f"infergy: loading {model} in {engine} ..."):
                 eng.load()
         except (EngineError, OSError, ValueError) as e:
@@ -219,9 +221,9 @@ def replay(
                                        seed=seed, progress=lambda n, total, k=kind: st.update(
                                            f"infergy: {k} replay, batch {n} of {total}"))
                 r.estimate = {"none": f"the estimate is of one GPU's work (TP 1), this "
-                                      f"replay ran over {tp}"} if (tp or 1) > 1 else \
+                                      f"replay ran over {tp}"} if tp > 1 else \
                     estimator.compare(r) if estimator else {"none": why_none}
-                r.selection, r.tp = {"sample": sample, "seed": seed}, tp or 1
+                r.selection, r.tp = {"sample": sample, "seed": seed}, tp
                 results.append(r)
                 if store is not None:
                     store.add_replay(run, device_identity(r.provenance), r.to_dict())
@@ -253,7 +255,7 @@ def _online(workload, requests, spec, serving: dict, sample: int | None, seed: i
 
     from infergy.bench.online import Endpoint, ServeError, arrival_times, serve_online
     from infergy.bench.replay import request_prompt
-    from infergy.bench.serve import SERVERS, ServerProcess, free_port, vllm_server
+    from infergy.bench.serve import SERVE_CHOICES, ServerProcess, free_port, vllm_server
     from infergy.engines import EngineError
     from infergy.meter import open_meter
     from infergy.store import Store, StoreError
@@ -265,9 +267,8 @@ def _online(workload, requests, spec, serving: dict, sample: int | None, seed: i
                     "the model) or --serve vllm (infergy starts one), not both")
     if s["weights"] is not None and s["serve"] is None:
         raise _fail("--weights: for --serve (a server given by --endpoint has its own)")
-    choices = (*SERVERS, "hf-paged")  # vLLM's OpenAI server, or in process
-    if s["serve"] is not None and s["serve"] not in choices:
-        raise _fail(f"--serve must be one of {', '.join(choices)}, got {s['serve']!r}")
+    if s["serve"] is not None and s["serve"] not in SERVE_CHOICES:
+        raise _fail(f"--serve must be one of {', '.join(SERVE_CHOICES)}, got {s['serve']!r}")
     if s["serve"] is not None:
         s = {**s, "endpoint": f"http://127.0.0.1:{free_port()}"}
     if s["rate"] is not None and s["concurrency"] is not None:

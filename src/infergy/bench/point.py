@@ -134,9 +134,8 @@ class PointResult:
     # the acceptance observed (with a controlled acceptance: the rate actually drawn).
     decoding_stats: dict = field(default_factory=dict)
     # Each measured GPU's energy (median over the repeats; several with --tp), summing to
-    # about `energy_j`, and how many GPUs were measured.
+    # about `energy_j`; which GPUs those are: `provenance["gpus"]`.
     gpu_energy_j: dict = field(default_factory=dict)
-    gpus_measured: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -187,8 +186,7 @@ def measure_point(engine: Engine, point: Point, meter: Meter, *, repeats: int = 
         raise PointError(f"repeats must be at least 1, got {repeats}")
     decoding = validate_point(point, engine.spec)
     engine.check_decoding(decoding)
-    result = PointResult(point=point, status="ok", provenance=run_metadata(meter),
-                         gpus_measured=len(meter.gpus))
+    result = PointResult(point=point, status="ok", provenance=run_metadata(meter))
     batch, output_tokens = point.batch, point.output_tokens
     if prompts is None:
         prompts = make_prompts(engine.spec, batch, point.input_tokens, seed=seed)

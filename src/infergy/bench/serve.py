@@ -20,6 +20,7 @@ from pathlib import Path
 from infergy.bench.online import ServeError
 
 SERVERS = ("vllm", "vllm-eager")
+SERVE_CHOICES = (*SERVERS, "hf-paged")  # --serve: vLLM's OpenAI server, or hf-paged in process
 
 
 def free_port() -> int:
