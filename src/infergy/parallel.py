@@ -147,10 +147,12 @@ class Ranks:
         self.size = int(os.environ["WORLD_SIZE"])
         if self.size != tp:
             raise ParallelError(f"--tp {tp}, but {self.size} processes were started")
+        gpu = None
+        if device == "cuda":  # each rank's own GPU, named to NCCL (else it guesses by rank)
+            gpu = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+            torch.cuda.set_device(gpu)
         dist.init_process_group("nccl" if device == "cuda" else "gloo",
-                                timeout=dt.timedelta(seconds=timeout_s))
-        if device == "cuda":
-            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+                                timeout=dt.timedelta(seconds=timeout_s), device_id=gpu)
         self.device = device
         self._torch, self._dist = torch, dist
 
