@@ -91,6 +91,33 @@ def test_a_replay_on_a_simulated_gpu_measures_every_batch_and_the_whole(engines,
     assert meter._windows == []
 
 
+def test_warm_up_each_runs_every_batch_first_and_keeps_its_cold_run(engines, make_meter):
+    t = trace()
+    batches = plan_natural(t, select_requests(binned(t), None, 0), 4)
+    meter = make_meter([SimulatedGpu(power_w=200.0, update_s=1e-4)])
+    calls = []
+    engine = engines["hf-eager"]
+    generate = engine.generate
+    engine.generate = lambda *a, **k: calls.append(len(a[0])) or generate(*a, **k)
+    try:
+        each = replay_offline(engine, meter, t, batches, GREEDY, batching="natural",
+                              warmup="each")
+        calls_each, calls[:] = list(calls), []
+        none = replay_offline(engine, meter, t, batches, GREEDY, batching="natural",
+                              warmup="none")
+    finally:
+        del engine.generate
+    assert calls_each == [4, 4, 2, 2] and calls == [4, 2]  # each batch twice; once
+    assert all(b.cold["time_s"] > 0 and b.cold["energy_j"] > 0 for b in each.batches)
+    assert each.warmup["runs"] == 2 and each.warmup["mode"] == "each"
+    assert each.warmup["time_s"] == pytest.approx(sum(b.cold["time_s"] for b in each.batches))
+    assert each.warmup["energy_j"] == pytest.approx(
+        sum(b.cold["energy_j"] for b in each.batches))
+    assert none.warmup is None and all(b.cold is None for b in none.batches)
+    with pytest.raises(ValueError, match="first, each, none"):
+        replay_offline(engine, meter, t, batches, GREEDY, batching="natural", warmup="all")
+
+
 def replay_failing(tiny, make_meter, error: BaseException, fail_from_call: int):
     """A binned replay (B = 1) on hf-eager that raises `error` from a `generate` call on."""
     engine = SimulatedFailureEngine(tiny, device="cpu", dtype="float32", error=error,
@@ -190,6 +217,7 @@ def test_the_command_replays_both_batchings_with_the_profiles_batch_and_records_
 @pytest.mark.parametrize(("args", "message"), [
     (["--mode", "served"], "--mode must be offline or online"),
     (["--batching", "sorted"], "--batching must be binned, natural or both"),
+    (["--warmup", "all"], "--warmup must be first, each, none"),
     ([], "give --batch B"),  # no profile of tiny is shipped
 ])
 def test_bad_replays_fail_before_any_work_with_a_clear_message(tmp_path, args, message):

@@ -50,6 +50,10 @@ def replay(
                                   "online: --serve vllm), those measured. With --endpoint: "
                                   "measure the first N (default: every visible GPU)."),
     idle_s: float = typer.Option(5.0, "--idle-s", min=0, help="Idle power measured first (s)."),
+    warmup: str = typer.Option("first", "--warmup", help="Offline: which batches run once "
+                               "unmeasured before their measured run: first, each (as each "
+                               "profile point does; each batch's first run kept as 'cold'), "
+                               "or none."),
     engine_option: list[str] | None = typer.Option(None, "--engine-option",
                                                    help="key=value passed to the engine."),
     endpoint: str | None = typer.Option(None, "--endpoint", help="Online: an OpenAI-"
@@ -100,6 +104,7 @@ def replay(
                "api_key_env": api_key_env, "steady_inflight": steady_inflight, "tp": tp}
     from infergy.bench.replay import (
         BATCHINGS,
+        WARMUPS,
         ReplayError,
         plan_binned,
         plan_natural,
@@ -121,6 +126,8 @@ def replay(
     kinds = [b.strip() for b in batching.split(",") if b.strip()]
     if not kinds or any(b not in BATCHINGS for b in kinds):
         raise _fail(f"--batching must be binned, natural or both, got {batching!r}")
+    if warmup not in WARMUPS:
+        raise _fail(f"--warmup must be {', '.join(WARMUPS)}, got {warmup!r}")
     decoding = Decoding.parse("greedy")
     try:
         spec = get_model(model)
@@ -218,7 +225,8 @@ def replay(
             for kind, batches in plans.items():
                 with err.status(f"infergy: {kind} replay ...") as st:
                     r = replay_offline(eng, m, workload, batches, decoding, batching=kind,
-                                       seed=seed, progress=lambda n, total, k=kind: st.update(
+                                       seed=seed, warmup=warmup,
+                                       progress=lambda n, total, k=kind: st.update(
                                            f"infergy: {k} replay, batch {n} of {total}"))
                 r.estimate = {"none": f"the estimate is of one GPU's work (TP 1), this "
                                       f"replay ran over {tp}"} if tp > 1 else \

@@ -104,6 +104,7 @@ class BatchResult:
     energy_j: float | None
     time_s: float
     bin: tuple[int, int] | None = None
+    cold: dict | None = None  # warm-up "each": the batch's first run, before the measured one
 
 
 @dataclass
@@ -158,6 +159,9 @@ class ReplayResult(ReplayFigures):
     estimate: dict | None = None  # the estimator on the same requests, and its errors
 
 
+WARMUPS = ("first", "each", "none")  # replay_offline's warm-up: which batches run once first
+
+
 def request_prompt(spec, input_tokens: int, seed: int, request: int) -> list[int]:
     """A replayed request's prompt: random token ids of its own length, seeded by its index
     in the trace (the same prompt offline and online)."""
@@ -165,14 +169,19 @@ def request_prompt(spec, input_tokens: int, seed: int, request: int) -> list[int
 
 
 def replay_offline(engine: Engine, meter: Meter, trace: Trace, batches: list[Batch],
-                   decoding: Decoding, *, batching: str, seed: int = 0, warmup: bool = True,
+                   decoding: Decoding, *, batching: str, seed: int = 0,
+                   warmup: str = "first",
                    progress: Callable[[int, int], None] | None = None) -> ReplayResult:
     """Run the batches one after the other, each in its own measurement window; the replay's
     energy and time are their sums. Outside the windows: the prompts' making, and the
     engine's `prepare` for each new shape (hf-compiled compiles, hf-paged sizes its cache),
-    which the profile's points leave out too. With `warmup`, the first batch runs once first,
-    in a window of its own. A failure or Ctrl-C ends the replay with the batches before it
-    kept (status failed, oom or interrupted)."""
+    which the profile's points leave out too. Warm-up, in windows of its own: "first", the
+    first batch runs once first; "each", every batch does, as each profile point runs its
+    shape before measuring it (each batch keeps its first run's figures as `cold`, the
+    warm-up their sum); "none". A failure or Ctrl-C ends the replay with the batches before
+    it kept (status failed, oom or interrupted)."""
+    if warmup not in WARMUPS:
+        raise ValueError(f"warmup must be one of {', '.join(WARMUPS)}, not {warmup!r}")
     spec = engine.spec
     result = ReplayResult(trace.name, spec.name, engine.name, batching, decoding.label())
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
@@ -185,18 +194,20 @@ def replay_offline(engine: Engine, meter: Meter, trace: Trace, batches: list[Bat
             if shape not in shapes:
                 shapes.add(shape)
                 engine.prepare(*shape, decoding)
-            if n == 0 and warmup:
+            cold = None
+            if warmup == "each" or (n == 0 and warmup == "first"):
                 with meter.window("warmup") as w:
                     engine.generate(prompts, batch.generated_per_prompt, decoding)
-                result.warmup = {"time_s": w.measurement.duration_s,
-                                 "energy_j": w.measurement.energy_j}
+                cold = {"time_s": w.measurement.duration_s, "energy_j": w.measurement.energy_j}
+                result.warmup = _add_runs(result.warmup, cold, warmup)
             with meter.window("batch", record_state=n == 0) as w:
                 engine.generate(prompts, batch.generated_per_prompt, decoding)
             m = w.measurement
             windows.append(m)
             result.batches.append(BatchResult(
                 len(batch.requests), max(batch.input_tokens), batch.generated_per_prompt,
-                sum(batch.output_tokens), m.energy_j, m.duration_s, batch.bin))
+                sum(batch.output_tokens), m.energy_j, m.duration_s, batch.bin,
+                cold if warmup == "each" else None))
             if progress:
                 progress(n + 1, len(batches))
     except KeyboardInterrupt:
@@ -207,6 +218,17 @@ def replay_offline(engine: Engine, meter: Meter, trace: Trace, batches: list[Bat
     _summarize(result, batches, windows)
     result.provenance = {**run_metadata(meter), "time": started}
     return result
+
+
+def _add_runs(total: dict | None, run: dict, mode: str) -> dict:
+    """The warm-up's figures with one more run: time and energy summed (energy None once a
+    run's could not be measured)."""
+    if total is None:
+        return {"mode": mode, "runs": 1, **run}
+    energy = None if None in (total["energy_j"], run["energy_j"]) else \
+        total["energy_j"] + run["energy_j"]
+    return {**total, "runs": total["runs"] + 1, "time_s": total["time_s"] + run["time_s"],
+            "energy_j": energy}
 
 
 def _summarize(result: ReplayResult, batches: list[Batch], windows) -> None:
