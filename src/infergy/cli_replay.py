@@ -220,7 +220,7 @@ def replay(
             run = store.start_run(device=device_identity(meta), meta=meta,
                                   spec={"replay": trace, "mode": mode, "model": model,
                                         "engine": engine, "batching": kinds, "batch": batch,
-                                        "sample": sample, "seed": seed})
+                                        "sample": sample, "seed": seed, "warmup": warmup})
         try:
             for kind, batches in plans.items():
                 with err.status(f"infergy: {kind} replay ...") as st:

@@ -147,12 +147,14 @@ class Ranks:
         self.size = int(os.environ["WORLD_SIZE"])
         if self.size != tp:
             raise ParallelError(f"--tp {tp}, but {self.size} processes were started")
-        gpu = None
-        if device == "cuda":  # each rank's own GPU, named to NCCL (else it guesses by rank)
-            gpu = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-            torch.cuda.set_device(gpu)
+        # Each rank's own GPU named to NCCL (else it guesses by rank). It is made current only
+        # after the rendezvous, which waits for rank 0's idle power: a context opened before
+        # would raise the other GPUs' idle readings.
+        gpu = torch.device("cuda", int(os.environ["LOCAL_RANK"])) if device == "cuda" else None
         dist.init_process_group("nccl" if device == "cuda" else "gloo",
                                 timeout=dt.timedelta(seconds=timeout_s), device_id=gpu)
+        if gpu is not None:
+            torch.cuda.set_device(gpu)
         self.device = device
         self._torch, self._dist = torch, dist
 

@@ -199,7 +199,6 @@ def replay_offline(engine: Engine, meter: Meter, trace: Trace, batches: list[Bat
                 with meter.window("warmup") as w:
                     engine.generate(prompts, batch.generated_per_prompt, decoding)
                 cold = {"time_s": w.measurement.duration_s, "energy_j": w.measurement.energy_j}
-                result.warmup = _add_runs(result.warmup, cold, warmup)
             with meter.window("batch", record_state=n == 0) as w:
                 engine.generate(prompts, batch.generated_per_prompt, decoding)
             m = w.measurement
@@ -208,6 +207,8 @@ def replay_offline(engine: Engine, meter: Meter, trace: Trace, batches: list[Bat
                 len(batch.requests), max(batch.input_tokens), batch.generated_per_prompt,
                 sum(batch.output_tokens), m.energy_j, m.duration_s, batch.bin,
                 cold if warmup == "each" else None))
+            if cold is not None:  # only a measured batch's: the sum of the batches' cold runs
+                result.warmup = _add_runs(result.warmup, cold, warmup)
             if progress:
                 progress(n + 1, len(batches))
     except KeyboardInterrupt:
