@@ -22,7 +22,7 @@ from infergy.decoding import Decoding
 from infergy.store import Store, merge
 from infergy.workloads import BinGrid, Trace
 from simulated import SimulatedGpu
-from simulated_engines import SimulatedFailureEngine
+from simulated_engines import OutOfMemoryError, SimulatedFailureEngine
 
 GREEDY = Decoding.parse("greedy")
 # (input, output, arrival s): bins (32, 8) x2, (32, 16) x2, (128, 8), (128, 32); one past the
@@ -99,26 +99,32 @@ def test_warm_up_each_runs_every_batch_first_and_keeps_its_cold_run(engines, mak
     engine = engines["hf-eager"]
     generate = engine.generate
     engine.generate = lambda *a, **k: calls.append(len(a[0])) or generate(*a, **k)
+    runs = {}
     try:
-        each = replay_offline(engine, meter, t, batches, GREEDY, batching="natural",
-                              warmup="each")
-        calls_each, calls[:] = list(calls), []
-        none = replay_offline(engine, meter, t, batches, GREEDY, batching="natural",
-                              warmup="none")
+        for mode in ("each", "first", "none"):
+            calls[:] = []
+            result = replay_offline(engine, meter, t, batches, GREEDY, batching="natural",
+                                    warmup=mode)
+            runs[mode] = result, list(calls)
     finally:
         del engine.generate
-    assert calls_each == [4, 4, 2, 2] and calls == [4, 2]  # each batch twice; once
+    (each, calls_each), (first, calls_first), (none, calls_none) = runs.values()
+    assert calls_each == [4, 4, 2, 2]  # each batch twice
+    assert calls_first == [4, 4, 2] and calls_none == [4, 2]  # the first twice; each once
     assert all(b.cold["time_s"] > 0 and b.cold["energy_j"] > 0 for b in each.batches)
     assert each.warmup["runs"] == 2 and each.warmup["mode"] == "each"
     assert each.warmup["time_s"] == pytest.approx(sum(b.cold["time_s"] for b in each.batches))
     assert each.warmup["energy_j"] == pytest.approx(
         sum(b.cold["energy_j"] for b in each.batches))
+    assert first.warmup["runs"] == 1 and first.warmup["mode"] == "first"
+    assert first.warmup["energy_j"] > 0 and all(b.cold is None for b in first.batches)
     assert none.warmup is None and all(b.cold is None for b in none.batches)
     with pytest.raises(ValueError, match="first, each, none"):
         replay_offline(engine, meter, t, batches, GREEDY, batching="natural", warmup="all")
 
 
-def replay_failing(tiny, make_meter, error: BaseException, fail_from_call: int):
+def replay_failing(tiny, make_meter, error: BaseException, fail_from_call: int,
+                   warmup: str = "first"):
     """A binned replay (B = 1) on hf-eager that raises `error` from a `generate` call on."""
     engine = SimulatedFailureEngine(tiny, device="cpu", dtype="float32", error=error,
                                     fail_from_call=fail_from_call)
@@ -127,7 +133,8 @@ def replay_failing(tiny, make_meter, error: BaseException, fail_from_call: int):
     batches = plan_binned(t, binned(t), select_requests(binned(t), None, 0), lambda edge: 1)
     meter = make_meter([SimulatedGpu(power_w=100.0, update_s=1e-4)])
     try:
-        return replay_offline(engine, meter, t, batches, GREEDY, batching="binned"), meter
+        return replay_offline(engine, meter, t, batches, GREEDY, batching="binned",
+                              warmup=warmup), meter
     finally:
         engine.close()
 
@@ -138,6 +145,28 @@ def test_a_failure_mid_replay_keeps_the_batches_measured_before_it(tiny, make_me
     assert result.status == "failed" and "engine died" in result.error
     assert len(result.batches) == 1 and result.requests == 1
     assert result.energy_j > 0 and meter._windows == []
+
+
+@pytest.mark.parametrize(("error", "status"), [(RuntimeError("engine died"), "failed"),
+                                               (OutOfMemoryError("CUDA out of memory"), "oom")])
+def test_a_failure_in_a_warm_up_run_ends_the_replay_as_a_measured_batchs_does(
+        tiny, make_meter, error, status):
+    # Warm-up each: call 1 is batch 1's cold run, 2 its measured run, 3 batch 2's cold run.
+    result, meter = replay_failing(tiny, make_meter, error, 3, warmup="each")
+    assert result.status == status and result.error.endswith("(in batch 2's warm-up run)")
+    assert len(result.batches) == 1 and result.requests == 1  # batch 1 kept, with its cold run
+    assert result.batches[0].cold["energy_j"] > 0 and result.energy_j > 0
+    assert result.warmup["runs"] == 1  # only the measured batch's cold run
+    assert result.warmup["energy_j"] == result.batches[0].cold["energy_j"]
+    assert meter._windows == []
+
+
+def test_a_failed_first_warm_up_leaves_nothing_measured_and_says_so(tiny, make_meter):
+    result, meter = replay_failing(tiny, make_meter, RuntimeError("engine died"), 1)
+    assert result.status == "failed" and "batch 1's warm-up run" in result.error
+    assert result.batches == [] and result.warmup is None
+    assert result.energy_j is None and result.energy_reason == "no batch was measured"
+    assert meter._windows == []
 
 
 def test_prompts_of_different_lengths_are_left_padded_and_decode_as_alone(engines):
@@ -212,6 +241,57 @@ def test_the_command_replays_both_batchings_with_the_profiles_batch_and_records_
     with Store(tmp_path / "r.db") as store:
         assert [r["batching"] for r in store.replays()] == ["binned", "natural"]
         assert store.runs()[0]["status"] == "finished"
+
+
+def replay_command(tmp_path, *args):
+    """`infergy replay` of the test trace on tiny at B = 2, on the CPU, recorded in r.db;
+    the JSON results, the store's run and the command's output."""
+    res = CliRunner().invoke(app, ["replay", "-t", *write_trace(tmp_path), "-m", "tiny",
+                                   "--batch", "2", "--idle-s", "0", "--device", "cpu",
+                                   "--db", str(tmp_path / "r.db"), "--json", *args])
+    # An exception the command let through would be res.exception; its exits are SystemExit.
+    assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
+    with Store(tmp_path / "r.db") as store:
+        (run,) = store.runs()
+    return res, json.loads(res.stdout[res.stdout.index("["):]), run
+
+
+def test_the_command_with_warm_up_each_keeps_every_batchs_cold_run(tmp_path):
+    res, results, run = replay_command(tmp_path, "--warmup", "each")
+    assert res.exit_code == 0, res.output
+    assert [r["batching"] for r in results] == ["binned", "natural"]
+    for r in results:
+        assert r["batches"] and all(b["cold"]["time_s"] > 0 and "energy_j" in b["cold"]
+                                    for b in r["batches"])
+        assert r["warmup"]["mode"] == "each"
+        assert r["warmup"]["runs"] == len(r["batches"])
+        assert r["warmup"]["time_s"] == pytest.approx(sum(b["cold"]["time_s"]
+                                                          for b in r["batches"]))
+    assert json.loads(run["spec"])["warmup"] == "each"
+
+
+@pytest.mark.parametrize(("args", "mode"), [([], "first"), (["--warmup", "none"], "none")])
+def test_the_command_warms_up_the_first_batch_by_default_or_none(tmp_path, args, mode):
+    res, (r,), run = replay_command(tmp_path, "--batching", "natural", *args)
+    assert res.exit_code == 0, res.output
+    assert all(b["cold"] is None for b in r["batches"])
+    if mode == "first":
+        assert r["warmup"]["mode"] == "first" and r["warmup"]["runs"] == 1
+    else:
+        assert r["warmup"] is None
+    assert json.loads(run["spec"])["warmup"] == mode
+
+
+def test_a_warm_up_that_fails_ends_the_command_with_the_batches_measured_kept(tmp_path):
+    # The test double fails at B = 1: binned B = 2, 2, then 1, whose warm-up run fails.
+    res, (r,), run = replay_command(tmp_path, "--batching", "binned", "--warmup", "each",
+                                    "-e", "simulated_engines:FailsByBatchEngine",
+                                    "--engine-option", "fatal_at_batch=1")
+    assert res.exit_code == 1, res.output
+    assert r["status"] == "failed" and r["error"].endswith("(in batch 3's warm-up run)")
+    assert [b["size"] for b in r["batches"]] == [2, 2] and r["requests"] == 4
+    assert r["warmup"]["runs"] == 2 and all(b["cold"] for b in r["batches"])
+    assert run["status"] == "failed"
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -178,14 +178,16 @@ def replay_offline(engine: Engine, meter: Meter, trace: Trace, batches: list[Bat
     which the profile's points leave out too. Warm-up, in windows of its own: "first", the
     first batch runs once first; "each", every batch does, as each profile point runs its
     shape before measuring it (each batch keeps its first run's figures as `cold`, the
-    warm-up their sum); "none". A failure or Ctrl-C ends the replay with the batches before
-    it kept (status failed, oom or interrupted)."""
+    warm-up their sum); "none". A failure or Ctrl-C, in a warm-up run or a measured one,
+    ends the replay with the batches measured before it kept (status failed, oom or
+    interrupted; the error names a warm-up run that failed)."""
     if warmup not in WARMUPS:
         raise ValueError(f"warmup must be one of {', '.join(WARMUPS)}, not {warmup!r}")
     spec = engine.spec
     result = ReplayResult(trace.name, spec.name, engine.name, batching, decoding.label())
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     windows, shapes = [], set()
+    warming = None  # the batch (from 1) whose warm-up run is running
     try:
         for n, batch in enumerate(batches):
             prompts = [request_prompt(spec, length, seed, r)
@@ -196,8 +198,10 @@ def replay_offline(engine: Engine, meter: Meter, trace: Trace, batches: list[Bat
                 engine.prepare(*shape, decoding)
             cold = None
             if warmup == "each" or (n == 0 and warmup == "first"):
+                warming = n + 1
                 with meter.window("warmup") as w:
                     engine.generate(prompts, batch.generated_per_prompt, decoding)
+                warming = None
                 cold = {"time_s": w.measurement.duration_s, "energy_j": w.measurement.energy_j}
             with meter.window("batch", record_state=n == 0) as w:
                 engine.generate(prompts, batch.generated_per_prompt, decoding)
@@ -216,6 +220,8 @@ def replay_offline(engine: Engine, meter: Meter, trace: Trace, batches: list[Bat
     except Exception as err:  # recorded: what was measured is kept
         result.status = "oom" if is_out_of_memory(err) else "failed"
         result.error = f"{type(err).__name__}: {err}"
+        if warming is not None:  # else read as a measured batch's failure
+            result.error += f" (in batch {warming}'s warm-up run)"
     _summarize(result, batches, windows)
     result.provenance = {**run_metadata(meter), "time": started}
     return result
@@ -248,5 +254,7 @@ def _summarize(result: ReplayResult, batches: list[Batch], windows) -> None:
         result.divide(result.requests)
     elif windows:
         result.energy_reason = next(m.reason for m in windows if m.energy_j is None)
+    else:
+        result.energy_reason = "no batch was measured"
     result.meter_method = windows[0].method if windows else None
     result.warnings = list(dict.fromkeys(w for m in windows for w in m.warnings))
