@@ -296,6 +296,7 @@ def test_a_warm_up_that_fails_ends_the_command_with_the_batches_measured_kept(tm
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--mode", "served"], "--mode must be offline or online"),
+    (["--mode", "online", "--warmup", "first"], "--warmup: for --mode offline"),
     (["--batching", "sorted"], "--batching must be binned, natural or both"),
     (["--warmup", "all"], "--warmup must be first, each, none"),
     ([], "give --batch B"),  # no profile of tiny is shipped

@@ -50,10 +50,11 @@ def replay(
                                   "online: --serve vllm), those measured. With --endpoint: "
                                   "measure the first N (default: every visible GPU)."),
     idle_s: float = typer.Option(5.0, "--idle-s", min=0, help="Idle power measured first (s)."),
-    warmup: str = typer.Option("first", "--warmup", help="Offline: which batches run once "
-                               "unmeasured before their measured run: first, each (as each "
-                               "profile point does; each batch's first run kept as 'cold'), "
-                               "or none."),
+    warmup: str | None = typer.Option(None, "--warmup", help="Offline: which batches run "
+                                      "once before their measured run, outside the replay's "
+                                      "energy: first (the default), each (as each profile "
+                                      "point runs its shape first; each batch's first run "
+                                      "kept as 'cold'), or none."),
     engine_option: list[str] | None = typer.Option(None, "--engine-option",
                                                    help="key=value passed to the engine."),
     endpoint: str | None = typer.Option(None, "--endpoint", help="Online: an OpenAI-"
@@ -126,6 +127,10 @@ def replay(
     kinds = [b.strip() for b in batching.split(",") if b.strip()]
     if not kinds or any(b not in BATCHINGS for b in kinds):
         raise _fail(f"--batching must be binned, natural or both, got {batching!r}")
+    if warmup is not None and mode == "online":  # None: not given, so offline's default
+        raise _fail("--warmup: for --mode offline (online, the requests go to a server as "
+                    "they arrive: there are no batches to run first)")
+    warmup = "first" if warmup is None else warmup
     if warmup not in WARMUPS:
         raise _fail(f"--warmup must be {', '.join(WARMUPS)}, got {warmup!r}")
     decoding = Decoding.parse("greedy")
