@@ -14,7 +14,8 @@
 # llama-3.1-8b) into one store, brought back as replay-<card>.db, servers' logs in servers.log:
 # "replay:ENGINE:BATCHINGS[:B]" offline (BATCHINGS binned, natural or binned+natural; B for
 # --batch), "online:SERVER:RATE[:N]" online through --serve SERVER (vllm, vllm-eager,
-# hf-paged) at a Poisson RATE a second (N for --steady-inflight).
+# hf-paged) at a Poisson RATE a second (N for --steady-inflight); $WARMUP, the offline
+# replays' --warmup (online ones refuse it).
 # A shard is of the points its GPU's copy of the store does not hold yet: start the shards of
 # one sweep in one call (the copies are then the same), so they split what is left evenly.
 #   start spot,hf-compiled:max:0/2 spot,hf-compiled:max:1/2 spot,hf-compiled:max:... -
@@ -64,7 +65,8 @@ replay() {  # GPU MODE ENGINE|SERVER BATCHINGS|RATE[:B]: one replay into the GPU
   local gpu=$1 mode=$2 what=$3 how=${4%%:*} b=
   [[ $4 == *:* ]] && b=${4#*:}
   if [ "$mode" = replay ]; then
-    set -- --mode offline -e "$what" --batching "${how//+/,}" ${b:+--batch "$b"}
+    set -- --mode offline -e "$what" --batching "${how//+/,}" ${b:+--batch "$b"} \
+      ${WARMUP:+--warmup "$WARMUP"}
   else
     set -- --mode online --serve "$what" --rate "$how" ${b:+--steady-inflight "$b"}
   fi

@@ -3,6 +3,8 @@ GPU's energy beside their sum."""
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 
 import pytest
@@ -119,6 +121,70 @@ def test_vllms_server_is_started_over_tp_gpus(tmp_path):
     assert command[command.index("--tensor-parallel-size") + 1] == "4"
     assert "--tensor-parallel-size" not in vllm_server(LLAMA, port=8000, served_name="llama",
                                                        folder=tmp_path)
+
+
+MULTICAST_OFF = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1",
+                 "NVSHMEM_DISABLE_NVLS": "1"}
+VLLM_ALL_REDUCE = ("VLLM_FLASHINFER_ALLREDUCE_BACKEND", "VLLM_ALLREDUCE_USE_SYMM_MEM")
+
+
+@pytest.fixture
+def multicast_off(monkeypatch):
+    """A host that turns NVLink multicast off, as the shared GPU hosts here do; vLLM's own
+    settings unset (and restored after the test, which the engine sets them for)."""
+    for name, value in MULTICAST_OFF.items():
+        monkeypatch.setenv(name, value)
+    for name in VLLM_ALL_REDUCE:
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_vllm_split_on_a_host_without_multicast_leaves_out_the_multicast_all_reduce(
+        monkeypatch, multicast_off):
+    import fake_vllm
+
+    monkeypatch.setitem(sys.modules, "vllm", fake_vllm)
+    monkeypatch.setenv("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
+    engine = engine_class("vllm")(LLAMA, device="cuda", tp=2)
+    engine.load()
+    kwargs = fake_vllm.LLM.instances[-1].kwargs
+    assert kwargs["compilation_config"] == {"pass_config": {"fuse_allreduce_rms": False}}
+    assert os.environ["VLLM_FLASHINFER_ALLREDUCE_BACKEND"] == "trtllm"
+    assert os.environ["VLLM_ALLREDUCE_USE_SYMM_MEM"] == "0"
+    assert engine.info()["env"] == {**MULTICAST_OFF, "VLLM_FLASHINFER_ALLREDUCE_BACKEND":
+                                    "trtllm", "VLLM_ALLREDUCE_USE_SYMM_MEM": "0"}
+    engine.close()
+    # one GPU has no all-reduce: vLLM's defaults stand
+    engine = engine_class("vllm")(LLAMA, device="cuda", tp=1)
+    engine.load()
+    assert "compilation_config" not in fake_vllm.LLM.instances[-1].kwargs
+    assert "env" not in engine.info()
+    engine.close()
+
+
+def test_vllm_split_where_multicast_is_on_keeps_vllms_defaults(monkeypatch):
+    import fake_vllm
+
+    for name in (*MULTICAST_OFF, *VLLM_ALL_REDUCE):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setitem(sys.modules, "vllm", fake_vllm)
+    monkeypatch.setenv("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
+    engine = engine_class("vllm")(LLAMA, device="cuda", tp=2)
+    engine.load()
+    assert "compilation_config" not in fake_vllm.LLM.instances[-1].kwargs
+    assert "VLLM_FLASHINFER_ALLREDUCE_BACKEND" not in os.environ
+    engine.close()
+
+
+def test_vllms_server_split_on_a_host_without_multicast(tmp_path, multicast_off):
+    from infergy.bench.serve import vllm_server
+
+    command = vllm_server(LLAMA, port=8000, served_name="llama", folder=tmp_path, tp=2)
+    assert command[:3] == ["env", "VLLM_FLASHINFER_ALLREDUCE_BACKEND=trtllm",
+                           "VLLM_ALLREDUCE_USE_SYMM_MEM=0"]
+    passes = json.loads(command[command.index("--compilation-config") + 1])
+    assert passes == {"pass_config": {"fuse_allreduce_rms": False}}
+    single = vllm_server(LLAMA, port=8000, served_name="llama", folder=tmp_path)
+    assert single[0] == sys.executable and "--compilation-config" not in single
 
 
 @pytest.mark.parametrize(("args", "message"), [

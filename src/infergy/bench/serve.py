@@ -18,6 +18,7 @@ import urllib.parse
 from pathlib import Path
 
 from infergy.bench.online import ServeError
+from infergy.engines.vllm import without_multicast
 
 SERVERS = ("vllm", "vllm-eager")
 SERVE_CHOICES = (*SERVERS, "hf-paged")  # --serve: vLLM's OpenAI server, or hf-paged in process
@@ -134,6 +135,12 @@ def vllm_server(spec, *, kind: str = "vllm", port: int, served_name: str,
                str(max_model_len or min(spec.max_context, 8192)), *extra]
     if tp > 1:
         command += ["--tensor-parallel-size", str(tp)]
+        settings = {}
+        _, env = without_multicast(tp, settings)
+        if settings:
+            command += ["--compilation-config", json.dumps(settings["compilation_config"])]
+        if env:  # in the command itself, so that the run records it
+            command = ["env", *(f"{k}={v}" for k, v in env.items()), *command]
     return command + (["--enforce-eager"] if kind == "vllm-eager" else [])
 
 
