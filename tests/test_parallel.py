@@ -135,7 +135,8 @@ def multicast_off(monkeypatch):
     for name, value in MULTICAST_OFF.items():
         monkeypatch.setenv(name, value)
     for name in VLLM_ALL_REDUCE:
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "")  # so that the value before (none) is what comes back
+        monkeypatch.delenv(name)
 
 
 def test_vllm_split_on_a_host_without_multicast_leaves_out_the_multicast_all_reduce(
@@ -153,6 +154,11 @@ def test_vllm_split_on_a_host_without_multicast_leaves_out_the_multicast_all_red
     assert engine.info()["env"] == {**MULTICAST_OFF, "VLLM_FLASHINFER_ALLREDUCE_BACKEND":
                                     "trtllm", "VLLM_ALLREDUCE_USE_SYMM_MEM": "0"}
     engine.close()
+    # a second engine of the process finds the variables set: it records them all the same
+    engine = engine_class("vllm-eager")(LLAMA, device="cuda", tp=2)
+    engine.load()
+    assert engine.info()["env"]["VLLM_FLASHINFER_ALLREDUCE_BACKEND"] == "trtllm"
+    engine.close()
     # one GPU has no all-reduce: vLLM's defaults stand
     engine = engine_class("vllm")(LLAMA, device="cuda", tp=1)
     engine.load()
@@ -161,11 +167,36 @@ def test_vllm_split_on_a_host_without_multicast_leaves_out_the_multicast_all_red
     engine.close()
 
 
+@pytest.mark.parametrize(("given", "passed"), [
+    ({"mode": 3}, {"mode": 3, "pass_config": {"fuse_allreduce_rms": False}}),
+    (3, {"mode": 3, "pass_config": {"fuse_allreduce_rms": False}}),
+    ({"pass_config": {"fuse_allreduce_rms": True}}, {"pass_config": {"fuse_allreduce_rms":
+                                                                      True}}),  # asked for
+])
+def test_a_compilation_config_given_keeps_its_own_settings_and_is_not_changed(
+        monkeypatch, multicast_off, given, passed):
+    import fake_vllm
+
+    monkeypatch.setitem(sys.modules, "vllm", fake_vllm)
+    monkeypatch.setenv("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
+    options = {"compilation_config": given}
+    before = json.dumps(given)
+    engine = engine_class("vllm")(LLAMA, device="cuda", tp=2, options=options)
+    engine.load()
+    assert fake_vllm.LLM.instances[-1].kwargs["compilation_config"] == passed
+    assert json.dumps(options["compilation_config"]) == before  # the options' record: as given
+    engine.close()
+    with pytest.raises(EngineError, match="compilation_config: a mapping or a mode number"):
+        engine_class("vllm")(LLAMA, device="cuda", tp=2,
+                             options={"compilation_config": "-O3"}).load()
+
+
 def test_vllm_split_where_multicast_is_on_keeps_vllms_defaults(monkeypatch):
     import fake_vllm
 
     for name in (*MULTICAST_OFF, *VLLM_ALL_REDUCE):
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     monkeypatch.setitem(sys.modules, "vllm", fake_vllm)
     monkeypatch.setenv("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
     engine = engine_class("vllm")(LLAMA, device="cuda", tp=2)
@@ -179,8 +210,9 @@ def test_vllms_server_split_on_a_host_without_multicast(tmp_path, multicast_off)
     from infergy.bench.serve import vllm_server
 
     command = vllm_server(LLAMA, port=8000, served_name="llama", folder=tmp_path, tp=2)
-    assert command[:3] == ["env", "VLLM_FLASHINFER_ALLREDUCE_BACKEND=trtllm",
-                           "VLLM_ALLREDUCE_USE_SYMM_MEM=0"]
+    assert command[:5] == ["env", *(f"{k}={v}" for k, v in MULTICAST_OFF.items()),
+                           "VLLM_FLASHINFER_ALLREDUCE_BACKEND=trtllm"]
+    assert command[5] == "VLLM_ALLREDUCE_USE_SYMM_MEM=0" and command[6] == sys.executable
     passes = json.loads(command[command.index("--compilation-config") + 1])
     assert passes == {"pass_config": {"fuse_allreduce_rms": False}}
     single = vllm_server(LLAMA, port=8000, served_name="llama", folder=tmp_path)

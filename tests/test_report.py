@@ -195,9 +195,12 @@ def test_tensor_parallel_points_get_their_own_section_and_stay_out_of_one_gpus(t
                      "input_tokens": 512, "output_tokens": 64, "decoding": "greedy", "tp": tp,
                      "dtype": "bfloat16"}
             energy = sum(shares.values())
+            env = {"NCCL_NVLS_ENABLE": "0", "VLLM_FLASHINFER_ALLREDUCE_BACKEND": "trtllm",
+                   "VLLM_ALLREDUCE_USE_SYMM_MEM": "0"} if tp == 4 else {}  # multicast off
             store.add_point(run, "GPU-x,GPU-y", {
                 "point": point, "status": "ok", "energy_j": energy, "time_s": time_s,
                 "j_per_output_token": energy / (64 * batch), "gpu_energy_j": shares,
+                "engine_info": {"engine": "vllm", **({"env": env} if env else {})},
                 "provenance": {"versions": {"torch": "2.11.0"}}},
                 engine_options="{}", batch_requested=1 if batch == 1 else "max")
     points = load_points([db])
@@ -209,6 +212,9 @@ def test_tensor_parallel_points_get_their_own_section_and_stay_out_of_one_gpus(t
     assert "-53.1%" in section and "+30.2%" in section  # TP 2: 0.3 s, 200 J
     assert "-68.8%" in section and "+62.8%" in section  # TP 4: 0.2 s, 250 J
     assert "gpu0 95, gpu1 105" in section
+    # the TP 4 point ran where multicast was off: the table says what it ran without
+    assert section.count("without its all-reduce + RMS-norm fusion") == 1
+    assert "NVLink multicast off on the host (NCCL_NVLS_ENABLE=0)" in section
     # One GPU's figures and the estimate hold TP 1 only: the heatmap of vllm (B = max) is
     # the same image without the TP 2 points, and the profile keeps the TP 1 point's energy.
     one_gpu = build_report([write_store(tmp_path / "s.db")], [], tmp_path / "one")

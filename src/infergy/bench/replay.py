@@ -220,8 +220,8 @@ def replay_offline(engine: Engine, meter: Meter, trace: Trace, batches: list[Bat
     except Exception as err:  # recorded: what was measured is kept
         result.status = "oom" if is_out_of_memory(err) else "failed"
         result.error = f"{type(err).__name__}: {err}"
-        if warming is not None:  # else read as a measured batch's failure
-            result.error += f" (in batch {warming}'s warm-up run)"
+    if result.error is not None and warming is not None:  # else a measured batch's
+        result.error += f" (in batch {warming}'s warm-up run)"
     _summarize(result, batches, windows)
     result.provenance = {**run_metadata(meter), "time": started}
     return result

@@ -54,7 +54,9 @@ class ServerProcess:
                                             stderr=subprocess.STDOUT, start_new_session=True)
         except OSError as err:
             self._log_file.close()
-            raise ServeError(f"cannot start the server ({self.command[0]}): {err}") from None
+            program = next((a for a in self.command if a != "env" and "=" not in a),
+                           self.command[0])  # past an `env NAME=VALUE` prefix
+            raise ServeError(f"cannot start the server ({program}): {err}") from None
         try:
             self._wait_ready(start)
         except BaseException:
@@ -136,11 +138,10 @@ def vllm_server(spec, *, kind: str = "vllm", port: int, served_name: str,
     if tp > 1:
         command += ["--tensor-parallel-size", str(tp)]
         settings = {}
-        _, env = without_multicast(tp, settings)
-        if settings:
-            command += ["--compilation-config", json.dumps(settings["compilation_config"])]
+        env = without_multicast(tp, settings)
         if env:  # in the command itself, so that the run records it
-            command = ["env", *(f"{k}={v}" for k, v in env.items()), *command]
+            command = ["env", *(f"{k}={v}" for k, v in env.items()), *command,
+                       "--compilation-config", json.dumps(settings["compilation_config"])]
     return command + (["--enforce-eager"] if kind == "vllm-eager" else [])
 
 

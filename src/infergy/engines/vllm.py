@@ -20,11 +20,13 @@ from infergy.engines.base import Engine, EngineError, Generation
 # A host may turn NVLink multicast off (these settings, as a shared host whose GPUs a
 # multicast program can put out of service does). vLLM 0.26 at TP > 1 fuses its all-reduce
 # with the RMS norm through FlashInfer's "mnnvl" all-reduce, whose workspace creates
-# multicast objects itself (cuMulticastCreate), whatever these say: on 2 H100s of such a host
-# its first forward pass failed with an illegal memory access (docs/measurements.md).
+# multicast memory itself (cuMulticastCreate), whatever these say: on 2 H100s of such a host
+# the first forward pass of CUDA graph capture failed (docs/measurements.md).
 MULTICAST_OFF = (("NCCL_NVLS_ENABLE", "0"), ("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1"),
                  ("NVSHMEM_DISABLE_NVLS", "1"))
-# There, vLLM runs without that fusion, and no all-reduce of its may take multicast memory:
+# There, vLLM runs without that fusion (the one user of FlashInfer's all-reduce in a dense
+# model by default), and should FlashInfer's all-reduce or vLLM's symmetric-memory one be
+# asked for, not in their multicast forms:
 NO_MULTICAST_PASSES = {"fuse_allreduce_rms": False}
 NO_MULTICAST_ENV = {"VLLM_FLASHINFER_ALLREDUCE_BACKEND": "trtllm",
                     "VLLM_ALLREDUCE_USE_SYMM_MEM": "0"}
@@ -35,21 +37,26 @@ INSTALL_HINT = (
 )
 
 
-def without_multicast(tp: int, settings: dict) -> tuple[dict[str, str], dict[str, str]]:
-    """Where this host turns NVLink multicast off and vLLM splits a model (`tp` > 1), the
-    fusion that would create multicast memory is turned off in `settings` (vLLM's
-    `compilation_config`, unless it sets that pass itself). Returns the host's settings that
-    turn multicast off, and the variables vLLM's processes need besides (those not set
-    already), to set and record with the run; both {} elsewhere."""
+def without_multicast(tp: int, settings: dict) -> dict[str, str]:
+    """Where this host turns NVLink multicast off and vLLM splits a model (`tp` > 1): the
+    fusion that would create multicast memory turned off in `settings` (in a new
+    `compilation_config`, unless that sets the pass itself), and the environment vLLM's
+    processes run with, to set and record with the run: the host's settings that turn
+    multicast off and vLLM's all-reduce choices (a value already set here kept). {}
+    elsewhere."""
     off = {k: v for k, v in MULTICAST_OFF if os.environ.get(k) == v}
     if tp == 1 or not off:
-        return {}, {}
-    compilation = settings.setdefault("compilation_config", {})
-    if isinstance(compilation, dict):  # a CompilationConfig given by a caller is its own
-        passes = compilation.setdefault("pass_config", {})
-        for name, value in NO_MULTICAST_PASSES.items():
-            passes.setdefault(name, value)
-    return off, {k: v for k, v in NO_MULTICAST_ENV.items() if k not in os.environ}
+        return {}
+    compilation = settings.get("compilation_config") or {}
+    if isinstance(compilation, int) and not isinstance(compilation, bool):
+        compilation = {"mode": compilation}  # vLLM's shorthand for its compilation mode
+    if not isinstance(compilation, dict):
+        raise EngineError(f"compilation_config: a mapping or a mode number where NVLink "
+                          f"multicast is off ({', '.join(off)}): infergy turns vLLM's "
+                          f"all-reduce fusion off in it; got {compilation!r}")
+    settings["compilation_config"] = {**compilation, "pass_config": {
+        **NO_MULTICAST_PASSES, **(compilation.get("pass_config") or {})}}
+    return {**off, **{k: os.environ.get(k, v) for k, v in NO_MULTICAST_ENV.items()}}
 
 
 class VLLM(Engine):
@@ -93,9 +100,8 @@ class VLLM(Engine):
             "enable_prefix_caching": bool(options.pop("enable_prefix_caching", False)),
         }
         settings.update(options)
-        off, env = without_multicast(self.tp, settings)
-        os.environ.update(env)  # vLLM's processes inherit it
-        self.env = {**off, **env}
+        self.env = without_multicast(self.tp, settings)
+        os.environ.update(self.env)  # vLLM's processes inherit it
         self.settings = {k: v for k, v in settings.items() if k != "model"}
         # vLLM forks its engine core unless torch has initialized CUDA here, but torch's
         # device count (torch.cuda.is_available, asked before an engine loads) already leaves

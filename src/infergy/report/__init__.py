@@ -49,6 +49,7 @@ def load_points(stores: list[Path]):
                     "decode_energy_j": result.get("decode_energy_j"),
                     "tpot_s": result.get("tpot_s"),
                     "acceptance": (result.get("decoding_stats") or {}).get("acceptance"),
+                    "engine_env": (result.get("engine_info") or {}).get("env") or {},
                     "gpu": gpus.get(p["run_id"]), "software": software or None,
                     "day": p["measured_at"][:10], "store": str(path), "run_id": p["run_id"],
                     "batch_label": "max" if p["batch_requested"] == "max" else str(p["batch"]),
@@ -56,8 +57,8 @@ def load_points(stores: list[Path]):
     return pd.DataFrame(rows, columns=None if rows else [
         "model", "engine", "engine_options", "decoding", "batch", "batch_requested",
         "input_tokens", "output_tokens", "energy_j", "j_per_output_token", "time_s", "tp",
-        "gpu_energy_j", "prefill_energy_j", "decode_energy_j", "tpot_s", "acceptance", "gpu",
-        "software", "day", "store", "run_id", "batch_label"])
+        "gpu_energy_j", "prefill_energy_j", "decode_energy_j", "tpot_s", "acceptance",
+        "engine_env", "gpu", "software", "day", "store", "run_id", "batch_label"])
 
 
 def build_report(stores: list[Path], traces: list[str], out: Path, *, model: str | None = None,
@@ -265,7 +266,8 @@ def _tp_section(points, out: Path) -> Section | None:
             rows.append([model, engine, decoding, str(b), str(i), str(o), str(p.tp),
                          f"{p.time_s:.3g}", f"{p.time_s / one.time_s - 1:+.1%}",
                          _num(p.energy_j, "{:.4g}"), _num(_change(p.energy_j, one.energy_j),
-                                                          "{:+.1%}"), shares or "-", gpu])
+                                                          "{:+.1%}"), shares or "-", gpu,
+                         _tp_note(p.engine_env)])
     if not rows:
         sec.missing.append("tensor parallelism: no point measured at TP 1 and at a larger TP "
                            "on one card (measure the same point with `--tp 1` and `--tp 2`)")
@@ -274,8 +276,18 @@ def _tp_section(points, out: Path) -> Section | None:
     sec.tables.append({"title": "Against TP 1 on the same card (the study: TP 2 -40% latency, "
                                 "+29% energy; TP 4 -61%, +55%)", "columns": [
         "model", "engine", "decoding", "B", "I", "O", "TP", "time s", "time vs TP 1", "energy J",
-        "energy vs TP 1", "each GPU's J", "GPU"], "rows": rows})
+        "energy vs TP 1", "each GPU's J", "GPU", "note"], "rows": rows})
     return sec
+
+
+def _tp_note(env: dict) -> str:
+    """What a split point ran without, where its host turned NVLink multicast off."""
+    from infergy.engines.vllm import NO_MULTICAST_ENV
+
+    if not any(k in env for k in NO_MULTICAST_ENV):
+        return ""
+    return ("vLLM without its all-reduce + RMS-norm fusion: NVLink multicast off on the host ("
+            + ", ".join(f"{k}={v}" for k, v in env.items() if k not in NO_MULTICAST_ENV) + ")")
 
 
 def _estimate_section(trace, points, stores, out, sec, gco2, usd) -> None:
