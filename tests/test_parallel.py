@@ -19,18 +19,16 @@ LLAMA = get_model("llama-3.1-8b")  # 32 attention heads, 8 key-value heads
 UUIDS = [f"GPU-0000000{i}-aaaa-bbbb-cccc-dddddddddddd" for i in range(4)]
 
 
-@pytest.mark.parametrize(("tp", "engine", "command", "message"), [
-    (0, "vllm", "measure", "--tp must be a positive integer, got 0"),
-    (2, "hf-compiled", "measure", "--tp 2: engine hf-compiled runs on one GPU"),
-    (2, "hf-paged", "replay", "--tp 2: engine hf-paged runs on one GPU"),
-    (2, "hf-eager", "sweep", "--tp 2 with hf-eager: one process a GPU is started by "
-                             "`infergy measure` only"),
-    (3, "vllm", "measure", "--tp 3 does not divide llama-3.1-8b's 32 attention heads"),
-    (3, "hf-eager", "measure", "--tp 3 does not divide llama-3.1-8b's 32 attention heads"),
+@pytest.mark.parametrize(("tp", "engine", "message"), [
+    (0, "vllm", "--tp must be a positive integer, got 0"),
+    (2, "hf-compiled", "--tp 2: engine hf-compiled runs on one GPU"),
+    (2, "hf-paged", "--tp 2: engine hf-paged runs on one GPU"),
+    (3, "vllm", "--tp 3 does not divide llama-3.1-8b's 32 attention heads"),
+    (3, "hf-eager", "--tp 3 does not divide llama-3.1-8b's 32 attention heads"),
 ])
-def test_a_tp_that_cannot_run_is_refused_with_the_reason(tp, engine, command, message):
+def test_a_tp_that_cannot_run_is_refused_with_the_reason(tp, engine, message):
     with pytest.raises(ParallelError, match=message):
-        check_tp(tp, LLAMA, engine_class(engine), command=command)
+        check_tp(tp, LLAMA, engine_class(engine))
 
 
 def test_tp_must_also_split_or_copy_the_key_value_heads():
@@ -41,7 +39,7 @@ def test_tp_must_also_split_or_copy_the_key_value_heads():
 
 def test_tp_that_divides_the_heads_passes():
     for tp in (1, 2, 4, 8, 32):  # 32: each GPU with its own attention head, KV heads copied
-        check_tp(tp, LLAMA, engine_class("vllm"), command="sweep")
+        check_tp(tp, LLAMA, engine_class("vllm"))
     for tp in (1, 2, 4, 8):  # transformers' plan splits the 8 KV heads, never copies them
         check_tp(tp, LLAMA, engine_class("hf-eager"))
     with pytest.raises(ParallelError, match=r"--tp 16 does not divide llama-3\.1-8b's 8 "
@@ -107,7 +105,7 @@ def test_vllm_is_started_over_tp_gpus_and_single_gpu_engines_refuse_more(monkeyp
     engine.close()
     with pytest.raises(EngineError, match="engine hf-compiled runs on one GPU, not --tp 2"):
         engine_class("hf-compiled")(LLAMA, device="cpu", tp=2)
-    # hf-eager splits only as one process a GPU, which `infergy measure --tp` starts
+    # hf-eager splits only as one process a GPU, which infergy's commands start
     with pytest.raises(EngineError, match="runs as one process a GPU"):
         engine_class("hf-eager")(get_model("tiny"), device="cpu", tp=2).load()
 
@@ -122,8 +120,10 @@ def test_vllms_server_is_started_over_tp_gpus(tmp_path):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--mode", "offline", "-e", "hf-eager", "--tp", "2"],
-     "--tp 2 with hf-eager: one process a GPU is started by `infergy measure` only"),
+    (["--mode", "offline", "-e", "hf-compiled", "--tp", "2"],
+     "--tp 2: engine hf-compiled runs on one GPU"),
+    (["--mode", "offline", "-e", "hf-eager", "--tp", "16"],
+     "--tp 16 does not divide llama-3.1-8b's 8 key-value heads, which hf-eager splits"),
     (["--mode", "online", "--serve", "hf-paged", "--tp", "2"],
      "--tp 2: engine hf-paged runs on one GPU"),
     (["--mode", "online", "--serve", "vllm", "--tp", "3"],
@@ -192,6 +192,32 @@ def test_measure_starts_one_process_a_gpu_and_rank_0_reports(tmp_path):
     with Store(tmp_path / "tp.db") as store:  # recorded once, by rank 0, with its TP
         (point,) = store.points()
         assert point["tp"] == 2 and point["engine"] == "hf-eager" and point["batch"] == 2
+        assert store.runs()[0]["status"] == "finished"
+
+
+def test_an_offline_replay_at_tp_2_runs_as_two_ranks_and_rank_0_records_it(tmp_path):
+    import json
+    import os
+    import subprocess
+    from pathlib import Path
+
+    from infergy.store import Store
+
+    (tmp_path / "t.csv").write_text("in,out\n20,5\n30,8\n100,12\n40,6\n60,3\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    done = subprocess.run([sys.executable, "-m", "infergy", "replay", "-t", "t.csv",
+                           "--input-col", "in", "--output-col", "out", "-m", "tiny", "-e",
+                           "hf-eager", "--tp", "2", "--device", "cpu", "--dtype", "float32",
+                           "--idle-s", "0", "--batch", "2", "--batching", "natural", "--json",
+                           "--db", "r.db"], capture_output=True, text=True, timeout=240,
+                          env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (result,) = json.loads(done.stdout[done.stdout.index("["):])  # rank 0's report alone
+    assert result["status"] == "ok" and result["tp"] == 2 and result["requests"] == 5
+    assert [b["size"] for b in result["batches"]] == [2, 2, 1]
+    with Store(tmp_path / "r.db") as store:  # recorded once, by rank 0
+        (replay,) = store.replays()
+        assert json.loads(replay["result"])["tp"] == 2
         assert store.runs()[0]["status"] == "finished"
 
 

@@ -107,7 +107,7 @@ def test_a_yaml_spec_with_engine_options_and_cooldown(tmp_path):
     ("models: [tiny]\ninput_tokens: [8]\noutput_tokens: [4]\ndecodings: [beam]\n",
      r"field 'decodings\[0\]' \(line 4\)"),
     ("models: [tiny]\ninput_tokens: [8]\noutput_tokens: [4]\ntp: 2\n",
-     r"field 'tp' \(line 4\): --tp 2 with hf-eager: one process a GPU is started by "),
+     r"field 'tp' \(line 4\): hf-eager at tp 2: a sweep splits a model through vllm"),
     ("models: [llama-3.1-8b]\nengines: [vllm]\ninput_tokens: [8]\noutput_tokens: [4]\ntp: 3\n",
      r"field 'tp' \(line 5\): --tp 3 does not divide llama-3.1-8b's 32 attention heads"),
     ("- a list\n", r"expected a mapping of fields"),

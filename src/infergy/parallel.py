@@ -6,6 +6,14 @@ vLLM places its workers), and infergy measures exactly those: the idle power of 
 run does not use is not counted. Each GPU's energy is kept (`Measurement.devices`) beside
 their sum (`energy_j`), over one window read by one process, so every GPU's window has the
 same edges.
+
+Engines that split a model as one process a GPU (hf-eager, by transformers' own plan) run
+as N ranks of the same code. `measure` and `replay` start them with `launch` (the command
+line run again N times); a sweep's worker starts its own (infergy.sweep.worker). Either way
+the ranks' parts are the ones here: `rank_env` (what torch.distributed reads), `run_meter`
+(rank 0 measures every GPU, its idle power before any other rank touches a GPU; the others
+measure nothing) and `Ranks` (the ranks meet after that idle power, and every window edge
+waits for all of them).
 """
 
 from __future__ import annotations
@@ -19,9 +27,8 @@ class ParallelError(ValueError):
     """A tensor-parallel size that cannot run; raised before any work."""
 
 
-def check_tp(tp: int, spec: ModelSpec, engine, *, command: str = "measure") -> None:
-    """`tp` against the engine (its class) and the model's attention heads. Engines that run
-    as one process a GPU are started by `infergy measure` only."""
+def check_tp(tp: int, spec: ModelSpec, engine) -> None:
+    """`tp` against the engine (its class) and the model's attention heads."""
     if not isinstance(tp, int) or isinstance(tp, bool) or tp < 1:
         raise ParallelError(f"--tp must be a positive integer, got {tp!r}")
     if tp == 1:
@@ -31,10 +38,6 @@ def check_tp(tp: int, spec: ModelSpec, engine, *, command: str = "measure") -> N
             f"--tp {tp}: engine {engine.name} runs on one GPU; tensor parallelism is measured "
             f"through hf-eager (transformers' own plan, one process a GPU), vllm or "
             f"vllm-eager")
-    if engine.tp_per_process and command != "measure":
-        raise ParallelError(
-            f"--tp {tp} with {engine.name}: one process a GPU is started by `infergy measure` "
-            f"only; {command} splits a model through vllm or vllm-eager")
     heads = int(spec.config["num_attention_heads"])
     kv_heads = int(spec.config.get("num_key_value_heads") or heads)
     if heads % tp:
@@ -77,30 +80,43 @@ def current_rank() -> int | None:
     return int(os.environ[RANK_ENV]) if RANK_ENV in os.environ else None
 
 
+def free_port() -> int:
+    """A TCP port free on this host now, for the ranks' rendezvous."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rank_env(rank: int, tp: int, port: int) -> dict[str, str]:
+    """What torch.distributed reads in rank `rank` of `tp` processes meeting on this host at
+    `port` (rank r uses the r-th visible GPU); where OMP_NUM_THREADS is not set, the host's
+    cores shared out between the ranks."""
+    env = {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(tp),
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    if "OMP_NUM_THREADS" not in os.environ:
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // tp))
+    return env
+
+
 def launch(tp: int, argv: list[str]) -> int:
     """Run this infergy command again as `tp` processes on this host, rank i on the i-th
     visible GPU, and wait for them. Rank 0 speaks (its output is this command's), the others'
     error output is kept and shown if one fails. A rank that fails stops the others, so
     nothing waits for it forever. Returns rank 0's exit status, or the failed rank's."""
     import contextlib
-    import socket
     import subprocess
     import sys
     import tempfile
     import time
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    threads = str(max(1, (os.cpu_count() or 1) // tp))
+    port = free_port()
     with contextlib.ExitStack() as stack:
         procs, logs = [], []
         for rank in range(tp):
             log = stack.enter_context(tempfile.TemporaryFile()) if rank else None
-            env = {**os.environ, RANK_ENV: str(rank), "RANK": str(rank),
-                   "LOCAL_RANK": str(rank), "WORLD_SIZE": str(tp),
-                   "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
-            env.setdefault("OMP_NUM_THREADS", threads)  # the host's cores shared out
+            env = {**os.environ, RANK_ENV: str(rank), **rank_env(rank, tp, port)}
             procs.append(subprocess.Popen([sys.executable, "-m", "infergy", *argv], env=env,
                                           stdout=subprocess.DEVNULL if rank else None,
                                           stderr=log))
@@ -133,9 +149,31 @@ def launch(tp: int, argv: list[str]) -> int:
         return code
 
 
+def run_meter(device: str, tp: int, idle_s: float, rank: int | None):
+    """The meter of one process of a run over `tp` GPUs (`device` cuda or cpu; a CPU run
+    measures no GPU). `rank` None: the only process, measuring the run's GPUs, idle power
+    first. Rank 0 of several does the same, before any other rank touches a GPU (they wait
+    to meet it in `Ranks`); the other ranks measure nothing. A rank's meter synchronizes no
+    GPU until `Ranks.attach` gives it the ranks' edge (the default would open a context on
+    every GPU)."""
+    from infergy.meter import open_meter
+
+    gpus = None if device == "cuda" else []
+    if rank is None:
+        return open_meter(gpus=gpus, limit=tp, idle_s=idle_s)
+    if rank == 0:
+        return open_meter(gpus=gpus, limit=tp, idle_s=idle_s, sync=_no_sync)
+    return open_meter(gpus=[], cpu=False, idle_s=0, sync=_no_sync)
+
+
+def _no_sync() -> None:
+    pass
+
+
 class Ranks:
-    """This process's place among the ranks `launch` started: every rank runs the same model
-    code, so every collective and window edge is matched; rank 0 measures and speaks."""
+    """This process's place among the ranks of a run (started by `launch`, or by a sweep's
+    worker): every rank runs the same model code, so every collective and window edge is
+    matched; rank 0 measures and speaks. `edges`: the window edges this rank has met."""
 
     def __init__(self, device: str, tp: int, *, timeout_s: float = 600.0):
         import datetime as dt
@@ -156,6 +194,7 @@ class Ranks:
         if gpu is not None:
             torch.cuda.set_device(gpu)
         self.device = device
+        self.edges = 0
         self._torch, self._dist = torch, dist
 
     @property
@@ -173,8 +212,24 @@ class Ranks:
                 also()
             if self._dist.is_initialized():  # not once closed (a window stopped on Ctrl-C)
                 self._dist.barrier()
+            self.edges += 1
 
         return edge
+
+    def attach(self, meter) -> None:
+        """Make every window edge of `meter` an edge of all the ranks (see `synced`)."""
+        meter.sync = self.synced()
+
+    def agree(self, value, what: str) -> None:
+        """Check that every rank decided `value` (something each works out on its own, such
+        as a replay's batches) alike; ParallelError naming `what` if not, before any of them
+        runs it (ranks running different work would wait for each other forever)."""
+        values = [None] * self.size
+        self._dist.all_gather_object(values, value)
+        differ = [r for r, v in enumerate(values) if v != values[0]]
+        if differ:
+            raise ParallelError(f"the ranks disagree on {what}: rank {differ[0]}'s differ from "
+                                f"rank 0's")
 
     def close(self) -> None:
         """Every rank leaves together: a process group torn down while a peer still talks

@@ -66,8 +66,8 @@ class HFEager(Engine):
         if self.tp > 1:
             if not torch.distributed.is_initialized():
                 raise EngineError(f"{self.name} over {self.tp} GPUs runs as one process a GPU "
-                                  f"(torch.distributed): `infergy measure --tp {self.tp}` "
-                                  f"starts them")
+                                  f"(torch.distributed): `infergy measure`, `replay` and "
+                                  f"`sweep` with --tp {self.tp} start them")
             from infergy.parallel import distribute
 
             self.model = distribute(self.model, self.tp, self.device)

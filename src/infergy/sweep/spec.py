@@ -336,10 +336,15 @@ def _check_tp(tp, models: list[str], engines: list[EngineChoice], fail) -> None:
 
     for model in models:
         for engine in engines:
+            cls = engine_class(engine.name)
             try:
-                check_tp(tp, get_model(model), engine_class(engine.name), command="sweep")
+                check_tp(tp, get_model(model), cls)
             except ParallelError as err:
                 raise fail(str(err)) from None
+            if tp > 1 and cls.tp_per_process:
+                raise fail(f"{engine.name} at tp {tp}: a sweep splits a model through vllm or "
+                           f"vllm-eager for now (`infergy measure` and `infergy replay` start "
+                           f"one process a GPU)")
 
 
 def _list(value, key, fail) -> list:
