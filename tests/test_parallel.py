@@ -47,6 +47,15 @@ def test_tp_that_divides_the_heads_passes():
         check_tp(16, LLAMA, engine_class("hf-eager"))
 
 
+def test_the_memory_model_gives_each_gpu_its_share_of_a_sequence():
+    """B = max at TP N starts from what one GPU of N holds: its share of the KV heads and of
+    the projections; the residual stream and the logits stay whole on each."""
+    from infergy.models.memory import sequence_bytes
+
+    whole = sequence_bytes(LLAMA, 4096, 512)
+    assert 0.5 * whole < sequence_bytes(LLAMA, 4096, 512, tp=2) < 0.6 * whole
+
+
 def fake_gpus(monkeypatch, count: int) -> FakePynvml:
     module = FakePynvml([FakeNvmlDevice(u) for u in UUIDS[:count]])
     monkeypatch.setattr(nvml, "pynvml", module)
@@ -137,6 +146,51 @@ def test_replay_refuses_a_tp_that_cannot_run_before_any_work(args, message):
     res = CliRunner().invoke(app, ["replay", "-t", "azure-code-2023", "-m", "llama-3.1-8b",
                                    "--sample", "4", *args])
     assert res.exit_code == 2 and message in " ".join(res.output.split())
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--tp", "3"], "--tp 3 does not divide tiny's 4 attention heads"),
+    (["--tp", "4"], "--tp 4 does not divide tiny's 2 key-value heads, which hf-eager splits"),
+    (["--tp", "2", "-e", "hf-compiled"], "--tp 2: engine hf-compiled runs on one GPU"),
+    (["--tp", "2", "-e", "hf-eager", "-e", "vllm"],
+     "at tp 2, hf-eager runs as one process a GPU and vllm starts its own: run them as "
+     "separate sweeps"),
+    (["--tp", "2", "--device", "cuda"], "--tp 2: only 1 GPU(s) visible here"),
+])
+def test_a_sweep_refuses_a_tp_that_cannot_run_before_any_work(tmp_path, monkeypatch, args,
+                                                               message):
+    from typer.testing import CliRunner
+
+    import infergy.cli_sweep
+    from infergy.cli import app
+
+    fake_gpus(monkeypatch, 1)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(infergy.cli_sweep, "_device", lambda device: device)  # no CUDA here
+    spec = tmp_path / "s.yaml"
+    spec.write_text("models: [tiny]\nengines: [hf-eager]\ninput_tokens: [8]\n"
+                    "output_tokens: [2]\nidle_s: 0\n")
+    res = CliRunner().invoke(app, ["sweep", str(spec), "--db", str(tmp_path / "r.db"), *args])
+    assert res.exit_code == 2 and message in " ".join(res.output.split()), res.output
+    assert not (tmp_path / "r.db").exists()  # refused before the store, the worker, a GPU
+
+
+def test_a_replay_refuses_more_ranks_than_visible_gpus_before_any_work(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import infergy.cli_replay
+    from infergy.cli import app
+
+    fake_gpus(monkeypatch, 1)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(infergy.cli_replay, "_torch_device", lambda device: "cuda")
+    (tmp_path / "t.csv").write_text("in,out\n20,5\n")
+    res = CliRunner().invoke(app, ["replay", "-t", str(tmp_path / "t.csv"), "--input-col",
+                                   "in", "--output-col", "out", "-m", "tiny", "-e", "hf-eager",
+                                   "--tp", "2", "--batch", "2", "--db", str(tmp_path / "r.db")])
+    assert res.exit_code == 2, res.output
+    assert "--tp 2: only 1 GPU(s) visible here" in " ".join(res.output.split())
+    assert not (tmp_path / "r.db").exists()
 
 
 def test_hf_eager_split_over_two_ranks_decodes_as_one_and_its_windows_are_aligned(tmp_path):

@@ -234,7 +234,7 @@ class HFEager(Engine):
             source = "available host memory (psutil)"
         per = sequence_bytes(self.spec, input_tokens, output_tokens,
                              getattr(torch, self.dtype).itemsize,
-                             self._cache_tokens(input_tokens, output_tokens))
+                             self._cache_tokens(input_tokens, output_tokens), tp=self.tp)
         return batch_that_fits(free, per), {
             "method": "memory model (infergy.models.memory)", "source": source,
             "free_gib": round(free / 2**30, 2), "per_sequence_mib": round(per / 2**20, 2)}
