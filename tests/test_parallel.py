@@ -193,6 +193,40 @@ def test_a_replay_refuses_more_ranks_than_visible_gpus_before_any_work(tmp_path,
     assert not (tmp_path / "r.db").exists()
 
 
+def test_a_ranks_engine_failure_is_told_at_once_and_ranks_left_waiting_are_out_of_step(
+        tmp_path, monkeypatch):
+    """A rank whose engine fails tells the launcher before its window's edge (which waits for
+    the others, maybe stuck in the model for it); ranks still running RANK_GRACE_S later are
+    out of step, and `launch` stops them."""
+    import os
+    import time
+
+    from infergy.decoding import Decoding
+    from infergy.parallel import (
+        FAILING_ENV,
+        RANK_ENV,
+        RANK_GRACE_S,
+        Telling,
+        _out_of_step,
+        tell_launch,
+    )
+    from simulated_engines import SimulatedFailureEngine
+
+    monkeypatch.setenv(FAILING_ENV, str(tmp_path))
+    monkeypatch.setenv(RANK_ENV, "1")
+    engine = Telling(SimulatedFailureEngine(get_model("tiny"), device="cpu", fail_from_call=1,
+                                            error=RuntimeError("simulated failure")),
+                     tell_launch)
+    assert engine.name == "simulated-failure"  # everything else passes through
+    with pytest.raises(RuntimeError, match="simulated failure"):  # and the failure goes on
+        engine.generate([[1, 2]], 2, Decoding.parse("greedy"))
+    assert (tmp_path / "rank-1").read_text() == "RuntimeError: simulated failure"
+    assert _out_of_step(tmp_path) is None  # within the grace: the others may end with it
+    old = time.time() - RANK_GRACE_S - 1
+    os.utime(tmp_path / "rank-1", (old, old))
+    assert _out_of_step(tmp_path) == (1, (tmp_path / "rank-1").read_text())
+
+
 def test_hf_eager_split_over_two_ranks_decodes_as_one_and_its_windows_are_aligned(tmp_path):
     """torchrun on the CPU (gloo), with the tiny model: the split model's greedy tokens are
     the whole model's, every window edge waits for both ranks, and rank 0 keeps each GPU's

@@ -369,6 +369,10 @@ def measure(
         try:
             eng = new_engine(engine_cls, spec, device=device, dtype=dtype, seed=seed,
                              weights=weights, options=options, tp=tp)
+            if ranks is not None:  # a failure told before its window's edge waits for all
+                from infergy.parallel import Telling, tell_launch
+
+                eng = Telling(eng, tell_launch)
             eng.check_decoding(Decoding.parse(decoding))
             with _status(speaks, f"infergy: loading {model} in {engine} ..."), \
                     m.window("load") as load:
@@ -409,9 +413,9 @@ def measure(
 
 
 def _launch(tp: int, store=None) -> typer.Exit:
-    """This command run again as `tp` processes, one a GPU (an engine that splits a model
-    so): the launching process's exit, with their status. `store`, opened to fail before any
-    GPU work, is closed: rank 0 opens it again to record."""
+    """This command run again as `tp` processes, one a GPU (for an engine that splits a
+    model so): the launching process's exit, with their status. `store`, opened to fail
+    before any GPU work, is closed: rank 0 opens it again to record."""
     if _ARGV is None:
         raise _fail("--tp with hf-eager starts its processes from the `infergy` command line "
                     "only")

@@ -236,6 +236,10 @@ def replay(
         try:
             eng = new_engine(engine_cls, spec, device=device, dtype=dtype, options=options,
                              tp=tp)
+            if ranks is not None:  # a failure told before its window's edge waits for all
+                from infergy.parallel import Telling, tell_launch
+
+                eng = Telling(eng, tell_launch)
             with _status(speaks, f"infergy: loading {model} in {engine} ..."):
                 eng.load()
         except (EngineError, OSError, ValueError) as e:

@@ -13,7 +13,10 @@ line run again N times); a sweep's worker starts its own (infergy.sweep.worker).
 the ranks' parts are the ones here: `rank_env` (what torch.distributed reads), `run_meter`
 (rank 0 measures every GPU, its idle power before any other rank touches a GPU; the others
 measure nothing) and `Ranks` (the ranks meet after that idle power, and every window edge
-waits for all of them).
+waits for all of them). A rank whose engine fails tells it at once (`Telling`), before its
+window's edge waits for the others: ranks that have not ended with it RANK_GRACE_S later are
+out of step (waiting in the model for a collective that will never come), and whoever
+watches them (`launch`, or a sweep's worker) stops them all.
 """
 
 from __future__ import annotations
@@ -73,6 +76,11 @@ def check_tp_gpus(tp: int) -> None:
 # -- transformers' own tensor parallelism, one process a GPU -------------------------------
 
 RANK_ENV = "INFERGY_TP_RANK"  # set in the processes `launch` starts
+FAILING_ENV = "INFERGY_TP_FAILING"  # ... with the folder where a rank tells its failure
+# Ranks ending a run this long apart (one's engine failed, another is still in the model,
+# waiting for a collective that will never come) are out of step: they are stopped rather
+# than left to the process group's own timeout.
+RANK_GRACE_S = 30.0
 
 
 def current_rank() -> int | None:
@@ -103,29 +111,35 @@ def rank_env(rank: int, tp: int, port: int) -> dict[str, str]:
 def launch(tp: int, argv: list[str]) -> int:
     """Run this infergy command again as `tp` processes on this host, rank i on the i-th
     visible GPU, and wait for them. Rank 0 speaks (its output is this command's), the others'
-    error output is kept and shown if one fails. A rank that fails stops the others, so
-    nothing waits for it forever. Returns rank 0's exit status, or the failed rank's."""
+    error output is kept and shown if one fails. A rank that exits with an error stops the
+    others, and so does one whose engine failed (`tell_launch`) while another is still
+    running RANK_GRACE_S later (out of step), so nothing waits for it forever. Returns rank
+    0's exit status, or the failed rank's."""
     import contextlib
     import subprocess
     import sys
     import tempfile
     import time
+    from pathlib import Path
 
     port = free_port()
     with contextlib.ExitStack() as stack:
+        told = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="infergy-ranks-")))
         procs, logs = [], []
         for rank in range(tp):
             log = stack.enter_context(tempfile.TemporaryFile()) if rank else None
-            env = {**os.environ, RANK_ENV: str(rank), **rank_env(rank, tp, port)}
+            env = {**os.environ, RANK_ENV: str(rank), FAILING_ENV: str(told),
+                   **rank_env(rank, tp, port)}
             procs.append(subprocess.Popen([sys.executable, "-m", "infergy", *argv], env=env,
                                           stdout=subprocess.DEVNULL if rank else None,
                                           stderr=log))
             logs.append(log)
-        failed = None
+        failed = stuck = None
         try:
-            while failed is None and any(p.poll() is None for p in procs):
+            while failed is None and stuck is None and any(p.poll() is None for p in procs):
                 failed = next(((r, p.returncode) for r, p in enumerate(procs)
                                if p.returncode not in (None, 0)), None)
+                stuck = _out_of_step(told)
                 time.sleep(0.1)
             failed = failed or next(((r, p.returncode) for r, p in enumerate(procs)
                                      if p.returncode), None)
@@ -138,6 +152,12 @@ def launch(tp: int, argv: list[str]) -> int:
                     p.wait(10)
                 except subprocess.TimeoutExpired:
                     p.kill()
+        if stuck is not None and failed is None:
+            rank, why = stuck
+            print(f"infergy: rank {rank} of {tp} failed: {why}; the other ranks did not end "
+                  f"with it within {RANK_GRACE_S:.0f} s (out of step): all stopped",
+                  file=sys.stderr)
+            return 1
         if failed is None:
             return 0
         rank, code = failed
@@ -147,6 +167,51 @@ def launch(tp: int, argv: list[str]) -> int:
             print(f"infergy: rank {rank} of {tp} failed (exit {code}):", *tail, sep="\n",
                   file=sys.stderr)
         return code
+
+
+def _out_of_step(told) -> tuple[int, str] | None:
+    """(rank, why) of the first rank that told its engine's failure (`tell_launch`) more
+    than RANK_GRACE_S ago, else None."""
+    import time
+
+    notes = sorted((f.stat().st_mtime, f) for f in told.glob("rank-*"))
+    if not notes or time.time() - notes[0][0] < RANK_GRACE_S:
+        return None
+    return int(notes[0][1].name.removeprefix("rank-")), notes[0][1].read_text()
+
+
+def tell_launch(err: BaseException) -> None:
+    """Tell `launch` this rank's engine failed (see `Telling`): if the other ranks have not
+    ended with it RANK_GRACE_S later, it stops them all."""
+    from pathlib import Path
+
+    note = Path(os.environ[FAILING_ENV], f"rank-{os.environ[RANK_ENV]}")
+    if not note.exists():
+        note.write_text(f"{type(err).__name__}: {err}")
+
+
+class Telling:
+    """A rank's engine that tells its failures (`tell(err)`) the moment they happen, before
+    the window open around it closes: that edge waits for the other ranks, which may be
+    waiting inside the model for this one (out of step: whoever watches the ranks ends
+    them)."""
+
+    def __init__(self, engine, tell):
+        self._engine, self._tell = engine, tell
+
+    def __getattr__(self, name: str):
+        value = getattr(self._engine, name)
+        if name not in ("load", "prepare", "generate"):
+            return value
+
+        def told(*args, **kwargs):
+            try:
+                return value(*args, **kwargs)
+            except BaseException as err:
+                self._tell(err)
+                raise
+
+        return told
 
 
 def run_meter(device: str, tp: int, idle_s: float, rank: int | None):

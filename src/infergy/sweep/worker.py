@@ -42,6 +42,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from infergy.parallel import RANK_GRACE_S, Telling
 from infergy.sweep.spec import Cooldown, EngineChoice, point_text
 
 # Messages of errors after which a CUDA context cannot be trusted: the worker exits.
@@ -49,10 +50,7 @@ FATAL_MARKERS = ("CUDA error", "illegal memory access", "device-side assert",
                  "unspecified launch failure", "CUBLAS_STATUS_EXECUTION_FAILED",
                  "NCCL error", "cudaErrorLaunchFailure")
 FATAL_EXIT_CODE = 3
-# Ranks that end a point this long apart (one failed, another still in the model) are out
-# of step; the process group's own timeout is only the last resort.
-RANK_GRACE_S = 30.0
-RANK_TIMEOUT_S = 600.0
+RANK_TIMEOUT_S = 600.0  # the ranks' process group: a last resort (see RANK_GRACE_S)
 
 
 class EngineLoadError(RuntimeError):
@@ -244,29 +242,6 @@ def _outcome(kind: str, reply: dict, edges: int) -> dict:
     return outcome
 
 
-class _Telling:
-    """A rank's engine that tells its failures (`tell(err)`) the moment they happen: before
-    the window open around it closes, since that edge waits for the other ranks, which may
-    be waiting inside the model for this one (out of step: rank 0's watch ends them)."""
-
-    def __init__(self, engine, tell):
-        self._engine, self._tell = engine, tell
-
-    def __getattr__(self, name: str):
-        value = getattr(self._engine, name)
-        if name not in ("load", "prepare", "generate"):
-            return value
-
-        def told(*args, **kwargs):
-            try:
-                return value(*args, **kwargs)
-            except BaseException as err:
-                self._tell(err)
-                raise
-
-        return told
-
-
 class _Replies:
     """The worker's messages to its parent, one at a time: rank 0's watch thread may answer
     for the worker while its main thread is stuck."""
@@ -339,7 +314,7 @@ class _Followers:
         return ranks
 
     def own_failure(self, err: BaseException) -> None:
-        """Rank 0's engine failed (told by its `_Telling` engine)."""
+        """Rank 0's engine failed (told by its `Telling` engine)."""
         self.failing.setdefault(0, (time.monotonic(), f"{type(err).__name__}: {err}"))
 
     def forward(self, kind: str, job) -> None:
@@ -552,7 +527,7 @@ class _Worker:
             dtype=self.settings.dtype, seed=self.settings.seed,
             options=job.engine.options_dict, tp=job.tp)
         if self.tell is not None:
-            engine = _Telling(engine, self.tell)
+            engine = Telling(engine, self.tell)
         try:
             with self.meter.window("load") as w:
                 engine.load()
