@@ -97,18 +97,24 @@ class SlowPrefillRunEngine(Engine):
 class FailsByBatchEngine(HFEager):
     """hf-eager for sweeps, told by its engine options how to fail, by batch size:
     `oom_from_batch: N` runs out of memory at B >= N (and its memory model says `estimate`);
-    `crash_at_batch: N` kills its own process at B == N (a lost worker);
+    `crash_at_batch: N` kills its own process at B == N (a lost worker), in tensor-parallel
+    rank `crash_on_rank` only where that is given (a lost follower: the other ranks go on
+    into the model's collectives);
     `fatal_at_batch: N` raises a fatal CUDA error at B == N.
-    Used by name, `simulated_engines:FailsByBatchEngine`, so a sweep's worker process can
-    import it."""
+    Used by name, `simulated_engines:FailsByBatchEngine`, so a sweep's worker process (and
+    its followers) can import it."""
 
     name = "simulated-fails-by-batch"
 
     def generate(self, prompts, output_tokens, decoding, on_first_token=None):
+        import torch
+
         batch = len(prompts)
         if batch >= self.options.get("oom_from_batch", 1 << 30):
             raise OutOfMemoryError(f"CUDA out of memory at batch {batch} (simulated)")
-        if batch == self.options.get("crash_at_batch"):
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        if batch == self.options.get("crash_at_batch") and \
+                self.options.get("crash_on_rank", rank) == rank:
             import os
 
             os._exit(9)

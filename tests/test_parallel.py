@@ -21,18 +21,16 @@ LLAMA = get_model("llama-3.1-8b")  # 32 attention heads, 8 key-value heads
 UUIDS = [f"GPU-0000000{i}-aaaa-bbbb-cccc-dddddddddddd" for i in range(4)]
 
 
-@pytest.mark.parametrize(("tp", "engine", "command", "message"), [
-    (0, "vllm", "measure", "--tp must be a positive integer, got 0"),
-    (2, "hf-compiled", "measure", "--tp 2: engine hf-compiled runs on one GPU"),
-    (2, "hf-paged", "replay", "--tp 2: engine hf-paged runs on one GPU"),
-    (2, "hf-eager", "sweep", "--tp 2 with hf-eager: one process a GPU is started by "
-                             "`infergy measure` only"),
-    (3, "vllm", "measure", "--tp 3 does not divide llama-3.1-8b's 32 attention heads"),
-    (3, "hf-eager", "measure", "--tp 3 does not divide llama-3.1-8b's 32 attention heads"),
+@pytest.mark.parametrize(("tp", "engine", "message"), [
+    (0, "vllm", "--tp must be a positive integer, got 0"),
+    (2, "hf-compiled", "--tp 2: engine hf-compiled runs on one GPU"),
+    (2, "hf-paged", "--tp 2: engine hf-paged runs on one GPU"),
+    (3, "vllm", "--tp 3 does not divide llama-3.1-8b's 32 attention heads"),
+    (3, "hf-eager", "--tp 3 does not divide llama-3.1-8b's 32 attention heads"),
 ])
-def test_a_tp_that_cannot_run_is_refused_with_the_reason(tp, engine, command, message):
+def test_a_tp_that_cannot_run_is_refused_with_the_reason(tp, engine, message):
     with pytest.raises(ParallelError, match=message):
-        check_tp(tp, LLAMA, engine_class(engine), command=command)
+        check_tp(tp, LLAMA, engine_class(engine))
 
 
 def test_tp_must_also_split_or_copy_the_key_value_heads():
@@ -43,12 +41,21 @@ def test_tp_must_also_split_or_copy_the_key_value_heads():
 
 def test_tp_that_divides_the_heads_passes():
     for tp in (1, 2, 4, 8, 32):  # 32: each GPU with its own attention head, KV heads copied
-        check_tp(tp, LLAMA, engine_class("vllm"), command="sweep")
+        check_tp(tp, LLAMA, engine_class("vllm"))
     for tp in (1, 2, 4, 8):  # transformers' plan splits the 8 KV heads, never copies them
         check_tp(tp, LLAMA, engine_class("hf-eager"))
     with pytest.raises(ParallelError, match=r"--tp 16 does not divide llama-3\.1-8b's 8 "
                                             r"key-value heads, which hf-eager splits"):
         check_tp(16, LLAMA, engine_class("hf-eager"))
+
+
+def test_the_memory_model_gives_each_gpu_its_share_of_a_sequence():
+    """B = max at TP N starts from what one GPU of N holds: its share of the KV heads and of
+    the projections; the residual stream and the logits stay whole on each."""
+    from infergy.models.memory import sequence_bytes
+
+    whole = sequence_bytes(LLAMA, 4096, 512)
+    assert 0.5 * whole < sequence_bytes(LLAMA, 4096, 512, tp=2) < 0.6 * whole
 
 
 def fake_gpus(monkeypatch, count: int) -> FakePynvml:
@@ -109,7 +116,7 @@ def test_vllm_is_started_over_tp_gpus_and_single_gpu_engines_refuse_more(monkeyp
     engine.close()
     with pytest.raises(EngineError, match="engine hf-compiled runs on one GPU, not --tp 2"):
         engine_class("hf-compiled")(LLAMA, device="cpu", tp=2)
-    # hf-eager splits only as one process a GPU, which `infergy measure --tp` starts
+    # hf-eager splits only as one process a GPU, which infergy's commands start
     with pytest.raises(EngineError, match="runs as one process a GPU"):
         engine_class("hf-eager")(get_model("tiny"), device="cpu", tp=2).load()
 
@@ -220,8 +227,10 @@ def test_vllms_server_split_on_a_host_without_multicast(tmp_path, multicast_off)
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--mode", "offline", "-e", "hf-eager", "--tp", "2"],
-     "--tp 2 with hf-eager: one process a GPU is started by `infergy measure` only"),
+    (["--mode", "offline", "-e", "hf-compiled", "--tp", "2"],
+     "--tp 2: engine hf-compiled runs on one GPU"),
+    (["--mode", "offline", "-e", "hf-eager", "--tp", "16"],
+     "--tp 16 does not divide llama-3.1-8b's 8 key-value heads, which hf-eager splits"),
     (["--mode", "online", "--serve", "hf-paged", "--tp", "2"],
      "--tp 2: engine hf-paged runs on one GPU"),
     (["--mode", "online", "--serve", "vllm", "--tp", "3"],
@@ -235,6 +244,85 @@ def test_replay_refuses_a_tp_that_cannot_run_before_any_work(args, message):
     res = CliRunner().invoke(app, ["replay", "-t", "azure-code-2023", "-m", "llama-3.1-8b",
                                    "--sample", "4", *args])
     assert res.exit_code == 2 and message in " ".join(res.output.split())
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--tp", "3"], "--tp 3 does not divide tiny's 4 attention heads"),
+    (["--tp", "4"], "--tp 4 does not divide tiny's 2 key-value heads, which hf-eager splits"),
+    (["--tp", "2", "-e", "hf-compiled"], "--tp 2: engine hf-compiled runs on one GPU"),
+    (["--tp", "2", "-e", "hf-eager", "-e", "vllm"],
+     "at tp 2, hf-eager runs as one process a GPU and vllm starts its own: run them as "
+     "separate sweeps"),
+    (["--tp", "2", "--device", "cuda"], "--tp 2: only 1 GPU(s) visible here"),
+])
+def test_a_sweep_refuses_a_tp_that_cannot_run_before_any_work(tmp_path, monkeypatch, args,
+                                                               message):
+    from typer.testing import CliRunner
+
+    import infergy.cli_sweep
+    from infergy.cli import app
+
+    fake_gpus(monkeypatch, 1)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(infergy.cli_sweep, "_device", lambda device: device)  # no CUDA here
+    spec = tmp_path / "s.yaml"
+    spec.write_text("models: [tiny]\nengines: [hf-eager]\ninput_tokens: [8]\n"
+                    "output_tokens: [2]\nidle_s: 0\n")
+    res = CliRunner().invoke(app, ["sweep", str(spec), "--db", str(tmp_path / "r.db"), *args])
+    assert res.exit_code == 2 and message in " ".join(res.output.split()), res.output
+    assert not (tmp_path / "r.db").exists()  # refused before the store, the worker, a GPU
+
+
+def test_a_replay_refuses_more_ranks_than_visible_gpus_before_any_work(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import infergy.cli_replay
+    from infergy.cli import app
+
+    fake_gpus(monkeypatch, 1)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(infergy.cli_replay, "_torch_device", lambda device: "cuda")
+    (tmp_path / "t.csv").write_text("in,out\n20,5\n")
+    res = CliRunner().invoke(app, ["replay", "-t", str(tmp_path / "t.csv"), "--input-col",
+                                   "in", "--output-col", "out", "-m", "tiny", "-e", "hf-eager",
+                                   "--tp", "2", "--batch", "2", "--db", str(tmp_path / "r.db")])
+    assert res.exit_code == 2, res.output
+    assert "--tp 2: only 1 GPU(s) visible here" in " ".join(res.output.split())
+    assert not (tmp_path / "r.db").exists()
+
+
+def test_a_ranks_engine_failure_is_told_at_once_and_ranks_left_waiting_are_out_of_step(
+        tmp_path, monkeypatch):
+    """A rank whose engine fails tells the launcher before its window's edge (which waits for
+    the others, maybe stuck in the model for it); ranks still running RANK_GRACE_S later are
+    out of step, and `launch` stops them."""
+    import os
+    import time
+
+    from infergy.decoding import Decoding
+    from infergy.parallel import (
+        FAILING_ENV,
+        RANK_ENV,
+        RANK_GRACE_S,
+        Telling,
+        _out_of_step,
+        tell_launch,
+    )
+    from simulated_engines import SimulatedFailureEngine
+
+    monkeypatch.setenv(FAILING_ENV, str(tmp_path))
+    monkeypatch.setenv(RANK_ENV, "1")
+    engine = Telling(SimulatedFailureEngine(get_model("tiny"), device="cpu", fail_from_call=1,
+                                            error=RuntimeError("simulated failure")),
+                     tell_launch)
+    assert engine.name == "simulated-failure"  # everything else passes through
+    with pytest.raises(RuntimeError, match="simulated failure"):  # and the failure goes on
+        engine.generate([[1, 2]], 2, Decoding.parse("greedy"))
+    assert (tmp_path / "rank-1").read_text() == "RuntimeError: simulated failure"
+    assert _out_of_step(tmp_path) is None  # within the grace: the others may end with it
+    old = time.time() - RANK_GRACE_S - 1
+    os.utime(tmp_path / "rank-1", (old, old))
+    assert _out_of_step(tmp_path) == (1, (tmp_path / "rank-1").read_text())
 
 
 def test_hf_eager_split_over_two_ranks_decodes_as_one_and_its_windows_are_aligned(tmp_path):
@@ -290,6 +378,32 @@ def test_measure_starts_one_process_a_gpu_and_rank_0_reports(tmp_path):
     with Store(tmp_path / "tp.db") as store:  # recorded once, by rank 0, with its TP
         (point,) = store.points()
         assert point["tp"] == 2 and point["engine"] == "hf-eager" and point["batch"] == 2
+        assert store.runs()[0]["status"] == "finished"
+
+
+def test_an_offline_replay_at_tp_2_runs_as_two_ranks_and_rank_0_records_it(tmp_path):
+    import json
+    import os
+    import subprocess
+    from pathlib import Path
+
+    from infergy.store import Store
+
+    (tmp_path / "t.csv").write_text("in,out\n20,5\n30,8\n100,12\n40,6\n60,3\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    done = subprocess.run([sys.executable, "-m", "infergy", "replay", "-t", "t.csv",
+                           "--input-col", "in", "--output-col", "out", "-m", "tiny", "-e",
+                           "hf-eager", "--tp", "2", "--device", "cpu", "--dtype", "float32",
+                           "--idle-s", "0", "--batch", "2", "--batching", "natural", "--json",
+                           "--db", "r.db"], capture_output=True, text=True, timeout=240,
+                          env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (result,) = json.loads(done.stdout[done.stdout.index("["):])  # rank 0's report alone
+    assert result["status"] == "ok" and result["tp"] == 2 and result["requests"] == 5
+    assert [b["size"] for b in result["batches"]] == [2, 2, 1]
+    with Store(tmp_path / "r.db") as store:  # recorded once, by rank 0
+        (replay,) = store.replays()
+        assert json.loads(replay["result"])["tp"] == 2
         assert store.runs()[0]["status"] == "finished"
 
 

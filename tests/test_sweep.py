@@ -119,6 +119,33 @@ def test_a_lost_worker_is_replaced_and_the_sweep_goes_on(tmp_path, option, error
     assert error in points[1]["error"]
 
 
+def test_a_tp_2_sweep_runs_two_ranks_that_agree_and_a_lost_follower_fails_one_point(tmp_path):
+    """hf-eager split by transformers' plan on the CPU (gloo): the worker is rank 0 and starts
+    rank 1. Points are recorded once, at tp 2, with both ranks' outcomes; both ranks run out
+    of memory at B >= 4 and agree, so the B = max search halves; rank 1 killing itself at
+    B = 3 fails that point with its exit, no process waits for it, and a new worker (with a
+    new rank 1) measures the rest."""
+    engine = {"name": DOUBLE, "options": {"oom_from_batch": 4, "estimate": 8,
+                                          "crash_at_batch": 3, "crash_on_rank": 1}}
+    s = spec(engines=[engine], input_tokens=[8], output_tokens=[2], batch_sizes=[1, 3, MAX],
+             tp=2)
+    with Store(tmp_path / "r.db") as store:
+        summary = run_sweep(s, store, device="cpu")
+        points = store.points()
+    assert [(p["batch_requested"], p["batch"], p["status"], p["tp"]) for p in points] == [
+        ("1", 1, "ok", 2), ("3", 3, "failed", 2),
+        ("max", 8, "oom", 2), ("max", 4, "oom", 2), ("max", 2, "ok", 2)]
+    assert "TP rank 1 of 2 died (exit code 9)" in points[1]["error"]
+    assert summary.worker_restarts == 1 and summary.failed == 1 and summary.oom == 2
+    for p in points[:1] + points[2:]:
+        ranks = json.loads(p["result"])["ranks"]
+        assert [r["rank"] for r in ranks] == [0, 1]
+        assert {r["status"] for r in ranks} == {p["status"]}  # every rank ended alike
+        assert ranks[0]["edges"] == ranks[1]["edges"] > 0  # every window edge met by both
+    search = json.loads(points[-1]["batch_search"])
+    assert search["estimate"] == 8 and search["memory_model"]["ranks"] == [8, 8]
+
+
 def wait_for_points(db: Path, count: int, timeout_s: float = 120) -> None:
     """Until the store at `db` holds `count` points (a sweep in another process writes it)."""
     deadline = time.monotonic() + timeout_s

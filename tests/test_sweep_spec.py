@@ -106,8 +106,11 @@ def test_a_yaml_spec_with_engine_options_and_cooldown(tmp_path):
     ("models: [tiny]\ninput_tokens: [8]\n", r"field 'output_tokens'.*missing"),
     ("models: [tiny]\ninput_tokens: [8]\noutput_tokens: [4]\ndecodings: [beam]\n",
      r"field 'decodings\[0\]' \(line 4\)"),
-    ("models: [tiny]\ninput_tokens: [8]\noutput_tokens: [4]\ntp: 2\n",
-     r"field 'tp' \(line 4\): --tp 2 with hf-eager: one process a GPU is started by "),
+    ("models: [tiny]\nengines: [hf-eager, vllm]\ninput_tokens: [8]\noutput_tokens: [4]\n"
+     "tp: 2\n", r"field 'tp' \(line 5\): at tp 2, hf-eager runs as one process a GPU and "
+                r"vllm starts its own: run them as separate sweeps"),
+    ("models: [tiny]\nengines: [hf-paged]\ninput_tokens: [8]\noutput_tokens: [4]\ntp: 2\n",
+     r"field 'tp' \(line 5\): --tp 2: engine hf-paged runs on one GPU"),
     ("models: [llama-3.1-8b]\nengines: [vllm]\ninput_tokens: [8]\noutput_tokens: [4]\ntp: 3\n",
      r"field 'tp' \(line 5\): --tp 3 does not divide llama-3.1-8b's 32 attention heads"),
     ("- a list\n", r"expected a mapping of fields"),

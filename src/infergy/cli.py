@@ -360,39 +360,19 @@ def measure(
         except StoreError as e:
             raise _fail(str(e)) from None
     if split and rank is None:  # the launching process: every check above passed once
-        if _ARGV is None:
-            raise _fail("--tp with hf-eager starts its processes from the `infergy` command "
-                        "line only")
-        from infergy.parallel import launch
+        raise _launch(tp, store)
 
-        if store is not None:
-            store.close()  # rank 0 records; opened here only to fail before any GPU work
-        raise typer.Exit(launch(tp, _ARGV))
-
-    from infergy.meter import open_meter
-
-    ranks = None
-    with _status(speaks, f"infergy: measuring idle power for {idle_s:g} s ..."):
-        # Rank 0 measures every GPU of the run, its idle power before any rank touches a GPU
-        # (the others wait to meet it); the other ranks measure nothing. A rank's sync
-        # touches its own GPU only (the default would open a context on every GPU).
-        quiet = {} if rank is None else {"sync": lambda: None}
-        m = open_meter(gpus=None if device == "cuda" else [], limit=tp, idle_s=idle_s,
-                       **quiet) if speaks else open_meter(gpus=[], cpu=False, idle_s=0, **quiet)
-    if rank is not None:
-        from infergy.parallel import Ranks
-
-        try:
-            ranks = Ranks(device, tp, timeout_s=idle_s + 600)
-        except ParallelError as e:
-            raise _fail(str(e)) from None
-        m.sync = ranks.synced()
+    m, ranks = _run_meter(device, tp, idle_s, rank)
     with m:
         for u in m.unavailable if speaks else ():
             err.print(f"[dim]infergy: not measurable: {u.what}: {u.reason}[/]")
         try:
             eng = new_engine(engine_cls, spec, device=device, dtype=dtype, seed=seed,
                              weights=weights, options=options, tp=tp)
+            if ranks is not None:  # a failure told before its window's edge waits for all
+                from infergy.parallel import Telling, tell_launch
+
+                eng = Telling(eng, tell_launch)
             eng.check_decoding(Decoding.parse(decoding))
             with _status(speaks, f"infergy: loading {model} in {engine} ..."), \
                     m.window("load") as load:
@@ -430,6 +410,39 @@ def measure(
         _print_point(result, load_phase, device)
     if result.status != "ok":
         raise typer.Exit(1)
+
+
+def _launch(tp: int, store=None) -> typer.Exit:
+    """This command run again as `tp` processes, one a GPU (for an engine that splits a
+    model so): the launching process's exit, with their status. `store`, opened to fail
+    before any GPU work, is closed: rank 0 opens it again to record."""
+    if _ARGV is None:
+        raise _fail("--tp with hf-eager starts its processes from the `infergy` command line "
+                    "only")
+    from infergy.parallel import launch
+
+    if store is not None:
+        store.close()
+    return typer.Exit(launch(tp, _ARGV))
+
+
+def _run_meter(device: str, tp: int, idle_s: float, rank: int | None):
+    """(meter, ranks) of this process of a run over `tp` GPUs: rank 0 (or the only process)
+    measures the idle power first; where `launch` started this process, the ranks meet
+    after it and every window edge waits for all of them (`ranks` None otherwise)."""
+    from infergy.parallel import ParallelError, Ranks, run_meter
+
+    with _status(rank in (None, 0), f"infergy: measuring idle power for {idle_s:g} s ..."):
+        m = run_meter(device, tp, idle_s, rank)
+    if rank is None:
+        return m, None
+    try:
+        ranks = Ranks(device, tp, timeout_s=idle_s + 600)  # the others wait out rank 0's idle
+    except ParallelError as e:
+        m.close()
+        raise _fail(str(e)) from None
+    ranks.attach(m)
+    return m, ranks
 
 
 def _record(store, result, options: dict, **spec) -> None:

@@ -9,7 +9,17 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from infergy.cli import _fail, _options, _torch_device, app, err, out
+from infergy.cli import (
+    _fail,
+    _launch,
+    _options,
+    _run_meter,
+    _status,
+    _torch_device,
+    app,
+    err,
+    out,
+)
 
 
 @app.command()
@@ -46,9 +56,10 @@ def replay(
     device: str = typer.Option("auto", "--device", help="auto, cuda or cpu."),
     dtype: str = typer.Option("bfloat16", "--dtype"),
     tp: int | None = typer.Option(None, "--tp", min=1, help="Tensor parallelism: the model "
-                                  "over the first N visible GPUs (offline: vllm, vllm-eager; "
-                                  "online: --serve vllm), those measured. With --endpoint: "
-                                  "measure the first N (default: every visible GPU)."),
+                                  "over the first N visible GPUs (offline: vllm, vllm-eager, "
+                                  "hf-eager: one process a GPU; online: --serve vllm), those "
+                                  "measured. With --endpoint: measure the first N (default: "
+                                  "every visible GPU)."),
     idle_s: float = typer.Option(5.0, "--idle-s", min=0, help="Idle power measured first (s)."),
     warmup: str | None = typer.Option(None, "--warmup", help="Offline: which batches run "
                                       "once before their measured run, outside the replay's "
@@ -118,7 +129,7 @@ def replay(
     from infergy.estimate import EstimateError, MissingPoints, load_profile, shipped_profiles
     from infergy.estimate.hardware import UnknownGpuError
     from infergy.models import UnknownModelError, get_model
-    from infergy.parallel import ParallelError, check_tp, check_tp_gpus
+    from infergy.parallel import ParallelError, check_tp, check_tp_gpus, current_rank
     from infergy.store import Store, StoreError
     from infergy.workloads import BinGrid, TraceError, get_trace
 
@@ -142,8 +153,9 @@ def replay(
         runs = engine_cls if mode == "offline" else engine_class(serve) \
             if serve in SERVE_CHOICES else None
         if runs is not None:  # with --endpoint, --tp only says which GPUs to measure
-            check_tp(tp or 1, spec, runs, command="replay")
-        check_tp_gpus(tp or 1)
+            check_tp(tp or 1, spec, runs)
+        if mode == "online":  # offline, once the device is known (a CPU run counts none)
+            check_tp_gpus(tp or 1)
         workload = get_trace(trace, fmt=fmt, input_col=input_col, output_col=output_col,
                              time_col=time_col)
         grid = BinGrid.named("paper")
@@ -192,20 +204,34 @@ def replay(
                     f"{max(too_long[0].input_tokens)} + {too_long[0].generated_per_prompt}: "
                     f"choose a model with a longer context, or a smaller --batch")
         device = _torch_device(device)
+        if device == "cuda":
+            check_tp_gpus(tp)
         options = _options(engine_option)
-        store = Store(db) if db is not None else None  # before any GPU work
-    except (ReplayError, EstimateError, StoreError, UnknownGpuError) as e:
+        # One process a GPU (hf-eager): this command runs again as `tp` ranks, each making
+        # the same plan (the trace, the profile, --sample and --seed decide it; checked once
+        # they meet); rank 0 alone measures, records and speaks.
+        split = tp > 1 and engine_cls.tp_per_process
+        rank = current_rank() if split else None
+        speaks = rank in (None, 0)
+        store = Store(db) if db is not None and speaks else None  # before any GPU work
+    except (ReplayError, EstimateError, StoreError, UnknownGpuError, ParallelError) as e:
         raise _fail(str(e)) from None
+    if split and rank is None:  # the launching process: every check above passed once
+        raise _launch(tp, store)
 
     from infergy.bench.point import run_metadata
-    from infergy.meter import open_meter
     from infergy.sweep.worker import device_identity
 
-    with err.status(f"infergy: measuring idle power for {idle_s:g} s ..."):
-        m = open_meter(gpus=None if device == "cuda" else [], limit=tp, idle_s=idle_s)
+    m, ranks = _run_meter(device, tp, idle_s, rank)
     results = []
     with m:
-        for u in m.unavailable:
+        if ranks is not None:
+            try:
+                ranks.agree([(kind, [b.requests for b in batches])
+                             for kind, batches in plans.items()], "the replay's batches")
+            except ParallelError as e:
+                raise _fail(str(e)) from None
+        for u in m.unavailable if speaks else ():
             err.print(f"[dim]infergy: not measurable: {u.what}: {u.reason}[/]")
         cards = {s.info.model for s in m.gpus}
         if prof is not None and cards and cards != {prof.gpu}:
@@ -215,7 +241,11 @@ def replay(
         try:
             eng = new_engine(engine_cls, spec, device=device, dtype=dtype, options=options,
                              tp=tp)
-            with err.status(f"infergy: loading {model} in {engine} ..."):
+            if ranks is not None:  # a failure told before its window's edge waits for all
+                from infergy.parallel import Telling, tell_launch
+
+                eng = Telling(eng, tell_launch)
+            with _status(speaks, f"infergy: loading {model} in {engine} ..."):
                 eng.load()
         except (EngineError, OSError, ValueError) as e:
             raise _fail(str(e)) from None
@@ -228,7 +258,7 @@ def replay(
                                         "sample": sample, "seed": seed, "warmup": warmup})
         try:
             for kind, batches in plans.items():
-                with err.status(f"infergy: {kind} replay ...") as st:
+                with _status(speaks, f"infergy: {kind} replay ...") as st:
                     r = replay_offline(eng, m, workload, batches, decoding, batching=kind,
                                        seed=seed, warmup=warmup,
                                        progress=lambda n, total, k=kind: st.update(
@@ -247,6 +277,10 @@ def replay(
             if store is not None:
                 store.end_run(run, _run_status(results, len(plans)))
                 store.close()
+    if ranks is not None:  # after the meter's last edge
+        ranks.close()
+    if not speaks:  # rank 0 reports for all, its status the command's
+        raise typer.Exit(0)
     if as_json:
         out.print_json(json.dumps([r.to_dict() for r in results], default=str))
     else:

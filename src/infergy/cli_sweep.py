@@ -51,7 +51,9 @@ def sweep(
                                        "profile over several machines of one kind)."),
     tp: int | None = typer.Option(None, "--tp", min=1, help="Tensor parallelism, replacing the "
                                                      "spec's: the model over the first N "
-                                                     "visible GPUs (vllm, vllm-eager)."),
+                                                     "visible GPUs (vllm, vllm-eager, or "
+                                                     "hf-eager: one process a GPU), every one "
+                                                     "of them measured."),
     shard: str | None = typer.Option(None, "--shard", metavar="K/N",
                                      help="Measure every N-th point from the K-th (0-based): "
                                           "N processes, one per GPU, share the sweep; merge "
@@ -91,7 +93,8 @@ def sweep(
     from infergy.parallel import ParallelError, check_tp_gpus
 
     try:
-        check_tp_gpus(spec.tp)
+        if device == "cuda":  # a CPU sweep counts no GPU (its ranks share the CPU)
+            check_tp_gpus(spec.tp)
     except ParallelError as e:
         raise _fail(str(e)) from None
     from infergy.sweep import SweepError, run_sweep

@@ -6,6 +6,17 @@ vLLM places its workers), and infergy measures exactly those: the idle power of 
 run does not use is not counted. Each GPU's energy is kept (`Measurement.devices`) beside
 their sum (`energy_j`), over one window read by one process, so every GPU's window has the
 same edges.
+
+Engines that split a model as one process a GPU (hf-eager, by transformers' own plan) run
+as N ranks of the same code. `measure` and `replay` start them with `launch` (the command
+line run again N times); a sweep's worker starts its own (infergy.sweep.worker). Either way
+the ranks' parts are the ones here: `rank_env` (what torch.distributed reads), `run_meter`
+(rank 0 measures every GPU, its idle power before any other rank touches a GPU; the others
+measure nothing) and `Ranks` (the ranks meet after that idle power, and every window edge
+waits for all of them). A rank whose engine fails tells it at once (`Telling`), before its
+window's edge waits for the others: ranks that have not ended with it RANK_GRACE_S later are
+out of step (waiting in the model for a collective that will never come), and whoever
+watches them (`launch`, or a sweep's worker) stops them all.
 """
 
 from __future__ import annotations
@@ -19,9 +30,8 @@ class ParallelError(ValueError):
     """A tensor-parallel size that cannot run; raised before any work."""
 
 
-def check_tp(tp: int, spec: ModelSpec, engine, *, command: str = "measure") -> None:
-    """`tp` against the engine (its class) and the model's attention heads. Engines that run
-    as one process a GPU are started by `infergy measure` only."""
+def check_tp(tp: int, spec: ModelSpec, engine) -> None:
+    """`tp` against the engine (its class) and the model's attention heads."""
     if not isinstance(tp, int) or isinstance(tp, bool) or tp < 1:
         raise ParallelError(f"--tp must be a positive integer, got {tp!r}")
     if tp == 1:
@@ -31,10 +41,6 @@ def check_tp(tp: int, spec: ModelSpec, engine, *, command: str = "measure") -> N
             f"--tp {tp}: engine {engine.name} runs on one GPU; tensor parallelism is measured "
             f"through hf-eager (transformers' own plan, one process a GPU), vllm or "
             f"vllm-eager")
-    if engine.tp_per_process and command != "measure":
-        raise ParallelError(
-            f"--tp {tp} with {engine.name}: one process a GPU is started by `infergy measure` "
-            f"only; {command} splits a model through vllm or vllm-eager")
     heads = int(spec.config["num_attention_heads"])
     kv_heads = int(spec.config.get("num_key_value_heads") or heads)
     if heads % tp:
@@ -70,6 +76,11 @@ def check_tp_gpus(tp: int) -> None:
 # -- transformers' own tensor parallelism, one process a GPU -------------------------------
 
 RANK_ENV = "INFERGY_TP_RANK"  # set in the processes `launch` starts
+FAILING_ENV = "INFERGY_TP_FAILING"  # ... with the folder where a rank tells its failure
+# Ranks ending a run this long apart (one's engine failed, another is still in the model,
+# waiting for a collective that will never come) are out of step: they are stopped rather
+# than left to the process group's own timeout.
+RANK_GRACE_S = 30.0
 
 
 def current_rank() -> int | None:
@@ -77,39 +88,58 @@ def current_rank() -> int | None:
     return int(os.environ[RANK_ENV]) if RANK_ENV in os.environ else None
 
 
+def free_port() -> int:
+    """A TCP port free on this host now, for the ranks' rendezvous."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rank_env(rank: int, tp: int, port: int) -> dict[str, str]:
+    """What torch.distributed reads in rank `rank` of `tp` processes meeting on this host at
+    `port` (rank r uses the r-th visible GPU); where OMP_NUM_THREADS is not set, the host's
+    cores shared out between the ranks."""
+    env = {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(tp),
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    if "OMP_NUM_THREADS" not in os.environ:
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // tp))
+    return env
+
+
 def launch(tp: int, argv: list[str]) -> int:
     """Run this infergy command again as `tp` processes on this host, rank i on the i-th
     visible GPU, and wait for them. Rank 0 speaks (its output is this command's), the others'
-    error output is kept and shown if one fails. A rank that fails stops the others, so
-    nothing waits for it forever. Returns rank 0's exit status, or the failed rank's."""
+    error output is kept and shown if one fails. A rank that exits with an error stops the
+    others, and so does one whose engine failed (`tell_launch`) while another is still
+    running RANK_GRACE_S later (out of step), so nothing waits for it forever. Returns rank
+    0's exit status, or the failed rank's."""
     import contextlib
-    import socket
     import subprocess
     import sys
     import tempfile
     import time
+    from pathlib import Path
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    threads = str(max(1, (os.cpu_count() or 1) // tp))
+    port = free_port()
     with contextlib.ExitStack() as stack:
+        told = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="infergy-ranks-")))
         procs, logs = [], []
         for rank in range(tp):
             log = stack.enter_context(tempfile.TemporaryFile()) if rank else None
-            env = {**os.environ, RANK_ENV: str(rank), "RANK": str(rank),
-                   "LOCAL_RANK": str(rank), "WORLD_SIZE": str(tp),
-                   "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
-            env.setdefault("OMP_NUM_THREADS", threads)  # the host's cores shared out
+            env = {**os.environ, RANK_ENV: str(rank), FAILING_ENV: str(told),
+                   **rank_env(rank, tp, port)}
             procs.append(subprocess.Popen([sys.executable, "-m", "infergy", *argv], env=env,
                                           stdout=subprocess.DEVNULL if rank else None,
                                           stderr=log))
             logs.append(log)
-        failed = None
+        failed = stuck = None
         try:
-            while failed is None and any(p.poll() is None for p in procs):
+            while failed is None and stuck is None and any(p.poll() is None for p in procs):
                 failed = next(((r, p.returncode) for r, p in enumerate(procs)
                                if p.returncode not in (None, 0)), None)
+                stuck = _out_of_step(told)
                 time.sleep(0.1)
             failed = failed or next(((r, p.returncode) for r, p in enumerate(procs)
                                      if p.returncode), None)
@@ -122,6 +152,12 @@ def launch(tp: int, argv: list[str]) -> int:
                     p.wait(10)
                 except subprocess.TimeoutExpired:
                     p.kill()
+        if stuck is not None and failed is None:
+            rank, why = stuck
+            print(f"infergy: rank {rank} of {tp} failed: {why}; the other ranks did not end "
+                  f"with it within {RANK_GRACE_S:.0f} s (out of step): all stopped",
+                  file=sys.stderr)
+            return 1
         if failed is None:
             return 0
         rank, code = failed
@@ -133,9 +169,76 @@ def launch(tp: int, argv: list[str]) -> int:
         return code
 
 
+def _out_of_step(told) -> tuple[int, str] | None:
+    """(rank, why) of the first rank that told its engine's failure (`tell_launch`) more
+    than RANK_GRACE_S ago, else None."""
+    import time
+
+    notes = sorted((f.stat().st_mtime, f) for f in told.glob("rank-*"))
+    if not notes or time.time() - notes[0][0] < RANK_GRACE_S:
+        return None
+    return int(notes[0][1].name.removeprefix("rank-")), notes[0][1].read_text()
+
+
+def tell_launch(err: BaseException) -> None:
+    """Tell `launch` this rank's engine failed (see `Telling`): if the other ranks have not
+    ended with it RANK_GRACE_S later, it stops them all."""
+    from pathlib import Path
+
+    note = Path(os.environ[FAILING_ENV], f"rank-{os.environ[RANK_ENV]}")
+    if not note.exists():
+        note.write_text(f"{type(err).__name__}: {err}")
+
+
+class Telling:
+    """A rank's engine that tells its failures (`tell(err)`) the moment they happen, before
+    the window open around it closes: that edge waits for the other ranks, which may be
+    waiting inside the model for this one (out of step: whoever watches the ranks ends
+    them)."""
+
+    def __init__(self, engine, tell):
+        self._engine, self._tell = engine, tell
+
+    def __getattr__(self, name: str):
+        value = getattr(self._engine, name)
+        if name not in ("load", "prepare", "generate"):
+            return value
+
+        def told(*args, **kwargs):
+            try:
+                return value(*args, **kwargs)
+            except BaseException as err:
+                self._tell(err)
+                raise
+
+        return told
+
+
+def run_meter(device: str, tp: int, idle_s: float, rank: int | None):
+    """The meter of one process of a run over `tp` GPUs (`device` cuda or cpu; a CPU run
+    measures no GPU). `rank` None: the only process, measuring the run's GPUs, idle power
+    first. Rank 0 of several does the same, before any other rank touches a GPU (they wait
+    to meet it in `Ranks`); the other ranks measure nothing. A rank's meter synchronizes no
+    GPU until `Ranks.attach` gives it the ranks' edge (the default would open a context on
+    every GPU)."""
+    from infergy.meter import open_meter
+
+    gpus = None if device == "cuda" else []
+    if rank is None:
+        return open_meter(gpus=gpus, limit=tp, idle_s=idle_s)
+    if rank == 0:
+        return open_meter(gpus=gpus, limit=tp, idle_s=idle_s, sync=_no_sync)
+    return open_meter(gpus=[], cpu=False, idle_s=0, sync=_no_sync)
+
+
+def _no_sync() -> None:
+    pass
+
+
 class Ranks:
-    """This process's place among the ranks `launch` started: every rank runs the same model
-    code, so every collective and window edge is matched; rank 0 measures and speaks."""
+    """This process's place among the ranks of a run (started by `launch`, or by a sweep's
+    worker): every rank runs the same model code, so every collective and window edge is
+    matched; rank 0 measures and speaks. `edges`: the window edges this rank has met."""
 
     def __init__(self, device: str, tp: int, *, timeout_s: float = 600.0):
         import datetime as dt
@@ -156,6 +259,7 @@ class Ranks:
         if gpu is not None:
             torch.cuda.set_device(gpu)
         self.device = device
+        self.edges = 0
         self._torch, self._dist = torch, dist
 
     @property
@@ -173,8 +277,24 @@ class Ranks:
                 also()
             if self._dist.is_initialized():  # not once closed (a window stopped on Ctrl-C)
                 self._dist.barrier()
+            self.edges += 1
 
         return edge
+
+    def attach(self, meter) -> None:
+        """Make every window edge of `meter` an edge of all the ranks (see `synced`)."""
+        meter.sync = self.synced()
+
+    def agree(self, value, what: str) -> None:
+        """Check that every rank decided `value` (something each works out on its own, such
+        as a replay's batches) alike; ParallelError naming `what` if not, before any of them
+        runs it (ranks running different work would wait for each other forever)."""
+        values = [None] * self.size
+        self._dist.all_gather_object(values, value)
+        differ = [r for r, v in enumerate(values) if v != values[0]]
+        if differ:
+            raise ParallelError(f"the ranks disagree on {what}: rank {differ[0]}'s differ from "
+                                f"rank 0's")
 
     def close(self) -> None:
         """Every rank leaves together: a process group torn down while a peer still talks

@@ -66,8 +66,8 @@ class HFEager(Engine):
         if self.tp > 1:
             if not torch.distributed.is_initialized():
                 raise EngineError(f"{self.name} over {self.tp} GPUs runs as one process a GPU "
-                                  f"(torch.distributed): `infergy measure --tp {self.tp}` "
-                                  f"starts them")
+                                  f"(torch.distributed): `infergy measure`, `replay` and "
+                                  f"`sweep` with --tp {self.tp} start them")
             from infergy.parallel import distribute
 
             self.model = distribute(self.model, self.tp, self.device)
@@ -234,7 +234,7 @@ class HFEager(Engine):
             source = "available host memory (psutil)"
         per = sequence_bytes(self.spec, input_tokens, output_tokens,
                              getattr(torch, self.dtype).itemsize,
-                             self._cache_tokens(input_tokens, output_tokens))
+                             self._cache_tokens(input_tokens, output_tokens), tp=self.tp)
         return batch_that_fits(free, per), {
             "method": "memory model (infergy.models.memory)", "source": source,
             "free_gib": round(free / 2**30, 2), "per_sequence_mib": round(per / 2**20, 2)}

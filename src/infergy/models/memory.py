@@ -14,15 +14,18 @@ USABLE_FRACTION = 0.9  # of the memory free after the model is loaded
 
 
 def sequence_bytes(spec: SpecLike, input_tokens: int, output_tokens: int,
-                   dtype_bytes: float = 2, cache_tokens: int | None = None) -> float:
-    """Bytes one sequence adds to a batch. `cache_tokens`: the KV slots the engine holds per
-    sequence, when not exactly I + O (a paged cache rounds up to whole blocks)."""
+                   dtype_bytes: float = 2, cache_tokens: int | None = None,
+                   tp: int = 1) -> float:
+    """Bytes one sequence adds to a batch, on each GPU of `tp` the model is split over (the
+    KV heads, attention projections and MLP are split; the residual stream and the logits
+    stay whole on each). `cache_tokens`: the KV slots the engine holds per sequence, when
+    not exactly I + O (a paged cache rounds up to whole blocks)."""
     s = shape(spec)
     slots = cache_tokens or input_tokens + output_tokens
-    kv = kv_cache_bytes_per_token(spec, dtype_bytes) * slots
+    kv = kv_cache_bytes_per_token(spec, dtype_bytes) * slots / tp
     kv_dim = s.kv_heads * s.head_dim
     mlp = s.ffn * max(1, s.experts_per_token)  # a token's experts' MLPs (MoE) or the MLP
-    per_token = (4 * s.hidden + 2 * kv_dim + 3 * mlp) * dtype_bytes
+    per_token = (4 * s.hidden + (2 * kv_dim + 3 * mlp) / tp) * dtype_bytes
     logits = s.vocab * 4 * 4
     return kv + input_tokens * per_token + logits
 

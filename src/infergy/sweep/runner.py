@@ -3,8 +3,9 @@
 The parent owns the store and the schedule; the worker (worker.py) owns the GPU. Each point is
 recorded the moment it comes back, in one transaction. A point this device already measured
 is skipped, so a killed sweep resumes where it stopped. Out of memory is recorded and the
-sweep goes on; a worker that dies or meets a fatal CUDA error is replaced; Ctrl-C ends the
-sweep after the current point (a second Ctrl-C stops the worker at once).
+sweep goes on; a worker that dies, meets a fatal CUDA error or says it is leaving (its
+tensor-parallel ranks out of step: worker.py) is replaced; Ctrl-C ends the sweep after the
+current point (a second Ctrl-C stops the worker at once).
 
 Batch size "max": the worker's engine estimates the largest batch that fits (its memory
 model); the runner measures the largest power of two at or under that estimate and the cap,
@@ -98,6 +99,7 @@ class _Worker:
         self.process.start()
         child.close()
         self.on_progress = on_progress
+        self.leaving: str | None = None  # why the worker exits after its last reply
         try:
             kind, body = self._wait(WORKER_START_TIMEOUT_S)
         except _WorkerGone as gone:
@@ -120,6 +122,9 @@ class _Worker:
                     raise _WorkerGone(self.process.exitcode) from None
                 if kind == "progress":
                     self.on_progress(body)
+                    continue
+                if kind == "leaving":  # its reply follows
+                    self.leaving = body
                     continue
                 return kind, body
             if not self.process.is_alive():
@@ -165,7 +170,7 @@ def run_sweep(spec: SweepSpec, store: Store, *, device: str = "cuda", resume_by:
     progress = Progress(total=len(tasks))
     update = on_update or (lambda p: None)
     settings = WorkerSettings(device=device, dtype=spec.dtype, seed=spec.seed,
-                              idle_s=spec.idle_s, tp=spec.tp)
+                              idle_s=spec.idle_s, tp=spec.tp, ranks=_ranks(spec))
 
     def on_progress(text: str) -> None:
         progress.detail = text
@@ -186,6 +191,18 @@ def run_sweep(spec: SweepSpec, store: Store, *, device: str = "cuda", resume_by:
     restarts = 0
     busy = setup = 0.0
     run_id = None
+
+    def ask(kind: str, job: Job) -> dict:
+        """The worker's reply to a job; a new worker asked where the last one said it was
+        leaving (a fatal CUDA error, ranks out of step)."""
+        nonlocal restarts
+        if state["worker"].leaving:
+            restarts += 1
+            progress.detail = f"the worker left ({state['worker'].leaving}): starting a new one"
+            update(progress)
+            state["worker"] = _restart(state["worker"], settings, on_progress)
+        return state["worker"].ask(kind, job)
+
     try:
         progress.detail = "starting the worker (measuring idle power)"
         update(progress)
@@ -209,41 +226,31 @@ def run_sweep(spec: SweepSpec, store: Store, *, device: str = "cuda", resume_by:
             progress.current = task.describe()
             update(progress)
             t0 = time.perf_counter()
-            last = {}
 
-            def save(record: dict, batch_requested, search: dict | None, key=key,
-                     last=last) -> None:
+            def save(record: dict, batch_requested, search: dict | None, key=key) -> None:
                 """Store one measured record now, in its own transaction."""
                 nonlocal busy, setup
                 store.add_point(run_id, progress.device, record,
                                 engine_options=key["engine_options"],
                                 batch_requested=batch_requested, batch_search=search)
-                last["record"] = record
                 progress.failed += record["status"] == "failed"
                 progress.oom += record["status"] == "oom"
                 busy += measuring_time(record)
                 setup += _phase_time(record, "prepare") + ((record.get("load") or {}).get(
                     "time_s") or 0)
 
-            restarted = False
             try:
-                _measure_task(task, spec, store, worker, key, save, same)
+                _measure_task(task, spec, store, ask, worker.device, key, save, same)
             except _WorkerGone as gone:
                 save(*_lost(task, spec, gone))
                 if not interrupted["count"]:
                     restarts += 1
-                    restarted = True
                     progress.detail = f"{gone}: starting a new worker"
                     update(progress)
-                    worker = state["worker"] = _restart(worker, settings, on_progress)
+                    state["worker"] = _restart(state["worker"], settings, on_progress)
             progress.done += 1
             progress.point_times_s.append(time.perf_counter() - t0)
             update(progress)
-            if (is_fatal(last["record"].get("error")) and not restarted
-                    and not interrupted["count"]):
-                # The worker exits after a fatal CUDA error: replace it before the next point.
-                restarts += 1
-                worker = state["worker"] = _restart(worker, settings, on_progress)
     finally:
         try:  # our handler stays while the worker stops: a second Ctrl-C kills it at once
             if state["worker"] is not None:
@@ -255,6 +262,15 @@ def run_sweep(spec: SweepSpec, store: Store, *, device: str = "cuda", resume_by:
     return SweepSummary(run_id, progress.device or None, progress.done, progress.skipped,
                         progress.failed, progress.oom, bool(interrupted["count"]), restarts,
                         time.perf_counter() - start, busy, setup)
+
+
+def _ranks(spec: SweepSpec) -> int:
+    """Processes running each point: `tp` where the sweep's engines split a model as one
+    process a GPU (spec.py keeps them apart from vLLM's), else 1."""
+    from infergy.engines import engine_class
+
+    split = spec.tp > 1 and any(engine_class(e.name).tp_per_process for e in spec.engines)
+    return spec.tp if split else 1
 
 
 def _restart(worker: _Worker, settings, on_progress) -> _Worker:
@@ -277,16 +293,18 @@ def _job(task: Task, spec: SweepSpec, batch: int) -> Job:
                task.output_tokens, spec.repeats, spec.warmup, spec.cooldown, spec.tp)
 
 
-def _measure_task(task: Task, spec: SweepSpec, store: Store, worker: _Worker, key: dict,
+def _measure_task(task: Task, spec: SweepSpec, store: Store,
+                  ask: Callable[[str, Job], dict], device: str, key: dict,
                   save: Callable[[dict, int | str, dict | None], None], same: dict) -> None:
-    """Measure one task, saving each record the moment it comes back: one point, or each try
-    of a max-batch search (the last try carries the whole search)."""
+    """Measure one task on `device` through `ask` (a worker's reply to a job), saving each
+    record the moment it comes back: one point, or each try of a max-batch search (the last
+    try carries the whole search)."""
     if task.batch != MAX:
-        save(worker.ask("measure", _job(task, spec, task.batch)), task.batch, None)
+        save(ask("measure", _job(task, spec, task.batch)), task.batch, None)
         return
-    estimate = worker.ask("estimate", _job(task, spec, 1))
+    estimate = ask("estimate", _job(task, spec, 1))
     cap = spec.max_batch_cap
-    oom_before = [b for b in store.oom_batches(worker.device, key, **same) if b <= cap]
+    oom_before = [b for b in store.oom_batches(device, key, **same) if b <= cap]
     search = {"cap": cap, "estimate": estimate.get("batch"), "memory_model": estimate.get("how"),
               "earlier_oom": oom_before, "tried": []}
     if estimate.get("error"):
@@ -297,13 +315,13 @@ def _measure_task(task: Task, spec: SweepSpec, store: Store, worker: _Worker, ke
     batch = 1 << (limit.bit_length() - 1) if limit >= 1 else 0
     first = True
     while batch >= 1:
-        record = worker.ask("measure", _job(task, spec, batch))
+        record = ask("measure", _job(task, spec, batch))
         if first and record.get("load") is None:
             record["load"] = estimate.get("load")  # the engine was loaded for the estimate
         first = False
         search["tried"].append({"batch": batch, "status": record["status"]})
         if record["status"] != "oom" or is_fatal(record.get("error")):
-            # A fatal error ends the search: the worker is gone, the next task restarts it.
+            # A fatal error ends the search (its out of memory may be the context's).
             search["found"] = batch if record["status"] == "ok" else None
             save(record, MAX, search)
             return

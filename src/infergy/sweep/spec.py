@@ -337,9 +337,16 @@ def _check_tp(tp, models: list[str], engines: list[EngineChoice], fail) -> None:
     for model in models:
         for engine in engines:
             try:
-                check_tp(tp, get_model(model), engine_class(engine.name), command="sweep")
+                check_tp(tp, get_model(model), engine_class(engine.name))
             except ParallelError as err:
                 raise fail(str(err)) from None
+    if tp > 1:  # one process a GPU (the worker's ranks), or vLLM's own: not both in a worker
+        per_process = {e.name for e in engines if engine_class(e.name).tp_per_process}
+        others = {e.name for e in engines} - per_process
+        if per_process and others:
+            raise fail(f"at tp {tp}, {', '.join(sorted(per_process))} runs as one process a "
+                       f"GPU and {', '.join(sorted(others))} starts its own: run them as "
+                       f"separate sweeps")
 
 
 def _list(value, key, fail) -> list:

@@ -6,10 +6,30 @@ context unusable) or a crash costs only the worker: the parent records the point
 starts a new worker and goes on. The worker ignores Ctrl-C (the parent decides when to stop)
 and exits when the parent is gone.
 
-Messages, as (kind, body) tuples over a multiprocessing Pipe:
+Tensor parallelism with an engine that runs as one process a GPU (hf-eager, split by
+transformers' own plan): the worker is rank 0 of N. Once it has measured the idle power
+(no other rank exists yet, so none has touched a GPU), it starts N - 1 followers (`follow`,
+this module's same `_Worker` code, rank r on the r-th visible GPU), they meet
+(torch.distributed), and every window edge of every rank waits for all of them. Each job
+the parent sends is forwarded to the followers over pipes of their own, so every rank runs
+the same load, windows and generation; rank 0 alone measures energy and replies. Each
+follower answers with its status and the window edges it met (kept in the point as
+`ranks`), and rank 0 agrees the status: out of memory where any rank ran out, failed where
+any failed, so a batch-size search reads one answer. Ranks that ended a point differently
+(another status, another count of edges) may be out of step in the model's collectives:
+the worker then says it is leaving, replies and exits, and the parent starts a new one
+before its next job. A follower that dies, or fails while rank 0 is still inside the model
+(where it would wait forever on a collective), is seen by rank 0's watch thread, which
+replies for it with the follower's error, ends every rank and exits: no process waits on a
+lost rank. vLLM starts its own processes: a sweep does not mix it with hf-eager at TP > 1.
+
+Messages, as (kind, body) tuples over multiprocessing Pipes:
     parent -> worker: ("measure", Job), ("estimate", Job), ("stop", None)
-    worker -> parent: ("ready", {"device", "meta"}), ("progress", text),
-                      ("result", {...}), ("estimate", {...})
+    worker -> parent: ("ready", {"device", "meta"}), ("error", text), ("progress", text),
+                      ("leaving", why) just before its last reply, ("result", {...}),
+                      ("estimate", {...})
+    rank 0 -> follower: the parent's messages, forwarded
+    follower -> rank 0: ("done", {"status", "error", "edges"[, "batch"]}), ("error", text)
 """
 
 from __future__ import annotations
@@ -18,9 +38,11 @@ import contextlib
 import gc
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass
 
+from infergy.parallel import RANK_GRACE_S, Telling
 from infergy.sweep.spec import Cooldown, EngineChoice, point_text
 
 # Messages of errors after which a CUDA context cannot be trusted: the worker exits.
@@ -28,6 +50,7 @@ FATAL_MARKERS = ("CUDA error", "illegal memory access", "device-side assert",
                  "unspecified launch failure", "CUBLAS_STATUS_EXECUTION_FAILED",
                  "NCCL error", "cudaErrorLaunchFailure")
 FATAL_EXIT_CODE = 3
+RANK_TIMEOUT_S = 600.0  # the ranks' process group: a last resort (see RANK_GRACE_S)
 
 
 class EngineLoadError(RuntimeError):
@@ -55,6 +78,8 @@ class WorkerSettings:
     seed: int = 0
     idle_s: float = 5.0
     tp: int = 1  # the sweep's tensor parallelism: the first `tp` GPUs used and measured
+    ranks: int = 1  # processes running each point: `tp` for an engine of one process a GPU
+    # (transformers' plan), else 1 (vLLM starts its own)
 
 
 def is_fatal(error: str | None) -> bool:
@@ -86,25 +111,38 @@ def local_device(tp: int = 1) -> str:
 
 
 def main(conn, settings: WorkerSettings) -> None:
-    """The worker's loop (the target of its process)."""
+    """The worker's loop (the target of its process): rank 0 where it runs several."""
     # Out of the terminal's process group: Ctrl-C (or `timeout -s INT`) reaches the parent,
     # which decides when to stop, and not the processes an engine starts (vLLM's engine core
-    # aborted its requests on it, on an H100, mid-point).
+    # aborted its requests on it, on an H100, mid-point) nor this worker's followers.
     os.setpgrp()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from infergy.bench.point import run_metadata
-    from infergy.meter import open_meter
+    from infergy.parallel import free_port, rank_env, run_meter
 
+    replies = _Replies(conn)
+    port = None
+    if settings.ranks > 1:  # before torch is imported: its threads are the rank's share
+        port = free_port()
+        os.environ.update(rank_env(0, settings.ranks, port))
+    followers = ranks = None
     try:
         # A CPU sweep measures no GPU: its points must not be stored as a GPU's.
-        meter = open_meter(gpus=[] if settings.device == "cpu" else None,
-                           limit=settings.tp, idle_s=settings.idle_s)
+        meter = run_meter(settings.device, settings.tp, settings.idle_s,
+                          0 if settings.ranks > 1 else None)
         meta = run_metadata(meter)
+        if settings.ranks > 1:  # after the idle power: no other rank has touched a GPU
+            followers = _Followers(settings, port)
+            _exit_with_parent(then=followers.kill)  # even while stuck with lost ranks
+            ranks = followers.meet(meter, lambda why, status: replies.last(
+                ("error", f"the ranks could not meet: {why}"), then=followers.kill))
     except Exception as err:
-        conn.send(("error", f"{type(err).__name__}: {err}"))
+        if followers is not None:
+            followers.kill()
+        replies.send(("error", f"{type(err).__name__}: {err}"))
         return
-    conn.send(("ready", {"device": device_identity(meta), "meta": meta}))
-    worker = _Worker(conn, settings, meter)
+    replies.send(("ready", {"device": device_identity(meta), "meta": meta}))
+    worker = _Worker(replies, settings, meter, ranks=ranks, followers=followers)
     try:
         while True:
             try:
@@ -113,33 +151,364 @@ def main(conn, settings: WorkerSettings) -> None:
                 break
             if kind == "stop":
                 break
-            reply = worker.measure(body) if kind == "measure" else worker.estimate(body)
-            try:
-                conn.send((kind, reply))
-            except (BrokenPipeError, OSError):
-                break
-            if worker.poisoned:
+            reply = worker.handle(kind, body)
+            leaving = worker.leaving
+            if leaving:  # said first: the parent starts a new worker before its next job
+                replies.send(("leaving", leaving))
+            if not replies.send((kind, reply)) or leaving:
                 break
     finally:
         worker.drop_engine()
         meter.close()
+        if followers is not None:
+            followers.stop(None if worker.leaving else ranks)
     if worker.poisoned:
         raise SystemExit(FATAL_EXIT_CODE)
 
 
-class _Worker:
-    def __init__(self, conn, settings: WorkerSettings, meter):
+def follow(conn, settings: WorkerSettings, rank: int, env: dict) -> None:
+    """A follower's loop (the target of its process): rank `rank` of a worker's ranks, running
+    every job rank 0 forwards, measuring nothing and answering with how it ended."""
+    os.environ.update(env)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _exit_with_parent()
+    from infergy.parallel import Ranks, run_meter
+
+    try:
+        meter = run_meter(settings.device, settings.tp, 0, rank)
+        ranks = Ranks(settings.device, settings.ranks, timeout_s=RANK_TIMEOUT_S)
+        ranks.attach(meter)
+    except Exception as err:
+        with contextlib.suppress(BrokenPipeError, OSError):
+            conn.send(("error", f"{type(err).__name__}: {err}"))
+        raise SystemExit(1) from None
+
+    def tell(err: BaseException) -> None:  # before the edge that would wait for the others
+        with contextlib.suppress(BrokenPipeError, OSError):
+            conn.send(("failing", f"{type(err).__name__}: {err}"))
+
+    worker = _Worker(None, settings, meter, ranks=ranks, tell=tell)
+    stopped = False
+    try:
+        while True:
+            try:
+                kind, job = conn.recv()
+            except (EOFError, OSError):  # rank 0 is gone
+                break
+            if kind == "stop":
+                stopped = True
+                break
+            edges = ranks.edges
+            reply = worker.measure(job) if kind == "measure" else worker.estimate(job)
+            conn.send(("done", _outcome(kind, reply, ranks.edges - edges)))
+            if worker.poisoned:
+                break
+    except Exception as err:  # a bug, not a point's failure (those are answers): said, ended
+        with contextlib.suppress(BrokenPipeError, OSError):
+            conn.send(("error", f"{type(err).__name__}: {err}"))
+        raise SystemExit(1) from None
+    finally:
+        worker.drop_engine()
+        meter.close()
+    if stopped:
+        ranks.close()
+    if worker.poisoned:
+        raise SystemExit(FATAL_EXIT_CODE)
+
+
+def _exit_with_parent(then=None) -> None:
+    """End this process (after `then()`) when its parent is gone, even while it waits in a
+    collective with a rank that died (it would hold its GPU until the process group's
+    timeout)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        if then is not None:
+            then()
+        os._exit(1)
+
+    threading.Thread(target=watch, name="infergy-parent-watch", daemon=True).start()
+
+
+def _outcome(kind: str, reply: dict, edges: int) -> dict:
+    """How a rank ended a job: its status, error and the window edges it met (an estimate's
+    batch too)."""
+    outcome = {"status": reply.get("status", "ok"), "error": reply.get("error"),
+               "edges": edges}
+    if kind == "estimate":
+        outcome["batch"] = reply.get("batch")
+    return outcome
+
+
+class _Replies:
+    """The worker's messages to its parent, one at a time: rank 0's watch thread may answer
+    for the worker while its main thread is stuck."""
+
+    def __init__(self, conn):
         self.conn = conn
+        self.lock = threading.Lock()
+
+    def send(self, *messages) -> bool:
+        """Send `messages` in order; False where the parent is gone."""
+        with self.lock:
+            try:
+                for message in messages:
+                    self.conn.send(message)
+            except (BrokenPipeError, OSError):
+                return False
+        return True
+
+    def last(self, *messages, then) -> None:
+        """Send `messages`, call `then` and exit this process, holding the lock throughout:
+        nothing else is sent after them."""
+        with self.lock:
+            with contextlib.suppress(BrokenPipeError, OSError):
+                for message in messages:
+                    self.conn.send(message)
+            then()
+            os._exit(FATAL_EXIT_CODE)
+
+
+class _RankLost(Exception):
+    """A follower died, failed on its own, or did not end a job: the ranks cannot go on."""
+
+
+class _Followers:
+    """Rank 0's handle on the other ranks of a worker at TP > 1: their processes and pipes,
+    the job forwarded, their answers gathered, and a watch over them while rank 0 runs."""
+
+    def __init__(self, settings: WorkerSettings, port: int):
+        import multiprocessing
+
+        from infergy.parallel import rank_env
+
+        ctx = multiprocessing.get_context("spawn")
+        self.size, self.device = settings.ranks, settings.device
+        self.conns, self.processes = [], []
+        for rank in range(1, settings.ranks):
+            mine, theirs = ctx.Pipe()
+            # Not daemons: they are killed with the worker (its process group) or by it.
+            process = ctx.Process(target=follow, name=f"infergy-rank-{rank}", daemon=False,
+                                  args=(theirs, settings, rank,
+                                        rank_env(rank, settings.ranks, port)))
+            process.start()
+            theirs.close()
+            self.conns.append(mine)
+            self.processes.append(process)
+        self.answers: dict[int, dict] = {}  # rank -> the current job's outcome
+        self.failing: dict[int, tuple[float, str]] = {}  # rank -> when its engine failed, why
+
+    def name(self, rank: int) -> str:
+        return f"TP rank {rank} of {self.size}"
+
+    def meet(self, meter, on_lost):
+        """Rank 0's Ranks, once every follower has met it (`on_lost(why, status)` if one
+        cannot), attached to `meter`."""
+        from infergy.parallel import Ranks
+
+        with self.watching(on_lost):
+            ranks = Ranks(self.device, self.size, timeout_s=RANK_TIMEOUT_S)
+        ranks.attach(meter)
+        return ranks
+
+    def own_failure(self, err: BaseException) -> None:
+        """Rank 0's engine failed (told by its `Telling` engine)."""
+        self.failing.setdefault(0, (time.monotonic(), f"{type(err).__name__}: {err}"))
+
+    def forward(self, kind: str, job) -> None:
+        """Send a job to every follower; _RankLost where one is gone."""
+        self.answers, self.failing = {}, {}
+        for rank, conn in enumerate(self.conns, 1):
+            try:
+                conn.send((kind, job))
+            except (BrokenPipeError, OSError):
+                raise _RankLost(self._gone(rank)) from None
+
+    @contextlib.contextmanager
+    def watching(self, on_lost):
+        """While rank 0 runs: a thread that reads the followers' answers and calls
+        `on_lost(why, status)` (which does not return) when one dies or reports an error of
+        its own, or when a rank's engine failed and rank 0 is still inside the job
+        RANK_GRACE_S later (the others wait in a collective that will never come, or at an
+        edge): status "oom" where that failure was an out of memory, else "failed"."""
+        stop = threading.Event()
+
+        def watch() -> None:
+            while not stop.wait(0.2):
+                try:
+                    self._read()
+                except _RankLost as lost:
+                    on_lost(str(lost), "failed")
+                failing = dict(self.failing)  # rank 0's own may be added meanwhile
+                if failing:
+                    rank, (since, why) = min(failing.items(), key=lambda f: f[1][0])
+                    if time.monotonic() - since > RANK_GRACE_S:
+                        from infergy.bench.point import is_out_of_memory
+
+                        on_lost(f"{self.name(rank)}: {why} (the other ranks did not end the "
+                                f"point with it within {RANK_GRACE_S:.0f} s: out of step)",
+                                "oom" if is_out_of_memory(RuntimeError(why)) else "failed")
+
+        thread = threading.Thread(target=watch, name="infergy-ranks-watch", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+    def gather(self) -> list[dict]:
+        """Every follower's outcome of the job rank 0 has just ended, in rank order;
+        _RankLost where one dies, errs or does not end it within RANK_GRACE_S."""
+        deadline = time.monotonic() + RANK_GRACE_S
+        while len(self.answers) < len(self.conns):
+            self._read()
+            if time.monotonic() > deadline:
+                waiting = min(set(range(1, self.size)) - set(self.answers))
+                raise _RankLost(f"{self.name(waiting)} did not end the point within "
+                                f"{RANK_GRACE_S:.0f} s of rank 0: the ranks are out of step")
+            time.sleep(0.01)
+        return [self.answers[r] for r in range(1, self.size)]
+
+    def _read(self) -> None:
+        """Take the answers that have come; _RankLost where a follower erred or died."""
+        for rank, (conn, process) in enumerate(zip(self.conns, self.processes, strict=True),
+                                               1):
+            while rank not in self.answers and conn.poll():
+                try:
+                    kind, body = conn.recv()
+                except (EOFError, OSError):
+                    raise _RankLost(self._gone(rank)) from None
+                if kind == "error":
+                    raise _RankLost(f"{self.name(rank)}: {body}")
+                if kind == "failing":
+                    self.failing.setdefault(rank, (time.monotonic(), body))
+                    continue
+                self.answers[rank] = body
+            if rank not in self.answers and not process.is_alive():
+                raise _RankLost(self._gone(rank))
+
+    def _gone(self, rank: int) -> str:
+        process = self.processes[rank - 1]
+        process.join(1)
+        return f"{self.name(rank)} died (exit code {process.exitcode})"
+
+    def stop(self, ranks) -> None:
+        """End the followers: with `ranks` (all in step), together, leaving the process group
+        as one; without, killed."""
+        if ranks is not None and all(p.is_alive() for p in self.processes):
+            for conn in self.conns:
+                with contextlib.suppress(BrokenPipeError, OSError):
+                    conn.send(("stop", None))
+            with contextlib.suppress(Exception):  # a follower lost on the way: killed below
+                ranks.close()
+            for process in self.processes:
+                process.join(10)
+        self.kill()
+
+    def kill(self) -> None:
+        for process in self.processes:
+            if process.is_alive():
+                process.kill()
+            process.join(5)
+
+
+class _Worker:
+    """One rank's engine and meter, running the jobs: the worker itself (rank 0, which
+    replies through `replies`; with `followers`, the other ranks' answers agreed into its
+    own) or a follower (no `replies`: says nothing)."""
+
+    def __init__(self, replies: _Replies | None, settings: WorkerSettings, meter, *,
+                 ranks=None, followers: _Followers | None = None, tell=None):
+        self.replies = replies
         self.settings = settings
         self.meter = meter
+        self.ranks = ranks
+        self.followers = followers
+        # Where there are several ranks: told each failure of the engine as it happens
+        self.tell = tell if followers is None else followers.own_failure
         self.engine = None
         self.group = None
         self.poisoned = False
+        self.leaving: str | None = None  # why this worker exits after its reply
         self.load_errors: dict = {}  # (model, engine) -> why it could not be loaded
 
     def say(self, text: str) -> None:
-        with contextlib.suppress(BrokenPipeError, OSError):
-            self.conn.send(("progress", text))
+        if self.replies is not None:
+            self.replies.send(("progress", text))
+
+    def handle(self, kind: str, job: Job) -> dict:
+        """The reply to one of the parent's jobs, run by every rank where there are several."""
+        run = self.measure if kind == "measure" else self.estimate
+        reply = run(job) if self.followers is None else self._with_followers(kind, job, run)
+        if self.poisoned and not self.leaving:
+            self.leaving = "a fatal CUDA error: its CUDA context cannot be trusted"
+        return reply
+
+    def _with_followers(self, kind: str, job: Job, run) -> dict:
+        edges = self.ranks.edges
+        try:
+            self.followers.forward(kind, job)
+        except _RankLost as lost:
+            self.leaving = str(lost)
+            return self._lost_reply(kind, job, str(lost))
+
+        def on_lost(why: str, status: str) -> None:  # from the watch thread: rank 0 may
+            # never return
+            self.replies.last(("leaving", why),
+                              (kind, self._lost_reply(kind, job, why, status)),
+                              then=self.followers.kill)
+
+        with self.followers.watching(on_lost):
+            reply = run(job)
+        own = _outcome(kind, reply, self.ranks.edges - edges)
+        try:
+            theirs = self.followers.gather()
+        except _RankLost as lost:
+            self.leaving = str(lost)
+            if own["status"] == "ok":
+                return self._lost_reply(kind, job, str(lost))
+            # Rank 0 failed too: its status stands (out of memory stays so), both errors said.
+            return {**reply, "error": f"{lost}; rank 0: {own['error']}"}
+        return self._agree(kind, job, reply, [own, *theirs])
+
+    def _agree(self, kind: str, job: Job, reply: dict, outcomes: list[dict]) -> dict:
+        """Rank 0's reply with every rank's outcome: the worst status of them (failed, then
+        out of memory) with that rank's error; the smallest estimate of a batch that fits.
+        Ranks that ended otherwise (status, edges met) may be out of step: leave."""
+        size = len(outcomes)
+        if len({(o["status"], o["edges"]) for o in outcomes}) > 1:
+            self.leaving = ("the ranks ended the point differently (" + ", ".join(
+                f"rank {r} {o['status']} after {o['edges']} window edges"
+                for r, o in enumerate(outcomes)) + "): they may be out of step")
+        if any(is_fatal(o["error"]) for o in outcomes):
+            self.poisoned = True
+        worst = next(((r, o) for status in ("failed", "oom") for r, o in enumerate(outcomes)
+                      if o["status"] == status), None)
+        own_ok = reply.get("status", "ok") == "ok"
+        error = None if worst is None else f"TP rank {worst[0]} of {size}: {worst[1]['error']}"
+        if kind == "estimate":
+            if worst is not None and own_ok:
+                return {"batch": None, "how": None, "status": worst[1]["status"],
+                        "error": error, "load": reply.get("load")}
+            batches = [o.get("batch") for o in outcomes]
+            if own_ok and reply.get("batch") is not None:  # each rank's own free memory
+                reply = {**reply, "batch": min(b for b in batches if b is not None),
+                         "how": {**(reply.get("how") or {}), "ranks": batches}}
+            return reply
+        if worst is not None and own_ok:  # rank 0's figures do not stand for the others'
+            reply = {**failed_record(job, self.settings.dtype, worst[1]["status"], error),
+                     "load": reply.get("load"), "engine_info": reply.get("engine_info")}
+        return {**reply, "ranks": [{"rank": r, **o} for r, o in enumerate(outcomes)]}
+
+    def _lost_reply(self, kind: str, job: Job, why: str, status: str = "failed") -> dict:
+        """The reply for a job a lost rank ended: `status` (out of memory where that rank
+        ran out: the point does not fit), with why."""
+        if kind == "estimate":
+            return {"batch": None, "how": None, "status": status, "error": why}
+        return failed_record(job, self.settings.dtype, status, why)
 
     def load(self, job: Job) -> dict | None:
         """Make `job`'s engine the loaded one; its load phase when it was loaded now."""
@@ -157,6 +526,8 @@ class _Worker:
             engine_class(job.engine.name), get_model(job.model), device=self.settings.device,
             dtype=self.settings.dtype, seed=self.settings.seed,
             options=job.engine.options_dict, tp=job.tp)
+        if self.tell is not None:
+            engine = Telling(engine, self.tell)
         try:
             with self.meter.window("load") as w:
                 engine.load()
