@@ -249,13 +249,17 @@ def replay(
                 eng.load()
         except (EngineError, OSError, ValueError) as e:
             raise _fail(str(e)) from None
-        run = None
-        if store is not None:
+        def start_run():
             meta = run_metadata(m)
-            run = store.start_run(device=device_identity(meta), meta=meta,
-                                  spec={"replay": trace, "mode": mode, "model": model,
-                                        "engine": engine, "batching": kinds, "batch": batch,
-                                        "sample": sample, "seed": seed, "warmup": warmup})
+            return store.start_run(device=device_identity(meta), meta=meta,
+                                   spec={"replay": trace, "mode": mode, "model": model,
+                                         "engine": engine, "batching": kinds, "batch": batch,
+                                         "sample": sample, "seed": seed, "warmup": warmup})
+
+        # One process: each replay stored as it ends. Ranks store theirs at the end, run and
+        # all: rank 0 may be stopped with the others (one failing alone), which would leave
+        # a run begun and never ended.
+        run = start_run() if store is not None and ranks is None else None
         try:
             for kind, batches in plans.items():
                 with _status(speaks, f"infergy: {kind} replay ...") as st:
@@ -268,14 +272,19 @@ def replay(
                     estimator.compare(r) if estimator else {"none": why_none}
                 r.selection, r.tp = {"sample": sample, "seed": seed}, tp
                 results.append(r)
-                if store is not None:
+                if run is not None:
                     store.add_replay(run, device_identity(r.provenance), r.to_dict())
                 if r.status != "ok":
                     break
         finally:  # Ctrl-C ends a replay as a result, recorded with its batches
             eng.close()
             if store is not None:
-                store.end_run(run, _run_status(results, len(plans)))
+                if ranks is not None and results:
+                    run = start_run()
+                    for r in results:
+                        store.add_replay(run, device_identity(r.provenance), r.to_dict())
+                if run is not None:
+                    store.end_run(run, _run_status(results, len(plans)))
                 store.close()
     if ranks is not None:  # after the meter's last edge
         ranks.close()
