@@ -212,3 +212,28 @@ def test_ctrl_c_ends_the_sweep_after_the_current_point(tmp_path):
         (run,) = store.runs()
     assert 1 <= len(points) < 18 and all(p["status"] == "ok" for p in points)
     assert run["status"] == "interrupted"
+
+
+@pytest.mark.parametrize(("own", "follower", "status", "by"), [
+    ("failed", "oom", "oom", 1),  # rank 0's collective broke on rank 1's out of memory
+    ("ok", "oom", "oom", 1),
+    ("ok", "failed", "failed", 1),
+    ("oom", "failed", "oom", 0),  # rank 0's own out of memory stands
+])
+def test_the_ranks_of_a_point_agree_out_of_memory_where_any_ran_out(own, follower, status,
+                                                                    by):
+    """A sweep's worker at TP 2 (rank 0's agreement alone, no process started): out of
+    memory on any rank is the point's, so a batch-size search halves for every rank."""
+    from infergy.sweep.spec import EngineChoice
+    from infergy.sweep.worker import Job, WorkerSettings, _Worker
+
+    job = Job("tiny", EngineChoice.of("hf-eager", {}), "greedy", 8, 8, 4)
+    worker = _Worker(None, WorkerSettings(device="cpu", tp=2, ranks=2), meter=None)
+    errors = {"ok": None, "oom": "OutOfMemoryError: CUDA out of memory", "failed": "boom"}
+    mine = {"status": own, "error": errors[own], "energy_j": 1.0}
+    outcomes = [{"status": own, "error": errors[own], "edges": 3},
+                {"status": follower, "error": errors[follower], "edges": 3}]
+    reply = worker._agree("measure", job, mine, outcomes)
+    assert reply["status"] == status
+    assert (reply["error"] or "").startswith("TP rank 1 of 2: ") == (by == 1)
+    assert [r["status"] for r in reply["ranks"]] == [own, follower]

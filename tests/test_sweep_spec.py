@@ -111,6 +111,9 @@ def test_a_yaml_spec_with_engine_options_and_cooldown(tmp_path):
                 r"vllm starts its own: run them as separate sweeps"),
     ("models: [tiny]\nengines: [hf-paged]\ninput_tokens: [8]\noutput_tokens: [4]\ntp: 2\n",
      r"field 'tp' \(line 5\): --tp 2: engine hf-paged runs on one GPU"),
+    ("models: [llama-3.1-8b]\nengines: [hf-eager]\ninput_tokens: [8]\noutput_tokens: [4]\n"
+     "tp: 2\ncooldown: {max_s: 10}\n", r"field 'cooldown' \(line 6\): not with tp 2 on an "
+                                        r"engine of one process a GPU"),
     ("models: [llama-3.1-8b]\nengines: [vllm]\ninput_tokens: [8]\noutput_tokens: [4]\ntp: 3\n",
      r"field 'tp' \(line 5\): --tp 3 does not divide llama-3.1-8b's 32 attention heads"),
     ("- a list\n", r"expected a mapping of fields"),

@@ -113,8 +113,10 @@ def launch(tp: int, argv: list[str]) -> int:
     visible GPU, and wait for them. Rank 0 speaks (its output is this command's), the others'
     error output is kept and shown if one fails. A rank that exits with an error stops the
     others, and so does one whose engine failed (`tell_launch`) while another is still
-    running RANK_GRACE_S later (out of step), so nothing waits for it forever. Returns rank
-    0's exit status, or the failed rank's."""
+    running RANK_GRACE_S later (out of step), so nothing waits for it forever. On Ctrl-C
+    (which the ranks get too) the ranks have RANK_GRACE_S to end on their own, rank 0
+    recording what it ran; a second Ctrl-C stops them at once. Returns rank 0's exit status,
+    the failed rank's, or 1 where ranks were out of step."""
     import contextlib
     import subprocess
     import sys
@@ -143,7 +145,15 @@ def launch(tp: int, argv: list[str]) -> int:
                 time.sleep(0.1)
             failed = failed or next(((r, p.returncode) for r, p in enumerate(procs)
                                      if p.returncode), None)
-        finally:  # also on Ctrl-C (which reached the ranks too): none outlives this
+        except KeyboardInterrupt:  # it reached the ranks too: rank 0 records what it ran
+            end = time.monotonic() + RANK_GRACE_S
+            while any(p.poll() is None for p in procs) and time.monotonic() < end:
+                with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C: stop now
+                    time.sleep(0.1)
+                    continue
+                break
+            raise
+        finally:  # none outlives this
             for p in procs:
                 if p.poll() is None:
                     p.terminate()
@@ -183,11 +193,16 @@ def _out_of_step(told) -> tuple[int, str] | None:
 def tell_launch(err: BaseException) -> None:
     """Tell `launch` this rank's engine failed (see `Telling`): if the other ranks have not
     ended with it RANK_GRACE_S later, it stops them all."""
+    import contextlib
     from pathlib import Path
 
-    note = Path(os.environ[FAILING_ENV], f"rank-{os.environ[RANK_ENV]}")
-    if not note.exists():
-        note.write_text(f"{type(err).__name__}: {err}")
+    folder, rank = os.environ.get(FAILING_ENV), os.environ.get(RANK_ENV)
+    if folder is None or rank is None:
+        return
+    note = Path(folder, f"rank-{rank}")
+    with contextlib.suppress(OSError):  # never in place of the engine's own error
+        if not note.exists():
+            note.write_text(f"{type(err).__name__}: {err}")
 
 
 class Telling:

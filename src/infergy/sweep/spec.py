@@ -314,6 +314,12 @@ def parse_spec(data: Any, source: str = "<spec>", lines: _Lines | None = None) -
         raise fail("idle_s", f"expected seconds >= 0, got {idle_s!r}")
     tp = data.get("tp", 1)
     _check_tp(tp, models, engines, lambda why: fail("tp", why))
+    if data.get("cooldown") is not None and tp > 1 and any(
+            engine_class(e.name).tp_per_process for e in engines):
+        # Rank 0 would cool its GPUs while the other ranks wait for it at the window's
+        # edge, a collective that keeps their GPUs busy (NCCL): they never cool.
+        raise fail("cooldown", f"not with tp {tp} on an engine of one process a GPU (the "
+                               f"other ranks wait for the cool-down on their GPUs)")
     spec = SweepSpec(
         models=models, engines=engines, decodings=[str(d) for d in decodings],
         batch_sizes=batches, grids=grids, repeats=repeats, warmup=warmup,

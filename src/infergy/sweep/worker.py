@@ -29,7 +29,8 @@ Messages, as (kind, body) tuples over multiprocessing Pipes:
                       ("leaving", why) just before its last reply, ("result", {...}),
                       ("estimate", {...})
     rank 0 -> follower: the parent's messages, forwarded
-    follower -> rank 0: ("done", {"status", "error", "edges"[, "batch"]}), ("error", text)
+    follower -> rank 0: ("done", {"status", "error", "edges"[, "batch"]}), ("error", text),
+                        ("failing", text) the moment its engine fails
 """
 
 from __future__ import annotations
@@ -475,9 +476,10 @@ class _Worker:
         return self._agree(kind, job, reply, [own, *theirs])
 
     def _agree(self, kind: str, job: Job, reply: dict, outcomes: list[dict]) -> dict:
-        """Rank 0's reply with every rank's outcome: the worst status of them (failed, then
-        out of memory) with that rank's error; the smallest estimate of a batch that fits.
-        Ranks that ended otherwise (status, edges met) may be out of step: leave."""
+        """Rank 0's reply with every rank's outcome: the worst status of them (out of memory
+        where any rank ran out, so a batch-size search halves on it; else failed) with that
+        rank's error; the smallest estimate of a batch that fits. Ranks that ended otherwise
+        (status, edges met) may be out of step: leave."""
         size = len(outcomes)
         if len({(o["status"], o["edges"]) for o in outcomes}) > 1:
             self.leaving = ("the ranks ended the point differently (" + ", ".join(
@@ -485,12 +487,14 @@ class _Worker:
                 for r, o in enumerate(outcomes)) + "): they may be out of step")
         if any(is_fatal(o["error"]) for o in outcomes):
             self.poisoned = True
-        worst = next(((r, o) for status in ("failed", "oom") for r, o in enumerate(outcomes)
+        worst = next(((r, o) for status in ("oom", "failed") for r, o in enumerate(outcomes)
                       if o["status"] == status), None)
         own_ok = reply.get("status", "ok") == "ok"
+        # rank 0's reply stands where its status is the worst; else that rank's decides
+        stands = worst is None or reply.get("status", "ok") == worst[1]["status"]
         error = None if worst is None else f"TP rank {worst[0]} of {size}: {worst[1]['error']}"
         if kind == "estimate":
-            if worst is not None and own_ok:
+            if not stands:
                 return {"batch": None, "how": None, "status": worst[1]["status"],
                         "error": error, "load": reply.get("load")}
             batches = [o.get("batch") for o in outcomes]
@@ -498,7 +502,7 @@ class _Worker:
                 reply = {**reply, "batch": min(b for b in batches if b is not None),
                          "how": {**(reply.get("how") or {}), "ranks": batches}}
             return reply
-        if worst is not None and own_ok:  # rank 0's figures do not stand for the others'
+        if not stands:  # rank 0's figures do not stand for the others'
             reply = {**failed_record(job, self.settings.dtype, worst[1]["status"], error),
                      "load": reply.get("load"), "engine_info": reply.get("engine_info")}
         return {**reply, "ranks": [{"rank": r, **o} for r, o in enumerate(outcomes)]}
