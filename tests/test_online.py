@@ -206,7 +206,8 @@ def test_a_started_server_is_waited_on_used_and_stopped(tmp_path, make_meter):
     import sys
     from pathlib import Path
 
-    from infergy.bench.serve import ServerProcess, free_port
+    from infergy.bench.serve import ServerProcess
+    from infergy.parallel import free_port
 
     port = free_port()
     script = Path(__file__).parent / "fake_openai_server.py"
@@ -230,7 +231,8 @@ def test_a_started_server_is_waited_on_used_and_stopped(tmp_path, make_meter):
 def test_a_server_that_dies_or_never_answers_is_an_error_with_its_log(tmp_path, code, message):
     import sys
 
-    from infergy.bench.serve import ServerProcess, free_port
+    from infergy.bench.serve import ServerProcess
+    from infergy.parallel import free_port
 
     server = ServerProcess([sys.executable, "-c", code], f"http://127.0.0.1:{free_port()}",
                            ready_timeout_s=1.5, stop_timeout_s=2)
@@ -308,9 +310,10 @@ def test_a_real_openai_compatible_server_transformers_serve(tmp_path, make_meter
 
     pytest.importorskip("fastapi")
     pytest.importorskip("uvicorn")
-    from infergy.bench.serve import ServerProcess, free_port, synthetic_tokenizer
+    from infergy.bench.serve import ServerProcess, synthetic_tokenizer
     from infergy.models import get_model
     from infergy.models.build import build_model
+    from infergy.parallel import free_port
 
     spec = get_model("tiny")
     folder = tmp_path / "tiny"

@@ -311,9 +311,10 @@ def _online(workload, requests, spec, serving: dict, sample: int | None, seed: i
 
     from infergy.bench.online import Endpoint, ServeError, arrival_times, serve_online
     from infergy.bench.replay import request_prompt
-    from infergy.bench.serve import SERVE_CHOICES, ServerProcess, free_port, vllm_server
+    from infergy.bench.serve import SERVE_CHOICES, ServerProcess, vllm_server
     from infergy.engines import EngineError
     from infergy.meter import open_meter
+    from infergy.parallel import free_port
     from infergy.store import Store, StoreError
     from infergy.sweep.worker import device_identity
 

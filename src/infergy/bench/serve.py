@@ -9,7 +9,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,12 +21,6 @@ from infergy.engines.vllm import without_multicast
 
 SERVERS = ("vllm", "vllm-eager")
 SERVE_CHOICES = (*SERVERS, "hf-paged")  # --serve: vLLM's OpenAI server, or hf-paged in process
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ServerProcess:
