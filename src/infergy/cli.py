@@ -369,10 +369,7 @@ def measure(
         try:
             eng = new_engine(engine_cls, spec, device=device, dtype=dtype, seed=seed,
                              weights=weights, options=options, tp=tp)
-            if ranks is not None:  # a failure told before its window's edge waits for all
-                from infergy.parallel import Telling, tell_launch
-
-                eng = Telling(eng, tell_launch)
+            eng = _told(eng, ranks)
             eng.check_decoding(Decoding.parse(decoding))
             with _status(speaks, f"infergy: loading {model} in {engine} ..."), \
                     m.window("load") as load:
@@ -443,6 +440,16 @@ def _run_meter(device: str, tp: int, idle_s: float, rank: int | None):
         raise _fail(str(e)) from None
     ranks.attach(m)
     return m, ranks
+
+
+def _told(engine, ranks):
+    """`engine`, where this process is one of several ranks, telling `launch` its failures
+    the moment they happen, before its window's edge waits for the other ranks."""
+    if ranks is None:
+        return engine
+    from infergy.parallel import Telling, tell_launch
+
+    return Telling(engine, tell_launch)
 
 
 def _record(store, result, options: dict, **spec) -> None:

@@ -15,6 +15,7 @@ from infergy.cli import (
     _options,
     _run_meter,
     _status,
+    _told,
     _torch_device,
     app,
     err,
@@ -241,10 +242,7 @@ def replay(
         try:
             eng = new_engine(engine_cls, spec, device=device, dtype=dtype, options=options,
                              tp=tp)
-            if ranks is not None:  # a failure told before its window's edge waits for all
-                from infergy.parallel import Telling, tell_launch
-
-                eng = Telling(eng, tell_launch)
+            eng = _told(eng, ranks)
             with _status(speaks, f"infergy: loading {model} in {engine} ..."):
                 eng.load()
         except (EngineError, OSError, ValueError) as e:

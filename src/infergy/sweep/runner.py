@@ -170,7 +170,7 @@ def run_sweep(spec: SweepSpec, store: Store, *, device: str = "cuda", resume_by:
     progress = Progress(total=len(tasks))
     update = on_update or (lambda p: None)
     settings = WorkerSettings(device=device, dtype=spec.dtype, seed=spec.seed,
-                              idle_s=spec.idle_s, tp=spec.tp, ranks=_ranks(spec))
+                              idle_s=spec.idle_s, tp=spec.tp, ranks=spec.ranks)
 
     def on_progress(text: str) -> None:
         progress.detail = text
@@ -262,15 +262,6 @@ def run_sweep(spec: SweepSpec, store: Store, *, device: str = "cuda", resume_by:
     return SweepSummary(run_id, progress.device or None, progress.done, progress.skipped,
                         progress.failed, progress.oom, bool(interrupted["count"]), restarts,
                         time.perf_counter() - start, busy, setup)
-
-
-def _ranks(spec: SweepSpec) -> int:
-    """Processes running each point: `tp` where the sweep's engines split a model as one
-    process a GPU (spec.py keeps them apart from vLLM's), else 1."""
-    from infergy.engines import engine_class
-
-    split = spec.tp > 1 and any(engine_class(e.name).tp_per_process for e in spec.engines)
-    return spec.tp if split else 1
 
 
 def _restart(worker: _Worker, settings, on_progress) -> _Worker:

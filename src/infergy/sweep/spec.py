@@ -149,6 +149,15 @@ class SweepSpec:
     raw: dict = field(default_factory=dict)
     shard: tuple[int, int] = (0, 1)  # (k, n): this process measures every n-th point from k
 
+    @property
+    def ranks(self) -> int:
+        """Processes running each point: `tp` where the engines split a model as one process
+        a GPU (transformers' plan; kept apart from vLLM's, which starts its own), else 1."""
+        from infergy.engines import engine_class
+
+        split = self.tp > 1 and any(engine_class(e.name).tp_per_process for e in self.engines)
+        return self.tp if split else 1
+
     def tasks(self, done: Callable[[Task], bool] | None = None) -> list[Task]:
         """Every point, grouped by (model, engine) so each model is built once per group,
         then by lengths, decoding and batch size. A length pair in several grids is kept once.
@@ -314,12 +323,6 @@ def parse_spec(data: Any, source: str = "<spec>", lines: _Lines | None = None) -
         raise fail("idle_s", f"expected seconds >= 0, got {idle_s!r}")
     tp = data.get("tp", 1)
     _check_tp(tp, models, engines, lambda why: fail("tp", why))
-    if data.get("cooldown") is not None and tp > 1 and any(
-            engine_class(e.name).tp_per_process for e in engines):
-        # Rank 0 would cool its GPUs while the other ranks wait for it at the window's
-        # edge, a collective that keeps their GPUs busy (NCCL): they never cool.
-        raise fail("cooldown", f"not with tp {tp} on an engine of one process a GPU (the "
-                               f"other ranks wait for the cool-down on their GPUs)")
     spec = SweepSpec(
         models=models, engines=engines, decodings=[str(d) for d in decodings],
         batch_sizes=batches, grids=grids, repeats=repeats, warmup=warmup,
@@ -327,6 +330,11 @@ def parse_spec(data: Any, source: str = "<spec>", lines: _Lines | None = None) -
         dtype=dtype, seed=seed,
         idle_s=float(idle_s), tp=tp, source=source, raw=dict(data),
     )
+    if spec.cooldown is not None and spec.ranks > 1:
+        # Rank 0 would cool its GPUs while the other ranks wait for it at the window's
+        # edge, a collective that keeps their GPUs busy (NCCL): they never cool.
+        raise fail("cooldown", f"not with tp {tp} on an engine of one process a GPU (the "
+                               f"other ranks wait for the cool-down on their GPUs)")
     if not spec.tasks():
         raise SpecError(f"{source}: the grid is empty: no point to measure")
     _check_context(spec, fail)
