@@ -96,7 +96,9 @@ class SlowPrefillRunEngine(Engine):
 
 class FailsByBatchEngine(HFEager):
     """hf-eager for sweeps, told by its engine options how to fail, by batch size:
-    `oom_from_batch: N` runs out of memory at B >= N (and its memory model says `estimate`);
+    `oom_from_batch: N` runs out of memory at B >= N (and its memory model says `estimate`),
+    in tensor-parallel rank `oom_on_rank` only where that is given (the other ranks go on into
+    the model's collectives);
     `crash_at_batch: N` kills its own process at B == N (a lost worker), in tensor-parallel
     rank `crash_on_rank` only where that is given (a lost follower: the other ranks go on
     into the model's collectives);
@@ -110,9 +112,10 @@ class FailsByBatchEngine(HFEager):
         import torch
 
         batch = len(prompts)
-        if batch >= self.options.get("oom_from_batch", 1 << 30):
-            raise OutOfMemoryError(f"CUDA out of memory at batch {batch} (simulated)")
         rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        if batch >= self.options.get("oom_from_batch", 1 << 30) and \
+                self.options.get("oom_on_rank", rank) == rank:
+            raise OutOfMemoryError(f"CUDA out of memory at batch {batch} (simulated)")
         if batch == self.options.get("crash_at_batch") and \
                 self.options.get("crash_on_rank", rank) == rank:
             import os

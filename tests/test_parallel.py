@@ -296,9 +296,6 @@ def test_a_ranks_engine_failure_is_told_at_once_and_ranks_left_waiting_are_out_o
     """A rank whose engine fails tells the launcher before its window's edge (which waits for
     the others, maybe stuck in the model for it); ranks still running RANK_GRACE_S later are
     out of step, and `launch` stops them."""
-    import os
-    import time
-
     from infergy.decoding import Decoding
     from infergy.parallel import (
         FAILING_ENV,
@@ -319,10 +316,41 @@ def test_a_ranks_engine_failure_is_told_at_once_and_ranks_left_waiting_are_out_o
     with pytest.raises(RuntimeError, match="simulated failure"):  # and the failure goes on
         engine.generate([[1, 2]], 2, Decoding.parse("greedy"))
     assert (tmp_path / "rank-1").read_text() == "RuntimeError: simulated failure"
-    assert _out_of_step(tmp_path) is None  # within the grace: the others may end with it
-    old = time.time() - RANK_GRACE_S - 1
-    os.utime(tmp_path / "rank-1", (old, old))
-    assert _out_of_step(tmp_path) == (1, (tmp_path / "rank-1").read_text())
+    seen = {}  # the launcher's clock, from when it first saw each note (not the file's)
+    assert _out_of_step(tmp_path, seen, now=100.0) is None  # the others may end with it
+    assert _out_of_step(tmp_path, seen, now=100.0 + RANK_GRACE_S) is None
+    assert _out_of_step(tmp_path, seen, now=101.0 + RANK_GRACE_S) == (
+        1, "RuntimeError: simulated failure")
+    assert _out_of_step(tmp_path, {}, grace_s=2.0, now=200.0) is None
+
+
+def test_launch_stops_ranks_left_waiting_for_one_that_failed_alone(tmp_path, monkeypatch,
+                                                                   capsys):
+    """Rank 1's engine fails and tells it, then waits (as at its window's edge) while rank 0
+    runs on (as in a collective that will never come): `launch` ends both `grace_s` after
+    it saw the failure, returns 1 and says rank 1's error."""
+    import time
+    from pathlib import Path
+
+    from infergy.parallel import launch
+
+    src = Path(__file__).parents[1] / "src"
+    rank = tmp_path / "rank.py"  # stands for `python -m infergy`: launch's ranks run it
+    rank.write_text(f"#!{sys.executable}\n"
+                    f"import os, sys, time\n"
+                    f"sys.path.insert(0, {str(src)!r})\n"
+                    f"from infergy.parallel import tell_launch\n"
+                    f"if os.environ['INFERGY_TP_RANK'] == '1':\n"
+                    f"    tell_launch(RuntimeError('simulated failure'))\n"
+                    f"time.sleep(120)\n")
+    rank.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(rank))
+    start = time.monotonic()
+    assert launch(2, [], grace_s=1.0) == 1
+    assert time.monotonic() - start < 15
+    err = " ".join(capsys.readouterr().err.split())
+    assert "rank 1 of 2 failed: RuntimeError: simulated failure" in err
+    assert "out of step" in err
 
 
 def test_hf_eager_split_over_two_ranks_decodes_as_one_and_its_windows_are_aligned(tmp_path):

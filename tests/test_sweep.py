@@ -146,6 +146,33 @@ def test_a_tp_2_sweep_runs_two_ranks_that_agree_and_a_lost_follower_fails_one_po
     assert search["estimate"] == 8 and search["memory_model"]["ranks"] == [8, 8]
 
 
+def test_a_tp_2_point_where_only_a_follower_runs_out_of_memory_is_out_of_memory(
+        tmp_path, monkeypatch):
+    """Rank 1 alone runs out of memory at B >= 4 while rank 0 goes on into the model's
+    collectives (where it waits for rank 1, or its collective breaks): the point is out of
+    memory all the same, with what each rank is known to have done, and the B = max search
+    halves to a batch that fits."""
+    import functools
+
+    import infergy.sweep.runner as runner
+    from infergy.sweep.worker import WorkerSettings
+
+    monkeypatch.setattr(runner, "WorkerSettings", functools.partial(WorkerSettings,
+                                                                    grace_s=2.0))
+    engine = {"name": DOUBLE, "options": {"oom_from_batch": 4, "oom_on_rank": 1,
+                                          "estimate": 4}}
+    s = spec(engines=[engine], input_tokens=[8], output_tokens=[2], batch_sizes=[MAX], tp=2)
+    with Store(tmp_path / "r.db") as store:
+        summary = run_sweep(s, store, device="cpu")
+        points = store.points()
+    assert [(p["batch_requested"], p["batch"], p["status"]) for p in points] == [
+        ("max", 4, "oom"), ("max", 2, "ok")]
+    assert summary.oom == 1 and summary.failed == 0
+    assert "CUDA out of memory at batch 4" in points[0]["error"]
+    ranks = json.loads(points[0]["result"])["ranks"]
+    assert [r["rank"] for r in ranks] == [0, 1] and ranks[1]["status"] == "oom"
+
+
 def wait_for_points(db: Path, count: int, timeout_s: float = 120) -> None:
     """Until the store at `db` holds `count` points (a sweep in another process writes it)."""
     deadline = time.monotonic() + timeout_s

@@ -108,15 +108,16 @@ def rank_env(rank: int, tp: int, port: int) -> dict[str, str]:
     return env
 
 
-def launch(tp: int, argv: list[str]) -> int:
+def launch(tp: int, argv: list[str], *, grace_s: float = RANK_GRACE_S) -> int:
     """Run this infergy command again as `tp` processes on this host, rank i on the i-th
     visible GPU, and wait for them. Rank 0 speaks (its output is this command's), the others'
     error output is kept and shown if one fails. A rank that exits with an error stops the
     others, and so does one whose engine failed (`tell_launch`) while another is still
-    running RANK_GRACE_S later (out of step), so nothing waits for it forever. On Ctrl-C
-    (which the ranks get too) the ranks have RANK_GRACE_S to end on their own, rank 0
-    recording what it ran; a second Ctrl-C stops them at once. Returns rank 0's exit status,
-    the failed rank's, or 1 where ranks were out of step."""
+    running `grace_s` (RANK_GRACE_S) after launch first saw that failure (out of step), so
+    nothing waits for it forever. On Ctrl-C (which the ranks get too, being in this process
+    group) the ranks have `grace_s` to end on their own, rank 0 recording what it ran; a
+    second Ctrl-C stops them at once. Returns rank 0's exit status, the failed rank's, or 1
+    where ranks were out of step (that rank's told error said)."""
     import contextlib
     import subprocess
     import sys
@@ -137,16 +138,17 @@ def launch(tp: int, argv: list[str]) -> int:
                                           stderr=log))
             logs.append(log)
         failed = stuck = None
+        seen: dict[Path, float] = {}  # each rank's told failure: when launch first saw it
         try:
             while failed is None and stuck is None and any(p.poll() is None for p in procs):
                 failed = next(((r, p.returncode) for r, p in enumerate(procs)
                                if p.returncode not in (None, 0)), None)
-                stuck = _out_of_step(told)
+                stuck = _out_of_step(told, seen, grace_s)
                 time.sleep(0.1)
             failed = failed or next(((r, p.returncode) for r, p in enumerate(procs)
                                      if p.returncode), None)
         except KeyboardInterrupt:  # it reached the ranks too: rank 0 records what it ran
-            end = time.monotonic() + RANK_GRACE_S
+            end = time.monotonic() + grace_s
             while any(p.poll() is None for p in procs) and time.monotonic() < end:
                 with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C: stop now
                     time.sleep(0.1)
@@ -165,7 +167,7 @@ def launch(tp: int, argv: list[str]) -> int:
         if stuck is not None and failed is None:
             rank, why = stuck
             print(f"infergy: rank {rank} of {tp} failed: {why}; the other ranks did not end "
-                  f"with it within {RANK_GRACE_S:.0f} s (out of step): all stopped",
+                  f"with it within {grace_s:.0f} s (out of step): all stopped",
                   file=sys.stderr)
             return 1
         if failed is None:
@@ -179,15 +181,27 @@ def launch(tp: int, argv: list[str]) -> int:
         return code
 
 
-def _out_of_step(told) -> tuple[int, str] | None:
-    """(rank, why) of the first rank that told its engine's failure (`tell_launch`) more
-    than RANK_GRACE_S ago, else None."""
+def _out_of_step(told, seen: dict, grace_s: float = RANK_GRACE_S,
+                 now: float | None = None) -> tuple[int, str] | None:
+    """(rank, why) of the first rank whose engine's failure, told in folder `told`
+    (`tell_launch`), was first seen more than `grace_s` ago, else None. `seen` (note ->
+    time.monotonic() when first seen) is kept by the caller between calls: the time is this
+    process's own clock, not the note file's (another clock, coarse on some file systems)."""
     import time
 
-    notes = sorted((f.stat().st_mtime, f) for f in told.glob("rank-*"))
-    if not notes or time.time() - notes[0][0] < RANK_GRACE_S:
+    now = time.monotonic() if now is None else now
+    for note in told.glob("rank-*"):
+        seen.setdefault(note, now)
+    if not seen:
         return None
-    return int(notes[0][1].name.removeprefix("rank-")), notes[0][1].read_text()
+    first, since = min(seen.items(), key=lambda s: s[1])
+    if now - since <= grace_s:
+        return None
+    try:
+        why = first.read_text()
+    except OSError as err:  # being written, or gone: its rank is still out of step
+        why = f"(its error could not be read: {err})"
+    return int(first.name.removeprefix("rank-")), why
 
 
 def tell_launch(err: BaseException) -> None:
@@ -200,7 +214,7 @@ def tell_launch(err: BaseException) -> None:
     if folder is None or rank is None:
         return
     note = Path(folder, f"rank-{rank}")
-    with contextlib.suppress(OSError):  # never in place of the engine's own error
+    with contextlib.suppress(Exception):  # never in place of the engine's own error
         if not note.exists():
             note.write_text(f"{type(err).__name__}: {err}")
 

@@ -12,7 +12,9 @@ transformers' own plan): the worker is rank 0 of N. Once it has measured the idl
 this module's same `_Worker` code, rank r on the r-th visible GPU), they meet
 (torch.distributed), and every window edge of every rank waits for all of them. Each job
 the parent sends is forwarded to the followers over pipes of their own, so every rank runs
-the same load, windows and generation; rank 0 alone measures energy and replies. Each
+the same load, windows and generation; rank 0 alone measures energy and replies (and cools
+its GPUs down before it forwards a job: followers sent one would wait for it at a window's
+edge, on NCCL a collective that keeps their GPUs busy). Each
 follower answers with its status and the window edges it met (kept in the point as
 `ranks`), and rank 0 agrees the status: out of memory where any rank ran out, failed where
 any failed, so a batch-size search reads one answer. Ranks that ended a point differently
@@ -30,12 +32,14 @@ Messages, as (kind, body) tuples over multiprocessing Pipes:
                       ("estimate", {...})
     rank 0 -> follower: the parent's messages, forwarded
     follower -> rank 0: ("done", {"status", "error", "edges"[, "batch"]}), ("error", text),
-                        ("failing", text) the moment its engine fails
+                        ("failing", text) the moment its engine fails (before the window's
+                        edge, which waits for the other ranks)
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import os
 import signal
@@ -81,6 +85,7 @@ class WorkerSettings:
     tp: int = 1  # the sweep's tensor parallelism: the first `tp` GPUs used and measured
     ranks: int = 1  # processes running each point: `tp` for an engine of one process a GPU
     # (transformers' plan), else 1 (vLLM starts its own)
+    grace_s: float = RANK_GRACE_S  # ranks ending a point this far apart are out of step
 
 
 def is_fatal(error: str | None) -> bool:
@@ -152,7 +157,11 @@ def main(conn, settings: WorkerSettings) -> None:
                 break
             if kind == "stop":
                 break
-            reply = worker.handle(kind, body)
+            try:
+                reply = worker.handle(kind, body)
+            except Exception as err:  # a bug: the followers may be mid-job, not at a barrier
+                worker.leaving = f"{type(err).__name__}: {err}"  # so they are killed below
+                raise
             leaving = worker.leaving
             if leaving:  # said first: the parent starts a new worker before its next job
                 replies.send(("leaving", leaving))
@@ -233,6 +242,13 @@ def _exit_with_parent(then=None) -> None:
     threading.Thread(target=watch, name="infergy-parent-watch", daemon=True).start()
 
 
+def _told_status(why: str) -> str:
+    """The status of a point whose rank's engine failed with `why`."""
+    from infergy.bench.point import is_out_of_memory
+
+    return "oom" if is_out_of_memory(RuntimeError(why)) else "failed"
+
+
 def _outcome(kind: str, reply: dict, edges: int) -> dict:
     """How a rank ended a job: its status, error and the window edges it met (an estimate's
     batch too)."""
@@ -286,7 +302,7 @@ class _Followers:
         from infergy.parallel import rank_env
 
         ctx = multiprocessing.get_context("spawn")
-        self.size, self.device = settings.ranks, settings.device
+        self.size, self.device, self.grace_s = settings.ranks, settings.device, settings.grace_s
         self.conns, self.processes = [], []
         for rank in range(1, settings.ranks):
             mine, theirs = ctx.Pipe()
@@ -332,7 +348,7 @@ class _Followers:
         """While rank 0 runs: a thread that reads the followers' answers and calls
         `on_lost(why, status)` (which does not return) when one dies or reports an error of
         its own, or when a rank's engine failed and rank 0 is still inside the job
-        RANK_GRACE_S later (the others wait in a collective that will never come, or at an
+        `grace_s` later (the others wait in a collective that will never come, or at an
         edge): status "oom" where that failure was an out of memory, else "failed"."""
         stop = threading.Event()
 
@@ -345,12 +361,10 @@ class _Followers:
                 failing = dict(self.failing)  # rank 0's own may be added meanwhile
                 if failing:
                     rank, (since, why) = min(failing.items(), key=lambda f: f[1][0])
-                    if time.monotonic() - since > RANK_GRACE_S:
-                        from infergy.bench.point import is_out_of_memory
-
+                    if time.monotonic() - since > self.grace_s:
                         on_lost(f"{self.name(rank)}: {why} (the other ranks did not end the "
-                                f"point with it within {RANK_GRACE_S:.0f} s: out of step)",
-                                "oom" if is_out_of_memory(RuntimeError(why)) else "failed")
+                                f"point with it within {self.grace_s:.0f} s: out of step)",
+                                _told_status(why))
 
         thread = threading.Thread(target=watch, name="infergy-ranks-watch", daemon=True)
         thread.start()
@@ -362,14 +376,14 @@ class _Followers:
 
     def gather(self) -> list[dict]:
         """Every follower's outcome of the job rank 0 has just ended, in rank order;
-        _RankLost where one dies, errs or does not end it within RANK_GRACE_S."""
-        deadline = time.monotonic() + RANK_GRACE_S
+        _RankLost where one dies, errs or does not end it within `grace_s`."""
+        deadline = time.monotonic() + self.grace_s
         while len(self.answers) < len(self.conns):
             self._read()
             if time.monotonic() > deadline:
                 waiting = min(set(range(1, self.size)) - set(self.answers))
                 raise _RankLost(f"{self.name(waiting)} did not end the point within "
-                                f"{RANK_GRACE_S:.0f} s of rank 0: the ranks are out of step")
+                                f"{self.grace_s:.0f} s of rank 0: the ranks are out of step")
             time.sleep(0.01)
         return [self.answers[r] for r in range(1, self.size)]
 
@@ -390,6 +404,21 @@ class _Followers:
                 self.answers[rank] = body
             if rank not in self.answers and not process.is_alive():
                 raise _RankLost(self._gone(rank))
+
+    def known(self, own: dict | None = None) -> list[dict]:
+        """Every rank's outcome of the current job as far as it is known, in the shape of a
+        point's `ranks`: rank 0's `own` and the followers' answers where given, else the
+        failure a rank's engine told (no edges counted), else nothing (status None)."""
+        answers, failing = dict(self.answers), dict(self.failing)  # the watch may add
+        known = []
+        for rank in range(self.size):
+            outcome = own if rank == 0 else answers.get(rank)
+            if outcome is None and rank in failing:
+                why = failing[rank][1]
+                outcome = {"status": _told_status(why), "error": why, "edges": None}
+            known.append({"rank": rank, **(outcome or {"status": None, "error": None,
+                                                         "edges": None})})
+        return known
 
     def _gone(self, rank: int) -> str:
         process = self.processes[rank - 1]
@@ -443,7 +472,16 @@ class _Worker:
     def handle(self, kind: str, job: Job) -> dict:
         """The reply to one of the parent's jobs, run by every rank where there are several."""
         run = self.measure if kind == "measure" else self.estimate
-        reply = run(job) if self.followers is None else self._with_followers(kind, job, run)
+        if self.followers is None:
+            reply = run(job)
+        elif kind == "measure" and job.cooldown:
+            # Rank 0 cools down before the followers get the job: they would wait for it at
+            # the window's edge, a collective that keeps their GPUs busy (NCCL).
+            cooled = self.cool_down(job.cooldown)
+            reply = self._with_followers(kind, dataclasses.replace(job, cooldown=None), run)
+            reply = {**reply, "cooldown": cooled}
+        else:
+            reply = self._with_followers(kind, job, run)
         if self.poisoned and not self.leaving:
             self.leaving = "a fatal CUDA error: its CUDA context cannot be trusted"
         return reply
@@ -470,9 +508,11 @@ class _Worker:
         except _RankLost as lost:
             self.leaving = str(lost)
             if own["status"] == "ok":
-                return self._lost_reply(kind, job, str(lost))
-            # Rank 0 failed too: its status stands (out of memory stays so), both errors said.
-            return {**reply, "error": f"{lost}; rank 0: {own['error']}"}
+                return self._lost_reply(kind, job, str(lost), own=own, reply=reply)
+            # Rank 0 failed too: its status stands unless another rank ran out of memory
+            # (then the point's is out of memory), both errors said.
+            return self._lost_reply(kind, job, f"{lost}; rank 0: {own['error']}",
+                                    own["status"], own=own, reply=reply)
         return self._agree(kind, job, reply, [own, *theirs])
 
     def _agree(self, kind: str, job: Job, reply: dict, outcomes: list[dict]) -> dict:
@@ -507,12 +547,24 @@ class _Worker:
                      "load": reply.get("load"), "engine_info": reply.get("engine_info")}
         return {**reply, "ranks": [{"rank": r, **o} for r, o in enumerate(outcomes)]}
 
-    def _lost_reply(self, kind: str, job: Job, why: str, status: str = "failed") -> dict:
-        """The reply for a job a lost rank ended: `status` (out of memory where that rank
-        ran out: the point does not fit), with why."""
+    def _lost_reply(self, kind: str, job: Job, why: str, status: str = "failed", *,
+                    own: dict | None = None, reply: dict | None = None) -> dict:
+        """The reply for a job a lost rank ended: `status`, or out of memory where any rank
+        is known to have run out (the point does not fit), with why; a point keeps what is
+        known of each rank (`_Followers.known`) as its `ranks`, rank 0's `reply` (where it
+        ended the job) where its status stands, else that reply's load phase and engine."""
+        known = self.followers.known(own) if self.followers is not None else []
+        if any(r["status"] == "oom" for r in known):
+            status = "oom"
+        kept = {} if reply is None else {"load": reply.get("load")}
         if kind == "estimate":
-            return {"batch": None, "how": None, "status": status, "error": why}
-        return failed_record(job, self.settings.dtype, status, why)
+            return {"batch": None, "how": None, "status": status, "error": why, **kept}
+        if reply is not None and reply.get("status") == status:
+            record = {**reply, "error": why}
+        else:
+            record = {**failed_record(job, self.settings.dtype, status, why), **kept,
+                      **({} if reply is None else {"engine_info": reply.get("engine_info")})}
+        return {**record, "ranks": known} if known else record
 
     def load(self, job: Job) -> dict | None:
         """Make `job`'s engine the loaded one; its load phase when it was loaded now."""
