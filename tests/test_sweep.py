@@ -173,6 +173,24 @@ def test_a_tp_2_point_where_only_a_follower_runs_out_of_memory_is_out_of_memory(
     assert [r["rank"] for r in ranks] == [0, 1] and ranks[1]["status"] == "oom"
 
 
+def test_a_tp_2_sweep_with_a_cooldown_records_rank_0s_wait_before_each_point(tmp_path):
+    """At tp 2 rank 0 cools down before its follower gets the point (the follower waits idle,
+    not at a window's edge): every point is measured by both ranks alike and records the
+    wait once, rank 0's."""
+    s = spec(input_tokens=[8], output_tokens=[2], batch_sizes=[1, 2], tp=2,
+             cooldown={"max_s": 1, "within_w": 15})
+    with Store(tmp_path / "r.db") as store:
+        summary = run_sweep(s, store, device="cpu")
+        points = store.points()
+    assert summary.measured == 2 and summary.failed == 0 and summary.worker_restarts == 0
+    for p in points:
+        result = json.loads(p["result"])
+        # A CPU sweep measures no GPU: nothing to wait for, and the wait is still recorded.
+        assert result["cooldown"] == {"waited_s": 0.0, "power_w": {}, "reached": True}
+        assert [(r["rank"], r["status"]) for r in result["ranks"]] == [(0, "ok"), (1, "ok")]
+        assert result["ranks"][0]["edges"] == result["ranks"][1]["edges"] > 0
+
+
 def wait_for_points(db: Path, count: int, timeout_s: float = 120) -> None:
     """Until the store at `db` holds `count` points (a sweep in another process writes it)."""
     deadline = time.monotonic() + timeout_s

@@ -330,11 +330,6 @@ def parse_spec(data: Any, source: str = "<spec>", lines: _Lines | None = None) -
         dtype=dtype, seed=seed,
         idle_s=float(idle_s), tp=tp, source=source, raw=dict(data),
     )
-    if spec.cooldown is not None and spec.ranks > 1:
-        # Rank 0 would cool its GPUs while the other ranks wait for it at the window's
-        # edge, a collective that keeps their GPUs busy (NCCL): they never cool.
-        raise fail("cooldown", f"not with tp {tp} on an engine of one process a GPU (the "
-                               f"other ranks wait for the cool-down on their GPUs)")
     if not spec.tasks():
         raise SpecError(f"{source}: the grid is empty: no point to measure")
     _check_context(spec, fail)
