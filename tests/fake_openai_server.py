@@ -47,11 +47,19 @@ class FakeOpenAIServer:
                     server.seen.append({**body, "auth": self.headers.get("Authorization")})
                     server.in_flight += 1
                     server.peak_in_flight = max(server.peak_in_flight, server.in_flight)
+                self.counted = True
                 try:
                     self._answer(body)
                 finally:
-                    with lock:
+                    self._leave()
+
+            def _leave(self):
+                """No longer in flight: before the last bytes go out (the client may send its
+                next request the moment it reads them), or on any other way out."""
+                with lock:
+                    if self.counted:
                         server.in_flight -= 1
+                        self.counted = False
 
             def _answer(self, body):
                 length = len(body["prompt"])
@@ -89,6 +97,7 @@ class FakeOpenAIServer:
                     self._event({"error": {"message": "simulated engine failure"}})
                 else:
                     self._event({"choices": [], "usage": {"completion_tokens": sent}})
+                self._leave()
                 self.wfile.write(b"data: [DONE]\n\n")
                 self.wfile.flush()
 

@@ -44,6 +44,13 @@ def test_measure_on_a_cpu_reports_time_and_says_why_energy_is_unavailable():
     no_traceback(result)
 
 
+def test_measure_repeats_a_short_run_in_each_window_and_says_so():
+    result = infergy(*TINY, "--repeats", "1", "--min-window", "0.3")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"1 repeats \(medians\), \d+ runs a window \(figures per run\)",
+                     flat(result.stdout))
+
+
 def test_measure_json_gives_the_point_status_and_repeats():
     result = infergy(*TINY, "--repeats", "2", "--warmup", "0", "--json")
     assert result.returncode == 0, result.stderr
@@ -71,6 +78,8 @@ def test_measure_json_gives_the_point_status_and_repeats():
         (["--model", "tiny", "--engine", "hf-paged", "--decoding", "beam:4"],
          ["engine hf-paged does not support beam decoding", "greedy, sample"]),
         (["--model", "tiny", "--batch", "0"], ["batch must be a positive integer"]),
+        (["--model", "tiny", "--min-window", "2", "--warmup", "0"],
+         ["--min-window needs --warmup 1 or more"]),
     ],
 )
 def test_measure_refuses_bad_input_with_exit_2_and_a_message(args, says):

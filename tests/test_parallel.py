@@ -355,8 +355,9 @@ def test_launch_stops_ranks_left_waiting_for_one_that_failed_alone(tmp_path, mon
 
 def test_hf_eager_split_over_two_ranks_decodes_as_one_and_its_windows_are_aligned(tmp_path):
     """torchrun on the CPU (gloo), with the tiny model: the split model's greedy tokens are
-    the whole model's, every window edge waits for both ranks, and rank 0 keeps each GPU's
-    energy (simulated sensors) beside the sum."""
+    the whole model's, every window edge waits for both ranks, both hold rank 0's count of
+    runs a window (min_window_s), and rank 0 keeps each GPU's energy (simulated sensors)
+    beside the sum."""
     import json
     import os
     import subprocess
@@ -380,6 +381,8 @@ def test_hf_eager_split_over_two_ranks_decodes_as_one_and_its_windows_are_aligne
     assert report["status"] == "ok", report["error"]
     assert report["split"] == ["DTensor", [32, 64], [64, 64]]  # the plan split q_proj
     assert report["edges"][0] > 0 and report["edges"][0] == report["edges"][1]  # matched
+    assert report["shared"] == [10, 10]  # rank 0's value on both
+    assert report["runs"][0] > 1 and report["runs"][0] == report["runs"][1]
     shares = report["gpu_energy_j"]
     assert set(shares) == {"gpu0", "gpu1"}
     assert sum(shares.values()) == pytest.approx(report["energy_j"], rel=0.05)

@@ -145,6 +145,60 @@ def test_the_1_token_prefill_run_is_measured_once_a_point_and_shared_by_the_repe
         assert r.decode.energy_j == pytest.approx(r.request.energy_j - r.prefill.energy_j)
 
 
+def test_a_run_shorter_than_the_minimum_window_is_repeated_in_each_window(tiny, make_meter):
+    """Short points: each window holds back-to-back runs until it lasts min_window_s (the
+    count timed by the warm-up), and every figure is per run, as one run would give."""
+    engine = SlowPrefillRunEngine(tiny, device="cpu", prefill_run_s=0.01, request_s=0.05)
+    result = measure_point(engine, point("hf-paged"), gpu_meter(make_meter), repeats=2,
+                           warmup=1, min_window_s=0.2)
+    assert result.status == "ok", result.error
+    runs = result.runs_per_window
+    assert 2 <= runs <= 4  # ceil(0.2 / a run of 0.05 s and a little more)
+    assert engine.calls[0] == 4 and engine.calls[-2 * runs:] == [4] * (2 * runs)
+    prefill_runs = engine.calls[1:-2 * runs]
+    assert prefill_runs == [1] * len(prefill_runs) and len(prefill_runs) >= 3  # 1 + ~20
+    for r in result.repeats:
+        # The count comes from one timed run: a window lasts about min_window_s (a slow
+        # timed run on a busy machine makes it shorter).
+        assert r.request.runs == runs and r.request.time_s * runs >= 0.5 * 0.2
+        assert 0.05 <= r.request.time_s < 0.2  # one run's time, not the window's
+        # A constant 200 W: each figure is the power times one run's time.
+        assert r.request.energy_j == pytest.approx(200.0 * r.request.time_s, rel=0.05)
+        assert r.prefill.method == "separate run" and r.prefill.runs > 1
+        assert r.prefill.time_s * r.prefill.runs >= 0.5 * 0.2 and r.prefill.time_s < 0.05
+        assert r.decode.energy_j == pytest.approx(r.request.energy_j - r.prefill.energy_j)
+        assert r.gpu_energy_j["gpu0"] == pytest.approx(r.request.energy_j, rel=0.01)
+    assert result.j_per_output_token == pytest.approx(result.energy_j / (BATCH * OUTPUT))
+
+
+def test_a_run_as_long_as_the_minimum_window_is_measured_alone(engines, make_meter):
+    """Long points are measured as without min_window_s, prefill and decode windows too."""
+    result = measure_point(engines["hf-eager"], point("hf-eager"), gpu_meter(make_meter),
+                           repeats=1, warmup=1, min_window_s=1e-6)
+    assert result.status == "ok", result.error
+    assert result.runs_per_window == 1 and result.prefill_method == "window"
+
+
+def test_an_engine_with_a_first_token_hook_loops_by_1_token_prefill_runs(engines, make_meter):
+    result = measure_point(engines["hf-eager"], point("hf-eager"), gpu_meter(make_meter),
+                           repeats=1, warmup=1, min_window_s=0.5)
+    assert result.status == "ok", result.error
+    assert result.runs_per_window > 1
+    assert result.prefill_method == "separate run"  # a window of several runs: no one first
+    assert result.tpot_s > 0 and result.ttft_s > 0
+
+
+@pytest.mark.parametrize("min_window_s, warmup, error", [
+    (-1.0, 1, "min_window_s must be seconds >= 0"),
+    (2.0, 0, "needs a warm-up run"),
+])
+def test_a_minimum_window_needs_seconds_and_a_warm_up(engines, make_meter, min_window_s,
+                                                       warmup, error):
+    with pytest.raises(PointError, match=error):
+        measure_point(engines["hf-eager"], point("hf-eager"), gpu_meter(make_meter),
+                      warmup=warmup, min_window_s=min_window_s)
+
+
 def test_decode_by_subtraction_is_never_reported_negative(tiny, make_meter):
     engine = SlowPrefillRunEngine(tiny, device="cpu", prefill_run_s=0.2, request_s=0.02)
     result = measure_point(engine, point("hf-paged"), gpu_meter(make_meter), repeats=1,

@@ -56,6 +56,22 @@ def test_a_sweep_of_12_points_records_each_once_and_a_second_run_measures_none(t
         assert result["gpu_state_start"] is not None and result["provenance"]["versions"]
 
 
+def test_a_sweeps_minimum_window_reaches_its_points_and_counts_every_run(tmp_path):
+    from infergy.sweep.runner import measuring_time
+
+    short = spec(input_tokens=[8], output_tokens=[2], batch_sizes=[1], warmup=1, repeats=2,
+                 min_window_s=0.2)
+    with Store(tmp_path / "r.db") as store:
+        assert run_sweep(short, store, device="cpu").measured == 1
+        (point,) = store.points()
+    result = json.loads(point["result"])
+    assert point["status"] == "ok" and result["runs_per_window"] > 1
+    assert all(r["request"]["runs"] == result["runs_per_window"] for r in result["repeats"])
+    per_run = sum(r["request"]["time_s"] for r in result["repeats"])
+    # Both windows, every run in them (a window lasts about 0.2 s: its count from one run).
+    assert measuring_time(result) >= result["runs_per_window"] * per_run > 2 * 0.5 * 0.2
+
+
 def test_out_of_memory_is_recorded_and_max_is_found_under_it(tmp_path):
     engine = {"name": DOUBLE, "options": {"oom_from_batch": 3, "estimate": 6}}
     s = spec(engines=[engine], input_tokens=[8], output_tokens=[2], batch_sizes=[1, 4, MAX])

@@ -157,8 +157,19 @@ def test_engine_options_may_hold_mappings_and_lists():
 @pytest.mark.parametrize(("field", "value", "match"), [
     ("seed", "abc", r"field 'seed': expected an integer >= 0, got 'abc'"),
     ("dtype", "int4", r"field 'dtype': expected one of bfloat16, float16, float32"),
+    ("min_window_s", -2, r"field 'min_window_s': expected seconds from 0 to 60, got -2"),
+    ("min_window_s", "2s", r"field 'min_window_s': expected seconds from 0 to 60, got '2s'"),
 ])
-def test_seed_and_dtype_are_checked(field, value, match):
+def test_seed_dtype_and_minimum_window_are_checked(field, value, match):
     with pytest.raises(SpecError, match=match):
         parse_spec({"models": ["tiny"], "input_tokens": [8], "output_tokens": [4],
                     field: value})
+
+
+def test_a_minimum_window_needs_a_warm_up_to_time_a_run():
+    with pytest.raises(SpecError, match=r"field 'min_window_s': needs warmup >= 1"):
+        parse_spec({"models": ["tiny"], "input_tokens": [8], "output_tokens": [4],
+                    "min_window_s": 2, "warmup": 0})
+    spec = parse_spec({"models": ["tiny"], "input_tokens": [8], "output_tokens": [4],
+                       "min_window_s": 2})
+    assert spec.min_window_s == 2.0

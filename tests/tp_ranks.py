@@ -1,8 +1,9 @@
 """Run by tests/test_parallel.py under torchrun (2 CPU processes, gloo): hf-eager split by
 transformers' tensor-parallel plan, measured as `infergy measure --tp` measures it. Rank 0's
 meter holds two simulated GPUs (test doubles), the other rank's none; both meters' window
-edges wait for every rank. Rank 0 prints one JSON line: the greedy tokens of the split model,
-the point's per-GPU energies and how many barriers each edge took."""
+edges wait for every rank, and a window's runs (min_window_s) are rank 0's count on both.
+Rank 0 prints one JSON line: the greedy tokens of the split model, the point's per-GPU
+energies, how many barriers each edge took, and each rank's runs a window."""
 
 from __future__ import annotations
 
@@ -33,13 +34,16 @@ tokens = engine.model.generate(prompt, max_new_tokens=6, do_sample=False,
 sensors = [SimulatedGpu(0, power_w=300.0, update_s=1e-4),
            SimulatedGpu(1, power_w=100.0, update_s=1e-4)] if ranks.speaks else []
 meter = Meter(sensors, sample_period_s=0.01, sync=ranks.synced(lambda: barriers.append(1)))
+meter.share = ranks.share  # as Ranks.attach does
 result = measure_point(engine, Point("tiny", "hf-eager", 2, 8, 4, tp=2, dtype="float32"),
-                       meter, repeats=2, warmup=1)
+                       meter, repeats=2, warmup=1, min_window_s=0.3)
 meter.close()
-edges = [None, None]
+edges, runs, shared = [None, None], [None, None], [None, None]
 torch.distributed.all_gather_object(edges, len(barriers))  # every rank's count of edges
+torch.distributed.all_gather_object(runs, result.runs_per_window)
+torch.distributed.all_gather_object(shared, ranks.share(ranks.rank + 10))
 if ranks.speaks:
     print(json.dumps({"tokens": tokens, "status": result.status, "error": result.error,
                       "gpu_energy_j": result.gpu_energy_j, "energy_j": result.energy_j,
-                      "edges": edges, "split": split}))
+                      "edges": edges, "split": split, "runs": runs, "shared": shared}))
 ranks.close()

@@ -293,6 +293,12 @@ def measure(
                                                  "measurement device for random weights)."),
     repeats: int = typer.Option(3, "--repeats", min=1, help="Measured runs; medians reported."),
     warmup: int = typer.Option(1, "--warmup", min=0, help="Warm-up runs before measuring."),
+    min_window_s: float = typer.Option(0.0, "--min-window", min=0, max=60,
+                                       help="A run shorter than this (s, timed by the "
+                                            "warm-up) is repeated back to back in each "
+                                            "measured window, figures per run (an H100's "
+                                            "energy counter updates every 100 ms: a short "
+                                            "window reads it coarsely). 0: one run a window."),
     device: str = typer.Option("auto", "--device", help="auto, cuda or cpu."),
     dtype: str = typer.Option("bfloat16", "--dtype"),
     weights: Path | None = typer.Option(None, "--weights",
@@ -326,6 +332,8 @@ def measure(
         decoding = _decoding(decoding, draft, lookahead, acceptance)
         point = Point(model, engine, batch, input_tokens, output_tokens, decoding, tp=tp,
                       dtype=dtype)
+        if min_window_s > 0 and warmup < 1:
+            raise PointError("--min-window needs --warmup 1 or more: the warm-up times a run")
         spec = get_model(model)
         engine_cls = engine_class(engine)
         engine_cls.check_support(spec, validate_point(point, spec))  # before meter and model
@@ -389,7 +397,8 @@ def measure(
             with _status(speaks, f"infergy: {engine} B={batch} I={input_tokens} "
                                  f"O={output_tokens}") as st:
                 result = measure_point(eng, point, m, repeats=repeats, warmup=warmup, seed=seed,
-                                       prompts=prompts, progress=lambda msg: st.update(
+                                       prompts=prompts, min_window_s=min_window_s,
+                                       progress=lambda msg: st.update(
                                            f"infergy: {engine} B={batch} I={input_tokens} "
                                            f"O={output_tokens}: {msg}"))
         finally:  # also on Ctrl-C: an engine may hold threads (hf-paged) or a process (vLLM)
@@ -522,7 +531,9 @@ def _print_point(r, load: dict, device: str) -> None:
     gpus = f", TP {p.tp}" if p.tp > 1 else ""
     out.print(f"\n[bold]{p.model}[/] on [bold]{p.engine}[/] ({device}{gpus}), {p.decoding}: "
               f"B={p.batch}, I={p.input_tokens}, O={p.output_tokens}, "
-              f"{len(r.repeats)} repeats (medians)")
+              f"{len(r.repeats)} repeats (medians)"
+              + (f", {r.runs_per_window} runs a window (figures per run)"
+                 if r.runs_per_window > 1 else ""))
     if r.status != "ok":
         out.print(f"[red]{r.status}[/]: {r.error}")
         return

@@ -311,8 +311,17 @@ class Ranks:
         return edge
 
     def attach(self, meter) -> None:
-        """Make every window edge of `meter` an edge of all the ranks (see `synced`)."""
+        """Make every window edge of `meter` an edge of all the ranks (see `synced`), and its
+        shared decisions rank 0's (`share`)."""
         meter.sync = self.synced()
+        meter.share = self.share
+
+    def share(self, value):
+        """Rank 0's `value`, on every rank: for what each would decide from its own timings
+        (a window's runs), which must match for the ranks' collectives to."""
+        box = [value]
+        self._dist.broadcast_object_list(box, src=0)
+        return box[0]
 
     def agree(self, value, what: str) -> None:
         """Check that every rank decided `value` (something each works out on its own, such

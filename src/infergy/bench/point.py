@@ -9,11 +9,18 @@ decode (the other O - 1 tokens). Engines that cannot signal the first token get 
 prefill measured by a run of the same prompts with O = 1, once per point after the warm-up
 (saving a run per repeat; vLLM's 3 s prefill runs varied 0.2-0.7% between runs), and each
 repeat's decode = its request - that prefill.
+
+A run shorter than `min_window_s` (timed by the warm-up) is measured as that many runs back to
+back inside each window, figures divided by the number of runs: the energy counter updates
+every 100 ms on an H100, and a 0.1-1 s window varied up to 28% between repeats where a 2 s one
+varies under 5%. Its prefill then comes from a 1-token run looped the same way, as for engines
+that cannot signal the first token, since a window over several runs has no single first token.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 import statistics
 from dataclasses import asdict, dataclass, field
 
@@ -60,17 +67,20 @@ def validate_point(point: Point, spec: ModelSpec) -> Decoding:
 
 @dataclass(frozen=True)
 class Phase:
-    """Energy (J) and time (s) of one phase. `method`: how it was found ("window": its own
-    measurement window; "separate run": a run with O = 1; "request - prefill")."""
+    """Energy (J) and time (s) of one phase of one run. `method`: how it was found ("window":
+    its own measurement window; "separate run": a run with O = 1; "request - prefill").
+    `runs`: the runs its window held back to back (the figures are the window's / runs)."""
 
     energy_j: float | None
     active_energy_j: float | None
     time_s: float
     method: str = "window"
+    runs: int = 1
 
     @classmethod
-    def of(cls, m: Measurement, method: str = "window") -> Phase:
-        return cls(m.energy_j, m.active_energy_j, m.duration_s, method)
+    def of(cls, m: Measurement, method: str = "window", runs: int = 1) -> Phase:
+        return cls(_per_run(m.energy_j, runs), _per_run(m.active_energy_j, runs),
+                   m.duration_s / runs, method, runs)
 
     def minus(self, other: Phase) -> Phase:
         def sub(a, b):
@@ -78,7 +88,24 @@ class Phase:
 
         return Phase(sub(self.energy_j, other.energy_j),
                      sub(self.active_energy_j, other.active_energy_j),
-                     self.time_s - other.time_s, "request - prefill")
+                     self.time_s - other.time_s, "request - prefill", self.runs)
+
+
+def _per_run(value: float | None, runs: int) -> float | None:
+    return None if value is None else value / runs
+
+
+# A run this short is not looped further: a window of at most this many runs.
+MAX_RUNS_PER_WINDOW = 1000
+
+
+def runs_per_window(run_s: float | None, min_window_s: float) -> int:
+    """How many back-to-back runs of `run_s` seconds one window holds to last `min_window_s`
+    seconds (about: `run_s` is one timed run; 1: the run alone is long enough, or nothing
+    asked)."""
+    if min_window_s <= 0 or run_s is None or run_s >= min_window_s:
+        return 1
+    return min(MAX_RUNS_PER_WINDOW, math.ceil(min_window_s / max(run_s, 1e-9)))
 
 
 @dataclass(frozen=True)
@@ -136,6 +163,8 @@ class PointResult:
     # Each measured GPU's energy (median over the repeats; several with --tp), summing to
     # about `energy_j`; which GPUs those are: `provenance["gpus"]`.
     gpu_energy_j: dict = field(default_factory=dict)
+    # Runs each repeat's window held back to back (min_window_s), the figures above per run.
+    runs_per_window: int = 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -176,14 +205,20 @@ def is_out_of_memory(err: BaseException) -> bool:
 
 def measure_point(engine: Engine, point: Point, meter: Meter, *, repeats: int = 3,
                   warmup: int = 1, seed: int = 0, prompts: list[list[int]] | None = None,
-                  progress=None) -> PointResult:
+                  min_window_s: float = 0.0, progress=None) -> PointResult:
     """Measure `point` with an engine whose model is loaded. Out of memory is a result
     (status "oom"), not an exception; so is an engine failure (status "failed").
 
     `prompts` (B lists of I token ids) replace the default random ones, e.g. real text from
-    `make_prompts(..., tokenizer=..., text=...)`."""
+    `make_prompts(..., tokenizer=..., text=...)`. `min_window_s`: a run shorter than this
+    (timed by the warm-up) is repeated back to back in each window until it lasts as long,
+    the figures per run (0: one run a window)."""
     if repeats < 1:
         raise PointError(f"repeats must be at least 1, got {repeats}")
+    if not min_window_s >= 0:
+        raise PointError(f"min_window_s must be seconds >= 0, got {min_window_s!r}")
+    if min_window_s > 0 and warmup < 1:
+        raise PointError("min_window_s needs a warm-up run (warmup >= 1): it times a run")
     decoding = validate_point(point, engine.spec)
     engine.check_decoding(decoding)
     result = PointResult(point=point, status="ok", provenance=run_metadata(meter))
@@ -204,18 +239,20 @@ def measure_point(engine: Engine, point: Point, meter: Meter, *, repeats: int = 
             for _ in range(warmup):
                 engine.generate(prompts, output_tokens, decoding)
         result.warmup = Phase.of(w.measurement) if warmup else None
+        runs = 1
+        if min_window_s > 0:  # rank 0's count where ranks split a model: all run as many
+            runs = meter.share(runs_per_window(result.warmup.time_s / warmup, min_window_s))
         separate = None
-        if not engine.first_token_hook_for(decoding):
+        if runs > 1 or not engine.first_token_hook_for(decoding):
             say("prefill (1-token run)")
-            with meter.window("prefill") as w:
-                engine.generate(prompts, 1, decoding)
-            separate = w.measurement
+            separate = _prefill_run(engine, meter, prompts, decoding, min_window_s,
+                                    open_windows)
         engine.reset_peak_memory()
         result.gpu_state_start = _states(meter)
         for r in range(repeats):
             say(f"repeat {r + 1}/{repeats}")
             result.repeats.append(_one_repeat(engine, meter, prompts, output_tokens, decoding,
-                                              open_windows, separate))
+                                              open_windows, separate, runs))
         result.gpu_state_end = _states(meter)
         result.peak_memory_gib = engine.peak_memory_gib()
     except Exception as err:  # every engine failure becomes a recorded result
@@ -249,10 +286,31 @@ def _check_prefill(result: PointResult, spec, gpus: int) -> None:
         )
 
 
+def _prefill_run(engine, meter, prompts, decoding, min_window_s: float,
+                 open_windows) -> Phase:
+    """The point's prefill, by runs generating 1 token: one, then as many back to back as
+    last `min_window_s` where that one was shorter (the first then served to time a run)."""
+    phase = _prefill_window(engine, meter, prompts, decoding, 1, open_windows)
+    runs = meter.share(runs_per_window(phase.time_s, min_window_s)) if min_window_s > 0 else 1
+    return phase if runs == 1 else _prefill_window(engine, meter, prompts, decoding, runs,
+                                                   open_windows)
+
+
+def _prefill_window(engine, meter, prompts, decoding, runs: int, open_windows) -> Phase:
+    window = meter.start("prefill")
+    open_windows[:] = [window]
+    for _ in range(runs):
+        engine.generate(prompts, 1, decoding)
+    (m,) = meter.stop(window)
+    open_windows.clear()
+    return Phase.of(m, "separate run", runs)
+
+
 def _one_repeat(engine, meter, prompts, output_tokens, decoding, open_windows,
-                separate: Measurement | None) -> Repeat:
-    """One measured request; `separate`: the point's 1-token prefill run, for engines that
-    cannot signal the first token (None: they can)."""
+                separate: Phase | None, runs: int = 1) -> Repeat:
+    """One measured request (`runs` of them back to back in its window, the figures per
+    run); `separate`: the point's prefill by 1-token runs (None: the engine signals the
+    first token, and one run a window)."""
     notes: list[str] = []
     hook = separate is None
     request = meter.start("request")
@@ -267,25 +325,27 @@ def _one_repeat(engine, meter, prompts, output_tokens, decoding, open_windows,
             open_windows.append(windows["decode"])
     else:
         on_first_token = None
-    gen = engine.generate(prompts, output_tokens, decoding, on_first_token)
+    for _ in range(runs):
+        gen = engine.generate(prompts, output_tokens, decoding, on_first_token)
     if "decode" in windows:
         decode_m, request_m = meter.stop(windows["decode"], request)
         prefill, decode = Phase.of(windows["prefill"].measurement), Phase.of(decode_m)
+        req = Phase.of(request_m)
     else:
         (request_m,) = meter.stop(*open_windows)
-        prefill = Phase.of(separate, "separate run")
-        decode = Phase.of(request_m).minus(prefill)
+        prefill, req = separate, Phase.of(request_m, runs=runs)
+        decode = req.minus(prefill)
         if decode.time_s <= 0 or (decode.energy_j is not None and decode.energy_j < 0):
             # The 1-token run cost more than the whole request (fixed per-call overhead
             # dominates): a difference would be a made-up, negative decode.
             notes.append(
                 f"decode not measurable as request - prefill: the 1-token prefill run "
                 f"({prefill.time_s:.3g} s) was not shorter than the request "
-                f"({request_m.duration_s:.3g} s)"
+                f"({req.time_s:.3g} s)"
             )
-            decode = Phase(None, None, decode.time_s, "request - prefill (unmeasurable)")
+            decode = Phase(None, None, decode.time_s, "request - prefill (unmeasurable)",
+                           runs)
     open_windows.clear()
-    req = Phase.of(request_m)
     steps = gen.token_times_s
     ttft = gen.first_token_s if gen.first_token_s is not None else prefill.time_s
     if len(steps) >= 2:
@@ -298,8 +358,9 @@ def _one_repeat(engine, meter, prompts, output_tokens, decoding, open_windows,
         request=req, prefill=prefill, decode=decode, ttft_s=ttft, tpot_s=tpot,
         avg_power_w=request_m.avg_power_w, method=request_m.method,
         warnings=(*request_m.warnings, *notes), failed=request_m.failed,
-        energy_reason=request_m.reason, decoding_stats=gen.stats,
-        gpu_energy_j={d.device: d.energy_j for d in request_m.devices if d.kind == "gpu"},
+        energy_reason=request_m.reason, decoding_stats=gen.stats,  # of the last run
+        gpu_energy_j={d.device: _per_run(d.energy_j, runs) for d in request_m.devices
+                      if d.kind == "gpu"},
     )
 
 
@@ -317,6 +378,7 @@ def _summarize(result: PointResult) -> None:
     result.energy_cv = _cv([r.request.energy_j for r in reps])
     result.time_cv = _cv([r.request.time_s for r in reps])
     result.prefill_method = reps[0].prefill.method
+    result.runs_per_window = reps[0].request.runs
     result.meter_method = reps[0].method
     result.energy_reason = reps[0].energy_reason
     result.gpu_energy_j = {gpu: _median(r.gpu_energy_j.get(gpu) for r in reps)

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 from infergy.meter.base import Sensor, Unavailable
 from infergy.meter.window import Measurement, Window, read_edge, read_sensor
@@ -41,6 +42,9 @@ class Meter:
     slows a launch-bound workload by several percent (docs/measurements.md).
     `precision` is the relative precision asked of a window: shorter windows are flagged.
     `sync` is called at every window edge so that queued GPU work lands in the right window.
+    `share(value)` returns the value every process measuring together takes for a decision
+    each could make on its own timings (how many runs a window holds): the value itself here,
+    rank 0's where ranks split a model (`Ranks.attach`), so they run the same work.
     """
 
     def __init__(
@@ -69,6 +73,7 @@ class Meter:
         self.precision = precision
         self.disagreement_warn = disagreement_warn
         self.sync = sync
+        self.share: Callable[[Any], Any] = lambda value: value
         self.clock = clock
         self.idle_w: dict[str, float] = {}  # per sensor, from measure_idle
         self.counter_update_s: dict[str, float] = {}  # per sensor, observed at idle

@@ -281,7 +281,8 @@ def _key(task: Task, spec: SweepSpec) -> dict:
 
 def _job(task: Task, spec: SweepSpec, batch: int) -> Job:
     return Job(task.model, task.engine, task.decoding, batch, task.input_tokens,
-               task.output_tokens, spec.repeats, spec.warmup, spec.cooldown, spec.tp)
+               task.output_tokens, spec.repeats, spec.warmup, spec.cooldown, spec.tp,
+               spec.min_window_s)
 
 
 def _measure_task(task: Task, spec: SweepSpec, store: Store,
@@ -340,11 +341,16 @@ def _phase_time(record: dict, name: str) -> float:
 
 def measuring_time(record: dict) -> float:
     """Seconds a point spent in its warm-up, its 1-token prefill run and its repeats (points
-    measured before the prefill run was shared had one such run per repeat)."""
+    measured before the prefill run was shared had one such run per repeat), every run of a
+    window that held several (min_window_s) counted."""
+    def window_s(phase: dict) -> float:
+        return phase["time_s"] * phase.get("runs", 1)
+
     repeats = record.get("repeats", [])
-    prefills = {r["prefill"]["time_s"] for r in repeats if r["prefill"]["method"] == "separate run"}
+    prefills = {window_s(r["prefill"]) for r in repeats
+                if r["prefill"]["method"] == "separate run"}
     return (_phase_time(record, "warmup") + sum(prefills)
-            + sum(r["request"]["time_s"] for r in repeats))
+            + sum(window_s(r["request"]) for r in repeats))
 
 
 def describe_plan(spec: SweepSpec, store: Store | None = None, device: str | None = None,
@@ -370,14 +376,16 @@ def describe_plan(spec: SweepSpec, store: Store | None = None, device: str | Non
                  + task.output_tokens * decode_bytes(
                      model, task.input_tokens + task.output_tokens // 2, batch) / 2.3e12)
         separate_prefill = task.engine.name not in ("hf-eager", "hf-compiled")
-        runs = spec.warmup + spec.repeats + separate_prefill
+        # A window lasts at least min_window_s (a short run repeated in it).
+        estimate_s = ((spec.warmup + separate_prefill) * run_s
+                      + spec.repeats * max(run_s, spec.min_window_s))
         key = _key(task, spec)
         done = measured(task)
         took = None
         if done:
             rows = store.points(**key, batch_requested=str(task.batch), status="ok")
             took = measuring_time(json.loads(rows[-1]["result"])) if rows else None
-        plan.append({"task": task, "done": done, "estimate_s": runs * run_s, "took_s": took})
+        plan.append({"task": task, "done": done, "estimate_s": estimate_s, "took_s": took})
     # Calibrate the formula by the points already measured: per (engine, batch size, input
     # length) where some are, else per (engine, batch size). B = max varies with the lengths
     # (1,024 at short inputs, 64 at 2,048 on an H100) while the formula takes 64 throughout.

@@ -11,6 +11,7 @@ output edge); its length sweep is two (inputs at a fixed output, outputs at a fi
     preset: paper-bins               # or input_tokens / output_tokens, or grids: [...]
     repeats: 3
     warmup: 1
+    min_window_s: 2                  # a shorter run is repeated in each window, figures per run
     cooldown: {max_s: 60, within_w: 15}
     max_batch_cap: 1024
     tp: 1                            # tensor parallelism: the model over the first N GPUs
@@ -71,7 +72,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 KEYS = {"models", "engines", "decodings", "batch_sizes", "preset", "input_tokens",
         "output_tokens", "grids", "repeats", "warmup", "cooldown", "max_batch_cap", "dtype",
-        "seed", "idle_s", "tp"}
+        "seed", "idle_s", "tp", "min_window_s"}
 
 
 class SpecError(ValueError):
@@ -145,6 +146,7 @@ class SweepSpec:
     seed: int = 0
     idle_s: float = 5.0
     tp: int = 1
+    min_window_s: float = 0.0  # a run shorter than this is repeated in each window
     source: str = "<spec>"
     raw: dict = field(default_factory=dict)
     shard: tuple[int, int] = (0, 1)  # (k, n): this process measures every n-th point from k
@@ -323,12 +325,19 @@ def parse_spec(data: Any, source: str = "<spec>", lines: _Lines | None = None) -
         raise fail("idle_s", f"expected seconds >= 0, got {idle_s!r}")
     tp = data.get("tp", 1)
     _check_tp(tp, models, engines, lambda why: fail("tp", why))
+    min_window_s = data.get("min_window_s", 0.0)
+    if (not isinstance(min_window_s, int | float) or isinstance(min_window_s, bool)
+            or not 0 <= min_window_s <= 60):
+        raise fail("min_window_s", f"expected seconds from 0 to 60, got {min_window_s!r}")
+    if min_window_s > 0 and warmup < 1:
+        raise fail("min_window_s", "needs warmup >= 1 (the warm-up times a run)")
     spec = SweepSpec(
         models=models, engines=engines, decodings=[str(d) for d in decodings],
         batch_sizes=batches, grids=grids, repeats=repeats, warmup=warmup,
         cooldown=_cooldown(data.get("cooldown"), fail), max_batch_cap=cap,
         dtype=dtype, seed=seed,
-        idle_s=float(idle_s), tp=tp, source=source, raw=dict(data),
+        idle_s=float(idle_s), tp=tp, min_window_s=float(min_window_s), source=source,
+        raw=dict(data),
     )
     if not spec.tasks():
         raise SpecError(f"{source}: the grid is empty: no point to measure")

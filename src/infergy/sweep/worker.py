@@ -74,6 +74,7 @@ class Job:
     warmup: int = 1
     cooldown: Cooldown | None = None
     tp: int = 1  # GPUs the model is split over
+    min_window_s: float = 0.0  # a shorter run is repeated in each window (measure_point)
 
 
 @dataclass(frozen=True)
@@ -623,6 +624,7 @@ class _Worker:
             self.say(point_text(job))
             result = measure_point(self.engine, job_point(job, self.settings.dtype),
                                    self.meter, repeats=job.repeats, warmup=job.warmup,
+                                   min_window_s=job.min_window_s,
                                    seed=self.settings.seed,
                                    progress=lambda m: self.say(f"{point_text(job)}: {m}"))
         except Exception as err:  # refused before measuring (a bad point, a decoding)
