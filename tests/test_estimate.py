@@ -123,10 +123,12 @@ def test_estimate_cli_prints_every_engine_against_the_first_and_theory(tmp_path)
     result = CliRunner().invoke(app, [*args, "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    hf, vllm = report["engines"]
+    (card,) = report["gpus"]
+    hf, vllm = card["engines"]
     assert vllm["saving_vs_baseline"] == pytest.approx(0.5)
     assert hf["energy_j"] == pytest.approx(2 * (320 / 64 + 1600 / 32))
-    assert report["theoretical_gpu"] == "h100-sxm"
+    assert card["gpu"] == GPU and card["theoretical_gpu"] == "h100-sxm"
+    assert report["profiles"] == card["profiles"] == [str(db)]
     table = CliRunner().invoke(app, args)
     assert table.exit_code == 0 and "50.0%" in " ".join(table.output.split())
     assert "saving: less energy than hf-eager" in " ".join(table.output.split())
@@ -151,8 +153,9 @@ def test_an_engine_not_yet_measured_in_every_bin_is_a_row_saying_so(tmp_path):
     assert "vllm: not measured yet on NVIDIA H100 80GB HBM3: 1 of the 2 bins the trace" in text
     assert "vllm-eager: not measured yet on NVIDIA H100 80GB HBM3: no B = max point" in text
     report = json.loads(CliRunner().invoke(app, [*args, "-e", "hf-eager,vllm", "--json"]).output)
-    assert [e["engine"] for e in report["engines"]] == ["hf-eager"]
-    assert report["unmeasured"][0]["missing_bins"] == [[128, 64]]
+    (card,) = report["gpus"]
+    assert [e["engine"] for e in card["engines"]] == ["hf-eager"]
+    assert card["unmeasured"][0]["missing_bins"] == [[128, 64]]
     # The baseline itself must be complete: the savings are against it.
     first = CliRunner().invoke(app, [*args, "-e", "vllm,hf-eager"])
     assert first.exit_code == 2 and "no B = max point for 1 bins" in " ".join(first.output.split())
@@ -183,7 +186,7 @@ def test_estimate_reads_a_user_table_with_its_column_mapping(tmp_path):
     assert strict.exit_code == 2 and "line 4, column 'prompt'" in " ".join(strict.output.split())
     result = CliRunner().invoke(app, [*args, "--skip-bad"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["engines"][0]["energy_j"] == pytest.approx(5 + 50)
+    assert json.loads(result.output)["gpus"][0]["engines"][0]["energy_j"] == pytest.approx(5 + 50)
 
 
 def test_a_trace_with_nothing_in_the_bins_is_an_error_not_a_division_by_zero(tmp_path):
@@ -193,9 +196,140 @@ def test_a_trace_with_nothing_in_the_bins_is_an_error_not_a_division_by_zero(tmp
 
 
 def test_engines_measured_on_different_gpus_are_not_compared(tmp_path):
-    db = write_profile(tmp_path / "p.db")
+    db = write_profile(tmp_path / "p.db")  # vllm on the H100
     write_profile(db, engine="hf-eager", gpu="NVIDIA H200")
-    result = CliRunner().invoke(app, ["estimate", "-t", "translation", "-m", "llama-3.1-8b",
-                                      "-e", "hf-eager,vllm", "-p", str(db), "--input-edges",
-                                      "32,128", "--output-edges", "8,64", "--beyond", "clamp"])
-    assert result.exit_code == 2 and "different GPUs" in " ".join(result.output.split())
+    args = ["estimate", "-t", "translation", "-m", "llama-3.1-8b", "-e", "hf-eager,vllm", "-p",
+            str(db), "--input-edges", "32,128", "--output-edges", "8,64", "--beyond", "clamp"]
+    # A table per GPU: on the H200, vllm is a row saying it is not measured there; the H100
+    # lacks the baseline, hf-eager, and is a line saying so.
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    (card,) = report["gpus"]
+    assert card["gpu"] == "NVIDIA H200" and [e["engine"] for e in card["engines"]] == [
+        "hf-eager"]
+    assert [e["engine"] for e in card["unmeasured"]] == ["vllm"]
+    (lost,) = report["unmeasured_gpus"]
+    assert lost["gpu"] == GPU and "no B = max points of llama-3.1-8b on hf-eager" in lost[
+        "message"]
+    alone = CliRunner().invoke(app, [*args, "--gpu", "h100"])
+    assert alone.exit_code == 2 and "no B = max points of llama-3.1-8b on hf-eager on h100" in (
+        " ".join(alone.output.split()))
+
+
+# -- the shipped profiles: one store a card, MODEL-CARD.db -------------------------------------
+
+TRACE_CSV = "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03,10,5\n" \
+            "2023-11-16 18:17:04,100,60\n"
+
+
+@pytest.fixture
+def shipped(tmp_path, monkeypatch):
+    """A temporary folder of shipped profiles (empty until a test writes stores into it), and
+    the arguments of an estimate of a two-request trace from them on hf-eager and vllm."""
+    import infergy.estimate
+
+    folder = tmp_path / "profiles"
+    folder.mkdir()
+    monkeypatch.setattr(infergy.estimate, "PROFILES", folder)
+    trace_file = tmp_path / "t.csv"
+    trace_file.write_text(TRACE_CSV)
+    return folder, ["estimate", "-t", str(trace_file), "-m", "llama-3.1-8b", "-e",
+                    "hf-eager,vllm", "--input-edges", "32,128", "--output-edges", "8,64"]
+
+
+def write_card(folder, card, gpu, scale=1.0):
+    """A shipped store of llama-3.1-8b on one card: hf-eager at twice vllm's energy."""
+    db = write_profile(folder / f"llama-3.1-8b-{card}.db", gpu=gpu,
+                       points={k: (b, e * scale) for k, (b, e) in POINTS.items()})
+    write_profile(db, engine="hf-eager", gpu=gpu,
+                  points={k: (b, 2 * e * scale) for k, (b, e) in POINTS.items()})
+    return db
+
+
+def test_every_card_with_a_shipped_profile_is_estimated_a_table_each(shipped):
+    folder, args = shipped
+    h100 = write_card(folder, "h100", GPU)
+    h200 = write_card(folder, "h200", "NVIDIA H200", scale=0.75)
+    write_profile(folder / "llama-3.2-1b-h100.db")  # another model's: not read
+    for gpus in ([], ["--gpu", "all"], ["--gpu", "h100,h200"]):
+        result = CliRunner().invoke(app, [*args, *gpus, "--json"])
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.output)
+        assert [c["gpu"] for c in report["gpus"]] == [GPU, "NVIDIA H200"]
+        assert report["profiles"] == [str(h100), str(h200)] and not report["unmeasured_gpus"]
+        on_h100, on_h200 = report["gpus"]
+        assert on_h100["profiles"] == [str(h100)] and on_h200["profiles"] == [str(h200)]
+        assert (on_h100["theoretical_gpu"], on_h200["theoretical_gpu"]) == ("h100-sxm", "h200")
+        base = 2 * (320 / 64 + 1600 / 32)
+        assert [e["energy_j"] for e in on_h200["engines"]] == pytest.approx(
+            [0.75 * base, 0.75 * base / 2])
+        assert on_h200["engines"][1]["saving_vs_baseline"] == pytest.approx(0.5)
+    table = CliRunner().invoke(app, args)
+    text = " ".join(table.output.split())
+    assert table.exit_code == 0 and text.count("┃ engine ┃") == 2
+    assert text.index(GPU) < text.index("NVIDIA H200 ┏")
+    # Asked for one card, the other's store is not in the estimate.
+    one = json.loads(CliRunner().invoke(app, [*args, "--gpu", "h200", "--json"]).output)
+    assert [c["gpu"] for c in one["gpus"]] == ["NVIDIA H200"] and one["profiles"] == [str(h200)]
+
+
+def test_a_card_asked_for_among_several_without_a_shipped_profile_is_a_line(shipped):
+    folder, args = shipped
+    write_card(folder, "h100", GPU)
+    alone = json.loads(CliRunner().invoke(app, [*args, "--json"]).output)
+    assert [c["gpu"] for c in alone["gpus"]] == [GPU] and not alone["unmeasured_gpus"]
+    result = CliRunner().invoke(app, [*args, "--gpu", "h100,h200"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert text.count("┃ engine ┃") == 1
+    assert ("h200: no shipped profile of llama-3.1-8b on h200 (shipped: llama-3.1-8b-h100.db): "
+            "measure it on that card") in text
+    assert ("infergy sweep benchmarks/sweeps/profile-llama-3.1-8b.yaml --db "
+            "src/infergy/profiles/llama-3.1-8b-h200.db --resume-by model") in text
+    assert "benchmarks/profile-gpus.sh" in text
+    report = json.loads(CliRunner().invoke(app, [*args, "--gpu", "h100,h200", "--json"]).output)
+    (lost,) = report["unmeasured_gpus"]
+    assert lost["gpu"] == "h200" and "no shipped profile" in lost["message"]
+
+
+def test_a_single_card_without_a_shipped_profile_is_an_error_naming_the_shipped_ones(shipped):
+    folder, args = shipped
+    write_card(folder, "h100", GPU)
+    result = CliRunner().invoke(app, [*args, "--gpu", "h200"])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "no shipped profile of llama-3.1-8b on h200 (shipped: llama-3.1-8b-h100.db)" in text
+    assert "profile-llama-3.1-8b.yaml" in text
+    # A model without any shipped profile: the sweep of its own and --profile.
+    other = CliRunner().invoke(app, [*args[:4], "llama-3.2-1b", *args[5:]])
+    assert other.exit_code == 2 and ("no shipped profile of llama-3.2-1b (shipped: "
+                                     "llama-3.1-8b-h100.db)") in " ".join(other.output.split())
+    assert "pass --profile FILE" in " ".join(other.output.split())
+    bad = CliRunner().invoke(app, [*args, "--gpu", "h100,h300"])
+    assert bad.exit_code == 2 and "unknown GPU 'h300'" in bad.output
+
+
+def test_a_shipped_card_whose_baseline_lacks_bins_is_a_line_beside_the_others(shipped):
+    folder, args = shipped
+    write_card(folder, "h100", GPU)
+    h200 = write_profile(folder / "llama-3.1-8b-h200.db", gpu="NVIDIA H200")  # vllm only
+    write_profile(h200, engine="hf-eager", gpu="NVIDIA H200",
+                  points={k: v for k, v in POINTS.items() if k != (128, 64)})
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert text.count("┃ engine ┃") == 1
+    assert "NVIDIA H200: llama-3.1-8b on hf-eager (NVIDIA H200) has no B = max point for 1 bins" \
+        in text
+    # The card's own store, not the H100's (the path may wrap: spaces dropped).
+    assert f"infergysweepSPEC--db{h200}" in "".join(result.output.split())
+    only = CliRunner().invoke(app, [*args, "--gpu", "h200"])
+    assert only.exit_code == 2 and "no B = max point for 1 bins" in only.output
+
+
+def test_without_any_shipped_profile_the_estimate_asks_for_one(shipped):
+    _, args = shipped
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "none shipped yet: pass --profile" in " ".join(
+        result.output.split())

@@ -99,9 +99,13 @@ def estimate(
                                               help="Results stores holding B = max points "
                                                    "(default: the profiles shipped with "
                                                    "infergy)."),
-    gpu: str | None = typer.Option(None, "--gpu", help="The measured GPU to use (h100, h200, "
-                                                       "...) when a store holds several; also "
-                                                       "the theoretical baseline's GPU."),
+    gpu: str | None = typer.Option(None, "--gpu", help="Measured GPUs, comma-separated "
+                                                       "(h100,h200), or all (the default): "
+                                                       "every GPU the profiles hold the model "
+                                                       "on, a table each, against its own "
+                                                       "theoretical baseline; one named among "
+                                                       "several without a profile is a line "
+                                                       "saying so."),
     theory_gpu: str | None = typer.Option(None, "--theory-gpu",
                                           help="The datasheet GPU of the theoretical baseline "
                                                "(default: the measured one); a6000-sparse is "
@@ -121,25 +125,18 @@ def estimate(
                                                                    "folder to count tokens."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ):
-    """Estimate a trace's GPU energy on each engine from measured points (the study's binned
-    formula, whole batches, and infergy's interpolation), against the theoretical baseline."""
-    from infergy.estimate import (
-        EstimateError,
-        MissingPoints,
-        load_profile,
-        shipped_profiles,
-        theoretical,
-    )
-    from infergy.estimate import estimate as run_estimate
-    from infergy.estimate.hardware import NVML_NAMES, UnknownGpuError, get_gpu
+    """Estimate a trace's GPU energy on each engine and GPU from measured points (the study's
+    binned formula, whole batches, and infergy's interpolation), against the theoretical
+    baseline."""
+    from infergy.estimate import EstimateError, estimate_cards
+    from infergy.estimate.hardware import UnknownGpuError
     from infergy.models import UnknownModelError, get_model
     from infergy.store import StoreError
     from infergy.workloads import BinError, BinGrid, TraceError, get_trace
 
-    profile = profile or shipped_profiles()
-    if not profile:
-        raise _fail("no profile given and none shipped yet: pass --profile FILE, a results "
-                    "store written by `infergy sweep` (make run shows one from the repository)")
+    gpus = None if gpu in (None, "all") else [g.strip() for g in gpu.split(",") if g.strip()]
+    if gpus is not None and (not gpus or "all" in gpus):
+        raise _fail(f"--gpu expects GPU names separated by commas, or all; got {gpu!r}")
     try:
         get_model(model)
         workload = get_trace(trace, fmt=fmt, input_col=input_col, output_col=output_col,
@@ -149,81 +146,81 @@ def estimate(
                 if input_edges or output_edges else BinGrid.named(bins, beyond))
         binned = grid.assign(workload.input_tokens, workload.output_tokens)
         engines = [e.strip() for e in engine.split(",")]
-        results, unmeasured = [], {}
-        for name in engines:
-            try:
-                results.append(run_estimate(workload, binned,
-                                            load_profile(profile, model, name, gpu)))
-            except MissingPoints as e:
-                if name == engines[0]:  # the baseline of the savings: nothing to compare
-                    raise
-                unmeasured[name] = e  # a row saying so; the others are still estimated
-        cards = {r.gpu for r in results}
-        if len(cards) > 1:
-            raise EstimateError(f"the engines were measured on different GPUs "
-                                f"({', '.join(sorted(cards))}): choose one with --gpu")
-        card = get_gpu(theory_gpu or gpu or NVML_NAMES.get(results[0].gpu, results[0].gpu))
+        result = estimate_cards(workload, binned, model, engines, gpus, profile or None,
+                                theory_gpu)
     except (TraceError, BinError, EstimateError, UnknownGpuError, UnknownModelError,
             StoreError) as e:
         raise _fail(str(e)) from None
-    optimal = theoretical(binned, model, card)
     coverage = binned.coverage()
-    base = results[0]
     report = {
-        "trace": workload.name, "model": model, "gpu": base.gpu, "bins": {
+        "trace": workload.name, "model": model, "bins": {
             "input_edges": grid.input_edges, "output_edges": grid.output_edges, **coverage},
-        "theoretical_j": optimal, "theoretical_gpu": card.name, "profiles": [str(p) for p in
-                                                                             profile],
-        "engines": [{
-            "engine": r.engine, "energy_j": r.energy_j, "kwh": r.kwh,
-            "whole_batches_j": r.energy_whole_batches_j, "interpolated_j": r.interpolated_j,
-            "j_per_request": r.j_per_request, "j_per_output_token": r.j_per_output_token,
-            "above_theoretical": r.energy_j / optimal - 1,
-            "saving_vs_baseline": 1 - r.energy_j / base.energy_j, "bins": r.bins}
-            for r in results],
-        "unmeasured": [{"engine": name, "message": str(e), "missing_bins": e.missing}
-                       for name, e in unmeasured.items()],
+        "profiles": result.stores,
+        "gpus": [{
+            "gpu": c.gpu, "profiles": c.stores, "theoretical_j": c.theoretical_j,
+            "theoretical_gpu": c.theoretical_gpu.name,
+            "engines": [{
+                "engine": r.engine, "energy_j": r.energy_j, "kwh": r.kwh,
+                "whole_batches_j": r.energy_whole_batches_j, "interpolated_j": r.interpolated_j,
+                "j_per_request": r.j_per_request, "j_per_output_token": r.j_per_output_token,
+                "above_theoretical": r.energy_j / c.theoretical_j - 1,
+                "saving_vs_baseline": c.saving(r), "bins": r.bins} for r in c.estimates],
+            "unmeasured": [{"engine": name, "message": str(e), "missing_bins": e.missing}
+                           for name, e in c.unmeasured.items()]}
+            for c in result.cards],
+        "unmeasured_gpus": [{"gpu": name, "message": str(e)}
+                            for name, e in result.not_estimated.items()],
     }
     if as_json:
         out.print_json(json.dumps(report, default=str))
         return
-    table = Table(title=f"{workload.name} ({coverage['binned']} of {coverage['requests']} "
-                        f"requests binned) on {model}, {base.gpu}", title_justify="left")
-    # Short headers: the table fits 80 columns. Explained under it.
-    for col in ("engine", "kWh", "J/req", "J/tok", "whole", "interp.", "saving",
-                "vs theory"):
-        table.add_column(col, justify="left" if col == "engine" else "right",
-                         no_wrap=col == "engine")
-    for r in report["engines"]:
-        interp = r["interpolated_j"]
-        table.add_row(
-            r["engine"], f"{r['kwh']:.4g}", f"{r['j_per_request']:.3g}",
-            f"{r['j_per_output_token']:.3g}",
-            f"{r['whole_batches_j'] / r['energy_j'] - 1:+.1%}",
-            "n/a" if interp is None else f"{interp / r['energy_j'] - 1:+.1%}",
-            "-" if r["engine"] == base.engine else f"{r['saving_vs_baseline']:.1%}",
-            f"{r['above_theoretical']:+.1%}")
+    base = engines[0]
     needed = int((binned.counts() > 0).sum())
-    for name in unmeasured:
-        table.add_row(name, "not yet", *[""] * 6)
-    out.print(table)
-    for name, e in unmeasured.items():
-        what = (f"{len(e.missing)} of the {needed} bins the trace needs"
-                if e.missing is not None else "no B = max point at all")
-        out.print(f"[yellow]{name}: not measured yet on {base.gpu}: {what} "
-                  f"(--engine {name} alone names them and the sweep that measures them)[/]")
+    beyond_edge = (f"; {coverage['beyond_last_edge']} lie past the last bin edge "
+                   f"({coverage['over_input']} by input, {coverage['over_output']} by output): "
+                   f"{'excluded' if grid.beyond == 'exclude' else 'charged at the last edge'}"
+                   if coverage["beyond_last_edge"] else "")
+    out.print(f"[bold]{workload.name} on {model}[/]: {coverage['binned']} of "
+              f"{coverage['requests']} requests in the bins{beyond_edge}.")
+    for n, c in enumerate(result.cards):
+        if n:
+            out.print()
+        table = Table(title=c.gpu, title_justify="left")
+        # Short headers: the table fits 80 columns, a "not yet" row too. Explained under the
+        # tables.
+        for col in ("engine", "kWh", "J/req", "J/tok", "whole", "interp", "saving",
+                    "vs theory"):
+            table.add_column(col, justify="left" if col == "engine" else "right",
+                             no_wrap=col == "engine")
+        for r in c.estimates:
+            interp = r.interpolated_j
+            table.add_row(
+                r.engine, f"{r.kwh:.4g}", f"{r.j_per_request:.3g}",
+                f"{r.j_per_output_token:.3g}", f"{r.energy_whole_batches_j / r.energy_j - 1:+.1%}",
+                "n/a" if interp is None else f"{interp / r.energy_j - 1:+.1%}",
+                "-" if r is c.baseline else f"{c.saving(r):.1%}",
+                f"{r.energy_j / c.theoretical_j - 1:+.1%}")
+        for name in c.unmeasured:
+            table.add_row(name, "not yet", *[""] * 6)
+        out.print(table)
+        for name, e in c.unmeasured.items():
+            what = (f"{len(e.missing)} of the {needed} bins the trace needs"
+                    if e.missing is not None else "no B = max point at all")
+            out.print(f"[yellow]{name}: not measured yet on {c.gpu}: {what} (--engine {name} "
+                      f"alone names them and the sweep that measures them)[/]")
+        card = c.theoretical_gpu
+        out.print(f"Theoretical baseline: {c.theoretical_j / 3.6e6:.4g} kWh ({card.name}: "
+                  f"{card.tdp_w:g} W / {card.bf16_dense_tflops:g} TFLOPS dense bf16, "
+                  f"{card.source}).")
+        if card.note:
+            out.print(f"[yellow]{card.name}: {card.note}[/]")
+    for name, e in result.not_estimated.items():
+        out.print(f"[yellow]{name}: {e}[/]")
     out.print(f"kWh, J per request and per output token: the study's binned formula (N / B "
-              f"batches of each bin). whole: with ceil(N / B) batches; interp.: each request at "
+              f"batches of each bin). whole: with ceil(N / B) batches; interp: each request at "
               f"its own lengths (both relative to the formula). saving: less energy than "
-              f"{base.engine}. vs theory: above the theoretical baseline, {optimal / 3.6e6:.4g} "
-              f"kWh ({card.name}: {card.tdp_w:g} W / {card.bf16_dense_tflops:g} TFLOPS dense "
-              f"bf16, {card.source}).")
-    if card.note:
-        out.print(f"[yellow]{card.name}: {card.note}[/]")
-    if coverage["beyond_last_edge"]:
-        out.print(f"[yellow]{coverage['beyond_last_edge']} requests lie past the last bin edge "
-                  f"({coverage['over_input']} by input, {coverage['over_output']} by output): "
-                  f"{'excluded' if grid.beyond == 'exclude' else 'charged at the last edge'}[/]")
+              f"{base}. vs theory: above the theoretical baseline (TDP / peak dense FLOPS x "
+              f"the requests' FLOPs).")
     out.print(f"[dim]Profiles: {', '.join(report['profiles'])}[/]")
 
 

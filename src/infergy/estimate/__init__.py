@@ -15,24 +15,28 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from infergy.estimate.hardware import NVML_NAMES, Gpu, get_gpu
+from infergy.estimate.hardware import NVML_NAMES, Gpu, UnknownGpuError, get_gpu
 from infergy.workloads.bins import Binned
 from infergy.workloads.trace import Trace
 
 J_PER_KWH = 3.6e6
 
 
-def shipped_profiles() -> list[Path]:
-    """The results stores shipped in infergy/profiles/ (read when no profile is given)."""
-    from importlib import resources
+PROFILES = Path(str(resources.files("infergy") / "profiles"))  # the shipped profiles' folder
 
-    folder = resources.files("infergy") / "profiles"
-    return sorted(Path(str(f)) for f in folder.iterdir() if f.name.endswith(".db"))
+
+def shipped_profiles(model: str | None = None) -> list[Path]:
+    """The results stores shipped in infergy/profiles/ (read when no profile is given), one a
+    card, named MODEL-CARD.db; with `model`, that model's only."""
+    return sorted(f for f in PROFILES.iterdir() if f.name.endswith(".db")
+                  and (model is None or f.name.startswith(f"{model}-")))
 
 
 class EstimateError(ValueError):
@@ -64,6 +68,13 @@ def load_profile(stores: list[Path], model: str, engine: str, gpu: str | None = 
     """The newest ok B = max point of each (I, O) for this model and engine in the stores,
     on one GPU (`gpu`: a hardware.py name or an NVML name; None: the only one there), the
     model on that GPU alone (TP 1: the estimate is of one GPU's work)."""
+    return _profile(_points_by_gpu(stores, model, engine, decoding), stores, model, engine,
+                    None if gpu is None else get_gpu(gpu).name, gpu)
+
+
+def _points_by_gpu(stores: list[Path], model: str, engine: str,
+                   decoding: str) -> dict[str, dict[tuple[int, int], dict]]:
+    """GPU as measured (NVML name) -> the newest ok B = max point of each (I, O), at TP 1."""
     from infergy.store import Store
 
     found: dict[str, dict[tuple[int, int], dict]] = {}
@@ -78,14 +89,27 @@ def load_profile(stores: list[Path], model: str, engine: str, gpu: str | None = 
                 found.setdefault(name, {})[(p["input_tokens"], p["output_tokens"])] = {
                     "batch": p["batch"], "energy_j": p["energy_j"], "time_s": p["time_s"],
                     "id": p["id"], "store": str(path)}
-    if gpu is not None:
-        wanted = get_gpu(gpu).name
-        found = {k: v for k, v in found.items() if NVML_NAMES.get(k, k) == wanted}
+    return found
+
+
+def _card(measured_name: str) -> str:
+    """A GPU as measured -> its hardware.py name (the NVML name where the table lacks it)."""
+    return NVML_NAMES.get(measured_name, measured_name)
+
+
+def _profile(found: dict[str, dict[tuple[int, int], dict]], stores: list[Path], model: str,
+             engine: str, card: str | None, asked: str | None = None) -> Profile:
+    """The Profile of one GPU out of `found` (`card`: a hardware.py name; None: the only
+    one there)."""
+    if card is not None:
+        found = {k: v for k, v in found.items() if _card(k) == card}
     where = ", ".join(map(str, stores))
     if not found:
+        on = asked or card
         raise MissingPoints(f"no B = max points of {model} on {engine}"
-                            f"{f' on {gpu}' if gpu else ''} in {where}: measure them with "
-                            f"`infergy sweep paper-bins -m {model} -e {engine} -b max`")
+                            f"{f' on {on}' if on else ''} in {where}: measure them with "
+                            f"`infergy sweep paper-bins -m {model} -e {engine} -b max"
+                            f"{f' --db {stores[0]}' if len(stores) == 1 else ''}`")
     if len(found) > 1:
         raise EstimateError(f"{where} hold {model} on {engine} for several GPUs "
                             f"({', '.join(found)}): choose one with --gpu")
@@ -183,6 +207,137 @@ def theoretical(binned: Binned, model_name: str, gpu: Gpu) -> float:
                                                     grid.output_edges[b])
                 for a, b in zip(*np.nonzero(counts), strict=True))
     return flops * gpu.joules_per_flop
+
+
+@dataclass
+class CardEstimate:
+    """A trace on each engine asked for, on one GPU, against the first engine (the baseline of
+    the savings) and the theoretical baseline."""
+
+    gpu: str  # the card's name as measured (NVML)
+    estimates: list[Estimate]  # the engines estimated, the baseline first
+    unmeasured: dict[str, MissingPoints]  # engines after the first lacking bins (or every one)
+    theoretical_j: float  # the study's baseline on `theoretical_gpu`, in J
+    theoretical_gpu: Gpu
+    stores: list[str]  # the stores holding this GPU's points
+
+    @property
+    def baseline(self) -> Estimate:
+        return self.estimates[0]
+
+    def saving(self, result: Estimate) -> float:
+        """The share of the baseline's energy that `result` saves (negative: it spends more)."""
+        return 1 - result.energy_j / self.baseline.energy_j
+
+
+@dataclass
+class Estimates:
+    """A trace estimated on every GPU asked for: one CardEstimate each, and the GPUs that could
+    not be estimated with why (no profile, or the baseline engine lacking bins)."""
+
+    cards: list[CardEstimate]
+    not_estimated: dict[str, MissingPoints]  # the GPU as asked (or as measured) -> why
+    stores: list[str]  # the stores the estimates came from
+    shipped: bool  # the stores are the profiles shipped with infergy
+
+
+def estimate_cards(trace: Trace, binned: Binned, model: str, engines: Sequence[str],
+                   gpus: Sequence[str] | None = None, stores: list[Path] | None = None,
+                   theory_gpu: str | None = None, decoding: str = "greedy") -> Estimates:
+    """Every engine on every GPU, from the trace binned once. `gpus`: hardware.py or NVML
+    names; None: every GPU with B = max points of the model on one of the engines. `stores`:
+    None for the profiles shipped with infergy (those of the model, one store a card).
+    `theory_gpu`: the datasheet card of the theoretical baseline (default: each measured one).
+    A GPU without points, or whose first engine lacks a bin the trace needs, goes to
+    `not_estimated`; when no GPU can be estimated, its error is raised (of several: all)."""
+    shipped = stores is None
+    if stores is None:
+        if not shipped_profiles():
+            raise EstimateError("no profile given and none shipped yet: pass --profile FILE, a "
+                                "results store written by `infergy sweep` (make run shows one "
+                                "from the repository)")
+        stores = shipped_profiles(model)
+    by_engine = {e: _points_by_gpu(stores, model, e, decoding) for e in engines}
+    measured = sorted({g for found in by_engine.values() for g in found})
+    if gpus is None:
+        asked = {_card(g): g for g in measured}
+        if not asked:
+            raise _no_points(model, engines, None, stores, shipped)
+    else:  # an unknown name is an error before any estimate
+        asked = {}
+        for g in gpus:
+            asked.setdefault(get_gpu(g).name, g)
+    cards, why = [], {}
+    for card, name in asked.items():
+        if not any(_card(g) == card for g in measured):
+            why[name] = _no_points(model, engines, name, stores, shipped)
+            continue
+        try:
+            cards.append(_on_card(trace, binned, model, engines, by_engine, card, name,
+                                  stores, theory_gpu))
+        except MissingPoints as e:
+            why[name] = e
+    if not cards:
+        if len(why) == 1:
+            raise next(iter(why.values()))
+        raise MissingPoints("no GPU could be estimated:\n" + "\n".join(
+            f"{name}: {e}" for name, e in why.items()))
+    used = {s for c in cards for s in c.stores}
+    return Estimates(cards, why, [str(s) for s in stores if str(s) in used], shipped)
+
+
+def _on_card(trace: Trace, binned: Binned, model: str, engines: Sequence[str],
+             by_engine: dict[str, dict], card: str, asked: str, stores: list[Path],
+             theory_gpu: str | None) -> CardEstimate:
+    # The stores holding this card: what its messages name, and where to measure the rest.
+    held = {p["store"] for found in by_engine.values() for name, points in found.items()
+            if _card(name) == card for p in points.values()}
+    stores = [s for s in stores if str(s) in held]
+    results, unmeasured = [], {}
+    for engine in engines:
+        try:
+            results.append(estimate(trace, binned, _profile(by_engine[engine], stores, model,
+                                                            engine, card, asked)))
+        except MissingPoints as e:
+            if engine == engines[0]:  # the baseline of the savings: nothing to compare
+                raise
+            unmeasured[engine] = e  # a row saying so; the others are still estimated
+    gpu = get_gpu(theory_gpu or card)
+    return CardEstimate(results[0].gpu, results, unmeasured, theoretical(binned, model, gpu),
+                        gpu, [str(s) for s in stores])
+
+
+def _no_points(model: str, engines: Sequence[str], gpu: str | None, stores: list[Path],
+               shipped: bool) -> MissingPoints:
+    """No B = max point of the model on any of the engines (on `gpu`; None: on any GPU)."""
+    on = f" on {gpu}" if gpu else ""
+    if not shipped:
+        return MissingPoints(f"no B = max points of {model}{on} on {', '.join(engines)} in "
+                             f"{', '.join(map(str, stores))}: measure them with `infergy sweep "
+                             f"paper-bins -m {model} -e {engines[0]} -b max"
+                             f"{f' --db {stores[0]}' if len(stores) == 1 else ''}`")
+    names = ", ".join(p.name for p in shipped_profiles()) or "none"
+    if stores:  # the model's profile on other cards: made with the repository's sweep spec
+        card = "CARD" if not gpu else get_gpu(gpu).name if " " in gpu else gpu.lower()
+        how = (f"measure it on that card with the repository's sweep, `infergy sweep "
+               f"benchmarks/sweeps/profile-{model}.yaml --db src/infergy/profiles/"
+               f"{model}-{card}.db --resume-by model` (benchmarks/profile-gpus.sh runs it on "
+               f"every GPU of a host)")
+    else:
+        how = (f"measure one with `infergy sweep paper-bins -m {model} -e {engines[0]} -b max "
+               f"--db FILE` and pass --profile FILE")
+    own = [p.name for p in stores if gpu and _card_of_file(p, model) == get_gpu(gpu).name]
+    what = (f"{own[0]} holds no B = max point of {', '.join(engines)}" if own else
+            f"no shipped profile of {model}{on}")
+    return MissingPoints(f"{what} (shipped: {names}): {how}")
+
+
+def _card_of_file(path: Path, model: str) -> str | None:
+    """The hardware.py name of the card of a shipped store MODEL-CARD.db (None: unknown)."""
+    try:
+        return get_gpu(path.name[len(model) + 1:-len(".db")]).name
+    except UnknownGpuError:
+        return None
 
 
 def _missing_message(profile: Profile, missing: list[tuple[int, int]]) -> str:
