@@ -24,16 +24,16 @@ $(VENV)/.test: pyproject.toml constraints/test.txt | $(BIN)/python
 # every engine from the profiles shipped in the package (src/infergy/profiles/, issue 7), a
 # table for each card shipped (--gpu all: a card's store, MODEL-CARD.db, is picked up when it
 # lands), with the savings over hf-eager and the theoretical baseline; an engine not yet
-# measured in every bin the trace needs is a row saying so. Then the HTML report of the H100
-# store: `infergy report` takes several stores, but its figures and its estimate section do
-# not tell cards apart yet, so it stays on one card's.
-PROFILE := src/infergy/profiles/llama-3.1-8b-h100.db
+# measured in every bin the trace needs is a row saying so. Then the HTML report of every
+# shipped store of llama-3.1-8b (the glob below: the H100's today, the H200's when it lands),
+# each card in sections, figures and estimate tables of its own, none holding two cards.
+PROFILES := $(wildcard src/infergy/profiles/llama-3.1-8b-*.db)
 
 run: $(VENV)/.base
 	$(BIN)/infergy env
 	$(BIN)/infergy estimate --trace azure-code-2023 --model llama-3.1-8b --gpu all \
 		--engine hf-eager,hf-compiled,vllm,vllm-eager
-	$(BIN)/infergy report --db $(PROFILE) --trace azure-code-2023 --out report
+	$(BIN)/infergy report $(addprefix --db ,$(PROFILES)) --trace azure-code-2023 --out report
 
 lint: $(VENV)/.test
 	$(BIN)/ruff check src tests benchmarks examples

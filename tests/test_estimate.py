@@ -217,6 +217,22 @@ def test_engines_measured_on_different_gpus_are_not_compared(tmp_path):
         " ".join(alone.output.split()))
 
 
+def test_the_profile_of_the_card_a_run_is_on_by_its_nvml_name(tmp_path):
+    from infergy.estimate import MissingPoints, load_card_profile
+
+    db = write_profile(tmp_path / "p.db")
+    write_profile(db, gpu="NVIDIA H200", points={k: (b, e / 2) for k, (b, e) in POINTS.items()})
+    write_profile(db, gpu="NVIDIA GeForce RTX 4090")  # outside the GPU table: by its name
+    for card in ("NVIDIA H200", "NVIDIA GeForce RTX 4090", GPU):
+        assert load_card_profile([db], "llama-3.1-8b", "vllm", card).gpu == card
+    assert load_card_profile([db], "llama-3.1-8b", "vllm", "NVIDIA H200").points[(32, 8)][
+        "energy_j"] == 160.0
+    with pytest.raises(MissingPoints, match="for NVIDIA A100-SXM4-80GB, the card this runs "
+                                            "on") as e:
+        load_card_profile([db], "llama-3.1-8b", "vllm", "NVIDIA A100-SXM4-80GB")
+    assert "name a card they hold with --gpu" in str(e.value)
+
+
 # -- the shipped profiles: one store a card, MODEL-CARD.db -------------------------------------
 
 TRACE_CSV = "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03,10,5\n" \

@@ -205,12 +205,11 @@ def write_trace(tmp_path):
     return [str(path), "--input-col", "in", "--output-col", "out", "--time-col", "at"]
 
 
-def profile_double(path, batch: int = 2):
+def profile_double(path, batch: int = 2, gpu: str = "Simulated GPU"):
     """A test double of a profile: tiny's B = max points over inputs 32, 128 x outputs 8, 16,
-    32, energies made up (1 J per request and output token)."""
+    32 on `gpu`, energies made up (1 J per request and output token)."""
     with Store(path) as store:
-        run = store.start_run(device="GPU-x", meta={"gpus": [{"model": "Simulated GPU"}]},
-                              spec=None)
+        run = store.start_run(device="GPU-x", meta={"gpus": [{"model": gpu}]}, spec=None)
         for i in (32, 128):
             for o in (8, 16, 32):
                 point = {"model": "tiny", "engine": "hf-eager", "batch": batch,
@@ -241,6 +240,107 @@ def test_the_command_replays_both_batchings_with_the_profiles_batch_and_records_
     with Store(tmp_path / "r.db") as store:
         assert [r["batching"] for r in store.replays()] == ["binned", "natural"]
         assert store.runs()[0]["status"] == "finished"
+
+
+# -- the profile's card: by default the one the replay runs on -------------------------------
+
+H100, H200 = "NVIDIA H100 80GB HBM3", "NVIDIA H200"
+
+
+def running_on_double(*cards: str):
+    """A test double of `infergy.cli_replay._cards_here`: the replay runs on these cards (NVML
+    names), whatever the device (the test runs on the CPU)."""
+    return lambda device, tp: list(cards[:tp])
+
+
+def two_cards(tmp_path):
+    """tiny's profile on the H100 at B = 1 and on the H200 at B = 4, in one store."""
+    db = profile_double(tmp_path / "p.db", batch=1, gpu=H100)
+    return profile_double(db, batch=4, gpu=H200)
+
+
+def offline_replay(tmp_path, *args):
+    return CliRunner().invoke(app, ["replay", "-t", *write_trace(tmp_path), "-m", "tiny",
+                                    "--batching", "binned", "--idle-s", "0", "--device", "cpu",
+                                    "--json", *args])
+
+
+def test_the_profile_is_of_the_card_the_replay_runs_on_by_default(tmp_path, monkeypatch):
+    import infergy.cli_replay
+
+    db = two_cards(tmp_path)
+    # On the CPU, as before: the stores hold two cards, one must be chosen.
+    res = offline_replay(tmp_path, "--profile", str(db))
+    assert res.exit_code == 2 and "several GPUs" in res.output and "--gpu" in res.output
+    monkeypatch.setattr(infergy.cli_replay, "_cards_here", running_on_double(H200))
+    res = offline_replay(tmp_path, "--profile", str(db))
+    assert res.exit_code == 0, res.output
+    (r,) = json.loads(res.stdout[res.stdout.index("["):])
+    assert r["estimate"]["profile_gpu"] == H200
+    assert [b["size"] for b in r["batches"]] == [2, 2, 1, 1]  # the H200's B = 4
+    # --gpu still names the card: here the H100's profile, B = 1.
+    res = offline_replay(tmp_path, "--profile", str(db), "--gpu", "h100")
+    assert res.exit_code == 0, res.output
+    (r,) = json.loads(res.stdout[res.stdout.index("["):])
+    assert r["estimate"]["profile_gpu"] == H100
+    assert [b["size"] for b in r["batches"]] == [1] * 6
+
+
+def test_a_card_without_a_profile_is_named_with_how_to_measure_it(tmp_path, monkeypatch):
+    import infergy.cli_replay
+    import infergy.estimate
+
+    db = two_cards(tmp_path)
+    monkeypatch.setattr(infergy.cli_replay, "_cards_here",
+                        running_on_double("NVIDIA A100-SXM4-80GB"))
+    res = offline_replay(tmp_path, "--profile", str(db))
+    text = " ".join(res.output.split())
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert (f"no profile of tiny on hf-eager for NVIDIA A100-SXM4-80GB, the card this runs on "
+            f"({db}; they hold it on {H100}, {H200})") in text
+    assert "infergy sweep paper-bins -m tiny -e hf-eager -b max --db FILE" in text
+    assert "name a card they hold with --gpu" in text and "give --batch B" in text
+    # With --batch, the replay runs without an estimate, saying why.
+    res = offline_replay(tmp_path, "--profile", str(db), "--batch", "2")
+    assert res.exit_code == 0, res.output
+    (r,) = json.loads(res.stdout[res.stdout.index("["):])
+    assert "for NVIDIA A100-SXM4-80GB, the card this runs on" in r["estimate"]["none"]
+    # The shipped profiles: the card's store to add, made with the repository's sweep.
+    folder = tmp_path / "profiles"
+    folder.mkdir()
+    profile_double(folder / "tiny-h100.db", gpu=H100)
+    monkeypatch.setattr(infergy.estimate, "PROFILES", folder)
+    monkeypatch.setattr(infergy.cli_replay, "_cards_here", running_on_double(H200))
+    res = offline_replay(tmp_path)
+    text = " ".join(res.output.split())
+    assert res.exit_code == 2
+    assert ("no shipped profile of tiny on hf-eager for NVIDIA H200, the card this runs on "
+            "(shipped: tiny-h100.db;") in text
+    assert "--db src/infergy/profiles/tiny-h200.db --resume-by model" in text
+    monkeypatch.setattr(infergy.cli_replay, "_cards_here", running_on_double(H100))
+    res = offline_replay(tmp_path)
+    assert res.exit_code == 0, res.output
+    (r,) = json.loads(res.stdout[res.stdout.index("["):])
+    assert r["estimate"]["profile_gpu"] == H100 and r["estimate"]["profiles"] == [
+        str(folder / "tiny-h100.db")]
+
+
+def test_the_cards_here_are_the_visible_gpus_nvml_names_and_none_on_a_cpu(monkeypatch):
+    from fake_pynvml import FakeNvmlDevice, FakePynvml
+    from infergy.cli_replay import _cards_here
+    from infergy.meter import nvml
+
+    module = FakePynvml([FakeNvmlDevice("GPU-aaaa", name=H100),
+                         FakeNvmlDevice("GPU-bbbb", name=H200)])
+    monkeypatch.setattr(nvml, "pynvml", module)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert _cards_here("cpu", 1) == []
+    assert _cards_here("cuda", 1) == [H100] and _cards_here("cuda", 2) == [H100, H200]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert _cards_here("cuda", 1) == [H200]
+    assert module.initialised == 0  # NVML shut down after each look
+    monkeypatch.setattr(nvml, "pynvml", None)  # no nvidia-ml-py: as on a CPU
+    assert _cards_here("cuda", 1) == []
 
 
 def replay_command(tmp_path, *args):

@@ -17,10 +17,12 @@ PNG = b"\x89PNG\r\n\x1a\n"
 GPU = "NVIDIA H100 80GB HBM3"
 
 
-def write_store(path):
+def write_store(path, gpu=GPU, card_scale=1.0):
+    """hf-eager and vllm (half hf-eager's energy) on one card, at B = 1 and max over 3 x 2
+    lengths; `card_scale` multiplies every energy."""
     with Store(path) as store:
-        run = store.start_run(device="GPU-x", meta={"gpus": [{"model": GPU}]}, spec=None)
-        for engine, scale in (("hf-eager", 2.0), ("vllm", 1.0)):
+        run = store.start_run(device="GPU-x", meta={"gpus": [{"model": gpu}]}, spec=None)
+        for engine, scale in (("hf-eager", 2.0 * card_scale), ("vllm", 1.0 * card_scale)):
             for i in (32, 128, 512):
                 for o in (8, 64):
                     for batch, requested in ((1, 1), (64, "max")):
@@ -57,6 +59,80 @@ def test_a_report_from_a_store_has_valid_figures_and_full_tables(tmp_path):
         get_trace("translation").input_tokens, get_trace("translation").output_tokens)
     assert tables[2].count("<tr>") == 1 + int((binned.counts() > 0).sum())  # a row a bin
     assert "How these numbers were made" in html and "Not shown" not in html
+
+
+H200 = "NVIDIA H200"
+
+
+def test_two_cards_stores_make_one_report_with_each_card_apart(tmp_path):
+    h100 = write_store(tmp_path / "llama-3.1-8b-h100.db")
+    h200 = write_store(tmp_path / "llama-3.1-8b-h200.db", gpu=H200, card_scale=0.5)
+    page = build_report([h100, h200], ["translation"], tmp_path / "out")
+    html = page.read_text()
+    assert "Not shown" not in html
+    assert re.findall(r"<h2>Measurements on ([^<]*)</h2>", html) == [GPU, H200]
+    images = set(re.findall(r'<img src="([^"]+)"', html))
+    for card in ("h100-sxm", "h200"):  # every one-GPU figure once per card
+        assert {f"{stem}-{card}.png" for stem in (
+            "batch", "phases", "pareto", "heatmap-hf-eager", "heatmap-vllm",
+            "estimate-translation-llama-3.1-8b")} <= images
+    assert "batch.png" not in images and "heatmap-vllm.png" not in images
+    for name in images:
+        assert (tmp_path / "out" / name).read_bytes()[:8] == PNG
+    # Each card's estimate: its own Table 4 and bins, against its own datasheet's baseline.
+    captions = re.findall(r"<caption>([^<]*)</caption>", html)
+    table4 = [c for c in captions if "Table 4" in c]
+    assert len(table4) == 2 and GPU in table4[0] and "h100-sxm" in table4[0]
+    assert H200 in table4[1] and "h200&#39;s 700 W" in table4[1]
+    assert sum("energy per bin" in c for c in captions) == 2
+    tables = re.findall(r"<table>.*?</table>", html, flags=re.S)
+    on_h100, on_h200 = (t for t in tables if "Table 4" in t)
+    kwh = [re.findall(r"<tr><td>(hf-eager|vllm)</td><td>([^<]*)</td>", t)
+           for t in (on_h100, on_h200)]
+    assert [e for e, _ in kwh[0]] == ["hf-eager", "vllm"]  # hf-eager the baseline
+    for (_, a), (_, b) in zip(*kwh, strict=True):  # the H200 store at half the energy
+        assert float(b) == pytest.approx(float(a) / 2, rel=1e-3)
+    assert "50.0%" in on_h100 and "50.0%" in on_h200  # savings within each card
+    assert "the cards&#39; energies are not compared here" in html
+    # The figures refuse points of two cards rather than drawing them in one picture.
+    both = load_points([h100, h200])
+    with pytest.raises(figures.MixedCardsError, match="2 GPU models"):
+        figures.heatmap_figure(both, "vllm")
+    for figure in (figures.batch_figure, figures.phases_figure, figures.pareto_figure,
+                   figures.tp_figure):
+        with pytest.raises(figures.MixedCardsError):
+            figure(both)
+    # The command: both stores, a page naming both cards.
+    result = CliRunner().invoke(app, ["report", "--db", str(h100), "--db", str(h200),
+                                      "--trace", "translation", "--out", str(tmp_path / "cli")])
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "cli" / "index.html").read_text()
+    assert GPU in text and H200 in text
+
+
+def test_a_card_outside_the_gpu_table_is_named_and_the_others_still_estimated(tmp_path):
+    h100 = write_store(tmp_path / "h100.db")
+    other = write_store(tmp_path / "other.db", gpu="NVIDIA GeForce RTX 4090")
+    html = build_report([h100, other], ["translation"], tmp_path / "out").read_text()
+    assert "Measurements on NVIDIA GeForce RTX 4090" in html
+    assert "heatmap-vllm-nvidia-geforce-rtx-4090.png" in html
+    assert "NVIDIA GeForce RTX 4090 is not in infergy&#39;s GPU table" in html
+    assert "--theory-gpu CARD" in html
+    assert sum("Table 4" in c for c in re.findall(r"<caption>([^<]*)</caption>", html)) == 1
+    assert "estimate-translation-llama-3.1-8b-h100-sxm.png" in html
+
+
+def test_a_cards_baseline_lacking_bins_gives_way_to_an_engine_that_holds_them(tmp_path):
+    import sqlite3
+
+    db = write_store(tmp_path / "r.db")
+    with sqlite3.connect(db) as c:  # hf-eager without its B = max points at input 512
+        c.execute("DELETE FROM points WHERE engine = 'hf-eager' AND input_tokens = 512 AND "
+                  "batch_requested = 'max'")
+    html = build_report([db], ["translation"], tmp_path / "out").read_text()
+    assert "saving vs vllm" in html
+    assert "translation on llama-3.1-8b on NVIDIA H100 80GB HBM3, hf-eager: llama-3.1-8b on " \
+           "hf-eager (NVIDIA H100 80GB HBM3) has no B = max point for" in html
 
 
 def add_points(path, rows):

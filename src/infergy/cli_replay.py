@@ -46,8 +46,10 @@ def replay(
                                               help="Results stores with B = max points of this "
                                                    "model and engine (default: the shipped "
                                                    "profiles): the binned B and the estimate."),
-    gpu: str | None = typer.Option(None, "--gpu", help="The profile's GPU (h100, h200, ...) "
-                                                       "when the stores hold several."),
+    gpu: str | None = typer.Option(None, "--gpu", help="The profile's GPU (h100, h200, ...); "
+                                                       "default: the card this replay runs "
+                                                       "on (on a CPU: the only one the "
+                                                       "profiles hold)."),
     db: Path | None = typer.Option(None, "--db", help="Results store to record the replays in."),
     fmt: str | None = typer.Option(None, "--format", help="Trace file format: azure, burstgpt "
                                                           "or table."),
@@ -127,7 +129,13 @@ def replay(
     from infergy.bench.serve import SERVE_CHOICES
     from infergy.decoding import Decoding
     from infergy.engines import EngineError, UnknownEngineError, engine_class, new_engine
-    from infergy.estimate import EstimateError, MissingPoints, load_profile, shipped_profiles
+    from infergy.estimate import (
+        EstimateError,
+        MissingPoints,
+        load_card_profile,
+        load_profile,
+        shipped_profiles,
+    )
     from infergy.estimate.hardware import UnknownGpuError
     from infergy.models import UnknownModelError, get_model
     from infergy.parallel import ParallelError, check_tp, check_tp_gpus, current_rank
@@ -177,10 +185,15 @@ def replay(
         return _online(workload, requests, spec, serving, sample, seed, db, idle_s, as_json)
     tp = tp or 1
     try:
+        device = _torch_device(device)
+        # The card this replay runs on (as NVML names it; none on a CPU): its profile, not
+        # another card's, by default: a profile's B = max is its own card's.
+        here = _cards_here(device, tp) if gpu is None else []
         stores = profile or shipped_profiles()  # a missing one: the store's own error
         prof, why_none = None, None
         try:
-            prof = load_profile(stores, model, engine, gpu)
+            prof = (load_card_profile(stores, model, engine, here[0], shipped=not profile)
+                    if here else load_profile(stores, model, engine, gpu))
         except MissingPoints as e:
             why_none = str(e)
         estimator = _Estimator(workload, requests, grid, prof) if prof else None
@@ -204,7 +217,6 @@ def replay(
                     f"{spec.max_context} tokens (longest prompt + longest output), e.g. "
                     f"{max(too_long[0].input_tokens)} + {too_long[0].generated_per_prompt}: "
                     f"choose a model with a longer context, or a smaller --batch")
-        device = _torch_device(device)
         if device == "cuda":
             check_tp_gpus(tp)
         options = _options(engine_option)
@@ -483,6 +495,16 @@ def _print_online(r) -> None:
         err.print(f"infergy: {note}")
     out.print("[dim]steady state: the stretches of the run with its level of requests in "
               "flight, summed; its J per output token counts the tokens streamed inside them[/]")
+
+
+def _cards_here(device: str, tp: int) -> list[str]:
+    """The models (NVML names) of the GPUs a replay on `device` over `tp` GPUs runs on; none
+    on a CPU, or where NVML cannot list them."""
+    if device != "cuda":
+        return []
+    from infergy.meter.nvml import visible_gpu_models
+
+    return visible_gpu_models(tp)
 
 
 def _run_status(results, planned: int) -> str:

@@ -226,7 +226,9 @@ def estimate(
 
 @app.command()
 def report(
-    db: list[Path] | None = typer.Option(None, "--db", help="Results stores (repeatable)."),
+    db: list[Path] | None = typer.Option(None, "--db", help="Results stores (repeatable; "
+                                                           "those of several cards: each "
+                                                           "card apart)."),
     trace: list[str] | None = typer.Option(None, "--trace", "-t",
                                            help="Built-in traces or trace files (repeatable)."),
     output: Path = typer.Option(Path("infergy-report"), "--out", "-o", help="Folder to write."),
@@ -237,7 +239,8 @@ def report(
     usd_per_kwh: float | None = typer.Option(None, "--usd-per-kwh", help="Electricity price."),
 ):
     """Write an HTML report (index.html, figures as PNG and SVG) from results stores and
-    traces. Missing data are named on the page with the command that would measure them."""
+    traces, each card the stores hold in its own sections, figures and estimate. Missing data
+    are named on the page with the command that would measure them."""
     from infergy.report import build_report
     from infergy.workloads import TraceError
 

@@ -72,6 +72,34 @@ def load_profile(stores: list[Path], model: str, engine: str, gpu: str | None = 
                     None if gpu is None else get_gpu(gpu).name, gpu)
 
 
+def load_card_profile(stores: list[Path], model: str, engine: str, card: str,
+                      decoding: str = "greedy", shipped: bool = False) -> Profile:
+    """As load_profile, on the card a run is on: `card` as NVML names it (the meter's
+    reading; a card infergy's GPU table lacks is matched by that name). `shipped`: the stores
+    are the profiles shipped with infergy (the message says how to add this card's).
+    MissingPoints where the stores hold no point of this model and engine on that card: a
+    profile's B = max is its own card's, and another card's may not fit this one."""
+    found = _points_by_gpu(stores, model, engine, decoding)
+    if any(_card(g) == _card(card) for g in found):
+        return _profile(found, stores, model, engine, _card(card), card)
+    held = f"they hold it on {', '.join(sorted(found))}" if found else \
+        f"they hold no B = max point of it on {engine}"
+    other = ("; or name a card they hold with --gpu (its B and its estimate are that card's)"
+             if found else "")
+    mine = [p for p in stores if p.name.startswith(f"{model}-")]
+    if shipped and mine:  # the model's profile on other cards: the repository's sweep spec
+        how = (f"measure it on this card with the repository's sweep, `infergy sweep "
+               f"benchmarks/sweeps/profile-{model}.yaml --db src/infergy/profiles/{model}-"
+               f"{NVML_NAMES.get(card, 'CARD')}.db --resume-by model`")
+    else:
+        how = (f"measure one with `infergy sweep paper-bins -m {model} -e {engine} -b max "
+               f"--db FILE` and pass --profile FILE")
+    where = (f"shipped: {', '.join(p.name for p in mine) or 'none of it'}" if shipped
+             else ", ".join(map(str, stores)))
+    raise MissingPoints(f"no {'shipped ' if shipped else ''}profile of {model} on {engine} for "
+                        f"{card}, the card this runs on ({where}; {held}): {how}{other}")
+
+
 def _points_by_gpu(stores: list[Path], model: str, engine: str,
                    decoding: str) -> dict[str, dict[tuple[int, int], dict]]:
     """GPU as measured (NVML name) -> the newest ok B = max point of each (I, O), at TP 1."""

@@ -232,6 +232,22 @@ def visible_gpu_indices() -> list[int]:
     return visible_devices(os.environ.get("CUDA_VISIBLE_DEVICES"), uuids, names)[0]
 
 
+def visible_gpu_models(limit: int | None = None) -> list[str]:
+    """The models (NVML names, "NVIDIA H100 80GB HBM3") of the GPUs this process can use, in
+    CUDA's order, the first `limit` of them: the cards a run here would use. Empty where NVML
+    cannot list them. Initialises and shuts down NVML itself."""
+    if nvml_init() is not None:
+        return []
+    try:
+        uuids, names = _devices()
+        indices = visible_devices(os.environ.get("CUDA_VISIBLE_DEVICES"), uuids, names)[0]
+        return [names[i] for i in indices[:limit]]
+    except pynvml.NVMLError:
+        return []
+    finally:
+        nvml_shutdown()
+
+
 def nvml_gpus(
     indices: list[int] | None = None, limit: int | None = None,
 ) -> tuple[list[NvmlGpu], list[Unavailable], list[str]]:

@@ -1,6 +1,8 @@
 """`infergy report`: a self-contained HTML page (index.html, figures as PNG and SVG beside it)
-from results stores and traces. Every figure says what it was measured on; a figure or table
-whose data are missing says so and which command would measure them."""
+from results stores and traces. Every figure says what it was measured on; each card the
+stores hold gets its own sections, figures and estimate, never one figure or table with two
+cards' energies. A figure or table whose data are missing says so and which command would
+measure them."""
 
 from __future__ import annotations
 
@@ -64,42 +66,40 @@ def load_points(stores: list[Path]):
 def build_report(stores: list[Path], traces: list[str], out: Path, *, model: str | None = None,
                  grid_gco2_per_kwh: float = WORLD_GCO2_PER_KWH,
                  usd_per_kwh: float | None = None) -> Path:
-    """Write out/index.html and its figures; the path of the page."""
+    """Write out/index.html and its figures; the path of the page. Each GPU model (card) the
+    stores hold gets its own sections, figures and estimate tables: no figure or table holds
+    two cards' points. With several cards, the figures' files end in the card's name
+    (batch-h100-sxm.png); with one, they do not (batch.png)."""
     from infergy.workloads import BinGrid, describe, get_trace
 
     out.mkdir(parents=True, exist_ok=True)
-    points = load_points([s for s in stores if Path(s).is_file()])
+    found = [Path(s) for s in stores if Path(s).is_file()]
+    points = load_points(found)
     missing_stores = [str(s) for s in stores if not Path(s).is_file()]
+    if model and not points.empty:
+        points = points[points.model == model]
+    # A run that recorded no GPU name: its points are a card of their own, named as unknown.
+    points = points.assign(gpu=points.gpu.fillna(NO_GPU_NAME))
+    cards = sorted(points.gpu.unique())
     sections: list[Section] = []
     measure = ("measure them with `infergy sweep paper-bins -m llama-3.1-8b -e hf-eager -e vllm "
                "--db FILE` and pass --db FILE")
     if points.empty:
         absent = f" ({', '.join(missing_stores)}: no such file)" if missing_stores else ""
+        of = f" of {model}" if model else ""
         sections.append(Section("Measurements",
-                                missing=[f"no measured points{absent}: {measure}"]))
-    else:
-        if model:
-            points = points[points.model == model]
-        parallel = points
-        points = points[points.tp == 1]  # one GPU: the tensor-parallel ones get their section
-        sec = Section("Measurements", text=f"{len(points)} measured points from "
-                      f"{', '.join(sorted(points.store.unique()))}; the figures below are of "
-                      f"greedy decoding.")
-        greedy = points[points.decoding == "greedy"]
-        for stem, make in (("batch", figures.batch_figure), ("phases", figures.phases_figure),
-                           ("pareto", figures.pareto_figure)):
-            _save(make(greedy), out, stem, sec, f"{stem}: not enough points ({measure})")
-        for engine in sorted(greedy.engine.unique()):
-            _save(figures.heatmap_figure(greedy, engine), out, f"heatmap-{engine}", sec,
-                  f"heatmap of {engine}: no B = max points ({measure})")
-        sections.append(sec)
-        sections.extend(_decoding_sections(points, out))
-        tp_section = _tp_section(parallel, out)
-        if tp_section is not None:
-            sections.append(tp_section)
+                                missing=[f"no measured points{of}{absent}: {measure}"]))
+    for card in cards:
+        sections.extend(_card_sections(points[points.gpu == card], card, cards, out, measure))
     if traces:
         sec = Section("Workloads")
+        if len(cards) > 1:
+            sec.text = (f"Estimated from the stores' points of each card apart ("
+                        f"{', '.join(cards)}), each against the theoretical baseline of its "
+                        f"own datasheet: the cards' energies are not compared here (their "
+                        f"B = max, and so the batches charged, differ).")
         stats = []
+        greedy = points[(points.tp == 1) & (points.decoding == "greedy")]
         for name in traces:
             trace = get_trace(name)
             d = describe(trace)
@@ -109,20 +109,60 @@ def build_report(stores: list[Path], traces: list[str], out: Path, *, model: str
                           d["output"]["median"], d["output"]["p99"]])
             _save(figures.cdf_figure(trace, BinGrid.named("paper")), out,
                   f"cdf-{trace.name}", sec, "")
-            if not points.empty:
-                _estimate_section(trace, points[points.decoding == "greedy"], stores, out,
-                                  sec, grid_gco2_per_kwh, usd_per_kwh)
+            if not greedy.empty:
+                _estimate_section(trace, greedy, found, cards, out, sec, grid_gco2_per_kwh,
+                                  usd_per_kwh)
         sec.tables.insert(0, {"title": "Traces (tokens; the study's Tables 1-2)",
                               "columns": ["trace", "requests", "input mean ± std", "median",
                                           "p99", "output mean ± std", "median", "p99"],
                               "rows": stats})
         sections.append(sec)
-    replays = _replay_section([s for s in stores if Path(s).is_file()])
+    replays = _replay_section(found)
     if replays is not None:
         sections.append(replays)
     page = out / "index.html"
     page.write_text(_render(sections, grid_gco2_per_kwh))
     return page
+
+
+NO_GPU_NAME = "GPU not recorded"
+
+
+def card_tag(card: str) -> str:
+    """A card's name in file names: its name in infergy's GPU table (h100-sxm, h200), else
+    its NVML name in lower case, dashes for anything else."""
+    from infergy.estimate.hardware import NVML_NAMES
+
+    name = NVML_NAMES.get(card, card).lower()
+    return "-".join("".join(c if c.isalnum() else " " for c in name).split())
+
+
+def _card_sections(points, card: str, cards: list[str], out: Path,
+                   measure: str) -> list[Section]:
+    """One card's sections: its one-GPU figures (greedy decoding), speculative decoding and
+    mixture of experts where measured, and tensor parallelism."""
+    several = len(cards) > 1
+    tag = f"-{card_tag(card)}" if several else ""
+    on = f" on {card}" if several else ""
+    one_gpu = points[points.tp == 1]  # one GPU: the tensor-parallel ones get their section
+    sec = Section(f"Measurements on {card}", text=f"{len(one_gpu)} measured points on {card} "
+                  f"from {', '.join(sorted(one_gpu.store.unique())) or 'no store'}; the "
+                  f"figures below are of greedy decoding"
+                  + (f", of this card only (the stores hold {len(cards)} cards, each in its "
+                     f"own sections)." if several else "."))
+    greedy = one_gpu[one_gpu.decoding == "greedy"]
+    for stem, make in (("batch", figures.batch_figure), ("phases", figures.phases_figure),
+                       ("pareto", figures.pareto_figure)):
+        _save(make(greedy), out, f"{stem}{tag}", sec,
+              f"{stem}{on}: not enough points ({measure})")
+    for engine in sorted(greedy.engine.unique()):
+        _save(figures.heatmap_figure(greedy, engine), out, f"heatmap-{engine}{tag}", sec,
+              f"heatmap of {engine}{on}: no B = max points ({measure})")
+    sections = [sec, *_decoding_sections(one_gpu, out, tag, on)]
+    tp_section = _tp_section(points, out, tag, on)
+    if tp_section is not None:
+        sections.append(tp_section)
+    return sections
 
 
 def _replay_section(stores: list[Path]) -> Section | None:
@@ -145,11 +185,14 @@ def _replay_section(stores: list[Path]) -> Section | None:
                 if row["mode"] == "offline":
                     est = r.get("estimate") or {}
                     errors = est.get("errors") or {}
+                    source = est.get("profile_gpu")
                     offline.append([r["trace"], r["model"], _engine(r), r["batching"],
                                     f"{r['requests']} ({r['status']})", j, per_token,
                                     _num(est.get("binned_j"), "{:.4g}"),
                                     _num(errors.get("binned"), "{:+.1%}"),
-                                    _num(errors.get("interpolated"), "{:+.1%}"), gpu])
+                                    _num(errors.get("interpolated"), "{:+.1%}"), gpu,
+                                    "-" if source is None else "the same" if source == gpu
+                                    else f"{source}: another card"])
                 else:
                     lat = r.get("latency") or {}
                     ttft, tpot = lat.get("ttft_s") or {}, lat.get("tpot_s") or {}
@@ -167,11 +210,14 @@ def _replay_section(stores: list[Path]) -> Section | None:
         "Whole traces run for real (`infergy replay`). Offline: static batches, the GPU energy "
         "measured against the estimator's for the same requests (error: estimate / measured "
         "- 1). Online: requests streamed from a server; steady state while its level of "
-        "requests was in flight."))
+        "requests was in flight. An offline replay's estimate is from its own card's "
+        "profile unless `replay --gpu` named another: its error then compares two cards, "
+        "and the table says so."))
     if offline:
         sec.tables.append({"title": "Offline replays", "columns": [
             "trace", "model", "engine", "batching", "requests", "measured J", "J/tok",
-            "estimate J", "error", "interp. error", "GPU"], "rows": offline})
+            "estimate J", "error", "interp. error", "GPU", "estimate's profile"],
+            "rows": offline})
     # The study's comparison holds one engine: a server infergy started (its engine known)
     # against the offline replay of the same requests on that engine.
     versus = [[trace, model, str(n), f"{_server(o)} ({o['batching']})",
@@ -218,16 +264,17 @@ def _num(value, fmt: str) -> str:
     return "-" if value is None or value != value else fmt.format(value)  # None or NaN
 
 
-def _decoding_sections(points, out: Path) -> list[Section]:
-    """Speculative decoding and mixture of experts, where the stores hold such points."""
+def _decoding_sections(points, out: Path, tag: str = "", on: str = "") -> list[Section]:
+    """Speculative decoding and mixture of experts, where one card's points hold such points
+    (`tag`: the end of the figures' file names; `on`: the card in titles, where several)."""
     from infergy.models import UnknownModelError, get_model
 
     sections = []
     if points.decoding.str.startswith("speculative").any():
-        sec = Section("Speculative decoding", text=(
+        sec = Section(f"Speculative decoding{on}", text=(
             "Acceptance set by `acceptance=` is a measurement device for random weights "
             "(docs/methodology.md); the legend gives the acceptance observed per token."))
-        _save(figures.speculative_figure(points), out, "speculative", sec,
+        _save(figures.speculative_figure(points), out, f"speculative{tag}", sec,
               "speculative decoding: no greedy points of the same model, engine and lengths to "
               "compare with (benchmarks/sweeps/speculative-llama-3.1-8b.yaml measures both)")
         sections.append(sec)
@@ -240,20 +287,20 @@ def _decoding_sections(points, out: Path) -> list[Section]:
 
     moe = {m for m in points.model.unique() if is_moe(m)}
     if moe:
-        sec = Section("Mixture of experts")
-        _save(figures.moe_figure(points, moe), out, "moe", sec,
+        sec = Section(f"Mixture of experts{on}")
+        _save(figures.moe_figure(points, moe), out, f"moe{tag}", sec,
               "mixture of experts: no dense model measured beside it "
               "(benchmarks/sweeps/moe-olmo.yaml measures OLMoE with OLMo-1B and OLMo-7B)")
         sections.append(sec)
     return sections
 
 
-def _tp_section(points, out: Path) -> Section | None:
-    """Tensor parallelism (the study's Figure 6): one point's latency and energy at every TP
-    size measured, against TP 1, with each GPU's share."""
+def _tp_section(points, out: Path, tag: str = "", on: str = "") -> Section | None:
+    """Tensor parallelism (the study's Figure 6) on one card: one point's latency and energy
+    at every TP size measured, against TP 1, with each GPU's share."""
     if not (points.tp > 1).any():
         return None
-    sec = Section("Tensor parallelism", text=(
+    sec = Section(f"Tensor parallelism{on}", text=(
         "The same point (model, engine, B, I, O) split over N GPUs of one host (`--tp N`); "
         "energy is every participating GPU's, summed, and only theirs (the host's other "
         "GPUs are not measured)."))
@@ -272,7 +319,7 @@ def _tp_section(points, out: Path) -> Section | None:
         sec.missing.append("tensor parallelism: no point measured at TP 1 and at a larger TP "
                            "on one card (measure the same point with `--tp 1` and `--tp 2`)")
         return sec
-    _save(figures.tp_figure(points), out, "tensor-parallel", sec, "")
+    _save(figures.tp_figure(points), out, f"tensor-parallel{tag}", sec, "")
     sec.tables.append({"title": "Against TP 1 on the same card (the study: TP 2 -40% latency, "
                                 "+29% energy; TP 4 -61%, +55%)", "columns": [
         "model", "engine", "decoding", "B", "I", "O", "TP", "time s", "time vs TP 1", "energy J",
@@ -290,60 +337,91 @@ def _tp_note(env: dict) -> str:
             + ", ".join(f"{k}={v}" for k, v in env.items() if k not in NO_MULTICAST_ENV) + ")")
 
 
-def _estimate_section(trace, points, stores, out, sec, gco2, usd) -> None:
-    """Figure 1 and the Table 4 layout for one trace, per model in the points, on a grid of
-    the measured edges (requests past them charged at the last edge, said in the table)."""
-    from infergy.estimate import EstimateError, estimate, load_profile, theoretical
-    from infergy.estimate.hardware import NVML_NAMES, get_gpu
+def _estimate_section(trace, points, stores: list[Path], cards: list[str], out: Path,
+                      sec: Section, gco2: float, usd: float | None) -> None:
+    """Figure 1 and the Table 4 layout for one trace, per model in the points and per card
+    (`estimate_cards`, one card at a time): each card on a grid of its own measured edges
+    (requests past them charged at the last edge, said in the table), against the theoretical
+    baseline of its own datasheet. The baseline of the savings is hf-eager where it holds
+    every bin the trace needs on that card, else the first engine by name that does."""
+    from infergy.estimate import J_PER_KWH, EstimateError, estimate_cards
+    from infergy.estimate.hardware import UnknownGpuError, get_gpu
     from infergy.workloads import BinGrid
 
+    several = len(cards) > 1
     for model in sorted(points.model.unique()):
-        top = points[(points.model == model) & (points.batch_requested == "max")]
-        if top.empty:
-            continue
-        grid = BinGrid(tuple(sorted(int(x) for x in top.input_tokens.unique())),
-                       tuple(sorted(int(x) for x in top.output_tokens.unique())), "clamp")
-        binned = grid.assign(trace.input_tokens, trace.output_tokens)
-        rows, per_bin = [], {}
-        for engine in sorted(top.engine.unique()):
-            try:
-                r = estimate(trace, binned, load_profile(stores, model, engine))
-            except EstimateError as err:
-                sec.missing.append(f"{trace.name} on {engine}: {err}")
+        for card in cards:
+            top = points[(points.model == model) & (points.gpu == card)
+                         & (points.batch_requested == "max")]
+            if top.empty:
                 continue
-            for b in r.bins:
-                per_bin.setdefault((b["input"], b["output"], b["requests"]), {})[engine] = b
-            card = get_gpu(NVML_NAMES.get(r.gpu, "h100-sxm"))
-            optimal = theoretical(binned, model, card)
-            rows.append({"engine": engine, "kwh": r.kwh, "theoretical_kwh": optimal / 3.6e6,
-                         "above": r.energy_j / optimal - 1, "wh_per_1000": r.energy_j
-                         / r.requests * 1000 / 3600, "gco2": r.kwh * gco2,
-                         "usd": None if usd is None else r.kwh * usd, "gpu": r.gpu})
-        if not rows:
-            continue
-        _save(figures.estimate_figure(rows, trace.name, top), out,
-              f"estimate-{trace.name}-{model}", sec, "")
-        base = rows[0]
-        sec.tables.append({
-            "title": f"{trace.name} on {model} ({rows[0]['gpu']}): measured against "
-                     f"theoretical (the study's Table 4 layout); bins: the measured edges, "
-                     f"requests past them charged at the last edge",
-            "columns": ["engine", "kWh", "above theoretical", f"saving vs {base['engine']}",
-                        "Wh per 1,000 requests", "gCO2e", "USD"],
-            "rows": [[r["engine"], f"{r['kwh']:.4g}", f"{r['above']:+.1%}",
-                      "-" if r is base else f"{1 - r['kwh'] / base['kwh']:.1%}",
-                      f"{r['wh_per_1000']:.3g}", f"{r['gco2']:.3g}",
-                      "give --usd-per-kwh" if r["usd"] is None else f"{r['usd']:.3g}"]
-                     for r in rows]})
-        engines = [r["engine"] for r in rows]
-        sec.tables.append({
-            "title": f"{trace.name} on {model}: energy per bin (B: the largest batch measured "
-                     f"for the bin; kWh: N / B x the batch's energy)",
-            "columns": ["input", "output", "requests",
-                        *[f"{e} {k}" for e in engines for k in ("B", "kWh")]],
-            "rows": [[i, o, n, *[cell for e in engines for cell in (
-                by[e]["batch"], f"{by[e]['energy_j'] / 3.6e6:.3g}") if e in by]]
-                for (i, o, n), by in sorted(per_bin.items())]})
+            what = f"{trace.name} on {model} on {card}"
+            if card == NO_GPU_NAME:
+                sec.missing.append(f"{what}: not estimated: the runs of these points recorded "
+                                   f"no GPU name, and an estimate is of one card")
+                continue
+            try:
+                get_gpu(card)
+            except UnknownGpuError:
+                sec.missing.append(
+                    f"{what}: not estimated here: {card} is not in infergy's GPU table "
+                    f"(infergy/estimate/hardware.py), so it has no theoretical baseline; "
+                    f"`infergy estimate -t {trace.name} -m {model} --profile STORE "
+                    f"--theory-gpu CARD` estimates it against a datasheet card you name")
+                continue
+            grid = BinGrid(tuple(sorted(int(x) for x in top.input_tokens.unique())),
+                           tuple(sorted(int(x) for x in top.output_tokens.unique())), "clamp")
+            binned = grid.assign(trace.input_tokens, trace.output_tokens)
+            engines = sorted(top.engine.unique(), key=lambda e: (e != "hf-eager", e))
+            result = None
+            for k, engine in enumerate(engines):  # the first engine holding every bin leads
+                try:
+                    result = estimate_cards(trace, binned, model, engines[k:], [card], stores)
+                    break
+                except EstimateError as err:
+                    sec.missing.append(f"{what}, {engine}: {err}")
+            if result is None:
+                continue
+            (c,) = result.cards
+            for engine, err in c.unmeasured.items():
+                sec.missing.append(f"{what}, {engine}: {err}")
+            base = c.baseline
+            rows = [{"engine": r.engine, "kwh": r.kwh,
+                     "theoretical_kwh": c.theoretical_j / J_PER_KWH,
+                     "above": r.energy_j / c.theoretical_j - 1,
+                     "wh_per_1000": r.energy_j / r.requests * 1000 / 3600,
+                     "gco2": r.kwh * gco2, "usd": None if usd is None else r.kwh * usd,
+                     "gpu": r.gpu} for r in c.estimates]
+            tag = f"-{card_tag(card)}" if several else ""
+            _save(figures.estimate_figure(rows, trace.name, top), out,
+                  f"estimate-{trace.name}-{model}{tag}", sec, "")
+            datasheet = c.theoretical_gpu
+            sec.tables.append({
+                "title": f"{what}: measured against theoretical (the study's Table 4 layout; "
+                         f"theoretical: {datasheet.name}'s {datasheet.tdp_w:g} W / "
+                         f"{datasheet.bf16_dense_tflops:g} TFLOPS dense bf16); bins: this "
+                         f"card's measured edges, requests past them charged at the last edge",
+                "columns": ["engine", "kWh", "above theoretical", f"saving vs {base.engine}",
+                            "Wh per 1,000 requests", "gCO2e", "USD"],
+                "rows": [[r["engine"], f"{r['kwh']:.4g}", f"{r['above']:+.1%}",
+                          "-" if e is base else f"{c.saving(e):.1%}",
+                          f"{r['wh_per_1000']:.3g}", f"{r['gco2']:.3g}",
+                          "give --usd-per-kwh" if r["usd"] is None else f"{r['usd']:.3g}"]
+                         for r, e in zip(rows, c.estimates, strict=True)]})
+            per_bin: dict[tuple, dict] = {}
+            for e in c.estimates:
+                for b in e.bins:
+                    per_bin.setdefault((b["input"], b["output"], b["requests"]), {})[
+                        e.engine] = b
+            names = [e.engine for e in c.estimates]
+            sec.tables.append({
+                "title": f"{what}: energy per bin (B: the largest batch measured for the bin "
+                         f"on this card; kWh: N / B x the batch's energy)",
+                "columns": ["input", "output", "requests",
+                            *[f"{e} {k}" for e in names for k in ("B", "kWh")]],
+                "rows": [[i, o, n, *[cell for e in names for cell in (
+                    by[e]["batch"], f"{by[e]['energy_j'] / J_PER_KWH:.3g}") if e in by]]
+                    for (i, o, n), by in sorted(per_bin.items())]})
 
 
 def _save(fig, out: Path, stem: str, sec: Section, missing: str) -> None:

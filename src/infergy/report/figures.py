@@ -1,6 +1,8 @@
 """The report's figures, each drawn from stored points (a pandas DataFrame, one row a point) and
 saying what it shows: GPU, model, engine, versions and dates. A figure whose data are missing
-returns None; the report then says what is missing and how to measure it."""
+returns None; the report then says what is missing and how to measure it. A figure draws one
+card's points: given several GPU models' it raises MixedCardsError (energies of two cards are
+never drawn in one figure)."""
 
 from __future__ import annotations
 
@@ -29,6 +31,25 @@ def provenance(points) -> str:
     return f"{models} on {gpus}; {versions}; measured {span}"
 
 
+class MixedCardsError(ValueError):
+    """Points of several GPU models given to a figure that draws one card's."""
+
+
+def one_card(points) -> None:
+    """Raise MixedCardsError where the points come from several GPU models: a figure's
+    energies are of one card (`build_report` draws each card's apart)."""
+    cards = sorted(points["gpu"].dropna().unique())
+    if len(cards) > 1:
+        raise MixedCardsError(f"points of {len(cards)} GPU models ({', '.join(cards)}): a "
+                              f"figure draws one card's; split them by the gpu column")
+
+
+def _card(points) -> str:
+    """ " on CARD" for a title: the one GPU model of the points ("" where none is known)."""
+    cards = points["gpu"].dropna().unique()
+    return f" on {cards[0]}" if len(cards) == 1 else ""
+
+
 def _finish(fig, title: str, points) -> object:
     fig.suptitle(title, fontsize=11, fontweight="bold")
     fig.text(0.01, 0.005, provenance(points), fontsize=7, color="#555555")
@@ -53,6 +74,7 @@ def _color(engine: str) -> str:
 def batch_figure(points):
     """J per output token and latency against batch size, per engine, at the (I, O) with the
     most batch sizes; each engine's max batch marked (the study's Figure 5)."""
+    one_card(points)
     if points.empty:
         return None
     counts = points.groupby(["input_tokens", "output_tokens"])["batch"].nunique()
@@ -72,11 +94,13 @@ def batch_figure(points):
     for ax, label in ((left, "J per output token"), (right, "time of the batch (s)")):
         _axes(ax, "batch size (circled: the largest that fits)", label)
     left.legend()
-    return _finish(fig, f"Batch size: energy and latency (input {i}, output {o} tokens)", sub)
+    return _finish(fig, f"Batch size: energy and latency{_card(sub)} (input {i}, output {o} "
+                        f"tokens)", sub)
 
 
 def heatmap_figure(points, engine: str):
     """J per output token at B = max over the (input, output) grid of one engine."""
+    one_card(points)
     sub = points[(points.engine == engine) & (points.batch_requested == "max")]
     if sub.empty:
         return None
@@ -100,12 +124,13 @@ def heatmap_figure(points, engine: str):
     ax.set_xlabel("output tokens (bin edge)")
     ax.set_ylabel("input tokens (bin edge)")
     fig.colorbar(image, ax=ax, label="J per output token at B = max")
-    return _finish(fig, f"{engine}: energy per output token over the bins", sub)
+    return _finish(fig, f"{engine}{_card(sub)}: energy per output token over the bins", sub)
 
 
 def phases_figure(points):
     """Prefill energy against input length and decode energy against output length, by batch
     size (the study's Figure 2), for the engine with the most points."""
+    one_card(points)
     if points.empty:
         return None
     engine = points.engine.value_counts().idxmax()
@@ -126,12 +151,13 @@ def phases_figure(points):
     _axes(right, f"output tokens (input {i_fixed})", "decode energy of the batch (J)")
     for ax in (left, right):
         ax.legend(fontsize=8)
-    return _finish(fig, f"{engine}: prefill and decode energy", sub)
+    return _finish(fig, f"{engine}{_card(sub)}: prefill and decode energy", sub)
 
 
 def pareto_figure(points):
     """Energy against latency for every configuration at the most measured (I, O), with the
     Pareto front (nothing both faster and greener)."""
+    one_card(points)
     if points.empty:
         return None
     (i, o) = points.groupby(["input_tokens", "output_tokens"]).size().idxmax()
@@ -160,7 +186,8 @@ def pareto_figure(points):
     ax.set_ylabel("J per output token")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    return _finish(fig, f"Energy against latency (input {i}, output {o} tokens)", sub)
+    return _finish(fig, f"Energy against latency{_card(sub)} (input {i}, output {o} tokens)",
+                   sub)
 
 
 def speculative_figure(points):
@@ -168,6 +195,7 @@ def speculative_figure(points):
     decoding (left), and speculation's energy against greedy's at the same batch (right):
     where the right-hand lines cross 0, speculation stops paying (the study's Figure 3). At the
     (model, engine, I, O) with the most speculative points."""
+    one_card(points)
     spec = points[points.decoding.str.startswith("speculative")]
     if spec.empty:
         return None
@@ -208,6 +236,7 @@ def moe_figure(points, moe_models: set[str]):
     per engine, each at the (I, O) with the most points of MoE models on it."""
     import pandas as pd
 
+    one_card(points)
     greedy = points[(points.decoding == "greedy") & (points.batch_requested != "max")]
     moe = greedy[greedy.model.isin(moe_models)]
     beside = greedy[greedy.run_id.isin(moe.run_id)]  # dense models of a MoE model's runs
@@ -253,6 +282,7 @@ def tp_series(points) -> list[tuple[tuple, object]]:
 def tp_figure(points):
     """Latency and energy against the number of GPUs (TP), one line per point measured at TP
     1 and more (the study's Figure 6); None without one."""
+    one_card(points)
     series = tp_series(points)
     if not series:
         return None
@@ -274,9 +304,16 @@ def tp_figure(points):
 
 
 def estimate_figure(rows: list[dict], trace: str, points):
-    """Theoretical against each engine's estimated energy for one trace (Figure 1)."""
+    """Theoretical against each engine's estimated energy for one trace on one card (Figure
+    1); `rows` each hold the card's name as measured under "gpu"."""
     if not rows:
         return None
+    one_card(points)
+    cards = sorted({r["gpu"] for r in rows})
+    if len(cards) > 1:
+        raise MixedCardsError(f"estimates of {len(cards)} GPU models ({', '.join(cards)}): a "
+                              f"figure draws one card's")
+    card = cards[0]
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4))
     names = ["theoretical"] + [r["engine"] for r in rows]
@@ -286,7 +323,7 @@ def estimate_figure(rows: list[dict], trace: str, points):
     for n, v in enumerate(values):
         ax.text(n, v, f"{v:.3g}", ha="center", va="bottom", fontsize=8)
     ax.set_ylabel("energy of the whole trace (kWh)")
-    return _finish(fig, f"{trace}: estimated against theoretical energy", points)
+    return _finish(fig, f"{trace} on {card}: estimated against theoretical energy", points)
 
 
 def cdf_figure(trace, grid):
