@@ -294,7 +294,7 @@ def measure(
     repeats: int = typer.Option(3, "--repeats", min=1, help="Measured runs; medians reported."),
     warmup: int = typer.Option(1, "--warmup", min=0, help="Warm-up runs before measuring."),
     min_window_s: float = typer.Option(0.0, "--min-window", min=0, max=60,
-                                       help="A run shorter than this (s, timed by the "
+                                       help="A run shorter than this (s, timed after the "
                                             "warm-up) is repeated back to back in each "
                                             "measured window, figures per run (an H100's "
                                             "energy counter updates every 100 ms: a short "

@@ -10,11 +10,12 @@ prefill measured by a run of the same prompts with O = 1, once per point after t
 (saving a run per repeat; vLLM's 3 s prefill runs varied 0.2-0.7% between runs), and each
 repeat's decode = its request - that prefill.
 
-A run shorter than `min_window_s` (timed by the warm-up) is measured as that many runs back to
-back inside each window, figures divided by the number of runs: the energy counter updates
-every 100 ms on an H100, and a 0.1-1 s window varied up to 28% between repeats where a 2 s one
-varies under 5%. Its prefill then comes from a 1-token run looped the same way, as for engines
-that cannot signal the first token, since a window over several runs has no single first token.
+A run shorter than `min_window_s` (by the warm-up, then timed once more warm) is measured as
+that many runs back to back inside each window, figures divided by the number of runs: the
+energy counter updates every 100 ms on an H100, and a 0.1-1 s window varied up to 28% between
+repeats where a 2 s one varies under 5%. Its prefill then comes from a 1-token run looped the
+same way, as for engines that cannot signal the first token, since a window over several runs
+has no single first token.
 """
 
 from __future__ import annotations
@@ -211,8 +212,8 @@ def measure_point(engine: Engine, point: Point, meter: Meter, *, repeats: int = 
 
     `prompts` (B lists of I token ids) replace the default random ones, e.g. real text from
     `make_prompts(..., tokenizer=..., text=...)`. `min_window_s`: a run shorter than this
-    (timed by the warm-up) is repeated back to back in each window until it lasts as long,
-    the figures per run (0: one run a window)."""
+    (after the warm-up, timed by one more run) is repeated back to back in each window until
+    it lasts about as long, the figures per run (0: one run a window)."""
     if repeats < 1:
         raise PointError(f"repeats must be at least 1, got {repeats}")
     if not min_window_s >= 0:
@@ -239,9 +240,8 @@ def measure_point(engine: Engine, point: Point, meter: Meter, *, repeats: int = 
             for _ in range(warmup):
                 engine.generate(prompts, output_tokens, decoding)
         result.warmup = Phase.of(w.measurement) if warmup else None
-        runs = 1
-        if min_window_s > 0:  # rank 0's count where ranks split a model: all run as many
-            runs = meter.share(runs_per_window(result.warmup.time_s / warmup, min_window_s))
+        runs = _runs_for(meter, lambda: engine.generate(prompts, output_tokens, decoding),
+                         result.warmup.time_s / warmup if warmup else None, min_window_s)
         separate = None
         if runs > 1 or not engine.first_token_hook_for(decoding):
             say("prefill (1-token run)")
@@ -291,9 +291,23 @@ def _prefill_run(engine, meter, prompts, decoding, min_window_s: float,
     """The point's prefill, by runs generating 1 token: one, then as many back to back as
     last `min_window_s` where that one was shorter (the first then served to time a run)."""
     phase = _prefill_window(engine, meter, prompts, decoding, 1, open_windows)
-    runs = meter.share(runs_per_window(phase.time_s, min_window_s)) if min_window_s > 0 else 1
+    runs = _runs_for(meter, lambda: engine.generate(prompts, 1, decoding), phase.time_s,
+                     min_window_s)
     return phase if runs == 1 else _prefill_window(engine, meter, prompts, decoding, runs,
                                                    open_windows)
+
+
+def _runs_for(meter, run, first_s: float | None, min_window_s: float) -> int:
+    """How many runs back to back a window holds to last `min_window_s`: 1 where a first run
+    (`first_s`) lasted as long, else as many as one more run, timed in a window of its own
+    with the engine now warm, says (a first run can take twice as long: counted from it, a
+    window fell 2x short). Every rank decides as rank 0 (`Meter.share`), for they must run
+    the same work."""
+    if min_window_s <= 0 or not meter.share(first_s is not None and first_s < min_window_s):
+        return 1
+    with meter.window("timing") as w:
+        run()
+    return meter.share(runs_per_window(w.measurement.duration_s, min_window_s))
 
 
 def _prefill_window(engine, meter, prompts, decoding, runs: int, open_windows) -> Phase:
