@@ -90,7 +90,7 @@ def load_card_profile(stores: list[Path], model: str, engine: str, card: str,
     if shipped and mine:  # the model's profile on other cards: the repository's sweep spec
         how = (f"measure it on this card with the repository's sweep, `infergy sweep "
                f"benchmarks/sweeps/profile-{model}.yaml --db src/infergy/profiles/{model}-"
-               f"{NVML_NAMES.get(card, 'CARD')}.db --resume-by model`")
+               f"{_file_card(card)}.db --resume-by model`")
     else:
         how = (f"measure one with `infergy sweep paper-bins -m {model} -e {engine} -b max "
                f"--db FILE` and pass --profile FILE")
@@ -98,6 +98,12 @@ def load_card_profile(stores: list[Path], model: str, engine: str, card: str,
              else ", ".join(map(str, stores)))
     raise MissingPoints(f"no {'shipped ' if shipped else ''}profile of {model} on {engine} for "
                         f"{card}, the card this runs on ({where}; {held}): {how}{other}")
+
+
+def _file_card(card: str) -> str:
+    """A card (NVML name) as the shipped profiles' file names give it: h100 (the SXM card the
+    profile scripts accept), h200; CARD for a card the GPU table lacks."""
+    return NVML_NAMES.get(card, "CARD").split("-")[0]
 
 
 def _points_by_gpu(stores: list[Path], model: str, engine: str,
