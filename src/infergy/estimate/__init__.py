@@ -87,23 +87,28 @@ def load_card_profile(stores: list[Path], model: str, engine: str, card: str,
     other = ("; or name a card they hold with --gpu (its B and its estimate are that card's)"
              if found else "")
     mine = [p for p in stores if p.name.startswith(f"{model}-")]
-    if shipped and mine:  # the model's profile on other cards: the repository's sweep spec
-        how = (f"measure it on this card with the repository's sweep, `infergy sweep "
-               f"benchmarks/sweeps/profile-{model}.yaml --db src/infergy/profiles/{model}-"
-               f"{_file_card(card)}.db --resume-by model`")
-    else:
-        how = (f"measure one with `infergy sweep paper-bins -m {model} -e {engine} -b max "
-               f"--db FILE` and pass --profile FILE")
+    how = _how_to_measure(model, engine, card, repository=shipped and bool(mine))
     where = (f"shipped: {', '.join(p.name for p in mine) or 'none of it'}" if shipped
              else ", ".join(map(str, stores)))
     raise MissingPoints(f"no {'shipped ' if shipped else ''}profile of {model} on {engine} for "
                         f"{card}, the card this runs on ({where}; {held}): {how}{other}")
 
 
-def _file_card(card: str) -> str:
-    """A card (NVML name) as the shipped profiles' file names give it: h100 (the SXM card the
-    profile scripts accept), h200; CARD for a card the GPU table lacks."""
-    return NVML_NAMES.get(card, "CARD").split("-")[0]
+def _how_to_measure(model: str, engine: str, card: str | None, repository: bool) -> str:
+    """How to measure a missing profile of `model` on `card` (a hardware.py or NVML name;
+    None: not known): with the repository's sweep into the shipped store of that card where
+    `repository` (the model's profile is shipped for other cards, made so), else with a sweep
+    of one's own, passed as --profile."""
+    if not repository:
+        return (f"measure one with `infergy sweep paper-bins -m {model} -e {engine} -b max "
+                f"--db FILE` and pass --profile FILE")
+    try:  # as the shipped stores' names give it: h100 (the SXM card the scripts accept), h200
+        tag = get_gpu(card).name.split("-")[0] if card else "CARD"
+    except UnknownGpuError:
+        tag = "CARD"
+    return (f"measure it on that card with the repository's sweep, `infergy sweep "
+            f"benchmarks/sweeps/profile-{model}.yaml --db src/infergy/profiles/{model}-{tag}.db "
+            f"--resume-by model` (benchmarks/profile-gpus.sh runs it on every GPU of a host)")
 
 
 def _points_by_gpu(stores: list[Path], model: str, engine: str,
@@ -351,15 +356,7 @@ def _no_points(model: str, engines: Sequence[str], gpu: str | None, stores: list
                              f"paper-bins -m {model} -e {engines[0]} -b max"
                              f"{f' --db {stores[0]}' if len(stores) == 1 else ''}`")
     names = ", ".join(p.name for p in shipped_profiles()) or "none"
-    if stores:  # the model's profile on other cards: made with the repository's sweep spec
-        card = "CARD" if not gpu else get_gpu(gpu).name if " " in gpu else gpu.lower()
-        how = (f"measure it on that card with the repository's sweep, `infergy sweep "
-               f"benchmarks/sweeps/profile-{model}.yaml --db src/infergy/profiles/"
-               f"{model}-{card}.db --resume-by model` (benchmarks/profile-gpus.sh runs it on "
-               f"every GPU of a host)")
-    else:
-        how = (f"measure one with `infergy sweep paper-bins -m {model} -e {engines[0]} -b max "
-               f"--db FILE` and pass --profile FILE")
+    how = _how_to_measure(model, engines[0], gpu, repository=bool(stores))
     own = [p.name for p in stores if gpu and _card_of_file(p, model) == get_gpu(gpu).name]
     what = (f"{own[0]} holds no B = max point of {', '.join(engines)}" if own else
             f"no shipped profile of {model}{on}")
