@@ -222,14 +222,20 @@ def _devices() -> tuple[list[str], list[str]]:
             [pynvml.nvmlDeviceGetName(h) for h in handles])
 
 
-def visible_gpu_indices() -> list[int]:
-    """The NVML indices of the GPUs this process can use, in CUDA's order (empty where NVML
-    cannot list them). Call `nvml_init` first."""
+def _visible() -> tuple[list[int], list[str]]:
+    """The NVML indices of the GPUs this process can use, in CUDA's order, and every GPU's
+    model by NVML index (both empty where NVML cannot list them)."""
     try:
         uuids, names = _devices()
     except pynvml.NVMLError:
-        return []
-    return visible_devices(os.environ.get("CUDA_VISIBLE_DEVICES"), uuids, names)[0]
+        return [], []
+    return visible_devices(os.environ.get("CUDA_VISIBLE_DEVICES"), uuids, names)[0], names
+
+
+def visible_gpu_indices() -> list[int]:
+    """The NVML indices of the GPUs this process can use, in CUDA's order (empty where NVML
+    cannot list them). Call `nvml_init` first."""
+    return _visible()[0]
 
 
 def visible_gpu_models(limit: int | None = None) -> list[str]:
@@ -239,11 +245,8 @@ def visible_gpu_models(limit: int | None = None) -> list[str]:
     if nvml_init() is not None:
         return []
     try:
-        uuids, names = _devices()
-        indices = visible_devices(os.environ.get("CUDA_VISIBLE_DEVICES"), uuids, names)[0]
+        indices, names = _visible()
         return [names[i] for i in indices[:limit]]
-    except pynvml.NVMLError:
-        return []
     finally:
         nvml_shutdown()
 
