@@ -128,7 +128,7 @@ def estimate(
     """Estimate a trace's GPU energy on each engine and GPU from measured points (the study's
     binned formula, whole batches, and infergy's interpolation), against the theoretical
     baseline."""
-    from infergy.estimate import EstimateError, estimate_cards
+    from infergy.estimate import J_PER_KWH, EstimateError, estimate_cards
     from infergy.estimate.hardware import UnknownGpuError
     from infergy.models import UnknownModelError, get_model
     from infergy.store import StoreError
@@ -209,7 +209,7 @@ def estimate(
             out.print(f"[yellow]{name}: not measured yet on {c.gpu}: {what} (--engine {name} "
                       f"alone names them and the sweep that measures them)[/]")
         card = c.theoretical_gpu
-        out.print(f"Theoretical baseline: {c.theoretical_j / 3.6e6:.4g} kWh ({card.name}: "
+        out.print(f"Theoretical baseline: {c.theoretical_j / J_PER_KWH:.4g} kWh ({card.name}: "
                   f"{card.tdp_w:g} W / {card.bf16_dense_tflops:g} TFLOPS dense bf16, "
                   f"{card.source}).")
         if card.note:
