@@ -45,7 +45,7 @@ def test_measure_on_a_cpu_reports_time_and_says_why_energy_is_unavailable():
 
 
 def test_measure_repeats_a_short_run_in_each_window_and_says_so():
-    result = infergy(*TINY, "--repeats", "1", "--min-window", "0.3")
+    result = infergy(*TINY, "--repeats", "1", "--min-window", "1")
     assert result.returncode == 0, result.stderr
     assert re.search(r"1 repeats \(medians\), \d+ runs a window \(figures per run\)",
                      flat(result.stdout))

@@ -183,7 +183,7 @@ def test_a_run_as_long_as_the_minimum_window_is_measured_alone(engines, make_met
 
 def test_an_engine_with_a_first_token_hook_loops_by_1_token_prefill_runs(engines, make_meter):
     result = measure_point(engines["hf-eager"], point("hf-eager"), gpu_meter(make_meter),
-                           repeats=1, warmup=1, min_window_s=0.5)
+                           repeats=1, warmup=1, min_window_s=1.0)
     assert result.status == "ok", result.error
     assert result.runs_per_window > 1
     assert result.prefill_method == "separate run"  # a window of several runs: no one first
