@@ -102,7 +102,9 @@ class FailsByBatchEngine(HFEager):
     `crash_at_batch: N` kills its own process at B == N (a lost worker), in tensor-parallel
     rank `crash_on_rank` only where that is given (a lost follower: the other ranks go on
     into the model's collectives);
-    `fatal_at_batch: N` raises a fatal CUDA error at B == N.
+    `fatal_at_batch: N` raises a fatal CUDA error at B == N;
+    `sleep_s: S` adds S seconds of sleep to every run: a run whose time a busy CPU barely
+    changes.
     Used by name, `simulated_engines:FailsByBatchEngine`, so a sweep's worker process (and
     its followers) can import it."""
 
@@ -124,6 +126,7 @@ class FailsByBatchEngine(HFEager):
         if batch == self.options.get("fatal_at_batch"):
             raise RuntimeError("CUDA error: an illegal memory access was encountered "
                                "(simulated)")
+        time.sleep(self.options.get("sleep_s", 0))
         return super().generate(prompts, output_tokens, decoding, on_first_token)
 
     def max_batch(self, input_tokens, output_tokens):

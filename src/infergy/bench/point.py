@@ -102,7 +102,7 @@ MAX_RUNS_PER_WINDOW = 1000
 
 def runs_per_window(run_s: float | None, min_window_s: float) -> int:
     """How many back-to-back runs of `run_s` seconds one window holds to last `min_window_s`
-    seconds (about: `run_s` is one timed run; 1: the run alone is long enough, or nothing
+    seconds (about: `run_s` is a timed run; 1: the run alone is long enough, or nothing
     asked)."""
     if min_window_s <= 0 or run_s is None or run_s >= min_window_s:
         return 1
@@ -212,8 +212,8 @@ def measure_point(engine: Engine, point: Point, meter: Meter, *, repeats: int = 
 
     `prompts` (B lists of I token ids) replace the default random ones, e.g. real text from
     `make_prompts(..., tokenizer=..., text=...)`. `min_window_s`: a run shorter than this
-    (after the warm-up, timed by one more run) is repeated back to back in each window until
-    it lasts about as long, the figures per run (0: one run a window)."""
+    (after the warm-up, timed by the fastest of more runs) is repeated back to back in each
+    window until it lasts about as long, the figures per run (0: one run a window)."""
     if repeats < 1:
         raise PointError(f"repeats must be at least 1, got {repeats}")
     if not min_window_s >= 0:
@@ -297,17 +297,31 @@ def _prefill_run(engine, meter, prompts, decoding, min_window_s: float,
                                                    open_windows)
 
 
+# The runs that count a window's runs last at least this share of the window.
+TIMING_SHARE = 0.25
+
+
 def _runs_for(meter, run, first_s: float | None, min_window_s: float) -> int:
     """How many runs back to back a window holds to last `min_window_s`: 1 where a first run
-    (`first_s`) lasted as long, else as many as one more run, timed in a window of its own
-    with the engine now warm, says (a first run can take twice as long: counted from it, a
-    window fell 2x short). Every rank decides as rank 0 (`Meter.share`), for they must run
-    the same work."""
+    (`first_s`) lasted as long, else as many as the fastest run says, of runs timed back to
+    back in a window of their own (`TIMING_SHARE` of the window, at least one run) with the
+    engine now warm. One run alone misleads: a first run can take twice as long, and so can
+    any one run on a busy machine; counted from such a run, a window fell 2x short. Every
+    rank decides as rank 0 (`Meter.share`), run by run, for they must run the same work."""
     if min_window_s <= 0 or not meter.share(first_s is not None and first_s < min_window_s):
         return 1
-    with meter.window("timing") as w:
-        run()
-    return meter.share(runs_per_window(w.measurement.duration_s, min_window_s))
+    fastest = math.inf
+    with meter.window("timing"):
+        start = meter.clock()
+        while True:
+            meter.sync()
+            t = meter.clock()
+            run()
+            meter.sync()
+            fastest = min(fastest, meter.clock() - t)
+            if not meter.share(meter.clock() - start < TIMING_SHARE * min_window_s):
+                break
+    return meter.share(runs_per_window(fastest, min_window_s))
 
 
 def _prefill_window(engine, meter, prompts, decoding, runs: int, open_windows) -> Phase:
