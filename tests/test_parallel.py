@@ -14,7 +14,7 @@ from infergy.bench.point import Point, measure_point
 from infergy.engines import EngineError, engine_class
 from infergy.meter import nvml, open_meter
 from infergy.models import get_model
-from infergy.parallel import ParallelError, check_tp, check_tp_gpus
+from infergy.parallel import ParallelError, check_tp, check_tp_gpus, match_rank_gpus
 from simulated import SimulatedGpu
 
 LLAMA = get_model("llama-3.1-8b")  # 32 attention heads, 8 key-value heads
@@ -87,6 +87,28 @@ def test_the_meter_measures_the_first_tp_visible_gpus_only(monkeypatch):
         assert [g.name for g in meter.gpus] == ["gpu3", "gpu1"]  # CUDA's order
     with open_meter(idle_s=0, cpu=False, sync=lambda: None) as meter:
         assert len(meter.gpus) == 3  # no limit: every visible GPU
+
+
+def test_each_measured_gpu_is_matched_to_its_rank_by_uuid():
+    """torch gives a GPU's UUID without NVML's "GPU-"; rank 1 here runs on NVML's first."""
+    measured = ["GPU-aaaa-1", "GPU-bbbb-2"]
+    assert match_rank_gpus(["bbbb-2", "aaaa-1"], measured) == {"GPU-bbbb-2": 0,
+                                                                "GPU-aaaa-1": 1}
+
+
+def test_a_rank_on_a_gpu_not_measured_is_refused_naming_it_and_the_remedy():
+    with pytest.raises(ParallelError, match=r"rank 1 runs on GPU cccc-3, which is not among "
+                                            r"the GPUs measured \(GPU-aaaa-1, GPU-bbbb-2\).*"
+                                            r"CUDA_DEVICE_ORDER=PCI_BUS_ID"):
+        match_rank_gpus(["aaaa-1", "cccc-3"], ["GPU-aaaa-1", "GPU-bbbb-2"])
+
+
+@pytest.mark.parametrize("rank_gpus, measured", [
+    ([None, None], ["GPU-aaaa-1", "GPU-bbbb-2"]),  # ranks on a CPU
+    (["aaaa-1", "bbbb-2"], []),  # no GPU readable here: the meter says why
+])
+def test_nothing_is_matched_where_a_side_cannot_name_its_gpus(rank_gpus, measured):
+    assert match_rank_gpus(rank_gpus, measured) == {}
 
 
 def test_a_point_over_two_gpus_keeps_each_gpus_energy_beside_the_sum(engines, make_meter):

@@ -263,10 +263,11 @@ def test_tensor_parallel_points_get_their_own_section_and_stay_out_of_one_gpus(t
     with Store(db) as store:
         run = store.start_run(device="GPU-x,GPU-y", meta={"gpus": [{"model": GPU}] * 2},
                               spec=None)
-        for tp, batch, time_s, shares in (
-                (2, 1, 0.3, {"gpu0": 95.0, "gpu1": 105.0}),
-                (4, 1, 0.2, {f"gpu{g}": 62.5 for g in range(4)}),
-                (2, 64, 9.9, {"gpu0": 5e5, "gpu1": 5e5})):  # B = max: not one GPU's profile
+        # ranks: each GPU's rank recorded, as where infergy's own ranks split the model
+        for tp, batch, time_s, shares, ranks in (
+                (2, 1, 0.3, {"gpu0": 95.0, "gpu1": 105.0}, True),
+                (4, 1, 0.2, {f"gpu{g}": 62.5 for g in range(4)}, False),
+                (2, 64, 9.9, {"gpu0": 5e5, "gpu1": 5e5}, False)):  # B = max: not one GPU's
             point = {"model": "llama-3.1-8b", "engine": "vllm", "batch": batch,
                      "input_tokens": 512, "output_tokens": 64, "decoding": "greedy", "tp": tp,
                      "dtype": "bfloat16"}
@@ -277,7 +278,9 @@ def test_tensor_parallel_points_get_their_own_section_and_stay_out_of_one_gpus(t
                 "point": point, "status": "ok", "energy_j": energy, "time_s": time_s,
                 "j_per_output_token": energy / (64 * batch), "gpu_energy_j": shares,
                 "engine_info": {"engine": "vllm", **({"env": env} if env else {})},
-                "provenance": {"versions": {"torch": "2.11.0"}}},
+                "provenance": {"versions": {"torch": "2.11.0"}, "gpus": [
+                    {"name": g, **({"tp_rank": r} if ranks else {})}
+                    for r, g in enumerate(sorted(shares))]}},
                 engine_options="{}", batch_requested=1 if batch == 1 else "max")
     points = load_points([db])
     assert sorted(points.tp.unique()) == [1, 2, 4]
@@ -287,7 +290,8 @@ def test_tensor_parallel_points_get_their_own_section_and_stay_out_of_one_gpus(t
     # vllm B = 1, I = 512, O = 64 at TP 1 took 0.64 s and 0.05 * 512 + 2 * 64 = 153.6 J
     assert "-53.1%" in section and "+30.2%" in section  # TP 2: 0.3 s, 200 J
     assert "-68.8%" in section and "+62.8%" in section  # TP 4: 0.2 s, 250 J
-    assert "gpu0 95, gpu1 105" in section
+    assert "gpu0 (rank 0) 95, gpu1 (rank 1) 105" in section
+    assert "gpu0 62.5, gpu1 62.5" in section  # no ranks of infergy's own: none named
     # the TP 4 point ran where multicast was off: the table says what it ran without
     assert section.count("without its all-reduce + RMS-norm fusion") == 1
     assert "NVLink multicast off on the host (NCCL_NVLS_ENABLE=0)" in section

@@ -444,10 +444,10 @@ def _run_meter(device: str, tp: int, idle_s: float, rank: int | None):
         return m, None
     try:
         ranks = Ranks(device, tp, timeout_s=idle_s + 600)  # the others wait out rank 0's idle
+        ranks.attach(m)
     except ParallelError as e:
         m.close()
         raise _fail(str(e)) from None
-    ranks.attach(m)
     return m, ranks
 
 

@@ -290,6 +290,9 @@ class Ranks:
         self.device = device
         self.edges = 0
         self._torch, self._dist = torch, dist
+        # Each rank's GPU by UUID (None on a CPU), rank by rank.
+        self.gpus: list[str | None] = [None] * self.size
+        dist.all_gather_object(self.gpus, None if gpu is None else _uuid(torch, gpu))
 
     @property
     def speaks(self) -> bool:
@@ -312,9 +315,16 @@ class Ranks:
 
     def attach(self, meter) -> None:
         """Make every window edge of `meter` an edge of all the ranks (see `synced`), and its
-        shared decisions rank 0's (`share`)."""
+        shared decisions rank 0's (`share`). Every rank checks that the GPUs rank 0's meter
+        measures are the ranks' own, and rank 0's meter names each GPU's rank
+        (`match_rank_gpus`); ParallelError on every rank if not."""
         meter.sync = self.synced()
         meter.share = self.share
+        measured = self.share([s.info.details.get("uuid") for s in meter.gpus])
+        ranks = match_rank_gpus(self.gpus, measured)
+        for sensor in meter.gpus:  # rank 0's: the others measure none
+            if sensor.info.details.get("uuid") in ranks:
+                sensor.info.details["tp_rank"] = ranks[sensor.info.details["uuid"]]
 
     def share(self, value):
         """Rank 0's `value`, on every rank: for what each would decide from its own timings
@@ -339,6 +349,34 @@ class Ranks:
         to it can abort (gloo did, once in several runs)."""
         self._dist.barrier()
         self._dist.destroy_process_group()
+
+
+def _uuid(torch, gpu) -> str:
+    """A CUDA device's UUID as torch gives it (NVML's without its "GPU-")."""
+    return str(torch.cuda.get_device_properties(gpu).uuid)
+
+
+def match_rank_gpus(rank_gpus: list[str | None], measured: list[str | None]) -> dict[str, int]:
+    """Each measured GPU's rank, by UUID; ParallelError where a rank runs on a GPU that is
+    not among those measured: its energy would go uncounted, and a GPU no rank uses counted
+    instead (CUDA and NVML can number GPUs differently). Nothing to check where a side cannot
+    say: a CPU run, or GPUs that NVML cannot read (the meter says why)."""
+    if None in rank_gpus or None in measured or not measured:
+        return {}
+    bare = {_bare(u): u for u in measured}
+    for rank, uuid in enumerate(rank_gpus):
+        if _bare(uuid) not in bare:
+            raise ParallelError(
+                f"rank {rank} runs on GPU {uuid}, which is not among the GPUs measured "
+                f"({', '.join(measured)}): its energy would not be counted; set "
+                f"CUDA_DEVICE_ORDER=PCI_BUS_ID, or name the GPUs by UUID in "
+                f"CUDA_VISIBLE_DEVICES")
+    return {bare[_bare(u)]: rank for rank, u in enumerate(rank_gpus)}
+
+
+def _bare(uuid: str) -> str:
+    """A UUID without NVML's "GPU-" or "MIG-" (torch gives it without)."""
+    return uuid.split("-", 1)[1] if uuid.startswith(("GPU-", "MIG-")) else uuid
 
 
 def distribute(model, tp: int, device: str):

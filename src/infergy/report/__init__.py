@@ -47,6 +47,8 @@ def load_points(stores: list[Path]):
                                          "output_tokens", "energy_j", "j_per_output_token",
                                          "time_s", "tp")},
                     "gpu_energy_j": result.get("gpu_energy_j") or {},
+                    "gpu_ranks": {g["name"]: g["tp_rank"] for g in (result.get("provenance")
+                                  or {}).get("gpus", []) if g.get("tp_rank") is not None},
                     "prefill_energy_j": result.get("prefill_energy_j"),
                     "decode_energy_j": result.get("decode_energy_j"),
                     "tpot_s": result.get("tpot_s"),
@@ -59,7 +61,7 @@ def load_points(stores: list[Path]):
     return pd.DataFrame(rows, columns=None if rows else [
         "model", "engine", "engine_options", "decoding", "batch", "batch_requested",
         "input_tokens", "output_tokens", "energy_j", "j_per_output_token", "time_s", "tp",
-        "gpu_energy_j", "prefill_energy_j", "decode_energy_j", "tpot_s", "acceptance",
+        "gpu_energy_j", "gpu_ranks", "prefill_energy_j", "decode_energy_j", "tpot_s", "acceptance",
         "engine_env", "gpu", "software", "day", "store", "run_id", "batch_label"])
 
 
@@ -308,8 +310,8 @@ def _tp_section(points, out: Path, tag: str = "", on: str = "") -> Section | Non
     for (model, engine, _, decoding, b, i, o, gpu), series in figures.tp_series(points):
         one = series[series.tp == 1].iloc[0]
         for _, p in series.iterrows():
-            shares = ", ".join(f"{g} {j:.4g}" for g, j in sorted(p.gpu_energy_j.items())
-                               if j is not None)
+            shares = ", ".join(f"{g}{_rank(p.gpu_ranks, g)} {j:.4g}"
+                               for g, j in sorted(p.gpu_energy_j.items()) if j is not None)
             rows.append([model, engine, decoding, str(b), str(i), str(o), str(p.tp),
                          f"{p.time_s:.3g}", f"{p.time_s / one.time_s - 1:+.1%}",
                          _num(p.energy_j, "{:.4g}"), _num(_change(p.energy_j, one.energy_j),
@@ -325,6 +327,11 @@ def _tp_section(points, out: Path, tag: str = "", on: str = "") -> Section | Non
         "model", "engine", "decoding", "B", "I", "O", "TP", "time s", "time vs TP 1", "energy J",
         "energy vs TP 1", "each GPU's J", "GPU", "note"], "rows": rows})
     return sec
+
+
+def _rank(ranks: dict, gpu: str) -> str:
+    """Which rank ran on `gpu`, where ranks of infergy's own split it (hf-eager)."""
+    return f" (rank {ranks[gpu]})" if gpu in ranks else ""
 
 
 def _tp_note(env: dict) -> str:
