@@ -92,7 +92,7 @@ def test_the_meter_measures_the_first_tp_visible_gpus_only(monkeypatch):
 def test_each_measured_gpu_is_matched_to_its_rank_by_uuid():
     """torch gives a GPU's UUID without NVML's "GPU-"; rank 1 here runs on NVML's first."""
     measured = ["GPU-aaaa-1", "GPU-bbbb-2"]
-    assert match_rank_gpus(["bbbb-2", "aaaa-1"], measured) == {"GPU-bbbb-2": 0,
+    assert match_rank_gpus(["BBBB-2", "aaaa-1"], measured) == {"GPU-bbbb-2": 0,
                                                                 "GPU-aaaa-1": 1}
 
 

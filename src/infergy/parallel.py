@@ -375,8 +375,8 @@ def match_rank_gpus(rank_gpus: list[str | None], measured: list[str | None]) -> 
 
 
 def _bare(uuid: str) -> str:
-    """A UUID without NVML's "GPU-" or "MIG-" (torch gives it without)."""
-    return uuid.split("-", 1)[1] if uuid.startswith(("GPU-", "MIG-")) else uuid
+    """A UUID without NVML's "GPU-" or "MIG-" (torch gives it without), in lower case."""
+    return (uuid.split("-", 1)[1] if uuid.startswith(("GPU-", "MIG-")) else uuid).lower()
 
 
 def distribute(model, tp: int, device: str):
