@@ -1,6 +1,6 @@
 """Speculative decoding on a CPU: greedy speculation gives exactly greedy's tokens whatever the
 draft accepts, a controlled acceptance hits its rate, and bad drafts or parameters are errors
-before any work."""
+before any work; vLLM's own speculation through its test double (tests/fake_vllm.py)."""
 
 from __future__ import annotations
 
@@ -241,3 +241,129 @@ def test_draft_weights_are_loaded_and_must_share_the_target_s_tokenizer(tiny, tm
                                       "--decoding", "speculative", "--draft", "tiny-draft",
                                       "--draft-weights", str(other), "--idle-s", "0"])
     assert result.exit_code == 2 and "tokenizer differs" in " ".join(result.output.split())
+
+
+# -- vLLM's own speculative decoding, through the vllm test double ---------------------------
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    import sys
+
+    import fake_vllm
+
+    monkeypatch.setitem(sys.modules, "vllm", fake_vllm)
+    fake_vllm.LLM.instances.clear()
+    return fake_vllm
+
+
+SET_08_TEXT = "speculative:draft=llama-3.2-1b,lookahead=4,acceptance=0.8"
+SET_08 = Decoding.parse(SET_08_TEXT)
+
+
+@pytest.mark.parametrize("name", ["vllm", "vllm-eager"])
+def test_vllm_speculates_with_its_own_draft_model_at_a_set_acceptance(fake_vllm, name):
+    """The draft is started with vLLM (its catalog config, dummy weights like the target's);
+    `acceptance` becomes vLLM's synthetic rejection sampling, its rates unconditional."""
+    engine = engine_class(name)(get_model("llama-3.1-8b"), device="cuda")
+    engine.expect(SET_08)
+    engine.load()
+    (llm,) = fake_vllm.LLM.instances
+    spec = llm.kwargs["speculative_config"]
+    assert spec["method"] == "draft_model" and spec["num_speculative_tokens"] == 4
+    assert spec["rejection_sample_method"] == "synthetic"
+    assert spec["synthetic_acceptance_rates"] == pytest.approx([0.8, 0.64, 0.512, 0.4096])
+    with open(f"{spec['model']}/config.json") as f:  # the draft's own config
+        assert json.load(f) == get_model("llama-3.2-1b").config
+    assert llm.kwargs["load_format"] == "dummy" and llm.kwargs["disable_log_stats"] is False
+    # Recorded by the draft's name, not the temporary folder vLLM read it from.
+    assert engine.info()["speculative_config"]["model"] == "llama-3.2-1b"
+    engine.close()
+
+
+def test_vllms_acceptance_is_read_from_its_counters_and_hits_the_set_rate(fake_vllm,
+                                                                          make_meter):
+    from simulated import SimulatedGpu
+
+    engine = engine_class("vllm")(get_model("llama-3.1-8b"), device="cuda")
+    engine.expect(SET_08)
+    engine.load()
+    point = Point("llama-3.1-8b", "vllm", 8, 16, 200, SET_08_TEXT)
+    result = measure_point(engine, point, make_meter([SimulatedGpu(power_w=300.0,
+                                                                   update_s=1e-4)]),
+                           repeats=2, warmup=1, prompts=[[1] * 16] * 8)
+    assert result.status == "ok", result.error
+    stats = result.decoding_stats
+    per_run = result.repeats[0].decoding_stats
+    assert per_run["rounds"] is None  # vLLM does not say how many passes the batch took
+    assert stats["rounds"] is None and stats["proposed"] > 0
+    compared = stats["accepted"] + stats["rejected"]
+    assert abs(stats["acceptance"] - 0.8) < 4 * math.sqrt(0.8 * 0.2 / compared) + 0.02
+    assert stats["sequence_rounds"] == sum(r.decoding_stats["sequence_rounds"]
+                                           for r in result.repeats)  # both repeats'
+    engine.close()
+
+
+def test_vllm_starts_again_for_another_speculative_decoding_and_only_then(fake_vllm,
+                                                                          monkeypatch):
+    engine = engine_class("vllm")(get_model("llama-3.1-8b"), device="cuda")
+    engine.expect(Decoding())
+    engine.load()
+    plain = fake_vllm.LLM.instances[-1]
+    assert "speculative_config" not in plain.kwargs
+    assert plain.kwargs.get("disable_log_stats", True) is True  # vLLM's default, untouched
+    engine.prepare(1, 16, 8, Decoding())
+    assert len(fake_vllm.LLM.instances) == 1
+    with pytest.raises(EngineError, match="prepare it for this decoding first"):
+        engine.generate([[1] * 16], 8, SET_08)
+    engine.prepare(1, 16, 8, SET_08)  # the plain engine stopped, a speculating one started
+    assert plain.shut_down and len(fake_vllm.LLM.instances) == 2
+    assert engine.generate([[1] * 16], 8, SET_08).stats["proposed"] > 0
+    engine.prepare(4, 16, 8, SET_08)
+    natural = Decoding.parse("speculative:draft=llama-3.2-1b,lookahead=4")
+    engine.prepare(4, 16, 8, natural)
+    assert len(fake_vllm.LLM.instances) == 3
+    assert "rejection_sample_method" not in fake_vllm.LLM.instances[-1].kwargs[
+        "speculative_config"]  # compared with the target's tokens, as in use
+    # A start that fails leaves no engine: the next point's prepare starts one again.
+    def refuse(**kwargs):
+        raise RuntimeError("CUDA out of memory while loading the draft")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(fake_vllm, "LLM", refuse)
+        with pytest.raises(EngineError, match="failed to start: CUDA out of memory"):
+            engine.prepare(4, 16, 8, SET_08)
+    with pytest.raises(EngineError, match="not running for"):
+        engine.generate([[1] * 16], 8, natural)
+    engine.prepare(4, 16, 8, natural)
+    assert engine.generate([[1] * 16], 8, natural).output_tokens == [8]
+    engine.close()
+
+
+def test_vllm_refuses_a_random_draft_for_a_real_target_and_checks_draft_weights(
+        fake_vllm, tmp_path):
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "config.json").write_text(json.dumps(get_model("llama-3.1-8b").config))
+    real = engine_class("vllm")(get_model("llama-3.1-8b"), device="cuda", weights=target)
+    with pytest.raises(EngineError, match="vLLM loads the draft as it loads the target"):
+        real.expect(SET_08)
+    draft = tmp_path / "draft"
+    draft.mkdir()
+    (draft / "config.json").write_text(json.dumps(get_model("llama-3.2-1b").config))
+    engine = engine_class("vllm")(get_model("llama-3.1-8b"), device="cuda", weights=target,
+                                  options={"draft_weights": str(draft)})
+    engine.expect(SET_08)
+    engine.load()
+    llm = fake_vllm.LLM.instances[-1]
+    assert llm.kwargs["speculative_config"]["model"] == str(draft)
+    assert llm.kwargs["load_format"] == "auto" and "draft_weights" not in llm.kwargs
+    engine.close()
+    qwen = tmp_path / "qwen"
+    qwen.mkdir()
+    (qwen / "config.json").write_text(json.dumps(get_model("qwen2-1.5b").config))
+    bad = engine_class("vllm")(get_model("llama-3.1-8b"), device="cuda", weights=target,
+                               options={"draft_weights": str(qwen)})
+    with pytest.raises(EngineError, match="vocabulary of 151,936 tokens"):
+        bad.expect(SET_08)
+    assert len(fake_vllm.LLM.instances) == 1  # neither refused engine started

@@ -12,6 +12,7 @@ from infergy.sweep.spec import (
     PAPER_INPUT_EDGES,
     PAPER_INPUT_EDGES_RULE,
     PAPER_OUTPUT_EDGES,
+    engine_starts,
     parse_shard,
 )
 
@@ -69,6 +70,20 @@ def test_tasks_are_grouped_so_each_model_is_built_once_per_engine():
     assert len(groups) == 16
     changes = sum(a != b for a, b in itertools.pairwise(groups))
     assert changes == 3  # four groups, each contiguous
+
+
+def test_vllm_is_started_once_a_speculative_decoding_and_tasks_come_decoding_by_decoding():
+    """vLLM builds its draft with the engine (another speculation starts it again); hf-eager
+    builds its draft beside the loaded target. Each decoding's tasks are contiguous."""
+    spec = parse_spec({"models": ["llama-3.1-8b"], "engines": ["vllm", "hf-eager"],
+                       "decodings": ["greedy", "speculative:draft=llama-3.2-1b",
+                                     "speculative:draft=llama-3.2-1b,acceptance=0.5"],
+                       "input_tokens": [8, 16], "output_tokens": [4], "batch_sizes": [1, 2]})
+    tasks = spec.tasks()
+    assert engine_starts(tasks) == 3 + 1
+    vllm = [t.decoding for t in tasks if t.engine.name == "vllm"]
+    assert sum(a != b for a, b in itertools.pairwise(vllm)) == 2  # three runs of four
+    assert engine_starts([t for t in tasks if t.decoding == "greedy"]) == 2
 
 
 def test_a_yaml_spec_with_engine_options_and_cooldown(tmp_path):

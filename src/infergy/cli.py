@@ -378,7 +378,7 @@ def measure(
             eng = new_engine(engine_cls, spec, device=device, dtype=dtype, seed=seed,
                              weights=weights, options=options, tp=tp)
             eng = _told(eng, ranks)
-            eng.check_decoding(Decoding.parse(decoding))
+            eng.expect(Decoding.parse(decoding))
             with _status(speaks, f"infergy: loading {model} in {engine} ..."), \
                     m.window("load") as load:
                 eng.load()

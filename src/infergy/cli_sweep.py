@@ -141,6 +141,7 @@ def _device(device: str) -> str:
 
 def _print_plan(spec, db: Path, resume_by: str = "card") -> None:
     from infergy.sweep import describe_plan
+    from infergy.sweep.spec import engine_starts
     from infergy.sweep.worker import local_device
 
     store = _open_store(db, create=False) if db.is_file() else None
@@ -166,10 +167,10 @@ def _print_plan(spec, db: Path, resume_by: str = "card") -> None:
                       + ("" if row["took_s"] else "" if row["scale"] else " ?"))
     out.print(table)
     todo = [r for r in plan if not r["done"]]
-    groups = len({r["task"].group for r in todo})
+    starts = engine_starts([r["task"] for r in todo])
     guessed = sum(r["estimate_s"] for r in todo if not r["scale"]) / 60
     out.print(f"{len(plan)} points, {len(plan) - len(todo)} already in {db}, {len(todo)} to "
-              f"measure in {groups} model loads; warm-ups and repeats roughly "
+              f"measure in {starts} model loads; warm-ups and repeats roughly "
               f"{sum(r['estimate_s'] for r in todo) / 60:.0f} min, plus loading, compiling "
               f"and idle measurement (not estimated)")
     out.print("Times: measured for the points in the store; for the others the analytic "

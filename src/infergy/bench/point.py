@@ -419,8 +419,9 @@ def _summarize(result: PointResult) -> None:
         result.throughput_tok_s = tokens / result.time_s
     counts = [r.decoding_stats for r in reps if r.decoding_stats]
     if counts and Decoding.parse(p.decoding).strategy == "speculative":
-        result.decoding_stats = speculative_rates(
-            {k: sum(c[k] for c in counts) for k in SPECULATIVE_COUNTS})
+        result.decoding_stats = speculative_rates({k: None if any(c[k] is None for c in counts)
+                                                   else sum(c[k] for c in counts)
+                                                   for k in SPECULATIVE_COUNTS})
     if any(r.failed for r in reps):
         result.warnings.append("a sensor failed during a repeat: see repeats")
     result.warnings.extend(dict.fromkeys(w for r in reps for w in r.warnings))

@@ -46,6 +46,8 @@ class Engine(ABC):
     needs_gpu: ClassVar[bool] = False
     supports_tp: ClassVar[bool] = False  # runs over several GPUs (tensor parallelism)
     tp_per_process: ClassVar[bool] = False  # ... as one process a GPU (parallel.launch)
+    # True: a speculative decoding is built with the engine, another one starts it again
+    starts_per_speculation: ClassVar[bool] = False
 
     def __init__(self, spec: ModelSpec, *, device: str, dtype: str = "bfloat16", seed: int = 0,
                  weights: Path | None = None, options: dict | None = None, tp: int = 1):
@@ -73,6 +75,12 @@ class Engine(ABC):
 
     def check_decoding(self, decoding: Decoding) -> None:
         _check_support(self.name, self.decodings, self.spec, decoding)  # this instance's
+
+    def expect(self, decoding: Decoding) -> None:
+        """Before `load`: the decoding the first points ask for, checked (EngineError before
+        any GPU work). An engine that builds its decoding with the model (vLLM's speculative
+        decoding) builds this one at load."""
+        self.check_decoding(decoding)
 
     @abstractmethod
     def load(self) -> None:

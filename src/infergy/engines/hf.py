@@ -5,7 +5,6 @@ transformers' own compile path, with CUDA graphs)."""
 from __future__ import annotations
 
 import gc
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -104,20 +103,13 @@ class HFEager(Engine):
         if decoding.strategy == "speculative":
             weights = self.options.get("draft_weights")
             if weights is not None:
-                check_draft_weights(Path(weights), self._vocab_size(), self.weights)
+                check_draft_weights(Path(weights), self.spec, self.weights)
             elif self.weights is not None and decoding.acceptance is None:
                 raise EngineError(
                     f"speculative decoding with real target weights and a random "
                     f"{decoding.draft}: the draft would agree almost never; give its weights "
                     f"(--draft-weights DIR) or set acceptance=X to measure a given acceptance")
         checked.add(decoding)
-
-    def _vocab_size(self) -> int:
-        """The target's vocabulary: its checkpoint's where it has one, else the catalog's."""
-        config = Path(self.weights or "", "config.json")
-        if self.weights is not None and config.is_file():
-            return int(json.loads(config.read_text()).get("vocab_size", 0))
-        return self.spec.hf_config().vocab_size
 
     def prepare(self, batch, input_tokens, output_tokens, decoding) -> None:
         if decoding.strategy == "speculative":

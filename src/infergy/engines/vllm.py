@@ -5,6 +5,16 @@ vLLM is imported only when one of these engines is loaded. Random weights use vL
 load format over the catalog's config; real weights come from `--weights DIR`. Start-up
 (compile, CUDA graph capture, KV cache allocation) costs minutes and kilojoules on an 8B
 model: the runner measures it apart, and a sweep measures many points per start.
+
+Speculative decoding is vLLM's own (`method: draft_model`): the draft is built with the
+engine, so a decoding of another draft, look-ahead or acceptance starts vLLM again (in
+`prepare`, measured apart; `expect` names the first one before `load`). With `acceptance`
+set, vLLM's synthetic rejection sampling accepts each proposal with that probability until
+the first rejection, both models running every forward pass: the measurement device of
+infergy's own loop (infergy.engines.speculative), here inside vLLM's scheduler, CUDA graphs
+and paged cache. Without it, proposals are compared with the target's tokens, as in use:
+with random weights they agree almost never. The acceptance observed comes from vLLM's own
+counters (stat logging on while speculating).
 """
 
 from __future__ import annotations
@@ -15,7 +25,9 @@ import os
 import tempfile
 from pathlib import Path
 
+from infergy.decoding import Decoding
 from infergy.engines.base import Engine, EngineError, Generation
+from infergy.engines.speculative import check_draft, check_draft_weights
 
 # A host may turn NVLink multicast off (these settings, as a shared host whose GPUs a
 # multicast program can put out of service does). vLLM 0.26 at TP > 1 fuses its all-reduce
@@ -62,9 +74,52 @@ def without_multicast(tp: int, settings: dict) -> dict[str, str]:
 class VLLM(Engine):
     name = "vllm"
     description = "vLLM offline, CUDA graphs and torch.compile (the study's optimized engine)"
+    decodings = ("greedy", "sample", "speculative")
     needs_gpu = True
     supports_tp = True
+    starts_per_speculation = True
     enforce_eager = False
+    _speculation: dict | None = None  # the speculative_config vLLM is (to be) started with
+    llm = None
+
+    def expect(self, decoding: Decoding) -> None:
+        super().expect(decoding)
+        self._speculation = self._speculative_config(decoding)
+
+    def check_decoding(self, decoding: Decoding) -> None:
+        super().check_decoding(decoding)
+        self._speculative_config(decoding)
+
+    def _speculative_config(self, decoding: Decoding) -> dict | None:
+        """vLLM's speculative_config for `decoding` (None: not speculative); EngineError for
+        a draft that cannot run here, before any GPU work. Worked out once a decoding: every
+        run asks."""
+        known = self.__dict__.setdefault("_configs", {})
+        if decoding not in known:
+            known[decoding] = self._new_speculative_config(decoding)
+        return known[decoding]
+
+    def _new_speculative_config(self, decoding: Decoding) -> dict | None:
+        if decoding.strategy != "speculative":
+            return None
+        weights = self.options.get("draft_weights")
+        if weights is not None:
+            check_draft_weights(Path(weights), self.spec, self.weights)
+        elif self.weights is not None:
+            raise EngineError(
+                f"speculative decoding in {self.name} with real target weights: vLLM loads "
+                f"the draft as it loads the target, so give the draft's weights "
+                f"(--draft-weights DIR), or use random weights for both")
+        check_draft(self.spec, decoding.draft)
+        config = {"method": "draft_model", "model": weights or decoding.draft,
+                  "num_speculative_tokens": decoding.lookahead}
+        if decoding.acceptance is not None:
+            p = decoding.acceptance
+            # vLLM's rates are unconditional: position i's is that of all i + 1 accepted.
+            config.update(rejection_sample_method="synthetic",
+                          synthetic_acceptance_rates=[p ** (i + 1)
+                                                      for i in range(decoding.lookahead)])
+        return config
 
     def load(self) -> None:
         try:
@@ -73,12 +128,13 @@ class VLLM(Engine):
             raise EngineError(f"{INSTALL_HINT} ({err})") from None
         self._vllm = vllm
         options = dict(self.options)
+        options.pop("draft_weights", None)  # infergy's, in the speculative_config
+        self._dir = tempfile.TemporaryDirectory(prefix="infergy-vllm-")
         if self.weights is not None:
             model, load_format = str(self.weights), "auto"
         else:
-            self._dir = tempfile.TemporaryDirectory(prefix="infergy-vllm-")
-            Path(self._dir.name, "config.json").write_text(json.dumps(self.spec.config))
-            model, load_format = self._dir.name, "dummy"
+            _write_config(Path(self._dir.name, "target"), self.spec.config)
+            model, load_format = str(Path(self._dir.name, "target")), "dummy"
         settings = {
             "model": model,
             "load_format": load_format,
@@ -102,15 +158,49 @@ class VLLM(Engine):
         settings.update(options)
         self.env = without_multicast(self.tp, settings)
         os.environ.update(self.env)  # vLLM's processes inherit it
-        self.settings = {k: v for k, v in settings.items() if k != "model"}
+        self._base = settings
         # vLLM forks its engine core unless torch has initialized CUDA here, but torch's
         # device count (torch.cuda.is_available, asked before an engine loads) already leaves
         # a forked child unable to use CUDA: spawn, always.
         os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
+        self._start(self._speculation)
+
+    def _start(self, speculation: dict | None) -> None:
+        """Start vLLM with `speculation` (a speculative_config, or None)."""
+        settings = dict(self._base)
+        if speculation is not None:
+            draft = speculation["model"]
+            if "draft_weights" not in self.options:  # random: the catalog's config, dummy
+                draft = Path(self._dir.name, f"draft-{draft}")
+                _write_config(draft, check_draft(self.spec, speculation["model"]).config)
+            settings["speculative_config"] = {**speculation, "model": str(draft)}
+            settings.setdefault("disable_log_stats", False)  # its counters: the acceptance
+        self.settings = {k: v for k, v in settings.items() if k != "model"}
+        if speculation is not None:  # recorded by the draft's name, not a temporary folder
+            self.settings["speculative_config"] = speculation
         try:
-            self.llm = vllm.LLM(**settings)
+            self.llm = self._vllm.LLM(**settings)
         except (RuntimeError, ValueError) as e:  # start-up: the engine core's own log above
             raise EngineError(f"{self.name} failed to start: {e}") from None
+        self._speculation = speculation
+
+    def _stop(self) -> None:
+        """Stop vLLM's engine core (its process holds the GPU memory) and drop the engine."""
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+        self.llm = None
+        import gc
+
+        gc.collect()
+
+    def prepare(self, batch, input_tokens, output_tokens, decoding) -> None:
+        """vLLM started again where `decoding` speculates otherwise than the running one (or
+        where a start for another failed)."""
+        wanted = self._speculative_config(decoding)
+        if self.llm is None or wanted != self._speculation:
+            self._stop()
+            self._start(wanted)
 
     def generate(self, prompts, output_tokens, decoding, on_first_token=None) -> Generation:
         self.check_decoding(decoding)
@@ -124,13 +214,42 @@ class VLLM(Engine):
             seed=decoding.seed if decoding.sampling else None,
             detokenize=False,
         )
+        if self.llm is None or self._speculative_config(decoding) != self._speculation:
+            raise EngineError(f"{self.name} is not running for {decoding.label()}: prepare "
+                              f"it for this decoding first")
+        before = self._spec_counts() if self._speculation else None
         outputs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], params,
                                     use_tqdm=False)
         lengths = [len(o.outputs[0].token_ids) for o in outputs]
         if len(lengths) != len(prompts) or any(n != output_tokens for n in lengths):
             raise EngineError(f"{self.name} generated {sorted(set(lengths))} tokens for "
                               f"{len(lengths)} of {len(prompts)} prompts, not {output_tokens}")
-        return Generation(output_tokens=lengths)
+        stats = {}
+        if before is not None:
+            after = self._spec_counts()
+            stats = {k: after[k] - before[k] for k in after}
+            stats["rounds"] = None  # the target's passes over the batch: vLLM does not say
+        return Generation(output_tokens=lengths, stats=stats)
+
+    def _spec_counts(self) -> dict:
+        """vLLM's speculative counters so far, as infergy's counts: `sequence_rounds` (vLLM's
+        drafts), `proposed` (draft tokens), `accepted`, and `rejected`: drafts that were not
+        accepted whole (each ends at its one rejection; a draft cut short by the request's
+        last tokens and accepted whole counts as rejected too)."""
+        counters, per_position = {}, None
+        for metric in self.llm.get_metrics():
+            if metric.name == "vllm:spec_decode_num_accepted_tokens_per_pos":
+                values = list(metric.values)
+                per_position = values if per_position is None else [
+                    a + b for a, b in zip(per_position, values, strict=True)]
+            elif metric.name in SPEC_COUNTERS:
+                counters[metric.name] = counters.get(metric.name, 0) + metric.value
+        drafts = counters.get("vllm:spec_decode_num_drafts", 0)
+        whole = per_position[-1] if per_position else 0
+        return {"sequence_rounds": drafts,
+                "proposed": counters.get("vllm:spec_decode_num_draft_tokens", 0),
+                "accepted": counters.get("vllm:spec_decode_num_accepted_tokens", 0),
+                "rejected": drafts - whole}
 
     def max_batch(self, input_tokens, output_tokens):
         """How many sequences of I + O tokens vLLM's KV cache holds at once (beyond that it
@@ -170,6 +289,17 @@ class VLLM(Engine):
         self.llm = None
         if getattr(self, "_dir", None) is not None:
             self._dir.cleanup()
+
+
+# vLLM's speculative counters (Prometheus, in this process): summed over its engines.
+SPEC_COUNTERS = ("vllm:spec_decode_num_drafts", "vllm:spec_decode_num_draft_tokens",
+                 "vllm:spec_decode_num_accepted_tokens")
+
+
+def _write_config(folder: Path, config: dict) -> None:
+    """A model folder holding only its config: vLLM's dummy weights fill the rest."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config))
 
 
 class VLLMEager(VLLM):

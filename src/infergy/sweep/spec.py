@@ -162,7 +162,8 @@ class SweepSpec:
 
     def tasks(self, done: Callable[[Task], bool] | None = None) -> list[Task]:
         """Every point, grouped by (model, engine) so each model is built once per group,
-        then by lengths, decoding and batch size. A length pair in several grids is kept once.
+        then by decoding (vLLM builds a speculative one with the engine: each is started
+        once), lengths and batch size. A length pair in several grids is kept once.
         With a shard (k, n), every n-th of those points from the k-th: n processes, one per
         GPU, share one sweep, neighbouring points (of similar cost) going to different GPUs.
         With `done` (measured already), the shard is taken of the points left, so shards of
@@ -173,14 +174,29 @@ class SweepSpec:
         out = []
         for model in self.models:
             for engine in self.engines:
-                for i, o in pairs:
-                    for decoding in self.decodings:
+                for decoding in self.decodings:
+                    for i, o in pairs:
                         for batch in self.batch_sizes:
                             out.append(Task(model, engine, decoding, batch, i, o))
         if done is not None:
             out = [task for task in out if not done(task)]
         k, n = self.shard
         return out[k::n]
+
+
+def engine_starts(tasks: list[Task]) -> int:
+    """How many times a sweep of `tasks` (in order) loads a model: once a group, and for an
+    engine that builds speculative decoding with the model (vLLM), once a speculation."""
+    from infergy.decoding import Decoding
+    from infergy.engines import engine_class
+
+    starts = set()
+    for task in tasks:
+        decoding = Decoding.parse(task.decoding)
+        speculative = decoding.strategy == "speculative" and \
+            engine_class(task.engine.name).starts_per_speculation
+        starts.add((task.group, decoding if speculative else None))
+    return len(starts)
 
 
 class _Lines:

@@ -569,6 +569,7 @@ class _Worker:
 
     def load(self, job: Job) -> dict | None:
         """Make `job`'s engine the loaded one; its load phase when it was loaded now."""
+        from infergy.decoding import Decoding
         from infergy.engines import engine_class, new_engine
         from infergy.models import get_model
 
@@ -585,6 +586,7 @@ class _Worker:
             options=job.engine.options_dict, tp=job.tp)
         if self.tell is not None:
             engine = Telling(engine, self.tell)
+        engine.expect(Decoding.parse(job.decoding))  # the tasks come grouped by decoding
         try:
             with self.meter.window("load") as w:
                 engine.load()
