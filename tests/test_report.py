@@ -161,6 +161,13 @@ def test_speculative_and_mixture_of_experts_figures_appear_when_their_points_exi
     assert "speculative.png" in html and "moe.png" not in html
     assert "Mixture of experts" not in html
     assert (tmp_path / "a" / "speculative.png").read_bytes()[:8] == PNG
+    # vLLM's own speculation beside infergy's loop: a figure per engine.
+    vllm = [("llama-3.1-8b", "vllm", d, b, j / b ** 0.6, 0.01, a)
+            for d, j, a in (("greedy", 1.0, None), (spec, 0.8, 0.8)) for b in (1, 8, 32, 128)]
+    both = add_points(tmp_path / "v.db", rows + vllm)
+    html = build_report([both], [], tmp_path / "v").read_text()
+    assert "speculative-hf-eager.png" in html and "speculative-vllm.png" in html
+    assert (tmp_path / "v" / "speculative-vllm.png").read_bytes()[:8] == PNG
     # The general figures are of greedy decoding only: the batch figure has its 4 points.
     moe_rows = [(m, "hf-eager", "greedy", b, j / b ** 0.5, t, None)
                 for m, j, t in (("olmoe-1b-7b", 1.5, 0.03), ("olmo-1b", 1.0, 0.01),

@@ -272,13 +272,20 @@ def _decoding_sections(points, out: Path, tag: str = "", on: str = "") -> list[S
     from infergy.models import UnknownModelError, get_model
 
     sections = []
-    if points.decoding.str.startswith("speculative").any():
+    speculating = sorted(points[points.decoding.str.startswith("speculative")].engine.unique())
+    if speculating:
         sec = Section(f"Speculative decoding{on}", text=(
             "Acceptance set by `acceptance=` is a measurement device for random weights "
-            "(docs/methodology.md); the legend gives the acceptance observed per token."))
-        _save(figures.speculative_figure(points), out, f"speculative{tag}", sec,
-              "speculative decoding: no greedy points of the same model, engine and lengths to "
-              "compare with (benchmarks/sweeps/speculative-llama-3.1-8b.yaml measures both)")
+            "(docs/methodology.md); the legend gives the acceptance observed per token. "
+            "One figure per engine: hf-eager's is infergy's own loop, vLLM's its own "
+            "speculative decoding."))
+        for engine in speculating:  # an engine's own name in the file where several
+            name = f"speculative-{engine}" if len(speculating) > 1 else "speculative"
+            _save(figures.speculative_figure(points[points.engine == engine]), out,
+                  f"{name}{tag}", sec,
+                  f"speculative decoding on {engine}: no greedy points of the same model, "
+                  f"engine and lengths to compare with (the sweeps benchmarks/sweeps/"
+                  f"speculative-llama-3.1-8b*.yaml measure both)")
         sections.append(sec)
 
     def is_moe(name: str) -> bool:
