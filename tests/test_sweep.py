@@ -197,7 +197,8 @@ def test_a_tp_2_point_where_only_a_follower_runs_out_of_memory_is_out_of_memory(
 def test_a_tp_2_sweep_with_a_cooldown_records_rank_0s_wait_before_each_point(tmp_path):
     """At tp 2 rank 0 cools down before its follower gets the point (the follower waits idle,
     not at a window's edge): every point is measured by both ranks alike and records the
-    wait once, rank 0's."""
+    wait once, rank 0's. The model is loaded on both before the first cooldown: the first
+    point's job holds no load window (as many edges as the second's), its record the load."""
     s = spec(input_tokens=[8], output_tokens=[2], batch_sizes=[1, 2], tp=2,
              cooldown={"max_s": 1, "within_w": 15})
     with Store(tmp_path / "r.db") as store:
@@ -210,6 +211,9 @@ def test_a_tp_2_sweep_with_a_cooldown_records_rank_0s_wait_before_each_point(tmp
         assert result["cooldown"] == {"waited_s": 0.0, "power_w": {}, "reached": True}
         assert [(r["rank"], r["status"]) for r in result["ranks"]] == [(0, "ok"), (1, "ok")]
         assert result["ranks"][0]["edges"] == result["ranks"][1]["edges"] > 0
+    first, second = (json.loads(p["result"]) for p in points)
+    assert first["ranks"][0]["edges"] == second["ranks"][0]["edges"]
+    assert first["load"]["time_s"] > 0 and second["load"] is None
 
 
 def wait_for_points(db: Path, count: int, timeout_s: float = 120) -> None:

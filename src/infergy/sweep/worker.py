@@ -477,10 +477,17 @@ class _Worker:
             reply = run(job)
         elif kind == "measure" and job.cooldown:
             # Rank 0 cools down before the followers get the job: they would wait for it at
-            # the window's edge, a collective that keeps their GPUs busy (NCCL).
+            # the window's edge, a collective that keeps their GPUs busy (NCCL). Every rank
+            # loads the model first (an estimate job loads it), so that the GPUs cool down
+            # after the load's heat, as at TP 1.
+            load = None
+            if self.group != (job.model, job.engine) or self.engine is None:
+                load = self._with_followers("estimate", job, self.estimate).get("load")
+                if self.leaving:  # a rank was lost, or the ranks fell out of step
+                    return self._lost_reply(kind, job, self.leaving)
             cooled = self.cool_down(job.cooldown)
             reply = self._with_followers(kind, dataclasses.replace(job, cooldown=None), run)
-            reply = {**reply, "cooldown": cooled}
+            reply = {**reply, "cooldown": cooled, **({"load": load} if load else {})}
         else:
             reply = self._with_followers(kind, job, run)
         if self.poisoned and not self.leaving:
