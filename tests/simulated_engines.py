@@ -104,11 +104,17 @@ class FailsByBatchEngine(HFEager):
     into the model's collectives);
     `fatal_at_batch: N` raises a fatal CUDA error at B == N;
     `sleep_s: S` adds S seconds of sleep to every run: a run whose time a busy CPU barely
-    changes.
+    changes;
+    `fail_load: true` fails its load (a model that cannot start).
     Used by name, `simulated_engines:FailsByBatchEngine`, so a sweep's worker process (and
     its followers) can import it."""
 
     name = "simulated-fails-by-batch"
+
+    def load(self) -> None:
+        if self.options.get("fail_load"):
+            raise RuntimeError("the model could not start (simulated)")
+        super().load()
 
     def generate(self, prompts, output_tokens, decoding, on_first_token=None):
         import torch

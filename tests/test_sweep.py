@@ -216,6 +216,17 @@ def test_a_tp_2_sweep_with_a_cooldown_records_rank_0s_wait_before_each_point(tmp
     assert first["load"]["time_s"] > 0 and second["load"] is None
 
 
+def test_a_tp_2_sweep_with_a_cooldown_records_a_model_that_cannot_start_as_failed(tmp_path):
+    engine = {"name": DOUBLE, "options": {"fail_load": True}}
+    s = spec(engines=[engine], input_tokens=[8], output_tokens=[2], batch_sizes=[1, 2], tp=2,
+             cooldown={"max_s": 1, "within_w": 15})
+    with Store(tmp_path / "r.db") as store:
+        summary = run_sweep(s, store, device="cpu")
+        points = store.points()
+    assert summary.failed == 2 and summary.worker_restarts == 0
+    assert all("could not start (simulated)" in p["error"] for p in points)
+
+
 def wait_for_points(db: Path, count: int, timeout_s: float = 120) -> None:
     """Until the store at `db` holds `count` points (a sweep in another process writes it)."""
     deadline = time.monotonic() + timeout_s

@@ -481,10 +481,12 @@ class _Worker:
             # loads the model first (an estimate job loads it), so that the GPUs cool down
             # after the load's heat, as at TP 1.
             load = None
-            if self.group != (job.model, job.engine) or self.engine is None:
-                load = self._with_followers("estimate", job, self.estimate).get("load")
-                if self.leaving:  # a rank was lost, or the ranks fell out of step
-                    return self._lost_reply(kind, job, self.leaving)
+            if not self._loaded(job):
+                early = self._with_followers("estimate", job, self.estimate)
+                load = early.get("load")
+                if early.get("status", "ok") != "ok":  # not loaded, or a rank lost: the point's
+                    return {**failed_record(job, self.settings.dtype, early["status"],
+                                            early["error"]), "load": load}
             cooled = self.cool_down(job.cooldown)
             reply = self._with_followers(kind, dataclasses.replace(job, cooldown=None), run)
             reply = {**reply, "cooldown": cooled, **({"load": load} if load else {})}
@@ -580,7 +582,7 @@ class _Worker:
         from infergy.engines import engine_class, new_engine
         from infergy.models import get_model
 
-        if self.group == (job.model, job.engine) and self.engine is not None:
+        if self._loaded(job):
             return None
         if (job.model, job.engine) in self.load_errors:  # one failed start is enough
             raise EngineLoadError(f"loading failed earlier in this worker: "
@@ -606,6 +608,9 @@ class _Worker:
             raise
         self.engine, self.group = engine, (job.model, job.engine)
         return {"time_s": w.measurement.duration_s, "energy_j": w.measurement.energy_j}
+
+    def _loaded(self, job: Job) -> bool:
+        return self.group == (job.model, job.engine) and self.engine is not None
 
     def drop_engine(self) -> None:
         if self.engine is not None:
