@@ -367,3 +367,8 @@ def test_vllm_refuses_a_random_draft_for_a_real_target_and_checks_draft_weights(
     with pytest.raises(EngineError, match="vocabulary of 151,936 tokens"):
         bad.expect(SET_08)
     assert len(fake_vllm.LLM.instances) == 1  # neither refused engine started
+    # One tokenizer padded differently: infergy's loop takes it, vLLM's draft_model does not.
+    pair = engine_class("vllm")(get_model("deepseek-r1-distill-qwen-32b"), device="cuda")
+    with pytest.raises(EngineError, match=r"vocabulary to equal the target's \(151936 and "
+                                          r"152064 tokens"):
+        pair.expect(Decoding.parse("speculative:draft=qwen2-1.5b"))

@@ -61,15 +61,21 @@ def _check_vocabulary(draft: str, draft_vocab, target: str, target_vocab: int) -
             f"llama-3.1-8b with llama-3.2-1b, deepseek-r1-distill-qwen-32b with qwen2-1.5b)")
 
 
+def vocab_size(spec: ModelSpec, folder: Path | None = None):
+    """A model's vocabulary: its checkpoint's (`folder`) where it has a config, else the
+    catalog's."""
+    config = Path(folder or "", "config.json")
+    if folder is not None and config.is_file():
+        return json.loads(config.read_text()).get("vocab_size")
+    return spec.hf_config().vocab_size
+
+
 def check_draft_weights(draft_dir: Path, target: ModelSpec, target_dir: Path | None) -> None:
     """A draft checkpoint suits its target (the catalog's `target`, its checkpoint in
     `target_dir` where real): a vocabulary of the target's size (up to padding), and where
     both directories hold a tokenizer, the same tokens. EngineError otherwise, before any GPU
     work."""
-    target_config = Path(target_dir or "", "config.json")
-    target_vocab = (int(json.loads(target_config.read_text()).get("vocab_size", 0))
-                    if target_dir is not None and target_config.is_file()
-                    else target.hf_config().vocab_size)
+    target_vocab = vocab_size(target, target_dir)
     config = Path(draft_dir) / "config.json"
     if not config.is_file():
         raise EngineError(f"draft weights {draft_dir}: no config.json: not a checkpoint "

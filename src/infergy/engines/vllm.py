@@ -27,7 +27,7 @@ from pathlib import Path
 
 from infergy.decoding import Decoding
 from infergy.engines.base import Engine, EngineError, Generation
-from infergy.engines.speculative import check_draft, check_draft_weights
+from infergy.engines.speculative import check_draft, check_draft_weights, vocab_size
 
 # A host may turn NVLink multicast off (these settings, as a shared host whose GPUs a
 # multicast program can put out of service does). vLLM 0.26 at TP > 1 fuses its all-reduce
@@ -110,7 +110,14 @@ class VLLM(Engine):
                 f"speculative decoding in {self.name} with real target weights: vLLM loads "
                 f"the draft as it loads the target, so give the draft's weights "
                 f"(--draft-weights DIR), or use random weights for both")
-        check_draft(self.spec, decoding.draft)
+        draft = check_draft(self.spec, decoding.draft)
+        sizes = (vocab_size(draft, weights and Path(weights)), vocab_size(self.spec, self.weights))
+        if sizes[0] != sizes[1]:  # vLLM checks this itself, but only once started
+            raise EngineError(
+                f"speculative decoding in {self.name}: vLLM's draft_model method needs the "
+                f"draft's vocabulary to equal the target's ({sizes[0]} and {sizes[1]} "
+                f"tokens, one tokenizer padded differently); infergy's own loop (hf-eager) "
+                f"takes them")
         config = {"method": "draft_model", "model": weights or decoding.draft,
                   "num_speculative_tokens": decoding.lookahead}
         if decoding.acceptance is not None:
