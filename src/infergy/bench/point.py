@@ -10,12 +10,12 @@ prefill measured by a run of the same prompts with O = 1, once per point after t
 (saving a run per repeat; vLLM's 3 s prefill runs varied 0.2-0.7% between runs), and each
 repeat's decode = its request - that prefill.
 
-A run shorter than `min_window_s` (by the warm-up, then timed once more warm) is measured as
-that many runs back to back inside each window, figures divided by the number of runs: the
-energy counter updates every 100 ms on an H100, and a 0.1-1 s window varied up to 28% between
-repeats where a 2 s one varies under 5%. Its prefill then comes from a 1-token run looped the
-same way, as for engines that cannot signal the first token, since a window over several runs
-has no single first token.
+A run shorter than `min_window_s` (by the warm-up, then timed warm by the fastest of more
+runs) is measured as that many runs back to back inside each window, figures divided by the
+number of runs: the energy counter updates every 100 ms on an H100, and a 0.1-1 s window
+varied up to 28% between repeats where a 2 s one varies under 5%. Its prefill then comes
+from a 1-token run looped the same way, as for engines that cannot signal the first token,
+since a window over several runs has no single first token.
 """
 
 from __future__ import annotations
