@@ -105,15 +105,18 @@ class FailsByBatchEngine(HFEager):
     `fatal_at_batch: N` raises a fatal CUDA error at B == N;
     `sleep_s: S` adds S seconds of sleep to every run: a run whose time a busy CPU barely
     changes;
-    `fail_load: true` fails its load (a model that cannot start).
+    `fail_load: true` fails its load (a model that cannot start), or `fail_load: TEXT` with
+    that message.
     Used by name, `simulated_engines:FailsByBatchEngine`, so a sweep's worker process (and
     its followers) can import it."""
 
     name = "simulated-fails-by-batch"
 
     def load(self) -> None:
-        if self.options.get("fail_load"):
-            raise RuntimeError("the model could not start (simulated)")
+        why = self.options.get("fail_load")
+        if why:
+            raise RuntimeError(why if isinstance(why, str)
+                               else "the model could not start (simulated)")
         super().load()
 
     def generate(self, prompts, output_tokens, decoding, on_first_token=None):

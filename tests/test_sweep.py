@@ -225,6 +225,14 @@ def test_a_tp_2_sweep_with_a_cooldown_records_a_model_that_cannot_start_as_faile
         points = store.points()
     assert summary.failed == 2 and summary.worker_restarts == 0
     assert all("could not start (simulated)" in p["error"] for p in points)
+    # A fatal CUDA error in that load: the worker's context cannot be trusted, it leaves.
+    fatal = {"name": DOUBLE, "options": {"fail_load": "CUDA error: an illegal memory access "
+                                                      "was encountered (simulated)"}}
+    with Store(tmp_path / "f.db") as store:
+        summary = run_sweep(spec(engines=[fatal], input_tokens=[8], output_tokens=[2],
+                                 batch_sizes=[1, 2], tp=2, cooldown={"max_s": 1, "within_w": 15}),
+                            store, device="cpu")
+    assert summary.failed == 2 and summary.worker_restarts >= 1
 
 
 def wait_for_points(db: Path, count: int, timeout_s: float = 120) -> None:

@@ -476,25 +476,30 @@ class _Worker:
         if self.followers is None:
             reply = run(job)
         elif kind == "measure" and job.cooldown:
-            # Rank 0 cools down before the followers get the job: they would wait for it at
-            # the window's edge, a collective that keeps their GPUs busy (NCCL). Every rank
-            # loads the model first (an estimate job loads it), so that the GPUs cool down
-            # after the load's heat, as at TP 1.
-            load = None
-            if not self._loaded(job):
-                early = self._with_followers("estimate", job, self.estimate)
-                load = early.get("load")
-                if early.get("status", "ok") != "ok":  # not loaded, or a rank lost: the point's
-                    return {**failed_record(job, self.settings.dtype, early["status"],
-                                            early["error"]), "load": load}
-            cooled = self.cool_down(job.cooldown)
-            reply = self._with_followers(kind, dataclasses.replace(job, cooldown=None), run)
-            reply = {**reply, "cooldown": cooled, **({"load": load} if load else {})}
+            reply = self._cooled_with_followers(job)
         else:
             reply = self._with_followers(kind, job, run)
         if self.poisoned and not self.leaving:
             self.leaving = "a fatal CUDA error: its CUDA context cannot be trusted"
         return reply
+
+    def _cooled_with_followers(self, job: Job) -> dict:
+        """A point with a cooldown, over several ranks. Rank 0 cools down before the
+        followers get the job: they would wait for it at the window's edge, a collective
+        that keeps their GPUs busy (NCCL). Every rank loads the model first (an estimate job
+        loads it), so that the GPUs cool down after the load's heat, as at TP 1; a load that
+        fails (or a rank lost in it) is the point's failure."""
+        load = None
+        if not self._loaded(job):
+            early = self._with_followers("estimate", job, self.estimate)
+            load = early.get("load")
+            if early.get("status", "ok") != "ok":
+                return {**failed_record(job, self.settings.dtype, early["status"],
+                                        early["error"]), "load": load}
+        cooled = self.cool_down(job.cooldown)
+        reply = self._with_followers("measure", dataclasses.replace(job, cooldown=None),
+                                     self.measure)
+        return {**reply, "cooldown": cooled, **({"load": load} if load else {})}
 
     def _with_followers(self, kind: str, job: Job, run) -> dict:
         edges = self.ranks.edges
