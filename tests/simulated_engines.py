@@ -78,10 +78,12 @@ class SlowPrefillRunEngine(Engine):
     description = "test double: sleeps instead of generating"
     first_token_hook = False
 
-    def __init__(self, *args, prefill_run_s: float = 0.2, request_s: float = 0.02, **kwargs):
+    def __init__(self, *args, prefill_run_s: float = 0.2, request_s: float = 0.02,
+                 first_run_s: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.prefill_run_s = prefill_run_s
         self.request_s = request_s
+        self.first_run_s = first_run_s  # the first call's time, if set (a new shape's)
         self.calls: list[int] = []  # output tokens asked of each `generate`
 
     def load(self) -> None:
@@ -90,7 +92,10 @@ class SlowPrefillRunEngine(Engine):
     def generate(self, prompts, output_tokens, decoding, on_first_token=None):
         self.check_decoding(decoding)
         self.calls.append(output_tokens)
-        time.sleep(self.prefill_run_s if output_tokens == 1 else self.request_s)
+        if self.first_run_s is not None and len(self.calls) == 1:
+            time.sleep(self.first_run_s)
+        else:
+            time.sleep(self.prefill_run_s if output_tokens == 1 else self.request_s)
         return Generation(output_tokens=[output_tokens] * len(prompts))
 
 

@@ -175,6 +175,17 @@ def test_a_run_shorter_than_the_minimum_window_is_repeated_in_each_window(tiny, 
     assert result.j_per_output_token == pytest.approx(result.energy_j / (BATCH * OUTPUT))
 
 
+def test_a_slow_first_run_does_not_make_a_short_point_long(tiny, make_meter):
+    """A warm-up longer than the window (a new shape's one-off seconds: hf-eager's first run
+    of an input length took 2.7 s on an H100, its runs 0.19 s) still has the runs timed."""
+    engine = SlowPrefillRunEngine(tiny, device="cpu", prefill_run_s=0.01, request_s=0.05,
+                                  first_run_s=0.3)
+    result = measure_point(engine, point("hf-paged"), gpu_meter(make_meter), repeats=1,
+                           warmup=1, min_window_s=0.2)
+    assert result.status == "ok", result.error
+    assert result.warmup.time_s >= 0.3 and 2 <= result.runs_per_window <= 4
+
+
 def test_a_run_as_long_as_the_minimum_window_is_measured_alone(engines, make_meter):
     """Long points are measured as without min_window_s, prefill and decode windows too."""
     result = measure_point(engines["hf-eager"], point("hf-eager"), gpu_meter(make_meter),

@@ -299,16 +299,21 @@ def _prefill_run(engine, meter, prompts, decoding, min_window_s: float,
 
 # The runs that count a window's runs last at least this share of the window.
 TIMING_SHARE = 0.25
+# A first run this many windows long is taken as long without timing more runs.
+FIRST_RUN_DOUBT = 4
 
 
 def _runs_for(meter, run, first_s: float | None, min_window_s: float) -> int:
     """How many runs back to back a window holds to last `min_window_s`: 1 where a first run
-    (`first_s`) lasted as long, else as many as the fastest run says, of runs timed back to
-    back in a window of their own (`TIMING_SHARE` of the window, at least one run) with the
-    engine now warm. One run alone misleads: a first run can take twice as long, and so can
-    any one run on a busy machine; counted from such a run, a window fell 2x short. Every
-    rank decides as rank 0 (`Meter.share`), run by run, for they must run the same work."""
-    if min_window_s <= 0 or not meter.share(first_s is not None and first_s < min_window_s):
+    (`first_s`) lasted `FIRST_RUN_DOUBT` windows, else as many as the fastest run says, of
+    runs timed back to back in a window of their own (`TIMING_SHARE` of the window, at least
+    one run) with the engine now warm. One run alone misleads: on a busy machine any run can
+    take twice as long, and counted from such a run a window fell 2x short; a first run of a
+    new shape carries one-off seconds besides (hf-eager on an H100: 2.7 s for runs of 0.19 s,
+    so that windows of one run were 0.19 s long, their CVs up to 16%). Every rank decides as
+    rank 0 (`Meter.share`), run by run, for they must run the same work."""
+    if min_window_s <= 0 or not meter.share(
+            first_s is not None and first_s < FIRST_RUN_DOUBT * min_window_s):
         return 1
     fastest = math.inf
     with meter.window("timing"):
