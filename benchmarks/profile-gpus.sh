@@ -6,6 +6,9 @@
 #   OUT=DIR bash benchmarks/profile-gpus.sh start JOBS_GPU0 [JOBS_GPU1 ...]  # - : none
 #   OUT=DIR bash benchmarks/profile-gpus.sh wait SECONDS    # or until every worker has ended
 #   OUT=DIR bash benchmarks/profile-gpus.sh stop [GPU ...]  # after the points in flight
+#   OUT=DIR bash benchmarks/profile-gpus.sh run SECONDS JOBS_GPU0 [...]  # all three, one call
+# A machine goes back 30 s after a call, with whatever runs on it: where the next call may
+# come later than that, `run` (start, wait, stop inside one call) loses nothing.
 # JOBS: comma-separated, run one after the other on that GPU: ENGINE:BATCH[:K/N] sweeps
 # benchmarks/sweeps/profile-llama-3.1-8b.yaml at that batch (1 or max), --resume-by model,
 # --shard K/N if given; "spot" measures benchmarks/sweeps/spot-check-llama-3.1-8b.yaml; a path
@@ -32,7 +35,7 @@ dir=/tmp/infergy-profile
 spec=benchmarks/sweeps/profile-llama-3.1-8b.yaml
 spot=benchmarks/sweeps/spot-check-llama-3.1-8b.yaml
 usage() {
-  sed -n '6,8p' "$0" | sed 's/^# *//' >&2; exit 2
+  sed -n '6,9p' "$0" | sed 's/^# *//' >&2; exit 2
 }
 
 sweep() {  # GPU JOB: one job of a worker, from the code copied at start
@@ -129,6 +132,13 @@ if [ "$command" = worker ]; then  # internal: GPU JOBS, started by `start`
   exit 0
 fi
 [ -n "${OUT:-}" ] || usage
+if [ "$command" = run ]; then  # SECONDS JOBS...: start, wait, stop; one snapshot at the end
+  [ $# -ge 2 ] && [[ $1 =~ ^[0-9]+$ ]] || usage
+  seconds=$1; shift
+  NO_SNAPSHOT=1 bash "$0" start "$@" || exit
+  NO_SNAPSHOT=1 bash "$0" wait "$seconds"
+  exec bash "$0" stop
+fi
 names=$(nvidia-smi --query-gpu=name --format=csv,noheader | sort -u)
 case "$names" in  # the exact cards of the shipped profiles: other variants differ in power
   "NVIDIA H200") card=h200 ;;
@@ -210,5 +220,6 @@ case "$command" in
     ;;
   *) usage ;;
 esac
+[ -n "${NO_SNAPSHOT:-}" ] && exit 0
 snapshot "$card"
 tail -n 4 "$dir"/gpu*.log
