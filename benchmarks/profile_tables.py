@@ -4,9 +4,10 @@
         [--spot spot-check.db ...] [--grid hf-compiled:max ...]
 
 Prints what is measured of the profile spec (per engine and batch), the repeatability (CV
-of energy over the repeats, points whose windows last at least 2 s, against the issue's 5%), J per output
-token over the bins for each --grid ENGINE:BATCH, and for each --spot store its points
-against the profile's same engine, batch size and lengths (the issue's 10%).
+of energy over the repeats, points whose windows last at least 2 s, against the issue's
+5%), J per output token over the bins for each --grid ENGINE:BATCH, and for each --spot
+store its points against the profile's same engine, batch size and lengths (the issue's
+10%).
 """
 
 from __future__ import annotations
