@@ -6,7 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from infergy.bench.point import Point, PointError, PointResult, measure_point, validate_point
+from infergy.bench.point import (
+    Point,
+    PointError,
+    PointResult,
+    measure_point,
+    unsteady_repeats,
+    validate_point,
+)
 from infergy.decoding import Decoding, DecodingError
 from simulated import SimulatedGpu
 from simulated_engines import (
@@ -184,6 +191,39 @@ def test_a_slow_first_run_does_not_make_a_short_point_long(tiny, make_meter):
                            warmup=1, min_window_s=0.2)
     assert result.status == "ok", result.error
     assert result.warmup.time_s >= 0.3 and 2 <= result.runs_per_window <= 4
+
+
+def test_repeats_far_apart_are_flagged_with_their_likely_cause(tiny, make_meter):
+    """A GPU drawing 200 W and 300 W by turns: the repeats' energies differ by a third at the
+    same time, and the point says so (the sweep counts such points)."""
+    gpu = SimulatedGpu(power_w=200.0, update_s=1e-4)
+    engine = SlowPrefillRunEngine(tiny, device="cpu", prefill_run_s=0.01, request_s=0.05)
+    generate = engine.generate
+
+    def by_turns(*args, **kwargs):  # test double: the power changes with every run
+        gpu.set_power(300.0 if len(engine.calls) % 2 else 200.0)
+        return generate(*args, **kwargs)
+
+    engine.generate = by_turns
+    result = measure_point(engine, point("hf-paged"), make_meter([gpu]), repeats=3, warmup=1)
+    assert result.status == "ok", result.error
+    assert result.energy_cv > 0.1
+    (warning,) = [w for w in result.warnings if "apart" in w]
+    assert "windows of 0.05" in warning and "min_window_s" in warning
+
+
+@pytest.mark.parametrize("time_s, runs, time_cv, cause", [
+    (0.2, 20, 0.12, "the host"),  # windows of 4 s whose runs' times varied as much
+    (3.0, 1, 0.004, "the GPU's power varied"),
+    (0.5, 1, 0.0, "windows of 0.5 s"),
+])
+def test_the_cause_named_for_repeats_far_apart(time_s, runs, time_cv, cause):
+    result = PointResult(point=point("hf-eager"), status="ok", energy_cv=0.1, time_s=time_s,
+                         time_cv=time_cv, runs_per_window=runs)
+    assert cause in unsteady_repeats(result)
+    assert "10.0% apart" in unsteady_repeats(result)
+    steady = PointResult(point=point("hf-eager"), status="ok", energy_cv=0.05, time_s=3.0)
+    assert unsteady_repeats(steady) is None
 
 
 def test_a_run_as_long_as_the_minimum_window_is_measured_alone(engines, make_meter):

@@ -113,6 +113,12 @@ def sweep(
               f"{summary.worker_restarts} worker restarts; {summary.wall_s:.0f} s "
               f"({share:.0%} measuring, {summary.setup_s:.0f} s loading and compiling)"
               f"{stopped}")
+    if summary.unsteady:
+        from infergy.bench.point import STEADY_CV
+
+        err.print(f"infergy: {summary.unsteady} of the points measured have repeats more than "
+                  f"{STEADY_CV:.0%} apart (CV in `infergy results list`; `infergy results "
+                  f"show ID` says why)")
     if summary.failed:
         raise typer.Exit(1)
 
@@ -246,16 +252,17 @@ def results_list(
     engine: str | None = typer.Option(None, "--engine"),
     status: str | None = typer.Option(None, "--status", help="ok, oom or failed."),
 ):
-    """One line per point: its id, key and headline figures."""
+    """One line per point: its id, key and headline figures (CV: of energy over repeats)."""
     where = {k: v for k, v in (("model", model), ("engine", engine), ("status", status)) if v}
     with _open_store(db, create=False) as store:
         points = store.points(**where)
         runs = {r["id"]: r for r in store.runs()}
     table = Table(title=f"{db}: {len(points)} points", title_justify="left")
     for col in ("id", "GPU", "model", "engine", "decoding", "TP", "B", "I", "O", "status",
-                "J/token", "time"):
+                "J/token", "time", "CV"):
         table.add_column(col)
     for p in points:
+        cv = json.loads(p["result"]).get("energy_cv")
         batch = f"{p['batch']} (max)" if p["batch_requested"] == "max" else str(p["batch"])
         engine_label = p["engine"] + ("" if p["engine_options"] == "{}" else
                                       f" {p['engine_options']}")
@@ -263,7 +270,8 @@ def results_list(
                       p["model"], engine_label, p["decoding"], str(p["tp"]), batch,
                       str(p["input_tokens"]),
                       str(p["output_tokens"]), p["status"],
-                      _fmt(p["j_per_output_token"], "J"), _fmt(p["time_s"], "s"))
+                      _fmt(p["j_per_output_token"], "J"), _fmt(p["time_s"], "s"),
+                      "" if cv is None else f"{cv:.1%}")
     out.print(table)
 
 

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from infergy.bench.point import STEADY_CV
 from infergy.store import Store, gpu_name_of
 from infergy.sweep.spec import MAX, SweepSpec, Task
 from infergy.sweep.worker import FATAL_EXIT_CODE, Job, WorkerSettings, failed_record, is_fatal
@@ -48,6 +49,7 @@ class Progress:
     skipped: int = 0  # already in the store
     failed: int = 0
     oom: int = 0
+    unsteady: int = 0  # measured, with repeats apart by more than STEADY_CV
     current: str = ""
     detail: str = ""
     point_times_s: list[float] = field(default_factory=list)
@@ -78,6 +80,7 @@ class SweepSummary:
     wall_s: float
     busy_s: float  # time inside measured points' repeats and warm-ups
     setup_s: float  # time loading, compiling, preparing
+    unsteady: int = 0  # points whose repeats are apart by more than STEADY_CV
 
 
 class _WorkerGone(Exception):
@@ -235,6 +238,8 @@ def run_sweep(spec: SweepSpec, store: Store, *, device: str = "cuda", resume_by:
                                 batch_requested=batch_requested, batch_search=search)
                 progress.failed += record["status"] == "failed"
                 progress.oom += record["status"] == "oom"
+                progress.unsteady += (record["status"] == "ok"
+                                      and (record.get("energy_cv") or 0) > STEADY_CV)
                 busy += measuring_time(record)
                 setup += _phase_time(record, "prepare") + ((record.get("load") or {}).get(
                     "time_s") or 0)
@@ -261,7 +266,7 @@ def run_sweep(spec: SweepSpec, store: Store, *, device: str = "cuda", resume_by:
                 store.end_run(run_id, "interrupted" if interrupted["count"] else "finished")
     return SweepSummary(run_id, progress.device or None, progress.done, progress.skipped,
                         progress.failed, progress.oom, bool(interrupted["count"]), restarts,
-                        time.perf_counter() - start, busy, setup)
+                        time.perf_counter() - start, busy, setup, progress.unsteady)
 
 
 def _restart(worker: _Worker, settings, on_progress) -> _Worker:
