@@ -2,11 +2,15 @@
 the arguments the adapter passes and generates token ids without any model. Started with a
 speculative_config, it counts drafts as vLLM's synthetic rejection sampling would (each
 proposal accepted with the conditional rate of its position, until the first rejection) in
-counters shaped as `LLM.get_metrics()` gives them."""
+counters shaped as `LLM.get_metrics()` gives them. Its beam search, as vLLM's, needs a
+tokenizer (in the model's folder, loaded at start unless `skip_tokenizer_init`) and returns
+each prompt's beams with their prompt's tokens first. Register it also as
+`vllm.sampling_params` (BeamSearchParams' module)."""
 
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from types import SimpleNamespace
 from typing import ClassVar
 
@@ -18,11 +22,22 @@ class SamplingParams:
         self.kwargs = kwargs
 
 
+class BeamSearchParams(SamplingParams):
+    pass
+
+
 class LLM:
     instances: ClassVar[list[LLM]] = []
 
     def __init__(self, **kwargs):
         self.kwargs = kwargs
+        self.tokenizer = None
+        if not kwargs.get("skip_tokenizer_init", False):  # vLLM loads it as it starts
+            folder = Path(kwargs["model"])
+            if not (folder / "tokenizer.json").is_file():
+                raise OSError(f"Can't load tokenizer for '{folder}'")
+            self.tokenizer = folder
+        self.prefix_cache_resets = 0
         self.shut_down = False
         self.llm_engine = SimpleNamespace(engine_core=SimpleNamespace(shutdown=self._shutdown))
         spec = kwargs.get("speculative_config")
@@ -46,6 +61,18 @@ class LLM:
                 self._speculate(tokens)
         return [SimpleNamespace(outputs=[SimpleNamespace(token_ids=[7] * tokens)])
                 for _ in prompts]
+
+    def beam_search(self, prompts, params, use_tqdm=False):
+        if self.tokenizer is None:
+            raise ValueError("Tokenizer not available when `skip_tokenizer_init=True`")
+        width, tokens = params.kwargs["beam_width"], params.kwargs["max_tokens"]
+        return [SimpleNamespace(sequences=[SimpleNamespace(
+            tokens=p["prompt_token_ids"] + [7] * tokens) for _ in range(width)])
+            for p in prompts]
+
+    def reset_prefix_cache(self, reset_running_requests=False, reset_connector=False):
+        self.prefix_cache_resets += 1
+        return True
 
     def _speculate(self, tokens: int) -> None:
         made = 1  # the prefill's token

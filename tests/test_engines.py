@@ -307,3 +307,71 @@ def test_vllm_takes_the_studys_longest_bin_spawns_its_core_and_fails_clearly(mon
     monkeypatch.setattr(fake_vllm, "LLM", refuse)
     with pytest.raises(EngineError, match="vllm failed to start: Engine core initialization"):
         engine_class("vllm")(get_model("llama-3.1-8b"), device="cuda").load()
+
+
+# -- vLLM's beam search, through the vllm test double ------------------------------------------
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    import fake_vllm
+
+    monkeypatch.setitem(sys.modules, "vllm", fake_vllm)
+    monkeypatch.setitem(sys.modules, "vllm.sampling_params", fake_vllm)
+    fake_vllm.LLM.instances.clear()
+    return fake_vllm
+
+
+@pytest.mark.parametrize("name", GPU_ENGINES)
+def test_vllm_beam_search_starts_with_a_tokenizer_and_an_emptied_prefix_cache(fake_vllm, tiny,
+                                                                            name):
+    """vLLM's beam search asks for a tokenizer (random weights: placeholder tokens of the
+    model's vocabulary) and leans on the prefix cache, emptied before every run so that each
+    run prefills its prompts."""
+    from transformers import AutoTokenizer
+
+    beam = Decoding.parse("beam:4")
+    engine = engine_class(name)(tiny, device="cuda")
+    engine.expect(beam)
+    engine.load()
+    (llm,) = fake_vllm.LLM.instances
+    assert llm.kwargs["skip_tokenizer_init"] is False
+    assert llm.kwargs["enable_prefix_caching"] is True
+    assert len(AutoTokenizer.from_pretrained(llm.kwargs["model"])) == tiny.config["vocab_size"]
+    prompts = make_prompts(tiny, 3, 8, seed=1)
+    for _ in range(2):
+        assert engine.generate(prompts, 5, beam).output_tokens == [5, 5, 5]
+    assert llm.prefix_cache_resets == 2
+    assert engine.info()["enable_prefix_caching"] is True
+    # Greedy needs no tokenizer and no cache: vLLM starts again, once, and back for beams.
+    with pytest.raises(EngineError, match="prepare it for this decoding first"):
+        engine.generate(prompts, 5, Decoding())
+    engine.prepare(3, 8, 5, Decoding())
+    assert llm.shut_down and len(fake_vllm.LLM.instances) == 2
+    assert fake_vllm.LLM.instances[-1].kwargs["enable_prefix_caching"] is False
+    engine.prepare(3, 8, 5, Decoding.parse("sample"))
+    engine.prepare(3, 8, 5, Decoding.parse("beam:2"))
+    assert len(fake_vllm.LLM.instances) == 3
+    assert engine.generate(prompts, 1, Decoding.parse("beam:2")).output_tokens == [1, 1, 1]
+    engine.close()
+
+
+def test_vllm_beam_search_keeps_the_users_prefix_cache_choice(fake_vllm, tiny):
+    engine = engine_class("vllm")(tiny, device="cuda",
+                                  options={"enable_prefix_caching": False})
+    engine.expect(Decoding.parse("beam:2"))
+    engine.load()
+    (llm,) = fake_vllm.LLM.instances
+    assert llm.kwargs["enable_prefix_caching"] is False
+    engine.generate([[1] * 8], 3, Decoding.parse("beam:2"))
+    assert llm.prefix_cache_resets == 0  # nothing cached to empty
+    engine.close()
+
+
+def test_a_sweep_plans_one_vllm_start_for_every_beam_width():
+    from infergy.sweep.spec import engine_starts, parse_spec
+
+    spec = parse_spec({"models": ["llama-3.1-8b"], "engines": ["vllm", "hf-eager"],
+                       "decodings": ["greedy", "beam:2", "beam:4", "sample"],
+                       "input_tokens": [8], "output_tokens": [4], "batch_sizes": [1]})
+    assert engine_starts(spec.tasks()) == 3  # vLLM: plain and beam; hf-eager: one

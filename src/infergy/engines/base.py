@@ -46,8 +46,6 @@ class Engine(ABC):
     needs_gpu: ClassVar[bool] = False
     supports_tp: ClassVar[bool] = False  # runs over several GPUs (tensor parallelism)
     tp_per_process: ClassVar[bool] = False  # ... as one process a GPU (parallel.launch)
-    # True: a speculative decoding is built with the engine, another one starts it again
-    starts_per_speculation: ClassVar[bool] = False
 
     def __init__(self, spec: ModelSpec, *, device: str, dtype: str = "bfloat16", seed: int = 0,
                  weights: Path | None = None, options: dict | None = None, tp: int = 1):
@@ -78,9 +76,16 @@ class Engine(ABC):
 
     def expect(self, decoding: Decoding) -> None:
         """Before `load`: the decoding the first points ask for, checked (EngineError before
-        any GPU work). An engine that builds its decoding with the model (vLLM's speculative
-        decoding) builds this one at load."""
+        any GPU work). An engine started for its decoding (`start_key`) starts for this one
+        at load."""
         self.check_decoding(decoding)
+
+    @classmethod
+    def start_key(cls, decoding: Decoding) -> object:
+        """What of `decoding` the engine is started with: a decoding of another key starts it
+        again, in `prepare` (vLLM builds a speculative draft, and beam search's prefix cache,
+        as it starts). None: every decoding runs on one start."""
+        return None
 
     @abstractmethod
     def load(self) -> None:

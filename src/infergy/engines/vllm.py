@@ -15,6 +15,12 @@ infergy's own loop (infergy.engines.speculative), here inside vLLM's scheduler, 
 and paged cache. Without it, proposals are compared with the target's tokens, as in use:
 with random weights they agree almost never. The acceptance observed comes from vLLM's own
 counters (stat logging on while speculating).
+
+Beam search is vLLM's `LLM.beam_search`: one step at a time, each beam a request of one token
+over its whole sequence, the prefix cache sparing all but the new token's prefill. It starts
+vLLM with that cache (emptied before every run, so each run prefills its prompts; the user's
+`enable_prefix_caching` stays theirs) and with a tokenizer, which it asks for: over random
+weights, one of placeholder tokens (`write_placeholder_tokenizer`).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from pathlib import Path
 from infergy.decoding import Decoding
 from infergy.engines.base import Engine, EngineError, Generation
 from infergy.engines.speculative import check_draft, check_draft_weights, vocab_size
+from infergy.models.build import write_placeholder_tokenizer
 
 # A host may turn NVLink multicast off (these settings, as a shared host whose GPUs a
 # multicast program can put out of service does). vLLM 0.26 at TP > 1 fuses its all-reduce
@@ -74,17 +81,24 @@ def without_multicast(tp: int, settings: dict) -> dict[str, str]:
 class VLLM(Engine):
     name = "vllm"
     description = "vLLM offline, CUDA graphs and torch.compile (the study's optimized engine)"
-    decodings = ("greedy", "sample", "speculative")
+    decodings = ("greedy", "sample", "beam", "speculative")
     needs_gpu = True
     supports_tp = True
-    starts_per_speculation = True
     enforce_eager = False
-    _speculation: dict | None = None  # the speculative_config vLLM is (to be) started with
+    _first = Decoding()  # the decoding vLLM is first started for (`expect`)
+    _running: object = None  # the start key of the running vLLM
+    _speculation: dict | None = None  # the speculative_config vLLM runs with
     llm = None
+
+    @classmethod
+    def start_key(cls, decoding: Decoding) -> object:
+        if decoding.strategy == "speculative":
+            return decoding  # its draft, look-ahead and acceptance
+        return "beam" if decoding.strategy == "beam" else None  # every width on one start
 
     def expect(self, decoding: Decoding) -> None:
         super().expect(decoding)
-        self._speculation = self._speculative_config(decoding)
+        self._first = decoding
 
     def check_decoding(self, decoding: Decoding) -> None:
         super().check_decoding(decoding)
@@ -170,11 +184,14 @@ class VLLM(Engine):
         # device count (torch.cuda.is_available, asked before an engine loads) already leaves
         # a forked child unable to use CUDA: spawn, always.
         os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
-        self._start(self._speculation)
+        self._start(self._first)
 
-    def _start(self, speculation: dict | None) -> None:
-        """Start vLLM with `speculation` (a speculative_config, or None)."""
+    def _start(self, decoding: Decoding) -> None:
+        """Start vLLM for `decoding`: with its speculative_config, or beam search's settings."""
         settings = dict(self._base)
+        speculation = self._speculative_config(decoding)
+        if decoding.strategy == "beam":
+            settings.update(self._beam_settings())
         if speculation is not None:
             draft = speculation["model"]
             if "draft_weights" not in self.options:  # random: the catalog's config, dummy
@@ -190,6 +207,18 @@ class VLLM(Engine):
         except (RuntimeError, ValueError) as e:  # start-up: the engine core's own log above
             raise EngineError(f"{self.name} failed to start: {e}") from None
         self._speculation = speculation
+        self._running = self.start_key(decoding)
+
+    def _beam_settings(self) -> dict:
+        """vLLM's settings for beam search: a tokenizer (`beam_search` asks for one: over
+        random weights, placeholder tokens beside the config), and the prefix cache, which
+        keeps each step's prefill to its new token, unless the user set it."""
+        if self.weights is None:
+            folder = Path(self._dir.name, "target")
+            if not (folder / "tokenizer.json").is_file():
+                write_placeholder_tokenizer(folder, vocab_size(self.spec))
+        return {"skip_tokenizer_init": False,
+                "enable_prefix_caching": bool(self.options.get("enable_prefix_caching", True))}
 
     def _stop(self) -> None:
         """Stop vLLM's engine core (its process holds the GPU memory) and drop the engine."""
@@ -202,15 +231,19 @@ class VLLM(Engine):
         gc.collect()
 
     def prepare(self, batch, input_tokens, output_tokens, decoding) -> None:
-        """vLLM started again where `decoding` speculates otherwise than the running one (or
-        where a start for another failed)."""
-        wanted = self._speculative_config(decoding)
-        if self.llm is None or wanted != self._speculation:
+        """vLLM started again where `decoding` needs another start than the running one (a
+        speculation, beam search; or where a start for another failed)."""
+        if self.llm is None or self.start_key(decoding) != self._running:
             self._stop()
-            self._start(wanted)
+            self._start(decoding)
 
     def generate(self, prompts, output_tokens, decoding, on_first_token=None) -> Generation:
         self.check_decoding(decoding)
+        if self.llm is None or self.start_key(decoding) != self._running:
+            raise EngineError(f"{self.name} is not running for {decoding.label()}: prepare "
+                              f"it for this decoding first")
+        if decoding.strategy == "beam":
+            return self._beam_search(prompts, output_tokens, decoding)
         params = self._vllm.SamplingParams(
             n=1,
             max_tokens=output_tokens,
@@ -221,22 +254,40 @@ class VLLM(Engine):
             seed=decoding.seed if decoding.sampling else None,
             detokenize=False,
         )
-        if self.llm is None or self._speculative_config(decoding) != self._speculation:
-            raise EngineError(f"{self.name} is not running for {decoding.label()}: prepare "
-                              f"it for this decoding first")
         before = self._spec_counts() if self._speculation else None
         outputs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], params,
                                     use_tqdm=False)
-        lengths = [len(o.outputs[0].token_ids) for o in outputs]
-        if len(lengths) != len(prompts) or any(n != output_tokens for n in lengths):
-            raise EngineError(f"{self.name} generated {sorted(set(lengths))} tokens for "
-                              f"{len(lengths)} of {len(prompts)} prompts, not {output_tokens}")
+        lengths = self._checked([len(o.outputs[0].token_ids) for o in outputs], prompts,
+                                output_tokens)
         stats = {}
         if before is not None:
             after = self._spec_counts()
             stats = {k: after[k] - before[k] for k in after}
             stats["rounds"] = None  # the target's passes over the batch: vLLM does not say
         return Generation(output_tokens=lengths, stats=stats)
+
+    def _beam_search(self, prompts, output_tokens, decoding) -> Generation:
+        """vLLM's beam search, `decoding.beams` beams a prompt, every beam to its full length;
+        the prefix cache emptied first, so that this run prefills its prompts."""
+        if self.settings["enable_prefix_caching"] and not self.llm.reset_prefix_cache():
+            raise EngineError(f"{self.name} could not empty its prefix cache before a beam "
+                              f"search run: the run would skip its prompts' prefill")
+        from importlib import import_module
+
+        params = import_module("vllm.sampling_params").BeamSearchParams(
+            beam_width=decoding.beams, max_tokens=output_tokens, ignore_eos=True)
+        outputs = self.llm.beam_search([{"prompt_token_ids": p} for p in prompts], params)
+        # A beam's tokens begin with its prompt's; a missing output is _checked's to name.
+        lengths = [len(o.sequences[0].tokens) - len(p)
+                   for o, p in zip(outputs, prompts, strict=False)]
+        return Generation(output_tokens=self._checked(lengths, prompts, output_tokens))
+
+    def _checked(self, lengths: list[int], prompts, output_tokens: int) -> list[int]:
+        """The output lengths of a run, EngineError unless every prompt got its tokens."""
+        if len(lengths) != len(prompts) or any(n != output_tokens for n in lengths):
+            raise EngineError(f"{self.name} generated {sorted(set(lengths))} tokens for "
+                              f"{len(lengths)} of {len(prompts)} prompts, not {output_tokens}")
+        return lengths
 
     def _spec_counts(self) -> dict:
         """vLLM's speculative counters so far, as infergy's counts: `sequence_rounds` (vLLM's

@@ -98,3 +98,16 @@ def make_prompts(
                 prompt.append(token)
         prompts.append(prompt)
     return prompts
+
+
+def write_placeholder_tokenizer(folder: Path, vocab_size: int) -> None:
+    """A tokenizer of `vocab_size` placeholder tokens ("<0>", "<1>", ...) in `folder`, for an
+    engine that will not run without one (vLLM's beam search) over random weights: its tokens
+    mean nothing, as the weights don't; token ids, and so the compute, are the model's."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.WordLevel({f"<{i}>": i for i in range(vocab_size)},
+                                           unk_token="<0>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer).save_pretrained(str(folder))

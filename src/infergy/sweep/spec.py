@@ -186,17 +186,12 @@ class SweepSpec:
 
 def engine_starts(tasks: list[Task]) -> int:
     """How many times a sweep of `tasks` (in order) loads a model: once a group, and for an
-    engine that builds speculative decoding with the model (vLLM), once a speculation."""
+    engine started for its decoding (vLLM: a speculation, beam search), once a start key."""
     from infergy.decoding import Decoding
     from infergy.engines import engine_class
 
-    starts = set()
-    for task in tasks:
-        decoding = Decoding.parse(task.decoding)
-        speculative = decoding.strategy == "speculative" and \
-            engine_class(task.engine.name).starts_per_speculation
-        starts.add((task.group, decoding if speculative else None))
-    return len(starts)
+    return len({(task.group, engine_class(task.engine.name).start_key(
+        Decoding.parse(task.decoding))) for task in tasks})
 
 
 class _Lines:
