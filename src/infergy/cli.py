@@ -326,7 +326,7 @@ def measure(
     from infergy.decoding import Decoding, DecodingError
     from infergy.engines import EngineError, UnknownEngineError, engine_class, new_engine
     from infergy.models import UnknownModelError, get_model
-    from infergy.parallel import ParallelError, check_tp, check_tp_gpus, current_rank
+    from infergy.parallel import ParallelError, check_tp, check_tp_gpus
 
     try:
         decoding = _decoding(decoding, draft, lookahead, acceptance)
@@ -356,9 +356,7 @@ def measure(
             check_tp_gpus(tp)
         except ParallelError as e:
             raise _fail(str(e)) from None
-    split = tp > 1 and engine_cls.tp_per_process  # one process a GPU, started here
-    rank = current_rank() if split else None
-    speaks = rank in (None, 0)
+    split, rank, speaks = _process_of(tp, engine_cls)
     store = None
     if db is not None and speaks:  # before any GPU work; rank 0 records for all
         from infergy.store import Store, StoreError
@@ -416,6 +414,18 @@ def measure(
         _print_point(result, load_phase, device)
     if result.status != "ok":
         raise typer.Exit(1)
+
+
+def _process_of(tp: int, engine_cls) -> tuple[bool, int | None, bool]:
+    """(split, rank, speaks) of this process: split, whether the run is one process a GPU
+    (an engine that splits a model so, at TP > 1: the launching process starts them); rank,
+    this process's among them (None: the launching one, or no split); speaks, whether it
+    records and reports (rank 0, for all, or the only process)."""
+    from infergy.parallel import current_rank
+
+    split = tp > 1 and engine_cls.tp_per_process
+    rank = current_rank() if split else None
+    return split, rank, rank in (None, 0)
 
 
 def _launch(tp: int, store=None) -> typer.Exit:

@@ -13,6 +13,7 @@ from infergy.cli import (
     _fail,
     _launch,
     _options,
+    _process_of,
     _run_meter,
     _status,
     _told,
@@ -138,7 +139,7 @@ def replay(
     )
     from infergy.estimate.hardware import UnknownGpuError
     from infergy.models import UnknownModelError, get_model
-    from infergy.parallel import ParallelError, check_tp, check_tp_gpus, current_rank
+    from infergy.parallel import ParallelError, check_tp, check_tp_gpus
     from infergy.store import Store, StoreError
     from infergy.workloads import BinGrid, TraceError, get_trace
 
@@ -223,9 +224,7 @@ def replay(
         # One process a GPU (hf-eager): this command runs again as `tp` ranks, each making
         # the same plan (the trace, the profile, --sample and --seed decide it; checked once
         # they meet); rank 0 alone measures, records and speaks.
-        split = tp > 1 and engine_cls.tp_per_process
-        rank = current_rank() if split else None
-        speaks = rank in (None, 0)
+        split, rank, speaks = _process_of(tp, engine_cls)
         store = Store(db) if db is not None and speaks else None  # before any GPU work
     except (ReplayError, EstimateError, StoreError, UnknownGpuError, ParallelError) as e:
         raise _fail(str(e)) from None
