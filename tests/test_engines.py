@@ -375,3 +375,15 @@ def test_a_sweep_plans_one_vllm_start_for_every_beam_width():
                        "decodings": ["greedy", "beam:2", "beam:4", "sample"],
                        "input_tokens": [8], "output_tokens": [4], "batch_sizes": [1]})
     assert engine_starts(spec.tasks()) == 3  # vLLM: plain and beam; hf-eager: one
+
+
+def test_vllm_beam_search_over_real_weights_needs_their_tokenizer(fake_vllm, tiny, tmp_path):
+    import json
+
+    (tmp_path / "config.json").write_text(json.dumps(tiny.config))
+    engine = engine_class("vllm")(tiny, device="cuda", weights=tmp_path)
+    with pytest.raises(EngineError, match=f"needs the checkpoint's tokenizer, and {tmp_path} "
+                                          f"holds none"):
+        engine.expect(Decoding.parse("beam:2"))
+    assert not fake_vllm.LLM.instances  # before any work
+    engine.expect(Decoding())  # the rest needs none

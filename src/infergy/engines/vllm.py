@@ -103,6 +103,11 @@ class VLLM(Engine):
     def check_decoding(self, decoding: Decoding) -> None:
         super().check_decoding(decoding)
         self._speculative_config(decoding)
+        if decoding.strategy == "beam" and self.weights is not None and not any(
+                Path(self.weights, name).is_file() for name in TOKENIZER_FILES):
+            raise EngineError(f"beam search in {self.name}: vLLM's beam search needs the "
+                              f"checkpoint's tokenizer, and {self.weights} holds none "
+                              f"({', '.join(TOKENIZER_FILES)})")
 
     def _speculative_config(self, decoding: Decoding) -> dict | None:
         """vLLM's speculative_config for `decoding` (None: not speculative); EngineError for
@@ -352,6 +357,10 @@ class VLLM(Engine):
 # vLLM's speculative counters (Prometheus, in this process): summed over its engines.
 SPEC_COUNTERS = ("vllm:spec_decode_num_drafts", "vllm:spec_decode_num_draft_tokens",
                  "vllm:spec_decode_num_accepted_tokens")
+
+
+# What a checkpoint's tokenizer is saved as (transformers' fast, sentencepiece, the config).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
 
 
 def _write_config(folder: Path, config: dict) -> None:
