@@ -77,6 +77,21 @@ def test_a_sweeps_minimum_window_reaches_its_points_and_counts_every_run(tmp_pat
     assert measuring_time(result) >= result["runs_per_window"] * per_run > 2 * 0.5 * window_s
 
 
+def test_max_under_beam_search_counts_a_sequence_a_beam(tmp_path):
+    """The memory model's batch is in sequences; beam search holds `beams` of them a prompt."""
+    engine = {"name": DOUBLE, "options": {"estimate": 8}}
+    s = spec(engines=[engine], decodings=["beam:2"], input_tokens=[8], output_tokens=[2],
+             batch_sizes=[MAX])
+    with Store(tmp_path / "r.db") as store:
+        summary = run_sweep(s, store, device="cpu")
+        (point,) = store.points()
+    assert summary.measured == 1 and point["status"] == "ok" and point["batch"] == 4
+    search = json.loads(point["batch_search"])
+    assert search["estimate"] == 4
+    assert search["memory_model"] == {"method": "test double's fixed estimate", "sequences": 8,
+                                      "beams": 2}
+
+
 def test_out_of_memory_is_recorded_and_max_is_found_under_it(tmp_path):
     engine = {"name": DOUBLE, "options": {"oom_from_batch": 3, "estimate": 6}}
     s = spec(engines=[engine], input_tokens=[8], output_tokens=[2], batch_sizes=[1, 4, MAX])

@@ -627,9 +627,17 @@ class _Worker:
             torch.cuda.empty_cache()
 
     def estimate(self, job: Job) -> dict:
+        """The engine's largest batch for the job's lengths (its memory model), in prompts: a
+        prompt of beam search holds a sequence a beam (transformers expands the batch so, and
+        vLLM runs each beam as a request)."""
+        from infergy.decoding import Decoding
+
         try:
             load = self.load(job)
             batch, how = self.engine.max_batch(job.input_tokens, job.output_tokens)
+            beams = Decoding.parse(job.decoding).beams
+            if batch is not None and beams > 1:
+                batch, how = batch // beams, {**how, "sequences": batch, "beams": beams}
             return {"batch": batch, "how": how, "load": load}
         except Exception as err:
             return self._failed(err)
