@@ -87,7 +87,6 @@ class VLLM(Engine):
     enforce_eager = False
     _first = Decoding()  # the decoding vLLM is first started for (`expect`)
     _running: object = None  # the start key of the running vLLM
-    _speculation: dict | None = None  # the speculative_config vLLM runs with
     llm = None
 
     @classmethod
@@ -103,18 +102,18 @@ class VLLM(Engine):
     def check_decoding(self, decoding: Decoding) -> None:
         super().check_decoding(decoding)
         self._speculative_config(decoding)
-        if decoding.strategy == "beam" and self.weights is not None and not any(
-                Path(self.weights, name).is_file() for name in TOKENIZER_FILES):
-            raise EngineError(f"beam search in {self.name}: vLLM's beam search needs the "
-                              f"checkpoint's tokenizer, and {self.weights} holds none "
-                              f"({', '.join(TOKENIZER_FILES)})")
 
     def _speculative_config(self, decoding: Decoding) -> dict | None:
         """vLLM's speculative_config for `decoding` (None: not speculative); EngineError for
-        a draft that cannot run here, before any GPU work. Worked out once a decoding: every
-        run asks."""
+        a decoding that cannot run here (a draft; beam search over a checkpoint without a
+        tokenizer), before any GPU work. Worked out once a decoding: every run asks."""
         known = self.__dict__.setdefault("_configs", {})
         if decoding not in known:
+            if decoding.strategy == "beam" and self.weights is not None and not any(
+                    Path(self.weights, name).is_file() for name in TOKENIZER_FILES):
+                raise EngineError(f"beam search in {self.name}: vLLM's beam search needs the "
+                                  f"checkpoint's tokenizer, and {self.weights} holds none "
+                                  f"({', '.join(TOKENIZER_FILES)})")
             known[decoding] = self._new_speculative_config(decoding)
         return known[decoding]
 
@@ -211,7 +210,6 @@ class VLLM(Engine):
             self.llm = self._vllm.LLM(**settings)
         except (RuntimeError, ValueError) as e:  # start-up: the engine core's own log above
             raise EngineError(f"{self.name} failed to start: {e}") from None
-        self._speculation = speculation
         self._running = self.start_key(decoding)
 
     def _beam_settings(self) -> dict:
@@ -259,7 +257,8 @@ class VLLM(Engine):
             seed=decoding.seed if decoding.sampling else None,
             detokenize=False,
         )
-        before = self._spec_counts() if self._speculation else None
+        # Running for this decoding (checked above): speculating where it speculates.
+        before = self._spec_counts() if decoding.strategy == "speculative" else None
         outputs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], params,
                                     use_tqdm=False)
         lengths = self._checked([len(o.outputs[0].token_ids) for o in outputs], prompts,
