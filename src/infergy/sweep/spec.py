@@ -162,8 +162,9 @@ class SweepSpec:
 
     def tasks(self, done: Callable[[Task], bool] | None = None) -> list[Task]:
         """Every point, grouped by (model, engine) so each model is built once per group,
-        then by decoding (vLLM builds a speculative one with the engine: each is started
-        once), lengths and batch size. A length pair in several grids is kept once.
+        then by decoding (an engine started for its decoding, as vLLM for a speculation or
+        beam search, starts once for each), lengths and batch size. A length pair in several
+        grids is kept once.
         With a shard (k, n), every n-th of those points from the k-th: n processes, one per
         GPU, share one sweep, neighbouring points (of similar cost) going to different GPUs.
         With `done` (measured already), the shard is taken of the points left, so shards of
