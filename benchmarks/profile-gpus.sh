@@ -20,7 +20,8 @@
 # hf-paged) at a Poisson RATE a second (N for --steady-inflight); $WARMUP, the offline
 # replays' --warmup (online ones refuse it).
 # A shard is of the points its GPU's copy of the store does not hold yet: start the shards of
-# one sweep in one call (the copies are then the same), so they split what is left evenly.
+# one sweep in one call, so they split what is left evenly. A start with no worker running
+# first gives every GPU's copy the points of the others (an earlier call's shards).
 #   start spot,hf-compiled:max:0/2 spot,hf-compiled:max:1/2 spot,hf-compiled:max:... -
 # A later call may start a worker on a GPU without one (vLLM's, once the bundle is installed
 # and on PYTHONPATH), or stop some: `stop 2 3`, then `start - - vllm:max vllm-eager:max`.
@@ -100,14 +101,13 @@ for stem in sorted({s.rsplit("/", 1)[1].rsplit(".gpu", 1)[0] for s in glob.glob(
     merge(sorted(glob.glob(f"{src}/{stem}.gpu*.db")), f"{out}/{stem}-{card}.db")
 base = {r[0] for r in sqlite3.connect(f"{src}/base.db").execute("SELECT id FROM points")} \
     if glob.glob(f"{src}/base.db") else set()
-for store in sorted(glob.glob(f"{src}/gpu*.db")):
-    rows = [r for r in sqlite3.connect(store).execute(
-        "SELECT id, engine, batch_requested, status FROM points ORDER BY measured_at")
-        if r[0] not in base]
+if glob.glob(f"{out}/llama-3.1-8b-{card}.db"):  # what this host measured, every GPU's together
+    rows = [r for r in sqlite3.connect(f"{out}/llama-3.1-8b-{card}.db").execute(
+        "SELECT id, engine, batch_requested, status FROM points") if r[0] not in base]
     kinds = {}
     for _, engine, batch, status in rows:
         kinds[f"{engine} B={batch} {status}"] = kinds.get(f"{engine} B={batch} {status}", 0) + 1
-    print(f"{store}: {len(rows)} new points", dict(sorted(kinds.items())))
+    print(f"llama-3.1-8b-{card}.db: {len(rows)} new points", dict(sorted(kinds.items())))
 EOF
   cat "$dir"/gpu*.log >"$OUT/sweeps.log" 2>/dev/null
   for log in "$dir"/infergy-server-*.log; do
@@ -177,6 +177,16 @@ case "$command" in
       # REFRESH=1 copies this call's code again: for the jobs that start after it, and for
       # running ones where they import a module late or start a process (a sweep's worker).
       cp -r src benchmarks "$0" "$dir/code/"
+    fi
+    if ! running && [ "$(ls "$dir"/gpu*.db 2>/dev/null | wc -l)" -gt 1 ]; then
+      # Shards of an earlier call measured into their own copies: each copy gets the others'
+      # points, so the shards started now split what is left of the same points.
+      for db in "$dir"/gpu*.db; do
+        others=()
+        for other in "$dir"/gpu*.db; do [ "$other" = "$db" ] || others+=("$other"); done
+        PYTHONPATH="$dir/code/src" python3 -m infergy results merge "${others[@]}" -o "$db" ||
+          exit
+      done
     fi
     if [ ! -f "$dir/base.db" ]; then
       store=src/infergy/profiles/llama-3.1-8b-$card.db
