@@ -312,3 +312,14 @@ def test_tensor_parallel_points_get_their_own_section_and_stay_out_of_one_gpus(t
 
     profile = load_profile([db], "llama-3.1-8b", "vllm")
     assert profile.points[(512, 64)]["energy_j"] == pytest.approx(0.05 * 512 * 64 + 2 * 64 * 8)
+
+
+def test_a_figures_caption_names_each_package_once_though_its_points_ran_different_engines():
+    pd = pytest.importorskip("pandas")
+    points = pd.DataFrame({
+        "gpu": ["NVIDIA H100 80GB HBM3"] * 2, "model": ["llama-3.1-8b"] * 2,
+        "software": ["torch 2.11.0, transformers 5.17.0",
+                     "torch 2.11.0, transformers 5.17.0, vllm 0.26.0"],
+        "day": ["2026-11-27"] * 2})
+    assert figures.provenance(points) == ("llama-3.1-8b on NVIDIA H100 80GB HBM3; torch 2.11.0, "
+                                          "transformers 5.17.0, vllm 0.26.0; measured 2026-11-27")

@@ -25,7 +25,8 @@ def provenance(points) -> str:
     """One line: the GPUs, models, versions and dates the figure's points come from."""
     gpus = ", ".join(sorted(points["gpu"].dropna().unique()))
     models = ", ".join(sorted(points["model"].unique()))
-    versions = ", ".join(sorted(points["software"].dropna().unique()))
+    versions = ", ".join(sorted({package for software in points["software"].dropna().unique()
+                                 for package in software.split(", ")}))  # each package once
     days = sorted(points["day"].dropna().unique())
     span = days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}" if days else "?"
     return f"{models} on {gpus}; {versions}; measured {span}"
