@@ -2,9 +2,12 @@
 
     PYTHONPATH=src python3 benchmarks/repeatability.py --out "$OUT"
 
-Runs one point (default hf-eager, llama-3.1-8b, B = 1, 2048 in, 128 out) `--runs` times with
-Python's garbage collector as usual, then as many times with it collected before each run and
-held off during it (what infergy's point runner does), alternating blocks. For every run:
+Runs one point (default hf-eager, llama-3.1-8b, B = 1, 2048 in, 128 out) `--runs` times in
+each of three settings: Python's garbage collector as usual, and collected before each run and
+held off during it (what infergy's point runner does), these two in turn; then, last, held
+off with the launching thread pinned to one CPU (is the spread the thread moving between
+CPUs?). Last, because threads started while it is pinned stay pinned after (seen on a CPU:
+torch's own threads, every later run 10x slower). For every run:
 time, GPU energy, and the decode steps' time distribution (median, p90, max, and the time
 lost to steps over 1.5x the median), which tells spikes (collections, preemption of the
 launching thread) from a uniformly slower run (clocks, contention). Writes
@@ -47,7 +50,7 @@ def main() -> int:
     ap.add_argument("--model", default="llama-3.1-8b")
     ap.add_argument("--engine", default="hf-eager")
     ap.add_argument("--point", default="1x2048x128", help="BxIxO")
-    ap.add_argument("--runs", type=int, default=6, help="runs per garbage-collector setting")
+    ap.add_argument("--runs", type=int, default=6, help="runs per setting")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
@@ -64,31 +67,36 @@ def main() -> int:
     print(f"cpus {os.cpu_count()}, affinity {len(os.sched_getaffinity(0))}, load "
           f"{os.getloadavg()}", flush=True)
     rows = []
+    cpus = os.sched_getaffinity(0)
+    settings = ("gc as usual", "gc held", "gc held, pinned")
     with (args.out / "repeatability.jsonl").open("a") as log:
-        for block in range(2 * args.runs):
-            held = block % 2 == 1
+        for block in range(len(settings) * args.runs):
+            setting = settings[block % 2] if block < 2 * args.runs else settings[2]
             gc.collect()
-            if held:
+            if setting != "gc as usual":
                 gc.disable()
+            if setting.endswith("pinned"):  # this thread only: the one launching the kernels
+                os.sched_setaffinity(0, {min(cpus)})
             try:
                 with meter.window("run") as w:
                     gen = engine.generate(prompts, outputs, greedy)
             finally:
                 gc.enable()
+                os.sched_setaffinity(0, cpus)
             m = w.measurement
-            row = {"engine": args.engine, "point": args.point, "gc_held": held,
+            row = {"engine": args.engine, "point": args.point, "setting": setting,
                    "time_s": m.duration_s, "energy_j": m.energy_j, "avg_power_w": m.avg_power_w,
                    "gpu": meter.gpus[0].info.model if meter.gpus else None,
                    **steps_summary(gen.token_times_s)}
             rows.append(row)
             log.write(json.dumps(row) + "\n")
             print(json.dumps(row), flush=True)
-    for held in (False, True):
-        sel = [r for r in rows if r["gc_held"] == held]
+    for setting in settings:
+        sel = [r for r in rows if r["setting"] == setting]
         for key in ("time_s", "energy_j"):
             values = [r[key] for r in sel if r[key] is not None]
             if len(values) > 1:
-                print(f"gc {'held' if held else 'as usual'}: {key} mean "
+                print(f"{setting}: {key} mean "
                       f"{statistics.mean(values):.3g}, CV "
                       f"{statistics.stdev(values) / statistics.mean(values):.1%}", flush=True)
     engine.close()
