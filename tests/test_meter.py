@@ -579,3 +579,13 @@ def test_window_shorter_than_the_counter_period_trusts_instant_power(make_meter)
     assert any("shorter than two updates" in w for w in m.warnings)
     # a window long enough for the counter goes back to it
     assert run_window(meter, 0.3).device("gpu0").method == "counter"
+
+
+def test_several_gpus_too_coarse_for_a_window_get_one_warning_naming_them_all(make_meter):
+    """A window of TP 4 named its four GPUs' counters in four warnings alike: now in one."""
+    meter = make_meter([SimulatedGpu(i, update_s=0.05) for i in range(3)])
+    meter.measure_idle(0.4)
+    m = run_window(meter, 0.2)
+    coarse = [w for w in m.warnings if "too short" in w]
+    assert len(coarse) == 1 and coarse[0].startswith("gpu0, gpu1, gpu2: window of ")
+    assert "their energy counters update every" in coarse[0]

@@ -349,14 +349,18 @@ def summarize(name: str, start_unix_s: float, duration: float, devices: list[Dev
     errors = tuple(e for t in tracks for e in t.errors)
     warnings: list[str] = []
     gpus = [d for d in devices if d.kind == "gpu"]
+    coarse = [d for d in devices if d.resolution is not None and d.resolution > meter.precision]
+    if coarse:  # one warning for them all: the GPUs of a window of TP 4 would give four alike
+        update_s = max(d.counter_update_s for d in coarse)
+        counters = ("its energy counter updates" if len(coarse) == 1
+                    else "their energy counters update")
+        warnings.append(
+            f"{', '.join(d.device for d in coarse)}: window of {duration:.3g} s is too short "
+            f"for {meter.precision:.1%} precision: {counters} every {update_s * 1000:.0f} ms "
+            f"(±{max(d.resolution for d in coarse):.1%}); measure at least "
+            f"{update_s / meter.precision:.3g} s or repeat"
+        )
     for d in devices:
-        if d.resolution is not None and d.resolution > meter.precision:
-            warnings.append(
-                f"{d.device}: window of {duration:.3g} s is too short for "
-                f"{meter.precision:.1%} precision: its energy counter updates every "
-                f"{d.counter_update_s * 1000:.0f} ms (±{d.resolution:.1%}); measure at least "
-                f"{d.counter_update_s / meter.precision:.3g} s or repeat"
-            )
         if d.method == "sampled:instant" and d.counter_energy_j is not None:
             warnings.append(
                 f"{d.device}: window of {duration:.3g} s is shorter than two updates of the "
