@@ -286,13 +286,40 @@ def test_a_sweep_refuses_a_tp_that_cannot_run_before_any_work(tmp_path, monkeypa
 
     fake_gpus(monkeypatch, 1)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    monkeypatch.setattr(infergy.cli_sweep, "_device", lambda device: device)  # no CUDA here
+    monkeypatch.setattr(infergy.cli_sweep, "_torch_device", lambda device, tp=1: device)  # no CUDA
     spec = tmp_path / "s.yaml"
     spec.write_text("models: [tiny]\nengines: [hf-eager]\ninput_tokens: [8]\n"
                     "output_tokens: [2]\nidle_s: 0\n")
     res = CliRunner().invoke(app, ["sweep", str(spec), "--db", str(tmp_path / "r.db"), *args])
     assert res.exit_code == 2 and message in " ".join(res.output.split()), res.output
     assert not (tmp_path / "r.db").exists()  # refused before the store, the worker, a GPU
+
+
+@pytest.mark.parametrize("command", [
+    ["measure", "-m", "llama-3.1-8b", "-e", "hf-eager", "-b", "1", "-i", "32", "--output", "8"],
+    ["replay", "-t", "azure-code-2023", "-m", "llama-3.1-8b", "-e", "hf-eager", "--sample",
+     "4"],
+    ["sweep", "SPEC"],
+])
+def test_tp_on_a_machine_without_gpus_is_refused_unless_cpu_is_asked(tmp_path, monkeypatch,
+                                                                     command):
+    """On this machine (no CUDA), `--tp 2` once split llama-3.1-8b over two CPU processes,
+    both killed for want of memory, with no word said: a split over CPUs is for tests, asked
+    for with --device cpu."""
+    from typer.testing import CliRunner
+
+    from infergy.cli import app
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    spec = tmp_path / "s.yaml"
+    spec.write_text("models: [llama-3.1-8b]\nengines: [hf-eager]\ninput_tokens: [32]\n"
+                    "output_tokens: [8]\nidle_s: 0\n")
+    command = [str(spec) if arg == "SPEC" else arg for arg in command]
+    res = CliRunner().invoke(app, [*command, "--tp", "2", "--db", str(tmp_path / "r.db")])
+    assert res.exit_code == 2, res.output
+    assert ("--tp 2 splits the model over GPUs, and torch sees no CUDA GPU here (--device cpu "
+            "splits it over 2 CPU processes instead") in " ".join(res.output.split())
+    assert not (tmp_path / "r.db").exists()
 
 
 def test_a_replay_refuses_more_ranks_than_visible_gpus_before_any_work(tmp_path, monkeypatch):
@@ -303,7 +330,7 @@ def test_a_replay_refuses_more_ranks_than_visible_gpus_before_any_work(tmp_path,
 
     fake_gpus(monkeypatch, 1)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    monkeypatch.setattr(infergy.cli_replay, "_torch_device", lambda device: "cuda")
+    monkeypatch.setattr(infergy.cli_replay, "_torch_device", lambda device, tp=1: "cuda")
     (tmp_path / "t.csv").write_text("in,out\n20,5\n")
     res = CliRunner().invoke(app, ["replay", "-t", str(tmp_path / "t.csv"), "--input-col",
                                    "in", "--output-col", "out", "-m", "tiny", "-e", "hf-eager",
@@ -373,6 +400,25 @@ def test_launch_stops_ranks_left_waiting_for_one_that_failed_alone(tmp_path, mon
     err = " ".join(capsys.readouterr().err.split())
     assert "rank 1 of 2 failed: RuntimeError: simulated failure" in err
     assert "out of step" in err
+
+
+def test_launch_says_which_rank_a_signal_killed_and_exits_as_a_shell_would(tmp_path, monkeypatch,
+                                                                           capsys):
+    """Two ranks of llama-3.1-8b on a machine short of memory: the system killed rank 0
+    (SIGKILL), which could say nothing, and the command ended with status 247 and no word.
+    Now `launch` names the rank and the signal and returns 128 + its number."""
+    import signal
+
+    from infergy.parallel import launch
+
+    rank = tmp_path / "rank.sh"  # stands for `python -m infergy`: launch's ranks run it
+    rank.write_text('#!/bin/sh\n[ "$INFERGY_TP_RANK" = 0 ] && kill -KILL $$\nsleep 120\n')
+    rank.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(rank))
+    assert launch(2, [], grace_s=1.0) == 128 + signal.SIGKILL
+    err = " ".join(capsys.readouterr().err.split())
+    assert "infergy: rank 0 of 2 was killed by SIGKILL, as the system's out-of-memory killer" \
+        in err
 
 
 def test_hf_eager_split_over_two_ranks_decodes_as_one_and_its_windows_are_aligned(tmp_path):
@@ -486,3 +532,13 @@ def test_processes_a_gpu_are_started_from_the_command_line_only():
     assert res.exit_code == 2
     assert "starts its processes from the `infergy` command line only" in \
         " ".join(res.output.split())
+
+
+def test_a_process_exit_is_said_in_words_a_signal_by_its_name():
+    """A sweep's rank or worker killed by a signal was `exit code -9`: now the signal's name,
+    and for SIGKILL the likely sender."""
+    from infergy.parallel import exit_said
+
+    assert exit_said(9) == "exit code 9"
+    assert exit_said(-15) == "killed by SIGTERM"
+    assert exit_said(-9) == "killed by SIGKILL, as the system's out-of-memory killer does"

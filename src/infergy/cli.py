@@ -350,7 +350,7 @@ def measure(
         raise _fail("--tokenizer and --text-file go together")
     if text_file is not None and not text_file.is_file():
         raise _fail(f"--text-file {text_file}: no such file")
-    device = _torch_device(device)
+    device = _torch_device(device, tp)
     if device == "cuda":
         try:
             check_tp_gpus(tp)
@@ -502,8 +502,11 @@ def _status(speaks: bool, text: str):
     return err.status(text) if speaks else _Quiet()
 
 
-def _torch_device(device: str) -> str:
-    """--device resolved against this machine's torch: cuda or cpu."""
+def _torch_device(device: str, tp: int = 1) -> str:
+    """--device resolved against this machine's torch: cuda or cpu. A `tp` over 1 asks for
+    GPUs: auto finding none is an error (an explicit cpu splits over CPU processes: tests)."""
+    if device not in ("auto", "cuda", "cpu"):
+        raise _fail(f"--device must be auto, cuda or cpu, got {device!r}")
     try:
         import torch
     except ImportError:
@@ -512,8 +515,10 @@ def _torch_device(device: str) -> str:
         ) from None
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cuda", "cpu"):
-        raise _fail(f"--device must be auto, cuda or cpu, got {device!r}")
+        if device == "cpu" and tp > 1:
+            raise _fail(f"--tp {tp} splits the model over GPUs, and torch sees no CUDA GPU "
+                        f"here (--device cpu splits it over {tp} CPU processes instead, as "
+                        f"the tests do with tiny models)")
     if device == "cuda" and not torch.cuda.is_available():
         raise _fail("--device cuda, but torch sees no CUDA GPU here")
     return device

@@ -186,7 +186,7 @@ def replay(
         return _online(workload, requests, spec, serving, sample, seed, db, idle_s, as_json)
     tp = tp or 1
     try:
-        device = _torch_device(device)
+        device = _torch_device(device, tp)
         # The card this replay runs on (as NVML names it; none on a CPU): its profile, not
         # another card's, by default: a profile's B = max is its own card's.
         here = _cards_here(device, tp) if gpu is None else []

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeE
 from rich.table import Table
 from rich.text import Text
 
-from infergy.cli import _fail, _fmt, app, err, out
+from infergy.cli import _fail, _fmt, _torch_device, app, err, out
 
 results_app = typer.Typer(help="Read, export and merge results stores.", no_args_is_help=True)
 app.add_typer(results_app, name="results")
@@ -89,7 +89,7 @@ def sweep(
     if dry_run:
         _print_plan(spec, db, resume_by)
         return
-    device = _device(device)
+    device = _torch_device(device, spec.tp)
     from infergy.parallel import ParallelError, check_tp_gpus
 
     try:
@@ -128,21 +128,6 @@ def _int(text: str, option: str) -> int:
         return int(text)
     except ValueError:
         raise _fail(f"{option} expects a positive integer or 'max', got {text!r}") from None
-
-
-def _device(device: str) -> str:
-    if device not in ("auto", "cuda", "cpu"):
-        raise _fail(f"--device must be auto, cuda or cpu, got {device!r}")
-    try:
-        import torch
-    except ImportError:
-        raise _fail("measuring needs torch and transformers: pip install 'infergy[measure]'") \
-            from None
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise _fail("--device cuda, but torch sees no CUDA GPU here")
-    return device
 
 
 def _print_plan(spec, db: Path, resume_by: str = "card") -> None:

@@ -26,6 +26,20 @@ import os
 from infergy.models.catalog import ModelSpec
 
 
+def exit_said(code: int | None) -> str:
+    """A process's exit status in words: its exit code, or the signal that killed it."""
+    if code is None or code >= 0:
+        return f"exit code {code}"
+    import signal
+
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    oom = ", as the system's out-of-memory killer does" if -code == signal.SIGKILL else ""
+    return f"killed by {name}{oom}"
+
+
 class ParallelError(ValueError):
     """A tensor-parallel size that cannot run; raised before any work."""
 
@@ -173,9 +187,15 @@ def launch(tp: int, argv: list[str], *, grace_s: float = RANK_GRACE_S) -> int:
         if failed is None:
             return 0
         rank, code = failed
+        tail = []
         if rank:  # rank 0 said its own; another rank's error is shown here
             logs[rank].seek(0)
             tail = logs[rank].read().decode(errors="replace").strip().splitlines()[-15:]
+        if code < 0:  # killed by a signal: no rank said a word, rank 0 included
+            print(f"infergy: rank {rank} of {tp} was {exit_said(code)}", *tail, sep="\n",
+                  file=sys.stderr)
+            return 128 - code  # a shell's status for it, not -code's low byte
+        if rank:
             print(f"infergy: rank {rank} of {tp} failed (exit {code}):", *tail, sep="\n",
                   file=sys.stderr)
         return code

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from infergy.bench.point import STEADY_CV
+from infergy.parallel import exit_said
 from infergy.store import Store, gpu_name_of
 from infergy.sweep.spec import MAX, SweepSpec, Task
 from infergy.sweep.worker import FATAL_EXIT_CODE, Job, WorkerSettings, failed_record, is_fatal
@@ -85,7 +86,7 @@ class SweepSummary:
 
 class _WorkerGone(Exception):
     def __init__(self, exitcode):
-        super().__init__(f"the worker process died (exit code {exitcode})")
+        super().__init__(f"the worker process died ({exit_said(exitcode)})")
         self.exitcode = exitcode
 
 

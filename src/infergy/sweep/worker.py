@@ -47,7 +47,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from infergy.parallel import RANK_GRACE_S, Telling
+from infergy.parallel import RANK_GRACE_S, Telling, exit_said
 from infergy.sweep.spec import Cooldown, EngineChoice, point_text
 
 # Messages of errors after which a CUDA context cannot be trusted: the worker exits.
@@ -424,7 +424,7 @@ class _Followers:
     def _gone(self, rank: int) -> str:
         process = self.processes[rank - 1]
         process.join(1)
-        return f"{self.name(rank)} died (exit code {process.exitcode})"
+        return f"{self.name(rank)} died ({exit_said(process.exitcode)})"
 
     def stop(self, ranks) -> None:
         """End the followers: with `ranks` (all in step), together, leaving the process group
