@@ -349,3 +349,12 @@ def test_without_any_shipped_profile_the_estimate_asks_for_one(shipped):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and "none shipped yet: pass --profile" in " ".join(
         result.output.split())
+
+
+def test_an_unknown_engine_is_named_as_such_not_as_a_missing_profile():
+    """`--engine nope` said `no shipped profile of llama-3.1-8b`, a profile that is shipped."""
+    result = CliRunner().invoke(app, ["estimate", "--trace", "azure-code-2023", "--model",
+                                      "llama-3.1-8b", "--engine", "hf-eager,nope"])
+    assert result.exit_code == 2
+    assert "--engine: unknown engine 'nope'; expected names of hf-eager, hf-compiled" in \
+        " ".join(result.output.split())

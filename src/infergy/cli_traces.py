@@ -128,6 +128,7 @@ def estimate(
     """Estimate a trace's GPU energy on each engine and GPU from measured points (the study's
     binned formula, whole batches, and infergy's interpolation), against the theoretical
     baseline."""
+    from infergy.engines import ENGINES
     from infergy.estimate import J_PER_KWH, EstimateError, estimate_cards
     from infergy.estimate.hardware import UnknownGpuError
     from infergy.models import UnknownModelError, get_model
@@ -146,6 +147,10 @@ def estimate(
                 if input_edges or output_edges else BinGrid.named(bins, beyond))
         binned = grid.assign(workload.input_tokens, workload.output_tokens)
         engines = [e.strip() for e in engine.split(",")]
+        unknown = [e for e in engines if e not in ENGINES and ":" not in e]
+        if unknown:  # before the stores: they would say only that they hold no such points
+            raise _fail(f"--engine: unknown engine {unknown[0]!r}; expected names of "
+                        f"{', '.join(ENGINES)} (comma-separated), or module:Class")
         result = estimate_cards(workload, binned, model, engines, gpus, profile or None,
                                 theory_gpu)
     except (TraceError, BinError, EstimateError, UnknownGpuError, UnknownModelError,
