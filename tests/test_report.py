@@ -204,6 +204,16 @@ def test_report_cli_writes_the_page(tmp_path):
     assert (tmp_path / "o" / "index.html").is_file()
 
 
+def test_report_cli_refuses_a_store_that_is_not_there(tmp_path):
+    """A mistyped --db once wrote a page saying the store was missing, and exited 0."""
+    db = write_store(tmp_path / "r.db")
+    result = CliRunner().invoke(app, ["report", "--db", str(db), "--db", str(tmp_path / "x.db"),
+                                      "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert f"--db {tmp_path / 'x.db'}: no such results store" in " ".join(result.output.split())
+    assert not (tmp_path / "o").exists()
+
+
 def _chromium() -> str | None:
     import shutil
 

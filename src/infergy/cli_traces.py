@@ -249,6 +249,9 @@ def report(
     from infergy.report import build_report
     from infergy.workloads import TraceError
 
+    for store in db or []:  # a mistyped path: said here, not only on the page
+        if not store.is_file():
+            raise _fail(f"--db {store}: no such results store")
     try:
         page = build_report(list(db or []), list(trace or []), output, model=model,
                             grid_gco2_per_kwh=grid_gco2_per_kwh, usd_per_kwh=usd_per_kwh)
