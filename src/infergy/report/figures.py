@@ -290,12 +290,16 @@ def tp_figure(points):
     plt = _plt()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     models = points.model.nunique() > 1
+    batches = sorted({key[4] for key, _ in series})  # an engine's colour, a batch's line style
+    styles = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D")]
     for (model, engine, options, decoding, b, i, o, _), g in series:
         label = (f"{model + ' ' if models else ''}{engine}"
                  f"{'' if options == '{}' else ' ' + options}"
                  f"{'' if decoding == 'greedy' else ' ' + decoding} B={b} I={i} O={o}")
+        line, marker = styles[batches.index(b) % len(styles)]
         for ax, column in ((left, "time_s"), (right, "energy_j")):
-            ax.plot(g.tp, g[column], marker="o", color=_color(engine), label=label)
+            ax.plot(g.tp, g[column], linestyle=line, marker=marker, color=_color(engine),
+                    label=label)
     for ax, ylabel in ((left, "time per batch (s)"), (right, "GPU energy per batch (J), "
                                                            "all GPUs")):
         _axes(ax, "GPUs (tensor parallelism)", ylabel, ylog=False)
