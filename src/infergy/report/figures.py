@@ -174,10 +174,16 @@ def pareto_figure(points):
             best = r.j_per_output_token
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 5))
+    labelled = []  # (label, log10 x, log10 y): the same label this close once only
     for engine, rows in sub.groupby("engine"):
         ax.scatter(rows.latency, rows.j_per_output_token, color=_color(engine), label=engine)
         for _, r in rows.iterrows():
-            ax.annotate(f"B={r.batch}", (r.latency, r.j_per_output_token), fontsize=7,
+            label, x, y = f"B={r.batch}", np.log10(r.latency), np.log10(r.j_per_output_token)
+            if any(t == label and abs(x - u) < 0.1 and abs(y - v) < 0.1
+                   for t, u, v in labelled):
+                continue  # the engines' points of one batch, side by side: one label
+            labelled.append((label, x, y))
+            ax.annotate(label, (r.latency, r.j_per_output_token), fontsize=7,
                         xytext=(3, 3), textcoords="offset points")
     ax.plot([r.latency for r in front], [r.j_per_output_token for r in front], "k--",
             alpha=0.6, label="Pareto front")
