@@ -281,12 +281,11 @@ def test_a_sweep_refuses_a_tp_that_cannot_run_before_any_work(tmp_path, monkeypa
                                                                message):
     from typer.testing import CliRunner
 
-    import infergy.cli_sweep
     from infergy.cli import app
 
     fake_gpus(monkeypatch, 1)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    monkeypatch.setattr(infergy.cli_sweep, "_torch_device", lambda device, tp=1: device)  # no CUDA
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)  # the one GPU fake_gpus makes
     spec = tmp_path / "s.yaml"
     spec.write_text("models: [tiny]\nengines: [hf-eager]\ninput_tokens: [8]\n"
                     "output_tokens: [2]\nidle_s: 0\n")
@@ -325,12 +324,11 @@ def test_tp_on_a_machine_without_gpus_is_refused_unless_cpu_is_asked(tmp_path, m
 def test_a_replay_refuses_more_ranks_than_visible_gpus_before_any_work(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    import infergy.cli_replay
     from infergy.cli import app
 
     fake_gpus(monkeypatch, 1)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    monkeypatch.setattr(infergy.cli_replay, "_torch_device", lambda device, tp=1: "cuda")
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)  # the one GPU fake_gpus makes
     (tmp_path / "t.csv").write_text("in,out\n20,5\n")
     res = CliRunner().invoke(app, ["replay", "-t", str(tmp_path / "t.csv"), "--input-col",
                                    "in", "--output-col", "out", "-m", "tiny", "-e", "hf-eager",

@@ -326,7 +326,7 @@ def measure(
     from infergy.decoding import Decoding, DecodingError
     from infergy.engines import EngineError, UnknownEngineError, engine_class, new_engine
     from infergy.models import UnknownModelError, get_model
-    from infergy.parallel import ParallelError, check_tp, check_tp_gpus
+    from infergy.parallel import ParallelError, check_tp
 
     try:
         decoding = _decoding(decoding, draft, lookahead, acceptance)
@@ -351,11 +351,6 @@ def measure(
     if text_file is not None and not text_file.is_file():
         raise _fail(f"--text-file {text_file}: no such file")
     device = _torch_device(device, tp)
-    if device == "cuda":
-        try:
-            check_tp_gpus(tp)
-        except ParallelError as e:
-            raise _fail(str(e)) from None
     split, rank, speaks = _process_of(tp, engine_cls)
     store = None
     if db is not None and speaks:  # before any GPU work; rank 0 records for all
@@ -504,7 +499,8 @@ def _status(speaks: bool, text: str):
 
 def _torch_device(device: str, tp: int = 1) -> str:
     """--device resolved against this machine's torch: cuda or cpu. A `tp` over 1 asks for
-    GPUs: auto finding none is an error (an explicit cpu splits over CPU processes: tests)."""
+    that many GPUs visible here (on cuda; an explicit cpu splits over CPU processes: tests),
+    and auto finding none is an error."""
     if device not in ("auto", "cuda", "cpu"):
         raise _fail(f"--device must be auto, cuda or cpu, got {device!r}")
     try:
@@ -521,6 +517,13 @@ def _torch_device(device: str, tp: int = 1) -> str:
                         f"the tests do with tiny models)")
     if device == "cuda" and not torch.cuda.is_available():
         raise _fail("--device cuda, but torch sees no CUDA GPU here")
+    if device == "cuda":  # a CPU run counts no GPU (its ranks share the CPU)
+        from infergy.parallel import ParallelError, check_tp_gpus
+
+        try:
+            check_tp_gpus(tp)
+        except ParallelError as e:
+            raise _fail(str(e)) from None
     return device
 
 

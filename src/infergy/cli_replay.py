@@ -218,8 +218,6 @@ def replay(
                     f"{spec.max_context} tokens (longest prompt + longest output), e.g. "
                     f"{max(too_long[0].input_tokens)} + {too_long[0].generated_per_prompt}: "
                     f"choose a model with a longer context, or a smaller --batch")
-        if device == "cuda":
-            check_tp_gpus(tp)
         options = _options(engine_option)
         # One process a GPU (hf-eager): this command runs again as `tp` ranks, each making
         # the same plan (the trace, the profile, --sample and --seed decide it; checked once

@@ -90,13 +90,6 @@ def sweep(
         _print_plan(spec, db, resume_by)
         return
     device = _torch_device(device, spec.tp)
-    from infergy.parallel import ParallelError, check_tp_gpus
-
-    try:
-        if device == "cuda":  # a CPU sweep counts no GPU (its ranks share the CPU)
-            check_tp_gpus(spec.tp)
-    except ParallelError as e:
-        raise _fail(str(e)) from None
     from infergy.sweep import SweepError, run_sweep
 
     with _open_store(db) as store, _SweepProgress(len(spec.tasks())) as view:
