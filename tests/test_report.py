@@ -251,7 +251,7 @@ def test_replays_get_their_own_section_offline_against_the_estimate_and_online(t
     offline = {"trace": "azure-code-2023", "mode": "offline", "batching": "binned",
                "model": "tiny", "engine": "hf-eager", "decoding": "greedy", "requests": 6,
                "status": "ok", "energy_j": 100.0, "j_per_output_token": 0.5, "time_s": 2.0,
-               "estimate": {"binned_j": 120.0, "errors": {"binned": 0.2,
+               "estimate": {"binned_j": 120.0, "errors": {"binned": 0.2, "whole_batches": 1.5,
                                                           "interpolated": -0.05}}}
     offline["selection"] = {"sample": 6, "seed": 0}
     online = {**offline, "mode": "online", "batching": "poisson 4/s", "engine": "h:8000",
@@ -269,6 +269,7 @@ def test_replays_get_their_own_section_offline_against_the_estimate_and_online(t
             store.add_replay(run, "GPU-x", replay)
     html = build_report([tmp_path / "r.db"], [], tmp_path / "out").read_text()
     assert "Offline replays" in html and "+20.0%" in html and "-5.0%" in html
+    assert "whole-batches error" in html and "+150.0%" in html
     assert "Online serving" in html and "poisson 4/s" in html and "5 of 6" in html
     # Both replayed the same 6 requests of one trace on one card: compared, online -20%.
     assert "Online against offline" in html and "-20.0%" in html and "-40.0%" not in html

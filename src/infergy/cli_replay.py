@@ -542,7 +542,8 @@ def _print(results, trace: str, model: str, engine: str) -> None:
     from infergy.cli import _fmt
 
     table = Table(title=f"{trace} replayed offline on {model}, {engine}", title_justify="left")
-    for col in ("batching", "req.", "time", "pad", "measured", "estimate", "error", "interp."):
+    for col in ("batching", "req.", "time", "pad", "measured", "estimate", "error", "whole",
+                "interp."):
         table.add_column(col, justify="left" if col == "batching" else "right", no_wrap=True)
     for r in results:
         est = r.estimate or {}
@@ -553,7 +554,8 @@ def _print(results, trace: str, model: str, engine: str) -> None:
             f"{r.time_s:.1f} s",
             f"{r.padding_tokens / generated:.0%}" if generated else "-",
             _fmt(r.energy_j, "J", 4), _fmt(est.get("binned_j"), "J", 4),
-            _pct(errors.get("binned")), _pct(errors.get("interpolated")))
+            _pct(errors.get("binned")), _pct(errors.get("whole_batches")),
+            _pct(errors.get("interpolated")))
     out.print(table)
     notes = []
     for r in results:
@@ -569,7 +571,8 @@ def _print(results, trace: str, model: str, engine: str) -> None:
     out.print("[dim]req.: requests replayed; pad: generated tokens past a request's own "
               "length (static batches); measured: GPU energy of the whole replay; estimate: "
               "the study's formula (N / B) for the same requests; error: estimate / measured - "
-              "1; interp.: the error of infergy's interpolation[/]")
+              "1; whole: the error with every partial batch charged as a full one; interp.: "
+              "the error of infergy's interpolation[/]")
 
 
 def _pct(value: float | None) -> str:

@@ -192,6 +192,7 @@ def _replay_section(stores: list[Path]) -> Section | None:
                                     f"{r['requests']} ({r['status']})", j, per_token,
                                     _num(est.get("binned_j"), "{:.4g}"),
                                     _num(errors.get("binned"), "{:+.1%}"),
+                                    _num(errors.get("whole_batches"), "{:+.1%}"),
                                     _num(errors.get("interpolated"), "{:+.1%}"), gpu,
                                     "-" if source is None else "the same" if source == gpu
                                     else f"{source}: another card"])
@@ -211,14 +212,15 @@ def _replay_section(stores: list[Path]) -> Section | None:
     sec = Section("Replays", text=(
         "Whole traces run for real (`infergy replay`). Offline: static batches, the GPU energy "
         "measured against the estimator's for the same requests (error: estimate / measured "
-        "- 1). Online: requests streamed from a server; steady state while its level of "
-        "requests was in flight. An offline replay's estimate is from its own card's "
-        "profile unless `replay --gpu` named another: its error then compares two cards, "
-        "and the table says so."))
+        "- 1; whole batches: every partial batch charged as a full one). Online: requests "
+        "streamed from a server; steady state while its level of requests was in flight. An "
+        "offline replay's estimate is from its own card's profile unless `replay --gpu` named "
+        "another: its error then compares two cards, and the table says so."))
     if offline:
         sec.tables.append({"title": "Offline replays", "columns": [
             "trace", "model", "engine", "batching", "requests", "measured J", "J/tok",
-            "estimate J", "error", "interp. error", "GPU", "estimate's profile"],
+            "estimate J", "error", "whole-batches error", "interp. error", "GPU",
+            "estimate's profile"],
             "rows": offline})
     # The study's comparison holds one engine: a server infergy started (its engine known)
     # against the offline replay of the same requests on that engine.
