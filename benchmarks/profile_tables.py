@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from infergy.bench.point import STEADY_CV as CV_TARGET  # the issue's 5%
 from infergy.bench.point import STEADY_WINDOW_S as LONG_S  # for windows at least this long
+from infergy.bench.point import window_s
 from infergy.store import Store
 from infergy.sweep import load_spec
 
@@ -58,7 +59,8 @@ def repeatability(points: list[dict]) -> str:
              "|---|---|---|---|---|---|"]
     for (engine, batch), rows in sorted(groups.items()):
         long = [(p, _result(p).get("energy_cv")) for p in rows
-                if _window_s(p) >= LONG_S and _result(p).get("energy_cv") is not None]
+                if window_s(p["time_s"], _result(p).get("runs_per_window")) >= LONG_S
+                and _result(p).get("energy_cv") is not None]
         if not long:
             lines.append(f"| {engine} | {batch} | 0 | | | |")
             continue
@@ -68,11 +70,6 @@ def repeatability(points: list[dict]) -> str:
         lines.append(f"| {engine} | {batch} | {len(long)} | {statistics.mean(cvs):.1%} | "
                      f"{max(cvs):.1%} | {over} |")
     return "\n".join(lines)
-
-
-def _window_s(point: dict) -> float:
-    """How long a window of the point lasted: its runs back to back (min_window_s)."""
-    return (point["time_s"] or 0) * (_result(point).get("runs_per_window") or 1)
 
 
 def grid(points: list[dict], engine: str, batch: str) -> str:

@@ -196,6 +196,11 @@ STEADY_CV = 0.05
 STEADY_WINDOW_S = 2.0
 
 
+def window_s(time_s: float | None, runs_per_window: int | None) -> float:
+    """How long one window of a point lasted: its runs back to back (min_window_s)."""
+    return (time_s or 0) * (runs_per_window or 1)
+
+
 def unsteady_repeats(result: PointResult) -> str | None:
     """Why a point's repeats disagree by more than `STEADY_CV`, where they do: its windows
     are short beside the energy counter's steps, or the runs' times varied with them (a
@@ -204,9 +209,9 @@ def unsteady_repeats(result: PointResult) -> str | None:
     if cv is None or cv <= STEADY_CV:
         return None
     apart = f"repeats {cv:.1%} apart (CV of energy, over {STEADY_CV:.0%})"
-    window_s = (result.time_s or 0) * (result.runs_per_window or 1)
-    if window_s < STEADY_WINDOW_S:
-        return (f"{apart}: windows of {window_s:.2g} s, a few steps of the energy counter; "
+    window = window_s(result.time_s, result.runs_per_window)
+    if window < STEADY_WINDOW_S:
+        return (f"{apart}: windows of {window:.2g} s, a few steps of the energy counter; "
                 f"min_window_s (--min-window) {STEADY_WINDOW_S:g} would fill each window with "
                 f"runs back to back")
     if (result.time_cv or 0) > cv / 2:
