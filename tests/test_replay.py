@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from infergy.bench.replay import (
     ReplayError,
+    ReplayResult,
     plan_binned,
     plan_natural,
     replay_offline,
@@ -441,3 +442,27 @@ def test_ctrl_c_ends_a_replay_as_a_result_with_the_batches_before_it(tiny, make_
     assert result.energy_j == pytest.approx(sum(b.energy_j for b in result.batches))
     assert result.output_tokens == 5 + 3
     assert result.j_per_output_token == pytest.approx(result.energy_j / 8)
+
+
+def test_the_offline_table_fits_a_terminal_of_80_columns(monkeypatch):
+    """Nine columns of a GPU replay's figures (the H100's, docs/measurements.md), read whole
+    at 80 columns: no cell cut short."""
+    import io
+
+    from rich.console import Console
+
+    import infergy.cli_replay as cli_replay
+
+    screen = io.StringIO()
+    monkeypatch.setattr(cli_replay, "out", Console(file=screen, width=80))
+    errors = {"binned": -0.0922, "whole_batches": 6.803, "interpolated": -0.3487}
+    results = [ReplayResult("azure-code-2023", "llama-3.1-8b", "vllm", batching,
+                            requests=512, output_tokens=12949, energy_j=energy, time_s=time,
+                            padding_tokens=padding,
+                            estimate={"binned_j": 29367.8, "errors": errors})
+               for batching, energy, time, padding in (("binned", 32348.9, 55.2, 3256),
+                                                       ("natural", 35701.7, 57.1, 79371))]
+    cli_replay._print(results, "azure-code-2023", "llama-3.1-8b", "vllm")
+    table = screen.getvalue().split("req.: ")[0]
+    assert "…" not in table
+    assert "32.35" in table and "29.37" in table and "+680.3%" in table and "-34.9%" in table

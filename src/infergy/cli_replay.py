@@ -539,10 +539,13 @@ class _Estimator:
 
 
 def _print(results, trace: str, model: str, engine: str) -> None:
-    from infergy.cli import _fmt
+    def kj(joules: float | None) -> str:
+        return "n/a" if joules is None else f"{joules / 1000:.4g}"
 
-    table = Table(title=f"{trace} replayed offline on {model}, {engine}", title_justify="left")
-    for col in ("batching", "req.", "time", "pad", "measured", "estimate", "error", "whole",
+    # Without the outer border: its nine columns fit a terminal of 80.
+    table = Table(title=f"{trace} replayed offline on {model}, {engine}", title_justify="left",
+                  show_edge=False)
+    for col in ("batching", "req.", "time", "pad", "kJ", "est. kJ", "error", "whole",
                 "interp."):
         table.add_column(col, justify="left" if col == "batching" else "right", no_wrap=True)
     for r in results:
@@ -553,7 +556,7 @@ def _print(results, trace: str, model: str, engine: str) -> None:
             r.batching + ("" if r.status == "ok" else f" ({r.status})"), str(r.requests),
             f"{r.time_s:.1f} s",
             f"{r.padding_tokens / generated:.0%}" if generated else "-",
-            _fmt(r.energy_j, "J", 4), _fmt(est.get("binned_j"), "J", 4),
+            kj(r.energy_j), kj(est.get("binned_j")),
             _pct(errors.get("binned")), _pct(errors.get("whole_batches")),
             _pct(errors.get("interpolated")))
     out.print(table)
@@ -569,8 +572,8 @@ def _print(results, trace: str, model: str, engine: str) -> None:
     for note in dict.fromkeys(notes):
         err.print(f"infergy: {note}")
     out.print("[dim]req.: requests replayed; pad: generated tokens past a request's own "
-              "length (static batches); measured: GPU energy of the whole replay; estimate: "
-              "the study's formula (N / B) for the same requests; error: estimate / measured - "
+              "length (static batches); kJ: GPU energy of the whole replay; est.: the estimate "
+              "by the study's formula (N / B) for the same requests; error: estimate / measured - "
               "1; whole: the error with every partial batch charged as a full one; interp.: "
               "the error of infergy's interpolation[/]")
 
