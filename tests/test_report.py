@@ -168,6 +168,21 @@ def test_speculative_and_mixture_of_experts_figures_appear_when_their_points_exi
     html = build_report([both], [], tmp_path / "v").read_text()
     assert "speculative-hf-eager.png" in html and "speculative-vllm.png" in html
     assert (tmp_path / "v" / "speculative-vllm.png").read_bytes()[:8] == PNG
+    # Beam search beside speculation in one store: a figure of its own, and neither figure
+    # draws the other's lines.
+    beams = [("llama-3.1-8b", "vllm", f"beam:{w}", b, w / b ** 0.3, 0.05, None)
+             for w in (2, 4) for b in (1, 8, 32)]
+    mixed = add_points(tmp_path / "w.db", vllm + beams)
+    html = build_report([mixed], [], tmp_path / "w").read_text()
+    assert "Beam search" in html and (tmp_path / "w" / "beam.png").read_bytes()[:8] == PNG
+    points = load_points([mixed])
+    spec_fig = figures.decoding_figure(points, "speculative")
+    assert [line.get_label() for line in spec_fig.axes[0].get_lines()] == [
+        "greedy", "draft=llama-3.2-1b,lookahead=4,acceptance=0.8 (observed 80%-80%)"]
+    beam_fig = figures.decoding_figure(points, "beam")
+    assert [line.get_label() for line in beam_fig.axes[0].get_lines()] == [
+        "beam:2", "beam:4", "greedy"]
+    assert beam_fig.texts[0].get_text().startswith("Beam search: llama-3.1-8b on vllm")
     # The general figures are of greedy decoding only: the batch figure has its 4 points.
     moe_rows = [(m, "hf-eager", "greedy", b, j / b ** 0.5, t, None)
                 for m, j, t in (("olmoe-1b-7b", 1.5, 0.03), ("olmo-1b", 1.0, 0.01),

@@ -141,8 +141,8 @@ def card_tag(card: str) -> str:
 
 def _card_sections(points, card: str, cards: list[str], out: Path,
                    measure: str) -> list[Section]:
-    """One card's sections: its one-GPU figures (greedy decoding), speculative decoding and
-    mixture of experts where measured, and tensor parallelism."""
+    """One card's sections: its one-GPU figures (greedy decoding), speculative decoding, beam
+    search and mixture of experts where measured, and tensor parallelism."""
     several = len(cards) > 1
     tag = f"-{card_tag(card)}" if several else ""
     on = f" on {card}" if several else ""
@@ -269,25 +269,33 @@ def _num(value, fmt: str) -> str:
 
 
 def _decoding_sections(points, out: Path, tag: str = "", on: str = "") -> list[Section]:
-    """Speculative decoding and mixture of experts, where one card's points hold such points
-    (`tag`: the end of the figures' file names; `on`: the card in titles, where several)."""
+    """Speculative decoding, beam search and mixture of experts, where one card's points hold
+    such points (`tag`: the end of the figures' file names; `on`: the card in titles, where
+    several)."""
     from infergy.models import UnknownModelError, get_model
 
     sections = []
-    speculating = sorted(points[points.decoding.str.startswith("speculative")].engine.unique())
-    if speculating:
-        sec = Section(f"Speculative decoding{on}", text=(
-            "Acceptance set by `acceptance=` is a measurement device for random weights "
-            "(docs/methodology.md); the legend gives the acceptance observed per token. "
-            "One figure per engine: hf-eager's is infergy's own loop, vLLM's its own "
-            "speculative decoding."))
-        for engine in speculating:  # an engine's own name in the file where several
-            name = f"speculative-{engine}" if len(speculating) > 1 else "speculative"
-            _save(figures.speculative_figure(points[points.engine == engine]), out,
+    for strategy, text, sweeps in (
+            ("speculative", "Acceptance set by `acceptance=` is a measurement device for random "
+             "weights (docs/methodology.md); the legend gives the acceptance observed per "
+             "token. One figure per engine: hf-eager's is infergy's own loop, vLLM's its own "
+             "speculative decoding.", "speculative-llama-3.1-8b*.yaml"),
+            ("beam", "Every beam runs to its full length; J per output token counts the one "
+             "sequence returned per request. One figure per engine: hf-eager's is "
+             "transformers' `generate`, vLLM's its `LLM.beam_search`.",
+             "beam-llama-3.1-8b.yaml")):
+        engines = sorted(points[points.decoding.str.startswith(strategy)].engine.unique())
+        if not engines:
+            continue
+        title = figures.STRATEGY_TITLES[strategy]
+        sec = Section(f"{title}{on}", text=text)
+        for engine in engines:  # an engine's own name in the file where several
+            name = f"{strategy}-{engine}" if len(engines) > 1 else strategy
+            _save(figures.decoding_figure(points[points.engine == engine], strategy), out,
                   f"{name}{tag}", sec,
-                  f"speculative decoding on {engine}: no greedy points of the same model, "
-                  f"engine and lengths to compare with (the sweeps benchmarks/sweeps/"
-                  f"speculative-llama-3.1-8b*.yaml measure both)")
+                  f"{title.lower()} on {engine}: no greedy points of the same model, engine "
+                  f"and lengths to compare with (the sweeps benchmarks/sweeps/{sweeps} "
+                  f"measure both)")
         sections.append(sec)
 
     def is_moe(name: str) -> bool:

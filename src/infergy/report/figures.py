@@ -197,19 +197,24 @@ def pareto_figure(points):
                    sub)
 
 
-def speculative_figure(points):
-    """J per output token against batch size for plain greedy decoding and each speculative
-    decoding (left), and speculation's energy against greedy's at the same batch (right):
-    where the right-hand lines cross 0, speculation stops paying (the study's Figure 3). At the
-    (model, engine, I, O) with the most speculative points."""
+STRATEGY_TITLES = {"speculative": "Speculative decoding", "beam": "Beam search"}
+
+
+def decoding_figure(points, strategy: str):
+    """J per output token against batch size for plain greedy decoding and each decoding of
+    `strategy` (speculative or beam; left), and its energy against greedy's at the same batch
+    (right): where the right-hand lines cross 0, the strategy stops paying (for speculation,
+    the study's Figure 3). At the (model, engine, I, O) with the most points of the strategy;
+    other strategies' points are left out."""
     one_card(points)
-    spec = points[points.decoding.str.startswith("speculative")]
-    if spec.empty:
+    ours = points[points.decoding.str.startswith(strategy)]
+    if ours.empty:
         return None
     key = ["model", "engine", "input_tokens", "output_tokens"]
-    (model, engine, i, o) = spec.groupby(key).size().idxmax()
+    (model, engine, i, o) = ours.groupby(key).size().idxmax()
     sub = points[(points.model == model) & (points.engine == engine)
-                 & (points.input_tokens == i) & (points.output_tokens == o)]
+                 & (points.input_tokens == i) & (points.output_tokens == o)
+                 & ((points.decoding == "greedy") | points.decoding.str.startswith(strategy))]
     greedy = sub[sub.decoding == "greedy"].groupby("batch").j_per_output_token.median()
     if greedy.empty:
         return None
@@ -217,9 +222,8 @@ def speculative_figure(points):
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for decoding, rows in sub.groupby("decoding"):
         rows = rows.sort_values("batch")
-        if decoding == "greedy":
-            label = "greedy"
-        else:
+        label = decoding
+        if strategy == "speculative" and decoding != "greedy":
             seen = rows.acceptance.dropna()
             label = decoding.removeprefix("speculative:") + (
                 f" (observed {seen.min():.0%}-{seen.max():.0%})" if len(seen) else "")
@@ -233,8 +237,8 @@ def speculative_figure(points):
     _axes(left, "batch size", "J per output token")
     _axes(right, "batch size", "energy against greedy at that batch (%)", ylog=False)
     left.legend(fontsize=7)
-    return _finish(fig, f"Speculative decoding: {model} on {engine} (input {i}, output {o})",
-                   sub)
+    return _finish(fig, f"{STRATEGY_TITLES[strategy]}: {model} on {engine} (input {i}, "
+                   f"output {o})", sub)
 
 
 def moe_figure(points, moe_models: set[str]):
