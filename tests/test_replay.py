@@ -466,3 +466,13 @@ def test_the_offline_table_fits_a_terminal_of_80_columns(monkeypatch):
     table = screen.getvalue().split("req.: ")[0]
     assert "…" not in table
     assert "32.35" in table and "29.37" in table and "+680.3%" in table and "-34.9%" in table
+    # A replay that stopped early: starred, its figures whole, its status in a note.
+    results[1].status = "interrupted"
+    screen.seek(0)
+    screen.truncate()
+    notes = io.StringIO()
+    monkeypatch.setattr(cli_replay, "err", Console(file=notes, width=80))
+    cli_replay._print(results, "azure-code-2023", "llama-3.1-8b", "vllm")
+    table = screen.getvalue().split("req.: ")[0]
+    assert "…" not in table and "natural*" in table and "35.7 " in table
+    assert "natural*: interrupted after 0 batches" in " ".join(notes.getvalue().split())

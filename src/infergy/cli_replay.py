@@ -542,7 +542,8 @@ def _print(results, trace: str, model: str, engine: str) -> None:
     def kj(joules: float | None) -> str:
         return "n/a" if joules is None else f"{joules / 1000:.4g}"
 
-    # Without the outer border: its nine columns fit a terminal of 80.
+    # Without the outer border: its nine columns fit a terminal of 80. A replay that stopped
+    # early is starred, its status in the notes below: in the cell it would cut it short.
     table = Table(title=f"{trace} replayed offline on {model}, {engine}", title_justify="left",
                   show_edge=False)
     for col in ("batching", "req.", "time", "pad", "kJ", "est. kJ", "error", "whole",
@@ -553,7 +554,7 @@ def _print(results, trace: str, model: str, engine: str) -> None:
         errors = est.get("errors") or {}
         generated = r.output_tokens + r.padding_tokens
         table.add_row(
-            r.batching + ("" if r.status == "ok" else f" ({r.status})"), str(r.requests),
+            r.batching + ("" if r.status == "ok" else "*"), str(r.requests),
             f"{r.time_s:.1f} s",
             f"{r.padding_tokens / generated:.0%}" if generated else "-",
             kj(r.energy_j), kj(est.get("binned_j")),
@@ -564,9 +565,9 @@ def _print(results, trace: str, model: str, engine: str) -> None:
     for r in results:
         if r.energy_j is None:
             notes.append(f"no energy measured: {r.energy_reason}")
-        if r.error:
-            notes.append(f"{r.batching} replay stopped after {len(r.batches)} batches: "
-                         f"{r.error}")
+        if r.status != "ok":
+            notes.append(f"{r.batching}*: {r.status} after {len(r.batches)} batches, whose "
+                         f"figures the row gives" + (f": {r.error}" if r.error else ""))
         if r.estimate and r.estimate.get("none"):
             notes.append(f"no estimate: {r.estimate['none']}")
     for note in dict.fromkeys(notes):
