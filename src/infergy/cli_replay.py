@@ -566,8 +566,8 @@ def _print(results, trace: str, model: str, engine: str) -> None:
         if r.energy_j is None:
             notes.append(f"no energy measured: {r.energy_reason}")
         if r.status != "ok":
-            notes.append(f"{r.batching}*: {r.status} after {len(r.batches)} batches, whose "
-                         f"figures the row gives" + (f": {r.error}" if r.error else ""))
+            notes.append(f"{r.batching}*: {r.status} after {len(r.batches)} batches; its row "
+                         f"is of those" + (f" ({r.error})" if r.error else ""))
         if r.estimate and r.estimate.get("none"):
             notes.append(f"no estimate: {r.estimate['none']}")
     for note in dict.fromkeys(notes):
