@@ -175,6 +175,12 @@ def test_speculative_and_mixture_of_experts_figures_appear_when_their_points_exi
     mixed = add_points(tmp_path / "w.db", vllm + beams)
     html = build_report([mixed], [], tmp_path / "w").read_text()
     assert "Beam search" in html and (tmp_path / "w" / "beam.png").read_bytes()[:8] == PNG
+    again = add_points(tmp_path / "g.db", [("llama-3.1-8b", "vllm", "greedy", b, 3.0 / b ** 0.6,
+                                            0.01, None) for b in (1, 8, 32, 128)])
+    points = load_points([mixed, again])  # greedy twice at each batch: a line of the medians
+    greedy_line = figures.decoding_figure(points, "beam").axes[0].get_lines()[2]
+    assert list(greedy_line.get_xdata()) == [1, 8, 32, 128]
+    assert greedy_line.get_ydata()[0] == pytest.approx((1.0 + 3.0) / 2)
     points = load_points([mixed])
     spec_fig = figures.decoding_figure(points, "speculative")
     assert [line.get_label() for line in spec_fig.axes[0].get_lines()] == [

@@ -221,17 +221,21 @@ def decoding_figure(points, strategy: str):
     plt = _plt()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for decoding, rows in sub.groupby("decoding"):
-        rows = rows.sort_values("batch")
         label = decoding
         if strategy == "speculative" and decoding != "greedy":
             seen = rows.acceptance.dropna()
             label = decoding.removeprefix("speculative:") + (
                 f" (observed {seen.min():.0%}-{seen.max():.0%})" if len(seen) else "")
-        left.plot(rows.batch, rows.j_per_output_token, "o-", label=label,
-                  color="black" if decoding == "greedy" else None)
+        # A batch measured more than once (several runs or stores): the line through the
+        # medians, as against greedy on the right.
+        median = rows.groupby("batch").j_per_output_token.median()
+        (line,) = left.plot(median.index, median.values, "o-", label=label,
+                            color="black" if decoding == "greedy" else None)
+        if len(rows) > len(median):
+            left.plot(rows.batch, rows.j_per_output_token, ".", color=line.get_color(),
+                      alpha=0.5)
         if decoding != "greedy":
-            base = rows.batch.map(greedy)
-            right.plot(rows.batch, 100 * (rows.j_per_output_token / base - 1), "o-",
+            right.plot(median.index, 100 * (median / median.index.map(greedy) - 1), "o-",
                        label=label)
     right.axhline(0, color="black", linewidth=0.8)
     _axes(left, "batch size", "J per output token")
