@@ -24,7 +24,9 @@
 # first gives every GPU's copy the points of the others (an earlier call's shards).
 #   start spot,hf-compiled:max:0/2 spot,hf-compiled:max:1/2 spot,hf-compiled:max:... -
 # A later call may start a worker on a GPU without one (vLLM's, once the bundle is installed
-# and on PYTHONPATH), or stop some: `stop 2 3`, then `start - - vllm:max vllm-eager:max`.
+# and on PYTHONPATH), or stop some: `stop 2 3`, then `start - - vllm:max vllm-eager:max`. A vLLM
+# job may also follow others in a list started before the install, with PYTHONPATH already
+# naming /tmp/vllm-site: it waits until vLLM can be imported.
 # B = 1 jobs and replays only with one job list: they are bound by the host's CPU, which other
 # GPUs' work shares ("spot" holds two B = 1 points too: on a busy host they measure the host).
 # Every GPU sweeps into its own copy of the card's store (src/infergy/profiles/
@@ -50,10 +52,22 @@ sweep() {  # GPU JOB: one job of a worker, from the code copied at start
   elif [[ $engine == *.yaml ]]; then
     set -- "$engine" --db "$dir/$(basename "$engine" .yaml).gpu$gpu.db"
   else
+    [[ $engine == vllm* ]] && { vllm_installed "$gpu" || return; }
     set -- "$spec" --db "$dir/gpu$gpu.db" --resume-by model -e "$engine" -b "$batch" \
       ${shard:+--shard "$shard"}
   fi
   infergy_on "$gpu" sweep "$@"
+}
+
+vllm_installed() {  # GPU: wait until vLLM can be imported (a job after others, started with
+  # PYTHONPATH naming the bundle's folder before its last part came), or the GPU's stop
+  local found='import importlib.util as u, sys; sys.exit(u.find_spec("vllm") is None)'
+  python3 -c "$found" && return
+  echo "== GPU $1 $(date -u +%FT%TZ): waiting for vLLM's install"
+  until python3 -c "$found"; do
+    [ -f "$dir/stop$1" ] && { echo "== GPU $1: stopped before vLLM came"; return 1; }
+    sleep 10
+  done
 }
 
 infergy_on() {  # GPU COMMAND ARGS...: an infergy command on that GPU, from the code copy, logged
