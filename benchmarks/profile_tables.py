@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from infergy.bench.point import STEADY_CV as CV_TARGET  # the 5%
-from infergy.bench.point import STEADY_WINDOW_S as LONG_S  # for windows at least this long
-from infergy.bench.point import window_s
+from infergy.report import load_points
+from infergy.report.tables import REPEATABILITY_COLUMNS, repeatability_rows
 from infergy.store import Store
 from infergy.sweep import load_spec
 
@@ -51,24 +49,10 @@ def progress(points: list[dict]) -> str:
     return "\n".join(lines) + f"\n\n{len(have)} of {sum(wanted.values())} points."
 
 
-def repeatability(points: list[dict]) -> str:
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for p in points:
-        groups.setdefault((p["engine"], p["batch_requested"]), []).append(p)
-    lines = ["| engine | B | windows of at least 2 s | mean CV | max CV | over 5% |",
-             "|---|---|---|---|---|---|"]
-    for (engine, batch), rows in sorted(groups.items()):
-        long = [(p, _result(p).get("energy_cv")) for p in rows
-                if window_s(p["time_s"], _result(p).get("runs_per_window")) >= LONG_S
-                and _result(p).get("energy_cv") is not None]
-        if not long:
-            lines.append(f"| {engine} | {batch} | 0 | | | |")
-            continue
-        cvs = [cv for _, cv in long]
-        over = ", ".join(f"{p['input_tokens']}/{p['output_tokens']} B={p['batch']} {cv:.1%}"
-                         for p, cv in long if cv > CV_TARGET) or "none"
-        lines.append(f"| {engine} | {batch} | {len(long)} | {statistics.mean(cvs):.1%} | "
-                     f"{max(cvs):.1%} | {over} |")
+def repeatability(store: Path) -> str:
+    lines = ["| " + " | ".join(REPEATABILITY_COLUMNS) + " |",
+             "|---" * len(REPEATABILITY_COLUMNS) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in repeatability_rows(load_points([store]))]
     return "\n".join(lines)
 
 
@@ -128,7 +112,7 @@ def main() -> None:
     parser.add_argument("--grid", action="append", default=[], metavar="ENGINE:BATCH")
     args = parser.parse_args()
     points = ok_points(args.store)
-    print(progress(points), "", repeatability(points), sep="\n")
+    print(progress(points), "", repeatability(args.store), sep="\n")
     for item in args.grid:
         engine, _, batch = item.partition(":")
         print("", grid(points, engine, batch or "max"), sep="\n")

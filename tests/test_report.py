@@ -52,7 +52,10 @@ def test_a_report_from_a_store_has_valid_figures_and_full_tables(tmp_path):
         assert (tmp_path / "out" / name.replace(".png", ".svg")).read_text().lstrip().startswith(
             ("<?xml", "<svg"))
     tables = re.findall(r"<table>.*?</table>", html, flags=re.S)
-    assert len(tables) == 3
+    assert len(tables) == 5
+    assert tables[0].count("<tr>") == 2 and "GPU-x…" in tables[0]  # header + the one GPU
+    assert tables[1].count("<tr>") == 5  # hf-eager and vllm, each at B = 1 and max
+    tables = tables[2:]
     assert tables[0].count("<tr>") == 2  # header + the trace
     assert tables[1].count("<tr>") == 3 and "50.0%" in tables[1]  # hf-eager, vllm
     binned = BinGrid((32, 128, 512), (8, 64), "clamp").assign(
@@ -355,3 +358,42 @@ def test_a_figures_caption_names_each_package_once_though_its_points_ran_differe
         "day": ["2026-11-27"] * 2})
     assert figures.provenance(points) == ("llama-3.1-8b on NVIDIA H100 80GB HBM3; torch 2.11.0, "
                                           "transformers 5.17.0, vllm 0.26.0; measured 2026-11-27")
+
+
+def test_a_cards_provenance_and_repeatability_come_from_its_runs_and_repeats(tmp_path):
+    """Two GPUs of one card, each with its own run: driver, power limit and idle power as
+    measured; repeats' CV over the points whose windows last 2 s or more."""
+    db = tmp_path / "r.db"
+    with Store(db) as store:
+        for device, driver, idle, day in (("GPU-aaaaaaaa-1111", "580.159.04", 71.04, "26"),
+                                          ("GPU-bbbbbbbb-2222", "580.159.03", 78.35, "27")):
+            run = store.start_run(device=device, meta={
+                "gpus": [{"model": GPU, "driver": driver, "power_limit_w": 700.0}],
+                "idle_w": {"gpu0": idle}}, spec=None)
+            # (time s, runs a window, CV): long and steady, long and 12% apart, a window of
+            # 0.5 s (left out: the counter's steps), and a point whose CV was not measured
+            for o, (time_s, runs, cv) in zip((8, 16, 32, 64), ((3.0, 1, 0.01),
+                                                               (2.5, 1, 0.12), (0.1, 5, 0.3),
+                                                               (4.0, 1, None)), strict=True):
+                point = {"model": "llama-3.1-8b", "engine": "vllm", "batch": 1,
+                         "input_tokens": 512, "output_tokens": o, "decoding": "greedy",
+                         "tp": 1, "dtype": "bfloat16"}
+                point_id = store.add_point(run, device, {
+                    "point": point, "status": "ok", "energy_j": 10.0, "time_s": time_s,
+                    "j_per_output_token": 10.0 / o, "energy_cv": cv, "runs_per_window": runs,
+                    "provenance": {"versions": {"torch": "2.11.0", "vllm": "0.26.0"}}},
+                    engine_options="{}", batch_requested=1)
+                store.db.execute("UPDATE points SET measured_at = ? WHERE id = ?",
+                                 (f"2026-11-{day}T13:{10 + o // 8}:00+00:00", point_id))
+    html = build_report([db], [], tmp_path / "out").read_text()
+    section = html[html.index(f"Provenance and repeatability on {GPU}"):]
+    rows = [re.findall(r"<td>([^<]*)</td>", r) for r in re.findall(r"<tr>(.*?)</tr>", section,
+                                                                    flags=re.S)]
+    rows = [r for r in rows if r]
+    assert rows[0] == ["GPU-aaaaaaaa…", "4", "2026-11-26 13:11 to 13:18", "580.159.04", "700",
+                       "71.0", "torch 2.11.0, vllm 0.26.0"]
+    assert rows[1][:6] == ["GPU-bbbbbbbb…", "4", "2026-11-27 13:11 to 13:18", "580.159.03",
+                           "700", "78.3"]
+    # 8 points; 4 with windows of 2 s or more and a CV (3 s, 2.5 s on each GPU): mean 6.5%
+    assert rows[2] == ["vllm", "greedy", "1", "1", "8", "4", "6.5%", "12.0%",
+                       "512/16 B=1 12.0%, 512/16 B=1 12.0%"]

@@ -10,7 +10,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from infergy.report import figures
+from infergy.bench.point import STEADY_CV, STEADY_WINDOW_S
+from infergy.report import figures, tables
 
 # Ember, Global Electricity Review 2024: world average carbon intensity of electricity in 2023.
 WORLD_GCO2_PER_KWH = 480.0
@@ -35,9 +36,10 @@ def load_points(stores: list[Path]):
     rows = []
     for path in stores:
         with Store(path, create=False) as store:
-            gpus = {r["id"]: r["gpu_name"] for r in store.runs()}
+            runs = {r["id"]: r for r in store.runs()}
             for p in store.points(status="ok"):
                 result = json.loads(p["result"])
+                run = runs.get(p["run_id"]) or {}
                 versions = (result.get("provenance") or {}).get("versions") or {}
                 software = ", ".join(f"{k} {versions[k]}" for k in ("torch", "transformers",
                                                                      "vllm") if versions.get(k))
@@ -54,15 +56,22 @@ def load_points(stores: list[Path]):
                     "tpot_s": result.get("tpot_s"),
                     "acceptance": (result.get("decoding_stats") or {}).get("acceptance"),
                     "engine_env": (result.get("engine_info") or {}).get("env") or {},
-                    "gpu": gpus.get(p["run_id"]), "software": software or None,
+                    "gpu": run.get("gpu_name"), "software": software or None,
                     "day": p["measured_at"][:10], "store": str(path), "run_id": p["run_id"],
                     "batch_label": "max" if p["batch_requested"] == "max" else str(p["batch"]),
+                    "device": p["device"], "measured_at": p["measured_at"],
+                    "energy_cv": result.get("energy_cv"),
+                    "runs_per_window": result.get("runs_per_window"),
+                    "driver": run.get("driver"), "power_limit_w": run.get("power_limit_w"),
+                    "idle_w": [w for w in (json.loads(run.get("idle_w") or "null")
+                                           or {}).values() if w is not None],
                 })
     return pd.DataFrame(rows, columns=None if rows else [
         "model", "engine", "engine_options", "decoding", "batch", "batch_requested",
         "input_tokens", "output_tokens", "energy_j", "j_per_output_token", "time_s", "tp",
         "gpu_energy_j", "gpu_ranks", "prefill_energy_j", "decode_energy_j", "tpot_s", "acceptance",
-        "engine_env", "gpu", "software", "day", "store", "run_id", "batch_label"])
+        "engine_env", "gpu", "software", "day", "store", "run_id", "batch_label", "device",
+        "measured_at", "energy_cv", "runs_per_window", "driver", "power_limit_w", "idle_w"])
 
 
 def build_report(stores: list[Path], traces: list[str], out: Path, *, model: str | None = None,
@@ -164,7 +173,28 @@ def _card_sections(points, card: str, cards: list[str], out: Path,
     tp_section = _tp_section(points, out, tag, on)
     if tp_section is not None:
         sections.append(tp_section)
+    sections.append(_provenance_section(points, card))
     return sections
+
+
+def _provenance_section(points, card: str) -> Section:
+    """Where and when the card's points were measured, and how well each point's repeats
+    agree, per engine, decoding, TP and batch."""
+    sec = Section(f"Provenance and repeatability on {card}", text=(
+        f"Every GPU of this card that measured these points, and the spread of each point's "
+        f"repeats: the CV of its energy, over the points whose windows lasted at least "
+        f"{STEADY_WINDOW_S:g} s (shorter ones vary by the energy counter's steps alone). A "
+        f"point over {STEADY_CV:.0%} is flagged when measured; `infergy results show ID` says "
+        f"why (where its runs' times varied as much, the host launching the kernels set the "
+        f"pace, not the GPU). Each point keeps its repeats, windows, GPU state and software "
+        f"in its store."))
+    sec.tables.append({"title": "Where and when (each GPU by its UUID's first characters)",
+                       "columns": tables.PROVENANCE_COLUMNS,
+                       "rows": tables.provenance_rows(points)})
+    sec.tables.append({"title": "Repeatability: CV of energy over each point's repeats",
+                       "columns": tables.REPEATABILITY_COLUMNS,
+                       "rows": tables.repeatability_rows(points)})
+    return sec
 
 
 def _replay_section(stores: list[Path]) -> Section | None:

@@ -1,0 +1,83 @@
+"""A card's points as tables: where and when they were measured, and how well each point's
+repeats agree (the coefficient of variation of energy, against infergy's 5%). They read the
+DataFrame of `infergy.report.load_points`; `benchmarks/profile_tables.py` prints the second in
+Markdown for docs/measurements.md."""
+
+from __future__ import annotations
+
+import statistics
+
+from infergy.bench.point import STEADY_CV, STEADY_WINDOW_S, window_s
+
+PROVENANCE_COLUMNS = ["GPU", "points", "measured (UTC)", "driver", "power limit W",
+                      "idle W at runs' starts", "software"]
+REPEATABILITY_COLUMNS = ["engine", "decoding", "TP", "B", "points",
+                         f"windows of at least {STEADY_WINDOW_S:g} s", "mean CV", "max CV",
+                         f"over {STEADY_CV:.0%}"]
+
+
+def provenance_rows(points) -> list[list[str]]:
+    """One row per GPU (its UUID's first 12 characters; the GPUs of a tensor-parallel run
+    together), first measured first: its points, the span of their times, the drivers and
+    power limits of its runs, the idle power its runs measured at their starts, and the
+    software that measured them."""
+    rows = []
+    for device, group in points.groupby("device"):
+        idle = [w for ws in group["idle_w"] for w in ws]
+        first, last = group["measured_at"].min(), group["measured_at"].max()
+        rows.append((first, [
+            ", ".join(f"{d[:12]}…" for d in device.split(",")),
+            str(len(group)),
+            _span(first, last),
+            _each(group["driver"]),
+            _each(f"{w:g}" for w in group["power_limit_w"] if _known(w)),
+            _range(idle, "{:.1f}") if idle else "not measured",
+            ", ".join(sorted({s for software in group["software"].dropna()
+                              for s in software.split(", ")})) or "-",
+        ]))
+    return [row for _, row in sorted(rows)]
+
+
+def repeatability_rows(points) -> list[list[str]]:
+    """Per engine, decoding, TP and batch (1, max, ...): the points, those whose windows
+    last at least `STEADY_WINDOW_S` (shorter ones vary by the energy counter's steps alone),
+    their mean and largest CV of energy over repeats, and those over `STEADY_CV`, named."""
+    rows = []
+    keys = ["engine", "decoding", "tp", "batch_label"]
+    for (engine, decoding, tp, batch), group in points.groupby(keys, sort=True):
+        long = [(p, p.energy_cv) for p in group.itertuples()
+                if _known(p.energy_cv)
+                and window_s(p.time_s, _int(p.runs_per_window)) >= STEADY_WINDOW_S]
+        cvs = [cv for _, cv in long]
+        over = [f"{p.input_tokens}/{p.output_tokens} B={p.batch} {cv:.1%}"
+                for p, cv in long if cv > STEADY_CV]
+        rows.append([engine, decoding, str(tp), batch, str(len(group)), str(len(long)),
+                     f"{statistics.mean(cvs):.1%}" if cvs else "-",
+                     f"{max(cvs):.1%}" if cvs else "-",
+                     ", ".join(over) if over else "none"])
+    return rows
+
+
+def _span(first: str, last: str) -> str:
+    start, end = first[:16].replace("T", " "), last[:16].replace("T", " ")
+    if start == end:
+        return start
+    return f"{start} to {end[11:] if end[:10] == start[:10] else end}"
+
+
+def _range(values: list[float], fmt: str) -> str:
+    low, high = fmt.format(min(values)), fmt.format(max(values))
+    return low if low == high else f"{low}-{high}"
+
+
+def _each(values) -> str:
+    return ", ".join(sorted({str(v) for v in values if _known(v)})) or "-"
+
+
+def _known(value) -> bool:
+    """Neither None nor NaN (pandas' None in a column of numbers)."""
+    return value is not None and value == value
+
+
+def _int(value) -> int | None:
+    return int(value) if _known(value) else None
