@@ -125,6 +125,13 @@ def test_results_list_show_export_and_merge(tmp_path):
     merged = runner.invoke(app, ["results", "merge", str(tmp_path / "a.db"),
                                  str(tmp_path / "b.db"), "-o", str(tmp_path / "c.db")])
     assert merged.exit_code == 0 and "3 points and 2 runs added" in flat(merged.output)
+    summary = runner.invoke(app, ["results", "summary", "--db", str(tmp_path / "c.db")],
+                            env={"COLUMNS": "200"})
+    assert summary.exit_code == 0, summary.output
+    text = flat(summary.output)
+    assert "Simulated GPU: where and when" in text and "GPU-simulate… │ 3 │" in text
+    # 3 points of 0.1 s at B = 1, 2 and 4: none with a window long enough for its CV to count
+    assert text.count("│ hf-eager │ greedy │ 1 │") == 3 and "│ 1 │ 0 │ - │ - │ none │" in text
 
 
 def test_results_errors_are_clear(tmp_path):
@@ -137,6 +144,12 @@ def test_results_errors_are_clear(tmp_path):
     bad = runner.invoke(app, ["results", "export", str(tmp_path / "x"), "--format", "xml",
                               "--db", str(tmp_path / "a.db")])
     assert bad.exit_code == 2 and "unknown export format 'xml'" in flat(bad.output)
+    summary = runner.invoke(app, ["results", "summary", "--db", str(tmp_path / "a.db"),
+                                  "--model", "llama-3.1-8b"])
+    assert summary.exit_code == 2 and "no measured points of llama-3.1-8b" in flat(
+        summary.output)
+    summary = runner.invoke(app, ["results", "summary", "--db", str(tmp_path / "none.db")])
+    assert summary.exit_code == 2 and "no such results store" in flat(summary.output)
 
 
 def test_a_point_measured_at_tp_1_is_not_measured_at_tp_2(tmp_path, monkeypatch):

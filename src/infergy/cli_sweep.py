@@ -253,6 +253,38 @@ def results_list(
     out.print(table)
 
 
+@results_app.command("summary")
+def results_summary(
+    db: list[Path] = typer.Option([DEFAULT_DB], "--db", help="Results store (repeatable)."),
+    model: str | None = typer.Option(None, "--model"),
+):
+    """Per card: where and when its points were measured (a row per GPU: driver, power limit,
+    idle power, software) and how well each point's repeats agree (CV of energy per engine,
+    decoding, TP and batch; the points over 5% named)."""
+    from infergy.report import load_points, tables
+
+    for path in db:
+        _open_store(path, create=False).close()  # a clear error for a missing or bad store
+    points = load_points(db)
+    if model:
+        points = points[points.model == model]
+    if points.empty:
+        raise _fail(f"{', '.join(map(str, db))}: no measured points"
+                    + (f" of {model}" if model else ""))
+    for card, on_card in points.groupby(points.gpu.fillna("GPU not recorded")):
+        for title, columns, rows in (
+                (f"{card}: where and when (UTC)", tables.PROVENANCE_COLUMNS,
+                 tables.provenance_rows(on_card)),
+                (f"{card}: CV of energy over each point's repeats",
+                 tables.REPEATABILITY_COLUMNS, tables.repeatability_rows(on_card))):
+            table = Table(title=title, title_justify="left")
+            for column in columns:
+                table.add_column(column)
+            for row in rows:
+                table.add_row(*row)
+            out.print(table)
+
+
 @results_app.command("show")
 def results_show(
     point_id: str = typer.Argument(..., help="A point's id (or its first characters)."),
