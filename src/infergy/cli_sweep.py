@@ -261,7 +261,7 @@ def results_summary(
     """Per card: where and when its points were measured (a row per GPU: driver, power limit,
     idle power, software) and how well each point's repeats agree (CV of energy per engine,
     decoding, TP and batch; the points over 5% named)."""
-    from infergy.report import load_points, tables
+    from infergy.report import NO_GPU_NAME, load_points, tables
 
     for path in db:
         _open_store(path, create=False).close()  # a clear error for a missing or bad store
@@ -271,7 +271,7 @@ def results_summary(
     if points.empty:
         raise _fail(f"{', '.join(map(str, db))}: no measured points"
                     + (f" of {model}" if model else ""))
-    for card, on_card in points.groupby(points.gpu.fillna("GPU not recorded")):
+    for card, on_card in points.groupby(points.gpu.fillna(NO_GPU_NAME)):
         for title, columns, rows in (
                 (f"{card}: where and when (UTC)", tables.PROVENANCE_COLUMNS,
                  tables.provenance_rows(on_card)),
