@@ -262,10 +262,12 @@ def results_summary(
     idle power, software) and how well each point's repeats agree (CV of energy per engine,
     decoding, TP and batch; the points over 5% named)."""
     from infergy.report import NO_GPU_NAME, load_points, tables
+    from infergy.store import StoreError
 
-    for path in db:
-        _open_store(path, create=False).close()  # a clear error for a missing or bad store
-    points = load_points(db)
+    try:
+        points = load_points(db)
+    except StoreError as e:  # a missing store, or a file that is not one
+        raise _fail(str(e)) from None
     if model:
         points = points[points.model == model]
     if points.empty:

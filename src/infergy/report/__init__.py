@@ -295,7 +295,7 @@ def _change(value, base) -> float | None:
 
 
 def _num(value, fmt: str) -> str:
-    return "-" if value is None or value != value else fmt.format(value)  # None or NaN
+    return fmt.format(value) if tables.known(value) else "-"
 
 
 def _decoding_sections(points, out: Path, tag: str = "", on: str = "") -> list[Section]:

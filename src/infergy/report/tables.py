@@ -30,7 +30,7 @@ def provenance_rows(points) -> list[list[str]]:
             str(len(group)),
             _span(first, last),
             _each(group["driver"]),
-            _each(f"{w:g}" for w in group["power_limit_w"] if _known(w)),
+            _each(f"{w:g}" for w in group["power_limit_w"] if known(w)),
             _range(idle, "{:.1f}") if idle else "not measured",
             ", ".join(sorted({s for software in group["software"].dropna()
                               for s in software.split(", ")})) or "-",
@@ -46,7 +46,7 @@ def repeatability_rows(points) -> list[list[str]]:
     keys = ["engine", "decoding", "tp", "batch_label"]
     for (engine, decoding, tp, batch), group in points.groupby(keys, sort=True):
         long = [(p, p.energy_cv) for p in group.itertuples()
-                if _known(p.energy_cv)
+                if known(p.energy_cv)
                 and window_s(p.time_s, _int(p.runs_per_window)) >= STEADY_WINDOW_S]
         cvs = [cv for _, cv in long]
         over = [f"{p.input_tokens}/{p.output_tokens} B={p.batch} {cv:.1%}"
@@ -71,13 +71,13 @@ def _range(values: list[float], fmt: str) -> str:
 
 
 def _each(values) -> str:
-    return ", ".join(sorted({str(v) for v in values if _known(v)})) or "-"
+    return ", ".join(sorted({str(v) for v in values if known(v)})) or "-"
 
 
-def _known(value) -> bool:
+def known(value) -> bool:
     """Neither None nor NaN (pandas' None in a column of numbers)."""
     return value is not None and value == value
 
 
 def _int(value) -> int | None:
-    return int(value) if _known(value) else None
+    return int(value) if known(value) else None
