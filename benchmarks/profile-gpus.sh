@@ -12,7 +12,8 @@
 # JOBS: comma-separated, run one after the other on that GPU: ENGINE:BATCH[:K/N] sweeps
 # benchmarks/sweeps/profile-llama-3.1-8b.yaml at that batch (1 or max), --resume-by model,
 # --shard K/N if given; "spot" measures benchmarks/sweeps/spot-check-llama-3.1-8b.yaml; a path
-# to any other spec (…/NAME.yaml) sweeps it into its own store, brought back as NAME-<card>.db.
+# to any other spec (…/NAME.yaml, or …/NAME.yaml:ENGINE for its points of that engine) sweeps
+# it into its own store, brought back as NAME-<card>.db.
 # Replays (issue 9) of $REPLAY (default: a 512-request sample of azure-code-2023 on
 # llama-3.1-8b) into one store, brought back as replay-<card>.db, servers' logs in servers.log:
 # "replay:ENGINE:BATCHINGS[:B]" offline (BATCHINGS binned, natural or binned+natural; B for
@@ -49,8 +50,9 @@ sweep() {  # GPU JOB: one job of a worker, from the code copied at start
     set -- "$spot" --db "$dir/spot$gpu.db"
   elif [ "$engine" = replay ] || [ "$engine" = online ]; then
     replay "$gpu" "$engine" "$batch" "$shard"; return
-  elif [[ $engine == *.yaml ]]; then
-    set -- "$engine" --db "$dir/$(basename "$engine" .yaml).gpu$gpu.db"
+  elif [[ $engine == *.yaml ]]; then  # SPEC[:ENGINE]: that spec, or its points of one engine
+    [[ $batch == vllm* ]] && { vllm_installed "$gpu" || return; }
+    set -- "$engine" --db "$dir/$(basename "$engine" .yaml).gpu$gpu.db" ${batch:+-e "$batch"}
   else
     [[ $engine == vllm* ]] && { vllm_installed "$gpu" || return; }
     set -- "$spec" --db "$dir/gpu$gpu.db" --resume-by model -e "$engine" -b "$batch" \
@@ -106,7 +108,7 @@ def merge(stores, into):
                    env={"PYTHONPATH": f"{src}/code/src", "PATH": "/usr/bin:/bin"})
 
 
-for name, pattern in ((f"llama-3.1-8b-{card}.db", "gpu*.db"), (f"spot-check-{card}.db", "spot*.db"),
+for name, pattern in ((f"llama-3.1-8b-{card}.db", "gpu*.db"), (f"spot-check-{card}.db", "spot[0-9]*.db"),
                       (f"replay-{card}.db", "replay*.db")):
     stores = sorted(glob.glob(f"{src}/{pattern}"))
     if stores:
