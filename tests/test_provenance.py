@@ -28,3 +28,21 @@ def test_source_digest_follows_the_content_of_infergy_files(tmp_path, monkeypatc
     assert provenance.source_digest() == first
     (package / "meter" / "nvml.py").write_text("y = 3\n")
     assert provenance.source_digest() != first
+
+
+def test_the_host_names_its_cpu_model_and_the_cpus_this_process_may_use(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\n"
+                       "model name\t: AMD EPYC  9454 48-Core Processor\n\nprocessor\t: 1\n"
+                       "model name\t: AMD EPYC 9454 48-Core Processor\n")
+    assert provenance.cpu_model(cpuinfo) == "AMD EPYC 9454 48-Core Processor"
+    host = provenance.host()
+    assert host["cpus"] >= 1
+    assert host["cpu"] is None or host["cpu"].strip() == host["cpu"]
+
+
+def test_a_cpu_model_that_cannot_be_read_is_none_or_the_platforms_word(tmp_path, monkeypatch):
+    monkeypatch.setattr(provenance.platform, "processor", lambda: "")
+    assert provenance.cpu_model(tmp_path / "absent") is None
+    (tmp_path / "no-model").write_text("processor\t: 0\n")
+    assert provenance.cpu_model(tmp_path / "no-model") is None

@@ -365,8 +365,9 @@ def test_a_cards_provenance_and_repeatability_come_from_its_runs_and_repeats(tmp
     measured; repeats' CV over the points whose windows last 2 s or more."""
     db = tmp_path / "r.db"
     with Store(db) as store:
-        for device, driver, idle, day in (("GPU-aaaaaaaa-1111", "580.159.04", 71.04, "26"),
-                                          ("GPU-bbbbbbbb-2222", "580.159.03", 78.35, "27")):
+        for device, driver, idle, day, host in (
+                ("GPU-aaaaaaaa-1111", "580.159.04", 71.04, "26", {"cpu": "AMD EPYC", "cpus": 16}),
+                ("GPU-bbbbbbbb-2222", "580.159.03", 78.35, "27", {"hostname": "vm"})):
             run = store.start_run(device=device, meta={
                 "gpus": [{"model": GPU, "driver": driver, "power_limit_w": 700.0}],
                 "idle_w": {"gpu0": idle}}, spec=None)
@@ -381,7 +382,8 @@ def test_a_cards_provenance_and_repeatability_come_from_its_runs_and_repeats(tmp
                 point_id = store.add_point(run, device, {
                     "point": point, "status": "ok", "energy_j": 10.0, "time_s": time_s,
                     "j_per_output_token": 10.0 / o, "energy_cv": cv, "runs_per_window": runs,
-                    "provenance": {"versions": {"torch": "2.11.0", "vllm": "0.26.0"}}},
+                    "provenance": {"versions": {"torch": "2.11.0", "vllm": "0.26.0"},
+                                   "host": host}},
                     engine_options="{}", batch_requested=1)
                 store.db.execute("UPDATE points SET measured_at = ? WHERE id = ?",
                                  (f"2026-11-{day}T13:{10 + o // 8}:00+00:00", point_id))
@@ -391,9 +393,10 @@ def test_a_cards_provenance_and_repeatability_come_from_its_runs_and_repeats(tmp
                                                                     flags=re.S)]
     rows = [r for r in rows if r]
     assert rows[0] == ["GPU-aaaaaaaa…", "4", "2026-11-26 13:11 to 13:18", "580.159.04", "700",
-                       "71.0", "torch 2.11.0, vllm 0.26.0"]
-    assert rows[1][:6] == ["GPU-bbbbbbbb…", "4", "2026-11-27 13:11 to 13:18", "580.159.03",
-                           "700", "78.3"]
+                       "71.0", "AMD EPYC, 16 CPUs", "torch 2.11.0, vllm 0.26.0"]
+    # points measured before the host's CPU was recorded
+    assert rows[1][:7] == ["GPU-bbbbbbbb…", "4", "2026-11-27 13:11 to 13:18", "580.159.03",
+                           "700", "78.3", "not recorded"]
     # 8 points; 4 with windows of 2 s or more and a CV (3 s, 2.5 s on each GPU): mean 6.5%
     assert rows[2] == ["vllm", "greedy", "1", "1", "8", "4", "6.5%", "12.0%",
                        "512/16 B=1 12.0%, 512/16 B=1 12.0%"]

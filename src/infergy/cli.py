@@ -64,7 +64,8 @@ def env(as_json: bool = typer.Option(False, "--json", help="Print JSON instead o
         return
     versions = info["versions"]
     out.print(f"[bold]infergy {versions['infergy']}[/] ({versions['infergy_commit'] or 'no git'})"
-              f" on {info['host']['hostname']}, {info['host']['os']}, {info['host']['machine']}")
+              f" on {info['host']['hostname']}, {info['host']['os']}, {info['host']['machine']}"
+              f" ({info['host']['cpu'] or 'CPU model unknown'}, {info['host']['cpus']} CPUs)")
     if info["gpus"]:
         table = Table(title="GPUs (NVML)", title_justify="left")
         for col in ("", "model", "UUID", "driver", "power limit", "memory", "energy counter",

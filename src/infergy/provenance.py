@@ -7,6 +7,7 @@ describing the environment stays fast and works where those packages are absent.
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
 import socket
 import subprocess
@@ -75,10 +76,26 @@ def software_versions() -> dict[str, str | None]:
     return versions
 
 
-def host() -> dict[str, str]:
-    """Host name, OS and machine architecture."""
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """The host CPU's model name (Linux's first "model name"); None where it cannot be read."""
+    try:
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return " ".join(value.split())
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def host() -> dict[str, str | int | None]:
+    """Host name, OS, machine architecture, the CPU's model and the CPUs this process may use:
+    a point at B = 1 is paced by the host that launches its kernels (docs/methodology.md)."""
     return {
         "hostname": socket.gethostname(),
         "os": f"{platform.system()} {platform.release()}",
         "machine": platform.machine(),
+        "cpu": cpu_model(),
+        "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
     }

@@ -41,6 +41,7 @@ def load_points(stores: list[Path]):
                 result = json.loads(p["result"])
                 run = runs.get(p["run_id"]) or {}
                 versions = (result.get("provenance") or {}).get("versions") or {}
+                host = (result.get("provenance") or {}).get("host") or {}
                 software = ", ".join(f"{k} {versions[k]}" for k in ("torch", "transformers",
                                                                      "vllm") if versions.get(k))
                 rows.append({
@@ -57,6 +58,9 @@ def load_points(stores: list[Path]):
                     "acceptance": (result.get("decoding_stats") or {}).get("acceptance"),
                     "engine_env": (result.get("engine_info") or {}).get("env") or {},
                     "gpu": run.get("gpu_name"), "software": software or None,
+                    "host_cpu": ", ".join(str(v) if k == "cpu" else f"{v} CPUs"
+                                          for k, v in host.items()
+                                          if k in ("cpu", "cpus") and v) or None,
                     "day": p["measured_at"][:10], "store": str(path), "run_id": p["run_id"],
                     "batch_label": "max" if p["batch_requested"] == "max" else str(p["batch"]),
                     "device": p["device"], "measured_at": p["measured_at"],
@@ -70,8 +74,9 @@ def load_points(stores: list[Path]):
         "model", "engine", "engine_options", "decoding", "batch", "batch_requested",
         "input_tokens", "output_tokens", "energy_j", "j_per_output_token", "time_s", "tp",
         "gpu_energy_j", "gpu_ranks", "prefill_energy_j", "decode_energy_j", "tpot_s", "acceptance",
-        "engine_env", "gpu", "software", "day", "store", "run_id", "batch_label", "device",
-        "measured_at", "energy_cv", "runs_per_window", "driver", "power_limit_w", "idle_w"])
+        "engine_env", "gpu", "software", "host_cpu", "day", "store", "run_id", "batch_label",
+        "device", "measured_at", "energy_cv", "runs_per_window", "driver", "power_limit_w",
+        "idle_w"])
 
 
 def build_report(stores: list[Path], traces: list[str], out: Path, *, model: str | None = None,

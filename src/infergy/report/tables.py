@@ -10,7 +10,7 @@ import statistics
 from infergy.bench.point import STEADY_CV, STEADY_WINDOW_S, window_s
 
 PROVENANCE_COLUMNS = ["GPU", "points", "measured (UTC)", "driver", "power limit W",
-                      "idle W at runs' starts", "software"]
+                      "idle W at runs' starts", "host CPU", "software"]
 REPEATABILITY_COLUMNS = ["engine", "decoding", "TP", "B", "points",
                          f"windows of at least {STEADY_WINDOW_S:g} s", "mean CV", "max CV",
                          f"over {STEADY_CV:.0%}"]
@@ -19,8 +19,8 @@ REPEATABILITY_COLUMNS = ["engine", "decoding", "TP", "B", "points",
 def provenance_rows(points) -> list[list[str]]:
     """One row per GPU (its UUID's first 12 characters; the GPUs of a tensor-parallel run
     together), first measured first: its points, the span of their times, the drivers and
-    power limits of its runs, the idle power its runs measured at their starts, and the
-    software that measured them."""
+    power limits of its runs, the idle power its runs measured at their starts, the host's CPU
+    (which paces B = 1) and the software that measured them."""
     rows = []
     for device, group in points.groupby("device"):
         idle = [w for ws in group["idle_w"] for w in ws]
@@ -32,6 +32,7 @@ def provenance_rows(points) -> list[list[str]]:
             _each(group["driver"]),
             _each(f"{w:g}" for w in group["power_limit_w"] if known(w)),
             _range(idle, "{:.1f}") if idle else "not measured",
+            _each(group["host_cpu"]) if group["host_cpu"].notna().any() else "not recorded",
             ", ".join(sorted({s for software in group["software"].dropna()
                               for s in software.split(", ")})) or "-",
         ]))
