@@ -108,7 +108,8 @@ def merge(stores, into):
                    env={"PYTHONPATH": f"{src}/code/src", "PATH": "/usr/bin:/bin"})
 
 
-for name, pattern in ((f"llama-3.1-8b-{card}.db", "gpu*.db"), (f"spot-check-{card}.db", "spot[0-9]*.db"),
+for name, pattern in ((f"llama-3.1-8b-{card}.db", "gpu*.db"),
+                      (f"spot-check-{card}.db", "spot[0-9]*.db"),  # not spot-check-*.gpuN.db
                       (f"replay-{card}.db", "replay*.db")):
     stores = sorted(glob.glob(f"{src}/{pattern}"))
     if stores:

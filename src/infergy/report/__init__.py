@@ -58,9 +58,8 @@ def load_points(stores: list[Path]):
                     "acceptance": (result.get("decoding_stats") or {}).get("acceptance"),
                     "engine_env": (result.get("engine_info") or {}).get("env") or {},
                     "gpu": run.get("gpu_name"), "software": software or None,
-                    "host_cpu": ", ".join(str(v) if k == "cpu" else f"{v} CPUs"
-                                          for k, v in host.items()
-                                          if k in ("cpu", "cpus") and v) or None,
+                    "host_cpu": ", ".join(filter(None, (
+                        host.get("cpu"), host.get("cpus") and f"{host['cpus']} CPUs"))) or None,
                     "day": p["measured_at"][:10], "store": str(path), "run_id": p["run_id"],
                     "batch_label": "max" if p["batch_requested"] == "max" else str(p["batch"]),
                     "device": p["device"], "measured_at": p["measured_at"],
