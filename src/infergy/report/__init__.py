@@ -40,8 +40,9 @@ def load_points(stores: list[Path]):
             for p in store.points(status="ok"):
                 result = json.loads(p["result"])
                 run = runs.get(p["run_id"]) or {}
-                versions = (result.get("provenance") or {}).get("versions") or {}
-                host = (result.get("provenance") or {}).get("host") or {}
+                provenance = result.get("provenance") or {}
+                versions = provenance.get("versions") or {}
+                host = provenance.get("host") or {}
                 software = ", ".join(f"{k} {versions[k]}" for k in ("torch", "transformers",
                                                                      "vllm") if versions.get(k))
                 rows.append({
@@ -50,8 +51,8 @@ def load_points(stores: list[Path]):
                                          "output_tokens", "energy_j", "j_per_output_token",
                                          "time_s", "tp")},
                     "gpu_energy_j": result.get("gpu_energy_j") or {},
-                    "gpu_ranks": {g["name"]: g["tp_rank"] for g in (result.get("provenance")
-                                  or {}).get("gpus", []) if g.get("tp_rank") is not None},
+                    "gpu_ranks": {g["name"]: g["tp_rank"] for g in provenance.get("gpus", [])
+                                  if g.get("tp_rank") is not None},
                     "prefill_energy_j": result.get("prefill_energy_j"),
                     "decode_energy_j": result.get("decode_energy_j"),
                     "tpot_s": result.get("tpot_s"),
