@@ -21,14 +21,14 @@ $(VENV)/.test: pyproject.toml constraints/test.txt | $(BIN)/python
 	touch $@
 
 # The main job on built-in defaults: the built-in Azure trace estimated for llama-3.1-8b on
-# every engine from the profiles shipped in the package (src/infergy/profiles/, issue 7), a
+# every engine from the profiles shipped in the package (src/infergy/profile/shipped/, issue 7), a
 # table for each of the two cards (--gpu h100,h200: a card without a store, MODEL-CARD.db,
 # is a line saying so; its table appears when the store lands), with the savings over
 # hf-eager and the theoretical baseline; an engine not yet measured in every bin the trace
 # needs is a row saying so. Then the HTML report of every
 # shipped store of llama-3.1-8b (the glob below: the H100's today, the H200's when it lands),
 # each card in sections, figures and estimate tables of its own, none holding two cards.
-PROFILES := $(wildcard src/infergy/profiles/llama-3.1-8b-*.db)
+PROFILES := $(wildcard src/infergy/profile/shipped/llama-3.1-8b-*.db)
 
 run: $(VENV)/.base
 	$(BIN)/infergy env

@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from infergy.estimate import estimate, load_profile, theoretical
-from infergy.estimate.hardware import get_gpu
+from infergy.models.gpus import get_gpu
 from infergy.store import Store
 from infergy.workloads import BinGrid, load_trace
 

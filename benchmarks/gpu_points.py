@@ -25,11 +25,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from infergy.bench.point import Point, measure_point
 from infergy.engines import engine_class, parse_options
 from infergy.meter import open_meter
 from infergy.models import get_model
 from infergy.models.flops import weight_bytes as analytic_weight_bytes
+from infergy.run.point import Point, measure_point
 
 
 def copy_bandwidth_tb_s(torch) -> float:

@@ -30,7 +30,7 @@
 # naming /tmp/vllm-site: it waits until vLLM can be imported.
 # B = 1 jobs and replays only with one job list: they are bound by the host's CPU, which other
 # GPUs' work shares ("spot" holds two B = 1 points too: on a busy host they measure the host).
-# Every GPU sweeps into its own copy of the card's store (src/infergy/profiles/
+# Every GPU sweeps into its own copy of the card's store (src/infergy/profile/shipped/
 # llama-3.1-8b-<h100|h200>.db); each command ends with a snapshot in $OUT: the copies merged
 # into llama-3.1-8b-<card>.db, the spot checks into spot-check-<card>.db, all logs in
 # sweeps.log, the cards in gpus.csv. Every GPU of the host must be the same card.
@@ -206,7 +206,7 @@ case "$command" in
       done
     fi
     if [ ! -f "$dir/base.db" ]; then
-      store=src/infergy/profiles/llama-3.1-8b-$card.db
+      store=src/infergy/profile/shipped/llama-3.1-8b-$card.db
       [ -f "$store" ] && cp "$store" "$dir/base.db"
     fi
     threads=$(( $(nproc) / count ))  # a GPU's share of the cores, as on a one-GPU machine

@@ -1,6 +1,6 @@
 """The tables of docs/measurements.md for a profile store (issue 7), in Markdown.
 
-    python3 benchmarks/profile_tables.py src/infergy/profiles/llama-3.1-8b-h100.db \
+    python3 benchmarks/profile_tables.py src/infergy/profile/shipped/llama-3.1-8b-h100.db \
         [--spot spot-check.db ...] [--grid hf-compiled:max ...]
 
 Prints what is measured of the profile spec (per engine and batch), the repeatability (CV
@@ -19,10 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from infergy.plan import load_spec
 from infergy.report import load_points
 from infergy.report.tables import REPEATABILITY_COLUMNS, repeatability_rows
 from infergy.store import Store
-from infergy.sweep import load_spec
 
 SPEC = Path(__file__).parent / "sweeps" / "profile-llama-3.1-8b.yaml"
 

@@ -27,8 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from infergy.decoding import Decoding
 from infergy.engines import engine_class
+from infergy.engines.decoding import Decoding
 from infergy.meter import open_meter
 from infergy.models import get_model
 from infergy.models.build import make_prompts

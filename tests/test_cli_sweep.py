@@ -43,7 +43,7 @@ def test_dry_run_prints_the_plan_and_measures_nothing(tmp_path):
 
 
 def test_dry_run_counts_what_the_store_already_has_for_this_device(tmp_path, monkeypatch):
-    import infergy.sweep.worker as worker
+    import infergy.run.sweep.worker as worker
 
     monkeypatch.setattr(worker, "local_device", lambda tp=1: DEVICE)
     write_store(tmp_path / "r.db", batches=(1,))
@@ -155,7 +155,7 @@ def test_results_errors_are_clear(tmp_path):
 def test_a_point_measured_at_tp_1_is_not_measured_at_tp_2(tmp_path, monkeypatch):
     """TP is part of a point's identity in the store: the plan at TP 2 measures again what
     the store holds at TP 1, on GPUs of that many (the worker's identity, `local_device`)."""
-    import infergy.sweep.worker as worker
+    import infergy.run.sweep.worker as worker
 
     asked = []
     monkeypatch.setattr(worker, "local_device", lambda tp=1: asked.append(tp) or DEVICE)

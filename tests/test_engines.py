@@ -8,7 +8,6 @@ import sys
 
 import pytest
 
-from infergy.decoding import Decoding, DecodingError
 from infergy.engines import (
     ENGINES,
     Engine,
@@ -19,6 +18,7 @@ from infergy.engines import (
     engine_names,
     parse_options,
 )
+from infergy.engines.decoding import Decoding, DecodingError
 from infergy.models.build import make_prompts, special_token_ids
 from simulated_engines import GreedyOnlyEngine
 
@@ -369,7 +369,7 @@ def test_vllm_beam_search_keeps_the_users_prefix_cache_choice(fake_vllm, tiny):
 
 
 def test_a_sweep_plans_one_vllm_start_for_every_beam_width():
-    from infergy.sweep.spec import engine_starts, parse_spec
+    from infergy.plan.spec import engine_starts, parse_spec
 
     spec = parse_spec({"models": ["llama-3.1-8b"], "engines": ["vllm", "hf-eager"],
                        "decodings": ["greedy", "beam:2", "beam:4", "sample"],

@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 from infergy.cli import app
 from infergy.estimate import EstimateError, estimate, load_profile, theoretical
-from infergy.estimate.hardware import GPUS, UnknownGpuError, get_gpu
 from infergy.models import get_model
 from infergy.models.flops import request_flops
+from infergy.models.gpus import GPUS, UnknownGpuError, get_gpu
 from infergy.store import Store
 from infergy.workloads import BinGrid, Trace
 
@@ -302,7 +302,7 @@ def test_a_card_asked_for_among_several_without_a_shipped_profile_is_a_line(ship
     assert ("h200: no shipped profile of llama-3.1-8b on h200 (shipped: llama-3.1-8b-h100.db): "
             "measure it on that card") in text
     assert ("infergy sweep benchmarks/sweeps/profile-llama-3.1-8b.yaml --db "
-            "src/infergy/profiles/llama-3.1-8b-h200.db --resume-by model") in text
+            "src/infergy/profile/shipped/llama-3.1-8b-h200.db --resume-by model") in text
     assert "benchmarks/profile-gpus.sh" in text
     report = json.loads(CliRunner().invoke(app, [*args, "--gpu", "h100,h200", "--json"]).output)
     (lost,) = report["unmeasured_gpus"]

@@ -6,7 +6,7 @@ import pytest
 
 from fake_pynvml import FakeNvmlDevice, FakePynvml, NVMLError_LibraryNotFound
 from infergy.meter import SensorError, nvml, open_meter
-from infergy.meter.meter import describe
+from infergy.meter.core import describe
 from infergy.meter.nvml import NvmlGpu, visible_devices
 
 UUIDS = [

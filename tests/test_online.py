@@ -18,7 +18,7 @@ from fake_openai_server import (
     STALL_LEN,
     FakeOpenAIServer,
 )
-from infergy.bench.online import Endpoint, ServeError, arrival_times, serve_online
+from infergy.run.online import Endpoint, ServeError, arrival_times, serve_online
 from infergy.workloads import Trace
 from simulated import SimulatedGpu
 
@@ -206,8 +206,8 @@ def test_a_started_server_is_waited_on_used_and_stopped(tmp_path, make_meter):
     import sys
     from pathlib import Path
 
-    from infergy.bench.serve import ServerProcess
-    from infergy.parallel import free_port
+    from infergy.run.parallel import free_port
+    from infergy.run.servers import ServerProcess
 
     port = free_port()
     script = Path(__file__).parent / "fake_openai_server.py"
@@ -231,8 +231,8 @@ def test_a_started_server_is_waited_on_used_and_stopped(tmp_path, make_meter):
 def test_a_server_that_dies_or_never_answers_is_an_error_with_its_log(tmp_path, code, message):
     import sys
 
-    from infergy.bench.serve import ServerProcess
-    from infergy.parallel import free_port
+    from infergy.run.parallel import free_port
+    from infergy.run.servers import ServerProcess
 
     server = ServerProcess([sys.executable, "-c", code], f"http://127.0.0.1:{free_port()}",
                            ready_timeout_s=1.5, stop_timeout_s=2)
@@ -246,8 +246,8 @@ def test_a_server_that_dies_or_never_answers_is_an_error_with_its_log(tmp_path, 
 def test_the_synthetic_tokenizer_decodes_every_token_id(tmp_path):
     from transformers import AutoTokenizer
 
-    from infergy.bench.serve import synthetic_tokenizer
     from infergy.models import get_model
+    from infergy.run.servers import synthetic_tokenizer
 
     spec = get_model("tiny")
     synthetic_tokenizer(spec, tmp_path)
@@ -310,10 +310,10 @@ def test_a_real_openai_compatible_server_transformers_serve(tmp_path, make_meter
 
     pytest.importorskip("fastapi")
     pytest.importorskip("uvicorn")
-    from infergy.bench.serve import ServerProcess, synthetic_tokenizer
     from infergy.models import get_model
     from infergy.models.build import build_model
-    from infergy.parallel import free_port
+    from infergy.run.parallel import free_port
+    from infergy.run.servers import ServerProcess, synthetic_tokenizer
 
     spec = get_model("tiny")
     folder = tmp_path / "tiny"

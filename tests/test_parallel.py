@@ -10,11 +10,11 @@ import sys
 import pytest
 
 from fake_pynvml import FakeNvmlDevice, FakePynvml
-from infergy.bench.point import Point, measure_point
 from infergy.engines import EngineError, engine_class
 from infergy.meter import nvml, open_meter
 from infergy.models import get_model
-from infergy.parallel import ParallelError, check_tp, check_tp_gpus, match_rank_gpus
+from infergy.run.parallel import ParallelError, check_tp, check_tp_gpus, match_rank_gpus
+from infergy.run.point import Point, measure_point
 from simulated import SimulatedGpu
 
 LLAMA = get_model("llama-3.1-8b")  # 32 attention heads, 8 key-value heads
@@ -144,7 +144,7 @@ def test_vllm_is_started_over_tp_gpus_and_single_gpu_engines_refuse_more(monkeyp
 
 
 def test_vllms_server_is_started_over_tp_gpus(tmp_path):
-    from infergy.bench.serve import vllm_server
+    from infergy.run.servers import vllm_server
 
     command = vllm_server(LLAMA, port=8000, served_name="llama", folder=tmp_path, tp=4)
     assert command[command.index("--tensor-parallel-size") + 1] == "4"
@@ -236,7 +236,7 @@ def test_vllm_split_where_multicast_is_on_keeps_vllms_defaults(monkeypatch):
 
 
 def test_vllms_server_split_on_a_host_without_multicast(tmp_path, multicast_off):
-    from infergy.bench.serve import vllm_server
+    from infergy.run.servers import vllm_server
 
     command = vllm_server(LLAMA, port=8000, served_name="llama", folder=tmp_path, tp=2)
     assert command[:5] == ["env", *(f"{k}={v}" for k, v in MULTICAST_OFF.items()),
@@ -343,8 +343,8 @@ def test_a_ranks_engine_failure_is_told_at_once_and_ranks_left_waiting_are_out_o
     """A rank whose engine fails tells the launcher before its window's edge (which waits for
     the others, maybe stuck in the model for it); ranks still running RANK_GRACE_S later are
     out of step, and `launch` stops them."""
-    from infergy.decoding import Decoding
-    from infergy.parallel import (
+    from infergy.engines.decoding import Decoding
+    from infergy.run.parallel import (
         FAILING_ENV,
         RANK_ENV,
         RANK_GRACE_S,
@@ -379,14 +379,14 @@ def test_launch_stops_ranks_left_waiting_for_one_that_failed_alone(tmp_path, mon
     import time
     from pathlib import Path
 
-    from infergy.parallel import launch
+    from infergy.run.parallel import launch
 
     src = Path(__file__).parents[1] / "src"
     rank = tmp_path / "rank.py"  # stands for `python -m infergy`: launch's ranks run it
     rank.write_text(f"#!{sys.executable}\n"
                     f"import os, sys, time\n"
                     f"sys.path.insert(0, {str(src)!r})\n"
-                    f"from infergy.parallel import tell_launch\n"
+                    f"from infergy.run.parallel import tell_launch\n"
                     f"if os.environ['INFERGY_TP_RANK'] == '1':\n"
                     f"    tell_launch(RuntimeError('simulated failure'))\n"
                     f"time.sleep(120)\n")
@@ -407,7 +407,7 @@ def test_launch_says_which_rank_a_signal_killed_and_exits_as_a_shell_would(tmp_p
     Now `launch` names the rank and the signal and returns 128 + its number."""
     import signal
 
-    from infergy.parallel import launch
+    from infergy.run.parallel import launch
 
     rank = tmp_path / "rank.sh"  # stands for `python -m infergy`: launch's ranks run it
     rank.write_text('#!/bin/sh\n[ "$INFERGY_TP_RANK" = 0 ] && kill -KILL $$\nsleep 120\n')
@@ -535,7 +535,7 @@ def test_processes_a_gpu_are_started_from_the_command_line_only():
 def test_a_process_exit_is_said_in_words_a_signal_by_its_name():
     """A sweep's rank or worker killed by a signal was `exit code -9`: now the signal's name,
     and for SIGKILL the likely sender."""
-    from infergy.parallel import exit_said
+    from infergy.run.parallel import exit_said
 
     assert exit_said(9) == "exit code 9"
     assert exit_said(-15) == "killed by SIGTERM"

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from infergy.bench.point import (
+from infergy.engines.decoding import Decoding, DecodingError
+from infergy.run.point import (
     Point,
     PointError,
     PointResult,
@@ -15,7 +16,6 @@ from infergy.bench.point import (
     unsteady_repeats,
     validate_point,
 )
-from infergy.decoding import Decoding, DecodingError
 from simulated import SimulatedGpu
 from simulated_engines import (
     OutOfMemoryEngine,
@@ -390,8 +390,8 @@ def test_measure_point_refuses_a_bad_point_before_any_work(tiny, make_meter):
 def test_a_prefill_faster_than_any_gpu_is_flagged_as_a_prompt_cache(ttft_s, warns):
     """Figures of an H100 run: vLLM with its prefix cache on reported a 0.117 s TTFT for
     128 x 512 tokens of llama-3.1-8b (about 9 PFLOP/s); the real prefill took 1.88 s."""
-    from infergy.bench.point import _check_prefill
     from infergy.models import get_model
+    from infergy.run.point import _check_prefill
 
     result = PointResult(point=Point("llama-3.1-8b", "vllm", 128, 512, 128), status="ok",
                          provenance={}, ttft_s=ttft_s)

@@ -10,7 +10,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from infergy.bench.replay import (
+from infergy.cli import app
+from infergy.engines.decoding import Decoding
+from infergy.run.replay import (
     ReplayError,
     ReplayResult,
     plan_binned,
@@ -18,8 +20,6 @@ from infergy.bench.replay import (
     replay_offline,
     select_requests,
 )
-from infergy.cli import app
-from infergy.decoding import Decoding
 from infergy.store import Store, merge
 from infergy.workloads import BinGrid, Trace
 from simulated import SimulatedGpu
@@ -249,7 +249,7 @@ H100, H200 = "NVIDIA H100 80GB HBM3", "NVIDIA H200"
 
 
 def running_on_double(*cards: str):
-    """A test double of `infergy.cli_replay._cards_here`: the replay runs on these cards (NVML
+    """A test double of `infergy.cli.replay._cards_here`: the replay runs on these cards (NVML
     names), whatever the device (the test runs on the CPU)."""
     return lambda device, tp: list(cards[:tp])
 
@@ -267,13 +267,13 @@ def offline_replay(tmp_path, *args):
 
 
 def test_the_profile_is_of_the_card_the_replay_runs_on_by_default(tmp_path, monkeypatch):
-    import infergy.cli_replay
+    import infergy.cli.replay
 
     db = two_cards(tmp_path)
     # On the CPU, as before: the stores hold two cards, one must be chosen.
     res = offline_replay(tmp_path, "--profile", str(db))
     assert res.exit_code == 2 and "several GPUs" in res.output and "--gpu" in res.output
-    monkeypatch.setattr(infergy.cli_replay, "_cards_here", running_on_double(H200))
+    monkeypatch.setattr(infergy.cli.replay, "_cards_here", running_on_double(H200))
     res = offline_replay(tmp_path, "--profile", str(db))
     assert res.exit_code == 0, res.output
     (r,) = json.loads(res.stdout[res.stdout.index("["):])
@@ -288,11 +288,11 @@ def test_the_profile_is_of_the_card_the_replay_runs_on_by_default(tmp_path, monk
 
 
 def test_a_card_without_a_profile_is_named_with_how_to_measure_it(tmp_path, monkeypatch):
-    import infergy.cli_replay
+    import infergy.cli.replay
     import infergy.estimate
 
     db = two_cards(tmp_path)
-    monkeypatch.setattr(infergy.cli_replay, "_cards_here",
+    monkeypatch.setattr(infergy.cli.replay, "_cards_here",
                         running_on_double("NVIDIA A100-SXM4-80GB"))
     res = offline_replay(tmp_path, "--profile", str(db))
     text = " ".join(res.output.split())
@@ -311,14 +311,14 @@ def test_a_card_without_a_profile_is_named_with_how_to_measure_it(tmp_path, monk
     folder.mkdir()
     profile_double(folder / "tiny-h100.db", gpu=H100)
     monkeypatch.setattr(infergy.estimate, "PROFILES", folder)
-    monkeypatch.setattr(infergy.cli_replay, "_cards_here", running_on_double(H200))
+    monkeypatch.setattr(infergy.cli.replay, "_cards_here", running_on_double(H200))
     res = offline_replay(tmp_path)
     text = " ".join(res.output.split())
     assert res.exit_code == 2
     assert ("no shipped profile of tiny on hf-eager for NVIDIA H200, the card this runs on "
             "(shipped: tiny-h100.db;") in text
-    assert "--db src/infergy/profiles/tiny-h200.db --resume-by model" in text
-    monkeypatch.setattr(infergy.cli_replay, "_cards_here", running_on_double(H100))
+    assert "--db src/infergy/profile/shipped/tiny-h200.db --resume-by model" in text
+    monkeypatch.setattr(infergy.cli.replay, "_cards_here", running_on_double(H100))
     res = offline_replay(tmp_path)
     assert res.exit_code == 0, res.output
     (r,) = json.loads(res.stdout[res.stdout.index("["):])
@@ -328,7 +328,7 @@ def test_a_card_without_a_profile_is_named_with_how_to_measure_it(tmp_path, monk
 
 def test_the_cards_here_are_the_visible_gpus_nvml_names_and_none_on_a_cpu(monkeypatch):
     from fake_pynvml import FakeNvmlDevice, FakePynvml
-    from infergy.cli_replay import _cards_here
+    from infergy.cli.replay import _cards_here
     from infergy.meter import nvml
 
     module = FakePynvml([FakeNvmlDevice("GPU-aaaa", name=H100),
@@ -451,7 +451,7 @@ def test_the_offline_table_fits_a_terminal_of_80_columns(monkeypatch):
 
     from rich.console import Console
 
-    import infergy.cli_replay as cli_replay
+    import infergy.cli.replay as cli_replay
 
     screen = io.StringIO()
     monkeypatch.setattr(cli_replay, "out", Console(file=screen, width=80))

@@ -12,14 +12,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from infergy.bench.point import Point, measure_point
 from infergy.cli import app
-from infergy.decoding import Decoding, DecodingError
 from infergy.engines import EngineError, engine_class
+from infergy.engines.decoding import Decoding, DecodingError
 from infergy.engines.speculative import assisted_generate, check_draft, speculative_generate
 from infergy.models import get_model
 from infergy.models.build import build_model, make_prompts
-from infergy.sweep import SpecError, parse_spec
+from infergy.plan import SpecError, parse_spec
+from infergy.run.point import Point, measure_point
 
 
 @pytest.fixture(scope="module")

@@ -96,7 +96,7 @@ def test_a_store_from_a_newer_infergy_is_refused_and_left_unchanged(tmp_path):
 
 
 def test_an_older_store_is_migrated_on_opening(tmp_path, monkeypatch):
-    from infergy import store as store_module
+    from infergy.store import store as store_module
 
     path = tmp_path / "r.db"
     Store(path).close()

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from infergy.plan import MAX, parse_spec
+from infergy.run.sweep import run_sweep
 from infergy.store import Store
-from infergy.sweep import MAX, parse_spec, run_sweep
 
 DOUBLE = "simulated_engines:FailsByBatchEngine"  # a test double, imported by the worker
 TESTS = Path(__file__).parent
@@ -57,7 +58,7 @@ def test_a_sweep_of_12_points_records_each_once_and_a_second_run_measures_none(t
 
 
 def test_a_sweeps_minimum_window_reaches_its_points_and_counts_every_run(tmp_path):
-    from infergy.sweep.runner import measuring_time
+    from infergy.run.sweep.runner import measuring_time
 
     # A run of the tiny model takes about 6 ms, and 0.2 s on a busy CPU: 50 ms of sleep in
     # each run keeps the run's time, and so the window's count, about the same on any machine.
@@ -190,8 +191,8 @@ def test_a_tp_2_point_where_only_a_follower_runs_out_of_memory_is_out_of_memory(
     halves to a batch that fits."""
     import functools
 
-    import infergy.sweep.runner as runner
-    from infergy.sweep.worker import WorkerSettings
+    import infergy.run.sweep.runner as runner
+    from infergy.run.sweep.worker import WorkerSettings
 
     monkeypatch.setattr(runner, "WorkerSettings", functools.partial(WorkerSettings,
                                                                     grace_s=2.0))
@@ -328,8 +329,8 @@ def test_the_ranks_of_a_point_agree_out_of_memory_where_any_ran_out(own, followe
                                                                     by):
     """A sweep's worker at TP 2 (rank 0's agreement alone, no process started): out of
     memory on any rank is the point's, so a batch-size search halves for every rank."""
-    from infergy.sweep.spec import EngineChoice
-    from infergy.sweep.worker import Job, WorkerSettings, _Worker
+    from infergy.plan.spec import EngineChoice
+    from infergy.run.sweep.worker import Job, WorkerSettings, _Worker
 
     job = Job("tiny", EngineChoice.of("hf-eager", {}), "greedy", 8, 8, 4)
     worker = _Worker(None, WorkerSettings(device="cpu", tp=2, ranks=2), meter=None)

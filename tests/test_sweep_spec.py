@@ -7,8 +7,8 @@ import itertools
 
 import pytest
 
-from infergy.sweep import MAX, PRESETS, SpecError, load_spec, parse_spec
-from infergy.sweep.spec import (
+from infergy.plan import MAX, PRESETS, SpecError, load_spec, parse_spec
+from infergy.plan.spec import (
     PAPER_INPUT_EDGES,
     PAPER_INPUT_EDGES_RULE,
     PAPER_OUTPUT_EDGES,

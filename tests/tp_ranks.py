@@ -17,11 +17,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import torch
 
-from infergy.bench.point import Point, measure_point
 from infergy.engines import engine_class
 from infergy.meter import Meter
 from infergy.models import get_model
-from infergy.parallel import Ranks
+from infergy.run.parallel import Ranks
+from infergy.run.point import Point, measure_point
 from simulated import SimulatedGpu
 
 faulthandler.enable()  # a rank that crashes (it has, rarely, on a CPU) says where

@@ -7,7 +7,7 @@ import os
 import sys
 
 from infergy.cli import main
-from infergy.parallel import current_rank
+from infergy.run.parallel import current_rank
 
 
 def _exit_status(code) -> int:

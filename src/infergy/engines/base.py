@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from infergy.decoding import Decoding
+from infergy.engines.decoding import Decoding
 from infergy.models.catalog import ModelSpec
 
 

@@ -9,10 +9,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from infergy.decoding import Decoding
 from infergy.engines.attention import NAME as ATTENTION_NAME
 from infergy.engines.attention import use_sdpa_gqa
 from infergy.engines.base import Engine, EngineError, Generation
+from infergy.engines.decoding import Decoding
 from infergy.engines.speculative import (
     assisted_generate,
     check_draft,
@@ -67,7 +67,7 @@ class HFEager(Engine):
                 raise EngineError(f"{self.name} over {self.tp} GPUs runs as one process a GPU "
                                   f"(torch.distributed): `infergy measure`, `replay` and "
                                   f"`sweep` with --tp {self.tp} start them")
-            from infergy.parallel import distribute
+            from infergy.run.parallel import distribute
 
             self.model = distribute(self.model, self.tp, self.device)
         self.attention = str(self.options.get("attention", self.attention))

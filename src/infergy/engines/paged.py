@@ -171,12 +171,12 @@ class PagedServer:
     """hf-paged's continuous batching as the server of an online run, in this process:
     requests join the running batch as they arrive, and each token's timestamp (transformers'
     `record_timestamps`, on the same perf_counter clock) gives the stream. The interface of
-    `infergy.bench.online.Endpoint`: `model`, `url`, `timeout_s`, `stream()`. Here
+    `infergy.run.online.Endpoint`: `model`, `url`, `timeout_s`, `stream()`. Here
     `timeout_s` bounds a request's whole time, since no token is seen before it ends."""
 
     def __init__(self, engine: HFPaged, *, max_batch: int, max_input: int, max_output: int,
                  timeout_s: float = 600.0):
-        from infergy.decoding import Decoding
+        from infergy.engines.decoding import Decoding
 
         engine._start(max_batch, max_input, max_output, Decoding())  # sizes cache and graphs
         self.engine, self.manager = engine, engine._manager
@@ -197,7 +197,7 @@ class PagedServer:
                     event.set()
 
     def stream(self, prompt: list[int], output_tokens: int, on_chunk) -> int:
-        from infergy.bench.online import RequestFailed
+        from infergy.run.online import RequestFailed
 
         event, box = threading.Event(), []
         with self._lock:  # registered before the request can finish

@@ -31,8 +31,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from infergy.decoding import speculative_rates
 from infergy.engines.base import EngineError
+from infergy.engines.decoding import speculative_rates
 from infergy.models import ModelSpec, UnknownModelError, get_model
 
 # Checkpoints of one tokenizer pad their embeddings differently (Qwen2-1.5B 151,936 rows,

@@ -31,8 +31,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from infergy.decoding import Decoding
 from infergy.engines.base import Engine, EngineError, Generation
+from infergy.engines.decoding import Decoding
 from infergy.engines.speculative import check_draft, check_draft_weights, vocab_size
 from infergy.models.build import write_placeholder_tokenizer
 

@@ -22,18 +22,19 @@ from pathlib import Path
 
 import numpy as np
 
-from infergy.estimate.hardware import NVML_NAMES, Gpu, UnknownGpuError, get_gpu
+from infergy.models.gpus import NVML_NAMES, Gpu, UnknownGpuError, get_gpu
 from infergy.workloads.bins import Binned
 from infergy.workloads.trace import Trace
 
 J_PER_KWH = 3.6e6
 
 
-PROFILES = Path(str(resources.files("infergy") / "profiles"))  # the shipped profiles' folder
+# The shipped profiles' folder
+PROFILES = Path(str(resources.files("infergy") / "profile" / "shipped"))
 
 
 def shipped_profiles(model: str | None = None) -> list[Path]:
-    """The results stores shipped in infergy/profiles/ (read when no profile is given), one a
+    """The results stores shipped in infergy/profile/shipped/ (read when no profile is given), one a
     card, named MODEL-CARD.db; with `model`, that model's only."""
     return sorted(f for f in PROFILES.iterdir() if f.name.endswith(".db")
                   and (model is None or f.name.startswith(f"{model}-")))
@@ -107,7 +108,8 @@ def _how_to_measure(model: str, engine: str, card: str | None, repository: bool)
     except UnknownGpuError:
         tag = "CARD"
     return (f"measure it on that card with the repository's sweep, `infergy sweep "
-            f"benchmarks/sweeps/profile-{model}.yaml --db src/infergy/profiles/{model}-{tag}.db "
+            f"benchmarks/sweeps/profile-{model}.yaml "
+            f"--db src/infergy/profile/shipped/{model}-{tag}.db "
             f"--resume-by model` (benchmarks/profile-gpus.sh runs it on every GPU of a host)")
 
 

@@ -8,7 +8,7 @@
 """
 
 from infergy.meter.base import Sensor, SensorError, SensorInfo, Unavailable
-from infergy.meter.meter import Meter, cuda_sync, open_meter
+from infergy.meter.core import Meter, cuda_sync, open_meter
 from infergy.meter.window import DeviceEnergy, Measurement, Window
 
 __all__ = [

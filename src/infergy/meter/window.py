@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from infergy.meter.base import Sensor, SensorError
 
 if TYPE_CHECKING:
-    from infergy.meter.meter import Meter
+    from infergy.meter.core import Meter
 
 # Power sources by preference for integration: instant readings follow the load; "average"
 # (NVML's 1 s average) lags it; "usage" is whatever nvmlDeviceGetPowerUsage means on that GPU.

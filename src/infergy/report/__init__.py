@@ -10,8 +10,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from infergy.bench.point import STEADY_CV, STEADY_WINDOW_S
 from infergy.report import figures, tables
+from infergy.run.point import STEADY_CV, STEADY_WINDOW_S
 
 # Ember, Global Electricity Review 2024: world average carbon intensity of electricity in 2023.
 WORLD_GCO2_PER_KWH = 480.0
@@ -147,7 +147,7 @@ NO_GPU_NAME = "GPU not recorded"
 def card_tag(card: str) -> str:
     """A card's name in file names: its name in infergy's GPU table (h100-sxm, h200), else
     its NVML name in lower case, dashes for anything else."""
-    from infergy.estimate.hardware import NVML_NAMES
+    from infergy.models.gpus import NVML_NAMES
 
     name = NVML_NAMES.get(card, card).lower()
     return "-".join("".join(c if c.isalnum() else " " for c in name).split())
@@ -404,7 +404,7 @@ def _estimate_section(trace, points, stores: list[Path], cards: list[str], out: 
     baseline of its own datasheet. The baseline of the savings is hf-eager where it holds
     every bin the trace needs on that card, else the first engine by name that does."""
     from infergy.estimate import J_PER_KWH, EstimateError, estimate_cards
-    from infergy.estimate.hardware import UnknownGpuError, get_gpu
+    from infergy.models.gpus import UnknownGpuError, get_gpu
     from infergy.workloads import BinGrid
 
     several = len(cards) > 1

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import statistics
 
-from infergy.bench.point import STEADY_CV, STEADY_WINDOW_S, window_s
+from infergy.run.point import STEADY_CV, STEADY_WINDOW_S, window_s
 
 PROVENANCE_COLUMNS = ["GPU", "points", "measured (UTC)", "driver", "power limit W",
                       "idle W at runs' starts", "host CPU", "software"]

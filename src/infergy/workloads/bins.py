@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from infergy.sweep.spec import PAPER_INPUT_EDGES, PAPER_INPUT_EDGES_RULE, PAPER_OUTPUT_EDGES
+from infergy.plan.spec import PAPER_INPUT_EDGES, PAPER_INPUT_EDGES_RULE, PAPER_OUTPUT_EDGES
 
 BEYOND = ("exclude", "clamp")
 

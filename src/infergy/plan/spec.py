@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infergy.decoding import Decoding, DecodingError
+from infergy.engines.decoding import Decoding, DecodingError
 
 MAX = "max"
 DEFAULT_CAP = 1024
@@ -188,8 +188,8 @@ class SweepSpec:
 def engine_starts(tasks: list[Task]) -> int:
     """How many times a sweep of `tasks` (in order) loads a model: once a group, and for an
     engine started for its decoding (vLLM: a speculation, beam search), once a start key."""
-    from infergy.decoding import Decoding
     from infergy.engines import engine_class
+    from infergy.engines.decoding import Decoding
 
     return len({(task.group, engine_class(task.engine.name).start_key(
         Decoding.parse(task.decoding))) for task in tasks})
@@ -362,7 +362,7 @@ def _check_tp(tp, models: list[str], engines: list[EngineChoice], fail) -> None:
     when it runs)."""
     from infergy.engines import engine_class
     from infergy.models import get_model
-    from infergy.parallel import ParallelError, check_tp
+    from infergy.run.parallel import ParallelError, check_tp
 
     for model in models:
         for engine in engines:

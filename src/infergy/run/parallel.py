@@ -9,7 +9,7 @@ same edges.
 
 Engines that split a model as one process a GPU (hf-eager, by transformers' own plan) run
 as N ranks of the same code. `measure` and `replay` start them with `launch` (the command
-line run again N times); a sweep's worker starts its own (infergy.sweep.worker). Either way
+line run again N times); a sweep's worker starts its own (infergy.run.sweep.worker). Either way
 the ranks' parts are the ones here: `rank_env` (what torch.distributed reads), `run_meter`
 (rank 0 measures every GPU, its idle power before any other rank touches a GPU; the others
 measure nothing) and `Ranks` (the ranks meet after that idle power, and every window edge

@@ -16,8 +16,8 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from infergy.bench.online import ServeError
 from infergy.engines.vllm import without_multicast
+from infergy.run.online import ServeError
 
 SERVERS = ("vllm", "vllm-eager")
 SERVE_CHOICES = (*SERVERS, "hf-paged")  # --serve: vLLM's OpenAI server, or hf-paged in process

@@ -56,7 +56,7 @@ def _fmt(value: float | None, unit: str, digits: int = 4) -> str:
 def env(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables.")):
     """List what can be measured here: GPUs, RAPL zones, versions. Exits 0 even when
     nothing is measurable."""
-    from infergy.meter.meter import describe
+    from infergy.meter.core import describe
 
     info = describe()
     if as_json:
@@ -323,11 +323,11 @@ def measure(
                                                      "(as a sweep would)."),
 ):
     """Measure one point: energy and time of B prompts of I tokens generating O tokens."""
-    from infergy.bench.point import Point, PointError, measure_point, validate_point
-    from infergy.decoding import Decoding, DecodingError
     from infergy.engines import EngineError, UnknownEngineError, engine_class, new_engine
+    from infergy.engines.decoding import Decoding, DecodingError
     from infergy.models import UnknownModelError, get_model
-    from infergy.parallel import ParallelError, check_tp
+    from infergy.run.parallel import ParallelError, check_tp
+    from infergy.run.point import Point, PointError, measure_point, validate_point
 
     try:
         decoding = _decoding(decoding, draft, lookahead, acceptance)
@@ -417,7 +417,7 @@ def _process_of(tp: int, engine_cls) -> tuple[bool, int | None, bool]:
     (an engine that splits a model so, at TP > 1: the launching process starts them); rank,
     this process's among them (None: the launching one, or no split); speaks, whether it
     records and reports (rank 0, for all, or the only process)."""
-    from infergy.parallel import current_rank
+    from infergy.run.parallel import current_rank
 
     split = tp > 1 and engine_cls.tp_per_process
     rank = current_rank() if split else None
@@ -431,7 +431,7 @@ def _launch(tp: int, store=None) -> typer.Exit:
     if _ARGV is None:
         raise _fail("--tp with hf-eager starts its processes from the `infergy` command line "
                     "only")
-    from infergy.parallel import launch
+    from infergy.run.parallel import launch
 
     if store is not None:
         store.close()
@@ -442,7 +442,7 @@ def _run_meter(device: str, tp: int, idle_s: float, rank: int | None):
     """(meter, ranks) of this process of a run over `tp` GPUs: rank 0 (or the only process)
     measures the idle power first; where `launch` started this process, the ranks meet
     after it and every window edge waits for all of them (`ranks` None otherwise)."""
-    from infergy.parallel import ParallelError, Ranks, run_meter
+    from infergy.run.parallel import ParallelError, Ranks, run_meter
 
     with _status(rank in (None, 0), f"infergy: measuring idle power for {idle_s:g} s ..."):
         m = run_meter(device, tp, idle_s, rank)
@@ -462,15 +462,15 @@ def _told(engine, ranks):
     the moment they happen, before its window's edge waits for the other ranks."""
     if ranks is None:
         return engine
-    from infergy.parallel import Telling, tell_launch
+    from infergy.run.parallel import Telling, tell_launch
 
     return Telling(engine, tell_launch)
 
 
 def _record(store, result, options: dict, **spec) -> None:
     """A measured point into the store, in a run of its own, as a sweep records it."""
-    from infergy.sweep.spec import EngineChoice
-    from infergy.sweep.worker import device_identity
+    from infergy.plan.spec import EngineChoice
+    from infergy.run.sweep.worker import device_identity
 
     with store:
         device = device_identity(result.provenance)
@@ -519,7 +519,7 @@ def _torch_device(device: str, tp: int = 1) -> str:
     if device == "cuda" and not torch.cuda.is_available():
         raise _fail("--device cuda, but torch sees no CUDA GPU here")
     if device == "cuda":  # a CPU run counts no GPU (its ranks share the CPU)
-        from infergy.parallel import ParallelError, check_tp_gpus
+        from infergy.run.parallel import ParallelError, check_tp_gpus
 
         try:
             check_tp_gpus(tp)
@@ -531,7 +531,7 @@ def _torch_device(device: str, tp: int = 1) -> str:
 def _decoding(text: str, draft: str | None, lookahead: int | None,
               acceptance: float | None) -> str:
     """--decoding with --draft, --lookahead and --acceptance folded into its text form."""
-    from infergy.decoding import Decoding, DecodingError
+    from infergy.engines.decoding import Decoding, DecodingError
 
     extra = {k: v for k, v in (("draft", draft), ("lookahead", lookahead),
                                ("acceptance", acceptance)) if v is not None}
@@ -544,7 +544,7 @@ def _decoding(text: str, draft: str | None, lookahead: int | None,
 
 
 def _print_point(r, load: dict, device: str) -> None:
-    from infergy.decoding import Decoding
+    from infergy.engines.decoding import Decoding
 
     p = r.point
     gpus = f", TP {p.tp}" if p.tp > 1 else ""
@@ -614,11 +614,6 @@ def models():
                       "n/a" if params is None else f"{params / 1e9:.2f}B",
                       str(spec.max_context), spec.hf_id or "(test model)")
     out.print(table)
-
-
-# `sweep`, `results`, `traces` and `replay` live in files of their own; importing registers
-# them.
-from infergy import cli_replay, cli_sweep, cli_traces  # noqa: E402, F401
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from infergy.cli import (
+from infergy.cli.app import (
     _fail,
     _launch,
     _options,
@@ -118,7 +118,19 @@ def replay(
                "concurrency": concurrency, "time_scale": time_scale,
                "max_requests": max_requests, "duration": duration, "timeout": timeout,
                "api_key_env": api_key_env, "steady_inflight": steady_inflight, "tp": tp}
-    from infergy.bench.replay import (
+    from infergy.engines import EngineError, UnknownEngineError, engine_class, new_engine
+    from infergy.engines.decoding import Decoding
+    from infergy.estimate import (
+        EstimateError,
+        MissingPoints,
+        load_card_profile,
+        load_profile,
+        shipped_profiles,
+    )
+    from infergy.models import UnknownModelError, get_model
+    from infergy.models.gpus import UnknownGpuError
+    from infergy.run.parallel import ParallelError, check_tp, check_tp_gpus
+    from infergy.run.replay import (
         BATCHINGS,
         WARMUPS,
         ReplayError,
@@ -127,19 +139,7 @@ def replay(
         replay_offline,
         select_requests,
     )
-    from infergy.bench.serve import SERVE_CHOICES
-    from infergy.decoding import Decoding
-    from infergy.engines import EngineError, UnknownEngineError, engine_class, new_engine
-    from infergy.estimate import (
-        EstimateError,
-        MissingPoints,
-        load_card_profile,
-        load_profile,
-        shipped_profiles,
-    )
-    from infergy.estimate.hardware import UnknownGpuError
-    from infergy.models import UnknownModelError, get_model
-    from infergy.parallel import ParallelError, check_tp, check_tp_gpus
+    from infergy.run.servers import SERVE_CHOICES
     from infergy.store import Store, StoreError
     from infergy.workloads import BinGrid, TraceError, get_trace
 
@@ -229,8 +229,8 @@ def replay(
     if split and rank is None:  # the launching process: every check above passed once
         raise _launch(tp, store)
 
-    from infergy.bench.point import run_metadata
-    from infergy.sweep.worker import device_identity
+    from infergy.run.point import run_metadata
+    from infergy.run.sweep.worker import device_identity
 
     m, ranks = _run_meter(device, tp, idle_s, rank)
     results = []
@@ -316,14 +316,14 @@ def _online(workload, requests, spec, serving: dict, sample: int | None, seed: i
 
     import numpy as np
 
-    from infergy.bench.online import Endpoint, ServeError, arrival_times, serve_online
-    from infergy.bench.replay import request_prompt
-    from infergy.bench.serve import SERVE_CHOICES, ServerProcess, vllm_server
     from infergy.engines import EngineError
     from infergy.meter import open_meter
-    from infergy.parallel import free_port
+    from infergy.run.online import Endpoint, ServeError, arrival_times, serve_online
+    from infergy.run.parallel import free_port
+    from infergy.run.replay import request_prompt
+    from infergy.run.servers import SERVE_CHOICES, ServerProcess, vllm_server
+    from infergy.run.sweep.worker import device_identity
     from infergy.store import Store, StoreError
-    from infergy.sweep.worker import device_identity
 
     s = serving
     if (s["endpoint"] is None) == (s["serve"] is None):
@@ -451,7 +451,7 @@ def _paged_server(spec, s: dict, workload, requests):
 
 
 def _print_online(r) -> None:
-    from infergy.cli import _fmt
+    from infergy.cli.app import _fmt
 
     table = Table(title=f"{r.trace} served online by {r.engine} ({r.batching})",
                   title_justify="left")

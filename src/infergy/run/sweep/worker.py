@@ -47,8 +47,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from infergy.parallel import RANK_GRACE_S, Telling, exit_said
-from infergy.sweep.spec import Cooldown, EngineChoice, point_text
+from infergy.plan.spec import Cooldown, EngineChoice, point_text
+from infergy.run.parallel import RANK_GRACE_S, Telling, exit_said
 
 # Messages of errors after which a CUDA context cannot be trusted: the worker exits.
 FATAL_MARKERS = ("CUDA error", "illegal memory access", "device-side assert",
@@ -124,8 +124,8 @@ def main(conn, settings: WorkerSettings) -> None:
     # aborted its requests on it, on an H100, mid-point) nor this worker's followers.
     os.setpgrp()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from infergy.bench.point import run_metadata
-    from infergy.parallel import free_port, rank_env, run_meter
+    from infergy.run.parallel import free_port, rank_env, run_meter
+    from infergy.run.point import run_metadata
 
     replies = _Replies(conn)
     port = None
@@ -183,7 +183,7 @@ def follow(conn, settings: WorkerSettings, rank: int, env: dict) -> None:
     os.environ.update(env)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _exit_with_parent()
-    from infergy.parallel import Ranks, run_meter
+    from infergy.run.parallel import Ranks, run_meter
 
     try:
         meter = run_meter(settings.device, settings.tp, 0, rank)
@@ -245,7 +245,7 @@ def _exit_with_parent(then=None) -> None:
 
 def _told_status(why: str) -> str:
     """The status of a point whose rank's engine failed with `why`."""
-    from infergy.bench.point import is_out_of_memory
+    from infergy.run.point import is_out_of_memory
 
     return "oom" if is_out_of_memory(RuntimeError(why)) else "failed"
 
@@ -300,7 +300,7 @@ class _Followers:
     def __init__(self, settings: WorkerSettings, port: int):
         import multiprocessing
 
-        from infergy.parallel import rank_env
+        from infergy.run.parallel import rank_env
 
         ctx = multiprocessing.get_context("spawn")
         self.size, self.device, self.grace_s = settings.ranks, settings.device, settings.grace_s
@@ -324,7 +324,7 @@ class _Followers:
     def meet(self, meter, on_lost):
         """Rank 0's Ranks, once every follower has met it (`on_lost(why, status)` if one
         cannot), attached to `meter`."""
-        from infergy.parallel import Ranks
+        from infergy.run.parallel import Ranks
 
         with self.watching(on_lost):
             ranks = Ranks(self.device, self.size, timeout_s=RANK_TIMEOUT_S)
@@ -583,8 +583,8 @@ class _Worker:
 
     def load(self, job: Job) -> dict | None:
         """Make `job`'s engine the loaded one; its load phase when it was loaded now."""
-        from infergy.decoding import Decoding
         from infergy.engines import engine_class, new_engine
+        from infergy.engines.decoding import Decoding
         from infergy.models import get_model
 
         if self._loaded(job):
@@ -606,7 +606,7 @@ class _Worker:
                 engine.load()
         except Exception as err:
             engine.close()
-            from infergy.bench.point import is_out_of_memory
+            from infergy.run.point import is_out_of_memory
 
             if not is_out_of_memory(err):
                 self.load_errors[(job.model, job.engine)] = f"{type(err).__name__}: {err}"
@@ -630,7 +630,7 @@ class _Worker:
         """The engine's largest batch for the job's lengths (its memory model), in prompts: a
         prompt of beam search holds a sequence a beam (transformers expands the batch so, and
         vLLM runs each beam as a request)."""
-        from infergy.decoding import Decoding
+        from infergy.engines.decoding import Decoding
 
         try:
             load = self.load(job)
@@ -643,7 +643,7 @@ class _Worker:
             return self._failed(err)
 
     def measure(self, job: Job) -> dict:
-        from infergy.bench.point import is_out_of_memory, measure_point
+        from infergy.run.point import is_out_of_memory, measure_point
 
         try:
             load = self.load(job)
@@ -682,7 +682,7 @@ class _Worker:
 
     def _failed(self, err: Exception, job: Job | None = None) -> dict:
         """The record of a job that raised (for an estimate: no batch, and why)."""
-        from infergy.bench.point import is_out_of_memory
+        from infergy.run.point import is_out_of_memory
 
         error = f"{type(err).__name__}: {err}"
         status = "oom" if is_out_of_memory(err) else "failed"
@@ -697,7 +697,7 @@ class _Worker:
 
 def job_point(job: Job, dtype: str):
     """The bench Point a job measures."""
-    from infergy.bench.point import Point
+    from infergy.run.point import Point
 
     return Point(job.model, job.engine.name, job.batch, job.input_tokens, job.output_tokens,
                  job.decoding, tp=job.tp, dtype=dtype)
@@ -705,7 +705,7 @@ def job_point(job: Job, dtype: str):
 
 def failed_record(job: Job, dtype: str, status: str, error: str) -> dict:
     """The stored record of a job with no measurement of its own: a PointResult's dict."""
-    from infergy.bench.point import PointResult
+    from infergy.run.point import PointResult
 
     return PointResult(point=job_point(job, dtype), status=status, error=error).to_dict()
 

@@ -26,8 +26,8 @@ import statistics
 from dataclasses import asdict, dataclass, field
 
 from infergy import provenance
-from infergy.decoding import SPECULATIVE_COUNTS, Decoding, speculative_rates
 from infergy.engines.base import Engine
+from infergy.engines.decoding import SPECULATIVE_COUNTS, Decoding, speculative_rates
 from infergy.meter import Measurement, Meter
 from infergy.models.build import make_prompts
 from infergy.models.catalog import ModelSpec

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from infergy.bench.point import run_metadata
-from infergy.bench.replay import ReplayFigures
 from infergy.meter import Meter
+from infergy.run.point import run_metadata
+from infergy.run.replay import ReplayFigures
 from infergy.workloads import Trace
 
 ARRIVALS = ("trace", "poisson", "concurrency")

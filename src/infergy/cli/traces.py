@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from infergy.cli import _fail, app, out
+from infergy.cli.app import _fail, app, out
 
 traces_app = typer.Typer(help="Workload traces: built-in ones and your own files.",
                          no_args_is_help=True)
@@ -130,8 +130,8 @@ def estimate(
     baseline."""
     from infergy.engines import ENGINES
     from infergy.estimate import J_PER_KWH, EstimateError, estimate_cards
-    from infergy.estimate.hardware import UnknownGpuError
     from infergy.models import UnknownModelError, get_model
+    from infergy.models.gpus import UnknownGpuError
     from infergy.store import StoreError
     from infergy.workloads import BinError, BinGrid, TraceError, get_trace
 

@@ -21,11 +21,11 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from infergy.bench.point import is_out_of_memory, run_metadata
-from infergy.decoding import Decoding
 from infergy.engines.base import Engine
+from infergy.engines.decoding import Decoding
 from infergy.meter import Meter
 from infergy.models.build import make_prompts
+from infergy.run.point import is_out_of_memory, run_metadata
 from infergy.workloads import Binned, Trace
 
 BATCHINGS = ("binned", "natural")

@@ -1,4 +1,4 @@
-"""`infergy sweep` and `infergy results`: the CLI over infergy.sweep and infergy.store.
+"""`infergy sweep` and `infergy results`: the CLI over infergy.run.sweep and infergy.store.
 Registered on the main app by cli.py."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeE
 from rich.table import Table
 from rich.text import Text
 
-from infergy.cli import _fail, _fmt, _torch_device, app, err, out
+from infergy.cli.app import _fail, _fmt, _torch_device, app, err, out
 
 results_app = typer.Typer(help="Read, export and merge results stores.", no_args_is_help=True)
 app.add_typer(results_app, name="results")
@@ -62,8 +62,8 @@ def sweep(
     """Measure a grid of points into a results store. Every point is stored the moment it is
     measured; run the same command again to resume (points this GPU measured are skipped).
     Ctrl-C ends after the current point."""
-    from infergy.sweep import SpecError, load_spec, parse_spec
-    from infergy.sweep.spec import parse_shard
+    from infergy.plan import SpecError, load_spec, parse_spec
+    from infergy.plan.spec import parse_shard
 
     try:
         spec = load_spec(spec_file)
@@ -82,7 +82,7 @@ def sweep(
             spec = dataclasses.replace(spec, shard=parse_shard(shard))
     except SpecError as e:
         raise _fail(str(e)) from None
-    from infergy.sweep.runner import RESUME_BY
+    from infergy.run.sweep.runner import RESUME_BY
 
     if resume_by not in RESUME_BY:
         raise _fail(f"--resume-by expects one of {', '.join(RESUME_BY)}, got {resume_by!r}")
@@ -90,7 +90,7 @@ def sweep(
         _print_plan(spec, db, resume_by)
         return
     device = _torch_device(device, spec.tp)
-    from infergy.sweep import SweepError, run_sweep
+    from infergy.run.sweep import SweepError, run_sweep
 
     with _open_store(db) as store, _SweepProgress(len(spec.tasks())) as view:
         try:
@@ -107,7 +107,7 @@ def sweep(
               f"({share:.0%} measuring, {summary.setup_s:.0f} s loading and compiling)"
               f"{stopped}")
     if summary.unsteady:
-        from infergy.bench.point import STEADY_CV
+        from infergy.run.point import STEADY_CV
 
         err.print(f"infergy: {summary.unsteady} of the points measured have repeats more than "
                   f"{STEADY_CV:.0%} apart (CV in `infergy results list`; `infergy results "
@@ -124,9 +124,9 @@ def _int(text: str, option: str) -> int:
 
 
 def _print_plan(spec, db: Path, resume_by: str = "card") -> None:
-    from infergy.sweep import describe_plan
-    from infergy.sweep.spec import engine_starts
-    from infergy.sweep.worker import local_device
+    from infergy.plan.spec import engine_starts
+    from infergy.run.sweep import describe_plan
+    from infergy.run.sweep.worker import local_device
 
     store = _open_store(db, create=False) if db.is_file() else None
     device, card = local_device(spec.tp), None
@@ -187,7 +187,7 @@ class _PowerColumn(ProgressColumn):
             self._sensors = []
             if nvml.nvml_init() is None:
                 self._sensors = nvml.nvml_gpus()[0]
-        from infergy.sweep.worker import instant_power_w
+        from infergy.run.sweep.worker import instant_power_w
 
         watts = [w for w in map(instant_power_w, self._sensors) if w is not None]
         return f"{sum(watts):.0f} W" if watts else ""

@@ -26,12 +26,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from infergy.bench.point import STEADY_CV
-from infergy.parallel import exit_said
+from infergy.plan.spec import MAX, SweepSpec, Task
+from infergy.run.parallel import exit_said
+from infergy.run.point import STEADY_CV
+from infergy.run.sweep.worker import FATAL_EXIT_CODE, Job, WorkerSettings, failed_record, is_fatal
+from infergy.run.sweep.worker import main as worker_main
 from infergy.store import Store, gpu_name_of
-from infergy.sweep.spec import MAX, SweepSpec, Task
-from infergy.sweep.worker import FATAL_EXIT_CODE, Job, WorkerSettings, failed_record, is_fatal
-from infergy.sweep.worker import main as worker_main
 
 WORKER_START_TIMEOUT_S = 600.0  # importing torch, opening NVML, measuring idle
 POINT_TIMEOUT_S = 3600.0  # one point (load, compile, warm-up, repeats) at most

@@ -1,1 +1,0 @@
-"""Running measurements: one point (`point`), and later sweeps, replays and serving."""
