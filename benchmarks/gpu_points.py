@@ -29,7 +29,8 @@ from infergy.engines import engine_class, parse_options
 from infergy.meter import open_meter
 from infergy.models import get_model
 from infergy.models.flops import weight_bytes as analytic_weight_bytes
-from infergy.run.point import Point, measure_point
+from infergy.plan.point import Point
+from infergy.run.point import measure_point
 
 
 def copy_bandwidth_tb_s(torch) -> float:

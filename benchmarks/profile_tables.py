@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from infergy.plan import load_spec
-from infergy.report import load_points
+from infergy.profile import load_points
 from infergy.report.tables import REPEATABILITY_COLUMNS, repeatability_rows
 from infergy.store import Store
 

@@ -5,7 +5,8 @@ Nothing here is used by the product. It streams one chunk per requested token (`
 `/v1/models` lists `models`. Some prompts misbehave, chosen by their length: `FAIL_LEN`
 answers HTTP 500, `STALL_LEN` sends nothing for `stall_s`, `CUT_LEN` stops mid-stream without
 [DONE], `ERROR_LEN` sends an error event mid-stream then [DONE] (as vLLM does), `SHORT_LEN`
-ends early with [DONE]. Every request it saw is kept in `seen` (its JSON body).
+ends early with [DONE]. Every request it saw is kept in `seen` (its JSON body); `/stats`
+answers the most requests it held at once. Its backlog of connections takes a thousand at once.
 """
 
 from __future__ import annotations
@@ -33,10 +34,13 @@ class FakeOpenAIServer:
             def log_message(self, *args):  # quiet
                 pass
 
-            def do_GET(self):  # readiness (/health) and the models served, as vLLM's
-                body = json.dumps({"data": [{"id": m} for m in server.models]}).encode() \
-                    if self.path == "/v1/models" else b""
-                self.send_response(200 if self.path in ("/health", "/v1/models") else 404)
+            def do_GET(self):  # readiness (/health), the models served (as vLLM's), /stats
+                answers = {"/health": {}, "/v1/models": {"data": [
+                    {"id": m} for m in server.models]}, "/stats": {
+                    "peak_in_flight": server.peak_in_flight, "requests": len(server.seen)}}
+                answer = answers.get(self.path)
+                body = json.dumps(answer).encode() if answer else b""
+                self.send_response(200 if answer is not None else 404)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -105,7 +109,10 @@ class FakeOpenAIServer:
                 self.wfile.write(f"data: {json.dumps(payload)}\n\n".encode())
                 self.wfile.flush()
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 1024  # many clients connecting at once wait, not retry
+
+        self.httpd = Server(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -119,11 +126,12 @@ class FakeOpenAIServer:
         self.httpd.server_close()
 
 
-if __name__ == "__main__":  # a server process: fake_openai_server.py PORT [DELAY_S]
+if __name__ == "__main__":  # a server process: fake_openai_server.py PORT [DELAY_S [CHUNK_S]]
     import sys
 
     time.sleep(float(sys.argv[2]) if len(sys.argv) > 2 else 0.0)  # a slow start-up
-    with FakeOpenAIServer(port=int(sys.argv[1])) as fake:
+    chunk_s = float(sys.argv[3]) if len(sys.argv) > 3 else 0.002
+    with FakeOpenAIServer(chunk_s=chunk_s, port=int(sys.argv[1])) as fake:
         print(f"serving on {fake.url}", flush=True)
         while True:
             time.sleep(1)

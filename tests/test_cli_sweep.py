@@ -43,9 +43,9 @@ def test_dry_run_prints_the_plan_and_measures_nothing(tmp_path):
 
 
 def test_dry_run_counts_what_the_store_already_has_for_this_device(tmp_path, monkeypatch):
-    import infergy.run.sweep.worker as worker
+    import infergy.cli.sweep as cli_sweep
 
-    monkeypatch.setattr(worker, "local_device", lambda tp=1: DEVICE)
+    monkeypatch.setattr(cli_sweep, "local_device", lambda tp=1: DEVICE)
     write_store(tmp_path / "r.db", batches=(1,))
     spec = tmp_path / "s.yaml"
     spec.write_text("models: [tiny]\ninput_tokens: [8]\noutput_tokens: [4]\n"
@@ -155,10 +155,10 @@ def test_results_errors_are_clear(tmp_path):
 def test_a_point_measured_at_tp_1_is_not_measured_at_tp_2(tmp_path, monkeypatch):
     """TP is part of a point's identity in the store: the plan at TP 2 measures again what
     the store holds at TP 1, on GPUs of that many (the worker's identity, `local_device`)."""
-    import infergy.run.sweep.worker as worker
+    import infergy.cli.sweep as cli_sweep
 
     asked = []
-    monkeypatch.setattr(worker, "local_device", lambda tp=1: asked.append(tp) or DEVICE)
+    monkeypatch.setattr(cli_sweep, "local_device", lambda tp=1: asked.append(tp) or DEVICE)
     with Store(tmp_path / "r.db") as store:
         run = store.start_run(device=DEVICE, meta=META, spec=None)
         point = {"model": "llama-3.1-8b", "engine": "vllm", "batch": 1, "input_tokens": 8,

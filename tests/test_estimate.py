@@ -9,8 +9,17 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+import infergy.profile.load
 from infergy.cli import app
-from infergy.estimate import EstimateError, estimate, load_profile, theoretical
+from infergy.estimate import (
+    EstimateError,
+    MissingPoints,
+    estimate,
+    load_card_profile,
+    load_profile,
+    shipped_profiles,
+    theoretical,
+)
 from infergy.models import get_model
 from infergy.models.flops import request_flops
 from infergy.models.gpus import GPUS, UnknownGpuError, get_gpu
@@ -162,8 +171,6 @@ def test_an_engine_not_yet_measured_in_every_bin_is_a_row_saying_so(tmp_path):
 
 
 def test_estimate_without_a_profile_uses_the_shipped_ones_or_says_there_are_none(tmp_path):
-    from infergy.estimate import shipped_profiles
-
     result = CliRunner().invoke(app, ["estimate", "-t", "translation", "-m", "llama-3.1-8b",
                                       "-e", "hf-eager", "--gpu", "h100"])
     if shipped_profiles():
@@ -218,8 +225,6 @@ def test_engines_measured_on_different_gpus_are_not_compared(tmp_path):
 
 
 def test_the_profile_of_the_card_a_run_is_on_by_its_nvml_name(tmp_path):
-    from infergy.estimate import MissingPoints, load_card_profile
-
     db = write_profile(tmp_path / "p.db")
     write_profile(db, gpu="NVIDIA H200", points={k: (b, e / 2) for k, (b, e) in POINTS.items()})
     write_profile(db, gpu="NVIDIA GeForce RTX 4090")  # outside the GPU table: by its name
@@ -243,11 +248,9 @@ TRACE_CSV = "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03,10,5\n
 def shipped(tmp_path, monkeypatch):
     """A temporary folder of shipped profiles (empty until a test writes stores into it), and
     the arguments of an estimate of a two-request trace from them on hf-eager and vllm."""
-    import infergy.estimate
-
     folder = tmp_path / "profiles"
     folder.mkdir()
-    monkeypatch.setattr(infergy.estimate, "PROFILES", folder)
+    monkeypatch.setattr(infergy.profile.load, "PROFILES", folder)
     trace_file = tmp_path / "t.csv"
     trace_file.write_text(TRACE_CSV)
     return folder, ["estimate", "-t", str(trace_file), "-m", "llama-3.1-8b", "-e",

@@ -224,6 +224,43 @@ def test_a_started_server_is_waited_on_used_and_stopped(tmp_path, make_meter):
     assert "serving on" in (tmp_path / "server.log").read_text()
 
 
+def test_many_streams_in_flight_are_tasks_of_one_event_loop_not_threads(make_meter):
+    """200 requests at concurrency 200, the server in a process of its own: every request
+    answered, all in flight at once, and this process no more threads for them than for
+    one request at a time."""
+    import sys
+    import threading
+    import urllib.request
+    from pathlib import Path
+
+    from infergy.run.parallel import free_port
+    from infergy.run.servers import ServerProcess
+
+    port = free_port()
+    script = Path(__file__).parent / "fake_openai_server.py"
+    n = 200
+    t = trace([8] * n, [40] * n)
+    threads = {1: [], n: []}  # concurrency -> the threads alive at each answer
+    with ServerProcess([sys.executable, str(script), str(port), "0", "0.01"],
+                       f"http://127.0.0.1:{port}", ready_timeout_s=20) as server:
+        for concurrency in (1, n):
+            result = serve_online(
+                Endpoint(server.url, "tiny", timeout_s=30), meter_of(make_meter), t,
+                np.arange(concurrency), prompts(t),
+                concurrency=concurrency, label=f"concurrency {concurrency}",
+                progress=lambda *_, c=concurrency: threads[c].append(threading.active_count()))
+        with urllib.request.urlopen(f"{server.url}/stats") as response:
+            stats = json.loads(response.read())
+    errors = [(r.status, r.error) for r in result.records if r.status != "ok"][:5]
+    assert result.failed == {}, errors
+    assert result.completed == result.requests == n
+    assert result.output_tokens == 40 * n
+    assert max(result.inflight_s) == n  # all sent at once
+    assert stats["peak_in_flight"] > n // 2  # and most held by the server at once (the
+    # first may end before its last threads have accepted the last connections)
+    assert max(threads[n]) <= max(threads[1]), threads
+
+
 @pytest.mark.parametrize(("code", "message"), [
     ("import sys; print('no GPU here'); sys.exit(3)", "exited with status 3"),
     ("import time; time.sleep(60)", "did not answer"),
@@ -260,7 +297,7 @@ def test_the_synthetic_tokenizer_decodes_every_token_id(tmp_path):
 
 def test_hf_paged_serves_an_online_run_in_process(tiny, make_meter):
     from infergy.engines import engine_class
-    from infergy.engines.paged import PagedServer
+    from infergy.run.servers import PagedServer
 
     engine = engine_class("hf-paged")(tiny, device="cpu", dtype="float32")
     engine.load()

@@ -13,8 +13,10 @@ from fake_pynvml import FakeNvmlDevice, FakePynvml
 from infergy.engines import EngineError, engine_class
 from infergy.meter import nvml, open_meter
 from infergy.models import get_model
-from infergy.run.parallel import ParallelError, check_tp, check_tp_gpus, match_rank_gpus
-from infergy.run.point import Point, measure_point
+from infergy.plan.point import Point
+from infergy.plan.tp import ParallelError, check_tp, check_tp_gpus
+from infergy.run.parallel import match_rank_gpus
+from infergy.run.point import measure_point
 from simulated import SimulatedGpu
 
 LLAMA = get_model("llama-3.1-8b")  # 32 attention heads, 8 key-value heads

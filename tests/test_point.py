@@ -13,9 +13,9 @@ from infergy.run.point import (
     PointResult,
     measure_point,
     runs_per_window,
-    unsteady_repeats,
     validate_point,
 )
+from infergy.store.quality import unsteady_repeats
 from simulated import SimulatedGpu
 from simulated_engines import (
     OutOfMemoryEngine,

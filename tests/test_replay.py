@@ -12,14 +12,8 @@ from typer.testing import CliRunner
 
 from infergy.cli import app
 from infergy.engines.decoding import Decoding
-from infergy.run.replay import (
-    ReplayError,
-    ReplayResult,
-    plan_binned,
-    plan_natural,
-    replay_offline,
-    select_requests,
-)
+from infergy.plan.batches import ReplayError, plan_binned, plan_natural, select_requests
+from infergy.run.replay import ReplayResult, replay_offline
 from infergy.store import Store, merge
 from infergy.workloads import BinGrid, Trace
 from simulated import SimulatedGpu
@@ -289,7 +283,7 @@ def test_the_profile_is_of_the_card_the_replay_runs_on_by_default(tmp_path, monk
 
 def test_a_card_without_a_profile_is_named_with_how_to_measure_it(tmp_path, monkeypatch):
     import infergy.cli.replay
-    import infergy.estimate
+    import infergy.profile.load
 
     db = two_cards(tmp_path)
     monkeypatch.setattr(infergy.cli.replay, "_cards_here",
@@ -310,7 +304,7 @@ def test_a_card_without_a_profile_is_named_with_how_to_measure_it(tmp_path, monk
     folder = tmp_path / "profiles"
     folder.mkdir()
     profile_double(folder / "tiny-h100.db", gpu=H100)
-    monkeypatch.setattr(infergy.estimate, "PROFILES", folder)
+    monkeypatch.setattr(infergy.profile.load, "PROFILES", folder)
     monkeypatch.setattr(infergy.cli.replay, "_cards_here", running_on_double(H200))
     res = offline_replay(tmp_path)
     text = " ".join(res.output.split())

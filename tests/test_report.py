@@ -9,7 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from infergy.cli import app
-from infergy.report import build_report, figures, load_points
+from infergy.estimate import load_profile
+from infergy.profile import load_points
+from infergy.report import build_report, figures
 from infergy.store import Store
 from infergy.workloads import BinGrid, get_trace
 
@@ -343,8 +345,6 @@ def test_tensor_parallel_points_get_their_own_section_and_stay_out_of_one_gpus(t
     assert (tmp_path / "out" / "heatmap-vllm.png").read_bytes() == \
         (tmp_path / "one" / "heatmap-vllm.png").read_bytes()
     assert one_gpu.read_text().count("Tensor parallelism") == 0
-    from infergy.estimate import load_profile
-
     profile = load_profile([db], "llama-3.1-8b", "vllm")
     assert profile.points[(512, 64)]["energy_j"] == pytest.approx(0.05 * 512 * 64 + 2 * 64 * 8)
 

@@ -19,7 +19,8 @@ from infergy.engines.speculative import assisted_generate, check_draft, speculat
 from infergy.models import get_model
 from infergy.models.build import build_model, make_prompts
 from infergy.plan import SpecError, parse_spec
-from infergy.run.point import Point, measure_point
+from infergy.plan.point import Point
+from infergy.run.point import measure_point
 
 
 @pytest.fixture(scope="module")

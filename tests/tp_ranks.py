@@ -20,8 +20,9 @@ import torch
 from infergy.engines import engine_class
 from infergy.meter import Meter
 from infergy.models import get_model
+from infergy.plan.point import Point
 from infergy.run.parallel import Ranks
-from infergy.run.point import Point, measure_point
+from infergy.run.point import measure_point
 from simulated import SimulatedGpu
 
 faulthandler.enable()  # a rank that crashes (it has, rarely, on a CPU) says where

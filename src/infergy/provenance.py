@@ -6,6 +6,7 @@ describing the environment stays fast and works where those packages are absent.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 import platform
@@ -99,3 +100,29 @@ def host() -> dict[str, str | int | None]:
         "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
         else os.cpu_count(),
     }
+
+
+# -- the record of a measurement run: one shape, read the same way everywhere ------------
+
+def run_metadata(meter) -> dict:
+    """Provenance of a measurement run: GPUs, idle power, versions, host, time."""
+    return {
+        "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "gpus": [{"name": s.name, "model": s.info.model, **s.info.details} for s in meter.gpus],
+        "idle_w": dict(meter.idle_w),
+        "unavailable": [f"{u.what}: {u.reason}" for u in meter.unavailable],
+        "versions": software_versions(),
+        "host": host(),
+    }
+
+
+def device_identity(meta: dict) -> str:
+    """What "the same GPU" means for resuming: the UUIDs of the GPUs measured, or the host
+    when there is none."""
+    uuids = [g.get("uuid") for g in meta.get("gpus", []) if g.get("uuid")]
+    return ",".join(uuids) if uuids else f"cpu:{meta['host']['hostname']}"
+
+
+def gpu_name_of(meta: dict) -> str | None:
+    """The card model(s) of a run's metadata, as the runs table records them."""
+    return ", ".join(sorted({g.get("model") or "" for g in meta.get("gpus") or [{}]})) or None

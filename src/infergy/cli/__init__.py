@@ -1,7 +1,9 @@
 """The `infergy` command: a thin layer over the library, one module a verb group. Importing
 each verb group registers its commands on `app`."""
 
-from infergy.cli import replay, sweep, traces  # noqa: F401  (registers their commands)
+# In the order `infergy --help` lists them.
+from infergy.cli import env, measure, models, replay, sweep  # noqa: F401, I001
+from infergy.cli import estimate, report, traces  # noqa: F401
 from infergy.cli.app import app, main
 
 __all__ = ["app", "main"]

@@ -9,23 +9,38 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from infergy.cli.app import (
-    _fail,
-    _launch,
-    _options,
-    _process_of,
-    _run_meter,
-    _status,
-    _told,
-    _torch_device,
-    app,
-    err,
-    out,
+from infergy.cli.app import app, argv, engine_options, err, fail, fmt, out, status
+from infergy.engines import Decoding, EngineError, UnknownEngineError, engine_class
+from infergy.estimate import EstimateError, replay_estimate
+from infergy.meter import visible_gpu_models
+from infergy.models import UnknownGpuError, UnknownModelError, get_model
+from infergy.plan import (
+    BATCHINGS,
+    WARMUPS,
+    ParallelError,
+    ReplayError,
+    check_tp,
+    check_tp_gpus,
+    plan_replay,
+    replay_requests,
 )
+from infergy.run import (
+    SERVE_CHOICES,
+    OfflineReplay,
+    RunError,
+    ServeError,
+    Serving,
+    replay_online,
+    replay_trace,
+    torch_device,
+)
+from infergy.store import StoreError
+from infergy.workloads import BinGrid, TraceError, get_trace
 
 
 @app.command()
 def replay(
+    ctx: typer.Context,
     trace: str = typer.Option(..., "--trace", "-t", help="A built-in trace or a trace file."),
     mode: str = typer.Option("offline", "--mode", help="offline (static batches through an "
                                                        "engine) or online (an HTTP server)."),
@@ -113,47 +128,22 @@ def replay(
     Online: the requests sent to an OpenAI-compatible server at the trace's times, a Poisson
     rate or a fixed concurrency, streamed; energy, latency percentiles and throughput.
     """
-    serving = {"endpoint": endpoint, "serve": serve, "weights": weights,
-               "served_model": served_model, "rate": rate,
-               "concurrency": concurrency, "time_scale": time_scale,
-               "max_requests": max_requests, "duration": duration, "timeout": timeout,
-               "api_key_env": api_key_env, "steady_inflight": steady_inflight, "tp": tp}
-    from infergy.engines import EngineError, UnknownEngineError, engine_class, new_engine
-    from infergy.engines.decoding import Decoding
-    from infergy.estimate import (
-        EstimateError,
-        MissingPoints,
-        load_card_profile,
-        load_profile,
-        shipped_profiles,
-    )
-    from infergy.models import UnknownModelError, get_model
-    from infergy.models.gpus import UnknownGpuError
-    from infergy.run.parallel import ParallelError, check_tp, check_tp_gpus
-    from infergy.run.replay import (
-        BATCHINGS,
-        WARMUPS,
-        ReplayError,
-        plan_binned,
-        plan_natural,
-        replay_offline,
-        select_requests,
-    )
-    from infergy.run.servers import SERVE_CHOICES
-    from infergy.store import Store, StoreError
-    from infergy.workloads import BinGrid, TraceError, get_trace
-
+    serving = Serving(endpoint=endpoint, serve=serve, weights=weights,
+                      served_model=served_model, rate=rate, concurrency=concurrency,
+                      time_scale=time_scale, max_requests=max_requests, duration=duration,
+                      timeout=timeout, api_key_env=api_key_env,
+                      steady_inflight=steady_inflight, tp=tp)
     if mode not in ("offline", "online"):
-        raise _fail(f"--mode must be offline or online, got {mode!r}")
+        raise fail(f"--mode must be offline or online, got {mode!r}")
     kinds = [b.strip() for b in batching.split(",") if b.strip()]
     if not kinds or any(b not in BATCHINGS for b in kinds):
-        raise _fail(f"--batching must be binned, natural or both, got {batching!r}")
+        raise fail(f"--batching must be binned, natural or both, got {batching!r}")
     if warmup is not None and mode == "online":  # None: not given, so offline's default
-        raise _fail("--warmup: for --mode offline (online, the requests go to a server as "
+        raise fail("--warmup: for --mode offline (online, the requests go to a server as "
                     "they arrive: there are no batches to run first)")
     warmup = "first" if warmup is None else warmup
     if warmup not in WARMUPS:
-        raise _fail(f"--warmup must be {', '.join(WARMUPS)}, got {warmup!r}")
+        raise fail(f"--warmup must be {', '.join(WARMUPS)}, got {warmup!r}")
     decoding = Decoding.parse("greedy")
     try:
         spec = get_model(model)
@@ -169,134 +159,44 @@ def replay(
         workload = get_trace(trace, fmt=fmt, input_col=input_col, output_col=output_col,
                              time_col=time_col)
         grid = BinGrid.named("paper")
-        binned = grid.assign(workload.input_tokens, workload.output_tokens)
-        requests = select_requests(binned, sample, seed)
-        if not len(requests):
-            raise ReplayError(f"{workload.name}: none of its {len(workload)} requests falls "
-                              f"inside the study's bins")
-        empty = int(((workload.input_tokens[requests] < 1)
-                     | (workload.output_tokens[requests] < 1)).sum())
-        if empty:
-            raise ReplayError(f"{empty} of the requests have no input or no output tokens: "
-                              f"drop them from {trace}")
+        binned, requests = replay_requests(workload, grid, sample, seed, trace)
     except (UnknownModelError, UnknownEngineError, EngineError, TraceError,
             ReplayError, ParallelError) as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
     if mode == "online":  # --tp None there: an --endpoint's GPUs are every visible one
         return _online(workload, requests, spec, serving, sample, seed, db, idle_s, as_json)
     tp = tp or 1
     try:
-        device = _torch_device(device, tp)
         # The card this replay runs on (as NVML names it; none on a CPU): its profile, not
         # another card's, by default: a profile's B = max is its own card's.
+        device = torch_device(device, tp)
         here = _cards_here(device, tp) if gpu is None else []
-        stores = profile or shipped_profiles()  # a missing one: the store's own error
-        prof, why_none = None, None
-        try:
-            prof = (load_card_profile(stores, model, engine, here[0], shipped=not profile)
-                    if here else load_profile(stores, model, engine, gpu))
-        except MissingPoints as e:
-            why_none = str(e)
-        estimator = _Estimator(workload, requests, grid, prof) if prof else None
-        if estimator is not None and estimator.missing:
-            why_none = estimator.missing
-            prof = estimator = None
-        if prof is None and batch is None:
+        estimator, why_none = replay_estimate(workload, requests, grid, model, engine,
+                                              profile or None, here[0] if here else None, gpu)
+        if estimator is None and batch is None:
             raise ReplayError(f"no profile to take B from ({why_none}); give --batch B")
-        bins_b = (lambda edge: prof.points[edge]["batch"]) if prof else (lambda edge: batch)
-        by_bin = plan_binned(workload, binned, requests, bins_b)
-        natural_b = batch or min(bins_b(b.bin) for b in by_bin)  # fits the longest requests
-        plans = {kind: by_bin if kind == "binned" else plan_natural(workload, requests,
-                                                                    natural_b)
-                 for kind in kinds}
-        for kind, batches in plans.items():  # a static batch holds its longest of each
-            too_long = [b for b in batches
-                        if max(b.input_tokens) + b.generated_per_prompt > spec.max_context]
-            if too_long:
-                raise ReplayError(
-                    f"{len(too_long)} {kind} batches need more than {model}'s context of "
-                    f"{spec.max_context} tokens (longest prompt + longest output), e.g. "
-                    f"{max(too_long[0].input_tokens)} + {too_long[0].generated_per_prompt}: "
-                    f"choose a model with a longer context, or a smaller --batch")
-        options = _options(engine_option)
+        bins_b = (lambda edge: estimator.profile.points[edge]["batch"]) if estimator \
+            else (lambda edge: batch)
+        plans = plan_replay(workload, binned, requests, kinds, bins_b, spec, batch)
+        how = OfflineReplay(model, engine, device=device, tp=tp, dtype=dtype,
+                            options=engine_options(engine_option), idle_s=idle_s, seed=seed,
+                            warmup=warmup, db=db, stored={
+                                "replay": trace, "mode": mode, "model": model,
+                                "engine": engine, "batching": kinds, "batch": batch,
+                                "sample": sample, "seed": seed, "warmup": warmup})
         # One process a GPU (hf-eager): this command runs again as `tp` ranks, each making
         # the same plan (the trace, the profile, --sample and --seed decide it; checked once
         # they meet); rank 0 alone measures, records and speaks.
-        split, rank, speaks = _process_of(tp, engine_cls)
-        store = Store(db) if db is not None and speaks else None  # before any GPU work
-    except (ReplayError, EstimateError, StoreError, UnknownGpuError, ParallelError) as e:
-        raise _fail(str(e)) from None
-    if split and rank is None:  # the launching process: every check above passed once
-        raise _launch(tp, store)
-
-    from infergy.run.point import run_metadata
-    from infergy.run.sweep.worker import device_identity
-
-    m, ranks = _run_meter(device, tp, idle_s, rank)
-    results = []
-    with m:
-        if ranks is not None:
-            try:
-                ranks.agree([(kind, [b.requests for b in batches])
-                             for kind, batches in plans.items()], "the replay's batches")
-            except ParallelError as e:
-                raise _fail(str(e)) from None
-        for u in m.unavailable if speaks else ():
-            err.print(f"[dim]infergy: not measurable: {u.what}: {u.reason}[/]")
-        cards = {s.info.model for s in m.gpus}
-        if prof is not None and cards and cards != {prof.gpu}:
-            err.print(f"[yellow]infergy: the profile was measured on {prof.gpu}, this replay "
-                      f"runs on {', '.join(sorted(cards))}: the estimate's error mixes the "
-                      f"cards[/]")
-        try:
-            eng = new_engine(engine_cls, spec, device=device, dtype=dtype, options=options,
-                             tp=tp)
-            eng = _told(eng, ranks)
-            with _status(speaks, f"infergy: loading {model} in {engine} ..."):
-                eng.load()
-        except (EngineError, OSError, ValueError) as e:
-            raise _fail(str(e)) from None
-        def start_run():
-            meta = run_metadata(m)
-            return store.start_run(device=device_identity(meta), meta=meta,
-                                   spec={"replay": trace, "mode": mode, "model": model,
-                                         "engine": engine, "batching": kinds, "batch": batch,
-                                         "sample": sample, "seed": seed, "warmup": warmup})
-
-        # One process: each replay stored as it ends. Ranks store theirs at the end, run and
-        # all: rank 0 may be stopped with the others (one failing alone), which would leave
-        # a run begun and never ended.
-        run = start_run() if store is not None and ranks is None else None
-        try:
-            for kind, batches in plans.items():
-                with _status(speaks, f"infergy: {kind} replay ...") as st:
-                    r = replay_offline(eng, m, workload, batches, decoding, batching=kind,
-                                       seed=seed, warmup=warmup,
-                                       progress=lambda n, total, k=kind: st.update(
-                                           f"infergy: {k} replay, batch {n} of {total}"))
-                r.estimate = {"none": f"the estimate is of one GPU's work (TP 1), this "
-                                      f"replay ran over {tp}"} if tp > 1 else \
-                    estimator.compare(r) if estimator else {"none": why_none}
-                r.selection, r.tp = {"sample": sample, "seed": seed}, tp
-                results.append(r)
-                if run is not None:
-                    store.add_replay(run, device_identity(r.provenance), r.to_dict())
-                if r.status != "ok":
-                    break
-        finally:  # Ctrl-C ends a replay as a result, recorded with its batches
-            eng.close()
-            if store is not None:
-                if ranks is not None and results:
-                    run = start_run()
-                    for r in results:
-                        store.add_replay(run, device_identity(r.provenance), r.to_dict())
-                if run is not None:
-                    store.end_run(run, _run_status(results, len(plans)))
-                store.close()
-    if ranks is not None:  # after the meter's last edge
-        ranks.close()
-    if not speaks:  # rank 0 reports for all, its status the command's
-        raise typer.Exit(0)
+        results = replay_trace(
+            workload, plans, how, selection={"sample": sample, "seed": seed},
+            estimate=estimator.compare if estimator else lambda r: {"none": why_none},
+            profile_gpu=estimator.profile.gpu if estimator else None, argv=argv(ctx),
+            notes=err.print, status=status)
+    except (ReplayError, EstimateError, StoreError, UnknownGpuError, ParallelError,
+            RunError, EngineError, OSError, ValueError) as e:
+        raise fail(str(e)) from None
+    if isinstance(results, int):  # launched the ranks, or a rank other than 0
+        raise typer.Exit(results)
     if as_json:
         out.print_json(json.dumps([r.to_dict() for r in results], default=str))
     else:
@@ -307,127 +207,14 @@ def replay(
         raise typer.Exit(1)
 
 
-def _online(workload, requests, spec, serving: dict, sample: int | None, seed: int,
+def _online(workload, requests, spec, serving: Serving, sample: int | None, seed: int,
             db: Path | None, idle_s: float, as_json: bool) -> None:
     """`--mode online`: the requests sent to the endpoint, this host's GPUs measured."""
-    import contextlib
-    import os
-    import tempfile
-
-    import numpy as np
-
-    from infergy.engines import EngineError
-    from infergy.meter import open_meter
-    from infergy.run.online import Endpoint, ServeError, arrival_times, serve_online
-    from infergy.run.parallel import free_port
-    from infergy.run.replay import request_prompt
-    from infergy.run.servers import SERVE_CHOICES, ServerProcess, vllm_server
-    from infergy.run.sweep.worker import device_identity
-    from infergy.store import Store, StoreError
-
-    s = serving
-    if (s["endpoint"] is None) == (s["serve"] is None):
-        raise _fail("--mode online needs --endpoint URL (an OpenAI-compatible server serving "
-                    "the model) or --serve vllm (infergy starts one), not both")
-    if s["weights"] is not None and s["serve"] is None:
-        raise _fail("--weights: for --serve (a server given by --endpoint has its own)")
-    if s["serve"] is not None and s["serve"] not in SERVE_CHOICES:
-        raise _fail(f"--serve must be one of {', '.join(SERVE_CHOICES)}, got {s['serve']!r}")
-    if s["serve"] is not None:
-        s = {**s, "endpoint": f"http://127.0.0.1:{free_port()}"}
-    if s["rate"] is not None and s["concurrency"] is not None:
-        raise _fail("--rate and --concurrency: give one (or neither: the trace's own times)")
     try:
-        endpoint = Endpoint(s["endpoint"], s["served_model"] or spec.name,
-                            timeout_s=s["timeout"], api_key=os.environ.get(s["api_key_env"]))
-        arrivals = None
-        if s["concurrency"] is None:
-            process = "poisson" if s["rate"] is not None else "trace"
-            arrivals = arrival_times(workload, requests, process, rate=s["rate"],
-                                     time_scale=s["time_scale"], seed=seed)
-            if process == "trace":  # sent in their arrival order
-                requests = requests[np.argsort(workload.arrival_s[requests], kind="stable")]
-        longest = int((workload.input_tokens[requests] + workload.output_tokens[requests])
-                      .max())
-        if longest > spec.max_context:
-            raise ServeError(f"requests of up to {longest} tokens (input + output), past "
-                             f"{spec.name}'s context of {spec.max_context}")
-        if s["serve"] is None:
-            endpoint.check()  # the server answers and serves the model, before any work
-        label = (f"concurrency {s['concurrency']}" if s["concurrency"] is not None else
-                 f"poisson {s['rate']:g}/s" if s["rate"] is not None else
-                 f"trace x{s['time_scale']:g}")
-        store = Store(db) if db is not None else None  # before any request
-    except (ServeError, StoreError) as e:
-        raise _fail(str(e)) from None
-    # The GPUs measured: a server started here uses the first --tp (1); one given by
-    # --endpoint, the first --tp where given, else every visible GPU (its own are unknown).
-    limit = s["tp"] if s["serve"] is None else s["tp"] or 1
-    with err.status(f"infergy: measuring idle power for {idle_s:g} s ..."):
-        m = open_meter(limit=limit, idle_s=idle_s)
-    with m, contextlib.ExitStack() as stack:
-        for u in m.unavailable:
-            err.print(f"[dim]infergy: not measurable: {u.what}: {u.reason}[/]")
-        server = None
-        if s["serve"] == "hf-paged":  # in process: its load and cache set-up measured
-            window = m.start("server start")
-            try:
-                with err.status("infergy: loading hf-paged ..."):
-                    endpoint = _paged_server(spec, s, workload, requests)
-                stack.callback(endpoint.engine.close)
-                stack.callback(endpoint.close)
-            except (EngineError, OSError, ValueError) as e:
-                raise _fail(str(e)) from None
-            finally:
-                (started,) = m.stop(window)
-        elif s["serve"] is not None:  # after the idle power: the server's start is measured
-            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="infergy-")))
-            command = vllm_server(spec, kind=s["serve"], port=int(s["endpoint"].rsplit(
-                ":", 1)[1]), served_name=endpoint.model, weights=s["weights"], folder=folder,
-                max_model_len=longest, tp=s["tp"] or 1)
-            log = Path(tempfile.mkstemp(prefix="infergy-server-", suffix=".log")[1])
-            window = m.start("server start")
-            try:
-                with err.status(f"infergy: starting {s['serve']}'s server (log: {log}) ..."):
-                    server = stack.enter_context(ServerProcess(command, s["endpoint"],
-                                                               log_path=log))
-                endpoint.check()
-            except ServeError as e:
-                raise _fail(str(e)) from None
-            finally:
-                (started,) = m.stop(window)
-        with err.status(f"infergy: serving {workload.name} ({label}) ...") as st:
-            result = serve_online(
-                endpoint, m, workload, requests,
-                lambda r: request_prompt(spec, int(workload.input_tokens[r]), seed, r),
-                arrivals=arrivals, concurrency=s["concurrency"], label=label,
-                max_requests=s["max_requests"], duration_s=s["duration"],
-                steady_inflight=s["steady_inflight"],
-                progress=lambda n, total: st.update(
-                    f"infergy: serving {workload.name} ({label}): {n} of {total} answered"))
-        result.selection, result.served_by = {"sample": sample, "seed": seed}, s["serve"]
-        result.tp = len(m.gpus) if s["serve"] is None else s["tp"] or 1
-        if s["serve"] == "hf-paged":
-            result.server = {"in_process": "hf-paged", "start_energy_j": started.energy_j,
-                             "start_time_s": started.duration_s}
-        if server is not None:
-            result.server = {"command": command, "ready_s": server.ready_s, "log": str(log),
-                             "start_energy_j": started.energy_j,
-                             "start_time_s": started.duration_s}
-            if server.process.poll() is not None:
-                err.print(f"[red]infergy: the server exited during the run; its log "
-                          f"({log}) ends:[/]\n{server.log_tail()}")
-    if store is not None:
-        with store:
-            device = device_identity(result.provenance)
-            run = store.start_run(device=device,
-                                  meta=result.provenance,
-                                  spec={"replay": workload.name, "mode": "online",
-                                        "endpoint": result.engine, **{
-                                            k: v for k, v in s.items()
-                                            if k not in ("endpoint", "api_key_env")}})
-            store.add_replay(run, device, result.to_dict())
-            store.end_run(run, "finished" if result.status == "ok" else "interrupted")
+        result = replay_online(workload, requests, spec, serving, sample=sample, seed=seed,
+                               db=db, idle_s=idle_s, notes=err.print, status=err.status)
+    except (ServeError, StoreError, EngineError, OSError, ValueError) as e:
+        raise fail(str(e)) from None
     if as_json:
         out.print_json(json.dumps(result.to_dict(), default=str))
     else:
@@ -436,23 +223,7 @@ def _online(workload, requests, spec, serving: dict, sample: int | None, seed: i
         raise typer.Exit(130)
 
 
-def _paged_server(spec, s: dict, workload, requests):
-    """hf-paged loaded here, its batch manager started for the run's largest shape."""
-    from infergy.engines import engine_class
-    from infergy.engines.paged import PagedServer
-
-    engine = engine_class("hf-paged")(spec, device=_torch_device("auto"),
-                                      weights=s["weights"])
-    engine.load()
-    return PagedServer(engine, max_batch=s["concurrency"] or s["steady_inflight"] or 64,
-                       max_input=int(workload.input_tokens[requests].max()),
-                       max_output=int(workload.output_tokens[requests].max()),
-                       timeout_s=s["timeout"])
-
-
 def _print_online(r) -> None:
-    from infergy.cli.app import _fmt
-
     table = Table(title=f"{r.trace} served online by {r.engine} ({r.batching})",
                   title_justify="left")
     table.add_column("")
@@ -462,10 +233,10 @@ def _print_online(r) -> None:
     failed = ", ".join(f"{n} {why}" for why, n in r.failed.items()) or "none"
     table.add_row("requests", f"{r.completed} of {r.requests} (failed: {failed})", "")
     table.add_row("time", f"{r.time_s:.1f} s", f"{st['time_s']:.1f} s" if st else "-")
-    table.add_row("GPU energy", _fmt(r.energy_j, "J", 4), _fmt(st.get("energy_j"), "J", 4))
-    table.add_row("J per output token", _fmt(r.j_per_output_token, "", 3),
-                  _fmt(st.get("j_per_output_token"), "", 3))
-    table.add_row("output tokens / s", _fmt(r.throughput_tok_s, "", 4), "")
+    table.add_row("GPU energy", fmt(r.energy_j, "J", 4), fmt(st.get("energy_j"), "J", 4))
+    table.add_row("J per output token", fmt(r.j_per_output_token, "", 3),
+                  fmt(st.get("j_per_output_token"), "", 3))
+    table.add_row("output tokens / s", fmt(r.throughput_tok_s, "", 4), "")
     table.add_row("no request in flight", "-" if r.idle_share is None
                   else f"{r.idle_share:.0%}", "")
     run_s = sum(r.inflight_s.values())
@@ -499,43 +270,7 @@ def _cards_here(device: str, tp: int) -> list[str]:
     on a CPU, or where NVML cannot list them."""
     if device != "cuda":
         return []
-    from infergy.meter.nvml import visible_gpu_models
-
     return visible_gpu_models(tp)
-
-
-def _run_status(results, planned: int) -> str:
-    statuses = {r.status for r in results}
-    if statuses <= {"ok"} and len(results) == planned:
-        return "finished"
-    return "failed" if statuses & {"failed", "oom"} else "interrupted"
-
-
-class _Estimator:
-    """The estimator on the replayed requests, from the profile that gave the binned B."""
-
-    def __init__(self, workload, requests, grid, profile):
-        from infergy.estimate import MissingPoints, estimate
-        from infergy.workloads import Trace
-
-        sub = Trace(workload.name, workload.input_tokens[requests],
-                    workload.output_tokens[requests])
-        self.profile, self.missing, self.estimate = profile, None, None
-        try:
-            self.estimate = estimate(sub, grid.assign(sub.input_tokens, sub.output_tokens),
-                                     profile)
-        except MissingPoints as e:
-            self.missing = str(e)
-
-    def compare(self, result) -> dict:
-        e = self.estimate
-        figures = {"binned_j": e.energy_j, "whole_batches_j": e.energy_whole_batches_j,
-                   "interpolated_j": e.interpolated_j}
-        measured = result.energy_j if result.status == "ok" else None
-        return {"profile_gpu": self.profile.gpu, "profiles": self.profile.sources, **figures,
-                "errors": {k.removesuffix("_j"): (None if v is None or not measured
-                                                  else v / measured - 1)
-                           for k, v in figures.items()}}
 
 
 def _print(results, trace: str, model: str, engine: str) -> None:

@@ -3,7 +3,6 @@ Registered on the main app by cli.py."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -13,7 +12,19 @@ from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeE
 from rich.table import Table
 from rich.text import Text
 
-from infergy.cli.app import _fail, _fmt, _torch_device, app, err, out
+from infergy.cli.app import app, err, fail, fmt, out
+from infergy.meter import gpu_sensors
+from infergy.plan import ParallelError, SpecError, engine_starts, load_spec, with_options
+from infergy.run import RunError, torch_device
+from infergy.run.sweep import (
+    RESUME_BY,
+    SweepError,
+    describe_plan,
+    instant_power_w,
+    local_device,
+    run_sweep,
+)
+from infergy.store import STEADY_CV, Store, StoreError, export, merge
 
 results_app = typer.Typer(help="Read, export and merge results stores.", no_args_is_help=True)
 app.add_typer(results_app, name="results")
@@ -22,12 +33,10 @@ DEFAULT_DB = Path("infergy.db")
 
 
 def _open_store(db: Path, *, create: bool = True):
-    from infergy.store import Store, StoreError
-
     try:
         return Store(db, create=create)
     except StoreError as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
 
 
 @app.command()
@@ -62,42 +71,26 @@ def sweep(
     """Measure a grid of points into a results store. Every point is stored the moment it is
     measured; run the same command again to resume (points this GPU measured are skipped).
     Ctrl-C ends after the current point."""
-    from infergy.plan import SpecError, load_spec, parse_spec
-    from infergy.plan.spec import parse_shard
-
     try:
-        spec = load_spec(spec_file)
-        if model or engine or batch or tp is not None:
-            data = dict(spec.raw)
-            if tp is not None:
-                data["tp"] = tp
-            if model:
-                data["models"] = model
-            if engine:
-                data["engines"] = engine
-            if batch:
-                data["batch_sizes"] = [b if b == "max" else _int(b, "--batch") for b in batch]
-            spec = parse_spec(data, f"{spec.source} with command-line options")
-        if shard:
-            spec = dataclasses.replace(spec, shard=parse_shard(shard))
+        spec = with_options(load_spec(spec_file), models=model, engines=engine,
+                            batch_sizes=batch, tp=tp, shard=shard)
     except SpecError as e:
-        raise _fail(str(e)) from None
-    from infergy.run.sweep.runner import RESUME_BY
-
+        raise fail(str(e)) from None
     if resume_by not in RESUME_BY:
-        raise _fail(f"--resume-by expects one of {', '.join(RESUME_BY)}, got {resume_by!r}")
+        raise fail(f"--resume-by expects one of {', '.join(RESUME_BY)}, got {resume_by!r}")
     if dry_run:
         _print_plan(spec, db, resume_by)
         return
-    device = _torch_device(device, spec.tp)
-    from infergy.run.sweep import SweepError, run_sweep
-
+    try:
+        device = torch_device(device, spec.tp)
+    except (RunError, ParallelError) as e:
+        raise fail(str(e)) from None
     with _open_store(db) as store, _SweepProgress(len(spec.tasks())) as view:
         try:
             summary = run_sweep(spec, store, device=device, resume_by=resume_by,
                                 on_update=view.update)
         except SweepError as e:
-            raise _fail(str(e), 1) from None
+            raise fail(str(e), 1) from None
     stopped = " (stopped by Ctrl-C: run the same command to resume)" if summary.interrupted \
         else ""
     share = summary.busy_s / summary.wall_s if summary.wall_s else 0
@@ -107,8 +100,6 @@ def sweep(
               f"({share:.0%} measuring, {summary.setup_s:.0f} s loading and compiling)"
               f"{stopped}")
     if summary.unsteady:
-        from infergy.run.point import STEADY_CV
-
         err.print(f"infergy: {summary.unsteady} of the points measured have repeats more than "
                   f"{STEADY_CV:.0%} apart (CV in `infergy results list`; `infergy results "
                   f"show ID` says why)")
@@ -116,18 +107,7 @@ def sweep(
         raise typer.Exit(1)
 
 
-def _int(text: str, option: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise _fail(f"{option} expects a positive integer or 'max', got {text!r}") from None
-
-
 def _print_plan(spec, db: Path, resume_by: str = "card") -> None:
-    from infergy.plan.spec import engine_starts
-    from infergy.run.sweep import describe_plan
-    from infergy.run.sweep.worker import local_device
-
     store = _open_store(db, create=False) if db.is_file() else None
     device, card = local_device(spec.tp), None
     if resume_by == "model" and store is not None:
@@ -135,7 +115,7 @@ def _print_plan(spec, db: Path, resume_by: str = "card") -> None:
         names = sorted({r["gpu_name"] for r in store.runs() if r["gpu_name"]})
         if len(names) > 1:
             store.close()
-            raise _fail(f"{db} holds runs of several cards ({', '.join(names)}): a dry run "
+            raise fail(f"{db} holds runs of several cards ({', '.join(names)}): a dry run "
                         f"with --resume-by model needs a store of one")
         card = names[0] if names else None
     plan = describe_plan(spec, store, device, gpu_name=card)
@@ -181,14 +161,8 @@ class _PowerColumn(ProgressColumn):
         return self._text
 
     def _read(self) -> str:
-        from infergy.meter import nvml
-
         if self._sensors is None:
-            self._sensors = []
-            if nvml.nvml_init() is None:
-                self._sensors = nvml.nvml_gpus()[0]
-        from infergy.run.sweep.worker import instant_power_w
-
+            self._sensors = gpu_sensors()
         watts = [w for w in map(instant_power_w, self._sensors) if w is not None]
         return f"{sum(watts):.0f} W" if watts else ""
 
@@ -248,7 +222,7 @@ def results_list(
                       p["model"], engine_label, p["decoding"], str(p["tp"]), batch,
                       str(p["input_tokens"]),
                       str(p["output_tokens"]), p["status"],
-                      _fmt(p["j_per_output_token"], "J"), _fmt(p["time_s"], "s"),
+                      fmt(p["j_per_output_token"], "J"), fmt(p["time_s"], "s"),
                       "" if cv is None else f"{cv:.1%}")
     out.print(table)
 
@@ -262,16 +236,14 @@ def results_summary(
     idle power, software) and how well each point's repeats agree (CV of energy per engine,
     decoding, TP and batch; the points over 5% named)."""
     from infergy.report import NO_GPU_NAME, load_points, tables
-    from infergy.store import StoreError
-
     try:
         points = load_points(db)
     except StoreError as e:  # a missing store, or a file that is not one
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
     if model:
         points = points[points.model == model]
     if points.empty:
-        raise _fail(f"{', '.join(map(str, db))}: no measured points"
+        raise fail(f"{', '.join(map(str, db))}: no measured points"
                     + (f" of {model}" if model else ""))
     for card, on_card in points.groupby(points.gpu.fillna(NO_GPU_NAME)):
         for title, columns, rows in (
@@ -293,13 +265,11 @@ def results_show(
     db: Path = typer.Option(DEFAULT_DB, "--db", help="Results store."),
 ):
     """One point, whole, as JSON (with its run)."""
-    from infergy.store import StoreError
-
     with _open_store(db, create=False) as store:
         try:
             point = store.point(point_id)
         except StoreError as e:
-            raise _fail(str(e)) from None
+            raise fail(str(e)) from None
         run = next((r for r in store.runs() if r["id"] == point["run_id"]), None)
     for key in ("result", "batch_search"):
         if point[key]:
@@ -314,13 +284,11 @@ def results_export(
     fmt: str = typer.Option("csv", "--format", help="csv, json or parquet."),
 ):
     """Every point as a flat table: key, headline figures, GPU."""
-    from infergy.store import StoreError, export
-
     with _open_store(db, create=False) as store:
         try:
             rows = export(store, output, fmt)
         except StoreError as e:
-            raise _fail(str(e)) from None
+            raise fail(str(e)) from None
     err.print(f"infergy: {rows} points written to {output}")
 
 
@@ -331,14 +299,12 @@ def results_merge(
                                                             "missing)."),
 ):
     """Merge stores measured on several machines or runs; each point is kept once."""
-    from infergy.store import StoreError, merge
-
     for source in sources:
         if not source.is_file():
-            raise _fail(f"{source}: no such results store")
+            raise fail(f"{source}: no such results store")
     try:
         runs, points, replays = merge(sources, output)
     except StoreError as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
     also = f", {replays} replays" if replays else ""
     err.print(f"infergy: {points} points{also} and {runs} runs added to {output}")

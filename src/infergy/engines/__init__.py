@@ -7,6 +7,7 @@ import json
 from importlib import import_module
 
 from infergy.engines.base import Engine, EngineError, Generation
+from infergy.engines.decoding import Decoding, DecodingError
 
 # name -> "module:class"
 ENGINES = {
@@ -65,5 +66,6 @@ def parse_options(items: list[str]) -> dict:
     return options
 
 
-__all__ = ["ENGINES", "Engine", "EngineError", "Generation", "UnknownEngineError",
+__all__ = ["ENGINES", "Decoding", "DecodingError", "Engine", "EngineError", "Generation",
+           "UnknownEngineError",
            "engine_class", "engine_names", "new_engine", "parse_options"]

@@ -20,6 +20,7 @@ from infergy.engines.speculative import (
     speculative_generate,
 )
 from infergy.models.build import build_model
+from infergy.models.memory import batch_that_fits, sequence_bytes
 
 
 class _StepStreamer:
@@ -67,8 +68,6 @@ class HFEager(Engine):
                 raise EngineError(f"{self.name} over {self.tp} GPUs runs as one process a GPU "
                                   f"(torch.distributed): `infergy measure`, `replay` and "
                                   f"`sweep` with --tp {self.tp} start them")
-            from infergy.run.parallel import distribute
-
             self.model = distribute(self.model, self.tp, self.device)
         self.attention = str(self.options.get("attention", self.attention))
         if self.attention == ATTENTION_NAME:
@@ -212,8 +211,6 @@ class HFEager(Engine):
         return input_tokens + output_tokens
 
     def max_batch(self, input_tokens, output_tokens):
-        from infergy.models.memory import batch_that_fits, sequence_bytes
-
         torch = self._torch
         if self.device == "cuda":
             free, _ = torch.cuda.mem_get_info()
@@ -310,3 +307,13 @@ class HFCompiled(HFEager):
                 "compile_mode": self.compile_config.mode,
                 "compile_dynamic": self.compile_config.dynamic}
 
+
+def distribute(model, tp: int, device: str):
+    """A transformers model built whole on this rank (the same seed on every rank: the same
+    weights) split by its own tensor-parallel plan over `tp` ranks. Each rank builds the
+    whole model first: a model that does not fit one GPU cannot be split this way."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from transformers.distributed import DistributedConfig
+
+    mesh = init_device_mesh(device, (tp,), mesh_dim_names=("tp",))
+    return type(model).maybe_distribute_model(model, DistributedConfig(tp_size=tp), mesh)

@@ -14,11 +14,11 @@ which costs about 0.25 s of thread joins and garbage collection per call whateve
 from __future__ import annotations
 
 import math
-import threading
 import time
 
 from infergy.engines.base import EngineError, Generation
 from infergy.engines.hf import HFEager
+from infergy.models.flops import kv_cache_bytes_per_token
 
 RESULT_TIMEOUT_S = 600.0  # no token for this long: the engine is stuck, not slow
 
@@ -75,8 +75,6 @@ class HFPaged(HFEager):
         return int(self.options.get("block_size", 256 if self.device == "cuda" else 16))
 
     def _kv_bytes_per_token(self) -> float:
-        from infergy.models.flops import kv_cache_bytes_per_token
-
         return kv_cache_bytes_per_token(self.spec, getattr(self._torch, self.dtype).itemsize)
 
     def prepare(self, batch, input_tokens, output_tokens, decoding) -> None:
@@ -165,64 +163,3 @@ class HFPaged(HFEager):
     def close(self) -> None:
         self._stop()
         super().close()
-
-
-class PagedServer:
-    """hf-paged's continuous batching as the server of an online run, in this process:
-    requests join the running batch as they arrive, and each token's timestamp (transformers'
-    `record_timestamps`, on the same perf_counter clock) gives the stream. The interface of
-    `infergy.run.online.Endpoint`: `model`, `url`, `timeout_s`, `stream()`. Here
-    `timeout_s` bounds a request's whole time, since no token is seen before it ends."""
-
-    def __init__(self, engine: HFPaged, *, max_batch: int, max_input: int, max_output: int,
-                 timeout_s: float = 600.0):
-        from infergy.engines.decoding import Decoding
-
-        engine._start(max_batch, max_input, max_output, Decoding())  # sizes cache and graphs
-        self.engine, self.manager = engine, engine._manager
-        self.model, self.url, self.timeout_s = engine.spec.name, "in-process hf-paged", timeout_s
-        self._waiting: dict[str, tuple] = {}  # request id -> (event, [result])
-        self._lock = threading.Lock()
-        self._dispatcher = threading.Thread(target=self._dispatch, daemon=True)
-        self._dispatcher.start()
-
-    def _dispatch(self) -> None:
-        while self.manager.is_running():
-            result = self.manager.get_result(timeout=0.2)
-            if result is not None and result.is_finished():
-                with self._lock:
-                    event, box = self._waiting.pop(result.request_id, (None, None))
-                if event is not None:
-                    box.append(result)
-                    event.set()
-
-    def stream(self, prompt: list[int], output_tokens: int, on_chunk) -> int:
-        from infergy.run.online import RequestFailed
-
-        event, box = threading.Event(), []
-        with self._lock:  # registered before the request can finish
-            request_id = self.manager.add_request(prompt, max_new_tokens=output_tokens,
-                                                  record_timestamps=True)
-            if request_id is None:
-                raise RequestFailed("server", "the batch manager refused the request")
-            self._waiting[request_id] = (event, box)
-        deadline = time.perf_counter() + self.timeout_s
-        while not event.wait(0.2):
-            if not self.manager.is_running():
-                raise RequestFailed("server", "the batch manager stopped: "
-                                    f"{self.manager.background_thread_status.fatal_error}")
-            if time.perf_counter() > deadline:
-                raise RequestFailed("timeout", f"no answer in {self.timeout_s:g} s")
-        result = box[0]
-        if result.error is not None:
-            raise RequestFailed("server", f"{result.error}")
-        for at in result.timestamps or []:
-            on_chunk(1, at)
-        got = len(result.generated_tokens)
-        if got < output_tokens:
-            raise RequestFailed("short", f"{got} of {output_tokens} tokens")
-        return got
-
-    def close(self) -> None:
-        self.engine._stop()
-        self._dispatcher.join(5)

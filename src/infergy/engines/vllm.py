@@ -35,6 +35,8 @@ from infergy.engines.base import Engine, EngineError, Generation
 from infergy.engines.decoding import Decoding
 from infergy.engines.speculative import check_draft, check_draft_weights, vocab_size
 from infergy.models.build import write_placeholder_tokenizer
+from infergy.models.flops import kv_cache_bytes_per_token, weight_bytes
+from infergy.models.memory import batch_that_fits
 
 # A host may turn NVLink multicast off (these settings, as a shared host whose GPUs a
 # multicast program can put out of service does). vLLM 0.26 at TP > 1 fuses its all-reduce
@@ -327,8 +329,6 @@ class VLLM(Engine):
             return min(blocks // per, limit), {
                 "method": "vLLM's KV cache capacity", "gpu_blocks": blocks,
                 "block_size": block, "max_num_seqs": limit}
-        from infergy.models.flops import kv_cache_bytes_per_token, weight_bytes
-        from infergy.models.memory import batch_that_fits
 
         total = self.tp * self._total_gpu_bytes() * self.settings["gpu_memory_utilization"]
         kv_space = total - weight_bytes(self.spec) - self.tp * 2 * 2**30  # activations, graphs

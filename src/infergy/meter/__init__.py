@@ -8,10 +8,14 @@
 """
 
 from infergy.meter.base import Sensor, SensorError, SensorInfo, Unavailable
-from infergy.meter.core import Meter, cuda_sync, open_meter
+from infergy.meter.command import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, run_command
+from infergy.meter.core import Meter, cuda_sync, describe, open_meter
+from infergy.meter.nvml import gpu_sensors, visible_gpu_models
 from infergy.meter.window import DeviceEnergy, Measurement, Window
 
 __all__ = [
+    "EXIT_NOT_EXECUTABLE",
+    "EXIT_NOT_FOUND",
     "DeviceEnergy",
     "Measurement",
     "Meter",
@@ -21,5 +25,9 @@ __all__ = [
     "Unavailable",
     "Window",
     "cuda_sync",
+    "describe",
+    "gpu_sensors",
     "open_meter",
+    "run_command",
+    "visible_gpu_models",
 ]

@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from infergy import provenance
+from infergy.meter import nvml, rapl
 from infergy.meter.base import Sensor, Unavailable
 from infergy.meter.window import Measurement, Window, read_edge, read_sensor
 
@@ -226,8 +228,6 @@ def open_meter(
     with the reason; a meter with no sensor still measures time. `idle_s=0` skips the idle
     measurement (no energy above idle then).
     """
-    from infergy.meter import nvml, rapl
-
     sensors: list[Sensor] = []
     unavailable: list[Unavailable] = []
     warnings: list[str] = []
@@ -262,9 +262,6 @@ def open_meter(
 def describe() -> dict:
     """What can be measured here: every GPU NVML sees (visible to this process or not), the
     RAPL zones, the reasons for what cannot be read, software versions and host."""
-    from infergy import provenance
-    from infergy.meter import nvml, rapl
-
     gpus: list[dict] = []
     unavailable: list[Unavailable] = []
     warnings: list[str] = []

@@ -290,3 +290,9 @@ def nvml_gpus(
                 gpu.name, f"{gpu.info.model} offers neither an energy counter nor power readings"
             ))
     return gpus, missing, warnings
+
+
+def gpu_sensors() -> list[NvmlGpu]:
+    """Every GPU NVML sees, as sensors (their power read by `instant_power_w`, say); none
+    where NVML cannot start. NVML is left initialized for them."""
+    return nvml_gpus()[0] if nvml_init() is None else []

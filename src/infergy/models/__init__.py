@@ -6,5 +6,7 @@ this package loads neither torch nor transformers.
 """
 
 from infergy.models.catalog import ModelSpec, UnknownModelError, get_model, model_names
+from infergy.models.gpus import Gpu, UnknownGpuError, get_gpu
 
-__all__ = ["ModelSpec", "UnknownModelError", "get_model", "model_names"]
+__all__ = ["Gpu", "ModelSpec", "UnknownGpuError", "UnknownModelError", "get_gpu", "get_model",
+           "model_names"]

@@ -1,6 +1,31 @@
-"""The plan: what will be measured, decided before any GPU work (sweep specs and presets,
-a replay's static batches, the checks a point must pass)."""
+"""The plan: what will be measured, decided before any GPU work: a point (point.py), sweep
+specs and presets (spec.py), a replay's static batches (batches.py), and the tensor-parallel
+checks (tp.py)."""
 
-from infergy.plan.spec import MAX, PRESETS, SpecError, SweepSpec, Task, load_spec, parse_spec
+from infergy.plan.batches import (
+    BATCHINGS,
+    WARMUPS,
+    Batch,
+    ReplayError,
+    plan_replay,
+    replay_requests,
+)
+from infergy.plan.point import Point, PointError
+from infergy.plan.spec import (
+    MAX,
+    PRESETS,
+    EngineChoice,
+    SpecError,
+    SweepSpec,
+    Task,
+    engine_starts,
+    load_spec,
+    parse_spec,
+    with_options,
+)
+from infergy.plan.tp import ParallelError, check_tp, check_tp_gpus
 
-__all__ = ["MAX", "PRESETS", "SpecError", "SweepSpec", "Task", "load_spec", "parse_spec"]
+__all__ = ["BATCHINGS", "MAX", "PRESETS", "WARMUPS", "Batch", "EngineChoice", "ParallelError",
+           "Point", "PointError", "ReplayError", "SpecError", "SweepSpec", "Task", "check_tp",
+           "check_tp_gpus", "engine_starts", "load_spec", "parse_spec", "plan_replay",
+           "replay_requests", "with_options"]

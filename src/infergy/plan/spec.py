@@ -23,23 +23,22 @@ expected, before any GPU work.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from infergy.engines import EngineError, UnknownEngineError, engine_class, engine_names
 from infergy.engines.decoding import Decoding, DecodingError
+from infergy.models import get_model, model_names
+from infergy.plan.tp import ParallelError, check_tp
+from infergy.workloads.bins import PAPER_INPUT_EDGES, PAPER_INPUT_EDGES_RULE, PAPER_OUTPUT_EDGES
 
 MAX = "max"
 DEFAULT_CAP = 1024
 DTYPES = ("bfloat16", "float16", "float32")
-
-# The study's bins (../shared/reference/paper.md, section 4.1). Its printed input edges drop
-# 16 and 64 from its own rule 2^m, 4 <= m <= 13: both are offered.
-PAPER_INPUT_EDGES = (32, 128, 256, 512, 1024, 2048, 4096, 8192)
-PAPER_INPUT_EDGES_RULE = tuple(2**m for m in range(4, 14))
-PAPER_OUTPUT_EDGES = (8, 16, 32, 64, 128, 256, 512)
 
 PRESETS: dict[str, dict[str, Any]] = {
     "paper-bins": {
@@ -155,8 +154,6 @@ class SweepSpec:
     def ranks(self) -> int:
         """Processes running each point: `tp` where the engines split a model as one process
         a GPU (transformers' plan; kept apart from vLLM's, which starts its own), else 1."""
-        from infergy.engines import engine_class
-
         split = self.tp > 1 and any(engine_class(e.name).tp_per_process for e in self.engines)
         return self.tp if split else 1
 
@@ -188,9 +185,6 @@ class SweepSpec:
 def engine_starts(tasks: list[Task]) -> int:
     """How many times a sweep of `tasks` (in order) loads a model: once a group, and for an
     engine started for its decoding (vLLM: a speculation, beam search), once a start key."""
-    from infergy.engines import engine_class
-    from infergy.engines.decoding import Decoding
-
     return len({(task.group, engine_class(task.engine.name).start_key(
         Decoding.parse(task.decoding))) for task in tasks})
 
@@ -242,6 +236,34 @@ def load_spec(source: str | Path) -> SweepSpec:
     return parse_spec(data, str(path), _Lines(text))
 
 
+def with_options(spec: SweepSpec, *, models: list[str] | None = None,
+                 engines: list[str] | None = None, batch_sizes: list[str] | None = None,
+                 tp: int | None = None, shard: str | None = None) -> SweepSpec:
+    """`spec` with the command line's models, engines, batch sizes (numbers or "max"), TP and
+    shard ("K/N") in place of its own; SpecError naming the option where one is wrong."""
+    if models or engines or batch_sizes or tp is not None:
+        data = dict(spec.raw)
+        if tp is not None:
+            data["tp"] = tp
+        if models:
+            data["models"] = models
+        if engines:
+            data["engines"] = engines
+        if batch_sizes:
+            data["batch_sizes"] = [b if b == MAX else _batch_option(b) for b in batch_sizes]
+        spec = parse_spec(data, f"{spec.source} with command-line options")
+    if shard:
+        spec = dataclasses.replace(spec, shard=parse_shard(shard))
+    return spec
+
+
+def _batch_option(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise SpecError(f"--batch expects a positive integer or 'max', got {text!r}") from None
+
+
 def parse_shard(text: str) -> tuple[int, int]:
     """`--shard K/N` as (k, n): 0 <= k < n."""
     k, sep, n = text.partition("/")
@@ -253,9 +275,6 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 def parse_spec(data: Any, source: str = "<spec>", lines: _Lines | None = None) -> SweepSpec:
     """Check and read a spec's data (the YAML's mapping)."""
-    from infergy.engines import UnknownEngineError, engine_class, engine_names
-    from infergy.models import model_names
-
     lines = lines or _Lines("")
 
     def fail(path: str, message: str) -> SpecError:
@@ -360,10 +379,6 @@ def parse_spec(data: Any, source: str = "<spec>", lines: _Lines | None = None) -
 def _check_tp(tp, models: list[str], engines: list[EngineChoice], fail) -> None:
     """The sweep's tensor parallelism against every engine and model (its GPUs are counted
     when it runs)."""
-    from infergy.engines import engine_class
-    from infergy.models import get_model
-    from infergy.run.parallel import ParallelError, check_tp
-
     for model in models:
         for engine in engines:
             try:
@@ -445,9 +460,6 @@ def _cooldown(value, fail) -> Cooldown | None:
 def _check_decoding(decoding: Decoding, models: list[str], engines: list[EngineChoice],
                     fail) -> None:
     """Every engine supports the decoding, and a speculative draft suits every model."""
-    from infergy.engines import EngineError, engine_class
-    from infergy.models import get_model
-
     for choice in engines:
         for model in models:
             try:
@@ -457,8 +469,6 @@ def _check_decoding(decoding: Decoding, models: list[str], engines: list[EngineC
 
 
 def _check_context(spec: SweepSpec, fail) -> None:
-    from infergy.models import get_model
-
     for n, model in enumerate(spec.models):
         context = get_model(model).max_context
         for inputs, outputs in spec.grids:

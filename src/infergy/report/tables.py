@@ -1,13 +1,13 @@
 """A card's points as tables: where and when they were measured, and how well each point's
 repeats agree (the coefficient of variation of energy, against infergy's 5%). They read the
-DataFrame of `infergy.report.load_points`; `benchmarks/profile_tables.py` prints the second in
+DataFrame of `infergy.profile.load_points`; `benchmarks/profile_tables.py` prints the second in
 Markdown for docs/measurements.md."""
 
 from __future__ import annotations
 
 import statistics
 
-from infergy.run.point import STEADY_CV, STEADY_WINDOW_S, window_s
+from infergy.store.quality import STEADY_CV, STEADY_WINDOW_S, window_s
 
 PROVENANCE_COLUMNS = ["GPU", "points", "measured (UTC)", "driver", "power limit W",
                       "idle W at runs' starts", "host CPU", "software"]

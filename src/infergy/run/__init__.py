@@ -1,1 +1,17 @@
-"""run"""
+"""Run: an engine under a meter on this machine's GPUs (a `Session`), measuring a point, a
+trace replayed offline or served online, and sweeps of many points (run.sweep). Importing it
+loads neither torch nor vLLM: an engine imports them when it is loaded."""
+
+from infergy.run.device import RunError, torch_device
+from infergy.run.measure import Measured, MeasureOptions, measure_one
+from infergy.run.online import OnlineResult, ServeError
+from infergy.run.point import PointResult, measure_point
+from infergy.run.replay import OfflineReplay, ReplayResult, replay_trace
+from infergy.run.servers import SERVE_CHOICES
+from infergy.run.serving import Serving, replay_online
+from infergy.run.session import Quiet, Session
+
+__all__ = ["SERVE_CHOICES", "MeasureOptions", "Measured", "OfflineReplay", "OnlineResult",
+           "PointResult", "Quiet", "ReplayResult", "RunError", "ServeError", "Serving",
+           "Session", "measure_one", "measure_point", "replay_online", "replay_trace",
+           "torch_device"]

@@ -9,42 +9,36 @@ greedy): its time to first token (TTFT), the gaps between streamed chunks (ITL),
 output token after the first (TPOT) and end-to-end latency.
 
 A request the server refuses, fails, cuts off or stalls on is counted with its reason and the
-run goes on; every read has a timeout, so nothing hangs. Only the standard library talks HTTP:
-the GPU machines reach no package index.
+run goes on; every read has a timeout, so nothing hangs. Every request in flight is a task of
+one event loop (the client of `infergy.run.client`), not a thread: a thousand streams cost the
+host no more threads than one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-import http.client
-import json
 import queue
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from infergy.meter import Meter
-from infergy.run.point import run_metadata
+from infergy.provenance import run_metadata
+from infergy.run.client import (
+    Endpoint,
+    RequestFailed,
+    ServeError,
+    allow_connections,
+    run_to_end,
+)
 from infergy.run.replay import ReplayFigures
 from infergy.workloads import Trace
 
 ARRIVALS = ("trace", "poisson", "concurrency")
-
-
-class ServeError(ValueError):
-    """An online run that cannot be made as asked; raised before any request is sent."""
-
-
-class RequestFailed(RuntimeError):
-    """One request that did not complete: `kind` is http, connection, timeout or cut off."""
-
-    def __init__(self, kind: str, message: str):
-        super().__init__(message)
-        self.kind = kind
 
 
 def arrival_times(trace: Trace, requests: np.ndarray, process: str, *, rate: float | None = None,
@@ -64,130 +58,6 @@ def arrival_times(trace: Trace, requests: np.ndarray, process: str, *, rate: flo
         gaps = np.random.default_rng(seed).exponential(1.0 / rate, size=len(requests))
         return np.concatenate([[0.0], np.cumsum(gaps[1:])])
     raise ServeError(f"arrivals must be one of {', '.join(ARRIVALS[:2])}, got {process!r}")
-
-
-class Endpoint:
-    """An OpenAI-compatible server's `/v1/completions`, streamed. `url` is the server's base
-    (a trailing /v1 is taken off); credentials in it are used, never shown."""
-
-    def __init__(self, url: str, model: str, *, timeout_s: float = 60.0,
-                 api_key: str | None = None):
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ServeError(f"--endpoint {url!r}: expected http://HOST:PORT or https://...")
-        if timeout_s <= 0:
-            raise ServeError(f"--timeout must be positive, got {timeout_s:g}")
-        self.model, self.timeout_s = model, timeout_s
-        self._parts = parts
-        base = parts.path.rstrip("/").removesuffix("/v1")
-        self.url = f"{parts.scheme}://{parts.hostname}" + (
-            f":{parts.port}" if parts.port else "") + base  # shown: no credentials
-        self._headers = {"Content-Type": "application/json"}
-        if api_key:
-            self._headers["Authorization"] = f"Bearer {api_key}"  # never printed or stored
-        self._base = base
-        # What the server takes, found by `check`: vLLM's exact-length fields (min_tokens,
-        # ignore_eos, return_token_ids) or plain OpenAI ones; token ids or text as the prompt.
-        self.fields, self.prompt_format = "vllm", "ids"
-
-    def _connection(self) -> http.client.HTTPConnection:
-        cls = http.client.HTTPSConnection if self._parts.scheme == "https" else \
-            http.client.HTTPConnection
-        return cls(self._parts.hostname, self._parts.port, timeout=self.timeout_s)
-
-    def check(self) -> None:
-        """Before any work: a one-token request, which finds what the server takes (vLLM's
-        exact-length fields or plain OpenAI ones, token ids or text) and that it serves
-        `model`. ServeError otherwise, naming the models it serves where it lists them."""
-        for _ in range(3):
-            try:
-                self.stream([1, 2, 3], 1, lambda *_: None)
-                return
-            except RequestFailed as err:
-                text = str(err)
-                if err.kind == "http" and self.fields == "vllm" and (
-                        "min_tokens" in text or "ignore_eos" in text
-                        or "return_token_ids" in text):
-                    self.fields = "openai"  # strict about fields it does not know
-                elif err.kind == "http" and self.prompt_format == "ids" and "string" in text:
-                    self.prompt_format = "text"
-                elif err.kind == "http" and ("404" in text or "does not exist" in text):
-                    raise ServeError(f"{self.url} does not serve {self.model!r}{self._listed()}: "
-                                     f"give --served-model NAME ({text})") from None
-                else:
-                    raise ServeError(f"{self.url}: a test request failed: {text}") from None
-        raise ServeError(f"{self.url}: no request form it accepts")
-
-    def _listed(self) -> str:
-        """`(it serves a, b)` from /v1/models, where the server lists them."""
-        conn = self._connection()
-        try:
-            conn.request("GET", f"{self._base}/v1/models", headers=self._headers)
-            response = conn.getresponse()
-            served = [m.get("id") for m in json.loads(response.read()).get("data") or []]
-            return f" (it serves {', '.join(map(str, served))})" if served else ""
-        except (OSError, http.client.HTTPException, ValueError, AttributeError):
-            return ""
-        finally:
-            conn.close()
-
-    def stream(self, prompt: list[int], output_tokens: int,
-               on_chunk: Callable[..., None]) -> int:
-        """Send one request and read its stream, calling `on_chunk(tokens)` at every chunk
-        that carries output (an in-process server passes the chunk's time too); the output
-        tokens the server reports (or the chunks' own)."""
-        request = {"model": self.model, "max_tokens": output_tokens, "temperature": 0.0,
-                   "stream": True, "stream_options": {"include_usage": True},
-                   # token ids, or as text the words of infergy's synthetic tokenizer
-                   "prompt": prompt if self.prompt_format == "ids" else " ".join(
-                       f"t{i}" for i in prompt)}
-        if self.fields == "vllm":  # exactly the asked length; each chunk's tokens counted
-            request.update(min_tokens=output_tokens, ignore_eos=True, return_token_ids=True)
-        body = json.dumps(request)
-        conn = self._connection()
-        try:
-            conn.request("POST", f"{self._base}/v1/completions", body=body,
-                         headers=self._headers)
-            response = conn.getresponse()
-            if response.status != 200:
-                text = response.read(300).decode(errors="replace").strip()
-                raise RequestFailed("http", f"HTTP {response.status}: {text}")
-            tokens, usage, done = 0, None, False
-            for raw in response:
-                line = raw.decode(errors="replace").strip()
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    done = True
-                    break
-                event = json.loads(data)
-                if event.get("error"):  # vLLM reports a failure mid-stream, then [DONE]
-                    raise RequestFailed("server", f"error mid-stream: {event['error']}")
-                if event.get("usage"):
-                    usage = event["usage"].get("completion_tokens")
-                for choice in event.get("choices") or []:
-                    ids = choice.get("token_ids")
-                    n = len(ids) if isinstance(ids, list) else 1 if choice.get("text") else 0
-                    if n:
-                        tokens += n
-                        on_chunk(n)
-                    done = done or choice.get("finish_reason") is not None  # no [DONE] sent
-            if not done:
-                raise RequestFailed("cut off", f"the stream ended after {tokens} tokens "
-                                               f"without [DONE] or a finish reason")
-            got = usage if usage is not None else tokens
-            if got < output_tokens and self.fields == "vllm":  # lengths were enforced
-                raise RequestFailed("short", f"{got} of {output_tokens} tokens")
-            return got
-        except TimeoutError:
-            raise RequestFailed("timeout", f"no data for {self.timeout_s:g} s") from None
-        except (ConnectionError, http.client.HTTPException, OSError) as err:
-            raise RequestFailed("connection", f"{type(err).__name__}: {err}") from None
-        except (ValueError, AttributeError, TypeError) as err:  # JSON errors included
-            raise RequestFailed("malformed", f"a malformed chunk: {err}") from None
-        finally:
-            conn.close()
 
 
 @dataclass
@@ -237,13 +107,12 @@ class OnlineResult(ReplayFigures):
 
 
 class _InFlight:
-    """Requests in flight over time. A monitor thread of its own opens a steady-state window
-    whenever the count reaches the level and closes it when the count falls below: sensor
-    reads never hold up a request's thread."""
+    """Requests in flight over time, counted on the run's event loop. A monitor thread of its
+    own opens a steady-state window whenever the count reaches the level and closes it when
+    the count falls below: sensor reads never hold up the event loop's streams."""
 
     def __init__(self, meter: Meter, clock, steady_at: int | None):
         self.meter, self.clock, self.steady_at = meter, clock, steady_at
-        self.lock = threading.Lock()
         self.count, self.last_change = 0, None
         self.level_s: dict[int, float] = {}  # seconds at each count, between changes
         self.events: queue.SimpleQueue = queue.SimpleQueue()
@@ -253,14 +122,13 @@ class _InFlight:
         self.monitor.start()
 
     def change(self, delta: int) -> None:
-        with self.lock:
-            now = self.clock()
-            if self.last_change is not None:
-                self.level_s[self.count] = self.level_s.get(self.count, 0.0) + (
-                    now - self.last_change)
-            self.count += delta
-            self.last_change = now
-            self.events.put((now, self.count))
+        now = self.clock()
+        if self.last_change is not None:
+            self.level_s[self.count] = self.level_s.get(self.count, 0.0) + (
+                now - self.last_change)
+        self.count += delta
+        self.last_change = now
+        self.events.put((now, self.count))
 
     def _monitor(self) -> None:
         window = opened = None
@@ -284,21 +152,15 @@ class _InFlight:
         self.monitor.join(30)
 
 
-def _join(threads, deadline_s: float | None = None) -> None:
-    """Wait for the threads, in short joins (Ctrl-C stays responsive), until `deadline_s`."""
-    for t in threads:
-        while t.is_alive() and (deadline_s is None or time.perf_counter() < deadline_s):
-            t.join(0.2)
-
-
 def serve_online(endpoint: Endpoint, meter: Meter, trace: Trace, requests: np.ndarray,
                  prompts: Callable[[int], list[int]], *, arrivals: np.ndarray | None = None,
                  concurrency: int | None = None, label: str, max_requests: int | None = None,
                  duration_s: float | None = None, steady_inflight: int | None = None,
                  progress: Callable[[int, int], None] | None = None) -> OnlineResult:
     """Send the requests (at `arrivals`, or `concurrency` at a time), measure the run. On
-    Ctrl-C no more are sent, those in flight get `endpoint.timeout_s` to end, and the result
-    holds what was answered."""
+    Ctrl-C no more are sent, those in flight get `endpoint.timeout_s` to end (a second
+    Ctrl-C cuts that short), and the result holds what was answered. `endpoint`: an
+    `Endpoint`, or any object with its interface (`infergy.run.servers.PagedServer`)."""
     if (arrivals is None) == (concurrency is None):
         raise ServeError("give arrival times or a concurrency, not both")
     if concurrency is not None and concurrency < 1:
@@ -315,77 +177,20 @@ def serve_online(endpoint: Endpoint, meter: Meter, trace: Trace, requests: np.nd
     records = [RequestRecord(int(r), int(trace.input_tokens[r]), int(trace.output_tokens[r]))
                for r in chosen]
     payloads = [prompts(rec.request) for rec in records]  # made before the clock starts
-    clock = time.perf_counter
-    flight = _InFlight(meter, clock, steady_inflight or concurrency)
+    allow_connections(min(concurrency or len(records), len(records)))
+    flight = _InFlight(meter, time.perf_counter, steady_inflight or concurrency)
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    stop = threading.Event()
-    answered, answered_lock = [0], threading.Lock()
-
-    def send(k: int) -> None:
-        rec = records[k]
-        flight.change(+1)
-        begin = clock()
-        rec.sent_s, rec.status = begin - t0, "in flight"
-        try:
-            rec.output_tokens = endpoint.stream(
-                payloads[k], rec.output_asked,
-                lambda n, at=None: rec.chunks.append(((clock() if at is None else at) - t0, n)))
-            rec.status = "ok"
-        except RequestFailed as err:
-            rec.status, rec.error = err.kind, str(err)
-        except Exception as err:  # one request's fault never ends the run
-            rec.status, rec.error = "client", f"{type(err).__name__}: {err}"
-        finally:
-            end = clock()
-            flight.change(-1)
-            rec.e2e_s = end - begin
-            if rec.chunks:
-                rec.ttft_s = t0 + rec.chunks[0][0] - begin
-                if rec.status == "ok" and rec.output_tokens > 1:
-                    rec.tpot_s = (end - t0 - rec.chunks[0][0]) / (rec.output_tokens - 1)
-            with answered_lock:
-                answered[0] += 1
-                n = answered[0]
-            if progress:
-                progress(n, len(records))
-
+    run = _Run(endpoint, flight, records, payloads, progress)
     window = meter.start("online", record_state=True)
-    t0 = flight.t0 = clock()
-    threads: list[threading.Thread] = []
     try:
-        if concurrency is not None:
-            pending = iter(range(len(records)))
-            pending_lock = threading.Lock()
-
-            def client():
-                while not stop.is_set():
-                    with pending_lock:
-                        k = next(pending, None)
-                    if k is None or (duration_s and clock() - t0 > duration_s):
-                        return
-                    send(k)
-
-            threads = [threading.Thread(target=client, daemon=True)
-                       for _ in range(min(concurrency, len(records)))]
-            for t in threads:
-                t.start()
-        else:
-            for k, at in enumerate(arrivals[:len(records)]):
-                if duration_s and at > duration_s:
-                    break
-                while (wait := at - (clock() - t0)) > 0:
-                    time.sleep(min(wait, 0.2))
-                threads.append(threading.Thread(target=send, args=(k,), daemon=True))
-                threads[-1].start()
-        _join(threads)
-    except KeyboardInterrupt:
-        stop.set()
-        result.status, result.error = "interrupted", "stopped by Ctrl-C"
-        _join(threads, clock() + endpoint.timeout_s + 5)  # in flight: until their timeout
+        run_to_end(run.main(arrivals, concurrency, duration_s))
+    except KeyboardInterrupt:  # a second Ctrl-C, or one the event loop did not catch
+        run.interrupted = True
     finally:
-        stop.set()
         (whole,) = meter.stop(window)
         flight.finish()
+    if run.interrupted:
+        result.status, result.error = "interrupted", "stopped by Ctrl-C"
     sent = [r for r in records if r.sent_s is not None]
     if duration_s and len(sent) < len(records) and result.status == "ok":
         stopped.append(f"--duration {duration_s:g} s: {len(sent)} of {len(records)} sent")
@@ -393,6 +198,86 @@ def serve_online(endpoint: Endpoint, meter: Meter, trace: Trace, requests: np.nd
     _summarize(result, sent, whole, flight, records)
     result.provenance = {**run_metadata(meter), "time": started}
     return result
+
+
+class _Run:
+    """One online run on an event loop: each request a task, sent at its arrival or when one
+    of `concurrency` closed-loop clients is free, its chunks timed as they arrive."""
+
+    def __init__(self, endpoint, flight: _InFlight, records: list[RequestRecord],
+                 payloads: list, progress: Callable[[int, int], None] | None):
+        self.endpoint, self.flight, self.records = endpoint, flight, records
+        self.payloads, self.progress = payloads, progress
+        self.clock, self.t0 = flight.clock, 0.0
+        self.answered, self.stop, self.interrupted = 0, False, False
+
+    async def main(self, arrivals, concurrency: int | None, duration_s: float | None) -> None:
+        """Every request sent and answered, or on Ctrl-C (the event loop cancels this task)
+        those in flight given until their timeout; any still unanswered stay "in flight"."""
+        tasks: list[asyncio.Task] = []
+        async with self.endpoint.session():
+            self.t0 = self.flight.t0 = self.clock()
+            try:
+                if concurrency is not None:
+                    pending = iter(range(len(self.records)))
+                    tasks = [asyncio.create_task(self._client(pending, duration_s))
+                             for _ in range(min(concurrency, len(self.records)))]
+                else:
+                    await self._send_at(arrivals, duration_s, tasks)
+                if tasks:
+                    await asyncio.wait(tasks)  # cancelling this wait leaves them running
+            except asyncio.CancelledError:  # Ctrl-C: send no more, wait for those in flight
+                asyncio.current_task().uncancel()
+                self.stop = self.interrupted = True
+                live = [t for t in tasks if not t.done()]
+                if live:
+                    _, live = await asyncio.wait(live, timeout=self.endpoint.timeout_s + 5)
+                for t in live:
+                    t.cancel()
+                await asyncio.gather(*live, return_exceptions=True)
+
+    async def _client(self, pending, duration_s: float | None) -> None:
+        """A closed-loop client: the next request when its last one is answered."""
+        while not self.stop:
+            k = next(pending, None)
+            if k is None or (duration_s and self.clock() - self.t0 > duration_s):
+                return
+            await self._send(k)
+
+    async def _send_at(self, arrivals, duration_s: float | None, tasks: list) -> None:
+        """Each request sent at its arrival time, as a task of its own."""
+        for k, at in enumerate(arrivals[:len(self.records)]):
+            if duration_s and at > duration_s:
+                break
+            if (wait := at - (self.clock() - self.t0)) > 0:
+                await asyncio.sleep(wait)
+            tasks.append(asyncio.create_task(self._send(k)))
+
+    async def _send(self, k: int) -> None:
+        rec, clock, t0 = self.records[k], self.clock, self.t0
+        self.flight.change(+1)
+        begin = clock()
+        rec.sent_s, rec.status = begin - t0, "in flight"
+        try:
+            rec.output_tokens = await self.endpoint.stream(
+                self.payloads[k], rec.output_asked,
+                lambda n, at=None: rec.chunks.append(((clock() if at is None else at) - t0, n)))
+            rec.status = "ok"
+        except RequestFailed as err:
+            rec.status, rec.error = err.kind, str(err)
+        except Exception as err:  # one request's fault never ends the run
+            rec.status, rec.error = "client", f"{type(err).__name__}: {err}"
+        # (cancelled: still unanswered when the run stopped, it stays "in flight")
+        end = clock()
+        self.flight.change(-1)
+        rec.e2e_s = end - begin
+        if rec.chunks:
+            rec.ttft_s = t0 + rec.chunks[0][0] - begin
+            if rec.status == "ok" and rec.output_tokens > 1:
+                rec.tpot_s = (end - t0 - rec.chunks[0][0]) / (rec.output_tokens - 1)
+        self.answered += 1
+        if self.progress:
+            self.progress(self.answered, len(self.records))
 
 
 def _percentiles(values) -> dict | None:

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import os
 
-from infergy.models.catalog import ModelSpec
+from infergy.meter import open_meter
+from infergy.plan.tp import ParallelError
 
 
 def exit_said(code: int | None) -> str:
@@ -38,53 +39,6 @@ def exit_said(code: int | None) -> str:
         name = f"signal {-code}"
     oom = ", as the system's out-of-memory killer does" if -code == signal.SIGKILL else ""
     return f"killed by {name}{oom}"
-
-
-class ParallelError(ValueError):
-    """A tensor-parallel size that cannot run; raised before any work."""
-
-
-def check_tp(tp: int, spec: ModelSpec, engine) -> None:
-    """`tp` against the engine (its class) and the model's attention heads."""
-    if not isinstance(tp, int) or isinstance(tp, bool) or tp < 1:
-        raise ParallelError(f"--tp must be a positive integer, got {tp!r}")
-    if tp == 1:
-        return
-    if not engine.supports_tp:
-        raise ParallelError(
-            f"--tp {tp}: engine {engine.name} runs on one GPU; tensor parallelism is measured "
-            f"through hf-eager (transformers' own plan, one process a GPU), vllm or "
-            f"vllm-eager")
-    heads = int(spec.config["num_attention_heads"])
-    kv_heads = int(spec.config.get("num_key_value_heads") or heads)
-    if heads % tp:
-        raise ParallelError(f"--tp {tp} does not divide {spec.name}'s {heads} attention "
-                            f"heads: choose a divisor of {heads}")
-    if engine.tp_per_process and kv_heads % tp:  # transformers' plan splits them only
-        raise ParallelError(f"--tp {tp} does not divide {spec.name}'s {kv_heads} key-value "
-                            f"heads, which {engine.name} splits over the GPUs")
-    if kv_heads % tp and tp % kv_heads:  # vLLM splits KV heads, or copies them to each GPU
-        raise ParallelError(f"--tp {tp} neither divides {spec.name}'s {kv_heads} key-value "
-                            f"heads nor is a multiple of them")
-
-
-def check_tp_gpus(tp: int) -> None:
-    """`tp` against the GPUs this process can use (counted through NVML: CUDA untouched)."""
-    if tp == 1:
-        return
-    from infergy.meter import nvml
-
-    reason = nvml.nvml_init()
-    if reason is not None:
-        raise ParallelError(f"--tp {tp}: no GPU can be counted here ({reason})")
-    try:
-        visible = len(nvml.visible_gpu_indices())
-    finally:
-        nvml.nvml_shutdown()
-    if tp > visible:
-        setting = os.environ.get("CUDA_VISIBLE_DEVICES")
-        where = f" (CUDA_VISIBLE_DEVICES={setting})" if setting is not None else ""
-        raise ParallelError(f"--tp {tp}: only {visible} GPU(s) visible here{where}")
 
 
 # -- transformers' own tensor parallelism, one process a GPU -------------------------------
@@ -270,8 +224,6 @@ def run_meter(device: str, tp: int, idle_s: float, rank: int | None):
     to meet it in `Ranks`); the other ranks measure nothing. A rank's meter synchronizes no
     GPU until `Ranks.attach` gives it the ranks' edge (the default would open a context on
     every GPU)."""
-    from infergy.meter import open_meter
-
     gpus = None if device == "cuda" else []
     if rank is None:
         return open_meter(gpus=gpus, limit=tp, idle_s=idle_s)
@@ -397,14 +349,3 @@ def match_rank_gpus(rank_gpus: list[str | None], measured: list[str | None]) -> 
 def _bare(uuid: str) -> str:
     """A UUID without NVML's "GPU-" or "MIG-" (torch gives it without), in lower case."""
     return (uuid.split("-", 1)[1] if uuid.startswith(("GPU-", "MIG-")) else uuid).lower()
-
-
-def distribute(model, tp: int, device: str):
-    """A transformers model built whole on this rank (the same seed on every rank: the same
-    weights) split by its own tensor-parallel plan over `tp` ranks. Each rank builds the
-    whole model first: a model that does not fit one GPU cannot be split this way."""
-    from torch.distributed.device_mesh import init_device_mesh
-    from transformers.distributed import DistributedConfig
-
-    mesh = init_device_mesh(device, (tp,), mesh_dim_names=("tp",))
-    return type(model).maybe_distribute_model(model, DistributedConfig(tp_size=tp), mesh)

@@ -20,50 +20,18 @@ since a window over several runs has no single first token.
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 import statistics
 from dataclasses import asdict, dataclass, field
 
-from infergy import provenance
 from infergy.engines.base import Engine
 from infergy.engines.decoding import SPECULATIVE_COUNTS, Decoding, speculative_rates
 from infergy.meter import Measurement, Meter
 from infergy.models.build import make_prompts
-from infergy.models.catalog import ModelSpec
-
-
-class PointError(ValueError):
-    """A point that cannot be measured as asked; raised before any GPU work."""
-
-
-@dataclass(frozen=True)
-class Point:
-    """What is measured: B prompts of I tokens, each generating exactly O tokens."""
-
-    model: str
-    engine: str
-    batch: int
-    input_tokens: int
-    output_tokens: int
-    decoding: str = "greedy"
-    tp: int = 1
-    dtype: str = "bfloat16"
-
-
-def validate_point(point: Point, spec: ModelSpec) -> Decoding:
-    """Check a point against its model before any work; returns its Decoding."""
-    for name in ("batch", "input_tokens", "output_tokens"):
-        value = getattr(point, name)
-        if not isinstance(value, int) or value < 1:
-            raise PointError(f"{name} must be a positive integer, got {value!r}")
-    total = point.input_tokens + point.output_tokens
-    if total > spec.max_context:
-        raise PointError(
-            f"input {point.input_tokens} + output {point.output_tokens} = {total} tokens is "
-            f"beyond {spec.name}'s context of {spec.max_context} tokens"
-        )
-    return Decoding.parse(point.decoding)
+from infergy.models.flops import prefill_flops
+from infergy.plan.point import Point, PointError, validate_point
+from infergy.provenance import run_metadata
+from infergy.store.quality import unsteady_repeats
 
 
 @dataclass(frozen=True)
@@ -189,51 +157,8 @@ def _cv(values):
     return statistics.stdev(values) / statistics.mean(values)
 
 
-# Repeats of one point further apart than this (CV of energy) are flagged: the issue's 5%.
-STEADY_CV = 0.05
-# A window this long spans 20 steps of NVML's energy counter (100 ms): shorter ones vary
-# by their steps alone.
-STEADY_WINDOW_S = 2.0
-
-
-def window_s(time_s: float | None, runs_per_window: int | None) -> float:
-    """How long one window of a point lasted: its runs back to back (min_window_s)."""
-    return (time_s or 0) * (runs_per_window or 1)
-
-
-def unsteady_repeats(result: PointResult) -> str | None:
-    """Why a point's repeats disagree by more than `STEADY_CV`, where they do: its windows
-    are short beside the energy counter's steps, or the runs' times varied with them (a
-    busy launching CPU, as hf-eager's B = 1 on a virtual machine), or the power did."""
-    cv = result.energy_cv
-    if cv is None or cv <= STEADY_CV:
-        return None
-    apart = f"repeats {cv:.1%} apart (CV of energy, over {STEADY_CV:.0%})"
-    window = window_s(result.time_s, result.runs_per_window)
-    if window < STEADY_WINDOW_S:
-        return (f"{apart}: windows of {window:.2g} s, a few steps of the energy counter; "
-                f"min_window_s (--min-window) {STEADY_WINDOW_S:g} would fill each window with "
-                f"runs back to back")
-    if (result.time_cv or 0) > cv / 2:
-        return (f"{apart}: the runs' times varied too (CV {result.time_cv:.1%}): the host "
-                f"(the CPU launching the kernels, other work) set the pace, not the GPU")
-    return f"{apart} at a steady time (CV {result.time_cv or 0:.1%}): the GPU's power varied"
-
-
 def _states(meter: Meter) -> dict:
     return {s.name: s.state() for s in meter.gpus}
-
-
-def run_metadata(meter: Meter) -> dict:
-    """Provenance of a measurement run: GPUs, idle power, versions, host, time."""
-    return {
-        "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "gpus": [{"name": s.name, "model": s.info.model, **s.info.details} for s in meter.gpus],
-        "idle_w": dict(meter.idle_w),
-        "unavailable": [f"{u.what}: {u.reason}" for u in meter.unavailable],
-        "versions": provenance.software_versions(),
-        "host": provenance.host(),
-    }
 
 
 def is_out_of_memory(err: BaseException) -> bool:
@@ -309,8 +234,6 @@ PLAUSIBLE_FLOPS_PER_GPU = 3e15
 def _check_prefill(result: PointResult, spec, gpus: int) -> None:
     """Warn when the prefill ran faster than any GPU could compute it: a prompt cache (not
     the model) served it, and the energy of the point lacks the prefill."""
-    from infergy.models.flops import prefill_flops
-
     p = result.point
     if not result.ttft_s:
         return

@@ -18,81 +18,21 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
-import numpy as np
-
+from infergy.engines import engine_class
 from infergy.engines.base import Engine
 from infergy.engines.decoding import Decoding
 from infergy.meter import Meter
 from infergy.models.build import make_prompts
-from infergy.run.point import is_out_of_memory, run_metadata
-from infergy.workloads import Binned, Trace
-
-BATCHINGS = ("binned", "natural")
-
-
-class ReplayError(ValueError):
-    """A replay that cannot be run as asked; raised before any GPU work."""
-
-
-@dataclass(frozen=True)
-class Batch:
-    """Requests run together: indices into the trace and their own lengths."""
-
-    requests: tuple[int, ...]
-    input_tokens: tuple[int, ...]
-    output_tokens: tuple[int, ...]
-    bin: tuple[int, int] | None = None  # (I*, O*): the bin's edges, for binned batches
-
-    @property
-    def generated_per_prompt(self) -> int:
-        return max(self.output_tokens)
-
-
-def select_requests(binned: Binned, sample: int | None, seed: int) -> np.ndarray:
-    """The requests to replay, in trace order: those inside the bins, or a seeded sample of
-    `sample` of them."""
-    kept = np.flatnonzero(binned.kept)
-    if sample is None or sample >= len(kept):
-        return kept
-    if sample < 1:
-        raise ReplayError(f"--sample must be at least 1, got {sample}")
-    return np.sort(np.random.default_rng(seed).choice(kept, size=sample, replace=False))
-
-
-def _batch(trace: Trace, chunk, edge=None) -> Batch:
-    return Batch(tuple(int(r) for r in chunk), tuple(int(trace.input_tokens[r]) for r in chunk),
-                 tuple(int(trace.output_tokens[r]) for r in chunk), edge)
-
-
-def plan_natural(trace: Trace, requests: np.ndarray, batch: int) -> list[Batch]:
-    """The requests in arrival order (trace order where it has no times), B at a time."""
-    if batch < 1:
-        raise ReplayError(f"batch size must be at least 1, got {batch}")
-    order = requests
-    if trace.arrival_s is not None:
-        order = requests[np.argsort(trace.arrival_s[requests], kind="stable")]
-    return [_batch(trace, order[k:k + batch]) for k in range(0, len(order), batch)]
-
-
-def plan_binned(trace: Trace, binned: Binned, requests: np.ndarray,
-                batch_of: Callable[[tuple[int, int]], int]) -> list[Batch]:
-    """Each bin's requests in trace order, `batch_of((I*, O*))` at a time; bins in grid
-    order."""
-    grid = binned.grid
-    batches = []
-    keys = binned.input_bin[requests] * len(grid.output_edges) + binned.output_bin[requests]
-    for key in np.unique(keys):
-        members = requests[keys == key]
-        edge = (grid.input_edges[key // len(grid.output_edges)],
-                grid.output_edges[key % len(grid.output_edges)])
-        size = batch_of(edge)
-        if size < 1:
-            raise ReplayError(f"batch size for bin I={edge[0]} O={edge[1]} must be at least 1, "
-                              f"got {size}")
-        batches += [_batch(trace, members[k:k + size], edge)
-                    for k in range(0, len(members), size)]
-    return batches
+from infergy.plan.batches import WARMUPS, Batch
+from infergy.provenance import device_identity, run_metadata
+from infergy.run.device import RunError, process_of, torch_device
+from infergy.run.parallel import launch
+from infergy.run.point import is_out_of_memory
+from infergy.run.session import Session, quiet
+from infergy.store import Store
+from infergy.workloads import Trace
 
 
 @dataclass
@@ -159,7 +99,6 @@ class ReplayResult(ReplayFigures):
     estimate: dict | None = None  # the estimator on the same requests, and its errors
 
 
-WARMUPS = ("first", "each", "none")  # replay_offline's warm-up: which batches run once first
 
 
 def request_prompt(spec, input_tokens: int, seed: int, request: int) -> list[int]:
@@ -258,3 +197,106 @@ def _summarize(result: ReplayResult, batches: list[Batch], windows) -> None:
         result.energy_reason = "no batch was measured"
     result.meter_method = windows[0].method if windows else None
     result.warnings = list(dict.fromkeys(w for m in windows for w in m.warnings))
+
+
+@dataclass
+class OfflineReplay:
+    """What `replay_trace` runs: a model in an engine, and how."""
+
+    model: str
+    engine: str
+    device: str = "auto"
+    tp: int = 1
+    dtype: str = "bfloat16"
+    options: dict = field(default_factory=dict)  # passed to the engine
+    idle_s: float = 5.0
+    seed: int = 0
+    warmup: str = "first"  # WARMUPS
+    db: Path | None = None  # the results store the replays are recorded in
+    stored: dict = field(default_factory=dict)  # the run's spec, as the store records it
+
+
+def replay_trace(trace: Trace, plans: dict[str, list[Batch]], how: OfflineReplay, *,
+                 estimate: Callable[[ReplayResult], dict] = lambda result: {},
+                 selection: dict | None = None, profile_gpu: str | None = None,
+                 argv: list[str] | None = None, notes: Callable[[str], None] = lambda t: None,
+                 status: Callable[[bool, str], object] = quiet,
+                 ) -> list[ReplayResult] | int:
+    """Replay `trace` in each batching of `plans` (kind -> batches) with one engine loaded
+    once, each replay measured whole. Returns the replays for the process that reports, or
+    the exit status where this process only launched the ranks (an engine of one process a
+    GPU at TP > 1: this command line, `argv`, runs again as that many) or is a rank other than
+    0. `estimate(result)` gives each replay's estimate beside it; a store (`how.db`) records
+    each replay as it ends (ranks: all at the end). `notes(text)` is told what cannot be
+    measured; `status(speaks, text)` gives a context whose `update(text)` shows progress."""
+    device = torch_device(how.device, how.tp)
+    split, rank, speaks = process_of(how.tp, engine_class(how.engine))
+    store = Store(how.db) if how.db is not None and speaks else None  # before any GPU work
+    if split and rank is None:  # the launching process: every check passed once
+        if store is not None:
+            store.close()  # rank 0 opens it again to record
+        if argv is None:
+            raise RunError("--tp with hf-eager starts its processes from the `infergy` "
+                           "command line only")
+        return launch(how.tp, argv)
+    with status(speaks, f"infergy: measuring idle power for {how.idle_s:g} s ..."):
+        session = Session.open(device, how.tp, how.idle_s, rank)
+    results: list[ReplayResult] = []
+    with session:
+        m, ranks = session.meter, session.ranks
+        if ranks is not None:  # each rank made the plan: the same one?
+            ranks.agree([(kind, [b.requests for b in batches])
+                         for kind, batches in plans.items()], "the replay's batches")
+        for u in m.unavailable if speaks else ():
+            notes(f"[dim]infergy: not measurable: {u.what}: {u.reason}[/]")
+        cards = {s.info.model for s in m.gpus}
+        if profile_gpu is not None and cards and cards != {profile_gpu}:
+            notes(f"[yellow]infergy: the profile was measured on {profile_gpu}, this replay "
+                  f"runs on {', '.join(sorted(cards))}: the estimate's error mixes the "
+                  f"cards[/]")
+        with status(speaks, f"infergy: loading {how.model} in {how.engine} ..."):
+            session.load(how.engine, how.model, device=device, dtype=how.dtype,
+                         options=how.options, tp=how.tp)
+
+        def start_run() -> str:
+            meta = run_metadata(m)
+            return store.start_run(device=device_identity(meta), meta=meta, spec=how.stored)
+
+        # One process: each replay stored as it ends. Ranks store theirs at the end, run and
+        # all: rank 0 may be stopped with the others (one failing alone), which would leave
+        # a run begun and never ended.
+        run = start_run() if store is not None and ranks is None else None
+        try:
+            for kind, batches in plans.items():
+                with status(speaks, f"infergy: {kind} replay ...") as st:
+                    r = replay_offline(session.engine, m, trace, batches, Decoding.parse("greedy"),
+                                       batching=kind, seed=how.seed, warmup=how.warmup,
+                                       progress=lambda n, total, k=kind: st.update(
+                                           f"infergy: {k} replay, batch {n} of {total}"))
+                r.estimate = {"none": f"the estimate is of one GPU's work (TP 1), this "
+                                      f"replay ran over {how.tp}"} if how.tp > 1 \
+                    else estimate(r)
+                r.selection, r.tp = selection, how.tp
+                results.append(r)
+                if run is not None:
+                    store.add_replay(run, device_identity(r.provenance), r.to_dict())
+                if r.status != "ok":
+                    break
+        finally:  # Ctrl-C ends a replay as a result, recorded with its batches
+            session.drop_engine()
+            if store is not None:
+                if ranks is not None and results:
+                    run = start_run()
+                    for r in results:
+                        store.add_replay(run, device_identity(r.provenance), r.to_dict())
+                if run is not None:
+                    store.end_run(run, _run_status(results, len(plans)))
+                store.close()
+    return results if speaks else 0  # rank 0 reports for all
+
+
+def _run_status(results: list[ReplayResult], planned: int) -> str:
+    statuses = {r.status for r in results}
+    if statuses <= {"ok"} and len(results) == planned:
+        return "finished"
+    return "failed" if statuses & {"failed", "oom"} else "interrupted"

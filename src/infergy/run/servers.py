@@ -1,9 +1,11 @@
-"""A server started for an online run (`infergy replay --serve vllm`): its command run in a
-session of its own, waited on until `/health` answers, stopped after the run, whatever
-happened. Start-up is measured apart, as an engine's load is."""
+"""The servers of an online run that infergy starts: vLLM's OpenAI server (`infergy replay
+--serve vllm`), its command run in a session of its own, waited on until `/health` answers,
+stopped after the run, whatever happened; or hf-paged's continuous batching in this process
+(`--serve hf-paged`). Start-up is measured apart, as an engine's load is."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
 import json
@@ -12,12 +14,19 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from infergy.engines.decoding import Decoding
 from infergy.engines.vllm import without_multicast
-from infergy.run.online import ServeError
+from infergy.run.client import RequestFailed, ServeError
+
+if TYPE_CHECKING:  # the engine imports torch and transformers: only where a model runs
+    from infergy.engines.paged import HFPaged
 
 SERVERS = ("vllm", "vllm-eager")
 SERVE_CHOICES = (*SERVERS, "hf-paged")  # --serve: vLLM's OpenAI server, or hf-paged in process
@@ -155,3 +164,92 @@ def synthetic_tokenizer(spec, folder: Path) -> None:
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token=words[0], **{
         k: words[i] for k, i in special.items()}).save_pretrained(folder)
+
+
+class PagedServer:
+    """hf-paged's continuous batching as the server of an online run, in this process:
+    requests join the running batch as they arrive, and each token's timestamp (transformers'
+    `record_timestamps`, on the same perf_counter clock) gives the stream. The interface of
+    `infergy.run.client.Endpoint`: `model`, `url`, `timeout_s`, `session()`, async
+    `stream()`. Here `timeout_s` bounds a request's whole time, since no token is seen before
+    it ends. One thread hands the batch manager's results to the requests' event loop."""
+
+    def __init__(self, engine: HFPaged, *, max_batch: int, max_input: int, max_output: int,
+                 timeout_s: float = 600.0):
+        engine._start(max_batch, max_input, max_output, Decoding())  # sizes cache and graphs
+        self.engine, self.manager = engine, engine._manager
+        self.model, self.url, self.timeout_s = engine.spec.name, "in-process hf-paged", timeout_s
+        self._waiting: dict[str, tuple] = {}  # request id -> (event loop, future)
+        self._stopped: str | None = None  # why the batch manager stopped, once it has
+        self._lock = threading.Lock()
+        self._dispatcher = threading.Thread(target=self._dispatch, daemon=True)
+        self._dispatcher.start()
+
+    def _dispatch(self) -> None:
+        while self.manager.is_running():
+            result = self.manager.get_result(timeout=0.2)
+            if result is not None and result.is_finished():
+                with self._lock:
+                    waiting = self._waiting.pop(result.request_id, None)
+                if waiting is not None:
+                    _settle(*waiting, result)
+        with self._lock:  # stopped: every request still waiting fails now, not at its timeout
+            self._stopped = ("the batch manager stopped: "
+                             f"{self.manager.background_thread_status.fatal_error}")
+            waiting, self._waiting = self._waiting, {}
+        for loop, future in waiting.values():
+            _settle(loop, future, RequestFailed("server", self._stopped))
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[PagedServer]:
+        """Nothing to open: the batch manager runs from the start."""
+        yield self
+
+    async def stream(self, prompt: list[int], output_tokens: int, on_chunk) -> int:
+        """Add one request to the running batch and wait for it, calling `on_chunk(1, at)`
+        for each of its tokens (`at` when the manager produced it); its output tokens."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        with self._lock:  # registered before the request can finish
+            if self._stopped:
+                raise RequestFailed("server", self._stopped)
+            request_id = self.manager.add_request(prompt, max_new_tokens=output_tokens,
+                                                  record_timestamps=True)
+            if request_id is None:
+                raise RequestFailed("server", "the batch manager refused the request")
+            self._waiting[request_id] = (loop, future)
+        try:
+            result = await asyncio.wait_for(future, self.timeout_s)
+        except TimeoutError:
+            raise RequestFailed("timeout", f"no answer in {self.timeout_s:g} s") from None
+        finally:
+            with self._lock:
+                self._waiting.pop(request_id, None)
+        if result.error is not None:
+            raise RequestFailed("server", f"{result.error}")
+        for at in result.timestamps or []:
+            on_chunk(1, at)
+        got = len(result.generated_tokens)
+        if got < output_tokens:
+            raise RequestFailed("short", f"{got} of {output_tokens} tokens")
+        return got
+
+    def close(self) -> None:
+        self.engine._stop()
+        self._dispatcher.join(5)
+
+
+def _settle(loop: asyncio.AbstractEventLoop, future: asyncio.Future, outcome) -> None:
+    """From another thread: `future` resolved with `outcome` (an exception: raised), unless it
+    is done already (timed out, cancelled) or its event loop has ended."""
+
+    def settle() -> None:
+        if future.done():
+            return
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+    with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+        loop.call_soon_threadsafe(settle)

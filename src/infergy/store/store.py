@@ -18,6 +18,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from infergy.provenance import gpu_name_of
+
 SCHEMA_VERSION = 2
 
 _SCHEMA_BASE = """
@@ -295,11 +297,6 @@ class Store:
                         f"({','.join('?' * len(columns))})", tuple(row))
                     added[n] += cur.rowcount
         return added[0], added[1], added[2]
-
-
-def gpu_name_of(meta: dict) -> str | None:
-    """The card model(s) of a run's metadata, as the runs table records them."""
-    return ", ".join(sorted({g.get("model") or "" for g in meta.get("gpus") or [{}]})) or None
 
 
 def _devices(device: str, gpu_name: str | None) -> tuple[str, tuple]:

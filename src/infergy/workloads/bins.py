@@ -10,7 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from infergy.plan.spec import PAPER_INPUT_EDGES, PAPER_INPUT_EDGES_RULE, PAPER_OUTPUT_EDGES
+# The study's bins (../shared/reference/paper.md, section 4.1). Its printed input edges drop
+# 16 and 64 from its own rule 2^m, 4 <= m <= 13: both are offered.
+PAPER_INPUT_EDGES = (32, 128, 256, 512, 1024, 2048, 4096, 8192)
+PAPER_INPUT_EDGES_RULE = tuple(2**m for m in range(4, 14))
+PAPER_OUTPUT_EDGES = (8, 16, 32, 64, 128, 256, 512)
 
 BEYOND = ("exclude", "clamp")
 

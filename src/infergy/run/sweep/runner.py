@@ -26,12 +26,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from infergy.models import get_model
+from infergy.models.flops import decode_bytes, prefill_flops
 from infergy.plan.spec import MAX, SweepSpec, Task
+from infergy.provenance import gpu_name_of
 from infergy.run.parallel import exit_said
-from infergy.run.point import STEADY_CV
 from infergy.run.sweep.worker import FATAL_EXIT_CODE, Job, WorkerSettings, failed_record, is_fatal
 from infergy.run.sweep.worker import main as worker_main
-from infergy.store import Store, gpu_name_of
+from infergy.store import Store
+from infergy.store.quality import STEADY_CV
 
 WORKER_START_TIMEOUT_S = 600.0  # importing torch, opening NVML, measuring idle
 POINT_TIMEOUT_S = 3600.0  # one point (load, compile, warm-up, repeats) at most
@@ -90,7 +93,7 @@ class _WorkerGone(Exception):
         self.exitcode = exitcode
 
 
-class _Worker:
+class _WorkerProcess:
     """The parent's handle on one worker process."""
 
     def __init__(self, settings: WorkerSettings, on_progress: Callable[[str], None]):
@@ -210,7 +213,7 @@ def run_sweep(spec: SweepSpec, store: Store, *, device: str = "cuda", resume_by:
     try:
         progress.detail = "starting the worker (measuring idle power)"
         update(progress)
-        worker = state["worker"] = _Worker(settings, on_progress)
+        worker = state["worker"] = _WorkerProcess(settings, on_progress)
         progress.device = worker.device
         run_id = store.start_run(device=worker.device, meta=worker.meta, spec=spec.raw or None)
         same = {"gpu_name": gpu_name_of(worker.meta)} if resume_by == "model" else {}
@@ -270,9 +273,9 @@ def run_sweep(spec: SweepSpec, store: Store, *, device: str = "cuda", resume_by:
                         time.perf_counter() - start, busy, setup, progress.unsteady)
 
 
-def _restart(worker: _Worker, settings, on_progress) -> _Worker:
+def _restart(worker: _WorkerProcess, settings, on_progress) -> _WorkerProcess:
     worker.kill()
-    new = _Worker(settings, on_progress)
+    new = _WorkerProcess(settings, on_progress)
     if new.device != worker.device:
         raise SweepError(f"the new worker sees device {new.device}, not {worker.device}")
     return new
@@ -367,9 +370,6 @@ def describe_plan(spec: SweepSpec, store: Store | None = None, device: str | Non
     nominal H100's peak (0.5 PFLOP/s, 2.3 TB/s, B = max taken as 64), scaled by what the
     store's points of the same engine, batch size and (where it has some) input length took
     against the same formula."""
-    from infergy.models import get_model
-    from infergy.models.flops import decode_bytes, prefill_flops
-
     def measured(task: Task) -> bool:
         return bool(store and (device or gpu_name) and store.done(
             device or "", _key(task, spec), task.batch, gpu_name=gpu_name))

@@ -40,22 +40,40 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import gc
 import os
 import signal
-import threading
 import time
 from dataclasses import dataclass
 
+from infergy import provenance
+from infergy.engines.decoding import Decoding
+from infergy.meter import nvml
+from infergy.plan.point import Point
 from infergy.plan.spec import Cooldown, EngineChoice, point_text
-from infergy.run.parallel import RANK_GRACE_S, Telling, exit_said
+from infergy.provenance import device_identity, run_metadata
+from infergy.run.parallel import (
+    RANK_GRACE_S,
+    Ranks,
+    free_port,
+    rank_env,
+    run_meter,
+)
+from infergy.run.point import PointResult, is_out_of_memory
+from infergy.run.session import Session
+from infergy.run.sweep.ranks import (
+    FATAL_EXIT_CODE,
+    RANK_TIMEOUT_S,
+    Followers,
+    RankLost,
+    Replies,
+    exit_with_parent,
+    outcome,
+)
 
 # Messages of errors after which a CUDA context cannot be trusted: the worker exits.
 FATAL_MARKERS = ("CUDA error", "illegal memory access", "device-side assert",
                  "unspecified launch failure", "CUBLAS_STATUS_EXECUTION_FAILED",
                  "NCCL error", "cudaErrorLaunchFailure")
-FATAL_EXIT_CODE = 3
-RANK_TIMEOUT_S = 600.0  # the ranks' process group: a last resort (see RANK_GRACE_S)
 
 
 class EngineLoadError(RuntimeError):
@@ -93,19 +111,9 @@ def is_fatal(error: str | None) -> bool:
     return bool(error) and any(marker in error for marker in FATAL_MARKERS)
 
 
-def device_identity(meta: dict) -> str:
-    """What "the same GPU" means for resuming: the UUIDs of the GPUs measured, or the host
-    when there is none."""
-    uuids = [g.get("uuid") for g in meta.get("gpus", []) if g.get("uuid")]
-    return ",".join(uuids) if uuids else f"cpu:{meta['host']['hostname']}"
-
-
 def local_device(tp: int = 1) -> str:
     """This machine's device identity as a worker of a sweep at `tp` would see it, without
     starting one."""
-    from infergy import provenance
-    from infergy.meter import nvml
-
     if nvml.nvml_init() is None:
         try:
             gpus, _, _ = nvml.nvml_gpus(limit=tp)
@@ -124,10 +132,7 @@ def main(conn, settings: WorkerSettings) -> None:
     # aborted its requests on it, on an H100, mid-point) nor this worker's followers.
     os.setpgrp()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from infergy.run.parallel import free_port, rank_env, run_meter
-    from infergy.run.point import run_metadata
-
-    replies = _Replies(conn)
+    replies = Replies(conn)
     port = None
     if settings.ranks > 1:  # before torch is imported: its threads are the rank's share
         port = free_port()
@@ -139,8 +144,8 @@ def main(conn, settings: WorkerSettings) -> None:
                           0 if settings.ranks > 1 else None)
         meta = run_metadata(meter)
         if settings.ranks > 1:  # after the idle power: no other rank has touched a GPU
-            followers = _Followers(settings, port)
-            _exit_with_parent(then=followers.kill)  # even while stuck with lost ranks
+            followers = Followers(settings, port, follow)
+            exit_with_parent(then=followers.kill)  # even while stuck with lost ranks
             ranks = followers.meet(meter, lambda why, status: replies.last(
                 ("error", f"the ranks could not meet: {why}"), then=followers.kill))
     except Exception as err:
@@ -182,9 +187,7 @@ def follow(conn, settings: WorkerSettings, rank: int, env: dict) -> None:
     every job rank 0 forwards, measuring nothing and answering with how it ended."""
     os.environ.update(env)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _exit_with_parent()
-    from infergy.run.parallel import Ranks, run_meter
-
+    exit_with_parent()
     try:
         meter = run_meter(settings.device, settings.tp, 0, rank)
         ranks = Ranks(settings.device, settings.ranks, timeout_s=RANK_TIMEOUT_S)
@@ -211,7 +214,7 @@ def follow(conn, settings: WorkerSettings, rank: int, env: dict) -> None:
                 break
             edges = ranks.edges
             reply = worker.measure(job) if kind == "measure" else worker.estimate(job)
-            conn.send(("done", _outcome(kind, reply, ranks.edges - edges)))
+            conn.send(("done", outcome(kind, reply, ranks.edges - edges)))
             if worker.poisoned:
                 break
     except Exception as err:  # a bug, not a point's failure (those are answers): said, ended
@@ -227,241 +230,21 @@ def follow(conn, settings: WorkerSettings, rank: int, env: dict) -> None:
         raise SystemExit(FATAL_EXIT_CODE)
 
 
-def _exit_with_parent(then=None) -> None:
-    """End this process (after `then()`) when its parent is gone, even while it waits in a
-    collective with a rank that died (it would hold its GPU until the process group's
-    timeout)."""
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        if then is not None:
-            then()
-        os._exit(1)
-
-    threading.Thread(target=watch, name="infergy-parent-watch", daemon=True).start()
-
-
-def _told_status(why: str) -> str:
-    """The status of a point whose rank's engine failed with `why`."""
-    from infergy.run.point import is_out_of_memory
-
-    return "oom" if is_out_of_memory(RuntimeError(why)) else "failed"
-
-
-def _outcome(kind: str, reply: dict, edges: int) -> dict:
-    """How a rank ended a job: its status, error and the window edges it met (an estimate's
-    batch too)."""
-    outcome = {"status": reply.get("status", "ok"), "error": reply.get("error"),
-               "edges": edges}
-    if kind == "estimate":
-        outcome["batch"] = reply.get("batch")
-    return outcome
-
-
-class _Replies:
-    """The worker's messages to its parent, one at a time: rank 0's watch thread may answer
-    for the worker while its main thread is stuck."""
-
-    def __init__(self, conn):
-        self.conn = conn
-        self.lock = threading.Lock()
-
-    def send(self, *messages) -> bool:
-        """Send `messages` in order; False where the parent is gone."""
-        with self.lock:
-            try:
-                for message in messages:
-                    self.conn.send(message)
-            except (BrokenPipeError, OSError):
-                return False
-        return True
-
-    def last(self, *messages, then) -> None:
-        """Send `messages`, call `then` and exit this process, holding the lock throughout:
-        nothing else is sent after them."""
-        with self.lock:
-            with contextlib.suppress(BrokenPipeError, OSError):
-                for message in messages:
-                    self.conn.send(message)
-            then()
-            os._exit(FATAL_EXIT_CODE)
-
-
-class _RankLost(Exception):
-    """A follower died, failed on its own, or did not end a job: the ranks cannot go on."""
-
-
-class _Followers:
-    """Rank 0's handle on the other ranks of a worker at TP > 1: their processes and pipes,
-    the job forwarded, their answers gathered, and a watch over them while rank 0 runs."""
-
-    def __init__(self, settings: WorkerSettings, port: int):
-        import multiprocessing
-
-        from infergy.run.parallel import rank_env
-
-        ctx = multiprocessing.get_context("spawn")
-        self.size, self.device, self.grace_s = settings.ranks, settings.device, settings.grace_s
-        self.conns, self.processes = [], []
-        for rank in range(1, settings.ranks):
-            mine, theirs = ctx.Pipe()
-            # Not daemons: they are killed with the worker (its process group) or by it.
-            process = ctx.Process(target=follow, name=f"infergy-rank-{rank}", daemon=False,
-                                  args=(theirs, settings, rank,
-                                        rank_env(rank, settings.ranks, port)))
-            process.start()
-            theirs.close()
-            self.conns.append(mine)
-            self.processes.append(process)
-        self.answers: dict[int, dict] = {}  # rank -> the current job's outcome
-        self.failing: dict[int, tuple[float, str]] = {}  # rank -> when its engine failed, why
-
-    def name(self, rank: int) -> str:
-        return f"TP rank {rank} of {self.size}"
-
-    def meet(self, meter, on_lost):
-        """Rank 0's Ranks, once every follower has met it (`on_lost(why, status)` if one
-        cannot), attached to `meter`."""
-        from infergy.run.parallel import Ranks
-
-        with self.watching(on_lost):
-            ranks = Ranks(self.device, self.size, timeout_s=RANK_TIMEOUT_S)
-        ranks.attach(meter)
-        return ranks
-
-    def own_failure(self, err: BaseException) -> None:
-        """Rank 0's engine failed (told by its `Telling` engine)."""
-        self.failing.setdefault(0, (time.monotonic(), f"{type(err).__name__}: {err}"))
-
-    def forward(self, kind: str, job) -> None:
-        """Send a job to every follower; _RankLost where one is gone."""
-        self.answers, self.failing = {}, {}
-        for rank, conn in enumerate(self.conns, 1):
-            try:
-                conn.send((kind, job))
-            except (BrokenPipeError, OSError):
-                raise _RankLost(self._gone(rank)) from None
-
-    @contextlib.contextmanager
-    def watching(self, on_lost):
-        """While rank 0 runs: a thread that reads the followers' answers and calls
-        `on_lost(why, status)` (which does not return) when one dies or reports an error of
-        its own, or when a rank's engine failed and rank 0 is still inside the job
-        `grace_s` later (the others wait in a collective that will never come, or at an
-        edge): status "oom" where that failure was an out of memory, else "failed"."""
-        stop = threading.Event()
-
-        def watch() -> None:
-            while not stop.wait(0.2):
-                try:
-                    self._read()
-                except _RankLost as lost:
-                    on_lost(str(lost), "failed")
-                failing = dict(self.failing)  # rank 0's own may be added meanwhile
-                if failing:
-                    rank, (since, why) = min(failing.items(), key=lambda f: f[1][0])
-                    if time.monotonic() - since > self.grace_s:
-                        on_lost(f"{self.name(rank)}: {why} (the other ranks did not end the "
-                                f"point with it within {self.grace_s:.0f} s: out of step)",
-                                _told_status(why))
-
-        thread = threading.Thread(target=watch, name="infergy-ranks-watch", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join()
-
-    def gather(self) -> list[dict]:
-        """Every follower's outcome of the job rank 0 has just ended, in rank order;
-        _RankLost where one dies, errs or does not end it within `grace_s`."""
-        deadline = time.monotonic() + self.grace_s
-        while len(self.answers) < len(self.conns):
-            self._read()
-            if time.monotonic() > deadline:
-                waiting = min(set(range(1, self.size)) - set(self.answers))
-                raise _RankLost(f"{self.name(waiting)} did not end the point within "
-                                f"{self.grace_s:.0f} s of rank 0: the ranks are out of step")
-            time.sleep(0.01)
-        return [self.answers[r] for r in range(1, self.size)]
-
-    def _read(self) -> None:
-        """Take the answers that have come; _RankLost where a follower erred or died."""
-        for rank, (conn, process) in enumerate(zip(self.conns, self.processes, strict=True),
-                                               1):
-            while rank not in self.answers and conn.poll():
-                try:
-                    kind, body = conn.recv()
-                except (EOFError, OSError):
-                    raise _RankLost(self._gone(rank)) from None
-                if kind == "error":
-                    raise _RankLost(f"{self.name(rank)}: {body}")
-                if kind == "failing":
-                    self.failing.setdefault(rank, (time.monotonic(), body))
-                    continue
-                self.answers[rank] = body
-            if rank not in self.answers and not process.is_alive():
-                raise _RankLost(self._gone(rank))
-
-    def known(self, own: dict | None = None) -> list[dict]:
-        """Every rank's outcome of the current job as far as it is known, in the shape of a
-        point's `ranks`: rank 0's `own` and the followers' answers where given, else the
-        failure a rank's engine told (no edges counted), else nothing (status None)."""
-        answers, failing = dict(self.answers), dict(self.failing)  # the watch may add
-        known = []
-        for rank in range(self.size):
-            outcome = own if rank == 0 else answers.get(rank)
-            if outcome is None and rank in failing:
-                why = failing[rank][1]
-                outcome = {"status": _told_status(why), "error": why, "edges": None}
-            known.append({"rank": rank, **(outcome or {"status": None, "error": None,
-                                                         "edges": None})})
-        return known
-
-    def _gone(self, rank: int) -> str:
-        process = self.processes[rank - 1]
-        process.join(1)
-        return f"{self.name(rank)} died ({exit_said(process.exitcode)})"
-
-    def stop(self, ranks) -> None:
-        """End the followers: with `ranks` (all in step), together, leaving the process group
-        as one; without, killed."""
-        if ranks is not None and all(p.is_alive() for p in self.processes):
-            for conn in self.conns:
-                with contextlib.suppress(BrokenPipeError, OSError):
-                    conn.send(("stop", None))
-            with contextlib.suppress(Exception):  # a follower lost on the way: killed below
-                ranks.close()
-            for process in self.processes:
-                process.join(10)
-        self.kill()
-
-    def kill(self) -> None:
-        for process in self.processes:
-            if process.is_alive():
-                process.kill()
-            process.join(5)
-
-
 class _Worker:
     """One rank's engine and meter, running the jobs: the worker itself (rank 0, which
     replies through `replies`; with `followers`, the other ranks' answers agreed into its
     own) or a follower (no `replies`: says nothing)."""
 
-    def __init__(self, replies: _Replies | None, settings: WorkerSettings, meter, *,
-                 ranks=None, followers: _Followers | None = None, tell=None):
+    def __init__(self, replies: Replies | None, settings: WorkerSettings, meter, *,
+                 ranks=None, followers: Followers | None = None, tell=None):
         self.replies = replies
         self.settings = settings
         self.meter = meter
         self.ranks = ranks
         self.followers = followers
         # Where there are several ranks: told each failure of the engine as it happens
-        self.tell = tell if followers is None else followers.own_failure
-        self.engine = None
-        self.group = None
+        self.session = Session(meter, ranks,
+                               tell if followers is None else followers.own_failure)
         self.poisoned = False
         self.leaving: str | None = None  # why this worker exits after its reply
         self.load_errors: dict = {}  # (model, engine) -> why it could not be loaded
@@ -505,7 +288,7 @@ class _Worker:
         edges = self.ranks.edges
         try:
             self.followers.forward(kind, job)
-        except _RankLost as lost:
+        except RankLost as lost:
             self.leaving = str(lost)
             return self._lost_reply(kind, job, str(lost))
 
@@ -517,10 +300,10 @@ class _Worker:
 
         with self.followers.watching(on_lost):
             reply = run(job)
-        own = _outcome(kind, reply, self.ranks.edges - edges)
+        own = outcome(kind, reply, self.ranks.edges - edges)
         try:
             theirs = self.followers.gather()
-        except _RankLost as lost:
+        except RankLost as lost:
             self.leaving = str(lost)
             if own["status"] == "ok":
                 return self._lost_reply(kind, job, str(lost), own=own, reply=reply)
@@ -566,7 +349,7 @@ class _Worker:
                     own: dict | None = None, reply: dict | None = None) -> dict:
         """The reply for a job a lost rank ended: `status`, or out of memory where any rank
         is known to have run out (the point does not fit), with why; a point keeps what is
-        known of each rank (`_Followers.known`) as its `ranks`, rank 0's `reply` (where it
+        known of each rank (`Followers.known`) as its `ranks`, rank 0's `reply` (where it
         ended the job) where its status stands, else that reply's load phase and engine."""
         known = self.followers.known(own) if self.followers is not None else []
         if any(r["status"] == "oom" for r in known):
@@ -583,55 +366,38 @@ class _Worker:
 
     def load(self, job: Job) -> dict | None:
         """Make `job`'s engine the loaded one; its load phase when it was loaded now."""
-        from infergy.engines import engine_class, new_engine
-        from infergy.engines.decoding import Decoding
-        from infergy.models import get_model
-
         if self._loaded(job):
             return None
         if (job.model, job.engine) in self.load_errors:  # one failed start is enough
             raise EngineLoadError(f"loading failed earlier in this worker: "
                                   f"{self.load_errors[(job.model, job.engine)]}")
-        self.drop_engine()
+        self.session.drop_engine()
         self.say(f"loading {job.model} in {job.engine.label}")
-        engine = new_engine(
-            engine_class(job.engine.name), get_model(job.model), device=self.settings.device,
-            dtype=self.settings.dtype, seed=self.settings.seed,
-            options=job.engine.options_dict, tp=job.tp)
-        if self.tell is not None:
-            engine = Telling(engine, self.tell)
-        engine.expect(Decoding.parse(job.decoding))  # the tasks come grouped by decoding
-        try:
-            with self.meter.window("load") as w:
-                engine.load()
+        try:  # the tasks come grouped by decoding: the engine is started for it (vLLM)
+            return self.session.load(
+                job.engine.name, job.model, device=self.settings.device,
+                dtype=self.settings.dtype, seed=self.settings.seed,
+                options=job.engine.options_dict, tp=job.tp, decoding=job.decoding,
+                group=(job.model, job.engine))
         except Exception as err:
-            engine.close()
-            from infergy.run.point import is_out_of_memory
-
             if not is_out_of_memory(err):
                 self.load_errors[(job.model, job.engine)] = f"{type(err).__name__}: {err}"
             raise
-        self.engine, self.group = engine, (job.model, job.engine)
-        return {"time_s": w.measurement.duration_s, "energy_j": w.measurement.energy_j}
+
+    @property
+    def engine(self):
+        return self.session.engine
 
     def _loaded(self, job: Job) -> bool:
-        return self.group == (job.model, job.engine) and self.engine is not None
+        return self.session.group == (job.model, job.engine) and self.engine is not None
 
     def drop_engine(self) -> None:
-        if self.engine is not None:
-            self.engine.close()
-        self.engine = self.group = None
-        gc.collect()
-        torch = _torch()
-        if torch is not None and torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        self.session.drop_engine()
 
     def estimate(self, job: Job) -> dict:
         """The engine's largest batch for the job's lengths (its memory model), in prompts: a
         prompt of beam search holds a sequence a beam (transformers expands the batch so, and
         vLLM runs each beam as a request)."""
-        from infergy.engines.decoding import Decoding
-
         try:
             load = self.load(job)
             batch, how = self.engine.max_batch(job.input_tokens, job.output_tokens)
@@ -643,17 +409,14 @@ class _Worker:
             return self._failed(err)
 
     def measure(self, job: Job) -> dict:
-        from infergy.run.point import is_out_of_memory, measure_point
-
         try:
             load = self.load(job)
             cooled = self.cool_down(job.cooldown) if job.cooldown else None
             self.say(point_text(job))
-            result = measure_point(self.engine, job_point(job, self.settings.dtype),
-                                   self.meter, repeats=job.repeats, warmup=job.warmup,
-                                   min_window_s=job.min_window_s,
-                                   seed=self.settings.seed,
-                                   progress=lambda m: self.say(f"{point_text(job)}: {m}"))
+            result = self.session.measure(
+                job_point(job, self.settings.dtype), repeats=job.repeats, warmup=job.warmup,
+                min_window_s=job.min_window_s, seed=self.settings.seed,
+                progress=lambda m: self.say(f"{point_text(job)}: {m}"))
         except Exception as err:  # refused before measuring (a bad point, a decoding)
             return self._failed(err, job=job)
         record = {**result.to_dict(), "load": load, "cooldown": cooled,
@@ -682,8 +445,6 @@ class _Worker:
 
     def _failed(self, err: Exception, job: Job | None = None) -> dict:
         """The record of a job that raised (for an estimate: no batch, and why)."""
-        from infergy.run.point import is_out_of_memory
-
         error = f"{type(err).__name__}: {err}"
         status = "oom" if is_out_of_memory(err) else "failed"
         if status == "oom":
@@ -697,16 +458,12 @@ class _Worker:
 
 def job_point(job: Job, dtype: str):
     """The bench Point a job measures."""
-    from infergy.run.point import Point
-
     return Point(job.model, job.engine.name, job.batch, job.input_tokens, job.output_tokens,
                  job.decoding, tp=job.tp, dtype=dtype)
 
 
 def failed_record(job: Job, dtype: str, status: str, error: str) -> dict:
     """The stored record of a job with no measurement of its own: a PointResult's dict."""
-    from infergy.run.point import PointResult
-
     return PointResult(point=job_point(job, dtype), status=status, error=error).to_dict()
 
 
@@ -727,7 +484,4 @@ def _safe_info(engine) -> dict:
         return {"error": str(err)}
 
 
-def _torch():
-    import sys
 
-    return sys.modules.get("torch")

@@ -1,0 +1,143 @@
+"""`infergy estimate`: a trace's GPU energy on each engine and GPU from measured points, a
+table a card (infergy.estimate.estimate_trace)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from infergy.cli.app import app, fail, out
+from infergy.engines import ENGINES
+from infergy.estimate import J_PER_KWH, EstimateError, TraceEstimate, estimate_trace
+from infergy.models import UnknownModelError, get_model
+from infergy.models.gpus import UnknownGpuError
+from infergy.store import StoreError
+from infergy.workloads import BinError, BinGrid, TraceError, get_trace
+
+
+@app.command()
+def estimate(
+    trace: str = typer.Option(..., "--trace", "-t", help="A built-in trace or a trace file."),
+    model: str = typer.Option(..., "--model", "-m", help="A catalog model."),
+    engine: str = typer.Option("hf-eager,vllm", "--engine", "-e",
+                               help="Engines, comma-separated; the first is the baseline of "
+                                    "the savings."),
+    profile: list[Path] | None = typer.Option(None, "--profile", "-p",
+                                              help="Results stores holding B = max points "
+                                                   "(default: the profiles shipped with "
+                                                   "infergy)."),
+    gpu: str | None = typer.Option(None, "--gpu", help="Measured GPUs, comma-separated "
+                                                       "(h100,h200), or all (the default): "
+                                                       "every GPU the profiles hold the model "
+                                                       "on, a table each, against its own "
+                                                       "theoretical baseline; one named among "
+                                                       "several without a profile is a line "
+                                                       "saying so."),
+    theory_gpu: str | None = typer.Option(None, "--theory-gpu",
+                                          help="The datasheet GPU of the theoretical baseline "
+                                               "(default: the measured one); a6000-sparse is "
+                                               "the study's figure."),
+    bins: str = typer.Option("paper", "--bins", help="paper, paper-rule or pow2."),
+    input_edges: str | None = typer.Option(None, "--input-edges", help="Own input edges, "
+                                                                       "e.g. 32,128,512."),
+    output_edges: str | None = typer.Option(None, "--output-edges", help="Own output edges."),
+    beyond: str = typer.Option("exclude", "--beyond", help="Requests past the last edge: "
+                                                           "exclude (as the study) or clamp."),
+    fmt: str | None = typer.Option(None, "--format", help="Trace file format: azure, "
+                                                          "burstgpt or table."),
+    input_col: str | None = typer.Option(None, "--input-col", help="Input tokens column."),
+    output_col: str | None = typer.Option(None, "--output-col", help="Output tokens column."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip and count malformed rows."),
+    tokenizer: str | None = typer.Option(None, "--tokenizer", help="ShareGPT: a tokenizer "
+                                                                   "folder to count tokens."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+):
+    """Estimate a trace's GPU energy on each engine and GPU from measured points (the study's
+    binned formula, whole batches, and infergy's interpolation), against the theoretical
+    baseline."""
+    gpus = None if gpu in (None, "all") else [g.strip() for g in gpu.split(",") if g.strip()]
+    if gpus is not None and (not gpus or "all" in gpus):
+        raise fail(f"--gpu expects GPU names separated by commas, or all; got {gpu!r}")
+    try:
+        get_model(model)  # an unknown model is said before the trace is read
+        workload = get_trace(trace, fmt=fmt, input_col=input_col, output_col=output_col,
+                             skip_bad=skip_bad, tokenizer=tokenizer)
+        grid = (BinGrid(_edges(input_edges, "--input-edges"),
+                        _edges(output_edges, "--output-edges"), beyond)
+                if input_edges or output_edges else BinGrid.named(bins, beyond))
+        result = estimate_trace(workload, model, _engines(engine), grid, gpus=gpus,
+                                stores=profile or None, theory_gpu=theory_gpu)
+    except (TraceError, BinError, EstimateError, UnknownGpuError, UnknownModelError,
+            StoreError) as e:
+        raise fail(str(e)) from None
+    if as_json:
+        out.print_json(json.dumps(result.to_dict(), default=str))
+        return
+    _print(result)
+
+
+def _edges(text: str, option: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise fail(f"{option} expects token counts separated by commas, got {text!r}") from None
+
+
+def _engines(text: str) -> list[str]:
+    """--engine's names; an unknown one is said here, before the stores (they would say only
+    that they hold no such points)."""
+    engines = [e.strip() for e in text.split(",")]
+    unknown = [e for e in engines if e not in ENGINES and ":" not in e]
+    if unknown:
+        raise fail(f"--engine: unknown engine {unknown[0]!r}; expected names of "
+                   f"{', '.join(ENGINES)} (comma-separated), or module:Class")
+    return engines
+
+
+def _print(result: TraceEstimate) -> None:
+    """The estimate as a table a card, each followed by its notes and theoretical baseline."""
+    out.print(f"[bold]{result.trace} on {result.model}[/]: {result.coverage_line()}.")
+    for n, c in enumerate(result.estimates.cards):
+        if n:
+            out.print()
+        table = Table(title=c.gpu, title_justify="left")
+        # Short headers: the table fits 80 columns, a "not yet" row too. Explained under the
+        # tables.
+        for col in ("engine", "kWh", "J/req", "J/tok", "whole", "interp", "saving",
+                    "vs theory"):
+            table.add_column(col, justify="left" if col == "engine" else "right",
+                             no_wrap=col == "engine")
+        for k, r in enumerate(c.rows()):
+            interp = r["interpolated_j"]
+            table.add_row(
+                r["engine"], f"{r['kwh']:.4g}", f"{r['j_per_request']:.3g}",
+                f"{r['j_per_output_token']:.3g}",
+                f"{r['whole_batches_j'] / r['energy_j'] - 1:+.1%}",
+                "n/a" if interp is None else f"{interp / r['energy_j'] - 1:+.1%}",
+                "-" if k == 0 else f"{r['saving_vs_baseline']:.1%}",
+                f"{r['above_theoretical']:+.1%}")
+        for name in c.unmeasured:
+            table.add_row(name, "not yet", *[""] * 6)
+        out.print(table)
+        for name, e in c.unmeasured.items():
+            what = (f"{len(e.missing)} of the {result.bins_needed} bins the trace needs"
+                    if e.missing is not None else "no B = max point at all")
+            out.print(f"[yellow]{name}: not measured yet on {c.gpu}: {what} (--engine {name} "
+                      f"alone names them and the sweep that measures them)[/]")
+        card = c.theoretical_gpu
+        out.print(f"Theoretical baseline: {c.theoretical_j / J_PER_KWH:.4g} kWh ({card.name}: "
+                  f"{card.tdp_w:g} W / {card.bf16_dense_tflops:g} TFLOPS dense bf16, "
+                  f"{card.source}).")
+        if card.note:
+            out.print(f"[yellow]{card.name}: {card.note}[/]")
+    for name, e in result.estimates.not_estimated.items():
+        out.print(f"[yellow]{name}: {e}[/]")
+    out.print(f"kWh, J per request and per output token: the study's binned formula (N / B "
+              f"batches of each bin). whole: with ceil(N / B) batches; interp: each request at "
+              f"its own lengths (both relative to the formula). saving: less energy than "
+              f"{result.engines[0]}. vs theory: above the theoretical baseline (TDP / peak "
+              f"dense FLOPS x the requests' FLOPs).")
+    out.print(f"[dim]Profiles: {', '.join(result.estimates.stores)}[/]")

@@ -1,0 +1,23 @@
+"""`infergy models`: the model catalog."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from infergy.cli.app import app, out
+from infergy.models import get_model, model_names
+
+
+@app.command()
+def models():
+    """List the model catalog: architectures with the facts of their public configs."""
+    table = Table(title="Model catalog", title_justify="left")
+    for col in ("name", "architecture", "parameters", "context", "mirrors"):
+        table.add_column(col)
+    for name in model_names():
+        spec = get_model(name)
+        params = spec.published_params
+        table.add_row(name, spec.config.get("model_type", "?"),
+                      "n/a" if params is None else f"{params / 1e9:.2f}B",
+                      str(spec.max_context), spec.hf_id or "(test model)")
+    out.print(table)

@@ -1,0 +1,175 @@
+"""A trace on several engines and GPUs: a table a card, each engine against the first (the
+baseline of the savings) and against the card's theoretical baseline; a card or an engine
+the profiles lack is a message saying how to measure it. `CardEstimate.rows` is what
+`infergy estimate` and the report both print of an estimate."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from infergy.estimate.binned import Estimate, estimate
+from infergy.estimate.theory import theoretical
+from infergy.models.gpus import Gpu, get_gpu
+from infergy.profile.load import (
+    EstimateError,
+    MissingPoints,
+    card_of,
+    card_of_file,
+    how_to_measure,
+    pick_profile,
+    points_by_gpu,
+    shipped_profiles,
+)
+from infergy.workloads.bins import Binned
+from infergy.workloads.trace import Trace
+
+
+@dataclass
+class CardEstimate:
+    """A trace on each engine asked for, on one GPU, against the first engine (the baseline of
+    the savings) and the theoretical baseline."""
+
+    gpu: str  # the card's name as measured (NVML)
+    estimates: list[Estimate]  # the engines estimated, the baseline first
+    unmeasured: dict[str, MissingPoints]  # engines after the first lacking bins (or every one)
+    theoretical_j: float  # the study's baseline on `theoretical_gpu`, in J
+    theoretical_gpu: Gpu
+    stores: list[str]  # the stores holding this GPU's points
+
+    @property
+    def baseline(self) -> Estimate:
+        """The first engine's estimate: what the savings are against."""
+        return self.estimates[0]
+
+    def saving(self, result: Estimate) -> float:
+        """The share of the baseline's energy that `result` saves (negative: it spends more)."""
+        return 1 - result.energy_j / self.baseline.energy_j
+
+    def above_theoretical(self, result: Estimate) -> float:
+        """How far `result` lies above the theoretical baseline, as a share of it."""
+        return result.energy_j / self.theoretical_j - 1
+
+    def rows(self) -> list[dict]:
+        """One dict an engine estimated, the baseline first: energy_j, whole_batches_j,
+        interpolated_j (None without a full grid of points), j_per_request and
+        j_per_output_token in J, kwh, above_theoretical and saving_vs_baseline as shares
+        (0.25: 25%; the baseline's saving is 0), and its bins. What `infergy estimate` (its
+        table and --json) and the report print of an estimate."""
+        return [{"engine": r.engine, "energy_j": r.energy_j, "kwh": r.kwh,
+                 "whole_batches_j": r.energy_whole_batches_j,
+                 "interpolated_j": r.interpolated_j, "j_per_request": r.j_per_request,
+                 "j_per_output_token": r.j_per_output_token,
+                 "above_theoretical": self.above_theoretical(r),
+                 "saving_vs_baseline": self.saving(r), "bins": r.bins}
+                for r in self.estimates]
+
+    def to_dict(self) -> dict:
+        """The card's estimate as JSON-ready data: its GPU and stores, the theoretical
+        baseline (J, and the datasheet card), `rows()` and the engines not measured."""
+        return {"gpu": self.gpu, "profiles": self.stores, "theoretical_j": self.theoretical_j,
+                "theoretical_gpu": self.theoretical_gpu.name, "engines": self.rows(),
+                "unmeasured": [{"engine": name, "message": str(e), "missing_bins": e.missing}
+                               for name, e in self.unmeasured.items()]}
+
+
+@dataclass
+class Estimates:
+    """A trace estimated on every GPU asked for: one CardEstimate each, and the GPUs that could
+    not be estimated with why (no profile, or the baseline engine lacking bins)."""
+
+    cards: list[CardEstimate]
+    not_estimated: dict[str, MissingPoints]  # the GPU as asked (or as measured) -> why
+    stores: list[str]  # the stores the estimates came from
+    shipped: bool  # the stores are the profiles shipped with infergy
+
+    def to_dict(self) -> dict:
+        """JSON-ready data: the stores, each card's `CardEstimate.to_dict()` and the GPUs not
+        estimated with why."""
+        return {"profiles": self.stores, "gpus": [c.to_dict() for c in self.cards],
+                "unmeasured_gpus": [{"gpu": name, "message": str(e)}
+                                    for name, e in self.not_estimated.items()]}
+
+
+def estimate_cards(trace: Trace, binned: Binned, model: str, engines: Sequence[str],
+                   gpus: Sequence[str] | None = None, stores: list[Path] | None = None,
+                   theory_gpu: str | None = None, decoding: str = "greedy") -> Estimates:
+    """Every engine on every GPU, from the trace binned once. `gpus`: models.gpus or NVML
+    names; None: every GPU with B = max points of the model on one of the engines. `stores`:
+    None for the profiles shipped with infergy (those of the model, one store a card).
+    `theory_gpu`: the datasheet card of the theoretical baseline (default: each measured one).
+    A GPU without points, or whose first engine lacks a bin the trace needs, goes to
+    `not_estimated`; when no GPU can be estimated, its error is raised (of several: all)."""
+    shipped = stores is None
+    if stores is None:
+        if not shipped_profiles():
+            raise EstimateError("no profile given and none shipped yet: pass --profile FILE, a "
+                                "results store written by `infergy sweep` (make run shows one "
+                                "from the repository)")
+        stores = shipped_profiles(model)
+    by_engine = {e: points_by_gpu(stores, model, e, decoding) for e in engines}
+    measured = sorted({g for found in by_engine.values() for g in found})
+    if gpus is None:
+        asked = {card_of(g): g for g in measured}
+        if not asked:
+            raise _no_points(model, engines, None, stores, shipped)
+    else:  # an unknown name is an error before any estimate
+        asked = {}
+        for g in gpus:
+            asked.setdefault(get_gpu(g).name, g)
+    cards, why = [], {}
+    for card, name in asked.items():
+        if not any(card_of(g) == card for g in measured):
+            why[name] = _no_points(model, engines, name, stores, shipped)
+            continue
+        try:
+            cards.append(_on_card(trace, binned, model, engines, by_engine, card, name,
+                                  stores, theory_gpu))
+        except MissingPoints as e:
+            why[name] = e
+    if not cards:
+        if len(why) == 1:
+            raise next(iter(why.values()))
+        raise MissingPoints("no GPU could be estimated:\n" + "\n".join(
+            f"{name}: {e}" for name, e in why.items()))
+    used = {s for c in cards for s in c.stores}
+    return Estimates(cards, why, [str(s) for s in stores if str(s) in used], shipped)
+
+
+def _on_card(trace: Trace, binned: Binned, model: str, engines: Sequence[str],
+             by_engine: dict[str, dict], card: str, asked: str, stores: list[Path],
+             theory_gpu: str | None) -> CardEstimate:
+    # The stores holding this card: what its messages name, and where to measure the rest.
+    held = {p["store"] for found in by_engine.values() for name, points in found.items()
+            if card_of(name) == card for p in points.values()}
+    stores = [s for s in stores if str(s) in held]
+    results, unmeasured = [], {}
+    for engine in engines:
+        try:
+            results.append(estimate(trace, binned, pick_profile(by_engine[engine], stores,
+                                                                model, engine, card, asked)))
+        except MissingPoints as e:
+            if engine == engines[0]:  # the baseline of the savings: nothing to compare
+                raise
+            unmeasured[engine] = e  # a row saying so; the others are still estimated
+    gpu = get_gpu(theory_gpu or card)
+    return CardEstimate(results[0].gpu, results, unmeasured, theoretical(binned, model, gpu),
+                        gpu, [str(s) for s in stores])
+
+
+def _no_points(model: str, engines: Sequence[str], gpu: str | None, stores: list[Path],
+               shipped: bool) -> MissingPoints:
+    """No B = max point of the model on any of the engines (on `gpu`; None: on any GPU)."""
+    on = f" on {gpu}" if gpu else ""
+    if not shipped:
+        return MissingPoints(f"no B = max points of {model}{on} on {', '.join(engines)} in "
+                             f"{', '.join(map(str, stores))}: measure them with `infergy sweep "
+                             f"paper-bins -m {model} -e {engines[0]} -b max"
+                             f"{f' --db {stores[0]}' if len(stores) == 1 else ''}`")
+    names = ", ".join(p.name for p in shipped_profiles()) or "none"
+    how = how_to_measure(model, engines[0], gpu, repository=bool(stores))
+    own = [p.name for p in stores if gpu and card_of_file(p, model) == get_gpu(gpu).name]
+    what = (f"{own[0]} holds no B = max point of {', '.join(engines)}" if own else
+            f"no shipped profile of {model}{on}")
+    return MissingPoints(f"{what} (shipped: {names}): {how}")

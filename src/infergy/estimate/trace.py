@@ -1,0 +1,66 @@
+"""A trace's estimate as `infergy estimate` makes it: the trace binned once on a grid, every
+engine on every GPU asked for, and what is printed of it (`to_dict`, `coverage_line`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from infergy.estimate.cards import Estimates, estimate_cards
+from infergy.models import get_model
+from infergy.workloads.bins import BinGrid, Binned
+from infergy.workloads.trace import Trace
+
+
+@dataclass
+class TraceEstimate:
+    """A trace estimated for one model on every engine and GPU asked for."""
+
+    trace: str  # the trace's name
+    model: str
+    engines: list[str]  # the first is the baseline of the savings
+    grid: BinGrid
+    binned: Binned  # the trace on `grid`
+    estimates: Estimates
+
+    @property
+    def coverage(self) -> dict:
+        """The trace's requests in the bins and past their last edge (`Binned.coverage`)."""
+        return self.binned.coverage()
+
+    @property
+    def bins_needed(self) -> int:
+        """How many bins hold at least one of the trace's requests."""
+        return int((self.binned.counts() > 0).sum())
+
+    def coverage_line(self) -> str:
+        """'N of M requests in the bins', and those past the last edge, by input and by
+        output, and what was done with them."""
+        c = self.coverage
+        beyond = (f"; {c['beyond_last_edge']} lie past the last bin edge ({c['over_input']} "
+                  f"by input, {c['over_output']} by output): "
+                  f"{'excluded' if self.grid.beyond == 'exclude' else 'charged at the last edge'}"
+                  if c["beyond_last_edge"] else "")
+        return f"{c['binned']} of {c['requests']} requests in the bins{beyond}"
+
+    def to_dict(self) -> dict:
+        """JSON-ready data (what `infergy estimate --json` prints): the trace, the model, the
+        bins' edges and coverage, then `Estimates.to_dict()`."""
+        return {"trace": self.trace, "model": self.model, "bins": {
+            "input_edges": self.grid.input_edges, "output_edges": self.grid.output_edges,
+            **self.coverage}, **self.estimates.to_dict()}
+
+
+def estimate_trace(trace: Trace, model: str, engines: Sequence[str], grid: BinGrid, *,
+                   gpus: Sequence[str] | None = None, stores: list[Path] | None = None,
+                   theory_gpu: str | None = None, decoding: str = "greedy") -> TraceEstimate:
+    """`trace` for `model` on `engines` (the first: the baseline of the savings), binned on
+    `grid`, on every GPU of `gpus` (None: every one the stores hold it on) from `stores`
+    (None: the profiles shipped with infergy); see `estimate_cards`. UnknownModelError for a
+    model not in the catalog, EstimateError (MissingPoints) where nothing can be estimated."""
+    get_model(model)  # an unknown model is said as such, not as a missing profile
+    binned = grid.assign(trace.input_tokens, trace.output_tokens)
+    return TraceEstimate(trace.name, model, list(engines), grid, binned,
+                         estimate_cards(trace, binned, model, engines, gpus, stores, theory_gpu,
+                                        decoding))

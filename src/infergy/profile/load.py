@@ -1,0 +1,147 @@
+"""A profile: the measured B = max points of one model on one engine and GPU, from the stores
+shipped with infergy (profile/shipped/, one a model x card) or a user's, and what to say,
+with the command that measures them, where the stores lack them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from infergy.models.gpus import NVML_NAMES, UnknownGpuError, get_gpu
+from infergy.profile.points import stored_points
+
+# The shipped profiles' folder
+PROFILES = Path(str(resources.files("infergy") / "profile" / "shipped"))
+
+
+def shipped_profiles(model: str | None = None) -> list[Path]:
+    """The results stores shipped in infergy/profile/shipped/ (read when no profile is given), one a
+    card, named MODEL-CARD.db; with `model`, that model's only."""
+    return sorted(f for f in PROFILES.iterdir() if f.name.endswith(".db")
+                  and (model is None or f.name.startswith(f"{model}-")))
+
+
+class EstimateError(ValueError):
+    """An estimate that cannot be made; the message says what is missing and how to get it."""
+
+
+class MissingPoints(EstimateError):
+    """A profile without the B = max points of some bins a trace needs (`missing`, as (I, O);
+    None: without any point of this model, engine and GPU)."""
+
+    def __init__(self, message: str, missing: list[tuple[int, int]] | None = None):
+        super().__init__(message)
+        self.missing = missing
+
+
+@dataclass
+class Profile:
+    """Measured energy of one model on one engine and GPU, at B = max, per (I, O)."""
+
+    model: str
+    engine: str
+    gpu: str  # the card's name as measured (NVML)
+    points: dict[tuple[int, int], dict]  # (I, O) -> {"batch", "energy_j", "id", ...}
+    sources: list[str] = field(default_factory=list)
+
+
+def load_profile(stores: list[Path], model: str, engine: str, gpu: str | None = None,
+                 decoding: str = "greedy") -> Profile:
+    """The newest ok B = max point of each (I, O) for this model and engine in the stores,
+    on one GPU (`gpu`: a models.gpus name or an NVML name; None: the only one there), the
+    model on that GPU alone (TP 1: the estimate is of one GPU's work)."""
+    return pick_profile(points_by_gpu(stores, model, engine, decoding), stores, model, engine,
+                        None if gpu is None else get_gpu(gpu).name, gpu)
+
+
+def load_card_profile(stores: list[Path], model: str, engine: str, card: str,
+                      decoding: str = "greedy", shipped: bool = False) -> Profile:
+    """As load_profile, on the card a run is on: `card` as NVML names it (the meter's
+    reading; a card infergy's GPU table lacks is matched by that name). `shipped`: the stores
+    are the profiles shipped with infergy (the message says how to add this card's).
+    MissingPoints where the stores hold no point of this model and engine on that card: a
+    profile's B = max is its own card's, and another card's may not fit this one."""
+    found = points_by_gpu(stores, model, engine, decoding)
+    if any(card_of(g) == card_of(card) for g in found):
+        return pick_profile(found, stores, model, engine, card_of(card), card)
+    held = f"they hold it on {', '.join(sorted(found))}" if found else \
+        f"they hold no B = max point of it on {engine}"
+    other = ("; or name a card they hold with --gpu (its B and its estimate are that card's)"
+             if found else "")
+    mine = [p for p in stores if p.name.startswith(f"{model}-")]
+    how = how_to_measure(model, engine, card, repository=shipped and bool(mine))
+    where = (f"shipped: {', '.join(p.name for p in mine) or 'none of it'}" if shipped
+             else ", ".join(map(str, stores)))
+    raise MissingPoints(f"no {'shipped ' if shipped else ''}profile of {model} on {engine} for "
+                        f"{card}, the card this runs on ({where}; {held}): {how}{other}")
+
+
+def how_to_measure(model: str, engine: str, card: str | None, repository: bool) -> str:
+    """How to measure a missing profile of `model` on `card` (a models.gpus or NVML name;
+    None: not known): with the repository's sweep into the shipped store of that card where
+    `repository` (the model's profile is shipped for other cards, made so), else with a sweep
+    of one's own, passed as --profile."""
+    if not repository:
+        return (f"measure one with `infergy sweep paper-bins -m {model} -e {engine} -b max "
+                f"--db FILE` and pass --profile FILE")
+    try:  # as the shipped stores' names give it: h100 (the SXM card the scripts accept), h200
+        tag = get_gpu(card).name.split("-")[0] if card else "CARD"
+    except UnknownGpuError:
+        tag = "CARD"
+    return (f"measure it on that card with the repository's sweep, `infergy sweep "
+            f"benchmarks/sweeps/profile-{model}.yaml "
+            f"--db src/infergy/profile/shipped/{model}-{tag}.db "
+            f"--resume-by model` (benchmarks/profile-gpus.sh runs it on every GPU of a host)")
+
+
+def points_by_gpu(stores: list[Path], model: str, engine: str,
+                  decoding: str = "greedy") -> dict[str, dict[tuple[int, int], dict]]:
+    """GPU as measured (NVML name) -> the newest ok B = max point of each (I, O), at TP 1:
+    {"batch", "energy_j" (J), "time_s" (s), "id", "store"}."""
+    found: dict[str, dict[tuple[int, int], dict]] = {}
+    for path, p, run in stored_points(stores, model=model, engine=engine, decoding=decoding,
+                                      tp=1, engine_options="{}", batch_requested="max",
+                                      status="ok"):
+        if p["energy_j"] is None:  # measured where no energy sensor could be read
+            continue
+        name = run.get("gpu_name") or p["device"]
+        # The stores list their points oldest first: a newer point of an (I, O) replaces it.
+        found.setdefault(name, {})[(p["input_tokens"], p["output_tokens"])] = {
+            "batch": p["batch"], "energy_j": p["energy_j"], "time_s": p["time_s"],
+            "id": p["id"], "store": str(path)}
+    return found
+
+
+def card_of(measured_name: str) -> str:
+    """A GPU as measured -> its models.gpus name (the NVML name where the table lacks it)."""
+    return NVML_NAMES.get(measured_name, measured_name)
+
+
+def card_of_file(path: Path, model: str) -> str | None:
+    """The models.gpus name of the card of a shipped store MODEL-CARD.db (None: unknown)."""
+    try:
+        return get_gpu(path.name[len(model) + 1:-len(".db")]).name
+    except UnknownGpuError:
+        return None
+
+
+def pick_profile(found: dict[str, dict[tuple[int, int], dict]], stores: list[Path], model: str,
+                 engine: str, card: str | None, asked: str | None = None) -> Profile:
+    """The Profile of one GPU out of `found` (`points_by_gpu`; `card`: a models.gpus name;
+    None: the only one there). MissingPoints where it holds none of that GPU, EstimateError
+    where it holds several and `card` does not choose."""
+    if card is not None:
+        found = {k: v for k, v in found.items() if card_of(k) == card}
+    where = ", ".join(map(str, stores))
+    if not found:
+        on = asked or card
+        raise MissingPoints(f"no B = max points of {model} on {engine}"
+                            f"{f' on {on}' if on else ''} in {where}: measure them with "
+                            f"`infergy sweep paper-bins -m {model} -e {engine} -b max"
+                            f"{f' --db {stores[0]}' if len(stores) == 1 else ''}`")
+    if len(found) > 1:
+        raise EstimateError(f"{where} hold {model} on {engine} for several GPUs "
+                            f"({', '.join(found)}): choose one with --gpu")
+    (name, points), = found.items()
+    return Profile(model, engine, name, points, [str(s) for s in stores])

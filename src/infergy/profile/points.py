@@ -1,0 +1,83 @@
+"""Reading results stores: the one reader of their points and replays, for the profile (the
+estimator's B = max points), the report and `infergy results`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from infergy.store import Store
+
+# The columns of `load_points`, also those of its empty DataFrame (no store, no point).
+POINT_COLUMNS = [
+    "model", "engine", "engine_options", "decoding", "batch", "batch_requested",
+    "input_tokens", "output_tokens", "energy_j", "j_per_output_token", "time_s", "tp",
+    "gpu_energy_j", "gpu_ranks", "prefill_energy_j", "decode_energy_j", "tpot_s", "acceptance",
+    "engine_env", "gpu", "software", "host_cpu", "day", "store", "run_id", "batch_label",
+    "device", "measured_at", "energy_cv", "runs_per_window", "driver", "power_limit_w",
+    "idle_w"]
+
+
+def stored_points(stores: list[Path], **where) -> Iterator[tuple[Path, dict, dict]]:
+    """(store, point, run) for every point of the stores matching `where` (columns of the
+    points table, as `Store.points` takes them), each store in its own order (oldest first);
+    `run` is the row of the run that measured the point, {} where it is not recorded."""
+    for path in stores:
+        with Store(path, create=False) as store:
+            runs = {r["id"]: r for r in store.runs()}
+            for point in store.points(**where):
+                yield path, point, runs.get(point["run_id"]) or {}
+
+
+def stored_replays(stores: list[Path]) -> Iterator[tuple[Path, dict, dict]]:
+    """(store, replay, run) for every replay of the stores (`infergy replay`), as
+    `stored_points` gives points."""
+    for path in stores:
+        with Store(path, create=False) as store:
+            runs = {r["id"]: r for r in store.runs()}
+            for replay in store.replays():
+                yield path, replay, runs.get(replay["run_id"]) or {}
+
+
+def load_points(stores: list[Path]):
+    """Every ok point of the stores as a pandas DataFrame (columns: `POINT_COLUMNS`), one row
+    a point with its GPU, software and day; energies in J, times in s, powers in W."""
+    import pandas as pd
+
+    rows = [_row(path, p, run) for path, p, run in stored_points(stores, status="ok")]
+    return pd.DataFrame(rows, columns=None if rows else POINT_COLUMNS)
+
+
+def _row(path: Path, p: dict, run: dict) -> dict:
+    """One point's row of `load_points`, from its stored row and its run's."""
+    result = json.loads(p["result"])
+    provenance = result.get("provenance") or {}
+    versions = provenance.get("versions") or {}
+    host = provenance.get("host") or {}
+    software = ", ".join(f"{k} {versions[k]}" for k in ("torch", "transformers", "vllm")
+                         if versions.get(k))
+    return {
+        **{k: p[k] for k in ("model", "engine", "engine_options", "decoding", "batch",
+                             "batch_requested", "input_tokens", "output_tokens", "energy_j",
+                             "j_per_output_token", "time_s", "tp")},
+        "gpu_energy_j": result.get("gpu_energy_j") or {},
+        "gpu_ranks": {g["name"]: g["tp_rank"] for g in provenance.get("gpus", [])
+                      if g.get("tp_rank") is not None},
+        "prefill_energy_j": result.get("prefill_energy_j"),
+        "decode_energy_j": result.get("decode_energy_j"),
+        "tpot_s": result.get("tpot_s"),
+        "acceptance": (result.get("decoding_stats") or {}).get("acceptance"),
+        "engine_env": (result.get("engine_info") or {}).get("env") or {},
+        "gpu": run.get("gpu_name"), "software": software or None,
+        "host_cpu": ", ".join(filter(None, (
+            host.get("cpu"), host.get("cpus") and f"{host['cpus']} CPUs"))) or None,
+        "day": p["measured_at"][:10], "store": str(path), "run_id": p["run_id"],
+        "batch_label": "max" if p["batch_requested"] == "max" else str(p["batch"]),
+        "device": p["device"], "measured_at": p["measured_at"],
+        "energy_cv": result.get("energy_cv"),
+        "runs_per_window": result.get("runs_per_window"),
+        "driver": run.get("driver"), "power_limit_w": run.get("power_limit_w"),
+        "idle_w": [w for w in (json.loads(run.get("idle_w") or "null") or {}).values()
+                   if w is not None],
+    }

@@ -1,0 +1,140 @@
+"""Measure one point as `infergy measure` does: checked before any GPU work, the engine loaded
+under the meter, the point measured and, with a store, recorded as a run of its own (as a
+sweep records it). At TP > 1 with an engine of one process a GPU (hf-eager), the command is
+run again as that many ranks (`parallel.launch`); rank 0 records and reports for all."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from infergy.engines import engine_class
+from infergy.engines.decoding import Decoding
+from infergy.models import get_model
+from infergy.models.build import make_prompts
+from infergy.plan.point import Point, PointError, validate_point
+from infergy.plan.spec import EngineChoice
+from infergy.plan.tp import check_tp
+from infergy.provenance import device_identity
+from infergy.run.device import RunError, process_of, torch_device
+from infergy.run.parallel import launch
+from infergy.run.point import PointResult
+from infergy.run.session import Session, quiet
+from infergy.store import Store
+
+
+@dataclass
+class MeasureOptions:
+    """How a point is measured, beside the point itself."""
+
+    repeats: int = 3
+    warmup: int = 1
+    min_window_s: float = 0.0
+    device: str = "auto"
+    seed: int = 0
+    idle_s: float = 5.0
+    weights: Path | None = None
+    draft_weights: Path | None = None
+    options: dict = field(default_factory=dict)  # passed to the engine
+    tokenizer: Path | None = None  # with text_file: real text for the prompts
+    text_file: Path | None = None
+    db: Path | None = None  # the results store the point is recorded in
+
+
+@dataclass
+class Measured:
+    """What `measure` returns to the process that reports: the point's result, its load
+    phase ({"time_s", "energy_j"}) and the device it ran on ("cuda" or "cpu")."""
+
+    result: PointResult
+    load: dict
+    device: str
+
+
+def check(point: Point, how: MeasureOptions) -> None:
+    """Every check made before the meter and the model (RunError and the catalog's, engine's,
+    decoding's and TP's own errors)."""
+    if how.min_window_s > 0 and how.warmup < 1:
+        raise PointError("--min-window needs --warmup 1 or more: the warm-up times a run")
+    spec = get_model(point.model)
+    engine_cls = engine_class(point.engine)
+    engine_cls.check_support(spec, validate_point(point, spec))
+    check_tp(point.tp, spec, engine_cls)
+    if how.draft_weights is not None and not Decoding.parse(point.decoding).draft:
+        raise RunError("--draft-weights: for --decoding speculative with --draft")
+    if (how.tokenizer is None) != (how.text_file is None):
+        raise RunError("--tokenizer and --text-file go together")
+    if how.text_file is not None and not how.text_file.is_file():
+        raise RunError(f"--text-file {how.text_file}: no such file")
+
+
+def measure_one(point: Point, how: MeasureOptions, *, argv: list[str] | None = None,
+            notes: Callable[[str], None] = lambda text: None,
+            status: Callable[[bool, str], object] = quiet) -> Measured | int:
+    """Measure `point`: a `Measured` for the process that reports, or the exit status where
+    this process only launched the ranks or is a rank other than 0. `argv` is this command
+    line, run again for the ranks. `notes(text)` is told what cannot be measured here;
+    `status(speaks, text)` gives a context whose `update(text)` shows progress."""
+    check(point, how)
+    options = dict(how.options)
+    if how.draft_weights is not None:
+        options["draft_weights"] = str(how.draft_weights)
+    device = torch_device(how.device, point.tp)
+    split, rank, speaks = process_of(point.tp, engine_class(point.engine))
+    store = Store(how.db) if how.db is not None and speaks else None  # before any GPU work
+    if split and rank is None:  # the launching process: every check above passed once
+        if store is not None:
+            store.close()  # rank 0 opens it again to record
+        if argv is None:
+            raise RunError("--tp with hf-eager starts its processes from the `infergy` "
+                           "command line only")
+        return launch(point.tp, argv)
+    with status(speaks, f"infergy: measuring idle power for {how.idle_s:g} s ..."):
+        session = Session.open(device, point.tp, how.idle_s, rank)
+    with session:
+        for u in session.meter.unavailable if speaks else ():
+            notes(f"not measurable: {u.what}: {u.reason}")
+        with status(speaks, f"infergy: loading {point.model} in {point.engine} ..."):
+            load = session.load(point.engine, point.model, device=device, dtype=point.dtype,
+                                seed=how.seed, tp=point.tp, options=options,
+                                weights=how.weights, decoding=point.decoding)
+        prompts = _prompts(point, how)
+        label = (f"infergy: {point.engine} B={point.batch} I={point.input_tokens} "
+                 f"O={point.output_tokens}")
+        with status(speaks, label) as st:
+            result = session.measure(point, repeats=how.repeats, warmup=how.warmup,
+                                     seed=how.seed, prompts=prompts,
+                                     min_window_s=how.min_window_s,
+                                     progress=lambda msg: st.update(f"{label}: {msg}"))
+    if store is not None:
+        record_point(store, result, options)
+    if not speaks:  # rank 0 reports for all
+        return 0
+    return Measured(result, load, device)
+
+
+def record_point(store: Store, result: PointResult, options: dict) -> None:
+    """A measured point into `store` (closed after), in a run of its own, as a sweep
+    records it."""
+    p = result.point
+    with store:
+        device = device_identity(result.provenance)
+        run = store.start_run(device=device, meta=result.provenance,
+                              spec={"measure": {"engine": p.engine, "model": p.model},
+                                    "tp": p.tp})
+        store.add_point(run, device, result.to_dict(), batch_requested=p.batch,
+                        engine_options=EngineChoice.of(p.engine, options).options_key)
+        store.end_run(run, "finished")
+
+
+def _prompts(point: Point, how: MeasureOptions) -> list[list[int]] | None:
+    """The prompts from real text where a tokenizer and a text file are given (None: the
+    point's own random token ids)."""
+    if how.tokenizer is None:
+        return None
+    from transformers import AutoTokenizer
+
+    return make_prompts(get_model(point.model), point.batch, point.input_tokens,
+                        seed=how.seed, tokenizer=AutoTokenizer.from_pretrained(how.tokenizer),
+                        text=how.text_file.read_text())

@@ -1,0 +1,182 @@
+"""An online replay, as `infergy replay --mode online` runs it: a trace's requests sent to an
+OpenAI-compatible server (given by its URL, or started here: vLLM's, or hf-paged in this
+process) at their arrivals, this host's GPUs measured, the run recorded where a store is
+given."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from infergy.engines import engine_class
+from infergy.meter import open_meter
+from infergy.models.catalog import ModelSpec
+from infergy.provenance import device_identity
+from infergy.run.device import torch_device
+from infergy.run.online import (
+    Endpoint,
+    OnlineResult,
+    ServeError,
+    arrival_times,
+    serve_online,
+)
+from infergy.run.parallel import free_port
+from infergy.run.replay import request_prompt
+from infergy.run.servers import SERVE_CHOICES, PagedServer, ServerProcess, vllm_server
+from infergy.store import Store
+from infergy.workloads import Trace
+
+
+@dataclass
+class Serving:
+    """How the requests are served and sent (the `replay --mode online` options)."""
+
+    endpoint: str | None = None  # a server's URL, or None with `serve`
+    serve: str | None = None  # a server started here: one of SERVE_CHOICES
+    weights: Path | None = None  # with `serve`: a checkpoint instead of random weights
+    served_model: str | None = None  # the model's name on the server (default: the model)
+    rate: float | None = None  # Poisson arrivals, requests a second
+    concurrency: int | None = None  # N requests in flight
+    time_scale: float = 1.0  # the trace's own arrivals, this many times faster
+    max_requests: int | None = None
+    duration: float | None = None  # seconds after which no request is sent
+    timeout: float = 60.0  # seconds a request may wait for its next data
+    api_key_env: str = "OPENAI_API_KEY"  # the variable holding the key (never stored)
+    steady_inflight: int | None = None
+    tp: int | None = None  # GPUs of a server started here; those measured otherwise
+
+    def check(self) -> None:
+        """ServeError for options that do not go together, before any work."""
+        if (self.endpoint is None) == (self.serve is None):
+            raise ServeError("--mode online needs --endpoint URL (an OpenAI-compatible server "
+                             "serving the model) or --serve vllm (infergy starts one), not "
+                             "both")
+        if self.weights is not None and self.serve is None:
+            raise ServeError("--weights: for --serve (a server given by --endpoint has its "
+                             "own)")
+        if self.serve is not None and self.serve not in SERVE_CHOICES:
+            raise ServeError(f"--serve must be one of {', '.join(SERVE_CHOICES)}, got "
+                             f"{self.serve!r}")
+        if self.rate is not None and self.concurrency is not None:
+            raise ServeError("--rate and --concurrency: give one (or neither: the trace's own "
+                             "times)")
+
+    @property
+    def label(self) -> str:
+        return (f"concurrency {self.concurrency}" if self.concurrency is not None else
+                f"poisson {self.rate:g}/s" if self.rate is not None else
+                f"trace x{self.time_scale:g}")
+
+    def stored(self) -> dict:
+        """The options as the run's spec records them (no endpoint, no key's variable)."""
+        return {k: getattr(self, k) for k in (
+            "serve", "weights", "served_model", "rate", "concurrency", "time_scale",
+            "max_requests", "duration", "timeout", "steady_inflight", "tp")}
+
+
+def replay_online(workload: Trace, requests: np.ndarray, spec: ModelSpec, s: Serving, *,
+                  sample: int | None, seed: int, db: Path | None, idle_s: float,
+                  notes: Callable[[str], None] = lambda text: None,
+                  status: Callable[[str], object] = lambda text: contextlib.nullcontext(),
+                  ) -> OnlineResult:
+    """Serve `requests` of `workload` as `s` says, measuring this host's GPUs; the result is
+    recorded in `db` where given. ServeError or StoreError before any request where it cannot
+    be run; `notes(text)` is told what cannot be measured and a server that died; `status(
+    text)` gives a context whose `update(text)` shows progress."""
+    s.check()
+    endpoint_url = s.endpoint if s.serve is None else f"http://127.0.0.1:{free_port()}"
+    endpoint = Endpoint(endpoint_url, s.served_model or spec.name, timeout_s=s.timeout,
+                        api_key=os.environ.get(s.api_key_env))
+    arrivals = None
+    if s.concurrency is None:
+        process = "poisson" if s.rate is not None else "trace"
+        arrivals = arrival_times(workload, requests, process, rate=s.rate,
+                                 time_scale=s.time_scale, seed=seed)
+        if process == "trace":  # sent in their arrival order
+            requests = requests[np.argsort(workload.arrival_s[requests], kind="stable")]
+    longest = int((workload.input_tokens[requests] + workload.output_tokens[requests]).max())
+    if longest > spec.max_context:
+        raise ServeError(f"requests of up to {longest} tokens (input + output), past "
+                         f"{spec.name}'s context of {spec.max_context}")
+    if s.serve is None:
+        endpoint.check()  # the server answers and serves the model, before any work
+    store = Store(db) if db is not None else None  # before any request
+    # The GPUs measured: a server started here uses the first --tp (1); one given by
+    # --endpoint, the first --tp where given, else every visible GPU (its own are unknown).
+    limit = s.tp if s.serve is None else s.tp or 1
+    with status(f"infergy: measuring idle power for {idle_s:g} s ..."):
+        m = open_meter(limit=limit, idle_s=idle_s)
+    with m, contextlib.ExitStack() as stack:
+        for u in m.unavailable:
+            notes(f"[dim]infergy: not measurable: {u.what}: {u.reason}[/]")
+        server = started = None
+        if s.serve == "hf-paged":  # in process: its load and cache set-up measured
+            window = m.start("server start")
+            try:
+                with status("infergy: loading hf-paged ..."):
+                    endpoint = _paged_server(spec, s, workload, requests)
+                stack.callback(endpoint.engine.close)
+                stack.callback(endpoint.close)
+            finally:
+                (started,) = m.stop(window)
+        elif s.serve is not None:  # after the idle power: the server's start is measured
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="infergy-")))
+            command = vllm_server(spec, kind=s.serve, port=int(endpoint_url.rsplit(":", 1)[1]),
+                                  served_name=endpoint.model, weights=s.weights,
+                                  folder=folder, max_model_len=longest, tp=s.tp or 1)
+            log = Path(tempfile.mkstemp(prefix="infergy-server-", suffix=".log")[1])
+            window = m.start("server start")
+            try:
+                with status(f"infergy: starting {s.serve}'s server (log: {log}) ..."):
+                    server = stack.enter_context(ServerProcess(command, endpoint_url,
+                                                               log_path=log))
+                endpoint.check()
+            finally:
+                (started,) = m.stop(window)
+        with status(f"infergy: serving {workload.name} ({s.label}) ...") as st:
+            result = serve_online(
+                endpoint, m, workload, requests,
+                lambda r: request_prompt(spec, int(workload.input_tokens[r]), seed, r),
+                arrivals=arrivals, concurrency=s.concurrency, label=s.label,
+                max_requests=s.max_requests, duration_s=s.duration,
+                steady_inflight=s.steady_inflight,
+                progress=lambda n, total: st.update(
+                    f"infergy: serving {workload.name} ({s.label}): {n} of {total} answered"))
+        result.selection, result.served_by = {"sample": sample, "seed": seed}, s.serve
+        result.tp = len(m.gpus) if s.serve is None else s.tp or 1
+        if s.serve == "hf-paged":
+            result.server = {"in_process": "hf-paged", "start_energy_j": started.energy_j,
+                             "start_time_s": started.duration_s}
+        if server is not None:
+            result.server = {"command": command, "ready_s": server.ready_s, "log": str(log),
+                             "start_energy_j": started.energy_j,
+                             "start_time_s": started.duration_s}
+            if server.process.poll() is not None:
+                notes(f"[red]infergy: the server exited during the run; its log ({log}) "
+                      f"ends:[/]\n{server.log_tail()}")
+    if store is not None:
+        with store:
+            device = device_identity(result.provenance)
+            run = store.start_run(device=device, meta=result.provenance,
+                                  spec={"replay": workload.name, "mode": "online",
+                                        "endpoint": result.engine, **s.stored()})
+            store.add_replay(run, device, result.to_dict())
+            store.end_run(run, "finished" if result.status == "ok" else "interrupted")
+    return result
+
+
+def _paged_server(spec: ModelSpec, s: Serving, workload: Trace,
+                  requests: np.ndarray) -> PagedServer:
+    """hf-paged loaded here, its batch manager started for the run's largest shape."""
+    engine = engine_class("hf-paged")(spec, device=torch_device("auto"), weights=s.weights)
+    engine.load()
+    return PagedServer(engine, max_batch=s.concurrency or s.steady_inflight or 64,
+                       max_input=int(workload.input_tokens[requests].max()),
+                       max_output=int(workload.output_tokens[requests].max()),
+                       timeout_s=s.timeout)
