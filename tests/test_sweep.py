@@ -192,7 +192,7 @@ def test_a_tp_2_point_where_only_a_follower_runs_out_of_memory_is_out_of_memory(
     import functools
 
     import infergy.run.sweep.runner as runner
-    from infergy.run.sweep.worker import WorkerSettings
+    from infergy.run.sweep.jobs import WorkerSettings
 
     monkeypatch.setattr(runner, "WorkerSettings", functools.partial(WorkerSettings,
                                                                     grace_s=2.0))
@@ -329,11 +329,11 @@ def test_the_ranks_of_a_point_agree_out_of_memory_where_any_ran_out(own, followe
                                                                     by):
     """A sweep's worker at TP 2 (rank 0's agreement alone, no process started): out of
     memory on any rank is the point's, so a batch-size search halves for every rank."""
-    from infergy.plan.spec import EngineChoice
-    from infergy.run.sweep.worker import Job, WorkerSettings, _Worker
+    from infergy.plan import Point
+    from infergy.run.sweep.jobs import Job, JobRunner, WorkerSettings
 
-    job = Job("tiny", EngineChoice.of("hf-eager", {}), "greedy", 8, 8, 4)
-    worker = _Worker(None, WorkerSettings(device="cpu", tp=2, ranks=2), meter=None)
+    job = Job(Point("tiny", "hf-eager", 8, 8, 4, "greedy"))
+    worker = JobRunner(None, WorkerSettings(device="cpu", tp=2, ranks=2), meter=None)
     errors = {"ok": None, "oom": "OutOfMemoryError: CUDA out of memory", "failed": "boom"}
     mine = {"status": own, "error": errors[own], "energy_j": 1.0}
     outcomes = [{"status": own, "error": errors[own], "edges": 3},

@@ -8,13 +8,8 @@ import itertools
 import pytest
 
 from infergy.plan import MAX, PRESETS, SpecError, load_spec, parse_spec
-from infergy.plan.spec import (
-    PAPER_INPUT_EDGES,
-    PAPER_INPUT_EDGES_RULE,
-    PAPER_OUTPUT_EDGES,
-    engine_starts,
-    parse_shard,
-)
+from infergy.plan.spec import engine_starts, parse_shard
+from infergy.workloads.bins import PAPER_INPUT_EDGES, PAPER_INPUT_EDGES_RULE, PAPER_OUTPUT_EDGES
 
 
 def test_paper_bins_is_every_printed_input_edge_with_every_output_edge_at_1_and_max():

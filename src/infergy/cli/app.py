@@ -10,7 +10,7 @@ from rich.console import Console
 
 from infergy import __version__
 from infergy.engines import parse_options
-from infergy.run.session import Quiet
+from infergy.run import Quiet
 
 app = typer.Typer(
     help="Measure and model the energy of large-language-model inference.",

@@ -12,8 +12,7 @@ from rich.table import Table
 from infergy.cli.app import app, fail, out
 from infergy.engines import ENGINES
 from infergy.estimate import J_PER_KWH, EstimateError, TraceEstimate, estimate_trace
-from infergy.models import UnknownModelError, get_model
-from infergy.models.gpus import UnknownGpuError
+from infergy.models import UnknownGpuError, UnknownModelError, get_model
 from infergy.store import StoreError
 from infergy.workloads import BinError, BinGrid, TraceError, get_trace
 

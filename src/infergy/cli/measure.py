@@ -82,8 +82,7 @@ def measure(
                              device=device, seed=seed, idle_s=idle_s, weights=weights,
                              draft_weights=draft_weights, options=engine_options(engine_option),
                              tokenizer=tokenizer, text_file=text_file, db=db)
-        done = measure_one(point, how, argv=argv(ctx), status=status,
-                           notes=lambda text: err.print(f"[dim]infergy: {text}[/]"))
+        done = measure_one(point, how, argv=argv(ctx), status=status, notes=err.print)
     except USER_ERRORS as e:
         raise fail(str(e)) from None
     if isinstance(done, int):  # launched the ranks, or a rank other than 0

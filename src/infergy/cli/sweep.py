@@ -15,14 +15,16 @@ from rich.text import Text
 from infergy.cli.app import app, err, fail, fmt, out
 from infergy.meter import gpu_sensors
 from infergy.plan import ParallelError, SpecError, engine_starts, load_spec, with_options
-from infergy.run import RunError, torch_device
-from infergy.run.sweep import (
+from infergy.report import card_tables, load_points
+from infergy.run import (
     RESUME_BY,
+    RunError,
     SweepError,
     describe_plan,
     instant_power_w,
     local_device,
     run_sweep,
+    torch_device,
 )
 from infergy.store import STEADY_CV, Store, StoreError, export, merge
 
@@ -235,7 +237,6 @@ def results_summary(
     """Per card: where and when its points were measured (a row per GPU: driver, power limit,
     idle power, software) and how well each point's repeats agree (CV of energy per engine,
     decoding, TP and batch; the points over 5% named)."""
-    from infergy.report import NO_GPU_NAME, load_points, tables
     try:
         points = load_points(db)
     except StoreError as e:  # a missing store, or a file that is not one
@@ -245,18 +246,13 @@ def results_summary(
     if points.empty:
         raise fail(f"{', '.join(map(str, db))}: no measured points"
                     + (f" of {model}" if model else ""))
-    for card, on_card in points.groupby(points.gpu.fillna(NO_GPU_NAME)):
-        for title, columns, rows in (
-                (f"{card}: where and when (UTC)", tables.PROVENANCE_COLUMNS,
-                 tables.provenance_rows(on_card)),
-                (f"{card}: CV of energy over each point's repeats",
-                 tables.REPEATABILITY_COLUMNS, tables.repeatability_rows(on_card))):
-            table = Table(title=title, title_justify="left")
-            for column in columns:
-                table.add_column(column)
-            for row in rows:
-                table.add_row(*row)
-            out.print(table)
+    for title, columns, rows in card_tables(points):
+        table = Table(title=title, title_justify="left")
+        for column in columns:
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*row)
+        out.print(table)
 
 
 @results_app.command("show")

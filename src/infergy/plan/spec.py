@@ -33,41 +33,11 @@ from typing import Any
 from infergy.engines import EngineError, UnknownEngineError, engine_class, engine_names
 from infergy.engines.decoding import Decoding, DecodingError
 from infergy.models import get_model, model_names
+from infergy.plan.presets import MAX, PRESETS
 from infergy.plan.tp import ParallelError, check_tp
-from infergy.workloads.bins import PAPER_INPUT_EDGES, PAPER_INPUT_EDGES_RULE, PAPER_OUTPUT_EDGES
 
-MAX = "max"
 DEFAULT_CAP = 1024
 DTYPES = ("bfloat16", "float16", "float32")
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "paper-bins": {
-        "about": "the study's bins as printed: inputs 32, 128, 256, 512, ... 8192 x outputs "
-                 "8 ... 512, at B = 1 and B = max",
-        "grids": [{"input_tokens": list(PAPER_INPUT_EDGES),
-                   "output_tokens": list(PAPER_OUTPUT_EDGES)}],
-        "batch_sizes": [1, MAX],
-    },
-    "paper-bins-rule": {
-        "about": "the study's bins by its own rule: inputs 2^4 ... 2^13 (16 ... 8192) x outputs "
-                 "8 ... 512, at B = 1 and B = max",
-        "grids": [{"input_tokens": list(PAPER_INPUT_EDGES_RULE),
-                   "output_tokens": list(PAPER_OUTPUT_EDGES)}],
-        "batch_sizes": [1, MAX],
-    },
-    "length-sweep": {
-        "about": "the study's length sweeps: inputs 2^4 ... 2^15 (16 ... 32768) at output 64, "
-                 "and outputs 2^0 ... 2^12 (1 ... 4096) at input 512; B = 1",
-        "grids": [{"input_tokens": [2**m for m in range(4, 16)], "output_tokens": [64]},
-                  {"input_tokens": [512], "output_tokens": [2**m for m in range(13)]}],
-        "batch_sizes": [1],
-    },
-    "batch-sweep": {
-        "about": "batch sizes 1 ... 1024 (powers of two) at input 512, output 128",
-        "grids": [{"input_tokens": [512], "output_tokens": [128]}],
-        "batch_sizes": [2**m for m in range(11)],
-    },
-}
 
 KEYS = {"models", "engines", "decodings", "batch_sizes", "preset", "input_tokens",
         "output_tokens", "grids", "repeats", "warmup", "cooldown", "max_batch_cap", "dtype",
@@ -124,10 +94,10 @@ class Task:
         return point_text(self)
 
 
-def point_text(point) -> str:
-    """One line naming a point to measure (a Task, or the worker's Job)."""
-    return (f"{point.model} {point.engine.label} {point.decoding} B={point.batch} "
-            f"I={point.input_tokens} O={point.output_tokens}")
+def point_text(point, engine: EngineChoice | None = None) -> str:
+    """One line naming a point to measure: a Task, or a Point with its engine's options."""
+    return (f"{point.model} {(engine or point.engine).label} {point.decoding} "
+            f"B={point.batch} I={point.input_tokens} O={point.output_tokens}")
 
 
 @dataclass

@@ -12,7 +12,8 @@ The stores' points are read by infergy.profile (`load_points`, re-exported here)
 from infergy.profile.points import load_points
 from infergy.report import figures, tables
 from infergy.report.page import GRID_SOURCE, WORLD_GCO2_PER_KWH, build_report
-from infergy.report.section import NO_GPU_NAME, Section, card_tag
+from infergy.report.section import Section, card_tag
+from infergy.report.tables import NO_GPU_NAME, card_tables
 
 __all__ = ["GRID_SOURCE", "NO_GPU_NAME", "WORLD_GCO2_PER_KWH", "Section", "build_report",
-           "card_tag", "figures", "load_points", "tables"]
+           "card_tables", "card_tag", "figures", "load_points", "tables"]

@@ -8,7 +8,8 @@ from pathlib import Path
 from infergy.estimate import J_PER_KWH, EstimateError, estimate_cards
 from infergy.models.gpus import UnknownGpuError, get_gpu
 from infergy.report import figures
-from infergy.report.section import NO_GPU_NAME, Section, card_tag, save
+from infergy.report.section import Section, card_tag, save
+from infergy.report.tables import NO_GPU_NAME
 from infergy.workloads import BinGrid
 
 

@@ -16,7 +16,8 @@ from infergy.profile.points import load_points
 from infergy.report import figures, tables
 from infergy.report.estimates import estimate_section
 from infergy.report.replays import replay_section
-from infergy.report.section import NO_GPU_NAME, Section, card_tag, change, num, save
+from infergy.report.section import Section, card_tag, change, num, save
+from infergy.report.tables import NO_GPU_NAME
 from infergy.store.quality import STEADY_CV, STEADY_WINDOW_S
 from infergy.workloads import BinGrid, describe, get_trace
 

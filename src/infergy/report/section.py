@@ -9,9 +9,6 @@ from pathlib import Path
 from infergy.models.gpus import NVML_NAMES
 from infergy.report import figures, tables
 
-# The card of points whose run recorded no GPU name: a card of their own, named as unknown.
-NO_GPU_NAME = "GPU not recorded"
-
 
 @dataclass
 class Section:

@@ -9,11 +9,25 @@ import statistics
 
 from infergy.store.quality import STEADY_CV, STEADY_WINDOW_S, window_s
 
+# The card of points whose run recorded no GPU name: a card of their own, named as unknown.
+NO_GPU_NAME = "GPU not recorded"
 PROVENANCE_COLUMNS = ["GPU", "points", "measured (UTC)", "driver", "power limit W",
                       "idle W at runs' starts", "host CPU", "software"]
 REPEATABILITY_COLUMNS = ["engine", "decoding", "TP", "B", "points",
                          f"windows of at least {STEADY_WINDOW_S:g} s", "mean CV", "max CV",
                          f"over {STEADY_CV:.0%}"]
+
+
+def card_tables(points) -> list[tuple[str, list[str], list[list[str]]]]:
+    """Each card's two tables, as (title, columns, rows): where and when its points were
+    measured, and how well their repeats agree (what `infergy results summary` prints)."""
+    found = []
+    for card, on_card in points.groupby(points.gpu.fillna(NO_GPU_NAME)):
+        found += [(f"{card}: where and when (UTC)", PROVENANCE_COLUMNS,
+                   provenance_rows(on_card)),
+                  (f"{card}: CV of energy over each point's repeats", REPEATABILITY_COLUMNS,
+                   repeatability_rows(on_card))]
+    return found
 
 
 def provenance_rows(points) -> list[list[str]]:

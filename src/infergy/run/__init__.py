@@ -10,8 +10,17 @@ from infergy.run.replay import OfflineReplay, ReplayResult, replay_trace
 from infergy.run.servers import SERVE_CHOICES
 from infergy.run.serving import Serving, replay_online
 from infergy.run.session import Quiet, Session
+from infergy.run.sweep import (
+    RESUME_BY,
+    SweepError,
+    describe_plan,
+    instant_power_w,
+    local_device,
+    run_sweep,
+)
 
-__all__ = ["SERVE_CHOICES", "MeasureOptions", "Measured", "OfflineReplay", "OnlineResult",
-           "PointResult", "Quiet", "ReplayResult", "RunError", "ServeError", "Serving",
-           "Session", "measure_one", "measure_point", "replay_online", "replay_trace",
-           "torch_device"]
+__all__ = ["RESUME_BY", "SERVE_CHOICES", "MeasureOptions", "Measured", "OfflineReplay",
+           "OnlineResult", "PointResult", "Quiet", "ReplayResult", "RunError", "ServeError",
+           "Serving", "Session", "SweepError", "describe_plan", "instant_power_w",
+           "local_device", "measure_one", "measure_point", "replay_online", "replay_trace",
+           "run_sweep", "torch_device"]

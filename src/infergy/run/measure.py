@@ -17,8 +17,7 @@ from infergy.plan.point import Point, PointError, validate_point
 from infergy.plan.spec import EngineChoice
 from infergy.plan.tp import check_tp
 from infergy.provenance import device_identity
-from infergy.run.device import RunError, process_of, torch_device
-from infergy.run.parallel import launch
+from infergy.run.device import RunError, place
 from infergy.run.point import PointResult
 from infergy.run.session import Session, quiet
 from infergy.store import Store
@@ -80,38 +79,31 @@ def measure_one(point: Point, how: MeasureOptions, *, argv: list[str] | None = N
     options = dict(how.options)
     if how.draft_weights is not None:
         options["draft_weights"] = str(how.draft_weights)
-    device = torch_device(how.device, point.tp)
-    split, rank, speaks = process_of(point.tp, engine_class(point.engine))
-    store = Store(how.db) if how.db is not None and speaks else None  # before any GPU work
-    if split and rank is None:  # the launching process: every check above passed once
-        if store is not None:
-            store.close()  # rank 0 opens it again to record
-        if argv is None:
-            raise RunError("--tp with hf-eager starts its processes from the `infergy` "
-                           "command line only")
-        return launch(point.tp, argv)
-    with status(speaks, f"infergy: measuring idle power for {how.idle_s:g} s ..."):
-        session = Session.open(device, point.tp, how.idle_s, rank)
+    here = place(point.engine, point.tp, how.device, how.db, argv)
+    if isinstance(here, int):  # launched the ranks
+        return here
+    with status(here.speaks, f"infergy: measuring idle power for {how.idle_s:g} s ..."):
+        session = Session.open(here.device, point.tp, how.idle_s, here.rank)
     with session:
-        for u in session.meter.unavailable if speaks else ():
-            notes(f"not measurable: {u.what}: {u.reason}")
-        with status(speaks, f"infergy: loading {point.model} in {point.engine} ..."):
-            load = session.load(point.engine, point.model, device=device, dtype=point.dtype,
+        for u in session.meter.unavailable if here.speaks else ():
+            notes(f"[dim]infergy: not measurable: {u.what}: {u.reason}[/]")
+        with status(here.speaks, f"infergy: loading {point.model} in {point.engine} ..."):
+            load = session.load(point.engine, point.model, device=here.device, dtype=point.dtype,
                                 seed=how.seed, tp=point.tp, options=options,
                                 weights=how.weights, decoding=point.decoding)
         prompts = _prompts(point, how)
         label = (f"infergy: {point.engine} B={point.batch} I={point.input_tokens} "
                  f"O={point.output_tokens}")
-        with status(speaks, label) as st:
+        with status(here.speaks, label) as st:
             result = session.measure(point, repeats=how.repeats, warmup=how.warmup,
                                      seed=how.seed, prompts=prompts,
                                      min_window_s=how.min_window_s,
                                      progress=lambda msg: st.update(f"{label}: {msg}"))
-    if store is not None:
-        record_point(store, result, options)
-    if not speaks:  # rank 0 reports for all
+    if here.store is not None:
+        record_point(here.store, result, options)
+    if not here.speaks:  # rank 0 reports for all
         return 0
-    return Measured(result, load, device)
+    return Measured(result, load, here.device)
 
 
 def record_point(store: Store, result: PointResult, options: dict) -> None:

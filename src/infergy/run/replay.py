@@ -20,18 +20,15 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from infergy.engines import engine_class
 from infergy.engines.base import Engine
 from infergy.engines.decoding import Decoding
 from infergy.meter import Meter
 from infergy.models.build import make_prompts
 from infergy.plan.batches import WARMUPS, Batch
 from infergy.provenance import device_identity, run_metadata
-from infergy.run.device import RunError, process_of, torch_device
-from infergy.run.parallel import launch
+from infergy.run.device import place
 from infergy.run.point import is_out_of_memory
 from infergy.run.session import Session, quiet
-from infergy.store import Store
 from infergy.workloads import Trace
 
 
@@ -229,18 +226,12 @@ def replay_trace(trace: Trace, plans: dict[str, list[Batch]], how: OfflineReplay
     0. `estimate(result)` gives each replay's estimate beside it; a store (`how.db`) records
     each replay as it ends (ranks: all at the end). `notes(text)` is told what cannot be
     measured; `status(speaks, text)` gives a context whose `update(text)` shows progress."""
-    device = torch_device(how.device, how.tp)
-    split, rank, speaks = process_of(how.tp, engine_class(how.engine))
-    store = Store(how.db) if how.db is not None and speaks else None  # before any GPU work
-    if split and rank is None:  # the launching process: every check passed once
-        if store is not None:
-            store.close()  # rank 0 opens it again to record
-        if argv is None:
-            raise RunError("--tp with hf-eager starts its processes from the `infergy` "
-                           "command line only")
-        return launch(how.tp, argv)
+    here = place(how.engine, how.tp, how.device, how.db, argv)
+    if isinstance(here, int):  # launched the ranks
+        return here
+    speaks, store = here.speaks, here.store
     with status(speaks, f"infergy: measuring idle power for {how.idle_s:g} s ..."):
-        session = Session.open(device, how.tp, how.idle_s, rank)
+        session = Session.open(here.device, how.tp, how.idle_s, here.rank)
     results: list[ReplayResult] = []
     with session:
         m, ranks = session.meter, session.ranks
@@ -255,7 +246,7 @@ def replay_trace(trace: Trace, plans: dict[str, list[Batch]], how: OfflineReplay
                   f"runs on {', '.join(sorted(cards))}: the estimate's error mixes the "
                   f"cards[/]")
         with status(speaks, f"infergy: loading {how.model} in {how.engine} ..."):
-            session.load(how.engine, how.model, device=device, dtype=how.dtype,
+            session.load(how.engine, how.model, device=here.device, dtype=how.dtype,
                          options=how.options, tp=how.tp)
 
         def start_run() -> str:

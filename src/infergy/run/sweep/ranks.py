@@ -15,7 +15,7 @@ from infergy.run.parallel import Ranks, exit_said, rank_env
 from infergy.run.point import is_out_of_memory
 
 if TYPE_CHECKING:
-    from infergy.run.sweep.worker import WorkerSettings
+    from infergy.run.sweep.jobs import WorkerSettings
 
 FATAL_EXIT_CODE = 3  # a worker whose CUDA context cannot be trusted exits with this
 RANK_TIMEOUT_S = 600.0  # the ranks' process group: a last resort (see RANK_GRACE_S)
@@ -37,7 +37,7 @@ def exit_with_parent(then=None) -> None:
     threading.Thread(target=watch, name="infergy-parent-watch", daemon=True).start()
 
 
-def told_status(why: str) -> str:
+def _told_status(why: str) -> str:
     """The status of a point whose rank's engine failed with `why`."""
     return "oom" if is_out_of_memory(RuntimeError(why)) else "failed"
 
@@ -152,7 +152,7 @@ class Followers:
                     if time.monotonic() - since > self.grace_s:
                         on_lost(f"{self.name(rank)}: {why} (the other ranks did not end the "
                                 f"point with it within {self.grace_s:.0f} s: out of step)",
-                                told_status(why))
+                                _told_status(why))
 
         thread = threading.Thread(target=watch, name="infergy-ranks-watch", daemon=True)
         thread.start()
@@ -194,17 +194,17 @@ class Followers:
                 raise RankLost(self._gone(rank))
 
     def known(self, own: dict | None = None) -> list[dict]:
-        """Every rank's outcome of the current job as far as it is known, in the shape of a
+        """Every rank's answer of the current job as far as it is known, in the shape of a
         point's `ranks`: rank 0's `own` and the followers' answers where given, else the
         failure a rank's engine told (no edges counted), else nothing (status None)."""
         answers, failing = dict(self.answers), dict(self.failing)  # the watch may add
         known = []
         for rank in range(self.size):
-            outcome = own if rank == 0 else answers.get(rank)
-            if outcome is None and rank in failing:
+            answer = own if rank == 0 else answers.get(rank)
+            if answer is None and rank in failing:
                 why = failing[rank][1]
-                outcome = {"status": told_status(why), "error": why, "edges": None}
-            known.append({"rank": rank, **(outcome or {"status": None, "error": None,
+                answer = {"status": _told_status(why), "error": why, "edges": None}
+            known.append({"rank": rank, **(answer or {"status": None, "error": None,
                                                          "edges": None})})
         return known
 

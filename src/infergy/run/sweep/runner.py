@@ -28,10 +28,12 @@ from dataclasses import dataclass, field
 
 from infergy.models import get_model
 from infergy.models.flops import decode_bytes, prefill_flops
+from infergy.plan.point import Point
 from infergy.plan.spec import MAX, SweepSpec, Task
 from infergy.provenance import gpu_name_of
 from infergy.run.parallel import exit_said
-from infergy.run.sweep.worker import FATAL_EXIT_CODE, Job, WorkerSettings, failed_record, is_fatal
+from infergy.run.sweep.jobs import Job, WorkerSettings, failed_record, is_fatal
+from infergy.run.sweep.ranks import FATAL_EXIT_CODE
 from infergy.run.sweep.worker import main as worker_main
 from infergy.store import Store
 from infergy.store.quality import STEADY_CV
@@ -289,8 +291,9 @@ def _key(task: Task, spec: SweepSpec) -> dict:
 
 
 def _job(task: Task, spec: SweepSpec, batch: int) -> Job:
-    return Job(task.model, task.engine, task.decoding, batch, task.input_tokens,
-               task.output_tokens, spec.repeats, spec.warmup, spec.cooldown, spec.tp,
+    return Job(Point(task.model, task.engine.name, batch, task.input_tokens,
+                     task.output_tokens, task.decoding, tp=spec.tp, dtype=spec.dtype),
+               task.engine.options_key, spec.repeats, spec.warmup, spec.cooldown,
                spec.min_window_s)
 
 
@@ -340,7 +343,7 @@ def _lost(task: Task, spec: SweepSpec, gone: _WorkerGone | None,
         fatal = " after a fatal CUDA error" if gone.exitcode == FATAL_EXIT_CODE else ""
         why = f"{gone}{fatal}"
     batch = task.batch if task.batch != MAX else 0
-    return failed_record(_job(task, spec, batch), spec.dtype, "failed", why), task.batch, None
+    return failed_record(_job(task, spec, batch), "failed", why), task.batch, None
 
 
 def _phase_time(record: dict, name: str) -> float:

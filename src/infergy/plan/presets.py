@@ -1,0 +1,38 @@
+"""The sweeps infergy knows by name (`infergy sweep paper-bins`): the study's grids."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from infergy.workloads.bins import PAPER_INPUT_EDGES, PAPER_INPUT_EDGES_RULE, PAPER_OUTPUT_EDGES
+
+MAX = "max"  # a batch size: the largest batch that fits, searched per (I, O)
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper-bins": {
+        "about": "the study's bins as printed: inputs 32, 128, 256, 512, ... 8192 x outputs "
+                 "8 ... 512, at B = 1 and B = max",
+        "grids": [{"input_tokens": list(PAPER_INPUT_EDGES),
+                   "output_tokens": list(PAPER_OUTPUT_EDGES)}],
+        "batch_sizes": [1, MAX],
+    },
+    "paper-bins-rule": {
+        "about": "the study's bins by its own rule: inputs 2^4 ... 2^13 (16 ... 8192) x outputs "
+                 "8 ... 512, at B = 1 and B = max",
+        "grids": [{"input_tokens": list(PAPER_INPUT_EDGES_RULE),
+                   "output_tokens": list(PAPER_OUTPUT_EDGES)}],
+        "batch_sizes": [1, MAX],
+    },
+    "length-sweep": {
+        "about": "the study's length sweeps: inputs 2^4 ... 2^15 (16 ... 32768) at output 64, "
+                 "and outputs 2^0 ... 2^12 (1 ... 4096) at input 512; B = 1",
+        "grids": [{"input_tokens": [2**m for m in range(4, 16)], "output_tokens": [64]},
+                  {"input_tokens": [512], "output_tokens": [2**m for m in range(13)]}],
+        "batch_sizes": [1],
+    },
+    "batch-sweep": {
+        "about": "batch sizes 1 ... 1024 (powers of two) at input 512, output 128",
+        "grids": [{"input_tokens": [512], "output_tokens": [128]}],
+        "batch_sizes": [2**m for m in range(11)],
+    },
+}
