@@ -15,13 +15,12 @@ from infergy.estimate import EstimateError, replay_estimate
 from infergy.meter import visible_gpu_models
 from infergy.models import UnknownGpuError, UnknownModelError, get_model
 from infergy.plan import (
-    BATCHINGS,
-    WARMUPS,
     ParallelError,
     ReplayError,
     check_tp,
     check_tp_gpus,
     plan_replay,
+    replay_options,
     replay_requests,
 )
 from infergy.run import (
@@ -133,23 +132,12 @@ def replay(
                       time_scale=time_scale, max_requests=max_requests, duration=duration,
                       timeout=timeout, api_key_env=api_key_env,
                       steady_inflight=steady_inflight, tp=tp)
-    if mode not in ("offline", "online"):
-        raise fail(f"--mode must be offline or online, got {mode!r}")
-    kinds = [b.strip() for b in batching.split(",") if b.strip()]
-    if not kinds or any(b not in BATCHINGS for b in kinds):
-        raise fail(f"--batching must be binned, natural or both, got {batching!r}")
-    if warmup is not None and mode == "online":  # None: not given, so offline's default
-        raise fail("--warmup: for --mode offline (online, the requests go to a server as "
-                    "they arrive: there are no batches to run first)")
-    warmup = "first" if warmup is None else warmup
-    if warmup not in WARMUPS:
-        raise fail(f"--warmup must be {', '.join(WARMUPS)}, got {warmup!r}")
-    decoding = Decoding.parse("greedy")
     try:
+        kinds, warmup = replay_options(mode, batching, warmup)
         spec = get_model(model)
         engine_cls = engine_class(engine)
         if mode == "offline":  # online, the server is the engine
-            engine_cls.check_support(spec, decoding)
+            engine_cls.check_support(spec, Decoding.parse("greedy"))
         runs = engine_cls if mode == "offline" else engine_class(serve) \
             if serve in SERVE_CHOICES else None
         if runs is not None:  # with --endpoint, --tp only says which GPUs to measure
@@ -158,45 +146,20 @@ def replay(
             check_tp_gpus(tp or 1)
         workload = get_trace(trace, fmt=fmt, input_col=input_col, output_col=output_col,
                              time_col=time_col)
-        grid = BinGrid.named("paper")
-        binned, requests = replay_requests(workload, grid, sample, seed, trace)
+        binned, requests = replay_requests(workload, BinGrid.named("paper"), sample, seed,
+                                           trace)
     except (UnknownModelError, UnknownEngineError, EngineError, TraceError,
             ReplayError, ParallelError) as e:
         raise fail(str(e)) from None
     if mode == "online":  # --tp None there: an --endpoint's GPUs are every visible one
         return _online(workload, requests, spec, serving, sample, seed, db, idle_s, as_json)
-    tp = tp or 1
-    try:
-        # The card this replay runs on (as NVML names it; none on a CPU): its profile, not
-        # another card's, by default: a profile's B = max is its own card's.
-        device = torch_device(device, tp)
-        here = _cards_here(device, tp) if gpu is None else []
-        estimator, why_none = replay_estimate(workload, requests, grid, model, engine,
-                                              profile or None, here[0] if here else None, gpu)
-        if estimator is None and batch is None:
-            raise ReplayError(f"no profile to take B from ({why_none}); give --batch B")
-        bins_b = (lambda edge: estimator.profile.points[edge]["batch"]) if estimator \
-            else (lambda edge: batch)
-        plans = plan_replay(workload, binned, requests, kinds, bins_b, spec, batch)
-        how = OfflineReplay(model, engine, device=device, tp=tp, dtype=dtype,
-                            options=engine_options(engine_option), idle_s=idle_s, seed=seed,
-                            warmup=warmup, db=db, stored={
-                                "replay": trace, "mode": mode, "model": model,
-                                "engine": engine, "batching": kinds, "batch": batch,
-                                "sample": sample, "seed": seed, "warmup": warmup})
-        # One process a GPU (hf-eager): this command runs again as `tp` ranks, each making
-        # the same plan (the trace, the profile, --sample and --seed decide it; checked once
-        # they meet); rank 0 alone measures, records and speaks.
-        results = replay_trace(
-            workload, plans, how, selection={"sample": sample, "seed": seed},
-            estimate=estimator.compare if estimator else lambda r: {"none": why_none},
-            profile_gpu=estimator.profile.gpu if estimator else None, argv=argv(ctx),
-            notes=err.print, status=status)
-    except (ReplayError, EstimateError, StoreError, UnknownGpuError, ParallelError,
-            RunError, EngineError, OSError, ValueError) as e:
-        raise fail(str(e)) from None
-    if isinstance(results, int):  # launched the ranks, or a rank other than 0
-        raise typer.Exit(results)
+    how = OfflineReplay(model, engine, device=device, tp=tp or 1, dtype=dtype, idle_s=idle_s,
+                        seed=seed, warmup=warmup, db=db, stored={
+                            "replay": trace, "mode": mode, "model": model, "engine": engine,
+                            "batching": kinds, "batch": batch, "sample": sample, "seed": seed,
+                            "warmup": warmup})
+    results = _offline(ctx, workload, binned, requests, spec, how, kinds, batch, profile, gpu,
+                       engine_option, {"sample": sample, "seed": seed})
     if as_json:
         out.print_json(json.dumps([r.to_dict() for r in results], default=str))
     else:
@@ -205,6 +168,41 @@ def replay(
         raise typer.Exit(130)
     if any(r.status != "ok" for r in results):
         raise typer.Exit(1)
+
+
+def _offline(ctx, workload, binned, requests, spec, how: OfflineReplay, kinds: list[str],
+             batch: int | None, profile: list[Path] | None, gpu: str | None,
+             engine_option: list[str] | None, selection: dict) -> list:
+    """`--mode offline`: the replays of `requests`, each batching's B from the profile of the
+    card this replay runs on (or `gpu`'s, or --batch), their estimate beside them."""
+    try:
+        how.device = torch_device(how.device, how.tp)
+        how.options = engine_options(engine_option)
+        # The card this replay runs on (as NVML names it; none on a CPU): its profile, not
+        # another card's, by default: a profile's B = max is its own card's.
+        here = _cards_here(how.device, how.tp) if gpu is None else []
+        estimator, why_none = replay_estimate(workload, requests, BinGrid.named("paper"),
+                                              how.model, how.engine, profile or None,
+                                              here[0] if here else None, gpu)
+        if estimator is None and batch is None:
+            raise ReplayError(f"no profile to take B from ({why_none}); give --batch B")
+        bins_b = (lambda edge: estimator.profile.points[edge]["batch"]) if estimator \
+            else (lambda edge: batch)
+        plans = plan_replay(workload, binned, requests, kinds, bins_b, spec, batch)
+        # One process a GPU (hf-eager): this command runs again as `tp` ranks, each making
+        # the same plan (the trace, the profile, --sample and --seed decide it; checked once
+        # they meet); rank 0 alone measures, records and speaks.
+        results = replay_trace(
+            workload, plans, how, selection=selection,
+            estimate=estimator.compare if estimator else lambda r: {"none": why_none},
+            profile_gpu=estimator.profile.gpu if estimator else None, argv=argv(ctx),
+            notes=err.print, status=status)
+    except (ReplayError, EstimateError, StoreError, UnknownGpuError, ParallelError,
+            RunError, EngineError, OSError, ValueError) as e:
+        raise fail(str(e)) from None
+    if isinstance(results, int):  # launched the ranks, or a rank other than 0
+        raise typer.Exit(results)
+    return results
 
 
 def _online(workload, requests, spec, serving: Serving, sample: int | None, seed: int,

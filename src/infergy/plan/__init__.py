@@ -8,6 +8,7 @@ from infergy.plan.batches import (
     Batch,
     ReplayError,
     plan_replay,
+    replay_options,
     replay_requests,
 )
 from infergy.plan.point import Point, PointError
@@ -28,4 +29,4 @@ from infergy.plan.tp import ParallelError, check_tp, check_tp_gpus
 __all__ = ["BATCHINGS", "MAX", "PRESETS", "WARMUPS", "Batch", "EngineChoice", "ParallelError",
            "Point", "PointError", "ReplayError", "SpecError", "SweepSpec", "Task", "check_tp",
            "check_tp_gpus", "engine_starts", "load_spec", "parse_spec", "plan_replay",
-           "replay_requests", "with_options"]
+           "replay_options", "replay_requests", "with_options"]

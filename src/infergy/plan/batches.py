@@ -85,6 +85,25 @@ def plan_binned(trace: Trace, binned: Binned, requests: np.ndarray,
 
 
 WARMUPS = ("first", "each", "none")  # replay_offline's warm-up: which batches run once first
+MODES = ("offline", "online")
+
+
+def replay_options(mode: str, batching: str, warmup: str | None) -> tuple[list[str], str]:
+    """The batchings a replay runs (`batching`: "binned", "natural" or both, comma-separated)
+    and its warm-up (None: offline's default, "first"); ReplayError naming the option that
+    does not fit `mode`."""
+    if mode not in MODES:
+        raise ReplayError(f"--mode must be offline or online, got {mode!r}")
+    kinds = [b.strip() for b in batching.split(",") if b.strip()]
+    if not kinds or any(b not in BATCHINGS for b in kinds):
+        raise ReplayError(f"--batching must be binned, natural or both, got {batching!r}")
+    if warmup is not None and mode == "online":
+        raise ReplayError("--warmup: for --mode offline (online, the requests go to a server "
+                          "as they arrive: there are no batches to run first)")
+    warmup = "first" if warmup is None else warmup
+    if warmup not in WARMUPS:
+        raise ReplayError(f"--warmup must be {', '.join(WARMUPS)}, got {warmup!r}")
+    return kinds, warmup
 
 
 def replay_requests(trace: Trace, grid: BinGrid, sample: int | None, seed: int,
