@@ -16,7 +16,6 @@ from infergy.models.build import make_prompts
 from infergy.plan.point import Point, PointError, validate_point
 from infergy.plan.spec import EngineChoice
 from infergy.plan.tp import check_tp
-from infergy.provenance import device_identity
 from infergy.run.device import RunError, place
 from infergy.run.point import PointResult
 from infergy.run.session import Session, quiet
@@ -110,14 +109,11 @@ def record_point(store: Store, result: PointResult, options: dict) -> None:
     """A measured point into `store` (closed after), in a run of its own, as a sweep
     records it."""
     p = result.point
+    spec = {"measure": {"engine": p.engine, "model": p.model}, "tp": p.tp}
+    options_key = EngineChoice.of(p.engine, options).options_key
     with store:
-        device = device_identity(result.provenance)
-        run = store.start_run(device=device, meta=result.provenance,
-                              spec={"measure": {"engine": p.engine, "model": p.model},
-                                    "tp": p.tp})
-        store.add_point(run, device, result.to_dict(), batch_requested=p.batch,
-                        engine_options=EngineChoice.of(p.engine, options).options_key)
-        store.end_run(run, "finished")
+        store.record_run(result.provenance, spec,
+                         points=[(result.to_dict(), options_key, p.batch)])
 
 
 def _prompts(point: Point, how: MeasureOptions) -> list[list[int]] | None:

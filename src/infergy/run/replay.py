@@ -249,14 +249,13 @@ def replay_trace(trace: Trace, plans: dict[str, list[Batch]], how: OfflineReplay
             session.load(how.engine, how.model, device=here.device, dtype=how.dtype,
                          options=how.options, tp=how.tp)
 
-        def start_run() -> str:
-            meta = run_metadata(m)
-            return store.start_run(device=device_identity(meta), meta=meta, spec=how.stored)
-
         # One process: each replay stored as it ends. Ranks store theirs at the end, run and
         # all: rank 0 may be stopped with the others (one failing alone), which would leave
         # a run begun and never ended.
-        run = start_run() if store is not None and ranks is None else None
+        run = None
+        if store is not None and ranks is None:
+            meta = run_metadata(m)
+            run = store.start_run(device=device_identity(meta), meta=meta, spec=how.stored)
         try:
             for kind, batches in plans.items():
                 with status(speaks, f"infergy: {kind} replay ...") as st:
@@ -276,12 +275,12 @@ def replay_trace(trace: Trace, plans: dict[str, list[Batch]], how: OfflineReplay
         finally:  # Ctrl-C ends a replay as a result, recorded with its batches
             session.drop_engine()
             if store is not None:
-                if ranks is not None and results:
-                    run = start_run()
-                    for r in results:
-                        store.add_replay(run, device_identity(r.provenance), r.to_dict())
                 if run is not None:
                     store.end_run(run, _run_status(results, len(plans)))
+                elif ranks is not None and results:
+                    store.record_run(run_metadata(m), how.stored,
+                                     replays=[r.to_dict() for r in results],
+                                     status=_run_status(results, len(plans)))
                 store.close()
     return results if speaks else 0  # rank 0 reports for all
 

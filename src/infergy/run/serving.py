@@ -17,7 +17,6 @@ import numpy as np
 from infergy.engines import engine_class
 from infergy.meter import open_meter
 from infergy.models.catalog import ModelSpec
-from infergy.provenance import device_identity
 from infergy.run.device import torch_device
 from infergy.run.online import (
     Endpoint,
@@ -162,12 +161,10 @@ def replay_online(workload: Trace, requests: np.ndarray, spec: ModelSpec, s: Ser
                       f"ends:[/]\n{server.log_tail()}")
     if store is not None:
         with store:
-            device = device_identity(result.provenance)
-            run = store.start_run(device=device, meta=result.provenance,
-                                  spec={"replay": workload.name, "mode": "online",
-                                        "endpoint": result.engine, **s.stored()})
-            store.add_replay(run, device, result.to_dict())
-            store.end_run(run, "finished" if result.status == "ok" else "interrupted")
+            store.record_run(result.provenance, {"replay": workload.name, "mode": "online",
+                                                 "endpoint": result.engine, **s.stored()},
+                             replays=[result.to_dict()],
+                             status="finished" if result.status == "ok" else "interrupted")
     return result
 
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from infergy.provenance import gpu_name_of
+from infergy.provenance import device_identity, gpu_name_of
 
 SCHEMA_VERSION = 2
 
@@ -198,6 +198,23 @@ class Store:
         with self.transaction():
             self.db.execute("UPDATE runs SET ended = ?, status = ? WHERE id = ?",
                             (now(), status, run_id))
+
+    def record_run(self, meta: dict, spec: dict | None, *, points: Iterable[tuple] = (),
+                   replays: Iterable[dict] = (), status: str = "finished") -> str:
+        """A run measured whole, recorded in one go: begun with its metadata (`meta`, the
+        provenance's `run_metadata`; its device by `device_identity`), its `points` ((a
+        PointResult's dict, engine options key, batch requested) each) and `replays`
+        (ReplayResult dicts) added, ended with `status`. Returns the run's id. (A sweep, which
+        records each point as it is measured, calls `start_run`, `add_point` and `end_run`.)"""
+        device = device_identity(meta)
+        run_id = self.start_run(device=device, meta=meta, spec=spec)
+        for result, engine_options, batch_requested in points:
+            self.add_point(run_id, device, result, engine_options=engine_options,
+                           batch_requested=batch_requested)
+        for replay in replays:
+            self.add_replay(run_id, device, replay)
+        self.end_run(run_id, status)
+        return run_id
 
     def runs(self) -> list[dict]:
         return [dict(r) for r in self.db.execute("SELECT * FROM runs ORDER BY started")]
