@@ -333,7 +333,7 @@ def test_the_ranks_of_a_point_agree_out_of_memory_where_any_ran_out(own, followe
     from infergy.run.sweep.jobs import Job, JobRunner, WorkerSettings
 
     job = Job(Point("tiny", "hf-eager", 8, 8, 4, "greedy"))
-    worker = JobRunner(None, WorkerSettings(device="cpu", tp=2, ranks=2), meter=None)
+    worker = JobRunner(None, WorkerSettings(device="cpu", tp=2, ranks=2), session=None)
     errors = {"ok": None, "oom": "OutOfMemoryError: CUDA out of memory", "failed": "boom"}
     mine = {"status": own, "error": errors[own], "energy_j": 1.0}
     outcomes = [{"status": own, "error": errors[own], "edges": 3},

@@ -7,6 +7,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from infergy import __version__
 from infergy.engines import parse_options
@@ -53,6 +54,11 @@ def engine_options(values: list[str] | None) -> dict:
         return parse_options(values or [])
     except ValueError as e:
         raise fail(f"--engine-option: {e}") from None
+
+
+def note(text: str, style: str = "dim") -> None:
+    """A line of the library's (what cannot be measured, a warning) on stderr, in `style`."""
+    err.print(f"[{style}]infergy: {escape(text)}[/]")
 
 
 def status(speaks: bool, text: str):

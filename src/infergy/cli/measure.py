@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from infergy.cli.app import app, argv, engine_options, err, fail, fmt, out, status
+from infergy.cli.app import app, argv, fail, fmt, note, out, status
 from infergy.engines import Decoding, DecodingError, EngineError, UnknownEngineError
 from infergy.models import UnknownModelError
 from infergy.plan import ParallelError, Point, PointError
@@ -17,7 +17,7 @@ from infergy.store import StoreError
 
 # A user's mistakes, and a machine that cannot run what was asked: said, no traceback.
 USER_ERRORS = (UnknownModelError, UnknownEngineError, DecodingError, PointError, EngineError,
-               ParallelError, RunError, StoreError, OSError, ValueError)
+               ParallelError, RunError, StoreError)
 
 
 @app.command()
@@ -80,9 +80,9 @@ def measure(
                       _decoding(decoding, draft, lookahead, acceptance), tp=tp, dtype=dtype)
         how = MeasureOptions(repeats=repeats, warmup=warmup, min_window_s=min_window_s,
                              device=device, seed=seed, idle_s=idle_s, weights=weights,
-                             draft_weights=draft_weights, options=engine_options(engine_option),
+                             draft_weights=draft_weights, engine_options=engine_option or [],
                              tokenizer=tokenizer, text_file=text_file, db=db)
-        done = measure_one(point, how, argv=argv(ctx), status=status, notes=err.print)
+        done = measure_one(point, how, argv=argv(ctx), status=status, notes=note)
     except USER_ERRORS as e:
         raise fail(str(e)) from None
     if isinstance(done, int):  # launched the ranks, or a rank other than 0

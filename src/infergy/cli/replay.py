@@ -1,5 +1,5 @@
 """`infergy replay`: a trace's own requests run through an engine, the energy measured, and the
-estimator's figure for the same requests beside it. Registered on the main app by cli.py."""
+estimator's figure for the same requests beside it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from infergy.cli.app import app, argv, engine_options, err, fail, fmt, out, status
+from infergy.cli.app import app, argv, engine_options, err, fail, fmt, note, out, status
 from infergy.engines import Decoding, EngineError, UnknownEngineError, engine_class
 from infergy.estimate import EstimateError, replay_estimate
 from infergy.meter import visible_gpu_models
@@ -196,9 +196,9 @@ def _offline(ctx, workload, binned, requests, spec, how: OfflineReplay, kinds: l
             workload, plans, how, selection=selection,
             estimate=estimator.compare if estimator else lambda r: {"none": why_none},
             profile_gpu=estimator.profile.gpu if estimator else None, argv=argv(ctx),
-            notes=err.print, status=status)
+            notes=note, status=status)
     except (ReplayError, EstimateError, StoreError, UnknownGpuError, ParallelError,
-            RunError, EngineError, OSError, ValueError) as e:
+            RunError, EngineError) as e:
         raise fail(str(e)) from None
     if isinstance(results, int):  # launched the ranks, or a rank other than 0
         raise typer.Exit(results)
@@ -210,8 +210,8 @@ def _online(workload, requests, spec, serving: Serving, sample: int | None, seed
     """`--mode online`: the requests sent to the endpoint, this host's GPUs measured."""
     try:
         result = replay_online(workload, requests, spec, serving, sample=sample, seed=seed,
-                               db=db, idle_s=idle_s, notes=err.print, status=err.status)
-    except (ServeError, StoreError, EngineError, OSError, ValueError) as e:
+                               db=db, idle_s=idle_s, notes=note, status=err.status)
+    except (ServeError, StoreError, RunError) as e:
         raise fail(str(e)) from None
     if as_json:
         out.print_json(json.dumps(result.to_dict(), default=str))
@@ -257,8 +257,8 @@ def _print_online(r) -> None:
         notes.append(f"no energy measured: {r.energy_reason}")
     if r.steady and "none" in r.steady:
         notes.append(f"no steady state: {r.steady['none']}")
-    for note in notes:
-        err.print(f"infergy: {note}")
+    for text in notes:
+        err.print(f"infergy: {text}")
     out.print("[dim]steady state: the stretches of the run with its level of requests in "
               "flight, summed; its J per output token counts the tokens streamed inside them[/]")
 
@@ -303,8 +303,8 @@ def _print(results, trace: str, model: str, engine: str) -> None:
                          f"is of those" + (f" ({r.error})" if r.error else ""))
         if r.estimate and r.estimate.get("none"):
             notes.append(f"no estimate: {r.estimate['none']}")
-    for note in dict.fromkeys(notes):
-        err.print(f"infergy: {note}")
+    for text in dict.fromkeys(notes):
+        err.print(f"infergy: {text}")
     out.print("[dim]req.: requests replayed; pad: generated tokens past a request's own "
               "length (static batches); kJ: GPU energy of the whole replay; est.: the estimate "
               "by the study's formula (N / B) for the same requests; error: estimate / measured - "

@@ -1,5 +1,4 @@
-"""`infergy sweep` and `infergy results`: the CLI over infergy.run.sweep and infergy.store.
-Registered on the main app by cli.py."""
+"""`infergy sweep` and `infergy results`: the CLI over infergy.run's sweeps and infergy.store."""
 
 from __future__ import annotations
 

@@ -13,11 +13,14 @@ import asyncio
 import concurrent.futures
 import contextlib
 import json
+import os
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
-import aiohttp
+if TYPE_CHECKING:  # aiohttp is imported where a run sends requests: every command
+    import aiohttp  # would pay its 0.15 s start otherwise
 
 
 class ServeError(ValueError):
@@ -64,6 +67,8 @@ class Endpoint:
         """One connection pool for the requests sent inside: no limit on connections (as
         many as requests in flight), `timeout_s` on connecting and on every read, none on a
         whole stream. Straight to the server: no proxy from the environment."""
+        import aiohttp
+
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout_s,
                                         sock_read=self.timeout_s)
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
@@ -104,6 +109,8 @@ class Endpoint:
 
     async def _listed(self) -> str:
         """`(it serves a, b)` from /v1/models, where the server lists them."""
+        import aiohttp
+
         try:
             async with self._session.get(f"{self._root}/v1/models") as response:
                 served = [m.get("id") for m in json.loads(await response.read()).get(
@@ -121,6 +128,8 @@ class Endpoint:
         if self._session is None:
             async with self.session():
                 return await self.stream(prompt, output_tokens, on_chunk)
+        import aiohttp  # loaded by session(): a look-up
+
         request = {"model": self.model, "max_tokens": output_tokens, "temperature": 0.0,
                    "stream": True, "stream_options": {"include_usage": True},
                    # token ids, or as text the words of infergy's synthetic tokenizer
@@ -139,7 +148,9 @@ class Endpoint:
             raise RequestFailed("timeout", f"no data for {self.timeout_s:g} s") from None
         except (aiohttp.ClientError, OSError) as err:
             cause = getattr(err, "os_error", None) or err  # the refusal, not aiohttp's wrapper
-            raise RequestFailed("connection", f"{type(cause).__name__}: {cause}") from None
+            said = (f"[Errno {cause.errno}] {os.strerror(cause.errno)}"  # as the OS says it
+                    if isinstance(cause, OSError) and cause.errno else str(cause))
+            raise RequestFailed("connection", f"{type(cause).__name__}: {said}") from None
         except (ValueError, AttributeError, TypeError) as err:  # JSON errors included
             raise RequestFailed("malformed", f"a malformed chunk: {err}") from None
         got = usage if usage is not None else tokens

@@ -3,13 +3,8 @@ which process of a tensor-parallel run this one is."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
-from infergy.engines import engine_class
 from infergy.plan.tp import check_tp_gpus
-from infergy.run.parallel import current_rank, launch
-from infergy.store import Store
+from infergy.run.parallel import current_rank
 
 
 class RunError(ValueError):
@@ -42,7 +37,7 @@ def torch_device(device: str, tp: int = 1) -> str:
     return device
 
 
-def _process_of(tp: int, engine_cls) -> tuple[bool, int | None, bool]:
+def process_of(tp: int, engine_cls) -> tuple[bool, int | None, bool]:
     """(split, rank, speaks) of this process: split, whether the run is one process a GPU
     (an engine that splits a model so, at TP > 1: the launching process starts them); rank,
     this process's among them (None: the launching one, or no split); speaks, whether it
@@ -50,32 +45,3 @@ def _process_of(tp: int, engine_cls) -> tuple[bool, int | None, bool]:
     split = tp > 1 and engine_cls.tp_per_process
     rank = current_rank() if split else None
     return split, rank, rank in (None, 0)
-
-
-@dataclass
-class Place:
-    """This process's part of a run (`place`)."""
-
-    device: str  # "cuda" or "cpu"
-    rank: int | None  # among the ranks `launch` started; None: the only process
-    speaks: bool  # records and reports: rank 0 (for all) or the only process
-    store: Store | None  # the results store it records in, opened before any GPU work
-
-
-def place(engine: str, tp: int, device: str, db: Path | None,
-          argv: list[str] | None) -> Place | int:
-    """This process's place in a run of `engine` over `tp` GPUs on `device` (auto, cuda or
-    cpu), with the store `db` opened where it records, before any GPU work. The process that
-    starts a run of one process a GPU (hf-eager at TP > 1) launches the ranks instead, this
-    command line (`argv`) run again, and gets their exit status."""
-    device = torch_device(device, tp)
-    split, rank, speaks = _process_of(tp, engine_class(engine))
-    store = Store(db) if db is not None and speaks else None
-    if split and rank is None:  # the launching process: every check passed once
-        if store is not None:
-            store.close()  # rank 0 opens it again to record
-        if argv is None:
-            raise RunError("--tp with hf-eager starts its processes from the `infergy` "
-                           "command line only")
-        return launch(tp, argv)
-    return Place(device, rank, speaks, store)

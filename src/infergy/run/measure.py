@@ -9,16 +9,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from infergy.engines import engine_class
+from infergy.engines import EngineError, engine_class, parse_options
 from infergy.engines.decoding import Decoding
 from infergy.models import get_model
 from infergy.models.build import make_prompts
 from infergy.plan.point import Point, PointError, validate_point
 from infergy.plan.spec import EngineChoice
 from infergy.plan.tp import check_tp
-from infergy.run.device import RunError, place
+from infergy.run.device import RunError
 from infergy.run.point import PointResult
-from infergy.run.session import Session, quiet
+from infergy.run.session import Session, place_this_process, quiet
 from infergy.store import Store
 
 
@@ -34,7 +34,7 @@ class MeasureOptions:
     idle_s: float = 5.0
     weights: Path | None = None
     draft_weights: Path | None = None
-    options: dict = field(default_factory=dict)  # passed to the engine
+    engine_options: list[str] = field(default_factory=list)  # key=value, to the engine
     tokenizer: Path | None = None  # with text_file: real text for the prompts
     text_file: Path | None = None
     db: Path | None = None  # the results store the point is recorded in
@@ -50,47 +50,55 @@ class Measured:
     device: str
 
 
-def check(point: Point, how: MeasureOptions) -> None:
+def check(point: Point, how: MeasureOptions) -> dict:
     """Every check made before the meter and the model (RunError and the catalog's, engine's,
-    decoding's and TP's own errors)."""
+    decoding's and TP's own errors); returns the options passed to the engine."""
     if how.min_window_s > 0 and how.warmup < 1:
         raise PointError("--min-window needs --warmup 1 or more: the warm-up times a run")
     spec = get_model(point.model)
     engine_cls = engine_class(point.engine)
     engine_cls.check_support(spec, validate_point(point, spec))
     check_tp(point.tp, spec, engine_cls)
-    if how.draft_weights is not None and not Decoding.parse(point.decoding).draft:
-        raise RunError("--draft-weights: for --decoding speculative with --draft")
+    try:
+        options = parse_options(how.engine_options)
+    except ValueError as e:
+        raise RunError(f"--engine-option: {e}") from None
+    if how.draft_weights is not None:
+        if not Decoding.parse(point.decoding).draft:
+            raise RunError("--draft-weights: for --decoding speculative with --draft")
+        options["draft_weights"] = str(how.draft_weights)
     if (how.tokenizer is None) != (how.text_file is None):
         raise RunError("--tokenizer and --text-file go together")
     if how.text_file is not None and not how.text_file.is_file():
         raise RunError(f"--text-file {how.text_file}: no such file")
+    return options
 
 
 def measure_one(point: Point, how: MeasureOptions, *, argv: list[str] | None = None,
-            notes: Callable[[str], None] = lambda text: None,
+            notes: Callable[..., None] = lambda text, style="dim": None,
             status: Callable[[bool, str], object] = quiet) -> Measured | int:
     """Measure `point`: a `Measured` for the process that reports, or the exit status where
     this process only launched the ranks or is a rank other than 0. `argv` is this command
-    line, run again for the ranks. `notes(text)` is told what cannot be measured here;
+    line, run again for the ranks. `notes(text, style)` is told what cannot be measured here;
     `status(speaks, text)` gives a context whose `update(text)` shows progress."""
-    check(point, how)
-    options = dict(how.options)
-    if how.draft_weights is not None:
-        options["draft_weights"] = str(how.draft_weights)
-    here = place(point.engine, point.tp, how.device, how.db, argv)
+    options = check(point, how)
+    here = place_this_process(point.engine, point.tp, how.device, how.db, argv)
     if isinstance(here, int):  # launched the ranks
         return here
     with status(here.speaks, f"infergy: measuring idle power for {how.idle_s:g} s ..."):
         session = Session.open(here.device, point.tp, how.idle_s, here.rank)
     with session:
         for u in session.meter.unavailable if here.speaks else ():
-            notes(f"[dim]infergy: not measurable: {u.what}: {u.reason}[/]")
-        with status(here.speaks, f"infergy: loading {point.model} in {point.engine} ..."):
-            load = session.load(point.engine, point.model, device=here.device, dtype=point.dtype,
-                                seed=how.seed, tp=point.tp, options=options,
-                                weights=how.weights, decoding=point.decoding)
-        prompts = _prompts(point, how)
+            notes(f"not measurable: {u.what}: {u.reason}", "dim")
+        try:
+            with status(here.speaks, f"infergy: loading {point.model} in {point.engine} ..."):
+                load = session.load(point.engine, point.model, device=here.device,
+                                    dtype=point.dtype, seed=how.seed, tp=point.tp,
+                                    options=options, weights=how.weights,
+                                    decoding=point.decoding)
+            prompts = _prompts(point, how)
+        except (EngineError, OSError, ValueError) as e:  # the engine or the prompts refused
+            raise RunError(str(e)) from None
         label = (f"infergy: {point.engine} B={point.batch} I={point.input_tokens} "
                  f"O={point.output_tokens}")
         with status(here.speaks, label) as st:

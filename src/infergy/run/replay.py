@@ -20,15 +20,15 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from infergy.engines.base import Engine
+from infergy.engines.base import Engine, EngineError
 from infergy.engines.decoding import Decoding
 from infergy.meter import Meter
 from infergy.models.build import make_prompts
 from infergy.plan.batches import WARMUPS, Batch
 from infergy.provenance import device_identity, run_metadata
-from infergy.run.device import place
+from infergy.run.device import RunError
 from infergy.run.point import is_out_of_memory
-from infergy.run.session import Session, quiet
+from infergy.run.session import Session, place_this_process, quiet
 from infergy.workloads import Trace
 
 
@@ -216,7 +216,8 @@ class OfflineReplay:
 def replay_trace(trace: Trace, plans: dict[str, list[Batch]], how: OfflineReplay, *,
                  estimate: Callable[[ReplayResult], dict] = lambda result: {},
                  selection: dict | None = None, profile_gpu: str | None = None,
-                 argv: list[str] | None = None, notes: Callable[[str], None] = lambda t: None,
+                 argv: list[str] | None = None,
+                 notes: Callable[..., None] = lambda text, style="dim": None,
                  status: Callable[[bool, str], object] = quiet,
                  ) -> list[ReplayResult] | int:
     """Replay `trace` in each batching of `plans` (kind -> batches) with one engine loaded
@@ -224,9 +225,9 @@ def replay_trace(trace: Trace, plans: dict[str, list[Batch]], how: OfflineReplay
     the exit status where this process only launched the ranks (an engine of one process a
     GPU at TP > 1: this command line, `argv`, runs again as that many) or is a rank other than
     0. `estimate(result)` gives each replay's estimate beside it; a store (`how.db`) records
-    each replay as it ends (ranks: all at the end). `notes(text)` is told what cannot be
+    each replay as it ends (ranks: all at the end). `notes(text, style)` is told what cannot be
     measured; `status(speaks, text)` gives a context whose `update(text)` shows progress."""
-    here = place(how.engine, how.tp, how.device, how.db, argv)
+    here = place_this_process(how.engine, how.tp, how.device, how.db, argv)
     if isinstance(here, int):  # launched the ranks
         return here
     speaks, store = here.speaks, here.store
@@ -239,15 +240,17 @@ def replay_trace(trace: Trace, plans: dict[str, list[Batch]], how: OfflineReplay
             ranks.agree([(kind, [b.requests for b in batches])
                          for kind, batches in plans.items()], "the replay's batches")
         for u in m.unavailable if speaks else ():
-            notes(f"[dim]infergy: not measurable: {u.what}: {u.reason}[/]")
+            notes(f"not measurable: {u.what}: {u.reason}", "dim")
         cards = {s.info.model for s in m.gpus}
         if profile_gpu is not None and cards and cards != {profile_gpu}:
-            notes(f"[yellow]infergy: the profile was measured on {profile_gpu}, this replay "
-                  f"runs on {', '.join(sorted(cards))}: the estimate's error mixes the "
-                  f"cards[/]")
-        with status(speaks, f"infergy: loading {how.model} in {how.engine} ..."):
-            session.load(how.engine, how.model, device=here.device, dtype=how.dtype,
-                         options=how.options, tp=how.tp)
+            notes(f"the profile was measured on {profile_gpu}, this replay runs on "
+                  f"{', '.join(sorted(cards))}: the estimate's error mixes the cards", "yellow")
+        try:
+            with status(speaks, f"infergy: loading {how.model} in {how.engine} ..."):
+                session.load(how.engine, how.model, device=here.device, dtype=how.dtype,
+                             options=how.options, tp=how.tp)
+        except (EngineError, OSError, ValueError) as e:  # the engine refused
+            raise RunError(str(e)) from None
 
         # One process: each replay stored as it ends. Ranks store theirs at the end, run and
         # all: rank 0 may be stopped with the others (one failing alone), which would leave

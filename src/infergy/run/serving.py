@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from infergy.engines import engine_class
+from infergy.engines import EngineError, engine_class
 from infergy.meter import open_meter
 from infergy.models.catalog import ModelSpec
-from infergy.run.device import torch_device
+from infergy.run.device import RunError, torch_device
 from infergy.run.online import (
     Endpoint,
     OnlineResult,
@@ -81,12 +81,12 @@ class Serving:
 
 def replay_online(workload: Trace, requests: np.ndarray, spec: ModelSpec, s: Serving, *,
                   sample: int | None, seed: int, db: Path | None, idle_s: float,
-                  notes: Callable[[str], None] = lambda text: None,
+                  notes: Callable[..., None] = lambda text, style="dim": None,
                   status: Callable[[str], object] = lambda text: contextlib.nullcontext(),
                   ) -> OnlineResult:
     """Serve `requests` of `workload` as `s` says, measuring this host's GPUs; the result is
     recorded in `db` where given. ServeError or StoreError before any request where it cannot
-    be run; `notes(text)` is told what cannot be measured and a server that died; `status(
+    be run; `notes(text, style)` is told what cannot be measured and a server that died; `status(
     text)` gives a context whose `update(text)` shows progress."""
     s.check()
     endpoint_url = s.endpoint if s.serve is None else f"http://127.0.0.1:{free_port()}"
@@ -113,13 +113,16 @@ def replay_online(workload: Trace, requests: np.ndarray, spec: ModelSpec, s: Ser
         m = open_meter(limit=limit, idle_s=idle_s)
     with m, contextlib.ExitStack() as stack:
         for u in m.unavailable:
-            notes(f"[dim]infergy: not measurable: {u.what}: {u.reason}[/]")
+            notes(f"not measurable: {u.what}: {u.reason}", "dim")
         server = started = None
         if s.serve == "hf-paged":  # in process: its load and cache set-up measured
             window = m.start("server start")
             try:
                 with status("infergy: loading hf-paged ..."):
-                    endpoint = _paged_server(spec, s, workload, requests)
+                    try:
+                        endpoint = _paged_server(spec, s, workload, requests)
+                    except (EngineError, OSError, ValueError) as e:  # the engine refused
+                        raise RunError(str(e)) from None
                 stack.callback(endpoint.engine.close)
                 stack.callback(endpoint.close)
             finally:
@@ -157,8 +160,8 @@ def replay_online(workload: Trace, requests: np.ndarray, spec: ModelSpec, s: Ser
                              "start_energy_j": started.energy_j,
                              "start_time_s": started.duration_s}
             if server.process.poll() is not None:
-                notes(f"[red]infergy: the server exited during the run; its log ({log}) "
-                      f"ends:[/]\n{server.log_tail()}")
+                notes(f"the server exited during the run; its log ({log}) ends:\n"
+                      f"{server.log_tail()}", "red")
     if store is not None:
         with store:
             store.record_run(result.provenance, {"replay": workload.name, "mode": "online",

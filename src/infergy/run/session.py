@@ -1,10 +1,13 @@
-"""One engine under one meter: the load-measure-record routine that `measure`, `replay` and
-the sweep's worker share.
+"""One engine under one meter: the load-and-measure routine that `measure`, `replay` and the
+sweep's worker share (each records what it measured in the store its own way: a run at a
+time, `Store.record_run`, or a point at a time).
 
 A `Session` holds the meter over this run's GPUs and, where `parallel.launch` started this
 process as one of several ranks, the `Ranks` whose window edges wait for all of them. It loads
 one engine at a time under a "load" window, measures points (or replays) with it, and closes
 the engine, the meter and the ranks in that order (the ranks after the meter's last edge).
+Before it, `place_this_process` says which part of a run this process plays (the only
+process, a rank, or the one that launches the ranks) and opens the store it records in.
 """
 
 from __future__ import annotations
@@ -13,18 +16,53 @@ import gc
 import sys
 from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
 
 from infergy.engines import engine_class, new_engine
 from infergy.engines.decoding import Decoding
 from infergy.models import get_model
 from infergy.plan.point import Point
-from infergy.run.parallel import Ranks, Telling, run_meter, tell_launch
+from infergy.run.device import RunError, process_of, torch_device
+from infergy.run.parallel import Ranks, Telling, launch, run_meter, tell_launch
 from infergy.run.point import PointResult, measure_point
+from infergy.store import Store
+
+
+@dataclass
+class Place:
+    """This process's part of a run (`place_this_process`)."""
+
+    device: str  # "cuda" or "cpu"
+    rank: int | None  # among the ranks `launch` started; None: the only process
+    speaks: bool  # records and reports: rank 0 (for all) or the only process
+    store: Store | None  # the results store it records in, opened before any GPU work
+
+
+def place_this_process(engine: str, tp: int, device: str, db: Path | None,
+                       argv: list[str] | None) -> Place | int:
+    """This process's place in a run of `engine` over `tp` GPUs on `device` (auto, cuda or
+    cpu), with the store `db` opened where it records, before any GPU work. The process that
+    starts a run of one process a GPU (hf-eager at TP > 1) launches the ranks instead, this
+    command line (`argv`) run again, and gets their exit status."""
+    device = torch_device(device, tp)
+    split, rank, speaks = process_of(tp, engine_class(engine))
+    store = Store(db) if db is not None and speaks else None
+    if split and rank is None:  # the launching process: every check passed once
+        if store is not None:
+            store.close()  # rank 0 opens it again to record
+        if argv is None:
+            raise RunError("--tp with hf-eager starts its processes from the `infergy` "
+                           "command line only")
+        return launch(tp, argv)
+    return Place(device, rank, speaks, store)
 
 
 class Session:
     """A meter (and its ranks) with at most one engine loaded under it. Use as a context
-    manager: leaving it closes the engine, the meter and the ranks."""
+    manager: leaving it closes the engine and the meter, and the ranks where it is left
+    without an error (after one, the other ranks may be gone: leaving together would wait
+    for them)."""
 
     def __init__(self, meter, ranks: Ranks | None = None,
                  tell: Callable[[BaseException], None] | None = None):
@@ -38,11 +76,13 @@ class Session:
 
     @classmethod
     def open(cls, device: str, tp: int, idle_s: float, rank: int | None = None, *,
-             timeout_s: float | None = None) -> Session:
+             timeout_s: float | None = None,
+             tell: Callable[[BaseException], None] | None = None) -> Session:
         """The meter of a run over `tp` GPUs, idle power measured first by rank 0 (or the
         only process); where `launch` started this process (`rank` not None) the ranks meet
-        after it, each waiting up to `timeout_s` (default: rank 0's idle time and 600 s).
-        ParallelError where they cannot meet (the meter closed)."""
+        after it, each waiting up to `timeout_s` (default: rank 0's idle time and 600 s), and
+        `tell` (default: `launch`'s) is told each failure of the engine. ParallelError where
+        the ranks cannot meet (the meter closed)."""
         meter = run_meter(device, tp, idle_s, rank)
         if rank is None:
             return cls(meter)
@@ -52,7 +92,7 @@ class Session:
         except Exception:
             meter.close()
             raise
-        return cls(meter, ranks)
+        return cls(meter, ranks, tell)
 
     def load(self, engine: str, model: str, *, device: str, dtype: str = "bfloat16",
              seed: int = 0, tp: int = 1, options: dict | None = None, weights=None,
@@ -62,7 +102,7 @@ class Session:
         the same `group` is kept. An engine that fails to load is closed and the error
         raised."""
         group = group if group is not None else (model, engine)
-        if self.engine is not None and self.group == group:
+        if self.holds(group):
             return None
         self.drop_engine()
         loaded = new_engine(engine_class(engine), get_model(model), device=device, dtype=dtype,
@@ -78,6 +118,10 @@ class Session:
             raise
         self.engine, self.group = loaded, group
         return {"time_s": window.measurement.duration_s, "energy_j": window.measurement.energy_j}
+
+    def holds(self, group) -> bool:
+        """Whether the engine loaded for `group` is loaded."""
+        return self.engine is not None and self.group == group
 
     def measure(self, point: Point, **options) -> PointResult:
         """`point` measured with the loaded engine (`measure_point`'s options)."""

@@ -71,16 +71,12 @@ class JobRunner:
     replies through `replies`; with `followers`, the other ranks' answers agreed into its
     own) or a follower (no `replies`: says nothing)."""
 
-    def __init__(self, replies: Replies | None, settings: WorkerSettings, meter, *,
-                 ranks=None, followers: Followers | None = None, tell=None):
+    def __init__(self, replies: Replies | None, settings: WorkerSettings, session: Session, *,
+                 followers: Followers | None = None):
         self.replies = replies
         self.settings = settings
-        self.meter = meter
-        self.ranks = ranks
+        self.session = session  # its meter, its ranks where there are several, its engine
         self.followers = followers
-        # Where there are several ranks: told each failure of the engine as it happens
-        self.session = Session(meter, ranks,
-                               tell if followers is None else followers.own_failure)
         self.poisoned = False
         self.leaving: str | None = None  # why this worker exits after its reply
         self.load_errors: dict = {}  # (model, engine) -> why it could not be loaded
@@ -121,7 +117,7 @@ class JobRunner:
         return {**reply, "cooldown": cooled, **({"load": load} if load else {})}
 
     def _with_followers(self, kind: str, job: Job, run) -> dict:
-        edges = self.ranks.edges
+        edges = self.session.ranks.edges
         try:
             self.followers.forward(kind, job)
         except RankLost as lost:
@@ -136,7 +132,7 @@ class JobRunner:
 
         with self.followers.watching(on_lost):
             reply = run(job)
-        own = outcome(kind, reply, self.ranks.edges - edges)
+        own = outcome(kind, reply, self.session.ranks.edges - edges)
         try:
             theirs = self.followers.gather()
         except RankLost as lost:
@@ -207,7 +203,6 @@ class JobRunner:
         if job.group in self.load_errors:  # one failed start is enough
             raise EngineLoadError(f"loading failed earlier in this worker: "
                                   f"{self.load_errors[job.group]}")
-        self.session.drop_engine()
         self.say(f"loading {job.point.model} in {job.engine.label}")
         try:  # the tasks come grouped by decoding: the engine is started for it (vLLM)
             return self.session.load(
@@ -225,7 +220,7 @@ class JobRunner:
         return self.session.engine
 
     def _loaded(self, job: Job) -> bool:
-        return self.session.group == job.group and self.engine is not None
+        return self.session.holds(job.group)
 
     def drop_engine(self) -> None:
         self.session.drop_engine()
@@ -266,8 +261,8 @@ class JobRunner:
     def cool_down(self, cooldown: Cooldown) -> dict:
         """Wait until every GPU draws at most idle + within_w, for at most max_s."""
         start = time.perf_counter()
-        idle = self.meter.idle_w
-        gpus = self.meter.gpus
+        idle = self.session.meter.idle_w
+        gpus = self.session.meter.gpus
         while True:
             power = {g.name: instant_power_w(g) for g in gpus}
             hot = {n: w for n, w in power.items()

@@ -45,7 +45,8 @@ import signal
 from infergy import provenance
 from infergy.meter import nvml
 from infergy.provenance import device_identity, run_metadata
-from infergy.run.parallel import Ranks, free_port, rank_env, run_meter
+from infergy.run.parallel import free_port, rank_env, run_meter
+from infergy.run.session import Session
 from infergy.run.sweep.jobs import JobRunner, WorkerSettings
 from infergy.run.sweep.ranks import (
     FATAL_EXIT_CODE,
@@ -100,7 +101,9 @@ def main(conn, settings: WorkerSettings) -> None:
         replies.send(("error", f"{type(err).__name__}: {err}"))
         return
     replies.send(("ready", {"device": device_identity(meta), "meta": meta}))
-    worker = JobRunner(replies, settings, meter, ranks=ranks, followers=followers)
+    # Where there are several ranks: told each failure of the engine as it happens
+    session = Session(meter, ranks, followers.own_failure if followers is not None else None)
+    worker = JobRunner(replies, settings, session, followers=followers)
     try:
         while True:
             try:
@@ -120,8 +123,7 @@ def main(conn, settings: WorkerSettings) -> None:
             if not replies.send((kind, reply)) or leaving:
                 break
     finally:
-        worker.drop_engine()
-        meter.close()
+        session.close(ranks=False)  # rank 0 leaves the ranks with its followers
         if followers is not None:
             followers.stop(None if worker.leaving else ranks)
     if worker.poisoned:
@@ -134,20 +136,20 @@ def follow(conn, settings: WorkerSettings, rank: int, env: dict) -> None:
     os.environ.update(env)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     exit_with_parent()
-    try:
-        meter = run_meter(settings.device, settings.tp, 0, rank)
-        ranks = Ranks(settings.device, settings.ranks, timeout_s=RANK_TIMEOUT_S)
-        ranks.attach(meter)
-    except Exception as err:
-        with contextlib.suppress(BrokenPipeError, OSError):
-            conn.send(("error", f"{type(err).__name__}: {err}"))
-        raise SystemExit(1) from None
 
     def tell(err: BaseException) -> None:  # before the edge that would wait for the others
         with contextlib.suppress(BrokenPipeError, OSError):
             conn.send(("failing", f"{type(err).__name__}: {err}"))
 
-    worker = JobRunner(None, settings, meter, ranks=ranks, tell=tell)
+    try:  # a rank of the worker's `ranks` processes, measuring nothing
+        session = Session.open(settings.device, settings.ranks, 0, rank,
+                               timeout_s=RANK_TIMEOUT_S, tell=tell)
+    except Exception as err:
+        with contextlib.suppress(BrokenPipeError, OSError):
+            conn.send(("error", f"{type(err).__name__}: {err}"))
+        raise SystemExit(1) from None
+    ranks = session.ranks
+    worker = JobRunner(None, settings, session)
     stopped = False
     try:
         while True:
@@ -168,9 +170,8 @@ def follow(conn, settings: WorkerSettings, rank: int, env: dict) -> None:
             conn.send(("error", f"{type(err).__name__}: {err}"))
         raise SystemExit(1) from None
     finally:
-        worker.drop_engine()
-        meter.close()
-    if stopped:
+        session.close(ranks=False)
+    if stopped:  # every rank leaves together, after its meter's last edge
         ranks.close()
     if worker.poisoned:
         raise SystemExit(FATAL_EXIT_CODE)
