@@ -20,11 +20,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from infergy.engines import engine_class
 from infergy.engines.base import Engine, EngineError
 from infergy.engines.decoding import Decoding
 from infergy.meter import Meter
+from infergy.models import get_model
 from infergy.models.build import make_prompts
 from infergy.plan.batches import WARMUPS, Batch
+from infergy.plan.tp import check_tp
 from infergy.provenance import device_identity, run_metadata
 from infergy.run.device import RunError
 from infergy.run.point import is_out_of_memory
@@ -226,7 +229,12 @@ def replay_trace(trace: Trace, plans: dict[str, list[Batch]], how: OfflineReplay
     GPU at TP > 1: this command line, `argv`, runs again as that many) or is a rank other than
     0. `estimate(result)` gives each replay's estimate beside it; a store (`how.db`) records
     each replay as it ends (ranks: all at the end). `notes(text, style)` is told what cannot be
-    measured; `status(speaks, text)` gives a context whose `update(text)` shows progress."""
+    measured; `status(speaks, text)` gives a context whose `update(text)` shows progress.
+    The engine and TP are checked against the model before any GPU work (EngineError,
+    ParallelError)."""
+    spec, engine_cls = get_model(how.model), engine_class(how.engine)
+    engine_cls.check_support(spec, Decoding.parse("greedy"))
+    check_tp(how.tp, spec, engine_cls)
     here = place_this_process(how.engine, how.tp, how.device, how.db, argv)
     if isinstance(here, int):  # launched the ranks
         return here
