@@ -149,6 +149,35 @@ def test_named_bins_and_bad_edges():
         BinGrid((8, 4), (1,))
 
 
+def test_own_edges_on_one_axis_keep_the_named_grid_s_on_the_other():
+    """--input-edges alone (or --output-edges alone) replaces that axis of --bins' grid."""
+    grid = BinGrid.of("paper", "128,512", None)
+    assert grid.input_edges == (128, 512)
+    assert grid.output_edges == BinGrid.named("paper").output_edges
+    assert BinGrid.of("pow2", None, "8,64").input_edges == BinGrid.named("pow2").input_edges
+    with pytest.raises(BinError, match="--output-edges expects token counts separated by "
+                                       "commas, got '8,x'"):
+        BinGrid.of("paper", "128", "8,x")
+
+
+def test_estimate_with_input_edges_alone_runs_and_bad_edges_are_said():
+    runner = CliRunner()
+    args = ["estimate", "--trace", "azure-code-2023", "--model", "llama-3.1-8b", "--gpu",
+            "h100", "--engine", "hf-eager", "--json"]
+    alone = runner.invoke(app, [*args, "--input-edges", "128,512,8192"])
+    assert alone.exit_code == 0, alone.output
+    bad = runner.invoke(app, [*args, "--input-edges", "12x"])
+    assert bad.exit_code == 2
+    assert "--input-edges expects token counts separated by commas" in " ".join(
+        bad.output.split())
+
+
+def test_an_error_is_printed_as_it_is_not_as_markup():
+    """A user's error with brackets (a spec's `models: [...]`, a name) keeps them."""
+    result = CliRunner().invoke(app, ["measure", "--model", "[bold]nope"])
+    assert result.exit_code == 2 and "unknown model '[bold]nope'" in result.output
+
+
 def test_traces_cli_lists_and_describes_and_fails_clearly(tmp_path):
     runner = CliRunner()
     listed = runner.invoke(app, ["traces", "list"])

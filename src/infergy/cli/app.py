@@ -43,8 +43,9 @@ def fmt(value: float | None, unit: str, digits: int = 4) -> str:
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print a user's error (no traceback) and give the Exit to raise."""
-    err.print(f"[red]error[/]: {message}")
+    """Print a user's error (no traceback) and give the Exit to raise. The message is
+    printed as it is: brackets in it (a spec's `models: [...]`) are not markup."""
+    err.print(f"[red]error[/]: {escape(message)}")
     return typer.Exit(code)
 
 

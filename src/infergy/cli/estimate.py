@@ -42,7 +42,8 @@ def estimate(
     bins: str = typer.Option("paper", "--bins", help="paper, paper-rule or pow2."),
     input_edges: str | None = typer.Option(None, "--input-edges", help="Own input edges, "
                                                                        "e.g. 32,128,512."),
-    output_edges: str | None = typer.Option(None, "--output-edges", help="Own output edges."),
+    output_edges: str | None = typer.Option(None, "--output-edges", help="Own output edges "
+                                            "(either alone: the other axis's are --bins')."),
     beyond: str = typer.Option("exclude", "--beyond", help="Requests past the last edge: "
                                                            "exclude (as the study) or clamp."),
     fmt: str | None = typer.Option(None, "--format", help="Trace file format: azure, "
@@ -64,9 +65,7 @@ def estimate(
         get_model(model)  # an unknown model is said before the trace is read
         workload = get_trace(trace, fmt=fmt, input_col=input_col, output_col=output_col,
                              skip_bad=skip_bad, tokenizer=tokenizer)
-        grid = (BinGrid(_edges(input_edges, "--input-edges"),
-                        _edges(output_edges, "--output-edges"), beyond)
-                if input_edges or output_edges else BinGrid.named(bins, beyond))
+        grid = BinGrid.of(bins, input_edges, output_edges, beyond)
         result = estimate_trace(workload, model, _engines(engine), grid, gpus=gpus,
                                 stores=profile or None, theory_gpu=theory_gpu)
     except (TraceError, BinError, EstimateError, UnknownGpuError, UnknownModelError,
@@ -76,13 +75,6 @@ def estimate(
         out.print_json(json.dumps(result.to_dict(), default=str))
         return
     _print(result)
-
-
-def _edges(text: str, option: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in text.split(","))
-    except ValueError:
-        raise fail(f"{option} expects token counts separated by commas, got {text!r}") from None
 
 
 def _engines(text: str) -> list[str]:

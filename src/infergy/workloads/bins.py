@@ -51,6 +51,18 @@ class BinGrid:
             raise BinError(f"unknown bins {name!r}; expected one of {', '.join(grids)}")
         return cls(*grids[name], beyond=beyond)
 
+    @classmethod
+    def of(cls, bins: str = "paper", input_edges: str | None = None,
+           output_edges: str | None = None, beyond: str = "exclude") -> BinGrid:
+        """The grid the command line asks for: the named one (`bins`), its input or output
+        edges replaced by the ones given (token counts separated by commas, as
+        --input-edges and --output-edges take them). BinError names the option that is
+        wrong."""
+        named = None if input_edges and output_edges else cls.named(bins, beyond)
+        return cls(_edges(input_edges, "--input-edges") if input_edges else named.input_edges,
+                   _edges(output_edges, "--output-edges") if output_edges
+                   else named.output_edges, beyond)
+
     def assign(self, input_tokens: np.ndarray, output_tokens: np.ndarray) -> Binned:
         """Each request's ceiling bin, as indices into the edges (-1: excluded)."""
         inputs = np.asarray(input_tokens)
@@ -99,3 +111,11 @@ class Binned:
         """The lengths each kept request is charged at: its bin's edges."""
         ins, outs = np.asarray(self.grid.input_edges), np.asarray(self.grid.output_edges)
         return ins[self.input_bin[self.kept]], outs[self.output_bin[self.kept]]
+
+
+def _edges(text: str, option: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise BinError(f"{option} expects token counts separated by commas, got {text!r}") \
+            from None
