@@ -10,7 +10,6 @@ from rich.console import Console
 from rich.markup import escape
 
 from infergy import __version__
-from infergy.engines import parse_options
 from infergy.run import Quiet
 
 app = typer.Typer(
@@ -47,14 +46,6 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     printed as it is: brackets in it (a spec's `models: [...]`) are not markup."""
     err.print(f"[red]error[/]: {escape(message)}")
     return typer.Exit(code)
-
-
-def engine_options(values: list[str] | None) -> dict:
-    """--engine-option key=value pairs as a dict (values read as JSON where they parse)."""
-    try:
-        return parse_options(values or [])
-    except ValueError as e:
-        raise fail(f"--engine-option: {e}") from None
 
 
 def note(text: str, style: str = "dim") -> None:

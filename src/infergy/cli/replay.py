@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from infergy.cli.app import app, argv, engine_options, err, fail, fmt, note, out, status
+from infergy.cli.app import app, argv, err, fail, fmt, note, out, status
 from infergy.engines import Decoding, EngineError, UnknownEngineError, engine_class
 from infergy.estimate import EstimateError, replay_estimate
 from infergy.meter import visible_gpu_models
@@ -153,13 +153,14 @@ def replay(
         raise fail(str(e)) from None
     if mode == "online":  # --tp None there: an --endpoint's GPUs are every visible one
         return _online(workload, requests, spec, serving, sample, seed, db, idle_s, as_json)
-    how = OfflineReplay(model, engine, device=device, tp=tp or 1, dtype=dtype, idle_s=idle_s,
-                        seed=seed, warmup=warmup, db=db, stored={
+    how = OfflineReplay(model, engine, device=device, tp=tp or 1, dtype=dtype,
+                        engine_options=engine_option or [], idle_s=idle_s, seed=seed,
+                        warmup=warmup, db=db, stored={
                             "replay": trace, "mode": mode, "model": model, "engine": engine,
                             "batching": kinds, "batch": batch, "sample": sample, "seed": seed,
                             "warmup": warmup})
     results = _offline(ctx, workload, binned, requests, spec, how, kinds, batch, profile, gpu,
-                       engine_option, {"sample": sample, "seed": seed})
+                       {"sample": sample, "seed": seed})
     if as_json:
         out.print_json(json.dumps([r.to_dict() for r in results], default=str))
     else:
@@ -172,12 +173,11 @@ def replay(
 
 def _offline(ctx, workload, binned, requests, spec, how: OfflineReplay, kinds: list[str],
              batch: int | None, profile: list[Path] | None, gpu: str | None,
-             engine_option: list[str] | None, selection: dict) -> list:
+             selection: dict) -> list:
     """`--mode offline`: the replays of `requests`, each batching's B from the profile of the
     card this replay runs on (or `gpu`'s, or --batch), their estimate beside them."""
     try:
         how.device = torch_device(how.device, how.tp)
-        how.options = engine_options(engine_option)
         # The card this replay runs on (as NVML names it; none on a CPU): its profile, not
         # another card's, by default: a profile's B = max is its own card's.
         here = _cards_here(how.device, how.tp) if gpu is None else []

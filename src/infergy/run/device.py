@@ -3,6 +3,7 @@ which process of a tensor-parallel run this one is."""
 
 from __future__ import annotations
 
+from infergy.engines import parse_options
 from infergy.plan.tp import check_tp_gpus
 from infergy.run.parallel import current_rank
 
@@ -35,6 +36,15 @@ def torch_device(device: str, tp: int = 1) -> str:
     if device == "cuda":  # a CPU run counts no GPU (its ranks share the CPU)
         check_tp_gpus(tp)
     return device
+
+
+def engine_options(values: list[str]) -> dict:
+    """--engine-option's key=value pairs as the engine's options (values read as JSON where
+    they parse); RunError naming a malformed one."""
+    try:
+        return parse_options(values)
+    except ValueError as e:
+        raise RunError(f"--engine-option: {e}") from None
 
 
 def process_of(tp: int, engine_cls) -> tuple[bool, int | None, bool]:

@@ -9,14 +9,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from infergy.engines import EngineError, engine_class, parse_options
+from infergy.engines import EngineError, engine_class
 from infergy.engines.decoding import Decoding
 from infergy.models import get_model
 from infergy.models.build import make_prompts
 from infergy.plan.point import Point, PointError, validate_point
 from infergy.plan.spec import EngineChoice
 from infergy.plan.tp import check_tp
-from infergy.run.device import RunError
+from infergy.run.device import RunError, engine_options
 from infergy.run.point import PointResult
 from infergy.run.session import Session, place_this_process, quiet
 from infergy.store import Store
@@ -42,7 +42,7 @@ class MeasureOptions:
 
 @dataclass
 class Measured:
-    """What `measure` returns to the process that reports: the point's result, its load
+    """What `measure_one` returns to the process that reports: the point's result, its load
     phase ({"time_s", "energy_j"}) and the device it ran on ("cuda" or "cpu")."""
 
     result: PointResult
@@ -59,10 +59,7 @@ def check(point: Point, how: MeasureOptions) -> dict:
     engine_cls = engine_class(point.engine)
     engine_cls.check_support(spec, validate_point(point, spec))
     check_tp(point.tp, spec, engine_cls)
-    try:
-        options = parse_options(how.engine_options)
-    except ValueError as e:
-        raise RunError(f"--engine-option: {e}") from None
+    options = engine_options(how.engine_options)
     if how.draft_weights is not None:
         if not Decoding.parse(point.decoding).draft:
             raise RunError("--draft-weights: for --decoding speculative with --draft")
@@ -75,8 +72,8 @@ def check(point: Point, how: MeasureOptions) -> dict:
 
 
 def measure_one(point: Point, how: MeasureOptions, *, argv: list[str] | None = None,
-            notes: Callable[..., None] = lambda text, style="dim": None,
-            status: Callable[[bool, str], object] = quiet) -> Measured | int:
+                notes: Callable[..., None] = lambda text, style="dim": None,
+                status: Callable[[bool, str], object] = quiet) -> Measured | int:
     """Measure `point`: a `Measured` for the process that reports, or the exit status where
     this process only launched the ranks or is a rank other than 0. `argv` is this command
     line, run again for the ranks. `notes(text, style)` is told what cannot be measured here;
@@ -85,11 +82,7 @@ def measure_one(point: Point, how: MeasureOptions, *, argv: list[str] | None = N
     here = place_this_process(point.engine, point.tp, how.device, how.db, argv)
     if isinstance(here, int):  # launched the ranks
         return here
-    with status(here.speaks, f"infergy: measuring idle power for {how.idle_s:g} s ..."):
-        session = Session.open(here.device, point.tp, how.idle_s, here.rank)
-    with session:
-        for u in session.meter.unavailable if here.speaks else ():
-            notes(f"not measurable: {u.what}: {u.reason}", "dim")
+    with Session.start(here, point.tp, how.idle_s, status=status, notes=notes) as session:
         try:
             with status(here.speaks, f"infergy: loading {point.model} in {point.engine} ..."):
                 load = session.load(point.engine, point.model, device=here.device,

@@ -29,7 +29,7 @@ from infergy.models.build import make_prompts
 from infergy.plan.batches import WARMUPS, Batch
 from infergy.plan.tp import check_tp
 from infergy.provenance import device_identity, run_metadata
-from infergy.run.device import RunError
+from infergy.run.device import RunError, engine_options
 from infergy.run.point import is_out_of_memory
 from infergy.run.session import Session, place_this_process, quiet
 from infergy.workloads import Trace
@@ -208,7 +208,7 @@ class OfflineReplay:
     device: str = "auto"
     tp: int = 1
     dtype: str = "bfloat16"
-    options: dict = field(default_factory=dict)  # passed to the engine
+    engine_options: list[str] = field(default_factory=list)  # key=value, to the engine
     idle_s: float = 5.0
     seed: int = 0
     warmup: str = "first"  # WARMUPS
@@ -235,20 +235,17 @@ def replay_trace(trace: Trace, plans: dict[str, list[Batch]], how: OfflineReplay
     spec, engine_cls = get_model(how.model), engine_class(how.engine)
     engine_cls.check_support(spec, Decoding.parse("greedy"))
     check_tp(how.tp, spec, engine_cls)
+    options = engine_options(how.engine_options)
     here = place_this_process(how.engine, how.tp, how.device, how.db, argv)
     if isinstance(here, int):  # launched the ranks
         return here
     speaks, store = here.speaks, here.store
-    with status(speaks, f"infergy: measuring idle power for {how.idle_s:g} s ..."):
-        session = Session.open(here.device, how.tp, how.idle_s, here.rank)
     results: list[ReplayResult] = []
-    with session:
+    with Session.start(here, how.tp, how.idle_s, status=status, notes=notes) as session:
         m, ranks = session.meter, session.ranks
         if ranks is not None:  # each rank made the plan: the same one?
             ranks.agree([(kind, [b.requests for b in batches])
                          for kind, batches in plans.items()], "the replay's batches")
-        for u in m.unavailable if speaks else ():
-            notes(f"not measurable: {u.what}: {u.reason}", "dim")
         cards = {s.info.model for s in m.gpus}
         if profile_gpu is not None and cards and cards != {profile_gpu}:
             notes(f"the profile was measured on {profile_gpu}, this replay runs on "
@@ -256,7 +253,7 @@ def replay_trace(trace: Trace, plans: dict[str, list[Batch]], how: OfflineReplay
         try:
             with status(speaks, f"infergy: loading {how.model} in {how.engine} ..."):
                 session.load(how.engine, how.model, device=here.device, dtype=how.dtype,
-                             options=how.options, tp=how.tp)
+                             options=options, tp=how.tp)
         except (EngineError, OSError, ValueError) as e:  # the engine refused
             raise RunError(str(e)) from None
 

@@ -75,6 +75,18 @@ class Session:
         self.group: tuple | None = None  # what the loaded engine was loaded for
 
     @classmethod
+    def start(cls, place: Place, tp: int, idle_s: float, *,
+              status: Callable[[bool, str], object], notes: Callable[..., None]) -> Session:
+        """The session of this process's `place` in a run over `tp` GPUs (`open`), with a
+        status line while the idle power is measured; `notes` is told what cannot be
+        measured here, by the process that speaks."""
+        with status(place.speaks, f"infergy: measuring idle power for {idle_s:g} s ..."):
+            session = cls.open(place.device, tp, idle_s, place.rank)
+        for u in session.meter.unavailable if place.speaks else ():
+            notes(f"not measurable: {u.what}: {u.reason}", "dim")
+        return session
+
+    @classmethod
     def open(cls, device: str, tp: int, idle_s: float, rank: int | None = None, *,
              timeout_s: float | None = None,
              tell: Callable[[BaseException], None] | None = None) -> Session:
