@@ -34,6 +34,16 @@ def flat(text: str) -> str:
 # -- env ---------------------------------------------------------------------------------------
 
 
+def test_output_not_to_a_terminal_keeps_each_line_whole(tmp_path):
+    """Piped output (a file, CI's log, a test's runner) is neither wrapped nor cut, whatever
+    the length of a path in it (rich would break it at 80 columns)."""
+    deep = tmp_path / ("d" * 120) / "trace.csv"
+    result = runner.invoke(app, ["estimate", "-t", str(deep), "-m", "llama-3.1-8b"])
+    assert result.exit_code == 2
+    line = next(x for x in result.output.splitlines() if x.startswith("error"))
+    assert str(deep) in line and "…" not in result.output
+
+
 def test_version():
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0

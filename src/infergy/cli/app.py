@@ -3,10 +3,11 @@ user's error printed without a traceback, and the entry point."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
 
 from infergy import __version__
@@ -18,8 +19,29 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
+
+class _Console(Console):
+    """rich's console, which wraps lines and cuts table cells at the terminal's width only
+    on a terminal. Output piped, to a file or to a CI log keeps every digit and every word
+    on its line, whatever the width of the terminal it was started from (unless COLUMNS
+    asks for a width)."""
+
+    UNWRAPPED = 10_000
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        if self.is_terminal or self._width is not None or os.environ.get("COLUMNS", "").isdigit():
+            return size
+        return ConsoleDimensions(self.UNWRAPPED, size.height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        self._width, self._height = new_size
+
+
+out = _Console()
+err = _Console(stderr=True)
 
 
 def _version(value: bool) -> None:
