@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import typer
 from rich.console import Console, ConsoleDimensions
@@ -68,6 +69,47 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     printed as it is: brackets in it (a spec's `models: [...]`) are not markup."""
     err.print(f"[red]error[/]: {escape(message)}")
     return typer.Exit(code)
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def output_file(path: Path, option: str) -> Path:
+    """A file a command will write, checked before it does any work: not a folder, not an
+    SQLite file (a results store is never written over), its folder made, writable. A
+    user's error (exit 2) names `option` otherwise."""
+    if path.is_dir():
+        raise fail(f"{option} {path}: is a folder; give the name of a file to write")
+    if path.exists():
+        try:
+            with path.open("rb") as f:
+                header = f.read(len(SQLITE_HEADER))
+        except OSError as e:
+            raise fail(f"{option} {path}: cannot be read ({e.strerror})") from None
+        if header == SQLITE_HEADER:
+            raise fail(f"{option} {path}: is an SQLite file (a results store?), which infergy "
+                       f"never writes over; give another name")
+    _writable(path.parent, option, path)
+    return path
+
+
+def output_folder(path: Path, option: str) -> Path:
+    """A folder a command will write into, made (with its parents) and checked before any
+    work; a user's error naming `option` where it is a file or cannot be written."""
+    if path.exists() and not path.is_dir():
+        raise fail(f"{option} {path}: is a file; give a folder to write into")
+    _writable(path, option, path)
+    return path
+
+
+def _writable(folder: Path, option: str, path: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise fail(f"{option} {path}: folder {folder} cannot be made ({e.strerror})") from None
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.is_file()
+                                                     and not os.access(path, os.W_OK)):
+        raise fail(f"{option} {path}: cannot be written (permission denied)")
 
 
 def note(text: str, style: str = "dim") -> None:

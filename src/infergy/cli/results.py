@@ -1,0 +1,124 @@
+"""`infergy results`: read, export and merge results stores (infergy.store)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from infergy.cli.app import app, err, fail, fmt, out
+from infergy.cli.sweep import DEFAULT_DB, open_store
+from infergy.report import card_tables, load_points
+from infergy.store import StoreError, export, merge
+
+results_app = typer.Typer(help="Read, export and merge results stores.", no_args_is_help=True)
+app.add_typer(results_app, name="results")
+
+
+@results_app.command("list")
+def results_list(
+    db: Path = typer.Option(DEFAULT_DB, "--db", help="Results store."),
+    model: str | None = typer.Option(None, "--model"),
+    engine: str | None = typer.Option(None, "--engine"),
+    status: str | None = typer.Option(None, "--status", help="ok, oom or failed."),
+):
+    """One line per point: its id, key and headline figures (CV: of energy over repeats)."""
+    where = {k: v for k, v in (("model", model), ("engine", engine), ("status", status)) if v}
+    with open_store(db, create=False) as store:
+        points = store.points(**where)
+        runs = {r["id"]: r for r in store.runs()}
+    table = Table(title=f"{db}: {len(points)} points", title_justify="left")
+    for col in ("id", "GPU", "model", "engine", "decoding", "TP", "B", "I", "O", "status",
+                "J/token", "time", "CV"):
+        table.add_column(col)
+    for p in points:
+        cv = json.loads(p["result"]).get("energy_cv")
+        batch = f"{p['batch']} (max)" if p["batch_requested"] == "max" else str(p["batch"])
+        engine_label = p["engine"] + ("" if p["engine_options"] == "{}" else
+                                      f" {p['engine_options']}")
+        table.add_row(p["id"][:8], runs.get(p["run_id"], {}).get("gpu_name") or p["device"],
+                      p["model"], engine_label, p["decoding"], str(p["tp"]), batch,
+                      str(p["input_tokens"]),
+                      str(p["output_tokens"]), p["status"],
+                      fmt(p["j_per_output_token"], "J"), fmt(p["time_s"], "s"),
+                      "" if cv is None else f"{cv:.1%}")
+    out.print(table)
+
+
+@results_app.command("summary")
+def results_summary(
+    db: list[Path] = typer.Option([DEFAULT_DB], "--db", help="Results store (repeatable)."),
+    model: str | None = typer.Option(None, "--model"),
+):
+    """Per card: where and when its points were measured (a row per GPU: driver, power limit,
+    idle power, software) and how well each point's repeats agree (CV of energy per engine,
+    decoding, TP and batch; the points over 5% named)."""
+    try:
+        points = load_points(db)
+    except StoreError as e:  # a missing store, or a file that is not one
+        raise fail(str(e)) from None
+    if model:
+        points = points[points.model == model]
+    if points.empty:
+        raise fail(f"{', '.join(map(str, db))}: no measured points"
+                    + (f" of {model}" if model else ""))
+    for title, columns, rows in card_tables(points):
+        table = Table(title=title, title_justify="left")
+        for column in columns:
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*row)
+        out.print(table)
+
+
+@results_app.command("show")
+def results_show(
+    point_id: str = typer.Argument(..., help="A point's id (or its first characters)."),
+    db: Path = typer.Option(DEFAULT_DB, "--db", help="Results store."),
+):
+    """One point, whole, as JSON (with its run)."""
+    with open_store(db, create=False) as store:
+        try:
+            point = store.point(point_id)
+        except StoreError as e:
+            raise fail(str(e)) from None
+        run = next((r for r in store.runs() if r["id"] == point["run_id"]), None)
+    for key in ("result", "batch_search"):
+        if point[key]:
+            point[key] = json.loads(point[key])
+    out.print_json(json.dumps({"point": point, "run": run}, default=str))
+
+
+@results_app.command("export")
+def results_export(
+    output: Path = typer.Argument(..., help="File to write."),
+    db: Path = typer.Option(DEFAULT_DB, "--db", help="Results store."),
+    fmt: str = typer.Option("csv", "--format", help="csv, json or parquet."),
+):
+    """Every point as a flat table: key, headline figures, GPU."""
+    with open_store(db, create=False) as store:
+        try:
+            rows = export(store, output, fmt)
+        except StoreError as e:
+            raise fail(str(e)) from None
+    err.print(f"infergy: {rows} points written to {output}")
+
+
+@results_app.command("merge")
+def results_merge(
+    sources: list[Path] = typer.Argument(..., help="Stores to merge."),
+    output: Path = typer.Option(..., "--output", "-o", help="Store to merge into (created if "
+                                                            "missing)."),
+):
+    """Merge stores measured on several machines or runs; each point is kept once."""
+    for source in sources:
+        if not source.is_file():
+            raise fail(f"{source}: no such results store")
+    try:
+        runs, points, replays = merge(sources, output)
+    except StoreError as e:
+        raise fail(str(e)) from None
+    also = f", {replays} replays" if replays else ""
+    err.print(f"infergy: {points} points{also} and {runs} runs added to {output}")
