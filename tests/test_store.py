@@ -131,8 +131,10 @@ def test_merge_keeps_every_point_once(tmp_path):
             for batch in batches:
                 store.add_point(run, DEVICE, result(batch=batch), engine_options="{}",
                                 batch_requested=batch)
-    assert merge([a, b], c) == (2, 3, 0)
-    assert merge([a, b, c], c) == (0, 0, 0)  # again, and into itself: nothing twice
+    assert merge([a, b], c) == (2, 3, 0, 0)
+    assert merge([a, b], c) == (0, 0, 0, 0)  # again: nothing twice
+    with pytest.raises(StoreError, match="is the store merged into"):
+        merge([a, c], c)
     with Store(c) as store:
         assert sorted(p["batch"] for p in store.points()) == [1, 2, 4]
         assert len(store.runs()) == 2
@@ -163,8 +165,24 @@ def test_the_shipped_profiles_are_at_this_schema_version():
     from infergy.estimate import shipped_profiles
 
     for path in shipped_profiles():
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        db = sqlite3.connect(f"{path.as_uri()}?immutable=1", uri=True)  # nothing made beside
         version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         db.close()
         assert version == (str(SCHEMA_VERSION),), path
 
+
+
+def test_an_older_store_read_only_is_read_as_it_is_and_not_migrated(tmp_path):
+    path = tmp_path / "r.db"
+    with Store(path) as store:
+        run = store.start_run(device=DEVICE, meta=META, spec=None)
+        store.add_point(run, DEVICE, result(), engine_options="{}", batch_requested=1)
+    db = sqlite3.connect(path)
+    db.executescript("DROP TABLE replays; UPDATE meta SET value = '1';")
+    db.close()
+    before = path.read_bytes()
+    with Store(path, create=False, read_only=True) as store:
+        assert store.version == 1 and len(store.points()) == 1 and store.replays() == []
+    assert path.read_bytes() == before
+    with Store(path) as store:  # a writer migrates it
+        assert store.version == SCHEMA_VERSION and store.replays() == []

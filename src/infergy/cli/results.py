@@ -8,13 +8,31 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from infergy.cli.app import app, err, fail, fmt, out
-from infergy.cli.sweep import DEFAULT_DB, open_store
+from infergy.cli.app import app, err, fail, fmt, out, output_file
+from infergy.cli.sweep import DEFAULT_DB
 from infergy.report import card_tables, load_points
-from infergy.store import StoreError, export, merge
+from infergy.store import EXPORT_FORMATS, Store, StoreError, export, merge, same_file
 
 results_app = typer.Typer(help="Read, export and merge results stores.", no_args_is_help=True)
 app.add_typer(results_app, name="results")
+
+
+def _read(db: Path, read):
+    """What `read(store)` returns of the store at `db`, opened read-only; a user's error
+    where the store cannot be read (missing, not a store, damaged)."""
+    try:
+        with Store(db, create=False, read_only=True) as store:
+            return read(store)
+    except StoreError as e:
+        raise fail(str(e)) from None
+
+
+def _table(title: str, columns) -> Table:
+    """A table whose cells fold, never cut, where the terminal is narrow."""
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    return table
 
 
 @results_app.command("list")
@@ -26,13 +44,15 @@ def results_list(
 ):
     """One line per point: its id, key and headline figures (CV: of energy over repeats)."""
     where = {k: v for k, v in (("model", model), ("engine", engine), ("status", status)) if v}
-    with open_store(db, create=False) as store:
-        points = store.points(**where)
-        runs = {r["id"]: r for r in store.runs()}
-    table = Table(title=f"{db}: {len(points)} points", title_justify="left")
-    for col in ("id", "GPU", "model", "engine", "decoding", "TP", "B", "I", "O", "status",
-                "J/token", "time", "CV"):
-        table.add_column(col)
+    points, runs = _read(db, lambda store: (store.points(**where),
+                                            {r["id"]: r for r in store.runs()}))
+    if not points:
+        out.print(f"{db}: holds no points" + (" matching the filters" if where else ""),
+                  markup=False)
+        return
+    table = _table(f"{db}: {len(points)} points",
+                   ("id", "GPU", "model", "engine", "decoding", "TP", "B", "I", "O", "status",
+                    "J/token", "time", "CV"))
     for p in points:
         cv = json.loads(p["result"]).get("energy_cv")
         batch = f"{p['batch']} (max)" if p["batch_requested"] == "max" else str(p["batch"])
@@ -65,9 +85,7 @@ def results_summary(
         raise fail(f"{', '.join(map(str, db))}: no measured points"
                     + (f" of {model}" if model else ""))
     for title, columns, rows in card_tables(points):
-        table = Table(title=title, title_justify="left")
-        for column in columns:
-            table.add_column(column)
+        table = _table(title, columns)
         for row in rows:
             table.add_row(*row)
         out.print(table)
@@ -79,12 +97,8 @@ def results_show(
     db: Path = typer.Option(DEFAULT_DB, "--db", help="Results store."),
 ):
     """One point, whole, as JSON (with its run)."""
-    with open_store(db, create=False) as store:
-        try:
-            point = store.point(point_id)
-        except StoreError as e:
-            raise fail(str(e)) from None
-        run = next((r for r in store.runs() if r["id"] == point["run_id"]), None)
+    point, runs = _read(db, lambda store: (store.point(point_id), store.runs()))
+    run = next((r for r in runs if r["id"] == point["run_id"]), None)
     for key in ("result", "batch_search"):
         if point[key]:
             point[key] = json.loads(point[key])
@@ -97,13 +111,17 @@ def results_export(
     db: Path = typer.Option(DEFAULT_DB, "--db", help="Results store."),
     fmt: str = typer.Option("csv", "--format", help="csv, json or parquet."),
 ):
-    """Every point as a flat table: key, headline figures, GPU."""
-    with open_store(db, create=False) as store:
-        try:
-            rows = export(store, output, fmt)
-        except StoreError as e:
-            raise fail(str(e)) from None
-    err.print(f"infergy: {rows} points written to {output}")
+    """Every point as a flat table: key, headline figures, GPU. Never written over: a results
+    store (any SQLite file), nor the store read; the file appears whole or not at all."""
+    if fmt not in EXPORT_FORMATS:
+        raise fail(f"--format: unknown export format {fmt!r}; expected one of "
+                   f"{', '.join(EXPORT_FORMATS)}")
+    if same_file(output, db):
+        raise fail(f"output {output}: is the store being read (--db {db}); give another file "
+                   f"to write")
+    output_file(output, "output")
+    rows = _read(db, lambda store: export(store, output, fmt))
+    err.print(f"infergy: {rows} points written to {output}", markup=False)
 
 
 @results_app.command("merge")
@@ -112,13 +130,22 @@ def results_merge(
     output: Path = typer.Option(..., "--output", "-o", help="Store to merge into (created if "
                                                             "missing)."),
 ):
-    """Merge stores measured on several machines or runs; each point is kept once."""
+    """Merge stores measured on several machines or runs; each measurement is kept once (a
+    point of the same key measured again on the same GPU is skipped as a duplicate)."""
     for source in sources:
         if not source.is_file():
             raise fail(f"{source}: no such results store")
+        if same_file(source, output):
+            raise fail(f"-o {output}: is one of the stores merged ({source}); merge into "
+                       f"another store")
+    if output.is_dir():
+        raise fail(f"-o {output}: is a folder; give the store to merge into")
     try:
-        runs, points, replays = merge(sources, output)
+        added = merge(sources, output)
     except StoreError as e:
         raise fail(str(e)) from None
-    also = f", {replays} replays" if replays else ""
-    err.print(f"infergy: {points} points{also} and {runs} runs added to {output}")
+    also = f", {added.replays} replays" if added.replays else ""
+    skipped = (f"; {added.duplicates} points skipped as duplicates (the same point measured "
+               f"on the same GPU, already in {output})" if added.duplicates else "")
+    err.print(f"infergy: {added.points} points{also} and {added.runs} runs added to "
+              f"{output}{skipped}", markup=False)

@@ -5,20 +5,34 @@ Every point is written the moment it is measured, in its own transaction, so a k
 loses nothing it measured; a resumed sweep asks `done()` which points this device already has.
 Points carry a random id, so merging stores from several machines keeps each point once.
 The schema is versioned: an older store is migrated when opened, a newer one is refused.
+A store is looked at read-only before anything is written (infergy.store.opening): one that
+is refused is left as it was. Readers open stores read-only (`read_only=True`).
 """
 
 from __future__ import annotations
 
-import csv
+import contextlib
 import datetime as dt
 import json
+import os
+import random
 import sqlite3
+import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from infergy.provenance import device_identity, gpu_name_of
+from infergy.store.opening import (
+    BUSY_S,
+    StoreError,
+    busy,
+    connect_read_only,
+    look,
+    read_version,
+    said,
+)
 
 SCHEMA_VERSION = 2
 
@@ -100,10 +114,11 @@ REPLAY_COLUMNS = ("id", "run_id", "device", "trace", "mode", "batching", "model"
 RUN_COLUMNS = ("id", "started", "ended", "status", "device", "host", "gpu_name", "driver",
                "power_limit_w", "idle_w", "versions", "spec")
 MEASURED = ("ok", "oom")  # statuses that count as measured: never measured again
+# What makes two points one measurement (with the device): merge keeps one of them.
+POINT_KEY = ("device", "model", "engine", "engine_options", "decoding", "dtype", "tp",
+             "batch_requested", "input_tokens", "output_tokens")
 
-
-class StoreError(RuntimeError):
-    """A store that cannot be used; the message says why and what to do."""
+__all__ = ["MEASURED", "POINT_KEY", "SCHEMA_VERSION", "Store", "StoreError"]
 
 
 def now() -> str:
@@ -111,65 +126,111 @@ def now() -> str:
 
 
 class Store:
-    """One SQLite results file. Use as a context manager, or call `close()`."""
+    """One SQLite results file. Use as a context manager, or call `close()`.
 
-    def __init__(self, path: str | Path, *, create: bool = True):
+    `create`: a missing or empty file becomes a new store. `read_only`: opened for reading
+    only (no write access needed; nothing is created or changed beside it; an empty file
+    reads as a store without results); a write is a StoreError. Raises StoreError where the
+    file cannot be used, and changes nothing then."""
+
+    def __init__(self, path: str | Path, *, create: bool = True, read_only: bool = False):
         self.path = Path(path)
-        self.db = None
-        if not create and not self.path.is_file():
+        self.read_only = read_only
+        self.version = SCHEMA_VERSION
+        self.db: sqlite3.Connection | None = None
+        if self.path.is_dir():
+            raise StoreError(f"{self.path}: is a folder, not a results store")
+        if (read_only or not create) and not self.path.is_file():
             raise StoreError(f"{self.path}: no such results store")
-        try:
-            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            self.db.row_factory = sqlite3.Row
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
+        deadline = time.monotonic() + BUSY_S
+        while True:
+            try:
+                self._open(create and not read_only)
+                return
+            except (sqlite3.Error, OSError) as err:
+                self._drop()
+                if busy(err) and time.monotonic() < deadline:  # another process creating it
+                    time.sleep(random.uniform(0.01, 0.1))
+                    continue
+                raise said(self.path, err) from None
+            except BaseException:
+                self._drop()
+                raise
+
+    def _open(self, create: bool) -> None:
+        version = look(self.path, SCHEMA_VERSION)  # read-only: a refused file is not touched
+        if self.read_only:
+            if version is None:  # an empty file: a store with no results
+                self.db = sqlite3.connect(":memory:", isolation_level=None)
+                self.db.row_factory = sqlite3.Row
+                self._create()
+            else:
+                self.db = connect_read_only(self.path)
+                self.db.row_factory = sqlite3.Row
+                self.version = version
+            return
+        if version is None and not create:
+            raise StoreError(f"{self.path}: an empty file, not yet a results store")
+        self._check_writable()
+        self.db = sqlite3.connect(self.path, timeout=BUSY_S, isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")  # "locked" while another creates it: again
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        if version != SCHEMA_VERSION:
             self._schema()
-        except sqlite3.DatabaseError as err:
-            if self.db is not None:
-                self.db.close()
-            if "readonly" in str(err) or "unable to open" in str(err):
-                raise StoreError(f"{self.path}: cannot be written ({err})") from None
-            raise StoreError(f"{self.path}: not an infergy results store ({err})") from None
-        except StoreError:
-            self.db.close()
-            raise
+
+    def _check_writable(self) -> None:
+        folder = self.path.absolute().parent
+        if not self.path.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK | os.X_OK) or (
+                self.path.exists() and not os.access(self.path, os.W_OK)):
+            where = self.path if self.path.exists() else folder
+            raise StoreError(f"{self.path}: cannot be written (permission denied on {where}); "
+                             f"reading it needs no write access")
 
     def _schema(self) -> None:
-        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master")}
-        if "meta" not in tables:
-            if tables - {"sqlite_sequence"}:
-                raise StoreError(f"{self.path}: an SQLite file, but not an infergy store")
-            # One script, one transaction: a store is created whole or not at all.
-            # OR IGNORE: two sweeps creating one store at once both succeed.
-            self.db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} INSERT OR IGNORE INTO meta "
-                                  f"VALUES ('schema_version', '{SCHEMA_VERSION}'); COMMIT;")
-            return
-        version = int(self.db.execute(
-            "SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.path}: written by a newer infergy (store schema {version}; this "
-                f"infergy reads up to {SCHEMA_VERSION}): upgrade infergy to use it; the "
-                f"file was not changed"
-            )
-        if version < SCHEMA_VERSION:
-            steps = " ".join(MIGRATIONS[v] for v in range(version + 1, SCHEMA_VERSION + 1))
-            try:
-                self.db.executescript(f"BEGIN; {steps} UPDATE meta SET value = "
-                                      f"'{SCHEMA_VERSION}' WHERE key = 'schema_version'; "
-                                      f"COMMIT;")
-            except sqlite3.OperationalError as err:
-                if "readonly" not in str(err):
-                    raise
-                if self.db.in_transaction:
-                    self.db.execute("ROLLBACK")
-                self.read_only_old = version  # readable as it is; nothing written
+        """Create the store, or migrate an older one, in one transaction: whole or not at all.
+        Decided inside it, so that two processes creating one store at once both succeed."""
+        with self.transaction():
+            version = read_version(self.db, self.path, SCHEMA_VERSION)
+            if version is None:
+                self._create()
+                return
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in _statements(MIGRATIONS[step]):
+                    self.db.execute(statement)
+            self.db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                            (str(SCHEMA_VERSION),))
+
+    def _create(self) -> None:
+        for statement in _statements(_SCHEMA):
+            self.db.execute(statement)
+        self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                        (str(SCHEMA_VERSION),))
+
+    def _drop(self) -> None:
+        if self.db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.close()
+            self.db = None
+
+    def _rows(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        """The rows of a query; StoreError where the store cannot be read (damaged)."""
+        try:
+            return self.db.execute(sql, args).fetchall()
+        except sqlite3.Error as err:
+            raise said(self.path, err) from None
 
     def transaction(self):
-        return _Transaction(self.db)
+        """A write transaction (`with`); StoreError where the store cannot be written (read
+        only, disk full): nothing of it is kept then, everything committed before is."""
+        if self.read_only:
+            raise StoreError(f"{self.path}: opened for reading only; nothing was written")
+        return _Transaction(self)
 
     def close(self) -> None:
-        self.db.close()
+        self._drop()
 
     def __enter__(self) -> Store:
         return self
@@ -217,7 +278,12 @@ class Store:
         return run_id
 
     def runs(self) -> list[dict]:
-        return [dict(r) for r in self.db.execute("SELECT * FROM runs ORDER BY started")]
+        """Every run, oldest first (its JSON columns checked, as text)."""
+        runs = [dict(r) for r in self._rows("SELECT * FROM runs ORDER BY started")]
+        for run in runs:
+            for column in ("idle_w", "versions", "spec"):
+                self._json(run, column, f"run {run['id']}", dict_only=False)
+        return runs
 
     # -- points -------------------------------------------------------------------------------
 
@@ -239,16 +305,36 @@ class Store:
     def points(self, **where: Any) -> list[dict]:
         """Points matching column = value filters, oldest first."""
         clause = _equal(where) or "1"
-        rows = self.db.execute(f"SELECT * FROM points WHERE {clause} ORDER BY measured_at, "
-                               f"rowid", tuple(where.values()))
-        return [dict(r) for r in rows]
+        rows = self._rows(f"SELECT * FROM points WHERE {clause} ORDER BY measured_at, rowid",
+                          tuple(where.values()))
+        return [self._checked_point(dict(r)) for r in rows]
 
     def point(self, prefix: str) -> dict:
-        rows = self.db.execute("SELECT * FROM points WHERE id LIKE ?", (prefix + "%",)).fetchall()
+        """The one point whose id starts with `prefix`; StoreError where none or several."""
+        rows = self._rows("SELECT * FROM points WHERE substr(id, 1, ?) = ?",
+                          (len(prefix), prefix))
         if len(rows) != 1:
             raise StoreError(f"{self.path}: {'no' if not rows else len(rows)} points with an "
                              f"id starting {prefix!r}")
-        return dict(rows[0])
+        return self._checked_point(dict(rows[0]))
+
+    def _checked_point(self, point: dict) -> dict:
+        self._json(point, "result", f"point {point['id']}")
+        self._json(point, "batch_search", f"point {point['id']}", dict_only=False)
+        return point
+
+    def _json(self, row: dict, column: str, what: str, dict_only: bool = True) -> None:
+        """StoreError where `row[column]` is not JSON (an object, with `dict_only`)."""
+        text = row.get(column)
+        if text is None and not dict_only:
+            return
+        try:
+            value = json.loads(text)
+        except (TypeError, ValueError):
+            value = ...
+        if value is ... or (dict_only and not isinstance(value, dict)):
+            raise StoreError(f"{self.path}: damaged: the {column} of {what} is not a JSON "
+                             f"{'object' if dict_only else 'text'} ({str(text)[:40]!r})")
 
     def done(self, device: str, key: dict, batch_requested: int | str, *,
              gpu_name: str | None = None) -> bool:
@@ -257,18 +343,17 @@ class Store:
         this device (a profile built over several machines of one kind)."""
         statuses = ("ok",) if batch_requested == "max" else MEASURED
         where, args = _devices(device, gpu_name)
-        row = self.db.execute(
+        rows = self._rows(
             f"SELECT 1 FROM points WHERE {where} AND {_equal(key)} AND batch_requested = ? "
             f"AND status IN ({','.join('?' * len(statuses))}) LIMIT 1",
-            (*args, *key.values(), str(batch_requested), *statuses),
-        ).fetchone()
-        return row is not None
+            (*args, *key.values(), str(batch_requested), *statuses))
+        return bool(rows)
 
     def oom_batches(self, device: str, key: dict, *, gpu_name: str | None = None) -> list[int]:
         """Batch sizes that ran out of memory for this key on this device (with `gpu_name`:
         on any card of that model)."""
         where, args = _devices(device, gpu_name)
-        rows = self.db.execute(
+        rows = self._rows(
             f"SELECT DISTINCT batch FROM points WHERE {where} AND {_equal(key)} AND "
             f"status = 'oom'", (*args, *key.values()))
         return sorted(r[0] for r in rows)
@@ -289,32 +374,15 @@ class Store:
     def replays(self, **where: Any) -> list[dict]:
         """Replays matching column = value filters, oldest first (none in a read-only store
         older than the replays table)."""
-        if getattr(self, "read_only_old", SCHEMA_VERSION) < 2:
+        if self.version < 2:
             return []
         clause = _equal(where) or "1"
-        rows = self.db.execute(f"SELECT * FROM replays WHERE {clause} ORDER BY measured_at, "
-                               f"rowid", tuple(where.values()))
-        return [dict(r) for r in rows]
-
-    # -- merge and export ---------------------------------------------------------------------
-
-    def merge_from(self, other: Store) -> tuple[int, int, int]:
-        """Copy the runs, points and replays of `other` that this store lacks; (runs, points,
-        replays) added."""
-        added = [0, 0, 0]
-        with self.transaction():
-            for n, (table, columns) in enumerate((("runs", RUN_COLUMNS),
-                                                  ("points", POINT_COLUMNS),
-                                                  ("replays", REPLAY_COLUMNS))):
-                if table == "replays" and getattr(other, "read_only_old", SCHEMA_VERSION) < 2:
-                    continue  # a read-only store from before replays
-                for row in other.db.execute(f"SELECT {','.join(columns)} FROM {table}"):
-                    cur = self.db.execute(
-                        f"INSERT OR IGNORE INTO {table} ({','.join(columns)}) VALUES "
-                        f"({','.join('?' * len(columns))})", tuple(row))
-                    added[n] += cur.rowcount
-        return added[0], added[1], added[2]
-
+        rows = [dict(r) for r in self._rows(
+            f"SELECT * FROM replays WHERE {clause} ORDER BY measured_at, rowid",
+            tuple(where.values()))]
+        for replay in rows:
+            self._json(replay, "result", f"replay {replay['id']}")
+        return rows
 
 def _devices(device: str, gpu_name: str | None) -> tuple[str, tuple]:
     """The clause selecting this device's points, or those of every card named `gpu_name`."""
@@ -329,65 +397,34 @@ def _equal(columns) -> str:
     return " AND ".join(f"{k} = ?" for k in columns)
 
 
+def _statements(script: str) -> list[str]:
+    """The SQL statements of `script` (no `;` inside a statement), one by one: run in the
+    caller's transaction, which `executescript` would end."""
+    return [s for s in (part.strip() for part in script.split(";")) if s]
+
+
 class _Transaction:
-    def __init__(self, db: sqlite3.Connection):
-        self.db = db
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on an error; SQLite's errors (disk full, read
+    only, damaged) become StoreErrors that say them."""
+
+    def __init__(self, store: Store):
+        self.store, self.db = store, store.db
 
     def __enter__(self):
-        self.db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type, *exc) -> None:
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
-
-
-# -- export -------------------------------------------------------------------------------------
-
-EXPORT_COLUMNS = ("id", "measured_at", "device", "gpu_name", "model", "engine", "engine_options",
-                  "decoding", "dtype", "tp", "batch", "batch_requested", "input_tokens",
-                  "output_tokens", "status", "error", "energy_j", "prefill_energy_j",
-                  "decode_energy_j", "active_energy_j", "j_per_output_token", "j_per_request",
-                  "time_s", "ttft_s", "tpot_s", "throughput_tok_s", "avg_power_w",
-                  "peak_memory_gib", "energy_cv", "meter_method", "run_id")
-
-
-def export_rows(store: Store) -> Iterator[dict]:
-    """One flat row per point: the key, the headline figures and the run's GPU."""
-    gpus = {r["id"]: r["gpu_name"] for r in store.runs()}
-    for p in store.points():
-        result = json.loads(p["result"])
-        row = {**{k: result.get(k) for k in EXPORT_COLUMNS}, **p, "gpu_name": gpus.get(p["run_id"])}
-        yield {k: row.get(k) for k in EXPORT_COLUMNS}
-
-
-def export(store: Store, path: Path, fmt: str) -> int:
-    """Write every point to `path` as csv, json or parquet; the number of rows written."""
-    rows = list(export_rows(store))
-    if fmt == "csv":
-        with path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=EXPORT_COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
-    elif fmt == "json":
-        path.write_text(json.dumps(rows, indent=1) + "\n")
-    elif fmt == "parquet":
         try:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise StoreError("parquet export needs pyarrow: pip install 'infergy[parquet]'") \
-                from None
-        columns = {k: [r[k] for r in rows] for k in EXPORT_COLUMNS}
-        pq.write_table(pa.table(columns), path)
-    else:
-        raise StoreError(f"unknown export format {fmt!r}; expected csv, json or parquet")
-    return len(rows)
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as err:
+            raise said(self.store.path, err) from None
 
-
-def merge(sources: Iterable[Path], target: Path) -> tuple[int, int, int]:
-    """Merge stores into `target` (created if missing); (runs, points, replays) added."""
-    added = (0, 0, 0)
-    with Store(target) as out:
-        for source in sources:
-            with Store(source, create=False) as src:
-                added = tuple(a + b for a, b in zip(added, out.merge_from(src), strict=True))
-    return added
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            try:
+                self.db.execute("COMMIT")
+                return
+            except sqlite3.Error as err:
+                exc = err
+        if getattr(self.db, "in_transaction", True):
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute("ROLLBACK")
+        if isinstance(exc, (sqlite3.Error, OSError)):
+            raise said(self.store.path, exc) from None
