@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import threading
 import time
 
 import pytest
 
-from infergy.meter import Meter, Unavailable
+from infergy.meter import Meter, Unavailable, run_command
 from simulated import SimulatedGpu, SimulatedRaplZone
 
 # Edge reads and the sampler contend for the GIL; allow this much timing slop (s) at the edges.
@@ -589,3 +592,76 @@ def test_several_gpus_too_coarse_for_a_window_get_one_warning_naming_them_all(ma
     coarse = [w for w in m.warnings if "too short" in w]
     assert len(coarse) == 1 and coarse[0].startswith("gpu0, gpu1, gpu2: window of ")
     assert "their energy counters update every" in coarse[0]
+
+
+# -- run_command: a command run to its end, signals passed on ---------------------------------
+
+
+def signal_self_when(ready, sig: int, then: float = 0.0) -> threading.Thread:
+    """Send this process `sig` once `ready()` holds (a terminal's Ctrl-C, a scheduler's
+    SIGTERM), and again `then` seconds later where `then` is given."""
+    def send():
+        deadline = time.monotonic() + 10
+        while not ready() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(os.getpid(), sig)
+        if then:
+            time.sleep(then)
+            os.kill(os.getpid(), sig)
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_run_command_returns_the_status_and_128_plus_the_signal_that_ended_it():
+    assert run_command(["sh", "-c", "exit 3"]) == (3, False)
+    assert run_command(["sh", "-c", "kill -KILL $$"]) == (137, False)
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_run_command_passes_the_signal_on_to_the_command(tmp_path, sig, code):
+    ready = tmp_path / "ready"
+    signal_self_when(ready.exists, sig)
+    assert run_command(["sh", "-c", f"touch {ready}; exec sleep 10"]) == (code, True)
+
+
+def test_run_command_escalates_when_the_command_ignores_the_signal(tmp_path):
+    """SIGINT ignored: SIGTERM after the grace time ends it."""
+    ready = tmp_path / "ready"
+    signal_self_when(ready.exists, signal.SIGINT)
+    start = time.monotonic()
+    code = run_command(["sh", "-c", f"trap '' INT; touch {ready}; sleep 10"], grace_s=0.3)
+    assert code == (143, True)
+    assert time.monotonic() - start < 5
+
+
+def test_run_command_a_second_signal_moves_on_at_once(tmp_path):
+    """Ctrl-C ignored, Ctrl-C again: SIGTERM, then SIGKILL for a command that ignores both,
+    without waiting for the grace time."""
+    ready = tmp_path / "ready"
+    signal_self_when(ready.exists, signal.SIGINT, then=0.3)
+    start = time.monotonic()
+    code = run_command(["sh", "-c", f"trap '' INT; touch {ready}; sleep 10"], grace_s=30)
+    assert code == (143, True)
+    assert time.monotonic() - start < 5
+
+
+def test_run_command_signal_before_the_command_starts_still_reaches_it(monkeypatch):
+    popen = subprocess.Popen
+
+    def slow_popen(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # while it is being started
+        return popen(*args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", slow_popen)
+    start = time.monotonic()
+    assert run_command(["sleep", "10"]) == (143, True)
+    assert time.monotonic() - start < 5
+
+
+def test_run_command_leaves_the_signal_handlers_as_they_were():
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    run_command(["true"])
+    with pytest.raises(FileNotFoundError):
+        run_command(["infergy-no-such-command-here"])
+    assert {s: signal.getsignal(s) for s in before} == before

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from typer.testing import CliRunner
 
 from fake_pynvml import FakeNvmlDevice, FakePynvml, NVMLError_LibraryNotFound
-from infergy.meter import SensorError, nvml, open_meter
+from infergy.cli import app
+from infergy.meter import NoSuchGpu, SensorError, nvml, open_meter
 from infergy.meter.core import describe
 from infergy.meter.nvml import NvmlGpu, visible_devices
 
@@ -303,3 +307,71 @@ def test_open_meter_without_a_driver_measures_no_gpu_and_says_why():
     assert w.measurement.energy_j is None
     assert "NVML" in w.measurement.reason
     assert w.measurement.duration_s >= 0
+
+
+# -- open_meter's gpus: CUDA indices, as torch numbers the visible GPUs --------------------------
+
+
+@pytest.mark.parametrize(("setting", "gpus", "measured"), [
+    (None, [1], ["gpu1"]),  # every GPU visible: CUDA index i is NVML index i
+    (None, [2, 0], ["gpu2", "gpu0"]),
+    ("2,1", [0], ["gpu2"]),  # the first visible GPU
+    ("2,1", [1, 0], ["gpu1", "gpu2"]),
+    ("GPU-12ab,0", [0], ["gpu2"]),  # visible by UUID
+])
+def test_open_meter_gpus_are_cuda_indices(monkeypatch, setting, gpus, measured):
+    fake(monkeypatch, *(FakeNvmlDevice(u) for u in UUIDS))
+    if setting is not None:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", setting)
+    with open_meter(gpus, idle_s=0, cpu=False, sync=lambda: None) as meter:
+        assert [g.name for g in meter.gpus] == measured
+        assert [g.info.details["cuda_index"] for g in meter.gpus] == gpus
+
+
+@pytest.mark.parametrize(("setting", "gpus", "says"), [
+    (None, [3], "no GPU of CUDA index 3: 3 visible, CUDA indices 0: NVIDIA H100 80GB HBM3 "
+                "(gpu0), 1: NVIDIA H100 80GB HBM3 (gpu1), 2: NVIDIA H100 80GB HBM3 (gpu2)"),
+    ("2", [0, 1], "no GPU of CUDA index 1: 1 visible with CUDA_VISIBLE_DEVICES='2', "
+                  "CUDA indices 0: NVIDIA H100 80GB HBM3 (gpu2)"),
+    ("", [0], "no GPU is visible to this process with CUDA_VISIBLE_DEVICES=''"),
+])
+def test_open_meter_refuses_a_cuda_index_past_the_visible_gpus(monkeypatch, setting, gpus,
+                                                               says):
+    module = fake(monkeypatch, *(FakeNvmlDevice(u) for u in UUIDS))
+    if setting is not None:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", setting)
+    with pytest.raises(NoSuchGpu) as refused:
+        open_meter(gpus, idle_s=0, cpu=False)
+    assert str(refused.value) == says
+    assert module.initialised == 0  # NVML shut down again
+
+
+def test_open_meter_with_no_gpu_asked_measures_none_and_warns_of_nothing(monkeypatch):
+    fake(monkeypatch, FakeNvmlDevice(UUIDS[0]), FakeNvmlDevice(UUIDS[1], name="NVIDIA A100"))
+    monkeypatch.delenv("CUDA_DEVICE_ORDER")
+    with open_meter([], idle_s=0, cpu=False) as meter:
+        assert meter.gpus == [] and meter.warnings == []
+
+
+def test_meter_command_gpus_are_cuda_indices(monkeypatch, tmp_path):
+    fake(monkeypatch, *(FakeNvmlDevice(u) for u in UUIDS))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,0")
+    out = tmp_path / "m.json"
+    result = CliRunner().invoke(app, ["meter", "--idle-s", "0", "--no-cpu", "--gpus", "1",
+                                      "--json", "-o", str(out), "--", "true"])
+    assert result.exit_code == 0, result.output
+    devices = json.loads(out.read_text())["measurement"]["devices"]
+    assert [d["device"] for d in devices] == ["gpu0"]  # CUDA index 1 of 2,0: NVML's 0
+
+
+@pytest.mark.parametrize("gpus", ["2", "0,2", "5"])
+def test_meter_command_refuses_gpus_past_the_visible_ones(monkeypatch, tmp_path, gpus):
+    fake(monkeypatch, *(FakeNvmlDevice(u) for u in UUIDS))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,0")
+    result = CliRunner().invoke(app, ["meter", "--idle-s", "0", "--gpus", gpus, "--",
+                                      "touch", str(tmp_path / "ran")])
+    assert result.exit_code == 2
+    text = " ".join(result.output.split())
+    assert f"error: --gpus {gpus}: no GPU of CUDA index" in text
+    assert "2 visible with CUDA_VISIBLE_DEVICES='2,0', CUDA indices 0: " in text
+    assert not (tmp_path / "ran").exists()

@@ -8,10 +8,18 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from infergy.cli.app import app, err, fmt, out
-from infergy.meter import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, describe, open_meter, run_command
+from infergy.cli.app import app, err, fail, fmt, note, out, output_file
+from infergy.meter import (
+    EXIT_NOT_EXECUTABLE,
+    EXIT_NOT_FOUND,
+    NoSuchGpu,
+    describe,
+    open_meter,
+    run_command,
+)
 
 
 @app.command()
@@ -93,8 +101,9 @@ def meter(
     period_ms: float = typer.Option(50.0, "--period-ms", min=1,
                                     help="Power sampling period in milliseconds."),
     gpus: str | None = typer.Option(None, "--gpus",
-                                    help="NVML indices to measure, e.g. 0,1 (default: the "
-                                         "GPUs in CUDA_VISIBLE_DEVICES, else all)."),
+                                    help="CUDA indices of the GPUs to measure, e.g. 0,1, as "
+                                         "torch numbers them (after CUDA_VISIBLE_DEVICES; "
+                                         "default: every GPU visible)."),
     cpu: bool = typer.Option(True, "--cpu/--no-cpu", help="Measure CPU and DRAM (RAPL)."),
 ):
     """Run a command and measure its energy, like `perf stat` measures time.
@@ -102,34 +111,44 @@ def meter(
     Example: infergy meter -- python train.py --epochs 1
 
     Prints time, energy and power of each GPU (and CPU where RAPL is readable) to stderr,
-    and exits with the command's own exit code.
+    and exits with the command's own exit code (128 + N where signal N ended it). Ctrl-C,
+    SIGTERM and SIGHUP are passed on to the command and every process it started.
     """
     if not command:
         err.print("usage: infergy meter [OPTIONS] -- COMMAND [ARGS]...\n"
                   "error: no command given to measure")
         raise typer.Exit(2)
+    indices = _cuda_indices(gpus)
+    if output is not None:  # checked before anything runs: the measurement is not lost
+        output_file(output, "--output")
     try:
-        indices = [int(x) for x in gpus.split(",")] if gpus else None
-    except ValueError:
-        raise typer.BadParameter(f"expected NVML indices like 0,1; got {gpus!r}",
-                                 param_hint="--gpus") from None
-
-    with open_meter(indices, cpu=cpu, idle_s=0, sample_period_s=period_ms / 1000) as m:
+        m = open_meter(indices, cpu=cpu, idle_s=0, sample_period_s=period_ms / 1000)
+    except NoSuchGpu as e:
+        raise fail(f"--gpus {gpus}: {e}") from None
+    with m:
+        if indices and not m.gpus:
+            why = "; ".join(f"{u.what}: {u.reason}" for u in m.unavailable
+                            if u.what.startswith("gpu"))
+            raise fail(f"--gpus {gpus}: no GPU can be measured here ({why})")
         for u in m.unavailable:
-            err.print(f"[dim]infergy: not measurable: {u.what}: {u.reason}[/]")
+            note(f"not measurable: {u.what}: {u.reason}")
         if idle_s > 0 and m.sensors:
-            with err.status(f"infergy: measuring idle power for {idle_s:g} s ..."):
-                m.measure_idle(idle_s)
+            try:
+                with err.status(f"infergy: measuring idle power for {idle_s:g} s ..."):
+                    m.measure_idle(idle_s)
+            except KeyboardInterrupt:
+                raise fail("interrupted while measuring idle power: the command was not run",
+                           130) from None
         window = m.start(shlex.join(command))
         try:
             code, interrupted = run_command(command)
         except FileNotFoundError:
             window.stop()
-            err.print(f"infergy: command not found: {command[0]}")
+            err.print(f"infergy: command not found: {escape(command[0])}")
             raise typer.Exit(EXIT_NOT_FOUND) from None
         except PermissionError:
             window.stop()
-            err.print(f"infergy: permission denied: {command[0]} is not executable")
+            err.print(f"infergy: permission denied: {escape(command[0])} is not executable")
             raise typer.Exit(EXIT_NOT_EXECUTABLE) from None
         result = window.stop()
     if as_json:
@@ -148,27 +167,48 @@ def meter(
     raise typer.Exit(code)
 
 
+def _cuda_indices(gpus: str | None) -> list[int] | None:
+    """--gpus as a list of CUDA indices (None: every visible GPU); a user's error where it
+    is not a list of distinct indices."""
+    if gpus is None:
+        return None
+    try:
+        indices = [int(x) for x in gpus.split(",")]
+    except ValueError:
+        raise fail(f"--gpus {gpus}: expected CUDA indices like 0 or 0,1") from None
+    if any(i < 0 for i in indices):
+        raise fail(f"--gpus {gpus}: CUDA indices count from 0")
+    if len(set(indices)) < len(indices):
+        raise fail(f"--gpus {gpus}: a GPU is named twice")
+    return indices
+
+
 def _write(output: Path | None, render) -> None:
-    """Render to stderr, or to the file `output` (opened only now that there is a result)."""
+    """Render to stderr, or to the file `output` (checked before the command ran). Where
+    the file cannot be written even so, the result goes to stderr: it is not lost."""
     if output is None:
         render(err)
         return
-    with output.open("w") as f:
-        render(Console(file=f, width=120))
-
+    try:
+        with output.open("w") as f:
+            render(Console(file=f, width=120))
+    except OSError as e:
+        err.print(f"[red]error[/]: --output {escape(str(output))}: cannot be written "
+                  f"({escape(e.strerror or str(e))}); the result, here instead:")
+        render(err)
 
 
 def _print_meter(sink: Console, command, code, interrupted, result, m) -> None:
     status = f"exit code {code}" + (", [red]interrupted[/]: measured so far" if interrupted else "")
-    sink.print(f"\n[bold]infergy meter[/]: {shlex.join(command)}  ({status})")
+    sink.print(f"\n[bold]infergy meter[/]: {escape(shlex.join(command))}  ({status})")
     sink.print(f"  time {result.duration_s:.3f} s")
     if result.devices:
         sink.print(_measurement_table(result, "energy"))
     if result.energy_j is None:
-        sink.print(f"  GPU energy: n/a ({result.reason})")
+        sink.print(f"  GPU energy: n/a ({escape(result.reason or '')})")
     if m.idle is not None:
         sink.print(f"  idle measured for {m.idle.duration_s:.1f} s before the command")
     for w in (*m.warnings, *result.warnings):
-        sink.print(f"  [yellow]warning[/] {w}")
+        sink.print(f"  [yellow]warning[/] {escape(w)}")
     for e in result.errors:
-        sink.print(f"  [red]failed[/] {e}")
+        sink.print(f"  [red]failed[/] {escape(e)}")

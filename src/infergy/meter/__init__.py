@@ -10,7 +10,7 @@
 from infergy.meter.base import Sensor, SensorError, SensorInfo, Unavailable
 from infergy.meter.command import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, run_command
 from infergy.meter.core import Meter, cuda_sync, describe, open_meter
-from infergy.meter.nvml import gpu_sensors, visible_gpu_models
+from infergy.meter.nvml import NoSuchGpu, gpu_sensors, visible_gpu_models
 from infergy.meter.window import DeviceEnergy, Measurement, Window
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "DeviceEnergy",
     "Measurement",
     "Meter",
+    "NoSuchGpu",
     "Sensor",
     "SensorError",
     "SensorInfo",

@@ -222,11 +222,13 @@ def open_meter(
 ) -> Meter:
     """A Meter over this machine's sensors, its idle power measured for `idle_s` seconds.
 
-    `gpus` are NVML indices; by default the GPUs this process can use (CUDA_VISIBLE_DEVICES,
-    matched by UUID), the first `limit` of them where given. `cpu` adds RAPL package and
-    DRAM zones where readable. Sensors that cannot be read are listed in `meter.unavailable`
-    with the reason; a meter with no sensor still measures time. `idle_s=0` skips the idle
-    measurement (no energy above idle then).
+    `gpus` are CUDA indices, as torch numbers the GPUs this process can use
+    (CUDA_VISIBLE_DEVICES, matched to NVML by UUID): NoSuchGpu, naming those there are, for
+    one past them. By default every GPU this process can use, the first `limit` of them where
+    given; `[]` measures none. Sensors keep NVML's names (`gpu2`: NVML index 2) and record
+    their CUDA index. `cpu` adds RAPL package and DRAM zones where readable. Sensors that
+    cannot be read are listed in `meter.unavailable` with the reason; a meter with no sensor
+    still measures time. `idle_s=0` skips the idle measurement (no energy above idle then).
     """
     sensors: list[Sensor] = []
     unavailable: list[Unavailable] = []
@@ -234,8 +236,12 @@ def open_meter(
     on_close = None
     reason = nvml.nvml_init()
     if reason is None:
-        found, missing, warnings = nvml.nvml_gpus(list(gpus) if gpus is not None else None,
-                                                  limit)
+        try:
+            found, missing, warnings = nvml.nvml_gpus(
+                limit=limit, cuda=list(gpus) if gpus is not None else None)
+        except nvml.NoSuchGpu:
+            nvml.nvml_shutdown()
+            raise
         sensors += found
         unavailable += missing
         on_close = nvml.nvml_shutdown

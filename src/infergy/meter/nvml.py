@@ -251,14 +251,20 @@ def visible_gpu_models(limit: int | None = None) -> list[str]:
         nvml_shutdown()
 
 
+class NoSuchGpu(ValueError):
+    """A CUDA index that names no GPU this process can use; the message lists those it can."""
+
+
 def nvml_gpus(
-    indices: list[int] | None = None, limit: int | None = None,
+    indices: list[int] | None = None, limit: int | None = None, *,
+    cuda: list[int] | None = None,
 ) -> tuple[list[NvmlGpu], list[Unavailable], list[str]]:
     """The GPUs to measure, with what could not be opened and warnings.
 
-    `indices` are NVML indices; by default the GPUs this process can use, read from
-    CUDA_VISIBLE_DEVICES and matched to NVML devices by UUID, and of those only the first
-    `limit` (a tensor-parallel run's GPUs). Call `nvml_init` first.
+    `indices` are NVML indices (any GPU of the machine); by default the GPUs this process
+    can use, read from CUDA_VISIBLE_DEVICES and matched to NVML devices by UUID: those of
+    CUDA indices `cuda` where given (NoSuchGpu for one past them), else the first `limit`
+    (a tensor-parallel run's GPUs). Call `nvml_init` first.
     """
     try:
         uuids, names = _devices()
@@ -266,20 +272,28 @@ def nvml_gpus(
         return [], [Unavailable("gpu", f"NVML could not list GPUs: {_error(err)}")], []
     count = len(uuids)
     warnings: list[str] = []
-    from_env = indices is None
-    if from_env:
-        indices, warnings = visible_devices(os.environ.get("CUDA_VISIBLE_DEVICES"), uuids, names)
-        indices = indices[:limit]
+    chosen: list[tuple[int | None, int]]  # (CUDA index, NVML index)
+    if cuda == []:  # none asked: no warning about CUDA_VISIBLE_DEVICES either
+        chosen = []
+    elif indices is None:
+        visible, warnings = visible_devices(os.environ.get("CUDA_VISIBLE_DEVICES"), uuids, names)
+        if cuda is None:
+            chosen = list(enumerate(visible))[:limit]
+        else:
+            _check_cuda(cuda, visible, names)
+            chosen = [(c, visible[c]) for c in cuda]
+    else:
+        chosen = [(None, i) for i in indices]
     gpus: list[NvmlGpu] = []
     missing: list[Unavailable] = []
     if count == 0:
         missing.append(Unavailable("gpu", "NVML found no GPU"))
-    for cuda_index, i in enumerate(indices):
+    for cuda_index, i in chosen:
         if not 0 <= i < count:
             missing.append(Unavailable(f"gpu{i}", f"no GPU with NVML index {i} ({count} found)"))
             continue
         try:
-            gpu = NvmlGpu(i, cuda_index if from_env else None)
+            gpu = NvmlGpu(i, cuda_index)
         except pynvml.NVMLError as err:
             missing.append(Unavailable(f"gpu{i}", f"could not open: {_error(err)}"))
             continue
@@ -290,6 +304,21 @@ def nvml_gpus(
                 gpu.name, f"{gpu.info.model} offers neither an energy counter nor power readings"
             ))
     return gpus, missing, warnings
+
+
+def _check_cuda(cuda: list[int], visible: list[int], names: list[str]) -> None:
+    """NoSuchGpu where a CUDA index is past the GPUs this process can use (`visible`, their
+    NVML indices in CUDA order), naming them."""
+    bad = [c for c in cuda if not 0 <= c < len(visible)]
+    if not bad:
+        return
+    setting = os.environ.get("CUDA_VISIBLE_DEVICES")
+    where = "" if setting is None else f" with CUDA_VISIBLE_DEVICES={setting!r}"
+    if not visible:
+        raise NoSuchGpu(f"no GPU is visible to this process{where}")
+    listed = ", ".join(f"{c}: {names[i]} (gpu{i})" for c, i in enumerate(visible))
+    raise NoSuchGpu(f"no GPU of CUDA index {', '.join(map(str, bad))}: {len(visible)} "
+                    f"visible{where}, CUDA indices {listed}")
 
 
 def gpu_sensors() -> list[NvmlGpu]:

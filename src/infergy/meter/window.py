@@ -109,7 +109,14 @@ class Measurement:
     reason: str | None = None  # why energy_j is None
 
     def device(self, name: str) -> DeviceEnergy:
-        return next(d for d in self.devices if d.device == name)
+        """The share of the device `name` ("gpu0", "cpu0", "dram0"); LookupError naming the
+        devices measured where it is not one of them (a machine without that GPU)."""
+        for d in self.devices:
+            if d.device == name:
+                return d
+        measured = ", ".join(d.device for d in self.devices) or "none: no sensor could be read"
+        raise LookupError(f"no device {name!r} in the measurement {self.name!r} (measured: "
+                          f"{measured})")
 
     def to_dict(self) -> dict:
         return asdict(self)
