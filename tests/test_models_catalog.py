@@ -155,3 +155,88 @@ def test_importing_the_catalog_loads_neither_torch_nor_transformers():
     env = {**os.environ, "PYTHONPATH": path}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(("given", "name"), [
+    ("meta-llama/Llama-3.1-8B-Instruct", "llama-3.1-8b"),
+    ("META-LLAMA/llama-3.1-8b-instruct", "llama-3.1-8b"),
+    ("meta-llama/Meta-Llama-3.1-8B", "llama-3.1-8b"),
+    ("  meta-llama/Llama-3.2-1B-Instruct ", "llama-3.2-1b"),
+    ("HuggingFaceTB/SmolLM2-135M-Instruct", "smollm2-135m"),
+    ("allenai/olmoe-1b-7b-0924-instruct", "olmoe-1b-7b"),
+    ("deepseek-ai/DeepSeek-R1-Distill-Qwen-32B", "deepseek-r1-distill-qwen-32b"),
+    ("TINY", "tiny"),
+])
+def test_hugging_face_ids_and_aliases_name_their_catalog_model_in_any_case(given, name):
+    assert get_model(given).name == name
+
+
+def test_every_alias_names_one_model_and_is_listed_by_infergy_models():
+    from typer.testing import CliRunner
+
+    from infergy.cli import app
+
+    seen: dict[str, str] = {}
+    for name in CATALOG:
+        spec = get_model(name)
+        for alias in filter(None, (spec.hf_id, *spec.aliases)):
+            assert "/" in alias and alias.lower() not in seen, alias
+            assert alias.lower() not in CATALOG
+            seen[alias.lower()] = name
+    result = CliRunner().invoke(app, ["models"])
+    assert result.exit_code == 0
+    said = " ".join(result.output.split())
+    for alias in ("meta-llama/Llama-3.1-8B-Instruct", "meta-llama/Llama-3.2-3B-Instruct",
+                  "HuggingFaceTB/SmolLM2-135M-Instruct"):
+        assert alias in said
+
+
+@pytest.mark.parametrize(("typed", "nearest"), [
+    ("llama-3.1-8", "llama-3.1-8b"),
+    ("lama-3.2-1b", "llama-3.2-1b"),
+    ("meta-llama/Llama-3.1-8B-Instruc", "meta-llama/Llama-3.1-8B-Instruct"),
+    ("smollm2-13m", "smollm2-135m"),
+    ("olmoe-1b7b", "olmoe-1b-7b"),
+])
+def test_a_mistyped_model_gets_the_nearest_names(typed, nearest):
+    with pytest.raises(UnknownModelError) as info:
+        get_model(typed)
+    message = str(info.value)
+    assert message.startswith(f"unknown model {typed!r} (did you mean {nearest}")
+    assert "valid names: deepseek-r1-distill-qwen-32b" in message
+
+
+def test_a_model_name_that_is_not_text_is_an_unknown_model():
+    for bad in (None, 3, ["tiny"], {"a": 1}):
+        with pytest.raises(UnknownModelError, match="expected a model name"):
+            get_model(bad)
+
+
+def test_the_cli_takes_hugging_face_ids_wherever_a_model_is_named(tmp_path):
+    """measure and estimate resolve an id to its catalog name (what the stores hold); a typo
+    is exit 2 with the nearest names."""
+    from typer.testing import CliRunner
+
+    from infergy.cli import app
+
+    runner = CliRunner()
+    # measure: refused before any work, by the catalog model's own context.
+    result = runner.invoke(app, ["measure", "-m", "HuggingFaceTB/SmolLM2-135M-Instruct",
+                                 "--device", "cpu", "-i", "999999"])
+    assert result.exit_code == 2 and "smollm2-135m's context" in " ".join(
+        result.output.split())
+    typo = runner.invoke(app, ["measure", "-m", "smollm2-13m", "--device", "cpu"])
+    assert typo.exit_code == 2 and "did you mean smollm2-135m" in " ".join(typo.output.split())
+    estimate = runner.invoke(app, ["estimate", "-t", "translation", "-m",
+                                   "meta-llama/Llama-3.1-8B-Instruct", "-e", "hf-eager",
+                                   "--gpu", "h100", "--json"])
+    same = runner.invoke(app, ["estimate", "-t", "translation", "-m", "llama-3.1-8b", "-e",
+                               "hf-eager", "--gpu", "h100", "--json"])
+    assert estimate.exit_code == same.exit_code
+    if same.exit_code == 0:  # a shipped H100 profile of llama-3.1-8b
+        assert json.loads(estimate.output) == json.loads(same.output)
+        assert json.loads(estimate.output)["model"] == "llama-3.1-8b"
+    replay = runner.invoke(app, ["replay", "-t", "translation", "-m", "llama-3.1-8", "-e",
+                                 "hf-eager"])
+    assert replay.exit_code == 2 and "did you mean llama-3.1-8b" in " ".join(
+        replay.output.split())

@@ -4,6 +4,8 @@ study's ceiling binning with its coverage."""
 from __future__ import annotations
 
 import json
+import os
+import re
 
 import numpy as np
 import pytest
@@ -71,9 +73,11 @@ def test_any_table_with_a_column_mapping_csv_jsonl_and_parquet(tmp_path):
 @pytest.mark.parametrize(("text", "match"), [
     ("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03,12,4\n"
      "2023-11-16 18:17:04,abc,4\n",
-     r"line 3, column 'ContextTokens': expected a whole number of tokens >= 0, got 'abc'"),
+     r"line 3, column 'ContextTokens': expected a whole number of tokens from 0 to "
+     r"10,000,000, got 'abc'"),
     ("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03,12,-4\n",
-     r"line 2, column 'GeneratedTokens': expected a whole number of tokens >= 0, got -4"),
+     r"line 2, column 'GeneratedTokens': expected a whole number of tokens from 0 to "
+     r"10,000,000, got -4"),
     ("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03,12.5,4\n",
      r"line 2, column 'ContextTokens'.*got 12.5"),
     ("TIMESTAMP,ContextTokens\n2023-11-16 18:17:03,12\n", r"not a known trace format"),
@@ -121,6 +125,9 @@ def test_classical_tasks_are_seeded_distributions_within_their_published_range()
     assert np.array_equal(trace.input_tokens, get_trace("summarization").input_tokens)
     with pytest.raises(TraceError, match=r"not a built-in trace .*azure-code-2023"):
         get_trace("wmt")
+    with pytest.raises(TraceError, match=r"not a built-in trace \(did you mean azure-code-2023"
+                                         r"\?\) \(azure-code-2023, translation"):
+        get_trace("azure-code-2024")
 
 
 def test_ceiling_bins_on_a_hand_computed_example():
@@ -267,3 +274,255 @@ def test_an_empty_numeric_time_is_an_error_not_nan(tmp_path):
     path = write(tmp_path, "t.csv", "input_tokens,output_tokens,time\n5,2,0.5\n6,3,\n")
     with pytest.raises(TraceError, match=r"line 3, column 'time': expected a time"):
         load_trace(path)
+
+
+# First contact (issue 28): bad input refused clearly, never a traceback or nonsense.
+
+def said(result) -> str:
+    """A CLI run's output with rich's line breaks joined (independent of the width)."""
+    return " ".join(result.output.split())
+
+
+def deny_reading(monkeypatch, path):
+    """Reading `path` fails as a file without read permission does (root reads anything,
+    so chmod alone cannot show it)."""
+    from pathlib import Path
+
+    real_open = Path.open
+
+    def refusing_open(self, *args, **kwargs):
+        if Path(self).resolve() == Path(path).resolve():
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refusing_open)
+
+
+def test_an_unreadable_trace_names_the_file_and_the_reason(tmp_path, monkeypatch):
+    folder = tmp_path / "folder.csv"
+    folder.mkdir()
+    with pytest.raises(TraceError, match=r"folder.csv: is a folder, not a file"):
+        load_trace(folder)
+    with pytest.raises(TraceError, match=r"folder.csv: is a folder, not a file"):
+        get_trace(str(folder))
+    with pytest.raises(TraceError, match=r"nope.csv: no such file"):
+        load_trace(tmp_path / "nope.csv")
+    with pytest.raises(TraceError, match=r"nope.csv: not a built-in trace .* and no such file"):
+        get_trace(str(tmp_path / "nope.csv"))
+    locked = write(tmp_path, "locked.csv", AZURE)
+    deny_reading(monkeypatch, locked)
+    with pytest.raises(TraceError, match=r"locked.csv: cannot be read \(Permission denied\)"):
+        load_trace(locked)
+    with pytest.raises(TraceError, match=r"locked.csv: cannot be read \(Permission denied\)"):
+        load_trace(locked, "sharegpt", tokenizer="unused")
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="root reads a file without read permission")
+def test_a_trace_without_read_permission_is_said_through_the_cli(tmp_path):
+    locked = write(tmp_path, "locked.csv", AZURE)
+    locked.chmod(0)
+    result = CliRunner().invoke(app, ["traces", "describe", str(locked)])
+    assert result.exit_code == 2 and "cannot be read (Permission denied)" in said(result)
+
+
+@pytest.mark.parametrize(("data", "kind"), [
+    (b"\x89PNG\r\n\x1a\n" + bytes(range(256)), "a PNG image"),
+    (bytes(range(256)) * 4, "binary data"),
+    (b"\xfa\xfb\x00\x01\x02" * 100, "binary data"),
+    ("input_tokens,output_tokens\n5,3\n".encode("utf-16"), "UTF-16 text: save it as UTF-8"),
+    ("input_tokens,output_tokens\n5,3\n".encode("utf-16-le"), "UTF-16 text: save it as UTF-8"),
+    (b"SQLite format 3\x00" + bytes(100), "an SQLite database"),
+    (b"PK\x03\x04" + bytes(100), "a zip archive"),
+])
+def test_a_binary_trace_says_what_it_is(tmp_path, data, kind):
+    path = tmp_path / "t.csv"
+    path.write_bytes(data)
+    with pytest.raises(TraceError, match=re.escape(f"t.csv: not a trace file ({kind})")):
+        load_trace(path)
+
+
+def test_a_utf8_byte_order_mark_is_just_text(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_bytes("\ufeffinput_tokens,output_tokens\n5,3\n".encode())
+    assert load_trace(path).input_tokens.tolist() == [5]
+
+
+@pytest.mark.parametrize(("cell", "shown"), [
+    ("1e30", "1e+30"), ("99999999999999999999999", "99999999999999999999999"),
+    ("inf", "inf"), ("-inf", "-inf"), ("nan", "nan"), ("-5", "-5"), ("12.5", "12.5"),
+    ("10000001", "10000001"), ("", "nan"),
+])
+def test_token_counts_past_the_bound_or_not_whole_are_refused_at_their_line(
+        tmp_path, cell, shown):
+    path = write(tmp_path, "t.csv", f"input_tokens,output_tokens\n5,3\n{cell},4\n")
+    with pytest.raises(TraceError) as info:
+        load_trace(path)
+    assert str(info.value).startswith(f"{path}: line 3, column 'input_tokens': expected a "
+                                      f"whole number of tokens from 0 to 10,000,000, got ")
+    assert shown in str(info.value)
+    skipped = load_trace(path, skip_bad=True)
+    assert skipped.input_tokens.tolist() == [5] and skipped.dropped == {"bad input_tokens": 1}
+
+
+def test_the_token_bound_itself_is_accepted(tmp_path):
+    path = write(tmp_path, "t.csv", "input_tokens,output_tokens\n10000000,0\n0,10000000\n")
+    trace = load_trace(path)
+    assert trace.input_tokens.tolist() == [10_000_000, 0]
+    assert trace.input_tokens.dtype == np.int64
+
+
+@pytest.mark.parametrize("value", ["true", "1e400", "99999999999999999999999", "-1", "2.5",
+                                   '"many"', "null", "[3]", '{"n": 3}'])
+def test_a_bad_jsonl_count_is_refused_at_its_line(tmp_path, value):
+    path = write(tmp_path, "t.jsonl", '{"input_tokens": 5, "output_tokens": 2}\n'
+                                      f'{{"input_tokens": {value}, "output_tokens": 2}}\n')
+    with pytest.raises(TraceError, match=r"line 2, column 'input_tokens(\.n)?': expected a "
+                                         r"whole number of tokens from 0 to 10,000,000"):
+        load_trace(path)
+
+
+def test_times_with_zones_are_taken_in_utc(tmp_path):
+    path = write(tmp_path, "t.csv", "timestamp,input_tokens,output_tokens\n"
+                                    "2023-11-16T18:17:03+00:00,5,3\n"
+                                    "2023-11-16T20:17:04+02:00,5,3\n"
+                                    "2023-11-16T18:17:05Z,5,3\n"
+                                    "2023-11-16T13:17:06-05:00,5,3\n")
+    assert load_trace(path).arrival_s.tolist() == [0, 1, 2, 3]
+    same = write(tmp_path, "s.csv", "timestamp,input_tokens,output_tokens\n"
+                                    "2023-11-16T20:17:03+02:00,5,3\n"
+                                    "2023-11-16T20:17:05+02:00,5,3\n")
+    assert load_trace(same).arrival_s.tolist() == [0, 2]
+
+
+@pytest.mark.parametrize(("times", "line", "has"), [
+    (["2023-11-16T18:17:03+00:00", "2023-11-16T18:17:04", "2023-11-16T20:17:05+02:00"], 3,
+     "has no time zone"),
+    (["2023-11-16 18:17:03", "2023-11-16 18:17:04", "2023-11-16 18:17:05+02:00"], 4,
+     "has a time zone"),
+    (["2023-11-16T18:17:03Z", "2023-11-16T18:17:04Z", "2023-11-16 18:17:05"], 4,
+     "has no time zone"),
+])
+def test_times_with_and_without_a_zone_in_one_file_are_refused_at_a_line(
+        tmp_path, times, line, has):
+    path = write(tmp_path, "t.csv", "timestamp,input_tokens,output_tokens\n" +
+                 "".join(f"{t},5,3\n" for t in times))
+    with pytest.raises(TraceError, match=rf"line {line}, column 'timestamp': '.*' {has}, but "
+                                         rf"line 2 \('.*'\) has .*: give every time a zone"):
+        load_trace(path)
+
+
+@pytest.mark.parametrize(("cell", "shown"), [
+    ("not a time", "'not a time'"), ("2023-13-45 25:00:00", "'2023-13-45 25:00:00'"),
+])
+def test_an_unreadable_time_is_named_at_its_line(tmp_path, cell, shown):
+    path = write(tmp_path, "t.csv", "timestamp,input_tokens,output_tokens\n"
+                                    f"2023-11-16 18:17:03,5,3\n{cell},5,3\n")
+    with pytest.raises(TraceError, match=rf"line 3, column 'timestamp': expected a time, got "
+                                         rf"{re.escape(shown)}"):
+        load_trace(path)
+    seconds = write(tmp_path, "s.csv", "time,input_tokens,output_tokens\n1.5,5,3\ninf,5,3\n")
+    with pytest.raises(TraceError, match=r"line 3, column 'time': expected a time, got inf"):
+        load_trace(seconds)
+
+
+def test_a_row_with_more_fields_than_the_header_is_refused_not_shifted(tmp_path):
+    """pandas would take the first column as an index and shift every other one."""
+    path = write(tmp_path, "t.csv", "input_tokens,output_tokens\n5,3,9\n6,4\n")
+    with pytest.raises(TraceError, match=r"line 2: more fields than the header's 2 columns"):
+        load_trace(path)
+    trailing = write(tmp_path, "c.csv", "input_tokens,output_tokens\n5,3,\n6,4,\n")
+    assert load_trace(trailing).output_tokens.tolist() == [3, 4]
+
+
+def test_a_json_list_of_records_and_nested_api_logs_are_tables(tmp_path):
+    rows = [{"input_tokens": 5, "output_tokens": 3}, {"input_tokens": 7, "output_tokens": 1}]
+    listed = write(tmp_path, "t.json", json.dumps(rows))
+    assert load_trace(listed).input_tokens.tolist() == [5, 7]
+    bad = write(tmp_path, "b.json", json.dumps([*rows, {"input_tokens": -1,
+                                                         "output_tokens": 1}]))
+    with pytest.raises(TraceError, match=r"record 3, column 'input_tokens'"):
+        load_trace(bad)
+    logs = write(tmp_path, "api.jsonl", "".join(json.dumps(
+        {"id": n, "usage": {"prompt_tokens": 10 + n, "completion_tokens": 2}}) + "\n"
+        for n in range(3)))
+    trace = load_trace(logs)
+    assert trace.input_tokens.tolist() == [10, 11, 12] and trace.output_tokens.sum() == 6
+
+
+@pytest.mark.parametrize(("name", "text", "match"), [
+    ("s.json", json.dumps(SHAREGPT), r"a JSON list of conversations, as ShareGPT's: give "
+                                     r"--format sharegpt and --tokenizer DIR"),
+    ("s.jsonl", "\n".join(json.dumps(r) for r in SHAREGPT), r"records of conversations "
+                                                            r"\(id, conversations\).*--format "
+                                                            r"sharegpt"),
+    ("m.jsonl", json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n",
+     r"records of conversations \(messages\).*--format sharegpt"),
+    ("s.txt", "\n".join(json.dumps(r) for r in SHAREGPT), r"--format sharegpt"),
+    ("n.json", "[1, 2, 3]", r"a JSON list holding a number: expected records"),
+    ("c.json", '[{"input_tokens": 1, "output_tokens": 2},', r"line 1, column \d+: not valid "
+                                                             r"JSON"),
+    ("l.jsonl", '{"input_tokens": 1, "output_tokens": 2}\n[1, 2]\n', r"line 2: a list, not a "
+                                                                    r"record"),
+    ("b.jsonl", '{"input_tokens": 1, "output_tokens": 2}\n{"input_tokens": 1\n',
+     r"line 2: not a JSON record"),
+    ("o.jsonl", '{"prompt": "hi", "response": "yo"}\n', r"columns prompt, response are not a "
+                                                        r"known trace format: give "
+                                                        r"--input-col and --output-col"),
+])
+def test_a_file_of_another_shape_says_what_it_looks_like_and_what_to_give(tmp_path, name,
+                                                                         text, match):
+    path = write(tmp_path, name, text)
+    with pytest.raises(TraceError, match=match) as info:
+        load_trace(path)
+    assert str(info.value).startswith(str(path))
+    result = CliRunner().invoke(app, ["traces", "describe", str(path)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert re.search(match, said(result))
+
+
+def test_sharegpt_reads_one_conversation_a_line_and_openai_messages(tmp_path, word_tokenizer):
+    lines = write(tmp_path, "s.jsonl", "\n".join(json.dumps(r) for r in SHAREGPT) + "\n")
+    trace = load_trace(lines, "sharegpt", tokenizer=str(word_tokenizer))
+    assert trace.input_tokens.tolist() == [4, 6] and trace.output_tokens.tolist() == [2, 3]
+    messages = write(tmp_path, "m.jsonl", json.dumps({"messages": [
+        {"role": "system", "content": "x"}, {"role": "user", "content": "hello how are you"},
+        {"role": "assistant", "content": "fine thanks"}]}) + "\n")
+    trace = load_trace(messages, "sharegpt", tokenizer=str(word_tokenizer))
+    assert trace.input_tokens.tolist() == [4] and trace.output_tokens.tolist() == [2]
+    cut = write(tmp_path, "c.jsonl", lines.read_text() + '{"id": "d", "conversations": [')
+    assert load_trace(cut, "sharegpt", tokenizer=str(word_tokenizer)).dropped[
+        "record cut at the end of the file"] == 1
+    broken = write(tmp_path, "b.jsonl", '{"id": 1\n' + lines.read_text())
+    with pytest.raises(TraceError, match=r"b.jsonl: line 1: not a JSON record"):
+        load_trace(broken, "sharegpt", tokenizer=str(word_tokenizer))
+
+
+def test_every_bad_trace_is_a_clear_error_through_the_cli(tmp_path):
+    """A corpus of bad traces through `traces describe` and `estimate`: exit 2, the file
+    named, no traceback."""
+    folder = tmp_path / "folder.csv"
+    folder.mkdir()
+    corpus = {
+        "big.csv": "input_tokens,output_tokens\n1e30,4\n",
+        "zones.csv": "timestamp,input_tokens,output_tokens\n2023-11-16T18:17:03Z,5,3\n"
+                     "2023-11-16T18:17:04,5,3\n",
+        "array.json": json.dumps(SHAREGPT),
+        "png.csv": b"\x89PNG\r\n\x1a\n" + bytes(64),
+        "utf16.csv": "input_tokens,output_tokens\n5,3\n".encode("utf-16"),
+        "shifted.csv": "input_tokens,output_tokens\n5,3,9\n",
+        "empty.csv": "",
+    }
+    paths = [folder, tmp_path / "missing.csv"]
+    for name, data in corpus.items():
+        path = tmp_path / name
+        path.write_bytes(data if isinstance(data, bytes) else data.encode())
+        paths.append(path)
+    runner = CliRunner()
+    for path in paths:
+        for args in (["traces", "describe", str(path)],
+                     ["estimate", "-t", str(path), "-m", "llama-3.1-8b", "--gpu", "h100"]):
+            result = runner.invoke(app, args)
+            assert result.exit_code == 2, (args, result.output)
+            assert "Traceback" not in result.output and path.name in said(result), args
+            assert result.exception is None or isinstance(result.exception, SystemExit), args

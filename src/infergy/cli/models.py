@@ -12,12 +12,14 @@ from infergy.models import get_model, model_names
 def models():
     """List the model catalog: architectures with the facts of their public configs."""
     table = Table(title="Model catalog", title_justify="left")
-    for col in ("name", "architecture", "parameters", "context", "mirrors"):
+    for col in ("name", "architecture", "parameters", "context",
+                "Hugging Face ids (accepted as names)"):
         table.add_column(col)
     for name in model_names():
         spec = get_model(name)
         params = spec.published_params
         table.add_row(name, spec.config.get("model_type", "?"),
                       "n/a" if params is None else f"{params / 1e9:.2f}B",
-                      str(spec.max_context), spec.hf_id or "(test model)")
+                      str(spec.max_context),
+                      ", ".join(filter(None, (spec.hf_id, *spec.aliases))) or "(test model)")
     out.print(table)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from infergy.cli.app import app, fail, out
@@ -72,7 +73,7 @@ def traces_describe(
     out.print(table)
     for d in described:
         for why, rows in d["dropped"].items():
-            out.print(f"[yellow]{d['name']}[/]: {rows} rows dropped: {why}")
+            out.print(f"[yellow]{escape(d['name'])}[/]: {rows} rows dropped: {escape(why)}")
         if d["notes"]:
-            out.print(f"[dim]{d['name']}: {d['notes']}[/]")
+            out.print(f"[dim]{escape(d['name'])}: {escape(d['notes'])}[/]")
 

@@ -1,13 +1,17 @@
 """The architecture catalog: named models as transformers config files shipped in the package.
 
 Each `configs/<name>.json` holds the facts of one public config.json (`config`), where they were
-read (`source`), and the published parameter count to check a build against. Reading the
-catalog needs neither torch nor transformers; only `ModelSpec.hf_config` imports transformers.
+read (`source`), and the published parameter count to check a build against. A model is named
+by its catalog name or by a Hugging Face id of the same architecture (`hf_id`, `aliases`), in
+any case. Reading the catalog needs neither torch nor transformers; only `ModelSpec.hf_config`
+imports transformers.
 """
 
 from __future__ import annotations
 
 import copy
+import difflib
+import functools
 import json
 from dataclasses import dataclass, field
 from importlib import resources
@@ -17,7 +21,8 @@ _CONFIG_DIR = "configs"
 
 
 class UnknownModelError(ValueError):
-    """A model name that is not in the catalog. The message lists the valid names."""
+    """A model name that is not in the catalog. The message names the nearest names and lists
+    the valid ones."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,9 @@ class ModelSpec:
     # hf_config() works on a copy.
     config: dict[str, Any] = field(hash=False)
     published_params_text: str = ""  # the published figure as written, with its source
+    # Other Hugging Face ids of this very architecture (an instruct model of the same config),
+    # accepted wherever a model is named.
+    aliases: tuple[str, ...] = ()
 
     @property
     def model_type(self) -> str:
@@ -60,47 +68,70 @@ def _num_experts(config: dict[str, Any]) -> int:
     return int(config.get("num_experts") or config.get("num_local_experts") or 0)
 
 
-def _config_files() -> dict[str, Any]:
+@functools.cache
+def _catalog() -> dict[str, dict[str, Any]]:
+    """Every config file's data by catalog name (read once: they ship with the package)."""
     folder = resources.files(__package__).joinpath(_CONFIG_DIR)
-    return {
-        entry.name.removesuffix(".json"): entry
-        for entry in folder.iterdir()
-        if entry.name.endswith(".json")
-    }
+    return {entry.name.removesuffix(".json"): json.loads(entry.read_text(encoding="utf-8"))
+            for entry in folder.iterdir() if entry.name.endswith(".json")}
+
+
+@functools.cache
+def _names_by_key() -> dict[str, str]:
+    """The catalog name of each accepted name, lower-cased: the name, its Hugging Face id and
+    its aliases."""
+    keys = {}
+    for name, data in _catalog().items():
+        for key in (data.get("hf_id"), *data.get("aliases", ())):
+            if key:
+                keys[key.lower()] = name
+    return keys | {name: name for name in _catalog()}
 
 
 def model_names() -> list[str]:
     """Names of every model in the catalog, sorted."""
-    return sorted(_config_files())
+    return sorted(_catalog())
 
 
 def get_model(name: str) -> ModelSpec:
-    """The catalog entry called `name` (case-insensitive), or whose Hugging Face id is `name`.
+    """The catalog entry called `name`, or whose Hugging Face id or alias is `name` (any case).
 
-    Raises UnknownModelError, listing the valid names, when there is none."""
-    files = _config_files()
-    key = name.strip().lower()
-    if key not in files:
-        by_hf_id = {
-            str(_load(entry).get("hf_id") or "").lower(): entry_name
-            for entry_name, entry in files.items()
-        }
-        if key not in by_hf_id or not key:
-            raise UnknownModelError(
-                f"unknown model {name!r}; valid names: {', '.join(sorted(files))}"
-            )
-        key = by_hf_id[key]
-    data = _load(files[key])
+    Raises UnknownModelError, naming the nearest names and listing the valid ones, when there
+    is none."""
+    if not isinstance(name, str):
+        raise UnknownModelError(f"expected a model name, got {name!r}; valid names: "
+                                f"{', '.join(model_names())}")
+    key = _names_by_key().get(name.strip().lower())
+    if key is None:
+        raise UnknownModelError(f"unknown model {name!r}{_nearest(name)}; valid names: "
+                                f"{', '.join(model_names())}, or the Hugging Face ids "
+                                f"`infergy models` shows")
+    data = _catalog()[key]
     return ModelSpec(
         name=key,
         hf_id=data.get("hf_id"),
         source=data["source"],
         published_params=data.get("published_params"),
         active_params=data.get("active_params"),
-        config=data["config"],
+        config=copy.deepcopy(data["config"]),  # a caller's change stays its own
         published_params_text=data.get("published_params_text", ""),
+        aliases=tuple(data.get("aliases", ())),
     )
 
 
-def _load(entry: Any) -> dict[str, Any]:
-    return json.loads(entry.read_text(encoding="utf-8"))
+def _nearest(name: str) -> str:
+    """" (did you mean X, Y or Z?)" for the accepted names nearest `name`, or ""."""
+    keys = _names_by_key()
+    close = difflib.get_close_matches(name.strip().lower(), list(keys), n=3, cutoff=0.6)
+    shown = list(dict.fromkeys(keys[k] if "/" not in k else _spelled(k) for k in close))
+    if not shown:
+        return ""
+    listed = shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} or {shown[-1]}"
+    return f" (did you mean {listed}?)"
+
+
+def _spelled(key: str) -> str:
+    """A Hugging Face id as its catalog file spells it (from its lower-cased key)."""
+    data = _catalog()[_names_by_key()[key]]
+    return next(k for k in (data.get("hf_id"), *data.get("aliases", ())) if k and
+                k.lower() == key)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from infergy.engines.decoding import Decoding
 from infergy.models.catalog import ModelSpec
+from infergy.plan.fields import MAX_BATCH
 
 
 class PointError(ValueError):
@@ -31,8 +32,10 @@ def validate_point(point: Point, spec: ModelSpec) -> Decoding:
     """Check a point against its model before any work; returns its Decoding."""
     for name in ("batch", "input_tokens", "output_tokens"):
         value = getattr(point, name)
-        if not isinstance(value, int) or value < 1:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise PointError(f"{name} must be a positive integer, got {value!r}")
+    if point.batch > MAX_BATCH:
+        raise PointError(f"batch must be at most {MAX_BATCH:,} prompts, got {point.batch:,}")
     total = point.input_tokens + point.output_tokens
     if total > spec.max_context:
         raise PointError(

@@ -66,11 +66,14 @@ def get_trace(name_or_path: str, **kwargs) -> Trace:
     """A built-in trace by name, or a trace file (kwargs go to `load_trace`)."""
     if name_or_path in BUILTIN:
         return builtin_trace(name_or_path)
+    import difflib
     from pathlib import Path
 
     if not Path(name_or_path).exists():
-        raise TraceError(f"{name_or_path}: not a built-in trace ({', '.join(BUILTIN)}) and no "
-                         f"such file")
+        near = difflib.get_close_matches(name_or_path.lower(), list(BUILTIN), n=1)
+        hint = f" (did you mean {near[0]}?)" if near else ""
+        raise TraceError(f"{name_or_path}: not a built-in trace{hint} ({', '.join(BUILTIN)}) "
+                         f"and no such file")
     return load_trace(name_or_path, **kwargs)
 
 

@@ -7,15 +7,18 @@ Formats:
   GeneratedTokens.
 - `burstgpt`: BurstGPT's eight columns; failed requests (Response tokens = 0) are dropped and
   counted; filter by `Model` and `Log Type`.
-- `table`: any CSV, JSONL or Parquet file with a column mapping (input, output, optional time).
+- `table`: any CSV, JSONL, JSON list of records or Parquet file with a column mapping (input,
+  output, optional time); nested records are flattened (an API's `usage.prompt_tokens`).
 - `sharegpt`: ShareGPT-style JSON (a list of {"conversations": [{"from": "human", "value":
-  ...}, {"from": "gpt", ...}]}): the first user turn and the assistant's answer, counted in
-  tokens by a given tokenizer (lengths depend on it). A file cut mid-record, as the public
-  ShareGPT V3 file is, is read up to the cut, which is counted.
+  ...}, {"from": "gpt", ...}]}, or one such record a line; OpenAI's `messages` with `role` and
+  `content` too): the first user turn and the assistant's answer, counted in tokens by a given
+  tokenizer (lengths depend on it). A file cut mid-record, as the public ShareGPT V3 file is,
+  is read up to the cut, which is counted.
 
 Every malformed value is an error naming the file, the line (as a text editor counts them,
 header included) and the column, unless `skip_bad` is set: then such rows are dropped and
-counted.
+counted. A token count is a whole number from 0 to MAX_TOKENS. Times with a time zone are
+taken in UTC; times with one and times without in one file are refused (no zone to assume).
 """
 
 from __future__ import annotations
@@ -25,16 +28,24 @@ from pathlib import Path
 
 import numpy as np
 
+from infergy.workloads.reading import (
+    CONVERSATION_KEYS,
+    SHAREGPT_HINT,
+    FileProblem,
+    TraceError,
+    read_table,
+    read_text,
+)
+
 AZURE = {"input": "ContextTokens", "output": "GeneratedTokens", "time": "TIMESTAMP"}
 BURSTGPT = {"input": "Request tokens", "output": "Response tokens", "time": "Timestamp",
             "model": "Model", "log_type": "Log Type"}
 FORMATS = ("azure", "burstgpt", "table", "sharegpt")
 USER_ROLES = ("human", "user")
 ASSISTANT_ROLES = ("gpt", "assistant", "chatgpt", "bing", "bard")
-
-
-class TraceError(ValueError):
-    """A trace that cannot be read as asked; the message names the file, line and column."""
+# Tokens a request may hold: past any model's context, so a larger count is a broken file
+# (1e30 would wrap around int64), not a request.
+MAX_TOKENS = 10_000_000
 
 
 @dataclass
@@ -66,7 +77,7 @@ def load_trace(path: str | Path, fmt: str | None = None, *, input_col: str | Non
     path = Path(path)
     if fmt == "sharegpt":
         return load_sharegpt(path, tokenizer)
-    frame = _read(path)
+    frame = read_table(path)
     if fmt is None:
         fmt = ("azure" if set(AZURE.values()) <= set(frame.columns) else
                "burstgpt" if {BURSTGPT["input"], BURSTGPT["output"]} <= set(frame.columns)
@@ -95,8 +106,7 @@ def load_trace(path: str | Path, fmt: str | None = None, *, input_col: str | Non
                 guessed["output"], "time": time_col or (guessed["time"] if not (
                     input_col or output_col) else None)}
         if cols["input"] is None or cols["output"] is None:
-            raise TraceError(f"{path}: columns {', '.join(map(str, frame.columns[:8]))} are "
-                             f"not a known trace format: give --input-col and --output-col")
+            raise TraceError(_unknown_columns(path, frame))
     _require(path, frame, [c for c in cols.values() if c])
     inputs = _tokens(path, frame, cols["input"], skip_bad, dropped)
     outputs = _tokens(path, frame, cols["output"], skip_bad, dropped)
@@ -126,39 +136,23 @@ GUESSES = {
 
 
 def _guess_columns(columns) -> dict[str, str | None]:
-    """Input, output and time columns by their common names (any case), or None."""
-    by_lower = {str(c).lower(): c for c in columns}
+    """Input, output and time columns by their common names (any case; a nested record's
+    "usage.prompt_tokens" by its last part), or None."""
+    by_lower = {str(c).lower().rsplit(".", 1)[-1]: c for c in reversed(columns)}
+    by_lower |= {str(c).lower(): c for c in columns}
     return {role: next((by_lower[n] for n in names if n in by_lower), None)
             for role, names in GUESSES.items()}
 
 
-def _read(path: Path):
-    import pandas as pd
-
-    if not path.is_file():
-        raise TraceError(f"{path}: no such file")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".parquet":
-            frame = pd.read_parquet(path)
-        elif suffix in (".jsonl", ".ndjson"):
-            frame = pd.read_json(path, lines=True)
-        else:
-            frame = pd.read_csv(path, skipinitialspace=True)
-    except pd.errors.EmptyDataError:
-        raise TraceError(f"{path}: empty file") from None
-    except (pd.errors.ParserError, ValueError, ImportError) as err:
-        raise TraceError(f"{path}: cannot be read as {suffix.lstrip('.') or 'csv'}: "
-                         f"{err}") from None
-    if frame.empty:
-        raise TraceError(f"{path}: no rows")
-    # Where a row sits in the file: after a header line (CSV), on its own line (JSONL), or
-    # by its row number (Parquet has no lines).
-    frame.attrs["first_line"] = {".parquet": None, ".jsonl": 1, ".ndjson": 1}.get(suffix, 2)
-    if len(frame.columns) == 1 and suffix not in (".parquet", ".jsonl", ".ndjson"):
-        raise TraceError(f"{path}: one column ({frame.columns[0]!r}): is the delimiter not "
-                         f"a comma?")
-    return frame
+def _unknown_columns(path: Path, frame) -> str:
+    """Why a table's columns are not a trace, and what to give."""
+    columns = ", ".join(map(str, frame.columns[:8])) + (", ..." if len(frame.columns) > 8
+                                                        else "")
+    if any(str(c).lower() in CONVERSATION_KEYS for c in frame.columns):
+        return f"{path}: records of conversations ({columns}), as ShareGPT's: {SHAREGPT_HINT}"
+    return (f"{path}: columns {columns} are not a known trace format: give --input-col and "
+            f"--output-col (columns of token counts), or --format (azure, burstgpt, "
+            f"sharegpt)")
 
 
 def _require(path: Path, frame, columns: list[str]) -> None:
@@ -173,14 +167,20 @@ def _tokens(path: Path, frame, column: str, skip_bad: bool, dropped: dict) -> np
     import pandas as pd
 
     raw = frame[column]
-    values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float, copy=True)
-    bad = np.isnan(values) | (values < 0) | (values != np.floor(values))
+    with np.errstate(invalid="ignore", over="ignore"):
+        values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float, copy=True)
+        bad = ~np.isfinite(values) | (values < 0) | (values > MAX_TOKENS) | (
+            values != np.floor(values))
+    if pd.api.types.is_bool_dtype(raw):  # JSON's true is no count of tokens
+        bad[:] = True
+    elif raw.dtype == object:
+        bad |= raw.map(lambda v: isinstance(v, bool)).to_numpy(dtype=bool)
     if bad.any():
         if not skip_bad:
             n = int(np.argmax(bad))
             raise TraceError(f"{path}: {_line(frame, n)}, column {column!r}: expected a "
-                             f"whole number of tokens >= 0, got {_shown(raw.iloc[n])} (--skip-bad "
-                             f"skips and counts such rows)")
+                             f"whole number of tokens from 0 to {MAX_TOKENS:,}, got "
+                             f"{_shown(raw.iloc[n])} (--skip-bad skips and counts such rows)")
         dropped[f"bad {column}"] = int(bad.sum())
         values[bad] = np.nan
     return values
@@ -192,33 +192,75 @@ def _shown(value) -> str:
 
 
 def _line(frame, n: int) -> str:
-    """Where the frame's n-th row is in its file: "line L", or "row R" (Parquet)."""
+    """Where the frame's n-th row is in its file: "line L", or "record R" (a JSON list) or "row
+    R" (Parquet)."""
     first = frame.attrs.get("first_line", 2)
-    return f"row {int(frame.index[n]) + 1}" if first is None else \
-        f"line {int(frame.index[n]) + first}"
+    return f"{frame.attrs.get('unit', 'row')} {int(frame.index[n]) + 1}" if first is None \
+        else f"line {int(frame.index[n]) + first}"
 
 
 def _times(path: Path, frame, column: str, good: np.ndarray) -> np.ndarray | None:
+    """Seconds from the first request: a column of seconds, or of times (ISO 8601 or any
+    form pandas reads; those with a time zone in UTC)."""
     import pandas as pd
 
-    raw = frame[column][good]
-    if pd.api.types.is_numeric_dtype(raw):
+    raw, kept = frame[column][good], frame[good]
+    if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
         seconds = raw.to_numpy(dtype=float)
-        if np.isnan(seconds).any():
-            n = int(np.argmax(np.isnan(seconds)))
-            raise TraceError(f"{path}: {_line(frame[good], n)}, column {column!r}: "
-                             f"expected a time, got an empty cell")
-    else:
-        try:  # the fast path: ISO 8601 times, as the Azure and BurstGPT files have
-            stamps = pd.to_datetime(raw, format="ISO8601")
-        except (ValueError, TypeError):
-            stamps = pd.to_datetime(raw, errors="coerce", format="mixed")
-        if stamps.isna().any():
-            n = int(np.argmax(stamps.isna().to_numpy()))
-            raise TraceError(f"{path}: {_line(frame[good], n)}, column {column!r}: "
-                             f"expected a time, got {raw.iloc[n]!r}")
-        seconds = (stamps - stamps.min()).dt.total_seconds().to_numpy()
+        if not np.isfinite(seconds).all():
+            n = int(np.argmax(~np.isfinite(seconds)))
+            got = "an empty cell" if np.isnan(seconds[n]) else _shown(raw.iloc[n])
+            raise TraceError(f"{path}: {_line(kept, n)}, column {column!r}: expected a time, "
+                             f"got {got}")
+        return seconds - seconds.min()
+    stamps = raw if isinstance(raw.dtype, pd.DatetimeTZDtype) or \
+        pd.api.types.is_datetime64_dtype(raw) else _stamps(path, kept, column, raw)
+    if stamps.isna().any():
+        n = int(np.argmax(stamps.isna().to_numpy()))
+        raise TraceError(f"{path}: {_line(kept, n)}, column {column!r}: expected a time, got "
+                         f"{_shown(raw.iloc[n])}")
+    seconds = (stamps - stamps.min()).dt.total_seconds().to_numpy()
     return seconds - seconds.min()
+
+
+# A time that names its zone: "...12:00:00Z", "+02:00", "-0500", " UTC".
+ZONED = r"\d:\d\d(?::\d\d(?:[.,]\d+)?)?\s*(?:Z|[+-]\d\d(?::?\d\d)?|UTC|GMT)\s*$"
+
+
+def _stamps(path: Path, kept, column: str, raw):
+    """Text times as datetimes (NaT where one cannot be read). All with a zone: in UTC, so
+    +02:00 and Z mix; none with one: as written; some with, some without: TraceError naming
+    the first line that differs from the first time."""
+    import warnings
+
+    import pandas as pd
+
+    with warnings.catch_warnings():  # pandas 2 warns of mixed zones where pandas 3 raises
+        warnings.simplefilter("ignore")
+        try:  # the fast path: ISO 8601 times in one zone, as the Azure and BurstGPT files have
+            stamps = pd.to_datetime(raw, format="ISO8601")
+        except (ValueError, TypeError, OverflowError):
+            stamps = None
+        # Naive times are safe; pandas 2 gives a time without a zone after one with a zone
+        # that zone: each is checked.
+        if stamps is not None and stamps.dtype != object and stamps.dt.tz is None:
+            return stamps
+        zoned = raw.astype(str).str.contains(ZONED, case=False, regex=True).to_numpy()
+        if stamps is not None and stamps.dtype != object and zoned.all():
+            return stamps
+        if zoned.any() and not zoned.all():
+            n = int(np.argmax(zoned != zoned[0]))
+            has = "has a" if zoned[n] else "has no"
+            first = "has none" if zoned[n] else "has one"
+            raise TraceError(f"{path}: {_line(kept, n)}, column {column!r}: {raw.iloc[n]!r} "
+                             f"{has} time zone, but {_line(kept, 0)} ({raw.iloc[0]!r}) "
+                             f"{first}: give every time a zone (then taken in UTC), or none")
+        try:
+            return pd.to_datetime(raw, errors="coerce", format="mixed", utc=bool(zoned.all()))
+        except (ValueError, TypeError, OverflowError) as err:  # zones it cannot reconcile
+            raise TraceError(f"{path}: column {column!r}: times that cannot be read together "
+                             f"({str(err).splitlines()[0]}); give ISO 8601 times, all with a "
+                             f"zone or none") from None
 
 
 def _say(dropped: dict) -> str:
@@ -226,9 +268,12 @@ def _say(dropped: dict) -> str:
 
 
 def load_sharegpt(path: Path, tokenizer) -> Trace:
-    """A ShareGPT-style JSON file; `tokenizer`: a transformers tokenizer, or the folder or
-    name `AutoTokenizer.from_pretrained` loads."""
-
+    """A ShareGPT-style JSON file (a list, or one record a line); `tokenizer`: a transformers
+    tokenizer, or the folder or name `AutoTokenizer.from_pretrained` loads."""
+    try:
+        text = read_text(path, "JSON text file", limit=None)
+    except FileProblem as err:
+        raise TraceError(f"{path}: {err}") from None
     if tokenizer is None:
         raise TraceError(f"{path}: ShareGPT holds text: give a tokenizer (--tokenizer DIR) to "
                          f"count its tokens")
@@ -239,17 +284,15 @@ def load_sharegpt(path: Path, tokenizer) -> Trace:
             tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
         except (OSError, ValueError) as err:
             raise TraceError(f"tokenizer {tokenizer}: cannot be loaded: {err}") from None
-    if not path.is_file():
-        raise TraceError(f"{path}: no such file")
     try:
-        records, cut = _json_records(path.read_text())
+        records, cut = (_json_lines if text.lstrip().startswith("{") else _json_records)(text)
     except TraceError as err:
         raise TraceError(f"{path}: {err}") from None
     prompts, answers, dropped = [], [], {}
     for record in records:
         turns = []
         if isinstance(record, dict):
-            turns = record.get("conversations") or record.get("conversation") or []
+            turns = next((record[k] for k in CONVERSATION_KEYS if record.get(k)), [])
         pair = _first_exchange(turns)
         if pair is None:
             dropped["no user turn with an answer"] = dropped.get(
@@ -269,6 +312,25 @@ def load_sharegpt(path: Path, tokenizer) -> Trace:
     name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
     return Trace(name=path.name, input_tokens=count(prompts), output_tokens=count(answers),
                  source=f"{path} (sharegpt, tokens by {name})", dropped=dropped)
+
+
+def _json_lines(text: str) -> tuple[list, bool]:
+    """The records of one JSON record a line: a last line cut mid-record is left out (and
+    True); a bad line before it is a TraceError naming it."""
+    import json
+
+    lines = text.splitlines()
+    last = max((n for n, line in enumerate(lines) if line.strip()), default=-1)
+    records = []
+    for n, line in enumerate(lines):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                if n == last:
+                    return records, True
+                raise TraceError(f"line {n + 1}: not a JSON record ({err.msg})") from None
+    return records, False
 
 
 def _json_records(text: str) -> tuple[list, bool]:
