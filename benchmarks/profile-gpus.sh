@@ -20,9 +20,10 @@
 # --batch), "online:SERVER:RATE[:N]" online through --serve SERVER (vllm, vllm-eager,
 # hf-paged) at a Poisson RATE a second (N for --steady-inflight); $WARMUP, the offline
 # replays' --warmup (online ones refuse it).
-# A shard is of the points its GPU's copy of the store does not hold yet: start the shards of
-# one sweep in one call, so they split what is left evenly. A start with no worker running
-# first gives every GPU's copy the points of the others (an earlier call's shards).
+# A shard K/N is every N-th point of the whole plan from the K-th, whatever its GPU's copy of
+# the store holds: shards stopped and started again measure each point once. A start with no
+# worker running first gives every GPU's copy the points of the others (an earlier call's
+# shards: a later call sharding the same points otherwise, N changed, skips them).
 #   start spot,hf-compiled:max:0/2 spot,hf-compiled:max:1/2 spot,hf-compiled:max:... -
 # A later call may start a worker on a GPU without one (vLLM's, once the bundle is installed
 # and on PYTHONPATH), or stop some: `stop 2 3`, then `start - - vllm:max vllm-eager:max`. A vLLM
@@ -197,7 +198,7 @@ case "$command" in
     fi
     if ! running && [ "$(ls "$dir"/gpu*.db 2>/dev/null | wc -l)" -gt 1 ]; then
       # Shards of an earlier call measured into their own copies: each copy gets the others'
-      # points, so the shards started now split what is left of the same points.
+      # points, so a shard started now (of another N, say) skips what they measured.
       for db in "$dir"/gpu*.db; do
         others=()
         for other in "$dir"/gpu*.db; do [ "$other" = "$db" ] || others+=("$other"); done

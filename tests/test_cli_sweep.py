@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
+import time
 
 from typer.testing import CliRunner
 
 from infergy.cli import app
+from infergy.run import describe_plan, local_device
 from infergy.store import Store
 
 runner = CliRunner()
@@ -45,7 +48,7 @@ def test_dry_run_prints_the_plan_and_measures_nothing(tmp_path):
 def test_dry_run_counts_what_the_store_already_has_for_this_device(tmp_path, monkeypatch):
     import infergy.cli.sweep as cli_sweep
 
-    monkeypatch.setattr(cli_sweep, "local_device", lambda tp=1: DEVICE)
+    monkeypatch.setattr(cli_sweep, "local_device", lambda tp=1, device="auto": DEVICE)
     write_store(tmp_path / "r.db", batches=(1,))
     spec = tmp_path / "s.yaml"
     spec.write_text("models: [tiny]\ninput_tokens: [8]\noutput_tokens: [4]\n"
@@ -158,7 +161,8 @@ def test_a_point_measured_at_tp_1_is_not_measured_at_tp_2(tmp_path, monkeypatch)
     import infergy.cli.sweep as cli_sweep
 
     asked = []
-    monkeypatch.setattr(cli_sweep, "local_device", lambda tp=1: asked.append(tp) or DEVICE)
+    monkeypatch.setattr(cli_sweep, "local_device",
+                        lambda tp=1, device="auto": asked.append(tp) or DEVICE)
     with Store(tmp_path / "r.db") as store:
         run = store.start_run(device=DEVICE, meta=META, spec=None)
         point = {"model": "llama-3.1-8b", "engine": "vllm", "batch": 1, "input_tokens": 8,
@@ -176,3 +180,159 @@ def test_a_point_measured_at_tp_1_is_not_measured_at_tp_2(tmp_path, monkeypatch)
         assert held in flat(result.output)
     assert asked == [1, 2]
     assert "at TP 2" in flat(result.output)
+
+
+SPEC_3 = ("models: [tiny]\nengines: [{name: 'simulated_engines:FailsByBatchEngine', options: "
+          "{crash_at_batch: 2}}]\ninput_tokens: [8]\noutput_tokens: [2]\nbatch_sizes: [1, 2, 4]\n"
+          "repeats: 1\nwarmup: 0\nidle_s: 0\n")
+
+
+def test_a_sweep_logged_to_a_file_says_each_point_as_stored_and_which_failed(tmp_path):
+    """Standard error not a terminal (a file, a CI log): a plain line as each point is stored,
+    and the last lines say the plan is whole in the store, naming the point that failed."""
+    spec = tmp_path / "s.yaml"
+    spec.write_text(SPEC_3)
+    db = tmp_path / "r.db"
+    result = runner.invoke(app, ["sweep", str(spec), "--db", str(db), "--device", "cpu"])
+    text = flat(result.output)
+    assert result.exit_code == 1, result.output  # a point failed
+    label = "tiny simulated_engines:FailsByBatchEngine+crash_at_batch=2 greedy"
+    assert f"infergy: [1/3] {label} B=1 I=8 O=2: ok, energy not measured (no sensor)" in text
+    assert f"infergy: [2/3] {label} B=2 I=8 O=2: failed (the worker process died" in text
+    assert ": starting a new worker" in text
+    assert f"infergy: [3/3] {label} B=4 I=8 O=2: ok, energy not measured (no sensor), about " \
+           in text
+    assert f"done: every point of the plan (3) is in {db}; 1 failed: {label} B=2 I=8 O=2 " \
+           "(tried again when the same command runs again)" in text
+    assert "━" not in result.output and "Traceback" not in result.output
+
+
+def _summary(**fields):
+    from infergy.run.sweep import SweepSummary
+
+    return SweepSummary(**{"run_id": "r", "device": "cpu:h", "measured": 2, "skipped": 0,
+                           "failed": 0, "oom": 0, "interrupted": False, "worker_restarts": 0,
+                           "wall_s": 1.0, "busy_s": 0.5, "setup_s": 0.1, "total": 5,
+                           **fields})
+
+
+def test_a_sweep_says_done_only_with_its_whole_plan_in_the_store(tmp_path, monkeypatch):
+    """The end of a sweep read from its summary (run_sweep replaced by a test double that
+    returns one): points missing are not done (exit 1, the resume command with the
+    options given), a store that could not be written exits 2, a stop by signal 130 / 143."""
+    import infergy.cli.sweep as cli_sweep
+
+    db = tmp_path / "r.db"
+    args = ["sweep", "batch-sweep", "-m", "tiny", "-b", "1", "-b", "2", "--db", str(db),
+            "--device", "cpu", "--shard", "0/2"]
+    again = (f"infergy sweep batch-sweep --db {db} -m tiny -b 1 -b 2 --device cpu "
+             f"--shard 0/2")
+    cases = [
+        ({"missing": 3}, 1, f"not done: 3 of the plan's 5 points are not in {db}: run the "
+                            f"same command to resume: {again}"),
+        ({"missing": 0}, 0, f"done: every point of the plan (5) is in {db}"),
+        ({"missing": 2, "store_error": f"{db}: cannot be written (database or disk is full)"},
+         2, f"error: {db}: cannot be written (database or disk is full): the sweep stopped "
+            f"there, the points stored before are kept; once the store can be written, resume "
+            f"with: {again}"),
+        ({"missing": 3, "interrupted": True, "signal": "SIGTERM",
+          "abandoned": "tiny hf-eager greedy B=2 I=32 O=32"}, 143,
+         "stopped by SIGTERM, the point in flight (tiny hf-eager greedy B=2 I=32 O=32) "
+         "abandoned, not stored; the run is marked interrupted; 3 of the plan's 5 points"),
+        ({"missing": 3, "interrupted": True, "signal": "SIGINT"}, 130,
+         "stopped by Ctrl-C, after the point in flight"),
+    ]
+    for fields, code, said in cases:
+        monkeypatch.setattr(cli_sweep, "run_sweep", lambda *a, fields=fields, **k: _summary(
+            **fields))
+        result = runner.invoke(app, args)
+        assert result.exit_code == code, result.output
+        assert said in flat(result.output)
+        assert ("done: every point" in flat(result.output)) == (code == 0)
+        assert "Traceback" not in result.output
+
+
+def test_a_dry_run_of_a_million_points_answers_at_once(tmp_path, monkeypatch):
+    import infergy.cli.sweep as cli_sweep
+
+    took = []
+
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        plan = describe_plan(*args, **kwargs)
+        took.append(time.perf_counter() - start)
+        return plan
+
+    monkeypatch.setattr(cli_sweep, "describe_plan", timed)
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"models: [tiny]\ninput_tokens: {list(range(1, 1001))}\n"
+                    f"output_tokens: {list(range(1, 1001))}\nbatch_sizes: [1]\n")
+    result = runner.invoke(app, ["sweep", str(spec), "--dry-run", "--db",
+                                 str(tmp_path / "r.db"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    text = flat(result.output)
+    assert took[0] < 1.0
+    assert "1,000,000 points, 0 already in" in text and "999,990 more points" in text
+    assert "│ 1,000,000 │ tiny │ hf-eager │ greedy │ 1 │ 1000 │ 1000 │" in text
+    assert "timed from 1,000 of the points, evenly spread" in text
+    # Sharded: the shard's share, counted the same way
+    result = runner.invoke(app, ["sweep", str(spec), "--dry-run", "--db",
+                                 str(tmp_path / "r.db"), "--shard", "2/3"])
+    assert "333,333 points, 0 already in" in flat(result.output)
+
+
+def _seconds(text: str) -> float:
+    """The rough time of a dry run's summary line, in seconds."""
+    value, unit = re.search(r"repeats roughly ([\d.,]+) (s|min|h|days)", text).groups()
+    return float(value.replace(",", "")) * {"s": 1, "min": 60, "h": 3600, "days": 86400}[unit]
+
+
+def test_a_dry_run_on_a_cpu_times_a_cpu_not_an_h100(tmp_path, monkeypatch):
+    """--device cpu (or auto without a GPU): a rough CPU guess, said to be one, never a
+    GPU's speed; the CPU's own measured points in the store stand and scale the others."""
+    import socket
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text("models: [tiny]\ninput_tokens: [8, 16, 32]\noutput_tokens: [2, 4]\n"
+                    "batch_sizes: [1, 2, 3]\nrepeats: 2\nwarmup: 1\nidle_s: 0\n")
+    db = tmp_path / "r.db"
+    result = runner.invoke(app, ["sweep", str(spec), "--dry-run", "--db", str(db),
+                                 "--device", "cpu"])
+    text = flat(result.output)
+    assert result.exit_code == 0, result.output
+    assert "on this CPU" in text and "Times on this CPU" in text and "rough guess" in text
+    assert "H100" not in text
+    assert 1 <= _seconds(text) <= 60  # the tiny model's 18 points: not "0 min"
+    if local_device().startswith("cpu:"):  # no GPU here: auto is the CPU too
+        auto = runner.invoke(app, ["sweep", str(spec), "--dry-run", "--db", str(db)])
+        assert "Times on this CPU" in flat(auto.output)
+    # This CPU's measured points: their times stand, and scale the others' (no "?" left)
+    host = {"hostname": socket.gethostname()}
+    with Store(db) as store:
+        run = store.start_run(device=f"cpu:{host['hostname']}", meta={"gpus": [], "host": host},
+                              spec=None)
+        for batch in (1, 2, 3):
+            point = {"model": "tiny", "engine": "hf-eager", "batch": batch, "input_tokens": 8,
+                     "output_tokens": 2, "decoding": "greedy", "tp": 1, "dtype": "bfloat16"}
+            store.add_point(run, f"cpu:{host['hostname']}", {
+                "point": point, "status": "ok", "energy_j": None, "time_s": 2.0,
+                "warmup": {"time_s": 3.0},
+                "repeats": [{"request": {"time_s": 3.0},
+                             "prefill": {"time_s": 0.1, "method": "window"}}] * 2,
+            }, engine_options="{}", batch_requested=batch)
+    result = runner.invoke(app, ["sweep", str(spec), "--dry-run", "--db", str(db),
+                                 "--device", "cpu"])
+    text = flat(result.output)
+    assert "18 points, 3 already in" in text and "│ in store │ 9.0 s │" in text
+    assert " ?" not in text.split("Times on")[0]
+    assert _seconds(text) > 15 * 9.0 * 0.5  # scaled up towards what this CPU took
+
+
+def test_a_dry_run_for_a_gpu_says_its_times_are_an_h100_s(tmp_path, monkeypatch):
+    import infergy.cli.sweep as cli_sweep
+
+    monkeypatch.setattr(cli_sweep, "local_device", lambda tp=1, device="auto": DEVICE)
+    result = runner.invoke(app, ["sweep", "batch-sweep", "-m", "tiny", "--dry-run", "--db",
+                                 str(tmp_path / "r.db")])
+    assert result.exit_code == 0, result.output
+    assert "half a nominal H100's peak" in flat(result.output)

@@ -4,6 +4,7 @@ once, resumed after SIGKILL, out of memory recorded, a lost worker replaced."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -272,10 +273,11 @@ SPEC_18 = ("models: [tiny]\nengines: [hf-eager]\ninput_tokens: [8, 16, 32]\n"
            "output_tokens: [2, 4]\nbatch_sizes: [1, 2, 3]\nrepeats: 2\nwarmup: 1\nidle_s: 0\n")
 
 
-def start_sweep(tmp_path) -> tuple[subprocess.Popen, Path, Path, dict]:
+def start_sweep(tmp_path, spec_text: str = SPEC_18
+                ) -> tuple[subprocess.Popen, Path, Path, dict]:
     """`infergy sweep` of 18 points in a process (and session) of its own."""
     spec_path = tmp_path / "s.yaml"
-    spec_path.write_text(SPEC_18)
+    spec_path.write_text(spec_text)
     db = tmp_path / "r.db"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(TESTS)])}
     proc = subprocess.Popen(_sweep_command(spec_path, db), env=env, start_new_session=True,
@@ -310,8 +312,11 @@ def test_ctrl_c_ends_the_sweep_after_the_current_point(tmp_path):
     wait_for_points(db, 1)
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole group
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 0, stderr
-    assert "stopped by Ctrl-C" in stderr and "run the same command to resume" in stderr
+    assert proc.returncode == 130, stderr
+    said = " ".join(stderr.split())
+    assert "stopped by Ctrl-C, after the point in flight" in said
+    assert f"run the same command to resume: infergy sweep {tmp_path / 's.yaml'}" in said
+    assert "Traceback" not in stderr
     with Store(db) as store:
         points = store.points()
         (run,) = store.runs()
@@ -342,3 +347,171 @@ def test_the_ranks_of_a_point_agree_out_of_memory_where_any_ran_out(own, followe
     assert reply["status"] == status
     assert (reply["error"] or "").startswith("TP rank 1 of 2: ") == (by == 1)
     assert [r["status"] for r in reply["ranks"]] == [own, follower]
+
+
+def _alive(pid: int) -> bool:
+    """Is process `pid` running (a zombie is not)?"""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _descendants(pid: int) -> dict[int, str]:
+    """The processes under `pid`, read from /proc: pid -> command line."""
+    parents, found = {}, {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                parents[int(entry.name)] = int(
+                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    wanted = {pid}
+    while True:
+        new = {p for p, parent in parents.items() if parent in wanted and p not in wanted}
+        if not new:
+            break
+        wanted |= new
+    for p in wanted - {pid}:
+        with contextlib.suppress(OSError):
+            found[p] = Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    return found
+
+
+@pytest.mark.parametrize("to", ["the sweep", "every process"])
+def test_sigterm_abandons_the_point_in_flight_marks_the_run_and_leaves_no_worker(tmp_path, to):
+    """A scheduler's cancel, `timeout` or `docker stop`: SIGTERM to the sweep (or, as Slurm
+    does, to every process of it, its worker included) ends it at once: the point in flight
+    given up unstored, the worker gone, the run marked interrupted, the resume hint printed,
+    exit 143."""
+    proc, db, spec_path, _ = start_sweep(tmp_path)
+    wait_for_points(db, 1)
+    workers = [p for p, cmd in _descendants(proc.pid).items()
+               if "spawn_main" in cmd and "resource_tracker" not in cmd]
+    assert len(workers) == 1, _descendants(proc.pid)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    if to == "every process":
+        os.kill(workers[0], signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    said = " ".join(stderr.split())
+    assert proc.returncode == 143, stderr
+    assert time.monotonic() - sent < 15  # at once, not after the point (nor a grace period)
+    assert "Traceback" not in stderr
+    assert "stopped by SIGTERM" in said and "the run is marked interrupted" in said
+    assert f"run the same command to resume: infergy sweep {spec_path} --db {db} " \
+           f"--device cpu" in said
+    deadline = time.monotonic() + 10
+    while _alive(workers[0]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(workers[0]), "the worker outlived its sweep"
+    with Store(db) as store:
+        points = store.points()
+        (run,) = store.runs()
+    assert run["status"] == "interrupted" and run["ended"]
+    assert 1 <= len(points) < 18 and all(p["status"] == "ok" for p in points)
+    assert len(set(keys(points))) == len(points)
+    assert f"{18 - len(points)} of the plan's 18 points are not in" in said
+
+
+def test_a_second_sweep_into_a_store_being_written_is_refused_at_once(tmp_path):
+    """One writer sweep a store: the second exits 2 saying who writes it since when, and
+    what to do; the first measures every point once."""
+    proc, db, spec_path, env = start_sweep(tmp_path)
+    lock = db.with_name(db.name + ".lock")
+    deadline = time.monotonic() + 60
+    while not lock.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    second = subprocess.run(_sweep_command(spec_path, db), env=env, capture_output=True,
+                            text=True, timeout=120)
+    said = " ".join(second.stderr.split())
+    assert second.returncode == 2, second.stderr
+    assert "Traceback" not in second.stderr
+    assert f"{db}: another infergy sweep is writing this store (sweep process {proc.pid} on " \
+           in said and ", since 20" in said
+    assert "wait for it to end, or give each process a store of its own (--db) and merge " \
+           "them afterwards with `infergy results merge`" in said
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    assert "done: every point of the plan (18) is in" in " ".join(stderr.split())
+    with Store(db) as store:
+        points = store.points()
+        assert len(store.runs()) == 1  # the refused sweep began no run
+    assert len(points) == 18 and len(set(keys(points))) == 18
+    assert not lock.exists()  # released, and its file gone
+
+
+def test_a_store_s_lock_is_held_once_and_freed_when_its_holder_is_killed(tmp_path):
+    from infergy.store import StoreError
+    from infergy.store.lock import StoreBusyError, StoreLock
+
+    db = tmp_path / "r.db"
+    with StoreLock(db), pytest.raises(StoreBusyError,
+                                      match=rf"process {os.getpid()} on .*, since 20"):
+        StoreLock(db).acquire()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from infergy.store.lock import StoreLock; "
+         "StoreLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(120)",
+         str(db)], env={**os.environ, "PYTHONPATH": str(SRC)}, stdout=subprocess.PIPE,
+        text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(StoreBusyError, match=rf"sweep process {holder.pid} on "):
+            StoreLock(db).acquire()
+    finally:
+        holder.kill()  # SIGKILL: no chance to release it
+        holder.wait()
+    with StoreLock(db) as lock:  # the system released it with its process
+        assert lock.fd is not None
+    # A lock file that cannot be made is a StoreError naming it
+    with pytest.raises(StoreError, match=r"its lock file .* cannot be made"):
+        StoreLock(tmp_path / "no-such-folder" / "r.db").acquire()
+
+
+def test_shards_each_into_its_own_store_stopped_rerun_and_merged_measure_each_point_once(
+        tmp_path):
+    """The several-GPU recipe: a shard a store, each copy given the others' points (as
+    benchmarks/profile-gpus.sh does), one shard stopped mid-way and run again: merged, every
+    point of the plan once. A shard is of the whole plan, whatever its store holds."""
+    from infergy.store import merge
+
+    def shard(k: int):
+        return dataclasses.replace(spec(), shard=(k, 2))
+
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    with Store(a) as store:
+        first = run_sweep(shard(0), store, device="cpu")
+        # Stopped before its last point: that point never stored
+        store.db.execute("DELETE FROM points WHERE rowid = (SELECT max(rowid) FROM points)")
+    merge([a], b)
+    with Store(b) as store:
+        other = run_sweep(shard(1), store, device="cpu")
+    merge([b], a)
+    with Store(a) as store:
+        again = run_sweep(shard(0), store, device="cpu")
+    assert (first.measured, other.measured, again.measured) == (6, 6, 1)
+    assert other.skipped == 0 and again.skipped == 5
+    assert all(s.complete and s.missing == 0 for s in (first, other, again))
+    merge([a, b], tmp_path / "all.db")
+    with Store(tmp_path / "all.db") as store:
+        points = store.points()
+    assert len(points) == 12 and len(set(keys(points))) == 12
+
+
+def test_a_store_that_cannot_be_written_mid_sweep_stops_it_keeping_what_was_stored(
+        tmp_path):
+    """SQLite's own "database or disk is full" (its page limit reached after the first point):
+    the sweep stops there, says why, writes nothing more, and what it stored stays."""
+    with Store(tmp_path / "r.db") as store:
+        def fill(progress) -> None:
+            if progress.stored:  # the store full from now on
+                pages = store.db.execute("PRAGMA page_count").fetchone()[0]
+                store.db.execute(f"PRAGMA max_page_count = {pages}")
+
+        summary = run_sweep(spec(), store, device="cpu", on_update=fill)
+        assert summary.store_error and "full" in summary.store_error
+        assert str(tmp_path / "r.db") in summary.store_error
+        assert not summary.complete and summary.measured == 1
+        (point,) = store.points()
+        (run,) = store.runs()
+    assert point["status"] == "ok" and run["status"] == "running"  # nothing more written

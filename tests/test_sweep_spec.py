@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import codecs
+import copy
 import dataclasses
 import itertools
+import os
+from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from infergy.cli import app
 from infergy.plan import MAX, PRESETS, SpecError, load_spec, parse_spec
 from infergy.plan.spec import engine_starts, parse_shard
 from infergy.workloads.bins import PAPER_INPUT_EDGES, PAPER_INPUT_EDGES_RULE, PAPER_OUTPUT_EDGES
@@ -26,19 +32,34 @@ def test_shards_split_the_points_between_processes_each_once():
     shards = [dataclasses.replace(spec, shard=(k, 3)).tasks() for k in range(3)]
     assert sorted(map(len, shards)) == [37, 37, 38]
     assert sorted(itertools.chain(*shards), key=spec.tasks().index) == spec.tasks()
-    # Resumed with 30 of the even points measured: the shards split what is left evenly
-    # (taken of every point, shard 0 would keep 26 to measure and shard 1 56).
-    all_points = spec.tasks()
-    measured = set(all_points[0:60:2])
-    left = [dataclasses.replace(spec, shard=(k, 2)).tasks(done=measured.__contains__)
-            for k in range(2)]
-    assert sorted(map(len, left)) == [41, 41]
-    assert sorted(itertools.chain(*left), key=all_points.index) == [
-        t for t in all_points if t not in measured]
-    assert parse_shard("1/4") == (1, 4)
-    for bad in ("4/4", "-1/2", "1", "a/b", "1/0"):
+    # Always of the whole plan: each shard's points are its own whatever a store holds, so
+    # shards stopped and run again (each into its own store) never measure a point twice.
+    assert [t for n, t in enumerate(spec.tasks()) if n % 3 == 1] == shards[1]
+    assert parse_shard("1/4") == (1, 4) and parse_shard(" 0 / 2 ") == (0, 2)
+    for bad in ("4/4", "-1/2", "1", "a/b", "1/0", "1/2/3", "", "/", "1.0/2", "0/-2"):
         with pytest.raises(SpecError, match=r"--shard expects K/N with 0 <= K < N"):
             parse_shard(bad)
+
+
+def test_the_dry_run_s_arithmetic_plan_is_the_sweep_s_point_for_point():
+    """The dry run indexes a plan without listing it (a million points at once): the same
+    points in the same order as `tasks()`, for every shard, with grids that overlap and
+    values named twice."""
+    from infergy.run.sweep.dryrun import PlanGrid
+
+    spec = parse_spec({"models": ["tiny", "tiny"], "engines": ["hf-eager", "hf-paged"],
+                       "decodings": ["greedy", "sample"], "batch_sizes": [1, "max", 2],
+                       "grids": [{"input_tokens": [8, 16, 8], "output_tokens": [2, 4]},
+                                 {"input_tokens": [8, 32], "output_tokens": [4, 8]}]})
+    for n in (1, 2, 3, 7, 200):
+        for k in range(min(n, 8)):
+            shard = dataclasses.replace(spec, shard=(k, n))
+            grid = PlanGrid(shard)
+            assert [grid.task(j) for j in range(len(grid))] == shard.tasks()
+            for j, task in enumerate(shard.tasks()):
+                assert j in grid.positions(task.model, task.engine, task.decoding,
+                                           str(task.batch), (task.input_tokens,
+                                                             task.output_tokens))
 
 
 def test_paper_bins_rule_offers_the_input_edges_of_the_study_s_own_rule():
@@ -109,7 +130,7 @@ def test_a_cooldown_is_accepted_at_tp_2_on_an_engine_of_one_process_a_gpu():
     ("models: [tiny]\nengine: [hf-eager]\ninput_tokens: [8]\noutput_tokens: [4]\n",
      r"field 'engine' \(line 2\): unknown field; expected one of"),
     ("models: [tiny, no-such-model]\ninput_tokens: [8]\noutput_tokens: [4]\n",
-     r"field 'models\[1\]' \(line 1\): unknown model 'no-such-model'; expected one of .*tiny"),
+     r"field 'models\[1\]' \(line 1\): unknown model 'no-such-model'; valid names: .*tiny"),
     ("models: [tiny]\nengines:\n  - hf-eager\n  - vlm\ninput_tokens: [8]\noutput_tokens: [4]\n",
      r"field 'engines\[1\]' \(line 4\): unknown engine 'vlm'; expected one of .*vllm"),
     ("models: [tiny]\ninput_tokens: [8, 0]\noutput_tokens: [4]\n",
@@ -117,7 +138,8 @@ def test_a_cooldown_is_accepted_at_tp_2_on_an_engine_of_one_process_a_gpu():
     ("models: [tiny]\ninput_tokens: []\noutput_tokens: [4]\n",
      r"field 'input_tokens' \(line 2\): expected a non-empty list"),
     ("models: [tiny]\ninput_tokens: [8]\noutput_tokens: [4]\nbatch_sizes: [1, -2]\n",
-     r"field 'batch_sizes\[1\]' \(line 4\): expected a positive integer or 'max', got -2"),
+     r"field 'batch_sizes\[1\]' \(line 4\): expected an integer from 1 to 1,048,576 or "
+     r"'max', got -2"),
     ("models: [tiny]\ninput_tokens: [2000]\noutput_tokens: [100]\n",
      r"field 'models\[0\]' \(line 1\): tiny's context is 2048 tokens, but the grid asks "
      r"for up to 2100"),
@@ -165,7 +187,7 @@ def test_engine_options_may_hold_mappings_and_lists():
 
 
 @pytest.mark.parametrize(("field", "value", "match"), [
-    ("seed", "abc", r"field 'seed': expected an integer >= 0, got 'abc'"),
+    ("seed", "abc", r"field 'seed': expected an integer from 0 to 4,294,967,295, got 'abc'"),
     ("dtype", "int4", r"field 'dtype': expected one of bfloat16, float16, float32"),
     ("min_window_s", -2, r"field 'min_window_s': expected seconds from 0 to 60, got -2"),
     ("min_window_s", "2s", r"field 'min_window_s': expected seconds from 0 to 60, got '2s'"),
@@ -183,3 +205,200 @@ def test_a_minimum_window_needs_a_warm_up_to_time_a_run():
     spec = parse_spec({"models": ["tiny"], "input_tokens": [8], "output_tokens": [4],
                        "min_window_s": 2})
     assert spec.min_window_s == 2.0
+
+
+# First contact (issue 28): specs that are unreadable, not text, or of the wrong shape.
+
+GOOD = "models: [tiny]\ninput_tokens: [8]\noutput_tokens: [4]\n"
+VALID = {"models": ["tiny"], "engines": ["hf-eager", {"name": "hf-paged", "options": {
+    "block_size": 16}}], "decodings": ["greedy"], "batch_sizes": [1, "max"],
+    "input_tokens": [8, 16], "output_tokens": [4], "repeats": 3, "warmup": 1,
+    "cooldown": {"max_s": 10, "within_w": 5}, "max_batch_cap": 64, "dtype": "float32",
+    "seed": 0, "idle_s": 1.0, "tp": 1, "min_window_s": 0}
+
+
+def test_an_unreadable_spec_names_the_file_and_the_reason(tmp_path, monkeypatch):
+    folder = tmp_path / "spec.yaml"
+    folder.mkdir()
+    with pytest.raises(SpecError, match=r"spec.yaml: is a folder, not a file"):
+        load_spec(folder)
+    with pytest.raises(SpecError, match=r"nope.yaml: no such file, and not a preset"):
+        load_spec(str(tmp_path / "nope.yaml"))
+    locked = tmp_path / "locked.yaml"
+    locked.write_text(GOOD)
+    real_open = Path.open
+
+    def refusing_open(self, *args, **kwargs):  # root reads anything: a refusal, as a user's
+        if self == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refusing_open)
+    with pytest.raises(SpecError, match=r"locked.yaml: cannot be read \(Permission denied\)"):
+        load_spec(locked)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="root reads a file without read permission")
+def test_a_spec_without_read_permission_is_said_through_the_cli(tmp_path):
+    locked = tmp_path / "locked.yaml"
+    locked.write_text(GOOD)
+    locked.chmod(0)
+    result = CliRunner().invoke(app, ["sweep", str(locked), "--dry-run", "--db",
+                                      str(tmp_path / "r.db")])
+    assert result.exit_code == 2 and "cannot be read (Permission denied)" in " ".join(
+        result.output.split())
+
+
+@pytest.mark.parametrize(("data", "kind"), [
+    (GOOD.encode("utf-16"), "UTF-16 text: save it as UTF-8"),
+    (GOOD.encode("utf-16-be"), "UTF-16 text: save it as UTF-8"),
+    (codecs.BOM_UTF16_BE + GOOD.encode("utf-16-be"), "UTF-16 text: save it as UTF-8"),
+    (GOOD.encode("utf-32"), "UTF-32 text: save it as UTF-8"),
+    (b"\x89PNG\r\n\x1a\n" + bytes(range(256)), "a PNG image"),
+    (b"SQLite format 3\x00" + bytes(200), "an SQLite database"),
+    (bytes(range(256)) * 3, "binary data"),
+    ("models: [tiny]  # café\n".encode("latin-1"), "binary data, or text not in UTF-8: byte "
+                                                  "0xe9 at offset 21"),
+])
+def test_a_spec_that_is_not_yaml_text_says_what_it_is(tmp_path, data, kind):
+    path = tmp_path / "s.yaml"
+    path.write_bytes(data)
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert str(info.value) == f"{path}: not a YAML text file ({kind})"
+
+
+def test_a_real_sqlite_store_given_as_a_spec_is_said_and_left_alone(tmp_path):
+    import sqlite3
+
+    store = tmp_path / "results.db"
+    with sqlite3.connect(store) as db:
+        db.execute("create table t (x)")
+    before = store.read_bytes()
+    with pytest.raises(SpecError, match=r"not a YAML text file \(an SQLite database\)"):
+        load_spec(store)
+    assert store.read_bytes() == before
+
+
+def test_a_utf8_byte_order_mark_is_just_text(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_bytes(GOOD.encode("utf-8-sig"))
+    assert load_spec(path).models == ["tiny"]
+
+
+@pytest.mark.parametrize(("yaml_text", "match"), [
+    ("preset: [paper-bins]\n", r"field 'preset' \(line 1\): unknown preset \['paper-bins'\]; "
+                               r"expected one of paper-bins"),
+    ("preset: {a: 1}\n", r"field 'preset' \(line 1\): unknown preset \{'a': 1\}"),
+    ("preset: 3\n", r"field 'preset' \(line 1\): unknown preset 3"),
+    ("1: x\ntrue: y\nmodels: [tiny]\n", r"field '1' \(line 1\): unknown field"),
+    ("models: [tiny]\ntrue: y\n", r"field 'True' \(line 2\): unknown field"),
+    ("- models\n- tiny\n", r"expected a mapping of fields \(models: ..., engines: ...\), got a "
+                           r"list"),
+    ("just words\n", r"expected a mapping of fields .*, got 'just words'"),
+    ("42\n", r"expected a mapping of fields .*, got 42"),
+    ("models: {a: 1}\n" + GOOD[15:], r"field 'models' \(line 1\): expected a list, got a "
+                                     r"mapping"),
+    (GOOD + "warmup: [1]\n", r"field 'warmup' \(line 4\): expected an integer from 0 to 1,000, "
+                             r"got \[1\]"),
+    (GOOD + "repeats: 1000000000000000000000000000000\n",
+     r"field 'repeats' \(line 4\): expected an integer from 1 to 1,000"),
+    (GOOD + "seed: 99999999999999999999\n", r"field 'seed' \(line 4\): expected an integer"),
+    (GOOD + "max_batch_cap: 1e9\n", r"field 'max_batch_cap' \(line 4\): expected an integer"),
+    (GOOD + "batch_sizes: [1, 100000000000]\n", r"field 'batch_sizes\[1\]' \(line 4\)"),
+    (GOOD + "idle_s: .inf\n", r"field 'idle_s' \(line 4\): expected seconds from 0 to 3600, "
+                              r"got inf"),
+    (GOOD + "idle_s: .nan\n", r"field 'idle_s' \(line 4\): expected seconds .*, got nan"),
+    (GOOD + "cooldown: {max_s: .nan}\n", r"field 'cooldown.max_s' \(line 4\): expected "
+                                         r"seconds"),
+    (GOOD + "cooldown: {within_w: [1]}\n", r"field 'cooldown.within_w' \(line 4\): expected "
+                                           r"watts"),
+    (GOOD + "cooldown: [1]\n", r"field 'cooldown' \(line 4\): expected true, false or"),
+    (GOOD + "dtype: [bfloat16]\n", r"field 'dtype' \(line 4\): expected one of bfloat16"),
+    (GOOD + "min_window_s: {a: 1}\n", r"field 'min_window_s' \(line 4\): expected seconds "
+                                      r"from 0 to 60"),
+    (GOOD + "tp: [2]\n", r"field 'tp' \(line 4\): --tp must be a positive integer, got \[2\]"),
+    (GOOD + "decodings: {greedy: 1}\n", r"field 'decodings' \(line 4\): expected a list"),
+    (GOOD + "engines: [{name: hf-paged, options: {block_size: .nan}}]\n",
+     r"field 'engines\[0\].options' \(line 4\): cannot be stored as JSON"),
+    ("models: [tiny]\ngrids: [[8, 4]]\n", r"field 'grids\[0\]' \(line 2\): expected "
+                                          r"\{input_tokens"),
+    ("models: [tiny]\ninput_tokens: {a: 1}\noutput_tokens: [4]\n",
+     r"field 'input_tokens' \(line 2\): expected a list, got a mapping"),
+    ("models: [tiny\n", r"s.yaml: line 2, column 1: not valid YAML \(expected ',' or ']'"),
+    ("models:\n\t- tiny\n", r"line 2, column 1: not valid YAML \(found character '\\t'"),
+    ("models: " + "[" * 3000 + "]" * 3000 + "\n", r"YAML nested too deeply|not valid YAML|"
+                                                  r"field 'models"),
+])
+def test_a_spec_of_the_wrong_shape_names_the_field_and_what_was_expected(
+        tmp_path, yaml_text, match):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(SpecError, match=match) as info:
+        load_spec(path)
+    assert str(info.value).startswith(str(path)) and "\n" not in str(info.value)
+
+
+def _paths(value, prefix=()):
+    """Every (key or index) path into a spec's data."""
+    items = value.items() if isinstance(value, dict) else enumerate(value) \
+        if isinstance(value, list) else ()
+    for key, sub in items:
+        yield (*prefix, key)
+        yield from _paths(sub, (*prefix, key))
+
+
+@pytest.mark.parametrize("replacement", [
+    [1], [], {"a": 1}, {}, "x", None, 10**30, -1, 1.5, True, False, float("inf"),
+    float("nan"), [[1]], [{"a": 1}], {1: 2}, {True: "y"}, "max", [None],
+])
+def test_any_value_replaced_is_a_spec_or_a_spec_error_never_a_traceback(replacement):
+    """A little fuzzing: each value of a valid spec (and the whole of it) replaced."""
+    parse_spec(copy.deepcopy(VALID))
+    for path in [*_paths(VALID), ()]:
+        data = copy.deepcopy(VALID)
+        if path:
+            target = data
+            for key in path[:-1]:
+                target = target[key]
+            target[path[-1]] = copy.deepcopy(replacement)
+        else:
+            data = copy.deepcopy(replacement)
+        try:
+            spec = parse_spec(data, "s.yaml")
+        except SpecError as err:
+            assert str(err).startswith("s.yaml: "), (path, err)
+            continue
+        assert spec.tasks() and all(isinstance(b, int) or b == MAX for b in spec.batch_sizes)
+        assert 1 <= spec.repeats <= 1000 and 0 <= spec.idle_s <= 3600, path
+
+
+def test_specs_name_models_by_their_hugging_face_ids_in_any_case():
+    spec = parse_spec({"models": ["meta-llama/Llama-3.2-1B-Instruct", "TINY",
+                                  "HuggingFaceTB/smollm2-135m"],
+                       "input_tokens": [8], "output_tokens": [4]})
+    assert spec.models == ["llama-3.2-1b", "tiny", "smollm2-135m"]
+    assert {t.model for t in spec.tasks()} == {"llama-3.2-1b", "tiny", "smollm2-135m"}
+    with pytest.raises(SpecError, match=r"field 'models\[0\]': unknown model 'llama-3.2-1' "
+                                        r"\(did you mean llama-3.2-1b"):
+        parse_spec({"models": ["llama-3.2-1"], "input_tokens": [8], "output_tokens": [4]})
+
+
+def test_bad_specs_through_the_cli_are_exit_2_without_a_traceback(tmp_path):
+    corpus = {"utf16.yaml": GOOD.encode("utf-16"), "png.yaml": b"\x89PNG\r\n\x1a\n" + bytes(9),
+              "preset.yaml": b"preset: [paper-bins]\n", "keys.yaml": b"1: x\nmodels: [a]\n",
+              "list.yaml": b"- a\n", "inf.yaml": GOOD.encode() + b"idle_s: .inf\n"}
+    paths = [tmp_path / "missing.yaml", tmp_path]
+    for name, data in corpus.items():
+        (tmp_path / name).write_bytes(data)
+        paths.append(tmp_path / name)
+    for path in paths:
+        result = CliRunner().invoke(app, ["sweep", str(path), "--dry-run", "--db",
+                                          str(tmp_path / "r.db")])
+        assert result.exit_code == 2, (path, result.output)
+        assert "Traceback" not in result.output and path.name in result.output
+    hf = CliRunner().invoke(app, ["sweep", "batch-sweep", "-m", "HuggingFaceTB/SmolLM2-135M",
+                                  "--dry-run", "--db", str(tmp_path / "r.db")])
+    assert hf.exit_code == 0, hf.output
+    assert "smollm2-135m" in hf.output

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import shlex
 import time
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
 from infergy.cli.app import app, err, fail, out
 from infergy.meter import gpu_sensors
-from infergy.plan import ParallelError, SpecError, engine_starts, load_spec, with_options
+from infergy.plan import ParallelError, SpecError, load_spec, with_options
 from infergy.run import (
     RESUME_BY,
     RunError,
@@ -29,9 +31,10 @@ DEFAULT_DB = Path("infergy.db")
 
 
 def open_store(db: Path, *, create: bool = True) -> Store:
-    """The results store at `db`, or a user's error saying why it cannot be used."""
+    """The results store at `db`, or a user's error saying why it cannot be used. Without
+    `create`, it is only read (read-only: no write access needed)."""
     try:
-        return Store(db, create=create)
+        return Store(db, create=create, read_only=not create)
     except StoreError as e:
         raise fail(str(e)) from None
 
@@ -67,7 +70,8 @@ def sweep(
 ):
     """Measure a grid of points into a results store. Every point is stored the moment it is
     measured; run the same command again to resume (points this GPU measured are skipped).
-    Ctrl-C ends after the current point."""
+    One sweep writes a store at a time. Ctrl-C ends after the current point (exit 130);
+    SIGTERM abandons the point in flight (exit 143)."""
     try:
         spec = with_options(load_spec(spec_file), models=model, engines=engine,
                             batch_sizes=batch, tp=tp, shard=shard)
@@ -76,38 +80,91 @@ def sweep(
     if resume_by not in RESUME_BY:
         raise fail(f"--resume-by expects one of {', '.join(RESUME_BY)}, got {resume_by!r}")
     if dry_run:
-        _print_plan(spec, db, resume_by)
+        _print_plan(spec, db, resume_by, device)
         return
+    again = _again(spec_file, db, model, engine, batch, device, resume_by, tp, shard)
     try:
         device = torch_device(device, spec.tp)
     except (RunError, ParallelError) as e:
         raise fail(str(e)) from None
-    with open_store(db) as store, _SweepProgress(len(spec.tasks())) as view:
+    total = len(spec.tasks())
+    view = _SweepProgress(total) if err.is_terminal else _SweepLog(total)
+    with open_store(db) as store, view:
         try:
             summary = run_sweep(spec, store, device=device, resume_by=resume_by,
                                 on_update=view.update)
         except SweepError as e:
             raise fail(str(e), 1) from None
-    stopped = " (stopped by Ctrl-C: run the same command to resume)" if summary.interrupted \
-        else ""
+        except StoreError as e:  # another sweep writes it
+            raise fail(str(e)) from None
+    _say_summary(summary, db, again)
+
+
+def _again(spec_file: str, db: Path, model, engine, batch, device: str, resume_by: str,
+           tp: int | None, shard: str | None) -> str:
+    """The command that resumes this sweep."""
+    args = ["infergy", "sweep", spec_file, "--db", str(db)]
+    for flag, values in (("-m", model), ("-e", engine), ("-b", batch)):
+        for value in values or []:
+            args += [flag, value]
+    for flag, value, default in (("--device", device, "auto"), ("--resume-by", resume_by,
+                                                                 "card"),
+                                 ("--tp", tp, None), ("--shard", shard, None)):
+        if value != default:
+            args += [flag, str(value)]
+    return shlex.join(args)
+
+
+def _say_summary(summary, db: Path, again: str) -> None:
+    """The sweep's last lines, and its exit: 0 when every point of its plan is in the store,
+    1 where some failed or are missing, 2 where the store could not be written, 130 after
+    Ctrl-C, 143 after SIGTERM."""
     share = summary.busy_s / summary.wall_s if summary.wall_s else 0
     err.print(f"infergy: {summary.measured} points measured, {summary.skipped} already in "
               f"{db}, {summary.oom} out of memory, {summary.failed} failed, "
               f"{summary.worker_restarts} worker restarts; {summary.wall_s:.0f} s "
-              f"({share:.0%} measuring, {summary.setup_s:.0f} s loading and compiling)"
-              f"{stopped}")
+              f"({share:.0%} measuring, {summary.setup_s:.0f} s loading and compiling)",
+              markup=False)
     if summary.unsteady:
         err.print(f"infergy: {summary.unsteady} of the points measured have repeats more than "
                   f"{STEADY_CV:.0%} apart (CV in `infergy results list`; `infergy results "
-                  f"show ID` says why)")
-    if summary.failed:
+                  f"show ID` says why)", markup=False)
+    if summary.store_error:
+        raise fail(f"{summary.store_error}: the sweep stopped there, the points stored before "
+                   f"are kept; once the store can be written, resume with: {again}")
+    failed = ""
+    if summary.failed_points:
+        shown = "; ".join(summary.failed_points[:5])
+        more = len(summary.failed_points) - 5
+        failed = (f"; {len(summary.failed_points)} failed: {shown}"
+                  + (f" and {more} more (`infergy results list --db {db} --status failed`)"
+                     if more > 0 else "")
+                  + " (tried again when the same command runs again)")
+    if summary.signal and summary.missing:
+        by = "Ctrl-C" if summary.signal == "SIGINT" else summary.signal
+        how = (f"the point in flight ({summary.abandoned}) abandoned, not stored"
+               if summary.abandoned else "after the point in flight")
+        err.print(f"infergy: stopped by {by}, {how}; the run is marked interrupted; "
+                  f"{summary.missing} of the plan's {summary.total} points are not in {db}"
+                  f"{failed}: run the same command to resume: {again}", markup=False)
+        raise typer.Exit(143 if summary.signal == "SIGTERM" else 130)
+    if summary.missing:
+        err.print(f"infergy: not done: {summary.missing} of the plan's {summary.total} points "
+                  f"are not in {db}{failed}: run the same command to resume: {again}",
+                  markup=False)
+        raise typer.Exit(1)
+    err.print(f"infergy: done: every point of the plan ({summary.total}) is in {db}{failed}",
+              markup=False)
+    if summary.signal:  # stopped after the last point: done, and the signal's exit
+        raise typer.Exit(143 if summary.signal == "SIGTERM" else 130)
+    if summary.failed_points:
         raise typer.Exit(1)
 
 
-def _print_plan(spec, db: Path, resume_by: str = "card") -> None:
+def _print_plan(spec, db: Path, resume_by: str = "card", device: str = "auto") -> None:
     store = open_store(db, create=False) if db.is_file() else None
-    device, card = local_device(spec.tp), None
-    if resume_by == "model" and store is not None:
+    here, card = local_device(spec.tp, device), None
+    if resume_by == "model" and store is not None and device != "cpu":
         # Planned from any machine: the card model is the store's (one, or say which).
         names = sorted({r["gpu_name"] for r in store.runs() if r["gpu_name"]})
         if len(names) > 1:
@@ -115,32 +172,65 @@ def _print_plan(spec, db: Path, resume_by: str = "card") -> None:
             raise fail(f"{db} holds runs of several cards ({', '.join(names)}): a dry run "
                         f"with --resume-by model needs a store of one")
         card = names[0] if names else None
-    plan = describe_plan(spec, store, device, gpu_name=card)
+    cpu = card is None and here.startswith("cpu:")
+    try:
+        plan = describe_plan(spec, store, here, gpu_name=card, cpu=cpu)
+    finally:
+        if store is not None:
+            store.close()
     gpus = f" at TP {spec.tp}" if spec.tp > 1 else ""
-    table = Table(title=f"Plan of {spec.source} on {card or device}{gpus}", title_justify="left")
-    for col in ("model", "engine", "decoding", "B", "I", "O", "status", "rough time"):
+    where = card or ("this CPU (" + here[4:] + ")" if cpu else here)
+    table = Table(title=f"Plan of {spec.source} on {where}{gpus}", title_justify="left")
+    for col in ("#", "model", "engine", "decoding", "B", "I", "O", "status", "rough time"):
         table.add_column(col)
-    for row in plan:
-        t = row["task"]
-        table.add_row(t.model, t.engine.label, t.decoding, str(t.batch), str(t.input_tokens),
-                      str(t.output_tokens), "in store" if row["done"] else "to measure",
-                      f"{row['took_s'] or row['estimate_s']:.1f} s"
-                      + ("" if row["took_s"] else "" if row["scale"] else " ?"))
+    for n, row in enumerate(plan.rows):
+        if not plan.listed_all and n == len(plan.rows) // 2:
+            table.add_row("…", f"{plan.total - len(plan.rows):,} more points", *[""] * 7)
+        t = row.task
+        table.add_row(f"{row.number:,}", t.model, t.engine.label, t.decoding, str(t.batch),
+                      str(t.input_tokens), str(t.output_tokens),
+                      "in store" if row.done else "to measure",
+                      _duration(row.took_s or row.estimate_s)
+                      + ("" if row.took_s or row.scaled else " ?"))
     out.print(table)
-    todo = [r for r in plan if not r["done"]]
-    starts = engine_starts([r["task"] for r in todo])
-    guessed = sum(r["estimate_s"] for r in todo if not r["scale"]) / 60
-    out.print(f"{len(plan)} points, {len(plan) - len(todo)} already in {db}, {len(todo)} to "
-              f"measure in {starts} model loads; warm-ups and repeats roughly "
-              f"{sum(r['estimate_s'] for r in todo) / 60:.0f} min, plus loading, compiling "
-              f"and idle measurement (not estimated)")
-    out.print("Times: measured for the points in the store; for the others the analytic "
-              "FLOPs and bytes at half a nominal H100's peak, scaled by what this engine's "
-              "points at that batch size (and input length, where measured) took, where the "
-              "store has some"
-              + (f" (unscaled, marked ?: {guessed:.0f} min)" if guessed else ""))
-    if store is not None:
-        store.close()
+    left = plan.total - plan.done
+    idle = f"idle measurement ({_duration(spec.idle_s)}), " if spec.idle_s else ""
+    if not left:
+        out.print(f"{plan.total:,} points, {plan.done:,} already in {db}: nothing to measure",
+                  markup=False)
+        return
+    out.print(f"{plan.total:,} points, {plan.done:,} already in {db}, {left:,} to measure in "
+              f"{plan.starts} model loads; warm-ups and repeats roughly "
+              f"{_duration(plan.todo_s)}, plus {idle}loading and compiling (not estimated)",
+              markup=False)
+    sample = (f"; timed from {plan.sampled:,} of the points, evenly spread"
+              if plan.sampled < plan.total else "")
+    unscaled = (f" (unscaled, marked ?: {_duration(plan.unscaled_s)})" if plan.unscaled_s
+                else "")
+    if cpu:
+        out.print("Times on this CPU: measured for the points in the store; for the others "
+                  "a rough guess, possibly ten times off (the model's FLOPs at 50 GFLOP/s, "
+                  "its bytes at 10 GB/s, 10 ms a step and 1 ms a layer a step), scaled by "
+                  "what this CPU's points of the engine at that batch size (and input "
+                  f"length) took, where the store has some{unscaled}{sample}", markup=False)
+    else:
+        out.print("Times: measured for the points in the store; for the others the analytic "
+                  "FLOPs and bytes at half a nominal H100's peak, scaled by what this engine's "
+                  "points at that batch size (and input length, where measured) took, where "
+                  f"the store has some{unscaled}{sample}", markup=False)
+
+
+def _duration(seconds: float) -> str:
+    """A time as a person reads it: 0.04 s, 27 s, 14 min, 3.2 h, 5.1 days."""
+    if seconds < 10:
+        return f"{seconds:.2g} s" if seconds < 1 else f"{seconds:.1f} s"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:,.1f} days"
 
 
 class _PowerColumn(ProgressColumn):
@@ -185,7 +275,43 @@ class _SweepProgress:
         self.progress.stop()
 
     def update(self, p) -> None:
-        eta = "" if p.eta_s is None else f"ETA {p.eta_s / 60:.0f} min"
-        detail = "stopping after this point (Ctrl-C again: now)" if p.stopping else p.detail
-        self.progress.update(self.task, completed=p.done + p.skipped, current=p.current[:60],
-                             eta=eta, detail=detail[-70:])
+        eta = "" if p.eta_s is None else f"ETA {_duration(p.eta_s)}"
+        self.progress.update(self.task, completed=p.done + p.skipped,
+                             current=escape(p.current[:60]), eta=eta,
+                             detail=escape((p.stopping or p.detail)[-70:]))
+
+
+class _SweepLog:
+    """Where standard error is not a terminal (a file, a CI log): a plain line for each
+    record stored (what, how it ended, its energy, points done of the plan, time left) and
+    each notice (a new worker, a stop), written the moment it happens, so a killed sweep's
+    log says how far it came."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.records = self.notices = 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    def update(self, p) -> None:
+        for text in p.notices[self.notices:]:
+            err.print(f"infergy: {text}", markup=False, highlight=False)
+        self.notices = len(p.notices)
+        for r in p.stored[self.records:]:
+            if r["status"] == "failed":
+                said = f"failed ({(r['error'] or '').splitlines()[0][:120]})" if r["error"] \
+                    else "failed"
+            else:
+                said = "ok" if r["status"] == "ok" else "out of memory"
+                if r["status"] == "ok":
+                    said += (", energy not measured (no sensor)" if r["energy_j"] is None
+                             else f", {r['energy_j']:.4g} J")
+            tried = f" (tried B={r['batch']})" if "B=max" in r["what"] else ""
+            eta = "" if p.eta_s is None else f", about {_duration(p.eta_s)} left"
+            err.print(f"infergy: [{p.done + p.skipped + 1}/{p.total}] {r['what']}{tried}: "
+                      f"{said}{eta}", markup=False, highlight=False)
+        self.records = len(p.stored)

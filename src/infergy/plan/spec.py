@@ -22,17 +22,17 @@ expected, before any GPU work.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from infergy.engines import EngineError, UnknownEngineError, engine_class, engine_names
 from infergy.engines.decoding import Decoding, DecodingError
-from infergy.models import get_model, model_names
+from infergy.models import UnknownModelError, get_model
+from infergy.plan import fields
+from infergy.plan.fields import MAX_BATCH, FieldLines, SpecError
 from infergy.plan.presets import MAX, PRESETS
 from infergy.plan.tp import ParallelError, check_tp
 
@@ -42,10 +42,6 @@ DTYPES = ("bfloat16", "float16", "float32")
 KEYS = {"models", "engines", "decodings", "batch_sizes", "preset", "input_tokens",
         "output_tokens", "grids", "repeats", "warmup", "cooldown", "max_batch_cap", "dtype",
         "seed", "idle_s", "tp", "min_window_s"}
-
-
-class SpecError(ValueError):
-    """A spec that cannot be run; the message names the file, field and what was expected."""
 
 
 @dataclass(frozen=True)
@@ -127,15 +123,16 @@ class SweepSpec:
         split = self.tp > 1 and any(engine_class(e.name).tp_per_process for e in self.engines)
         return self.tp if split else 1
 
-    def tasks(self, done: Callable[[Task], bool] | None = None) -> list[Task]:
+    def tasks(self) -> list[Task]:
         """Every point, grouped by (model, engine) so each model is built once per group,
         then by decoding (an engine started for its decoding, as vLLM for a speculation or
         beam search, starts once for each), lengths and batch size. A length pair in several
         grids is kept once.
-        With a shard (k, n), every n-th of those points from the k-th: n processes, one per
-        GPU, share one sweep, neighbouring points (of similar cost) going to different GPUs.
-        With `done` (measured already), the shard is taken of the points left, so shards of
-        a resumed sweep stay even.
+        With a shard (k, n), every n-th of those points from the k-th, always of the whole
+        plan (what a store already holds plays no part): n processes, one a GPU, each with
+        a store of its own, share one sweep, and measure each point once however often
+        each is stopped and run again; neighbouring points (of similar cost) go to
+        different GPUs.
         """
         pairs = list(dict.fromkeys((i, o) for inputs, outputs in self.grids
                                    for i in inputs for o in outputs))
@@ -146,8 +143,6 @@ class SweepSpec:
                     for i, o in pairs:
                         for batch in self.batch_sizes:
                             out.append(Task(model, engine, decoding, batch, i, o))
-        if done is not None:
-            out = [task for task in out if not done(task)]
         k, n = self.shard
         return out[k::n]
 
@@ -159,51 +154,14 @@ def engine_starts(tasks: list[Task]) -> int:
         Decoding.parse(task.decoding))) for task in tasks})
 
 
-class _Lines:
-    """Line numbers of the YAML's fields, by path ("engines[1]", "cooldown.max_s")."""
-
-    def __init__(self, text: str):
-        import yaml
-
-        self.lines: dict[str, int] = {}
-        with contextlib.suppress(yaml.YAMLError):
-            self._walk(yaml.compose(text), "")
-
-    def _walk(self, node, path: str) -> None:
-        import yaml
-
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                sub = f"{path}.{key.value}" if path else str(key.value)
-                self.lines[sub] = key.start_mark.line + 1
-                self._walk(value, sub)
-        elif isinstance(node, yaml.SequenceNode):
-            for n, item in enumerate(node.value):
-                sub = f"{path}[{n}]"
-                self.lines[sub] = item.start_mark.line + 1
-                self._walk(item, sub)
-
-    def at(self, path: str) -> str:
-        line = self.lines.get(path)
-        return f" (line {line})" if line else ""
-
-
 def load_spec(source: str | Path) -> SweepSpec:
-    """A spec from a YAML file, or a preset's name (see PRESETS) with its defaults."""
-    import yaml
-
+    """A spec from a YAML file, or a preset's name (see PRESETS) with its defaults. SpecError
+    naming the file where it cannot be read or is not a YAML text file (fields.read_spec_file),
+    and the field where one is wrong."""
     if isinstance(source, str) and source in PRESETS:
         return parse_spec({"preset": source}, f"preset {source}")
-    path = Path(source)
-    if not path.is_file():
-        raise SpecError(f"{source}: no such file, and not a preset "
-                        f"(presets: {', '.join(PRESETS)})")
-    text = path.read_text()
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise SpecError(f"{path}: not valid YAML: {err}") from None
-    return parse_spec(data, str(path), _Lines(text))
+    data, lines = fields.read_spec_file(Path(source), list(PRESETS))
+    return parse_spec(data, str(source), lines)
 
 
 def with_options(spec: SweepSpec, *, models: list[str] | None = None,
@@ -243,9 +201,11 @@ def parse_shard(text: str) -> tuple[int, int]:
                     f"e.g. 0/4 ... 3/4 for four GPUs), got {text!r}")
 
 
-def parse_spec(data: Any, source: str = "<spec>", lines: _Lines | None = None) -> SweepSpec:
-    """Check and read a spec's data (the YAML's mapping)."""
-    lines = lines or _Lines("")
+def parse_spec(data: Any, source: str = "<spec>", lines: FieldLines | None = None
+               ) -> SweepSpec:
+    """Check and read a spec's data (the YAML's mapping); models named by a Hugging Face id
+    become their catalog names."""
+    lines = lines or FieldLines("")
 
     def fail(path: str, message: str) -> SpecError:
         return SpecError(f"{source}: field '{path}'{lines.at(path)}: {message}")
@@ -253,28 +213,27 @@ def parse_spec(data: Any, source: str = "<spec>", lines: _Lines | None = None) -
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise SpecError(f"{source}: expected a mapping of fields, got {type(data).__name__}")
-    unknown = sorted(set(data) - KEYS)
+        raise SpecError(f"{source}: expected a mapping of fields (models: ..., engines: ...), "
+                        f"got {'a list' if isinstance(data, list) else fields.shown(data)}")
+    unknown = sorted((k for k in data if k not in KEYS), key=str)  # keys may be 1 or true
     if unknown:
-        raise fail(unknown[0], f"unknown field; expected one of {', '.join(sorted(KEYS))}")
+        raise fail(str(unknown[0]), f"unknown field; expected one of {', '.join(sorted(KEYS))}")
     preset = {}
     if "preset" in data:
-        if data["preset"] not in PRESETS:
-            raise fail("preset", f"unknown preset {data['preset']!r}; expected one of "
+        if not isinstance(data["preset"], str) or data["preset"] not in PRESETS:
+            raise fail("preset", f"unknown preset {fields.shown(data['preset'])}; expected one of "
                                  f"{', '.join(PRESETS)}")
         preset = PRESETS[data["preset"]]
-
-    def names(key: str, valid: list[str], default: list[str]) -> list[str]:
-        values = _list(data.get(key, default), key, fail)
-        for n, value in enumerate(values):
-            if value not in valid:
-                raise fail(f"{key}[{n}]", f"unknown {key[:-1]} {value!r}; expected one of "
-                                          f"{', '.join(valid)}")
-        return values
-
-    models = names("models", model_names(), ["llama-3.1-8b"])
+    models = []
+    for n, name in enumerate(fields.as_list(data.get("models", ["llama-3.1-8b"]), "models",
+                                            fail)):
+        try:
+            models.append(get_model(name).name)
+        except UnknownModelError as err:
+            raise fail(f"models[{n}]", str(err)) from None
     engines = []
-    for n, item in enumerate(_list(data.get("engines", ["hf-eager"]), "engines", fail)):
+    for n, item in enumerate(fields.as_list(data.get("engines", ["hf-eager"]), "engines",
+                                            fail, mappings=True)):
         path = f"engines[{n}]"
         if isinstance(item, str):
             name, options = item, {}
@@ -292,56 +251,46 @@ def parse_spec(data: Any, source: str = "<spec>", lines: _Lines | None = None) -
         if not all(isinstance(k, str) for k in options):
             raise fail(f"{path}.options", "expected setting names as keys")
         try:
+            json.dumps(options, allow_nan=False)  # no inf or NaN: JSON has none
             engines.append(EngineChoice.of(name, options))
         except (TypeError, ValueError) as err:
             raise fail(f"{path}.options", f"cannot be stored as JSON: {err}") from None
-    decodings = _list(data.get("decodings", ["greedy"]), "decodings", fail)
+    decodings = fields.as_list(data.get("decodings", ["greedy"]), "decodings", fail)
     for n, text in enumerate(decodings):
         try:
             decoding = Decoding.parse(str(text))
         except DecodingError as err:
             raise fail(f"decodings[{n}]", str(err)) from None
         _check_decoding(decoding, models, engines, lambda why, n=n: fail(f"decodings[{n}]", why))
-    batches = _list(data.get("batch_sizes", preset.get("batch_sizes", [1])), "batch_sizes",
-                    fail)
+    batches = fields.as_list(data.get("batch_sizes", preset.get("batch_sizes", [1])),
+                             "batch_sizes", fail)
     for n, b in enumerate(batches):
-        if b != MAX and not _positive_int(b):
-            raise fail(f"batch_sizes[{n}]", f"expected a positive integer or 'max', got {b!r}")
-    grids = _grids(data, preset, fail)
-    cap = data.get("max_batch_cap", DEFAULT_CAP)
-    if not _positive_int(cap):
-        raise fail("max_batch_cap", f"expected a positive integer, got {cap!r}")
-    repeats, warmup = data.get("repeats", 3), data.get("warmup", 1)
-    if not _positive_int(repeats):
-        raise fail("repeats", f"expected a positive integer, got {repeats!r}")
-    if not (isinstance(warmup, int) and not isinstance(warmup, bool) and warmup >= 0):
-        raise fail("warmup", f"expected a non-negative integer, got {warmup!r}")
-    seed, dtype = data.get("seed", 0), data.get("dtype", "bfloat16")
-    if not (isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0):
-        raise fail("seed", f"expected an integer >= 0, got {seed!r}")
-    if dtype not in DTYPES:
-        raise fail("dtype", f"expected one of {', '.join(DTYPES)}, got {dtype!r}")
-    idle_s = data.get("idle_s", 5.0)
-    if not isinstance(idle_s, int | float) or isinstance(idle_s, bool) or idle_s < 0:
-        raise fail("idle_s", f"expected seconds >= 0, got {idle_s!r}")
+        if b != MAX and not fields.is_int(b, 1, MAX_BATCH):
+            raise fail(f"batch_sizes[{n}]", f"expected an integer from 1 to {MAX_BATCH:,} or "
+                                            f"'max', got {fields.shown(b)}")
+    grids = fields.grids(data, preset, fail, list(PRESETS))
+    cap = fields.whole(data.get("max_batch_cap", DEFAULT_CAP), "max_batch_cap", fail, 1,
+                       MAX_BATCH)
+    repeats = fields.whole(data.get("repeats", 3), "repeats", fail, 1, fields.MAX_REPEATS)
+    warmup = fields.whole(data.get("warmup", 1), "warmup", fail, 0, fields.MAX_REPEATS)
+    seed = fields.whole(data.get("seed", 0), "seed", fail, 0, fields.MAX_SEED)
+    dtype = data.get("dtype", "bfloat16")
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise fail("dtype", f"expected one of {', '.join(DTYPES)}, got {fields.shown(dtype)}")
+    idle_s = fields.seconds(data.get("idle_s", 5.0), "idle_s", fail)
     tp = data.get("tp", 1)
     _check_tp(tp, models, engines, lambda why: fail("tp", why))
-    min_window_s = data.get("min_window_s", 0.0)
-    if (not isinstance(min_window_s, int | float) or isinstance(min_window_s, bool)
-            or not 0 <= min_window_s <= 60):
-        raise fail("min_window_s", f"expected seconds from 0 to 60, got {min_window_s!r}")
+    min_window_s = fields.seconds(data.get("min_window_s", 0.0), "min_window_s", fail, 60)
     if min_window_s > 0 and warmup < 1:
         raise fail("min_window_s", "needs warmup >= 1 (the warm-up times a run)")
+    cooldown = fields.cooldown(data.get("cooldown"), fail)
     spec = SweepSpec(
         models=models, engines=engines, decodings=[str(d) for d in decodings],
         batch_sizes=batches, grids=grids, repeats=repeats, warmup=warmup,
-        cooldown=_cooldown(data.get("cooldown"), fail), max_batch_cap=cap,
-        dtype=dtype, seed=seed,
-        idle_s=float(idle_s), tp=tp, min_window_s=float(min_window_s), source=source,
-        raw=dict(data),
+        cooldown=None if cooldown is None else Cooldown(**cooldown), max_batch_cap=cap,
+        dtype=dtype, seed=seed, idle_s=idle_s, tp=tp, min_window_s=min_window_s,
+        source=source, raw=dict(data),
     )
-    if not spec.tasks():
-        raise SpecError(f"{source}: the grid is empty: no point to measure")
     _check_context(spec, fail)
     return spec
 
@@ -362,69 +311,6 @@ def _check_tp(tp, models: list[str], engines: list[EngineChoice], fail) -> None:
             raise fail(f"at tp {tp}, {', '.join(sorted(per_process))} runs as one process a "
                        f"GPU and {', '.join(sorted(others))} starts its own: run them as "
                        f"separate sweeps")
-
-
-def _list(value, key, fail) -> list:
-    if not isinstance(value, list):
-        value = [value]
-    if not value:
-        raise fail(key, "expected a non-empty list")
-    return value
-
-
-def _positive_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-def _lengths(value, path, fail) -> list[int]:
-    values = _list(value, path, fail)
-    for n, v in enumerate(values):
-        if not _positive_int(v):
-            raise fail(f"{path}[{n}]", f"expected a positive number of tokens, got {v!r}")
-    return values
-
-
-def _grids(data, preset, fail) -> list[tuple[list[int], list[int]]]:
-    if "grids" in data:
-        if "input_tokens" in data or "output_tokens" in data:
-            raise fail("grids", "give either grids or input_tokens/output_tokens, not both")
-        raw = _list(data["grids"], "grids", fail)
-        grids = []
-        for n, grid in enumerate(raw):
-            if not isinstance(grid, dict) or set(grid) != {"input_tokens", "output_tokens"}:
-                raise fail(f"grids[{n}]", "expected {input_tokens: [...], output_tokens: [...]}")
-            grids.append((_lengths(grid["input_tokens"], f"grids[{n}].input_tokens", fail),
-                          _lengths(grid["output_tokens"], f"grids[{n}].output_tokens", fail)))
-        return grids
-    if "input_tokens" in data or "output_tokens" in data:
-        base = preset.get("grids", [{}])
-        if len(base) > 1 and not {"input_tokens", "output_tokens"} <= set(data):
-            raise fail("input_tokens", "this preset has several grids: give both "
-                                       "input_tokens and output_tokens, or grids")
-        inputs = data.get("input_tokens", base[0].get("input_tokens"))
-        outputs = data.get("output_tokens", base[0].get("output_tokens"))
-        if inputs is None or outputs is None:
-            missing = "output_tokens" if outputs is None else "input_tokens"
-            raise fail(missing, "missing: give input_tokens and output_tokens, or a preset")
-        return [(_lengths(inputs, "input_tokens", fail), _lengths(outputs, "output_tokens", fail))]
-    if "grids" in preset:
-        return [(list(g["input_tokens"]), list(g["output_tokens"])) for g in preset["grids"]]
-    raise fail("input_tokens", "missing: give input_tokens and output_tokens, grids, or a "
-                               f"preset ({', '.join(PRESETS)})")
-
-
-def _cooldown(value, fail) -> Cooldown | None:
-    if value in (None, False):
-        return None
-    if value is True:
-        return Cooldown()
-    if not isinstance(value, dict) or not set(value) <= {"max_s", "within_w"}:
-        raise fail("cooldown", "expected true, false or {max_s: seconds, within_w: watts}")
-    for key in value:
-        v = value[key]
-        if not isinstance(v, int | float) or isinstance(v, bool) or v < 0:
-            raise fail(f"cooldown.{key}", f"expected a number >= 0, got {v!r}")
-    return Cooldown(**{k: float(v) for k, v in value.items()})
 
 
 def _check_decoding(decoding: Decoding, models: list[str], engines: list[EngineChoice],

@@ -1,11 +1,16 @@
 """Run a sweep: every task of a spec, through a worker process, into a results store.
 
-The parent owns the store and the schedule; the worker (worker.py) owns the GPU. Each point is
-recorded the moment it comes back, in one transaction. A point this device already measured
-is skipped, so a killed sweep resumes where it stopped. Out of memory is recorded and the
-sweep goes on; a worker that dies, meets a fatal CUDA error or says it is leaving (its
-tensor-parallel ranks out of step: worker.py) is replaced; Ctrl-C ends the sweep after the
-current point (a second Ctrl-C stops the worker at once).
+The parent owns the store and the schedule; the worker (worker.py) owns the GPU. One sweep
+writes a store at a time (its lock, store/lock.py: a second is refused at once). Each point
+is recorded the moment it comes back, in one transaction. A point this device already
+measured is skipped, so a killed sweep resumes where it stopped. Out of memory is recorded
+and the sweep goes on; a worker that dies, meets a fatal CUDA error or says it is leaving (its
+tensor-parallel ranks out of step: worker.py) is replaced. Ctrl-C ends the sweep after the
+current point (a second Ctrl-C abandons it: the worker is stopped at once); SIGTERM (a
+scheduler's cancel, `timeout`, `docker stop`), often followed by SIGKILL within seconds,
+abandons the point in flight at once. Either way the worker is gone and the run is marked
+interrupted before `run_sweep` returns. A store that cannot be written (a full disk) stops
+the sweep with what was stored before kept.
 
 Batch size "max": the worker's engine estimates the largest batch that fits (its memory
 model); the runner measures the largest power of two at or under that estimate and the cap,
@@ -16,34 +21,30 @@ that already ran out of memory.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import multiprocessing
-import os
 import signal
+import sqlite3
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from infergy.models import get_model
-from infergy.models.flops import decode_bytes, prefill_flops
 from infergy.plan.point import Point
 from infergy.plan.spec import MAX, SweepSpec, Task
 from infergy.provenance import gpu_name_of
-from infergy.run.parallel import exit_said
+from infergy.run.sweep.dryrun import measuring_time
 from infergy.run.sweep.jobs import Job, WorkerSettings, failed_record, is_fatal
+from infergy.run.sweep.process import (
+    Abandoned,
+    SweepError,
+    WorkerGone,
+    WorkerProcess,
+    restart,
+)
 from infergy.run.sweep.ranks import FATAL_EXIT_CODE
-from infergy.run.sweep.worker import main as worker_main
-from infergy.store import Store
+from infergy.store import Store, StoreError
+from infergy.store.lock import StoreLock
 from infergy.store.quality import STEADY_CV
-
-WORKER_START_TIMEOUT_S = 600.0  # importing torch, opening NVML, measuring idle
-POINT_TIMEOUT_S = 3600.0  # one point (load, compile, warm-up, repeats) at most
-
-
-class SweepError(RuntimeError):
-    """The sweep cannot go on (the worker cannot start); the message says why."""
 
 
 @dataclass
@@ -60,7 +61,10 @@ class Progress:
     detail: str = ""
     point_times_s: list[float] = field(default_factory=list)
     device: str = ""
-    stopping: bool = False
+    stopping: str = ""  # why the sweep is stopping, once it is
+    stored: list[dict] = field(default_factory=list)  # each record stored: what, status,
+    # energy_j, batch (a plain log prints them)
+    notices: list[str] = field(default_factory=list)  # what a log should say (a new worker)
 
     @property
     def left(self) -> int:
@@ -87,82 +91,34 @@ class SweepSummary:
     busy_s: float  # time inside measured points' repeats and warm-ups
     setup_s: float  # time loading, compiling, preparing
     unsteady: int = 0  # points whose repeats are apart by more than STEADY_CV
+    total: int = 0  # points of the plan (this shard's)
+    missing: int = 0  # of them neither in the store nor failed in this run
+    failed_points: list[str] = field(default_factory=list)  # not in the store: failed here
+    signal: str | None = None  # what stopped it: "SIGINT" or "SIGTERM"
+    abandoned: str | None = None  # the point in flight, given up unstored
+    store_error: str | None = None  # why the store could not be written: stopped there
+
+    @property
+    def complete(self) -> bool:
+        """Every point of the plan is in the store, or failed in this run."""
+        return not self.missing and not self.store_error
 
 
-class _WorkerGone(Exception):
-    def __init__(self, exitcode):
-        super().__init__(f"the worker process died ({exit_said(exitcode)})")
-        self.exitcode = exitcode
+class _Stop:
+    """Ctrl-C and SIGTERM, as they come: the first Ctrl-C stops after the current point,
+    a second one or SIGTERM at once (`abandon`)."""
 
+    def __init__(self):
+        self.signal: str | None = None
+        self.count = 0
+        self.abandon = False
 
-class _WorkerProcess:
-    """The parent's handle on one worker process."""
-
-    def __init__(self, settings: WorkerSettings, on_progress: Callable[[str], None]):
-        ctx = multiprocessing.get_context("spawn")
-        self.conn, child = ctx.Pipe()
-        # Not a daemon: engines start processes of their own (vLLM's engine core). The
-        # worker exits when this process is gone (its pipe closes), and is killed on exit.
-        self.process = ctx.Process(target=worker_main, args=(child, settings), daemon=False,
-                                   name="infergy-worker")
-        self.process.start()
-        child.close()
-        self.on_progress = on_progress
-        self.leaving: str | None = None  # why the worker exits after its last reply
-        try:
-            kind, body = self._wait(WORKER_START_TIMEOUT_S)
-        except _WorkerGone as gone:
-            raise SweepError(f"the worker process did not start: {gone} (run from a script? "
-                             f"start the sweep under `if __name__ == \"__main__\":`, as "
-                             f"multiprocessing needs)") from None
-        if kind != "ready":
-            self.kill()
-            raise SweepError(f"the worker could not start: {body}")
-        self.device, self.meta = body["device"], body["meta"]
-
-    def _wait(self, timeout_s: float):
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.conn.poll(0.2):
-                try:
-                    kind, body = self.conn.recv()
-                except (EOFError, OSError):
-                    self.process.join(5)
-                    raise _WorkerGone(self.process.exitcode) from None
-                if kind == "progress":
-                    self.on_progress(body)
-                    continue
-                if kind == "leaving":  # its reply follows
-                    self.leaving = body
-                    continue
-                return kind, body
-            if not self.process.is_alive():
-                raise _WorkerGone(self.process.exitcode)
-        self.kill()
-        raise _WorkerGone(f"no answer in {timeout_s:.0f} s; killed")
-
-    def ask(self, kind: str, job: Job) -> dict:
-        try:
-            self.conn.send((kind, job))
-        except (BrokenPipeError, OSError):
-            self.process.join(5)
-            raise _WorkerGone(self.process.exitcode) from None
-        _reply_kind, body = self._wait(POINT_TIMEOUT_S)
-        return body
-
-    def stop(self) -> None:
-        if self.process.is_alive():
-            with contextlib.suppress(BrokenPipeError, OSError):
-                self.conn.send(("stop", None))
-            self.process.join(30)
-        self.kill()
-
-    def kill(self) -> None:
-        """Kill the worker and every process it started (vLLM's engine core outlives its
-        parent otherwise and keeps the GPU's memory): the worker leads its process group."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.join(5)
+    def __call__(self, signum, frame) -> None:  # the handler: nothing but flags
+        self.count += 1
+        if signum == signal.SIGTERM or self.signal is None:
+            self.signal = signal.Signals(signum).name
+        if signum == signal.SIGTERM or self.count > 1:
+            self.abandon = True
 
 
 RESUME_BY = ("card", "model")
@@ -172,12 +128,20 @@ def run_sweep(spec: SweepSpec, store: Store, *, device: str = "cuda", resume_by:
               on_update: Callable[[Progress], None] | None = None) -> SweepSummary:
     """Measure every task of `spec` not yet in `store` for this device. `resume_by`: what
     counts as already measured: on this card ("card"), or on any card of its model
-    ("model": one profile measured over several machines of one kind)."""
+    ("model": one profile measured over several machines of one kind). StoreBusyError (a
+    StoreError) where another sweep writes the store. The summary says whether every point
+    of the plan is in the store (`complete`), what stopped the sweep (a signal, the store),
+    and which points failed."""
     if resume_by not in RESUME_BY:
         raise SweepError(f"resume_by must be one of {', '.join(RESUME_BY)}, got {resume_by!r}")
+    with StoreLock(store.path):
+        return _run(spec, store, device, resume_by, on_update or (lambda p: None))
+
+
+def _run(spec: SweepSpec, store: Store, device: str, resume_by: str,
+         update: Callable[[Progress], None]) -> SweepSummary:
     tasks = spec.tasks()
     progress = Progress(total=len(tasks))
-    update = on_update or (lambda p: None)
     settings = WorkerSettings(device=device, dtype=spec.dtype, seed=spec.seed,
                               idle_s=spec.idle_s, tp=spec.tp, ranks=spec.ranks)
 
@@ -185,47 +149,55 @@ def run_sweep(spec: SweepSpec, store: Store, *, device: str = "cuda", resume_by:
         progress.detail = text
         update(progress)
 
-    interrupted = {"count": 0}
-    state = {"worker": None}
+    stop = _Stop()
 
-    def on_sigint(signum, frame):
-        interrupted["count"] += 1
-        progress.stopping = True
+    def abandon() -> bool:
+        """Polled while the worker works: says the stop asked for (once), and whether now."""
+        if stop.count and not progress.stopping:
+            progress.stopping = (f"{stop.signal}: stopping now" if stop.abandon else
+                                 "stopping after this point (Ctrl-C again: now)")
+            progress.notices.append(progress.stopping)
+            update(progress)
+        return stop.abandon
+
+    def notice(text: str) -> None:
+        progress.detail = text
+        progress.notices.append(text)
         update(progress)
-        if interrupted["count"] > 1 and state["worker"] is not None:
-            state["worker"].kill()
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    # Handlers only in the main thread (Python's rule): a sweep run in a thread is stopped
+    # by its caller.
+    main = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)} \
+        if main else {}
     start = time.perf_counter()
     restarts = 0
     busy = setup = 0.0
-    run_id = None
+    run_id = abandoned = store_error = in_flight = None
+    finished = False
+    worker: WorkerProcess | None = None
+    same: dict = {}
+    outcome: dict[Task, str] = {}  # the tasks measured in this run: their last status
 
     def ask(kind: str, job: Job) -> dict:
         """The worker's reply to a job; a new worker asked where the last one said it was
         leaving (a fatal CUDA error, ranks out of step)."""
-        nonlocal restarts
-        if state["worker"].leaving:
+        nonlocal restarts, worker
+        if worker.leaving:
             restarts += 1
-            progress.detail = f"the worker left ({state['worker'].leaving}): starting a new one"
-            update(progress)
-            state["worker"] = _restart(state["worker"], settings, on_progress)
-        return state["worker"].ask(kind, job)
+            notice(f"the worker left ({worker.leaving}): starting a new one")
+            worker = restart(worker, settings, on_progress, abandon)
+        return worker.ask(kind, job)
 
     try:
         progress.detail = "starting the worker (measuring idle power)"
         update(progress)
-        worker = state["worker"] = _WorkerProcess(settings, on_progress)
+        worker = WorkerProcess(settings, on_progress, abandon)
         progress.device = worker.device
         run_id = store.start_run(device=worker.device, meta=worker.meta, spec=spec.raw or None)
         same = {"gpu_name": gpu_name_of(worker.meta)} if resume_by == "model" else {}
-        if spec.shard[1] > 1:  # a share of what is left: shards of a resumed sweep stay even
-            tasks = spec.tasks(done=lambda t: store.done(worker.device, _key(t, spec), t.batch,
-                                                         **same))
-            progress.total = len(tasks)
-            update(progress)
         for task in tasks:
-            if interrupted["count"]:
+            if stop.count:
                 break
             key = _key(task, spec)
             if store.done(worker.device, key, task.batch, **same):
@@ -236,51 +208,97 @@ def run_sweep(spec: SweepSpec, store: Store, *, device: str = "cuda", resume_by:
             update(progress)
             t0 = time.perf_counter()
 
-            def save(record: dict, batch_requested, search: dict | None, key=key) -> None:
+            def save(record: dict, batch_requested, search: dict | None, key=key,
+                     task=task) -> None:
                 """Store one measured record now, in its own transaction."""
                 nonlocal busy, setup
                 store.add_point(run_id, progress.device, record,
                                 engine_options=key["engine_options"],
                                 batch_requested=batch_requested, batch_search=search)
+                outcome[task] = record["status"]
                 progress.failed += record["status"] == "failed"
                 progress.oom += record["status"] == "oom"
                 progress.unsteady += (record["status"] == "ok"
                                       and (record.get("energy_cv") or 0) > STEADY_CV)
+                progress.stored.append({"what": task.describe(), "batch": record["point"][
+                    "batch"], "status": record["status"], "energy_j": record.get("energy_j"),
+                    "error": record.get("error")})
                 busy += measuring_time(record)
                 setup += _phase_time(record, "prepare") + ((record.get("load") or {}).get(
                     "time_s") or 0)
+                update(progress)
 
+            in_flight = task.describe()
             try:
                 _measure_task(task, spec, store, ask, worker.device, key, save, same)
-            except _WorkerGone as gone:
+            except WorkerGone as gone:
+                if gone.exitcode == -signal.SIGTERM and not stop.count:
+                    stop(signal.SIGTERM, None)  # the worker was sent SIGTERM too (a
+                    # scheduler's cancel reaches every process of the job): a stop
+                if stop.abandon:
+                    abandoned = in_flight
+                    break
                 save(*_lost(task, spec, gone))
-                if not interrupted["count"]:
+                in_flight = None
+                if not stop.count:
                     restarts += 1
-                    progress.detail = f"{gone}: starting a new worker"
-                    update(progress)
-                    state["worker"] = _restart(state["worker"], settings, on_progress)
+                    notice(f"{gone}: starting a new worker")
+                    worker = restart(worker, settings, on_progress, abandon)
+            in_flight = None
             progress.done += 1
             progress.point_times_s.append(time.perf_counter() - t0)
             update(progress)
+        finished = True
+    except Abandoned:
+        abandoned = in_flight
+    except (StoreError, sqlite3.Error) as err:
+        store_error = _store_said(store, err)
     finally:
-        try:  # our handler stays while the worker stops: a second Ctrl-C kills it at once
-            if state["worker"] is not None:
-                state["worker"].stop()
+        try:  # our handlers stay while the worker stops: a second Ctrl-C kills it at once
+            if worker is not None:
+                worker.stop()
         finally:
-            signal.signal(signal.SIGINT, previous)
-            if run_id is not None:
-                store.end_run(run_id, "interrupted" if interrupted["count"] else "finished")
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        if run_id is not None and store_error is None:
+            try:
+                store.end_run(run_id, "finished" if finished and not stop.count
+                              else "interrupted")
+            except (StoreError, sqlite3.Error) as err:
+                store_error = _store_said(store, err)
+    failed, missing = [], len(tasks) - progress.skipped - len(outcome)
+    if store_error is None and progress.device:  # what the store holds now, point by point
+        try:
+            failed, missing = _check(tasks, spec, store, progress.device, same, outcome)
+        except (StoreError, sqlite3.Error) as err:
+            store_error = _store_said(store, err)
     return SweepSummary(run_id, progress.device or None, progress.done, progress.skipped,
-                        progress.failed, progress.oom, bool(interrupted["count"]), restarts,
-                        time.perf_counter() - start, busy, setup, progress.unsteady)
+                        progress.failed, progress.oom, bool(stop.count), restarts,
+                        time.perf_counter() - start, busy, setup, progress.unsteady,
+                        total=len(tasks), missing=missing, failed_points=failed,
+                        signal=stop.signal, abandoned=abandoned, store_error=store_error)
 
 
-def _restart(worker: _WorkerProcess, settings, on_progress) -> _WorkerProcess:
-    worker.kill()
-    new = _WorkerProcess(settings, on_progress)
-    if new.device != worker.device:
-        raise SweepError(f"the new worker sees device {new.device}, not {worker.device}")
-    return new
+def _check(tasks: list[Task], spec: SweepSpec, store: Store, device: str, same: dict,
+           outcome: dict[Task, str]) -> tuple[list[str], int]:
+    """The points of the plan not in the store though tried in this run (failed: each
+    described), and how many are not there at all (missing)."""
+    failed, missing = [], 0
+    for task in tasks:
+        if store.done(device, _key(task, spec), task.batch, **same):
+            continue
+        if task in outcome:
+            failed.append(task.describe())
+        else:
+            missing += 1
+    return failed, missing
+
+
+def _store_said(store: Store, err: Exception) -> str:
+    """A store's failure to write, as the sweep says it (a StoreError names its store)."""
+    if isinstance(err, StoreError):
+        return str(err)
+    return f"{store.path}: cannot be written ({err})"
 
 
 def _key(task: Task, spec: SweepSpec) -> dict:
@@ -336,7 +354,7 @@ def _measure_task(task: Task, spec: SweepSpec, store: Store,
                                      "earlier")[0], MAX, search)
 
 
-def _lost(task: Task, spec: SweepSpec, gone: _WorkerGone | None,
+def _lost(task: Task, spec: SweepSpec, gone: WorkerGone | None,
           why: str | None = None) -> tuple[dict, int | str, None]:
     """A failed record for a task with no result of its own (a lost worker, nothing to try)."""
     if gone is not None:
@@ -351,73 +369,4 @@ def _phase_time(record: dict, name: str) -> float:
     return phase.get("time_s") or 0.0
 
 
-def measuring_time(record: dict) -> float:
-    """Seconds a point spent in its warm-up, its 1-token prefill run and its repeats (points
-    measured before the prefill run was shared had one such run per repeat), every run of a
-    window that held several (min_window_s) counted."""
-    def window_s(phase: dict) -> float:
-        return phase["time_s"] * phase.get("runs", 1)
-
-    repeats = record.get("repeats", [])
-    prefills = {window_s(r["prefill"]) for r in repeats
-                if r["prefill"]["method"] == "separate run"}
-    return (_phase_time(record, "warmup") + sum(prefills)
-            + sum(window_s(r["request"]) for r in repeats))
-
-
-def describe_plan(spec: SweepSpec, store: Store | None = None, device: str | None = None,
-                  gpu_name: str | None = None) -> list[dict]:
-    """The dry run: every task, whether `device` (or, with `gpu_name`, any card of that
-    model) already measured it in `store`, and a rough time for its warm-up and repeats
-    (without loading, compiling or cooling down): the analytic FLOPs and bytes at half a
-    nominal H100's peak (0.5 PFLOP/s, 2.3 TB/s, B = max taken as 64), scaled by what the
-    store's points of the same engine, batch size and (where it has some) input length took
-    against the same formula."""
-    def measured(task: Task) -> bool:
-        return bool(store and (device or gpu_name) and store.done(
-            device or "", _key(task, spec), task.batch, gpu_name=gpu_name))
-
-    plan = []  # a shard plans its share of what is left, as its sweep will
-    for task in spec.tasks(done=measured if spec.shard[1] > 1 else None):
-        model = get_model(task.model)
-        batch = task.batch if task.batch != MAX else min(spec.max_batch_cap, 64)
-        run_s = (prefill_flops(model, task.input_tokens, batch) / 0.5e15
-                 + task.output_tokens * decode_bytes(
-                     model, task.input_tokens + task.output_tokens // 2, batch) / 2.3e12)
-        separate_prefill = task.engine.name not in ("hf-eager", "hf-compiled")
-        # A window lasts at least min_window_s (a short run repeated in it).
-        estimate_s = ((spec.warmup + separate_prefill) * run_s
-                      + spec.repeats * max(run_s, spec.min_window_s))
-        key = _key(task, spec)
-        done = measured(task)
-        took = None
-        if done:
-            rows = store.points(**key, batch_requested=str(task.batch), status="ok")
-            took = measuring_time(json.loads(rows[-1]["result"])) if rows else None
-        plan.append({"task": task, "done": done, "estimate_s": estimate_s, "took_s": took})
-    # Calibrate the formula by the points already measured: per (engine, batch size, input
-    # length) where some are, else per (engine, batch size). B = max varies with the lengths
-    # (1,024 at short inputs, 64 at 2,048 on an H100) while the formula takes 64 throughout.
-    def scales_by(group: Callable[[Task], tuple]) -> dict[tuple, float | None]:
-        rows_of: dict[tuple, list[dict]] = {}
-        for row in plan:
-            rows_of.setdefault(group(row["task"]), []).append(row)
-        scales = {}
-        for k, rows in rows_of.items():
-            known = [r for r in rows if r["took_s"]]
-            scales[k] = (sum(r["took_s"] for r in known) / sum(r["estimate_s"] for r in known)
-                         if known else None)
-        return scales
-
-    fine = scales_by(lambda t: (t.engine.label, t.batch, t.input_tokens))
-    coarse = scales_by(lambda t: (t.engine.label, t.batch))
-    for row in plan:
-        t = row["task"]
-        row["scale"] = (fine[(t.engine.label, t.batch, t.input_tokens)]
-                        or coarse[(t.engine.label, t.batch)])
-        if row["scale"]:
-            row["estimate_s"] *= row["scale"]
-    return plan
-
-
-__all__ = ["Progress", "SweepError", "SweepSummary", "describe_plan", "run_sweep"]
+__all__ = ["Progress", "SweepError", "SweepSummary", "measuring_time", "run_sweep"]

@@ -4,7 +4,8 @@ measures the points it is sent, one at a time.
 It runs apart from the sweep's parent so that a fatal CUDA error (which leaves the CUDA
 context unusable) or a crash costs only the worker: the parent records the point as failed,
 starts a new worker and goes on. The worker ignores Ctrl-C (the parent decides when to stop)
-and exits when the parent is gone.
+and exits when the parent is gone; SIGTERM ends it (a scheduler's cancel sent to every
+process: the parent, seeing its worker so ended, stops the sweep rather than replace it).
 
 Tensor parallelism with an engine that runs as one process a GPU (hf-eager, split by
 transformers' own plan): the worker is rank 0 of N. Once it has measured the idle power
@@ -58,10 +59,10 @@ from infergy.run.sweep.ranks import (
 )
 
 
-def local_device(tp: int = 1) -> str:
-    """This machine's device identity as a worker of a sweep at `tp` would see it, without
-    starting one."""
-    if nvml.nvml_init() is None:
+def local_device(tp: int = 1, device: str = "auto") -> str:
+    """This machine's device identity as a worker of a sweep at `tp` on `device` (auto,
+    cuda or cpu) would see it, without starting one: "cpu:HOST" where it measures no GPU."""
+    if device != "cpu" and nvml.nvml_init() is None:
         try:
             gpus, _, _ = nvml.nvml_gpus(limit=tp)
             meta = {"gpus": [g.info.details for g in gpus]}
