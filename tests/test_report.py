@@ -3,6 +3,7 @@ its rows, and a page that still renders, saying what is missing, without data.""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -10,8 +11,10 @@ from typer.testing import CliRunner
 
 from infergy.cli import app
 from infergy.estimate import load_profile
+from infergy.plan import parse_spec
 from infergy.profile import load_points
 from infergy.report import build_report, figures
+from infergy.run.sweep import run_sweep
 from infergy.store import Store
 from infergy.workloads import BinGrid, get_trace
 
@@ -19,14 +22,14 @@ PNG = b"\x89PNG\r\n\x1a\n"
 GPU = "NVIDIA H100 80GB HBM3"
 
 
-def write_store(path, gpu=GPU, card_scale=1.0):
+def write_store(path, gpu=GPU, card_scale=1.0, inputs=(32, 128, 512), outputs=(8, 64)):
     """hf-eager and vllm (half hf-eager's energy) on one card, at B = 1 and max over 3 x 2
-    lengths; `card_scale` multiplies every energy."""
+    lengths (or `inputs` x `outputs`); `card_scale` multiplies every energy."""
     with Store(path) as store:
         run = store.start_run(device="GPU-x", meta={"gpus": [{"model": gpu}]}, spec=None)
         for engine, scale in (("hf-eager", 2.0 * card_scale), ("vllm", 1.0 * card_scale)):
-            for i in (32, 128, 512):
-                for o in (8, 64):
+            for i in inputs:
+                for o in outputs:
                     for batch, requested in ((1, 1), (64, "max")):
                         energy = scale * (0.05 * i * batch + 2.0 * o * batch ** 0.5)
                         point = {"model": "llama-3.1-8b", "engine": engine, "batch": batch,
@@ -55,15 +58,20 @@ def test_a_report_from_a_store_has_valid_figures_and_full_tables(tmp_path):
             ("<?xml", "<svg"))
     tables = re.findall(r"<table>.*?</table>", html, flags=re.S)
     assert len(tables) == 5
-    assert tables[0].count("<tr>") == 2 and "GPU-x…" in tables[0]  # header + the one GPU
-    assert tables[1].count("<tr>") == 5  # hf-eager and vllm, each at B = 1 and max
-    tables = tables[2:]
-    assert tables[0].count("<tr>") == 2  # header + the trace
-    assert tables[1].count("<tr>") == 3 and "50.0%" in tables[1]  # hf-eager, vllm
-    binned = BinGrid((32, 128, 512), (8, 64), "clamp").assign(
+    # The answer leads: each engine's energy of the trace, then the theoretical baseline.
+    assert html.index("Energy of the workload") < html.index("<img")
+    assert tables[0].count("<tr>") == 4 and "50.0%" in tables[0]  # hf-eager, vllm, theory
+    assert "theoretical baseline (h100-sxm)" in tables[0] and "J per request" in tables[0]
+    assert tables[1].count("<tr>") == 2  # header + the trace
+    binned = BinGrid((32, 128, 512), (8, 64)).assign(
         get_trace("translation").input_tokens, get_trace("translation").output_tokens)
     assert tables[2].count("<tr>") == 1 + int((binned.counts() > 0).sum())  # a row a bin
-    assert "How these numbers were made" in html and "Not shown" not in html
+    # The evidence of where: at the bottom, folded.
+    assert tables[3].count("<tr>") == 2 and "GPU-x" in tables[3]  # header + the one GPU
+    assert tables[4].count("<tr>") == 5  # hf-eager and vllm, each at B = 1 and max
+    assert html.index("How these numbers were made") < html.index("<details><summary><h2>"
+                                                                   "Provenance")
+    assert "Not shown" not in html
 
 
 H200 = "NVIDIA H200"
@@ -400,3 +408,277 @@ def test_a_cards_provenance_and_repeatability_come_from_its_runs_and_repeats(tmp
     # 8 points; 4 with windows of 2 s or more and a CV (3 s, 2.5 s on each GPU): mean 6.5%
     assert rows[2] == ["vllm", "greedy", "1", "1", "8", "4", "6.5%", "12.0%",
                        "512/16 B=1 12.0%, 512/16 B=1 12.0%"]
+
+
+def write_cpu_store(path, points):
+    """A store as a sweep writes it on a machine without a GPU: its run has no GPU name, its
+    device is the CPU's (cpu:HOST), and its points have times but no energy (None).
+    `points`: (engine, I, O, batch, batch requested, status)."""
+    with Store(path) as store:
+        run = store.start_run(device="cpu:vm", meta={"host": {"hostname": "vm"}}, spec=None)
+        for engine, i, o, batch, requested, status in points:
+            point = {"model": "tiny", "engine": engine, "batch": batch, "input_tokens": i,
+                     "output_tokens": o, "decoding": "greedy", "tp": 1, "dtype": "bfloat16"}
+            ok = status == "ok"
+            store.add_point(run, "cpu:vm", {
+                "point": point, "status": status, "error": None if ok else "out of memory",
+                "energy_j": None, "j_per_output_token": None, "prefill_energy_j": None,
+                "decode_energy_j": None, "time_s": 0.001 * batch * (i + o) if ok else None,
+                "tpot_s": 0.001 if ok else None, "energy_cv": None, "runs_per_window": 1,
+                "energy_reason": "no GPU measured: NVML library not found",
+                "provenance": {"versions": {"torch": "2.13.0+cpu"}}},
+                engine_options="{}", batch_requested=requested)
+    return path
+
+
+CPU_SWEEP = [(e, i, o, b, r, "ok") for e in ("hf-eager", "hf-paged") for i in (8, 32)
+             for o in (4, 8) for b, r in ((1, 1), (4, 4), (1024, "max"))]
+
+
+@pytest.mark.parametrize("points", [
+    CPU_SWEEP,  # every engine, bin and batch of a CPU sweep
+    [("hf-eager", 8, 4, 1, 1, "ok")],  # a single point
+    [("hf-eager", 8, 4, b, r, "ok") for b, r in ((1, 1), (4, 4), (1024, "max"))],  # one bin
+    [p for p in CPU_SWEEP if p[4] != "max"],  # no B = max point
+], ids=["sweep", "one point", "one engine one bin", "no B = max"])
+def test_a_store_measured_without_an_energy_sensor_shows_times_and_says_why(tmp_path, points):
+    """Every CPU sweep's store once crashed the report ("Data cannot be log-scaled"): the
+    one end-to-end path a user without a GPU can try."""
+    db = write_cpu_store(tmp_path / "cpu.db", points)
+    html = build_report([db], ["translation"], tmp_path / "out").read_text()
+    text = " ".join(html.split())
+    assert "Measurements on cpu:vm (CPU, no GPU)" in text
+    assert "no energy measured: no GPU sensor" in text
+    assert "translation on tiny on cpu:vm (CPU, no GPU): not estimated: no " in text
+    for name in re.findall(r'<img src="([^"]+)"', html):
+        assert (tmp_path / "out" / name).read_bytes()[:8] == PNG
+    batches = {p[3] for p in points}
+    assert ("batch.png" in html) == (len(batches) > 1)  # times against batch size
+    if any(p[4] == "max" for p in points):  # B = max: the throughput over the bins
+        assert "heatmap-hf-eager.png" in html
+        assert "not estimated: no energy measured: no GPU sensor (its points were measured " \
+               "on cpu:vm)" in text
+    else:
+        assert "heatmap of hf-eager: no B = max points" in text
+        assert "not estimated: no B = max point" in text
+    # The same from the command line: exit 0, no traceback.
+    result = CliRunner().invoke(app, ["report", "--db", str(db), "-t", "translation", "--out",
+                                      str(tmp_path / "cli")])
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_cpu_stores_figures_draw_times_and_throughput_not_energy(tmp_path):
+    points = load_points([write_cpu_store(tmp_path / "cpu.db", CPU_SWEEP)])
+    fig = figures.batch_figure(points[points.engine == "hf-eager"])
+    energy, time = fig.axes
+    assert [t.get_text() for t in energy.texts] == ["no energy measured: no GPU sensor"]
+    assert [line.get_label() for line in time.get_lines()] == ["hf-eager"]
+    heat = figures.heatmap_figure(points, "hf-eager")
+    assert "throughput over the bins (no energy measured: no GPU sensor)" in \
+        heat.texts[0].get_text().replace("\n", " ")
+    assert heat.axes[1].get_ylabel() == "output tokens per second at B = max"
+    # 1024 requests of 8 + 4 tokens in 1024 x 0.012 s: 4 x 1024 tokens / 12.288 s = 333
+    assert "333" in [t.get_text() for t in heat.axes[0].texts]
+    for figure in (figures.phases_figure, figures.pareto_figure, figures.tp_figure):
+        assert figure(points) is None  # energy only: the page says why instead
+    assert figures.decoding_figure(points, "beam") is None
+
+
+def test_a_store_of_failed_points_only_says_so(tmp_path):
+    db = write_cpu_store(tmp_path / "cpu.db", [("hf-eager", 8, 4, 1024, "max", "oom"),
+                                               ("hf-eager", 8, 4, 1, 1, "failed")])
+    html = build_report([db], ["translation"], tmp_path / "out").read_text()
+    assert "no measured points (they hold only 1 failed, 1 oom points: `infergy results " \
+           "list --db STORE` shows why)" in " ".join(html.split())
+
+
+def test_heatmap_numbers_are_dark_on_light_cells_and_light_on_dark():
+    import matplotlib
+
+    viridis = matplotlib.colormaps["viridis"]
+    assert figures.text_color(viridis(1.0)) == "black"  # yellow
+    assert figures.text_color(viridis(0.75)) == "black"  # green
+    assert figures.text_color(viridis(0.0)) == "white"  # dark purple
+    assert figures.text_color((1.0, 1.0, 1.0, 1.0)) == "black"
+    assert figures.text_color((0.0, 0.0, 0.5, 1.0)) == "white"
+
+
+def test_heatmap_cells_text_contrasts_with_its_cell(tmp_path):
+    points = load_points([write_store(tmp_path / "r.db")])
+    fig = figures.heatmap_figure(points, "vllm")
+    ax = fig.axes[0]
+    image = ax.get_images()[0]
+    grid = image.get_array()
+    colors = set()
+    for text in ax.texts:
+        x, y = (round(v) for v in text.get_position())
+        expected = figures.text_color(image.cmap(image.norm(grid[y, x])))
+        assert text.get_color() == expected
+        colors.add(expected)
+    assert colors == {"black", "white"}  # this grid spans light and dark cells
+
+
+def test_no_figure_title_is_cut_at_the_figures_edges(tmp_path):
+    """The estimate figure's title ran past its right edge; every title wraps to fit."""
+    long_card = "NVIDIA H100 80GB HBM3"
+    db = write_store(tmp_path / "r.db", gpu=long_card)
+    points = load_points([db])
+    trace = get_trace("translation")
+    rows = [{"engine": "hf-eager", "kwh": 0.2, "theoretical_kwh": 0.1, "gpu": long_card},
+            {"engine": "vllm", "kwh": 0.1, "theoretical_kwh": 0.1, "gpu": long_card}]
+    made = [figures.estimate_figure(rows, "a-workload-with-a-rather-long-trace-name", points),
+            figures.batch_figure(points), figures.phases_figure(points),
+            figures.pareto_figure(points), figures.heatmap_figure(points, "vllm"),
+            figures.cdf_figure(trace, BinGrid.named("paper"))]
+    for fig in made:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        box = fig.bbox
+        for text in fig.texts:  # the title and the footer
+            extent = text.get_window_extent(renderer)
+            assert extent.x0 >= box.x0 - 1 and extent.x1 <= box.x1 + 1, text.get_text()
+            assert extent.y0 >= box.y0 - 1 and extent.y1 <= box.y1 + 1, text.get_text()
+        for ax in fig.axes:  # the title clear of the panels
+            title = fig.texts[0].get_window_extent(renderer)
+            assert ax.get_tightbbox(renderer).y1 <= title.y0 + 1
+    assert "\n" in made[0].texts[0].get_text()  # the long title wrapped
+
+
+def test_the_reports_headline_is_the_estimate_of_the_same_trace_and_profile(tmp_path):
+    """`infergy estimate` and the report once disagreed (0.1762 against 0.1781 kWh): the
+    report charged requests past the last bin at the last edge. One default (excluded, as
+    the study did, and counted), one code path."""
+    db = write_store(tmp_path / "p.db", inputs=(32, 128, 256, 512, 1024, 2048, 4096, 8192),
+                     outputs=(8, 16, 32, 64, 128, 256, 512))
+    runner = CliRunner()
+    estimated = runner.invoke(app, ["estimate", "-t", "azure-code-2023", "-m", "llama-3.1-8b",
+                                    "-e", "hf-eager,vllm", "--profile", str(db), "--json"])
+    assert estimated.exit_code == 0, estimated.output
+    engines = json.loads(estimated.output)["gpus"][0]["engines"]
+    result = runner.invoke(app, ["report", "--db", str(db), "-t", "azure-code-2023", "--out",
+                                 str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    html = (tmp_path / "out" / "index.html").read_text()
+    answer = re.findall(r"<table>.*?</table>", html, flags=re.S)[0]
+    shown = dict(re.findall(r"<tr><td>(hf-eager|vllm)</td><td>([^<]*)</td>", answer))
+    assert shown == {e["engine"]: f"{e['kwh']:.4g}" for e in engines}
+    assert "8792 of 8819 requests in the bins; 27 lie past the last bin edge (0 by input, " \
+           "27 by output): excluded" in answer
+    assert f"infergy estimate -t azure-code-2023 -m llama-3.1-8b -e hf-eager,vllm --profile " \
+           f"{db}" in html  # the command that prints the same numbers
+
+
+def test_a_report_without_db_reads_the_shipped_profiles_as_estimate_does(tmp_path):
+    """The issue's example: `infergy estimate -t azure-code-2023 -m llama-3.1-8b` says
+    0.1762 kWh on hf-eager; the report of the same trace, from the same shipped profile,
+    the same."""
+    runner = CliRunner()
+    estimated = runner.invoke(app, ["estimate", "-t", "azure-code-2023", "-m", "llama-3.1-8b"],
+                              env={"COLUMNS": "200"})
+    assert estimated.exit_code == 0, estimated.output
+    kwh = re.search(r"hf-eager\W+([0-9.]+)", estimated.output).group(1)
+    result = runner.invoke(app, ["report", "-t", "azure-code-2023", "-m", "llama-3.1-8b",
+                                 "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    html = (tmp_path / "out" / "index.html").read_text()
+    answer = re.findall(r"<table>.*?</table>", html, flags=re.S)[0]
+    assert re.search(r"<tr><td>hf-eager</td><td>([^<]*)</td>", answer).group(1) == kwh
+    assert "From the profiles shipped with infergy (llama-3.1-8b-h100.db)" in html
+    assert "infergy estimate -t azure-code-2023 -m llama-3.1-8b -e hf-eager," in html
+    # What it was doing, said on stderr as it went (plain lines: not a terminal here).
+    lines = result.output.splitlines()
+    for step in ("report: loading 1 store", "report: estimating azure-code-2023 on "
+                 "llama-3.1-8b", "report: drawing batch"):
+        assert any(step in line for line in lines), step
+
+
+@pytest.mark.parametrize("case", ["out is a file", "out cannot be made", "db is a folder",
+                                  "db is not a store", "db is half a store"])
+def test_report_refuses_a_bad_out_or_db_before_any_work(tmp_path, case):
+    good = write_store(tmp_path / "r.db")
+    db, out = good, tmp_path / "out"
+    if case == "out is a file":
+        out = tmp_path / "page.html"
+        out.write_text("mine")
+        expected = f"--out {out}: is a file; give a folder to write into"
+    elif case == "out cannot be made":  # under a file: no folder can be made there
+        (tmp_path / "notes.txt").write_text("mine")
+        out = tmp_path / "notes.txt" / "report"
+        expected = f"--out {out}: folder {out} cannot be made"
+    elif case == "db is a folder":
+        db = tmp_path / "folder.db"
+        db.mkdir()
+        expected = f"--db {db}: is a folder"
+    elif case == "db is not a store":
+        db = tmp_path / "notes.db"
+        db.write_text("not a database")
+        expected = f"{db}"  # the store's own message: not a store
+    else:
+        db = tmp_path / "half.db"
+        db.write_bytes(good.read_bytes()[:3000])
+        expected = f"{db}"  # damaged: the store's own message says so
+    before = db.read_bytes() if db.is_file() else None
+    result = CliRunner().invoke(app, ["report", "--db", str(db), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())
+    assert expected in message and ("store" in message or "folder" in message)
+    assert "Traceback" not in result.output
+    if before is not None:
+        assert db.read_bytes() == before  # refused: not touched
+    if case == "out is a file":
+        assert out.read_text() == "mine"
+    assert not (out / "index.html").exists()
+
+
+def test_a_real_cpu_sweeps_store_makes_a_report_end_to_end(tmp_path):
+    """The first thing a user without a GPU can try: a sweep of the tiny model on the CPU,
+    then its report. Times are drawn; energy is said to be missing, and why."""
+    spec = parse_spec({"models": ["tiny"], "engines": ["hf-eager"], "input_tokens": [8, 16],
+                       "output_tokens": [2], "batch_sizes": [1, 2], "repeats": 1, "warmup": 0,
+                       "idle_s": 0}, "test spec")
+    with Store(tmp_path / "cpu.db") as store:
+        assert run_sweep(spec, store, device="cpu").measured == 4
+    result = CliRunner().invoke(app, ["report", "--db", str(tmp_path / "cpu.db"), "-t",
+                                      "translation", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    html = " ".join((tmp_path / "out" / "index.html").read_text().split())
+    assert "batch.png" in html and "no energy measured: no GPU sensor" in html
+    assert (tmp_path / "out" / "batch.png").read_bytes()[:8] == PNG
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--usd-per-kwh", "-1"], "--usd-per-kwh: expected a number of 0 or more, got -1"),
+    (["--grid-gco2-per-kwh", "nan"], "--grid-gco2-per-kwh: expected a number of 0 or more"),
+    (["--grid-gco2-per-kwh", "inf"], "--grid-gco2-per-kwh: expected a number of 0 or more"),
+    (["-m", "llama-3.1-8bb"], "--model: unknown model 'llama-3.1-8bb'"),
+    (["-t", "no-such-trace"], "no-such-trace: not a built-in trace"),
+])
+def test_report_refuses_bad_options_with_a_clear_message(tmp_path, args, expected):
+    result = CliRunner().invoke(app, ["report", *args, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert expected in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out" / "index.html").exists()
+
+
+def test_a_store_of_one_measured_point_is_estimated_on_its_own_edges(tmp_path):
+    """One B = max point with energy: no batch, phases or Pareto figure (said), a heatmap of
+    one cell, and the trace estimated on that one bin, with the command that agrees."""
+    with Store(tmp_path / "one.db") as store:
+        run = store.start_run(device="GPU-x", meta={"gpus": [{"model": GPU}]}, spec=None)
+        point = {"model": "llama-3.1-8b", "engine": "vllm", "batch": 64, "input_tokens": 512,
+                 "output_tokens": 64, "decoding": "greedy", "tp": 1, "dtype": "bfloat16"}
+        store.add_point(run, "GPU-x", {
+            "point": point, "status": "ok", "energy_j": 100.0, "j_per_output_token": 100 / 4096,
+            "time_s": 1.0, "prefill_energy_j": 30.0, "decode_energy_j": 70.0},
+            engine_options="{}", batch_requested="max")
+    html = build_report([tmp_path / "one.db"], ["translation"], tmp_path / "out").read_text()
+    text = " ".join(html.split())
+    assert "heatmap-vllm.png" in html and "estimate-translation-llama-3.1-8b.png" in html
+    for stem in ("batch", "phases", "pareto"):
+        assert f"Not shown: {stem}: not enough points" in text
+    assert "Bins: this card&#39;s measured edges (input 512; output 64)" in text
+    assert "-e vllm --profile " in text and "--input-edges 512 --output-edges 64" in text
+    # 1024 requests of 64 at 100 J a batch of 64: 1600 J
+    assert re.search(r"<tr><td>vllm</td><td>0.0004444</td><td>1.562</td>", html)

@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 
-from infergy.cli.app import app, fail, out
+from infergy.cli.app import app, err, fail, note, out, output_folder, status
+from infergy.models import UnknownModelError, get_model
 from infergy.report import WORLD_GCO2_PER_KWH, build_report
+from infergy.store import StoreError
 from infergy.workloads import TraceError
 
 
@@ -16,7 +20,10 @@ from infergy.workloads import TraceError
 def report(
     db: list[Path] | None = typer.Option(None, "--db", help="Results stores (repeatable; "
                                                            "those of several cards: each "
-                                                           "card apart)."),
+                                                           "card apart; default: the "
+                                                           "profiles shipped with infergy, "
+                                                           "as `infergy estimate` reads "
+                                                           "them)."),
     trace: list[str] | None = typer.Option(None, "--trace", "-t",
                                            help="Built-in traces or trace files (repeatable)."),
     output: Path = typer.Option(Path("infergy-report"), "--out", "-o", help="Folder to write."),
@@ -27,14 +34,42 @@ def report(
     usd_per_kwh: float | None = typer.Option(None, "--usd-per-kwh", help="Electricity price."),
 ):
     """Write an HTML report (index.html, figures as PNG and SVG) from results stores and
-    traces, each card the stores hold in its own sections, figures and estimate. Missing data
-    are named on the page with the command that would measure them."""
+    traces: first each trace's energy on each engine (the numbers of `infergy estimate`), then
+    the evidence, each card the stores hold in its own sections. Missing data are named on
+    the page with the command that would measure them."""
     for store in db or []:  # a mistyped path: said here, not only on the page
+        if store.is_dir():
+            raise fail(f"--db {store}: is a folder; give a results store (a file written by "
+                       f"`infergy sweep`)")
         if not store.is_file():
             raise fail(f"--db {store}: no such results store")
+    for name, value in (("--grid-gco2-per-kwh", grid_gco2_per_kwh),
+                        ("--usd-per-kwh", usd_per_kwh)):
+        if value is not None and not 0 <= value < float("inf"):
+            raise fail(f"{name}: expected a number of 0 or more, got {value:g}")
+    if model and not db:  # the shipped profiles are of catalog models: a typo said here
+        try:
+            model = get_model(model).name
+        except UnknownModelError as e:
+            raise fail(f"--model: {e}") from None
+    output_folder(output, "--out")
     try:
-        page = build_report(list(db or []), list(trace or []), output, model=model,
-                            grid_gco2_per_kwh=grid_gco2_per_kwh, usd_per_kwh=usd_per_kwh)
-    except TraceError as e:
+        with _progress("report: reading traces") as say:
+            page = build_report(list(db) if db else None, list(trace or []), output,
+                                model=model, grid_gco2_per_kwh=grid_gco2_per_kwh,
+                                usd_per_kwh=usd_per_kwh,
+                                progress=lambda text: say(f"report: {text}"))
+    except (TraceError, StoreError) as e:
         raise fail(str(e)) from None
     out.print(f"report: {page}")
+
+
+@contextmanager
+def _progress(first: str) -> Iterator:
+    """What the report is doing, on stderr: a status line on a terminal, else a plain line
+    each step (a log keeps them; a status line would leave nothing there)."""
+    if err.is_terminal:
+        with status(True, first) as line:
+            yield line.update
+        return
+    yield lambda text: note(text, style="none")  # the report's first step says `first` too

@@ -24,7 +24,7 @@ def stored_points(stores: list[Path], **where) -> Iterator[tuple[Path, dict, dic
     points table, as `Store.points` takes them), each store in its own order (oldest first);
     `run` is the row of the run that measured the point, {} where it is not recorded."""
     for path in stores:
-        with Store(path, create=False) as store:
+        with Store(path, create=False, read_only=True) as store:
             runs = {r["id"]: r for r in store.runs()}
             for point in store.points(**where):
                 yield path, point, runs.get(point["run_id"]) or {}
@@ -34,7 +34,7 @@ def stored_replays(stores: list[Path]) -> Iterator[tuple[Path, dict, dict]]:
     """(store, replay, run) for every replay of the stores (`infergy replay`), as
     `stored_points` gives points."""
     for path in stores:
-        with Store(path, create=False) as store:
+        with Store(path, create=False, read_only=True) as store:
             runs = {r["id"]: r for r in store.runs()}
             for replay in store.replays():
                 yield path, replay, runs.get(replay["run_id"]) or {}

@@ -1,85 +1,159 @@
-"""The report's estimates of a trace: Figure 1 and the study's Table 4 layout, per model and
-per card, from `CardEstimate.rows` (what `infergy estimate` prints too)."""
+"""The report's estimates of a trace, per model and per card: the answer that leads the page
+(each engine's kWh and J per request, its saving against the baseline engine, the theoretical
+baseline: the study's Table 4 layout) and its evidence further down (Figure 1, the energy of
+each bin). Every number is `infergy.estimate.estimate_trace`'s, the code path of `infergy
+estimate`, on its default bins (the study's; requests past the last edge excluded, as the
+study did, and counted); the page names the command that prints the same numbers."""
 
 from __future__ import annotations
 
+import shlex
+from collections.abc import Callable
 from pathlib import Path
 
-from infergy.estimate import J_PER_KWH, EstimateError, estimate_cards
+from infergy.estimate import J_PER_KWH, EstimateError, MissingPoints, estimate_trace
+from infergy.models import UnknownModelError
 from infergy.models.gpus import UnknownGpuError, get_gpu
 from infergy.report import figures
 from infergy.report.section import Section, card_tag, save
 from infergy.report.tables import NO_GPU_NAME
 from infergy.workloads import BinGrid
 
+# `infergy estimate`'s default bins: the study's, requests past the last edge excluded.
+DEFAULT_GRID = BinGrid.named("paper")
 
-def estimate_section(trace, points, stores: list[Path], cards: list[str], out: Path,
-                     sec: Section, gco2: float, usd: float | None) -> None:
-    """Add to `sec` Figure 1 and the Table 4 layout for one trace, per model in the points
-    (a DataFrame of `load_points`) and per card (`estimate_cards`, one card at a time): each
-    card on a grid of its own measured edges (requests past them charged at the last edge,
-    said in the table), against the theoretical baseline of its own datasheet. The baseline
-    of the savings is hf-eager where it holds every bin the trace needs on that card, else
-    the first engine by name that does. `gco2`: gCO2e per kWh; `usd`: USD per kWh (None: not
-    given)."""
+
+def estimate_section(name: str, trace, points, stores: list[Path], shipped: bool,
+                     cards: list[str], out: Path, answer: Section, sec: Section, gco2: float,
+                     usd: float | None, say: Callable[[str], None]) -> None:
+    """Add to `answer` each engine's energy of `trace` (given as `name`) per model in the
+    points (a DataFrame of `load_points`, cards in its gpu column) and per card, and to `sec`
+    its evidence: Figure 1 and the energy per bin. The baseline of the savings is hf-eager
+    where it holds every bin the trace needs on that card, else the first engine by name that
+    does. A card measured on other edges than the study's is estimated on its own edges (the
+    page says so). `shipped`: the stores are the profiles shipped with infergy. `gco2`: gCO2e
+    per kWh; `usd`: USD per kWh (None: not given)."""
     several = len(cards) > 1
     for model in sorted(points.model.unique()):
         for card in cards:
-            top = points[(points.model == model) & (points.gpu == card)
-                         & (points.batch_requested == "max")]
-            if top.empty:
+            on_card = points[(points.model == model) & (points.gpu == card)]
+            if on_card.empty:
                 continue
             what = f"{trace.name} on {model} on {card}"
-            if card == NO_GPU_NAME:
-                sec.missing.append(f"{what}: not estimated: the runs of these points recorded "
-                                   f"no GPU name, and an estimate is of one card")
+            top = figures.measured(on_card[on_card.batch_requested == "max"], "energy_j")
+            why = _not_estimable(on_card, top, card, trace.name, model)
+            if why:
+                answer.missing.append(f"{what}: not estimated: {why}")
                 continue
-            try:
-                get_gpu(card)
-            except UnknownGpuError:
-                sec.missing.append(
-                    f"{what}: not estimated here: {card} is not in infergy's GPU table "
-                    f"(infergy/models/gpus.py), so it has no theoretical baseline; "
-                    f"`infergy estimate -t {trace.name} -m {model} --profile STORE "
-                    f"--theory-gpu CARD` estimates it against a datasheet card you name")
-                continue
-            grid = BinGrid(tuple(sorted(int(x) for x in top.input_tokens.unique())),
-                           tuple(sorted(int(x) for x in top.output_tokens.unique())), "clamp")
-            binned = grid.assign(trace.input_tokens, trace.output_tokens)
+            say(f"estimating {what}")
             engines = sorted(top.engine.unique(), key=lambda e: (e != "hf-eager", e))
-            result = None
-            for k, engine in enumerate(engines):  # the first engine holding every bin leads
-                try:
-                    result = estimate_cards(trace, binned, model, engines[k:], [card], stores)
-                    break
-                except EstimateError as err:
-                    sec.missing.append(f"{what}, {engine}: {err}")
-            if result is None:
+            try:
+                result, grid, notes = _estimate(trace, model, card, engines, stores, top)
+            except (EstimateError, UnknownModelError) as err:
+                answer.missing.append(f"{what}: not estimated: {err}")
                 continue
-            (c,) = result.cards
+            (c,) = result.estimates.cards
+            sec.missing.extend(f"{what}, {n}" for n in notes)
             for engine, err in c.unmeasured.items():
                 sec.missing.append(f"{what}, {engine}: {err}")
             rows = c.rows()
+            answer.tables.append(_answer_table(what, result, c, rows, grid, gco2, usd))
+            answer.tables[-1]["note"] = _same_as(name, result, grid, stores, shipped, several)
             tag = f"-{card_tag(card)}" if several else ""
+            say(f"drawing the estimate of {what}")
             save(figures.estimate_figure(
                 [{**r, "theoretical_kwh": c.theoretical_j / J_PER_KWH, "gpu": e.gpu}
                  for r, e in zip(rows, c.estimates, strict=True)], trace.name, top),
                 out, f"estimate-{trace.name}-{model}{tag}", sec, "")
-            datasheet = c.theoretical_gpu
-            sec.tables.append({
-                "title": f"{what}: measured against theoretical (the study's Table 4 layout; "
-                         f"theoretical: {datasheet.name}'s {datasheet.tdp_w:g} W / "
-                         f"{datasheet.bf16_dense_tflops:g} TFLOPS dense bf16); bins: this "
-                         f"card's measured edges, requests past them charged at the last edge",
-                "columns": ["engine", "kWh", "above theoretical",
-                            f"saving vs {c.baseline.engine}", "Wh per 1,000 requests", "gCO2e",
-                            "USD"],
-                "rows": [[r["engine"], f"{r['kwh']:.4g}", f"{r['above_theoretical']:+.1%}",
-                          "-" if k == 0 else f"{r['saving_vs_baseline']:.1%}",
-                          f"{r['j_per_request'] * 1000 / 3600:.3g}", f"{r['kwh'] * gco2:.3g}",
-                          "give --usd-per-kwh" if usd is None else f"{r['kwh'] * usd:.3g}"]
-                         for k, r in enumerate(rows)]})
             sec.tables.append(_per_bin_table(what, rows))
+
+
+def _not_estimable(on_card, top, card: str, trace: str, model: str) -> str | None:
+    """Why a model's points on a card cannot estimate a trace (None: they can)."""
+    if not (on_card.batch_requested == "max").any():
+        return (f"no B = max point (the largest batch that fits, which an estimate charges): "
+                f"measure them with `infergy sweep paper-bins -m {model} -b max --db FILE`")
+    if top.empty:
+        where = ", ".join(sorted(on_card.device.dropna().unique())) or "an unknown device"
+        return (f"{figures.NO_ENERGY} (its points were measured on {where}); an estimate "
+                f"needs the energy of B = max points, measured on an NVIDIA GPU")
+    if card == NO_GPU_NAME:
+        return "the runs of these points recorded no GPU name, and an estimate is of one card"
+    try:
+        get_gpu(card)
+    except UnknownGpuError:
+        return (f"{card} is not in infergy's GPU table (infergy/models/gpus.py), so it has no "
+                f"theoretical baseline; `infergy estimate -t {trace} -m {model} --profile "
+                f"STORE --theory-gpu CARD` estimates it against a datasheet card you name")
+    return None
+
+
+def _estimate(trace, model: str, card: str, engines: list[str], stores: list[Path], top):
+    """(TraceEstimate, its grid, notes): on `infergy estimate`'s default bins where the card's
+    points hold every bin the trace needs, else on the card's own measured edges; the first
+    engine holding them all leads. EstimateError where no engine can."""
+    edges = BinGrid(tuple(sorted(int(x) for x in top.input_tokens.unique())),
+                    tuple(sorted(int(x) for x in top.output_tokens.unique())))
+    failed: list[str] = []
+    for grid in [DEFAULT_GRID] + ([edges] if edges != DEFAULT_GRID else []):
+        failed = []
+        for k, engine in enumerate(engines):
+            try:
+                result = estimate_trace(trace, model, engines[k:], grid, gpus=[card],
+                                        stores=stores)
+            except MissingPoints as err:
+                failed.append(f"{engine}: {err}")
+                continue
+            except EstimateError as err:  # no request in these bins: no engine will do
+                failed.append(str(err))
+                break
+            return result, grid, failed
+    raise EstimateError("; ".join(failed))
+
+
+def _answer_table(what: str, result, c, rows: list[dict], grid: BinGrid, gco2: float,
+                  usd: float | None) -> dict:
+    """Each engine's energy of the workload, then the theoretical baseline's."""
+    datasheet = c.theoretical_gpu
+    bins = ("the study's" if grid == DEFAULT_GRID else
+            f"this card's measured edges (input {', '.join(map(str, grid.input_edges))}; "
+            f"output {', '.join(map(str, grid.output_edges))}), as the study's need points "
+            f"it lacks")
+
+    def money(kwh: float) -> str:
+        return "give --usd-per-kwh" if usd is None else f"{kwh * usd:.3g}"
+
+    requests = c.baseline.requests
+    theory_kwh = c.theoretical_j / J_PER_KWH
+    return {
+        "title": f"{what}: {result.coverage_line()}. Bins: {bins}. Theoretical: "
+                 f"{datasheet.name}'s {datasheet.tdp_w:g} W / {datasheet.bf16_dense_tflops:g} "
+                 f"TFLOPS dense bf16 (the study's Table 4 layout)",
+        "columns": ["engine", "kWh", "J per request", f"saving vs {c.baseline.engine}",
+                    "above theoretical", "gCO2e", "USD"],
+        "rows": [[r["engine"], f"{r['kwh']:.4g}", f"{r['j_per_request']:.4g}",
+                  "-" if k == 0 else f"{r['saving_vs_baseline']:.1%}",
+                  f"{r['above_theoretical']:+.1%}", f"{r['kwh'] * gco2:.3g}", money(r["kwh"])]
+                 for k, r in enumerate(rows)]
+        + [[f"theoretical baseline ({datasheet.name})", f"{theory_kwh:.4g}",
+            f"{c.theoretical_j / requests:.4g}", "-", "-", f"{theory_kwh * gco2:.3g}",
+            money(theory_kwh)]]}
+
+
+def _same_as(name: str, result, grid: BinGrid, stores: list[Path], shipped: bool,
+             several: bool) -> str:
+    """The `infergy estimate` command that prints the same numbers."""
+    words = ["infergy", "estimate", "-t", name, "-m", result.model, "-e",
+             ",".join(result.engines)]
+    if several:
+        words += ["--gpu", get_gpu(result.estimates.cards[0].gpu).name]
+    if not shipped:
+        for store in stores:
+            words += ["--profile", str(store)]
+    if grid != DEFAULT_GRID:
+        words += ["--input-edges", ",".join(map(str, grid.input_edges)),
+                  "--output-edges", ",".join(map(str, grid.output_edges))]
+    return f"The same numbers: `{shlex.join(words)}`."
 
 
 def _per_bin_table(what: str, rows: list[dict]) -> dict:
@@ -90,6 +164,7 @@ def _per_bin_table(what: str, rows: list[dict]) -> dict:
             per_bin.setdefault((b["input"], b["output"], b["requests"]), {})[r["engine"]] = b
     names = [r["engine"] for r in rows]
     return {
+        "collapsed": True,  # a row a bin: up to 56 rows, evidence few need to read
         "title": f"{what}: energy per bin (B: the largest batch measured for the bin on this "
                  f"card; kWh: N / B x the batch's energy)",
         "columns": ["input", "output", "requests",

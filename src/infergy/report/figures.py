@@ -6,6 +6,8 @@ never drawn in one figure)."""
 
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 
 ENGINE_COLORS = {"hf-eager": "#d62728", "hf-compiled": "#ff7f0e", "hf-paged": "#9467bd",
@@ -51,10 +53,39 @@ def _card(points) -> str:
     return f" on {cards[0]}" if len(cards) == 1 else ""
 
 
-def _finish(fig, title: str, points) -> object:
-    fig.suptitle(title, fontsize=11, fontweight="bold")
-    fig.text(0.01, 0.005, provenance(points), fontsize=7, color="#555555")
-    fig.tight_layout(rect=(0, 0.03, 1, 0.95))
+# What a panel or figure of energy says where its points have none (a CPU run, no sensor).
+NO_ENERGY = "no energy measured: no GPU sensor"
+
+
+def measured(points, column: str):
+    """The points whose `column` holds a positive number (None and NaN: not measured, as
+    every energy of a run without a GPU sensor), with that column as floats."""
+    import pandas as pd
+
+    values = pd.to_numeric(points[column], errors="coerce")
+    return points.assign(**{column: values})[values.gt(0) & np.isfinite(values)]
+
+
+def _empty_panel(ax, text: str) -> None:
+    """A panel without data: says so where its lines would be."""
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=10,
+            color="#8a5a00", wrap=True)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _finish(fig, title: str, points, footer: str | None = None) -> object:
+    """The figure's title (wrapped to its width, never cut) over its panels, and what it was
+    measured on (`footer`, default its points' provenance) under them."""
+    width_pt, height_pt = fig.get_figwidth() * 72, fig.get_figheight() * 72
+    # DejaVu Sans Bold at 11 pt: at most about 0.68 em a character
+    title = textwrap.fill(title, max(20, int(width_pt / (11 * 0.68))))
+    foot = textwrap.fill(provenance(points) if footer is None else footer,
+                         max(40, int(width_pt / (7 * 0.62))))
+    bottom = (foot.count("\n") + 1) * 7 * 1.3 / height_pt + 0.01
+    fig.suptitle(title, fontsize=11, fontweight="bold", y=0.99, va="top")
+    fig.text(0.01, 0.005, foot, fontsize=7, color="#555555", va="bottom")
+    fig.tight_layout(rect=(0, bottom, 1, 1))  # the suptitle: counted by tight_layout
     return fig
 
 
@@ -83,20 +114,28 @@ def batch_figure(points):
     if n < 2:
         return None
     sub = points[(points.input_tokens == i) & (points.output_tokens == o)]
+    # A run without a GPU sensor has times but no energy: the time panel alone, and the
+    # energy panel saying why it is empty.
+    panels = [(ax, measured(sub, col), col, label) for ax, col, label in (
+        (0, "j_per_output_token", "J per output token"), (1, "time_s", "time of the batch (s)"))]
+    if all(rows.empty for _, rows, _, _ in panels):
+        return None
     plt = _plt()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for engine, rows in sub.groupby("engine"):
-        rows = rows.sort_values("batch")
-        left.plot(rows.batch, rows.j_per_output_token, "o-", color=_color(engine), label=engine)
-        right.plot(rows.batch, rows.time_s, "o-", color=_color(engine), label=engine)
-        top = rows[rows.batch_requested == "max"]
-        for ax, col in ((left, "j_per_output_token"), (right, "time_s")):
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for n, rows, col, label in panels:
+        ax = axes[n]
+        if rows.empty:
+            _empty_panel(ax, NO_ENERGY if n == 0 else "no time measured")
+            continue
+        for engine, by in rows.groupby("engine"):
+            by = by.sort_values("batch")
+            ax.plot(by.batch, by[col], "o-", color=_color(engine), label=engine)
+            top = by[by.batch_requested == "max"]
             ax.scatter(top.batch, top[col], s=140, facecolors="none", edgecolors=_color(engine))
-    for ax, label in ((left, "J per output token"), (right, "time of the batch (s)")):
         _axes(ax, "batch size (circled: the largest that fits)", label)
-    left.legend()
-    return _finish(fig, f"Batch size: energy and latency{_card(sub)} (input {i}, output {o} "
-                        f"tokens)", sub)
+        ax.legend()
+    what = "energy and latency" if not panels[0][1].empty else "latency (no energy measured)"
+    return _finish(fig, f"Batch size: {what}{_card(sub)} (input {i}, output {o} tokens)", sub)
 
 
 def heatmap_figure(points, engine: str):
@@ -105,33 +144,62 @@ def heatmap_figure(points, engine: str):
     sub = points[(points.engine == engine) & (points.batch_requested == "max")]
     if sub.empty:
         return None
-    ins = sorted(sub.input_tokens.unique())
-    outs = sorted(sub.output_tokens.unique())
+    energy = measured(sub, "j_per_output_token")
+    if not energy.empty:
+        shown, cmap = energy, "viridis_r"  # less energy: lighter
+        label, what = "J per output token at B = max", "energy per output token over the bins"
+    else:  # no GPU sensor: the throughput of the same points, said as such
+        timed = measured(sub, "time_s")
+        shown = timed.assign(j_per_output_token=timed.batch * timed.output_tokens
+                             / timed.time_s)
+        if shown.empty:
+            return None
+        label, what, cmap = "output tokens per second at B = max", (
+            f"throughput over the bins ({NO_ENERGY})"), "viridis"
+    ins = sorted(shown.input_tokens.unique())
+    outs = sorted(shown.output_tokens.unique())
     grid = np.full((len(ins), len(outs)), np.nan)
-    for _, r in sub.iterrows():
+    for _, r in shown.iterrows():
         grid[ins.index(r.input_tokens), outs.index(r.output_tokens)] = r.j_per_output_token
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(1.2 * len(outs) + 3, 0.6 * len(ins) + 2))
+    fig, ax = plt.subplots(figsize=(max(1.2 * len(outs) + 3, 6), 0.6 * len(ins) + 2.5))
     from matplotlib.colors import LogNorm
 
-    image = ax.imshow(grid, norm=LogNorm(), cmap="viridis_r", aspect="auto", origin="lower")
+    low, high = np.nanmin(grid), np.nanmax(grid)
+    norm = LogNorm(low, high) if high > low else LogNorm(low / 2, high * 2)  # one value
+    image = ax.imshow(grid, norm=norm, cmap=cmap, aspect="auto", origin="lower")
     for a in range(len(ins)):
         for b in range(len(outs)):
             if not np.isnan(grid[a, b]):
-                ax.text(b, a, f"{grid[a, b]:.3g}", ha="center", va="center", fontsize=8,
-                        color="white")
+                value = grid[a, b]  # 1160 tokens/s, not 1.16e+03
+                ax.text(b, a, f"{value:,.0f}" if value >= 1000 else f"{value:.3g}",
+                        ha="center", va="center", fontsize=8,
+                        color=text_color(image.cmap(image.norm(grid[a, b]))))
     ax.set_xticks(range(len(outs)), [str(x) for x in outs])
     ax.set_yticks(range(len(ins)), [str(x) for x in ins])
     ax.set_xlabel("output tokens (bin edge)")
     ax.set_ylabel("input tokens (bin edge)")
-    fig.colorbar(image, ax=ax, label="J per output token at B = max")
-    return _finish(fig, f"{engine}{_card(sub)}: energy per output token over the bins", sub)
+    fig.colorbar(image, ax=ax, label=label)
+    return _finish(fig, f"{engine}{_card(sub)}: {what}", sub)
+
+
+def text_color(rgba) -> str:
+    """Black or white, whichever contrasts more with a cell of colour `rgba` (WCAG's
+    relative luminance): dark numbers on light cells, light on dark."""
+    def linear(c: float) -> float:
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (linear(c) for c in rgba[:3])
+    luminance = 0.2126 * r + 0.7152 * g + 0.0722 * b
+    return "black" if (luminance + 0.05) / 0.05 > 1.05 / (luminance + 0.05) else "white"
 
 
 def phases_figure(points):
     """Prefill energy against input length and decode energy against output length, by batch
-    size (the study's Figure 2), for the engine with the most points."""
+    size (the study's Figure 2), for the engine with the most points; None without two
+    lengths of each measured with energy."""
     one_card(points)
+    points = measured(measured(points, "prefill_energy_j"), "decode_energy_j")
     if points.empty:
         return None
     engine = points.engine.value_counts().idxmax()
@@ -157,8 +225,10 @@ def phases_figure(points):
 
 def pareto_figure(points):
     """Energy against latency for every configuration at the most measured (I, O), with the
-    Pareto front (nothing both faster and greener)."""
+    Pareto front (nothing both faster and greener); None without two points measured with
+    energy."""
     one_card(points)
+    points = measured(measured(points, "j_per_output_token"), "time_s")
     if points.empty:
         return None
     (i, o) = points.groupby(["input_tokens", "output_tokens"]).size().idxmax()
@@ -207,6 +277,7 @@ def decoding_figure(points, strategy: str):
     the study's Figure 3). At the (model, engine, I, O) with the most points of the strategy;
     other strategies' points are left out."""
     one_card(points)
+    points = measured(points, "j_per_output_token")
     ours = points[points.decoding.str.startswith(strategy)]
     if ours.empty:
         return None
@@ -252,6 +323,7 @@ def moe_figure(points, moe_models: set[str]):
     import pandas as pd
 
     one_card(points)
+    points = measured(points, "j_per_output_token")
     greedy = points[(points.decoding == "greedy") & (points.batch_requested != "max")]
     moe = greedy[greedy.model.isin(moe_models)]
     beside = greedy[greedy.run_id.isin(moe.run_id)]  # dense models of a MoE model's runs
@@ -272,7 +344,8 @@ def moe_figure(points, moe_models: set[str]):
             style = "s-" if model in moe_models else "o--"
             label = f"{model} (MoE)" if model in moe_models else model
             left.plot(rows.batch, rows.j_per_output_token, style, label=label)
-            right.plot(rows.batch, 1000 * rows.tpot_s, style, label=label)
+            timed = measured(rows, "tpot_s")  # engines without a first token's time: none
+            right.plot(timed.batch, 1000 * timed.tpot_s, style, label=label)
         _axes(left, "batch size", f"J per output token, {engine}")
         _axes(right, "batch size", f"time per decode step (ms), {engine}")
         left.legend(fontsize=8)
@@ -298,6 +371,7 @@ def tp_figure(points):
     """Latency and energy against the number of GPUs (TP), one line per point measured at TP
     1 and more (the study's Figure 6); None without one."""
     one_card(points)
+    points = measured(points, "energy_j")
     series = tp_series(points)
     if not series:
         return None
@@ -342,6 +416,7 @@ def estimate_figure(rows: list[dict], trace: str, points):
     for n, v in enumerate(values):
         ax.text(n, v, f"{v:.3g}", ha="center", va="bottom", fontsize=8)
     ax.set_ylabel("energy of the whole trace (kWh)")
+    ax.set_ylim(0, max(values) * 1.15)  # room for the numbers over the bars
     return _finish(fig, f"{trace} on {card}: estimated against theoretical energy", points)
 
 
@@ -354,16 +429,17 @@ def cdf_figure(trace, grid):
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, real, charged, what in ((axes[0], trace.input_tokens[kept], ins, "input"),
                                     (axes[1], trace.output_tokens[kept], outs, "output")):
+        if not (np.asarray(real) > 0).any():  # log axes: lengths of 0 tokens cannot be drawn
+            _empty_panel(ax, f"no request has {what} tokens")
+            continue
         for values, label, style in ((real, "real", "-"), (charged, "binned", "--")):
             x = np.sort(values)
-            ax.plot(x, np.arange(1, len(x) + 1) / len(x), style, label=label)
+            share = np.arange(1, len(x) + 1) / len(x)
+            ax.plot(x[x > 0], share[x > 0], style, label=label)
         ax.set_xscale("log", base=2)
         ax.set_xlabel(f"{what} tokens")
         ax.set_ylabel("share of requests")
         ax.grid(True, alpha=0.3)
         ax.legend()
-    fig.suptitle(f"{trace.name}: real against binned lengths", fontsize=11, fontweight="bold")
-    fig.text(0.01, 0.005, f"{len(trace)} requests, {int(kept.sum())} binned; {trace.source}",
-             fontsize=7, color="#555555")
-    fig.tight_layout(rect=(0, 0.03, 1, 0.95))
-    return fig
+    return _finish(fig, f"{trace.name}: real against binned lengths", None,
+                   f"{len(trace)} requests, {int(kept.sum())} binned; {trace.source}")

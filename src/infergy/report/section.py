@@ -19,6 +19,7 @@ class Section:
     tables: list[dict] = field(default_factory=list)  # {"title", "columns", "rows"}
     missing: list[str] = field(default_factory=list)  # what could not be shown, and how to fix
     text: str = ""
+    collapsed: bool = False  # folded under its title (<details>): evidence few need to read
 
 
 def card_tag(card: str) -> str:

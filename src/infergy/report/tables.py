@@ -18,11 +18,19 @@ REPEATABILITY_COLUMNS = ["engine", "decoding", "TP", "B", "points",
                          f"over {STEADY_CV:.0%}"]
 
 
+def card_names(points) -> list[str]:
+    """Each point's card: its GPU as its run recorded it; where none, the CPU it ran on
+    ("cpu:HOST (CPU, no GPU)", a run on a machine without a GPU), else `NO_GPU_NAME`."""
+    return [gpu if isinstance(gpu, str) and gpu else
+            f"{device} (CPU, no GPU)" if str(device).startswith("cpu:") else NO_GPU_NAME
+            for gpu, device in zip(points["gpu"], points["device"], strict=True)]
+
+
 def card_tables(points) -> list[tuple[str, list[str], list[list[str]]]]:
     """Each card's two tables, as (title, columns, rows): where and when its points were
     measured, and how well their repeats agree (what `infergy results summary` prints)."""
     found = []
-    for card, on_card in points.groupby(points.gpu.fillna(NO_GPU_NAME)):
+    for card, on_card in points.assign(card=card_names(points)).groupby("card"):
         found += [(f"{card}: where and when (UTC)", PROVENANCE_COLUMNS,
                    provenance_rows(on_card)),
                   (f"{card}: CV of energy over each point's repeats", REPEATABILITY_COLUMNS,
@@ -40,7 +48,7 @@ def provenance_rows(points) -> list[list[str]]:
         idle = [w for ws in group["idle_w"] for w in ws]
         first, last = group["measured_at"].min(), group["measured_at"].max()
         rows.append((first, [
-            ", ".join(f"{d[:12]}…" for d in device.split(",")),
+            ", ".join(f"{d[:12]}…" if len(d) > 12 else d for d in device.split(",")),
             str(len(group)),
             _span(first, last),
             _each(group["driver"]),
