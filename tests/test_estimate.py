@@ -324,7 +324,7 @@ def test_a_single_card_without_a_shipped_profile_is_an_error_naming_the_shipped_
     other = CliRunner().invoke(app, [*args[:4], "llama-3.2-1b", *args[5:]])
     assert other.exit_code == 2 and ("no shipped profile of llama-3.2-1b (shipped: "
                                      "llama-3.1-8b-h100.db)") in " ".join(other.output.split())
-    assert "pass --profile FILE" in " ".join(other.output.split())
+    assert "--db infergy.db`, then pass --profile infergy.db" in " ".join(other.output.split())
     bad = CliRunner().invoke(app, [*args, "--gpu", "h100,h300"])
     assert bad.exit_code == 2 and "unknown GPU 'h300'" in bad.output
 
@@ -342,7 +342,9 @@ def test_a_shipped_card_whose_baseline_lacks_bins_is_a_line_beside_the_others(sh
     assert "NVIDIA H200: llama-3.1-8b on hf-eager (NVIDIA H200) has no B = max point for 1 bins" \
         in text
     # The card's own store, not the H100's (the path may wrap: spaces dropped).
-    assert f"infergysweepSPEC--db{h200}" in "".join(result.output.split())
+    assert f"infergysweepSPEC--dbinfergy.db`,thenpass--profile{h200}--profileinfergy.db" in (
+        "".join(result.output.split()))  # a store of the user's, never a shipped one
+    assert "models: [llama-3.1-8b]" in text and "engines: [hf-eager]" in text  # not markup
     only = CliRunner().invoke(app, [*args, "--gpu", "h200"])
     assert only.exit_code == 2 and "no B = max point for 1 bins" in only.output
 
@@ -361,3 +363,43 @@ def test_an_unknown_engine_is_named_as_such_not_as_a_missing_profile():
     assert result.exit_code == 2
     assert "--engine: unknown engine 'nope'; expected names of hf-eager, hf-compiled" in \
         " ".join(result.output.split())
+
+
+@pytest.mark.parametrize("outputs", [[0, 0], [0]])
+def test_a_trace_of_zero_outputs_has_no_energy_per_output_token_not_a_crash(tmp_path, outputs):
+    db = write_profile(tmp_path / "p.db")
+    trace_file = tmp_path / "t.csv"
+    trace_file.write_text("input_tokens,output_tokens\n" +
+                          "".join(f"{10 * (n + 1)},{o}\n" for n, o in enumerate(outputs)))
+    args = ["estimate", "-t", str(trace_file), "-m", "llama-3.1-8b", "-e", "vllm", "-p",
+            str(db), "--input-edges", "32,128", "--output-edges", "8,64"]
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    (engine,) = json.loads(result.output)["gpus"][0]["engines"]
+    assert engine["j_per_output_token"] is None
+    assert engine["energy_j"] == pytest.approx(len(outputs) * 320 / 64)  # charged at O* = 8
+    table = CliRunner().invoke(app, args)
+    said = " ".join(table.output.split())
+    assert table.exit_code == 0 and "n/a" in said and "Traceback" not in said
+    assert "J/tok: n/a, the requests in the bins generate no output token" in said
+
+
+def test_some_zero_outputs_count_in_the_energy_per_output_token(tmp_path):
+    profile = load_profile([write_profile(tmp_path / "p.db")], "llama-3.1-8b", "vllm")
+    result = estimate(*binned(trace([10, 10], [0, 4]), BinGrid((32, 128), (8, 64))), profile)
+    assert result.output_tokens == 4
+    assert result.j_per_output_token == pytest.approx(2 * 320 / 64 / 4)
+    none = estimate(*binned(trace([10], [0]), BinGrid((32, 128), (8, 64))), profile)
+    assert none.j_per_output_token is None and none.j_per_request == pytest.approx(5)
+
+
+def test_estimate_names_a_model_by_its_hugging_face_id(tmp_path):
+    db = write_profile(tmp_path / "p.db")
+    args = ["estimate", "-t", "translation", "-e", "vllm", "-p", str(db), "--input-edges",
+            "32,128", "--output-edges", "8,64", "--beyond", "clamp", "--json"]
+    by_id = CliRunner().invoke(app, [*args, "-m", "Meta-Llama/Llama-3.1-8B-Instruct"])
+    by_name = CliRunner().invoke(app, [*args, "-m", "llama-3.1-8b"])
+    assert by_id.exit_code == by_name.exit_code == 0, by_id.output
+    assert json.loads(by_id.output) == json.loads(by_name.output)
+    typo = CliRunner().invoke(app, [*args, "-m", "llama-3.1-8"])
+    assert typo.exit_code == 2 and "did you mean llama-3.1-8b" in " ".join(typo.output.split())

@@ -187,8 +187,8 @@ def test_replays_are_stored_and_merged(tmp_path):
         store.add_replay(run, "cpu:x", result)
         (row,) = store.replays()
     assert row["batching"] == "natural" and json.loads(row["result"])["energy_j"] == 12.5
-    assert merge([tmp_path / "a.db"], tmp_path / "b.db") == (1, 0, 1)
-    assert merge([tmp_path / "a.db"], tmp_path / "b.db") == (0, 0, 0)
+    assert merge([tmp_path / "a.db"], tmp_path / "b.db")[:3] == (1, 0, 1)
+    assert merge([tmp_path / "a.db"], tmp_path / "b.db")[:3] == (0, 0, 0)
 
 
 # -- the command ---------------------------------------------------------------------------
@@ -293,7 +293,11 @@ def test_a_card_without_a_profile_is_named_with_how_to_measure_it(tmp_path, monk
     assert res.exit_code == 2 and "Traceback" not in res.output
     assert (f"no profile of tiny on hf-eager for NVIDIA A100-SXM4-80GB, the card this runs on "
             f"({db}; they hold it on {H100}, {H200})") in text
-    assert "infergy sweep paper-bins -m tiny -e hf-eager -b max --db FILE" in text
+    # tiny's context (2,048) cannot hold paper-bins: a spec of the bins within it, into p.db.
+    assert ("a spec file holding {models: [tiny], engines: [hf-eager], batch_sizes: [max], "
+            "input_tokens: [32, 128, 256, 512, 1024], output_tokens: [8, 16, 32, 64, 128, 256, "
+            f"512]}} (the study's bins within tiny's context of 2048 tokens; paper-bins asks "
+            f"for 8704) and `infergy sweep SPEC --db {db}`") in text
     assert "name a card they hold with --gpu" in text and "give --batch B" in text
     # With --batch, the replay runs without an estimate, saying why.
     res = offline_replay(tmp_path, "--profile", str(db), "--batch", "2")
@@ -470,3 +474,41 @@ def test_the_offline_table_fits_a_terminal_of_80_columns(monkeypatch):
     table = screen.getvalue().split("req.: ")[0]
     assert "…" not in table and "natural*" in table and "35.7 " in table
     assert "natural*: interrupted after 0 batches" in " ".join(notes.getvalue().split())
+
+
+def replay_long(tmp_path, rows: str, *args):
+    """`infergy replay` of a trace of `rows` (input,output) on tiny (context 2,048)."""
+    path = tmp_path / "long.csv"
+    path.write_text("in,out\n" + rows)
+    res = CliRunner().invoke(app, ["replay", "-t", str(path), "--input-col", "in",
+                                   "--output-col", "out", "-m", "tiny", "--idle-s", "0",
+                                   "--device", "cpu", *args])
+    return res, " ".join(res.output.split())
+
+
+@pytest.mark.parametrize(("rows", "args", "count", "longest"), [
+    ("3000,8\n30,5\n", ["--batch", "2"], "1 of the 2", "3000 + 8 = 3008"),
+    ("2000,100\n30,5\n2040,9\n", ["--batch", "1", "--batching", "natural"], "2 of the 3",
+     "2000 + 100 = 2100"),
+    ("30,5\n1900,200\n", [], "1 of the 2", "1900 + 200 = 2100"),  # before the profile's lack
+    ("5000,8\n", ["--mode", "online", "--endpoint", "http://127.0.0.1:9"], "1 of the 1",
+     "5000 + 8 = 5008"),
+], ids=["binned and natural", "natural at B = 1", "no --batch", "online"])
+def test_requests_longer_than_the_models_context_are_said_as_such(tmp_path, rows, args,
+                                                                  count, longest):
+    """An over-context replay suggested a smaller --batch, which cannot help."""
+    res, text = replay_long(tmp_path, rows, *args)
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert (f"{count} requests replayed are longer than tiny's context of 2048 tokens (input "
+            f"+ output; the longest: {longest}): drop them from") in text
+    assert "choose a model with a longer context" in text and "--batch" not in text
+
+
+def test_a_binned_batch_past_the_context_of_requests_that_each_fit_asks_for_natural(tmp_path):
+    # Both in bin (2048, 8): 2,045 + 2 and 1,500 + 8 fit alone; together 2,045 + 8 do not.
+    res, text = replay_long(tmp_path, "2045,2\n1500,8\n", "--batch", "2", "--batching",
+                            "binned")
+    assert res.exit_code == 2
+    assert ("1 binned batches need more than tiny's context of 2048 tokens, though each of "
+            "their requests fits") in text
+    assert "e.g. 2045 + 8: give --batching natural with a smaller --batch" in text

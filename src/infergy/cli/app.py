@@ -123,6 +123,40 @@ def status(speaks: bool, text: str):
     return err.status(text) if speaks else Quiet()
 
 
+class LogsToStderr:
+    """For a command whose standard output is JSON alone (`--json`): while it is on, file
+    descriptor 1 (this process's standard output, and that of every process it starts)
+    points to standard error, where the log lines that engines print to standard output
+    (vLLM's, transformers') go instead. `status` is `status` that turns it on first, as the
+    engine is about to load (a process that only launches ranks turns it never on: rank 0,
+    which prints the JSON, writes to its standard output). Leaving the `with` turns it off.
+    `active` False: it does nothing."""
+
+    def __init__(self, active: bool = True):
+        self.active = active
+        self._saved: int | None = None
+
+    def on(self) -> None:
+        if self.active and self._saved is None:
+            sys.stdout.flush()
+            self._saved = os.dup(1)
+            os.dup2(2, 1)
+
+    def status(self, speaks: bool, text: str):
+        self.on()
+        return status(speaks, text)
+
+    def __enter__(self) -> LogsToStderr:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._saved is not None:
+            sys.stdout.flush()  # what was printed meanwhile goes to stderr
+            os.dup2(self._saved, 1)
+            os.close(self._saved)
+            self._saved = None
+
+
 def argv(ctx: typer.Context) -> list[str] | None:
     """This command line as `main` was given it (for processes started to run it again, one
     a GPU); None where the app was called otherwise (a test's runner)."""

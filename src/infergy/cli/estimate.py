@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from infergy.cli.app import app, fail, out
@@ -62,7 +63,7 @@ def estimate(
     if gpus is not None and (not gpus or "all" in gpus):
         raise fail(f"--gpu expects GPU names separated by commas, or all; got {gpu!r}")
     try:
-        get_model(model)  # an unknown model is said before the trace is read
+        model = get_model(model).name  # said before the trace is read; a Hugging Face id
         workload = get_trace(trace, fmt=fmt, input_col=input_col, output_col=output_col,
                              skip_bad=skip_bad, tokenizer=tokenizer)
         grid = BinGrid.of(bins, input_edges, output_edges, beyond)
@@ -90,7 +91,8 @@ def _engines(text: str) -> list[str]:
 
 def _print(result: TraceEstimate) -> None:
     """The estimate as a table a card, each followed by its notes and theoretical baseline."""
-    out.print(f"[bold]{result.trace} on {result.model}[/]: {result.coverage_line()}.")
+    out.print(f"[bold]{escape(result.trace)} on {result.model}[/]: "
+              f"{escape(result.coverage_line())}.")
     for n, c in enumerate(result.estimates.cards):
         if n:
             out.print()
@@ -105,7 +107,7 @@ def _print(result: TraceEstimate) -> None:
             interp = r["interpolated_j"]
             table.add_row(
                 r["engine"], f"{r['kwh']:.4g}", f"{r['j_per_request']:.3g}",
-                f"{r['j_per_output_token']:.3g}",
+                "n/a" if r["j_per_output_token"] is None else f"{r['j_per_output_token']:.3g}",
                 f"{r['whole_batches_j'] / r['energy_j'] - 1:+.1%}",
                 "n/a" if interp is None else f"{interp / r['energy_j'] - 1:+.1%}",
                 "-" if k == 0 else f"{r['saving_vs_baseline']:.1%}",
@@ -123,12 +125,14 @@ def _print(result: TraceEstimate) -> None:
                   f"{card.tdp_w:g} W / {card.bf16_dense_tflops:g} TFLOPS dense bf16, "
                   f"{card.source}).")
         if card.note:
-            out.print(f"[yellow]{card.name}: {card.note}[/]")
+            out.print(f"[yellow]{card.name}: {escape(card.note)}[/]")
     for name, e in result.estimates.not_estimated.items():
-        out.print(f"[yellow]{name}: {e}[/]")
+        out.print(f"[yellow]{name}: {escape(str(e))}[/]")
+    if any(e.j_per_output_token is None for c in result.estimates.cards for e in c.estimates):
+        out.print("J/tok: n/a, the requests in the bins generate no output token.")
     out.print(f"kWh, J per request and per output token: the study's binned formula (N / B "
               f"batches of each bin). whole: with ceil(N / B) batches; interp: each request at "
               f"its own lengths (both relative to the formula). saving: less energy than "
               f"{result.engines[0]}. vs theory: above the theoretical baseline (TDP / peak "
               f"dense FLOPS x the requests' FLOPs).")
-    out.print(f"[dim]Profiles: {', '.join(result.estimates.stores)}[/]")
+    out.print(f"[dim]Profiles: {escape(', '.join(result.estimates.stores))}[/]")

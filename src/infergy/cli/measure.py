@@ -8,9 +8,9 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from infergy.cli.app import app, argv, fail, fmt, note, out, status
+from infergy.cli.app import LogsToStderr, app, argv, fail, fmt, note, out
 from infergy.engines import Decoding, DecodingError, EngineError, UnknownEngineError
-from infergy.models import UnknownModelError
+from infergy.models import UnknownModelError, get_model
 from infergy.plan import ParallelError, Point, PointError
 from infergy.run import MeasureOptions, RunError, measure_one
 from infergy.store import StoreError
@@ -76,13 +76,15 @@ def measure(
 ):
     """Measure one point: energy and time of B prompts of I tokens generating O tokens."""
     try:
-        point = Point(model, engine, batch, input_tokens, output_tokens,
+        point = Point(get_model(model).name, engine, batch, input_tokens, output_tokens,
                       _decoding(decoding, draft, lookahead, acceptance), tp=tp, dtype=dtype)
         how = MeasureOptions(repeats=repeats, warmup=warmup, min_window_s=min_window_s,
                              device=device, seed=seed, idle_s=idle_s, weights=weights,
                              draft_weights=draft_weights, engine_options=engine_option or [],
                              tokenizer=tokenizer, text_file=text_file, db=db)
-        done = measure_one(point, how, argv=argv(ctx), status=status, notes=note)
+        # With --json, standard output is the JSON alone: engines' log lines go to stderr.
+        with LogsToStderr(as_json) as logs:
+            done = measure_one(point, how, argv=argv(ctx), status=logs.status, notes=note)
     except USER_ERRORS as e:
         raise fail(str(e)) from None
     if isinstance(done, int):  # launched the ranks, or a rank other than 0

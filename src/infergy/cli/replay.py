@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from infergy.cli.app import app, argv, err, fail, fmt, note, out, status
+from infergy.cli.app import LogsToStderr, app, argv, err, fail, fmt, note, out, status
 from infergy.engines import Decoding, EngineError, UnknownEngineError, engine_class
 from infergy.estimate import EstimateError, replay_estimate
 from infergy.meter import visible_gpu_models
@@ -128,13 +128,15 @@ def replay(
     rate or a fixed concurrency, streamed; energy, latency percentiles and throughput.
     """
     serving = Serving(endpoint=endpoint, serve=serve, weights=weights,
-                      served_model=served_model, rate=rate, concurrency=concurrency,
+                      served_model=served_model or (model if "/" in model else None),  # an HF id
+                      rate=rate, concurrency=concurrency,
                       time_scale=time_scale, max_requests=max_requests, duration=duration,
                       timeout=timeout, api_key_env=api_key_env,
                       steady_inflight=steady_inflight, tp=tp)
     try:
         kinds, warmup = replay_options(mode, batching, warmup)
         spec = get_model(model)
+        model = spec.name  # a Hugging Face id: its catalog name
         engine_cls = engine_class(engine)
         if mode == "offline":  # online, the server is the engine
             engine_cls.check_support(spec, Decoding.parse("greedy"))
@@ -147,7 +149,7 @@ def replay(
         workload = get_trace(trace, fmt=fmt, input_col=input_col, output_col=output_col,
                              time_col=time_col)
         binned, requests = replay_requests(workload, BinGrid.named("paper"), sample, seed,
-                                           trace)
+                                           trace, spec)
     except (UnknownModelError, UnknownEngineError, EngineError, TraceError,
             ReplayError, ParallelError) as e:
         raise fail(str(e)) from None
@@ -159,8 +161,10 @@ def replay(
                             "replay": trace, "mode": mode, "model": model, "engine": engine,
                             "batching": kinds, "batch": batch, "sample": sample, "seed": seed,
                             "warmup": warmup})
-    results = _offline(ctx, workload, binned, requests, spec, how, kinds, batch, profile, gpu,
-                       {"sample": sample, "seed": seed})
+    # With --json, standard output is the JSON alone: engines' log lines go to stderr.
+    with LogsToStderr(as_json) as logs:
+        results = _offline(ctx, workload, binned, requests, spec, how, kinds, batch, profile,
+                           gpu, {"sample": sample, "seed": seed}, logs.status)
     if as_json:
         out.print_json(json.dumps([r.to_dict() for r in results], default=str))
     else:
@@ -173,7 +177,7 @@ def replay(
 
 def _offline(ctx, workload, binned, requests, spec, how: OfflineReplay, kinds: list[str],
              batch: int | None, profile: list[Path] | None, gpu: str | None,
-             selection: dict) -> list:
+             selection: dict, show=status) -> list:
     """`--mode offline`: the replays of `requests`, each batching's B from the profile of the
     card this replay runs on (or `gpu`'s, or --batch), their estimate beside them."""
     try:
@@ -185,7 +189,8 @@ def _offline(ctx, workload, binned, requests, spec, how: OfflineReplay, kinds: l
                                               how.model, how.engine, profile or None,
                                               here[0] if here else None, gpu)
         if estimator is None and batch is None:
-            raise ReplayError(f"no profile to take B from ({why_none}); give --batch B")
+            raise ReplayError(f"no profile to take B from: give --batch B, or measure one "
+                              f"({why_none})")
         bins_b = (lambda edge: estimator.profile.points[edge]["batch"]) if estimator \
             else (lambda edge: batch)
         plans = plan_replay(workload, binned, requests, kinds, bins_b, spec, batch)
@@ -196,7 +201,7 @@ def _offline(ctx, workload, binned, requests, spec, how: OfflineReplay, kinds: l
             workload, plans, how, selection=selection,
             estimate=estimator.compare if estimator else lambda r: {"none": why_none},
             profile_gpu=estimator.profile.gpu if estimator else None, argv=argv(ctx),
-            notes=note, status=status)
+            notes=note, status=show)
     except (ReplayError, EstimateError, StoreError, UnknownGpuError, ParallelError,
             RunError, EngineError) as e:
         raise fail(str(e)) from None
@@ -209,8 +214,11 @@ def _online(workload, requests, spec, serving: Serving, sample: int | None, seed
             db: Path | None, idle_s: float, as_json: bool) -> None:
     """`--mode online`: the requests sent to the endpoint, this host's GPUs measured."""
     try:
-        result = replay_online(workload, requests, spec, serving, sample=sample, seed=seed,
-                               db=db, idle_s=idle_s, notes=note, status=err.status)
+        with LogsToStderr(as_json) as logs:  # a server started here logs to stderr too
+            logs.on()
+            result = replay_online(workload, requests, spec, serving, sample=sample,
+                                   seed=seed, db=db, idle_s=idle_s, notes=note,
+                                   status=err.status)
     except (ServeError, StoreError, RunError) as e:
         raise fail(str(e)) from None
     if as_json:

@@ -7,16 +7,21 @@ count would have said.
 - cards.py: every engine on every GPU asked for, a table a card (`estimate_cards`).
 - trace.py: a trace binned and estimated as `infergy estimate` does it (`estimate_trace`).
 - replayed.py: the estimate of a replay's requests against what it measured.
+- workload.py: all of it in one call; this package is callable: `infergy.estimate(trace,
+  model=...)` is `estimate_workload(trace, model=...)`.
 
 The profiles it reads (infergy.profile) are re-exported here; the shipped ones' folder,
 `PROFILES`, is infergy.profile's.
 """
+
+import sys
 
 from infergy.estimate.binned import J_PER_KWH, Estimate, estimate
 from infergy.estimate.cards import CardEstimate, Estimates, estimate_cards
 from infergy.estimate.replayed import ReplayEstimate, replay_estimate
 from infergy.estimate.theory import theoretical
 from infergy.estimate.trace import TraceEstimate, estimate_trace
+from infergy.estimate.workload import CallablePackage, estimate_workload
 from infergy.profile import (
     EstimateError,
     MissingPoints,
@@ -26,22 +31,9 @@ from infergy.profile import (
     shipped_profiles,
 )
 
-__all__ = [
-    "J_PER_KWH",
-    "CardEstimate",
-    "Estimate",
-    "EstimateError",
-    "Estimates",
-    "MissingPoints",
-    "Profile",
-    "ReplayEstimate",
-    "TraceEstimate",
-    "estimate",
-    "estimate_cards",
-    "estimate_trace",
-    "load_card_profile",
-    "load_profile",
-    "replay_estimate",
-    "shipped_profiles",
-    "theoretical",
-]
+__all__ = ["J_PER_KWH", "CardEstimate", "Estimate", "EstimateError", "Estimates", "MissingPoints",
+           "Profile", "ReplayEstimate", "TraceEstimate", "estimate", "estimate_cards",
+           "estimate_trace", "estimate_workload", "load_card_profile", "load_profile",
+           "replay_estimate", "shipped_profiles", "theoretical"]
+
+sys.modules[__name__].__class__ = CallablePackage  # infergy.estimate(...)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from infergy.profile.load import EstimateError, MissingPoints, Profile
+from infergy.profile.load import EstimateError, MissingPoints, Profile, own_store
 from infergy.workloads.bins import Binned
 from infergy.workloads.trace import Trace
 
@@ -42,9 +42,10 @@ class Estimate:
         return self.energy_j / self.requests
 
     @property
-    def j_per_output_token(self) -> float:
-        """The study's formula per real output token, in J."""
-        return self.energy_j / self.output_tokens
+    def j_per_output_token(self) -> float | None:
+        """The study's formula per real output token, in J; None where the requests generated
+        no token (a trace of zero outputs has no energy per output token)."""
+        return self.energy_j / self.output_tokens if self.output_tokens else None
 
     @property
     def kwh(self) -> float:
@@ -113,8 +114,10 @@ def _missing_message(profile: Profile, missing: list[tuple[int, int]]) -> str:
     grids = json.dumps([{"input_tokens": [i], "output_tokens": [o]} for i, o in missing])
     shown = ", ".join(f"I={i} O={o}" for i, o in missing[:12])
     more = f" and {len(missing) - 12} more" if len(missing) > 12 else ""
+    # A store of the user's: a shipped one is the package's (own_store).
+    db, after = own_store(profile.sources[:1], profile.model) if profile.sources else ("FILE", "")
     return (f"{profile.model} on {profile.engine} ({profile.gpu}) has no B = max point for "
             f"{len(missing)} bins the trace needs: {shown}{more}. Measure them with a spec "
             f"holding\n  models: [{profile.model}]\n  engines: [{profile.engine}]\n"
-            f"  batch_sizes: [max]\n  grids: {grids}\nand `infergy sweep SPEC --db "
-            f"{profile.sources[0] if profile.sources else 'FILE'}`")
+            f"  batch_sizes: [max]\n  grids: {grids}\nand `infergy sweep SPEC --db {db}`"
+            f"{after}")

@@ -21,6 +21,8 @@ from infergy.profile.load import (
     pick_profile,
     points_by_gpu,
     shipped_profiles,
+    sweep_advice,
+    what_stores_hold,
 )
 from infergy.workloads.bins import Binned
 from infergy.workloads.trace import Trace
@@ -54,9 +56,9 @@ class CardEstimate:
     def rows(self) -> list[dict]:
         """One dict an engine estimated, the baseline first: energy_j, whole_batches_j,
         interpolated_j (None without a full grid of points), j_per_request and
-        j_per_output_token in J, kwh, above_theoretical and saving_vs_baseline as shares
-        (0.25: 25%; the baseline's saving is 0), and its bins. What `infergy estimate` (its
-        table and --json) and the report print of an estimate."""
+        j_per_output_token in J (None without output tokens), kwh, above_theoretical and
+        saving_vs_baseline as shares (0.25: 25%; the baseline's saving is 0), and its bins.
+        What `infergy estimate` (its table and --json) and the report print of an estimate."""
         return [{"engine": r.engine, "energy_j": r.energy_j, "kwh": r.kwh,
                  "whole_batches_j": r.energy_whole_batches_j,
                  "interpolated_j": r.interpolated_j, "j_per_request": r.j_per_request,
@@ -162,14 +164,19 @@ def _no_points(model: str, engines: Sequence[str], gpu: str | None, stores: list
                shipped: bool) -> MissingPoints:
     """No B = max point of the model on any of the engines (on `gpu`; None: on any GPU)."""
     on = f" on {gpu}" if gpu else ""
+    held, unmetered = what_stores_hold(stores, model, list(engines), gpu)
     if not shipped:
-        return MissingPoints(f"no B = max points of {model}{on} on {', '.join(engines)} in "
-                             f"{', '.join(map(str, stores))}: measure them with `infergy sweep "
-                             f"paper-bins -m {model} -e {engines[0]} -b max"
-                             f"{f' --db {stores[0]}' if len(stores) == 1 else ''}`")
+        return MissingPoints(f"no B = max points of {model}{on} on {', '.join(engines)}"
+                             f"{' with energy' if unmetered else ''} in "
+                             f"{', '.join(map(str, stores))} ({held}): measure them on an "
+                             f"NVIDIA GPU with {sweep_advice(model, engines[0], stores)}")
     names = ", ".join(p.name for p in shipped_profiles()) or "none"
+    if stores and not gpu:  # the model's profiles are shipped: the engines are what is missing
+        return MissingPoints(f"the shipped profiles of {model} ({', '.join(p.name for p in stores)}"
+                             f") hold no B = max point of {', '.join(engines)} ({held}): "
+                             f"measure them with {sweep_advice(model, engines[0], stores)}")
     how = how_to_measure(model, engines[0], gpu, repository=bool(stores))
     own = [p.name for p in stores if gpu and card_of_file(p, model) == get_gpu(gpu).name]
-    what = (f"{own[0]} holds no B = max point of {', '.join(engines)}" if own else
+    what = (f"{own[0]} holds no B = max point of {', '.join(engines)} ({held})" if own else
             f"no shipped profile of {model}{on}")
     return MissingPoints(f"{what} (shipped: {names}): {how}")

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from infergy.estimate.binned import J_PER_KWH
 from infergy.estimate.cards import Estimates, estimate_cards
 from infergy.models import get_model
 from infergy.workloads.bins import BinGrid, Binned
@@ -44,6 +45,15 @@ class TraceEstimate:
                   if c["beyond_last_edge"] else "")
         return f"{c['binned']} of {c['requests']} requests in the bins{beyond}"
 
+    def rows(self) -> list[dict]:
+        """What `infergy estimate` prints, a dict a GPU and engine (the baseline first on each
+        GPU): `gpu` (as measured), the keys of `CardEstimate.rows()` (kwh, j_per_request,
+        j_per_output_token, saving_vs_baseline, ...) and the GPU's theoretical baseline
+        (`theoretical_kwh`). GPUs and engines not estimated: `estimates.not_estimated` and
+        each card's `unmeasured`, with why."""
+        return [{"gpu": c.gpu, **row, "theoretical_kwh": c.theoretical_j / J_PER_KWH}
+                for c in self.estimates.cards for row in c.rows()]
+
     def to_dict(self) -> dict:
         """JSON-ready data (what `infergy estimate --json` prints): the trace, the model, the
         bins' edges and coverage, then `Estimates.to_dict()`."""
@@ -59,7 +69,7 @@ def estimate_trace(trace: Trace, model: str, engines: Sequence[str], grid: BinGr
     `grid`, on every GPU of `gpus` (None: every one the stores hold it on) from `stores`
     (None: the profiles shipped with infergy); see `estimate_cards`. UnknownModelError for a
     model not in the catalog, EstimateError (MissingPoints) where nothing can be estimated."""
-    get_model(model)  # an unknown model is said as such, not as a missing profile
+    model = get_model(model).name  # unknown: said as such, not as a missing profile
     binned = grid.assign(trace.input_tokens, trace.output_tokens)
     return TraceEstimate(trace.name, model, list(engines), grid, binned,
                          estimate_cards(trace, binned, model, engines, gpus, stores, theory_gpu,

@@ -107,10 +107,11 @@ def replay_options(mode: str, batching: str, warmup: str | None) -> tuple[list[s
 
 
 def replay_requests(trace: Trace, grid: BinGrid, sample: int | None, seed: int,
-                    source: str) -> tuple[Binned, np.ndarray]:
+                    source: str, spec: ModelSpec | None = None) -> tuple[Binned, np.ndarray]:
     """The trace binned on `grid` and the requests to replay (`select_requests`); ReplayError
-    where none falls inside the bins, or some have no input or no output tokens (to drop from
-    `source`, the trace as the user named it)."""
+    where none falls inside the bins, some have no input or no output tokens, or some are
+    longer (input + output) than the context of `spec`, the model (to drop from `source`, the
+    trace as the user named it)."""
     binned = grid.assign(trace.input_tokens, trace.output_tokens)
     requests = select_requests(binned, sample, seed)
     if not len(requests):
@@ -121,7 +122,24 @@ def replay_requests(trace: Trace, grid: BinGrid, sample: int | None, seed: int,
     if empty:
         raise ReplayError(f"{empty} of the requests have no input or no output tokens: drop "
                           f"them from {source}")
+    if spec is not None:
+        _check_context(trace, requests, spec, source)
     return binned, requests
+
+
+def _check_context(trace: Trace, requests: np.ndarray, spec: ModelSpec, source: str) -> None:
+    """ReplayError where requests are longer (input + output) than the model's context: no
+    batch size runs them."""
+    lengths = trace.input_tokens[requests] + trace.output_tokens[requests]
+    over = lengths > spec.max_context
+    if over.any():
+        worst = requests[int(np.argmax(lengths))]
+        i, o = int(trace.input_tokens[worst]), int(trace.output_tokens[worst])
+        raise ReplayError(
+            f"{int(over.sum())} of the {len(requests)} requests replayed are longer than "
+            f"{spec.name}'s context of {spec.max_context} tokens (input + output; the longest: "
+            f"{i} + {o} = {i + o}): drop them from {source}, or choose "
+            f"a model with a longer context (infergy models lists each one's)")
 
 
 def plan_replay(trace: Trace, binned: Binned, requests: np.ndarray, kinds: list[str],
@@ -137,10 +155,14 @@ def plan_replay(trace: Trace, binned: Binned, requests: np.ndarray, kinds: list[
     for kind, batches in plans.items():  # a static batch holds its longest of each
         too_long = [b for b in batches
                     if max(b.input_tokens) + b.generated_per_prompt > spec.max_context]
-        if too_long:
+        if too_long:  # each request fits (replay_requests); together they do not
+            smaller = ("a smaller --batch" if kind == "natural" else
+                       "--batching natural with a smaller --batch")
             raise ReplayError(
                 f"{len(too_long)} {kind} batches need more than {spec.name}'s context of "
-                f"{spec.max_context} tokens (longest prompt + longest output), e.g. "
-                f"{max(too_long[0].input_tokens)} + {too_long[0].generated_per_prompt}: "
-                f"choose a model with a longer context, or a smaller --batch")
+                f"{spec.max_context} tokens, though each of their requests fits: a static "
+                f"batch pads every prompt to its longest and runs every one to its longest "
+                f"output, e.g. {max(too_long[0].input_tokens)} + "
+                f"{too_long[0].generated_per_prompt}: give {smaller}, or choose a model with "
+                f"a longer context")
     return plans

@@ -8,11 +8,16 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from infergy.models.catalog import UnknownModelError, get_model
 from infergy.models.gpus import NVML_NAMES, UnknownGpuError, get_gpu
 from infergy.profile.points import stored_points
+from infergy.workloads.bins import PAPER_INPUT_EDGES, PAPER_OUTPUT_EDGES
 
 # The shipped profiles' folder
 PROFILES = Path(str(resources.files("infergy") / "profile" / "shipped"))
+# Where a sweep of the user's own is advised to write (sweep's --db default), never a store
+# shipped with infergy: that belongs to the package, and may not be writable.
+OWN_STORE = "infergy.db"
 
 
 def shipped_profiles(model: str | None = None) -> list[Path]:
@@ -66,33 +71,107 @@ def load_card_profile(stores: list[Path], model: str, engine: str, card: str,
     if any(card_of(g) == card_of(card) for g in found):
         return pick_profile(found, stores, model, engine, card_of(card), card)
     held = f"they hold it on {', '.join(sorted(found))}" if found else \
-        f"they hold no B = max point of it on {engine}"
+        what_stores_hold(stores, model, [engine], card, decoding)[0]
     other = ("; or name a card they hold with --gpu (its B and its estimate are that card's)"
              if found else "")
     mine = [p for p in stores if p.name.startswith(f"{model}-")]
-    how = how_to_measure(model, engine, card, repository=shipped and bool(mine))
+    how = how_to_measure(model, engine, card, repository=shipped and bool(mine),
+                         stores=[] if shipped else stores)
     where = (f"shipped: {', '.join(p.name for p in mine) or 'none of it'}" if shipped
              else ", ".join(map(str, stores)))
     raise MissingPoints(f"no {'shipped ' if shipped else ''}profile of {model} on {engine} for "
                         f"{card}, the card this runs on ({where}; {held}): {how}{other}")
 
 
-def how_to_measure(model: str, engine: str, card: str | None, repository: bool) -> str:
+def how_to_measure(model: str, engine: str, card: str | None, repository: bool,
+                   stores: list[Path] | None = None) -> str:
     """How to measure a missing profile of `model` on `card` (a models.gpus or NVML name;
-    None: not known): with the repository's sweep into the shipped store of that card where
-    `repository` (the model's profile is shipped for other cards, made so), else with a sweep
-    of one's own, passed as --profile."""
+    None: not known): a sweep of one's own (`sweep_advice`, into `stores`' one store of the
+    user's or infergy.db), and where `repository` (the model's profile is shipped for other
+    cards, made so) the repository's sweep that adds that card's store to the shipped ones."""
+    own = sweep_advice(model, engine, stores or [])
     if not repository:
-        return (f"measure one with `infergy sweep paper-bins -m {model} -e {engine} -b max "
-                f"--db FILE` and pass --profile FILE")
+        return f"measure one on an NVIDIA GPU with {own}"
     try:  # as the shipped stores' names give it: h100 (the SXM card the scripts accept), h200
         tag = get_gpu(card).name.split("-")[0] if card else "CARD"
     except UnknownGpuError:
         tag = "CARD"
-    return (f"measure it on that card with the repository's sweep, `infergy sweep "
-            f"benchmarks/sweeps/profile-{model}.yaml "
+    return (f"measure it on that card with {own} (to ship it with infergy, from the "
+            f"repository: `infergy sweep benchmarks/sweeps/profile-{model}.yaml "
             f"--db src/infergy/profile/shipped/{model}-{tag}.db "
-            f"--resume-by model` (benchmarks/profile-gpus.sh runs it on every GPU of a host)")
+            f"--resume-by model`; benchmarks/profile-gpus.sh runs it on every GPU of a host)")
+
+
+def is_shipped(path: Path | str) -> bool:
+    """Whether `path` is one of the stores shipped with infergy (its profile/shipped/)."""
+    return Path(path).resolve().parent == PROFILES.resolve()
+
+
+def own_store(stores: list[Path] | list[str], model: str) -> tuple[str, str]:
+    """Where a user's sweep of `model` adds to `stores` (--db), and what to pass after: the
+    one store given where it is the user's (nothing to add), else infergy.db, passed with
+    --profile after `stores` (the shipped ones of `model` too: they are read by default only
+    where no store is given)."""
+    if len(stores) == 1 and not is_shipped(stores[0]):
+        return str(stores[0]), ""
+    kept = "".join(f"--profile {s} " for s in stores
+                   if not is_shipped(s) or Path(s).name.startswith(f"{model}-"))
+    return OWN_STORE, f", then pass {kept}--profile {OWN_STORE}"
+
+
+def sweep_advice(model: str, engine: str, stores: list[Path]) -> str:
+    """The sweep that measures B = max points of `model` on `engine` over the study's bins,
+    into a store of the user's (`own_store`): the preset paper-bins, or where the model's
+    context is shorter than those bins, a spec of the bins within it."""
+    db, after = own_store(stores, model)
+    try:
+        context = get_model(model).max_context
+    except UnknownModelError:  # an engine's own test model, say: the preset
+        context = None
+    longest = PAPER_INPUT_EDGES[-1] + PAPER_OUTPUT_EDGES[-1]
+    if context is None or context >= longest:
+        return f"`infergy sweep paper-bins -m {model} -e {engine} -b max --db {db}`{after}"
+    outputs = [o for o in PAPER_OUTPUT_EDGES if PAPER_INPUT_EDGES[0] + o <= context]
+    inputs = [i for i in PAPER_INPUT_EDGES if i + max(outputs, default=0) <= context]
+    grid = (f"{{models: [{model}], engines: [{engine}], batch_sizes: [max], "
+            f"input_tokens: {inputs}, output_tokens: {outputs}}}")
+    return (f"a spec file holding {grid} (the study's bins within {model}'s context of "
+            f"{context} tokens; paper-bins asks for {longest}) and `infergy sweep SPEC --db "
+            f"{db}`{after}")
+
+
+def what_stores_hold(stores: list[Path], model: str, engines: list[str],
+                     card: str | None = None, decoding: str = "greedy") -> tuple[str, bool]:
+    """Why the stores give no B = max points of `model` on `engines` (on `card`, a models.gpus
+    or NVML name; None: on any GPU), said as what they hold instead: such points on other
+    GPUs; such points without energy (measured where no energy sensor could be read: True
+    beside the phrase); the model on other engines; or not the model at all."""
+    gpus: dict[str, set[str]] = {}  # engine -> the GPUs it has points with energy on
+    engines_held: set[str] = set()
+    unmetered = 0  # points of `engines` without energy
+    models: set[str] = set()
+    for _, p, run in stored_points(stores, tp=1, engine_options="{}", batch_requested="max",
+                                   status="ok", decoding=decoding):
+        models.add(p["model"])
+        if p["model"] != model:
+            continue
+        engines_held.add(p["engine"])
+        if p["energy_j"] is None:
+            unmetered += p["engine"] in engines
+        else:
+            gpus.setdefault(p["engine"], set()).add(run.get("gpu_name") or p["device"])
+    on = {g for e in engines for g in gpus.get(e, ())}
+    if on:  # the engines are measured, on other GPUs
+        return f"they hold it on {', '.join(sorted(on))}, not on {card}", False
+    if unmetered:
+        return (f"the {unmetered} they hold have no energy: they were measured where no "
+                f"energy sensor could be read, on a CPU or a GPU NVML cannot read", True)
+    if engines_held:
+        held = ", ".join(e if e in gpus else f"{e} (without energy)"
+                         for e in sorted(engines_held))
+        return f"they hold {model} on {held}, not on {', '.join(engines)}", False
+    others = f"; they hold {', '.join(sorted(models))}" if models else ""
+    return f"they hold no B = max point of {model}{others}", False
 
 
 def points_by_gpu(stores: list[Path], model: str, engine: str,
@@ -136,10 +215,11 @@ def pick_profile(found: dict[str, dict[tuple[int, int], dict]], stores: list[Pat
     where = ", ".join(map(str, stores))
     if not found:
         on = asked or card
+        held, unmetered = what_stores_hold(stores, model, [engine], on)
         raise MissingPoints(f"no B = max points of {model} on {engine}"
-                            f"{f' on {on}' if on else ''} in {where}: measure them with "
-                            f"`infergy sweep paper-bins -m {model} -e {engine} -b max"
-                            f"{f' --db {stores[0]}' if len(stores) == 1 else ''}`")
+                            f"{f' on {on}' if on else ''}{' with energy' if unmetered else ''}"
+                            f" in {where} ({held}): measure them on an NVIDIA GPU with "
+                            f"{sweep_advice(model, engine, stores)}")
     if len(found) > 1:
         raise EstimateError(f"{where} hold {model} on {engine} for several GPUs "
                             f"({', '.join(found)}): choose one with --gpu")
