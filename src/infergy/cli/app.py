@@ -13,6 +13,7 @@ from rich.markup import escape
 
 from infergy import __version__
 from infergy.run import Quiet
+from infergy.store import is_sqlite
 
 app = typer.Typer(
     help="Measure and model the energy of large-language-model inference.",
@@ -71,24 +72,17 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-SQLITE_HEADER = b"SQLite format 3\x00"
-
-
 def output_file(path: Path, option: str) -> Path:
     """A file a command will write, checked before it does any work: not a folder, not an
     SQLite file (a results store is never written over), its folder made, writable. A
     user's error (exit 2) names `option` otherwise."""
     if path.is_dir():
         raise fail(f"{option} {path}: is a folder; give the name of a file to write")
-    if path.exists():
-        try:
-            with path.open("rb") as f:
-                header = f.read(len(SQLITE_HEADER))
-        except OSError as e:
-            raise fail(f"{option} {path}: cannot be read ({e.strerror})") from None
-        if header == SQLITE_HEADER:
-            raise fail(f"{option} {path}: is an SQLite file (a results store?), which infergy "
-                       f"never writes over; give another name")
+    if path.exists() and not os.access(path, os.R_OK):
+        raise fail(f"{option} {path}: cannot be read (permission denied)")
+    if is_sqlite(path):
+        raise fail(f"{option} {path}: is an SQLite file (a results store?), which infergy "
+                   f"never writes over; give another name")
     _writable(path.parent, option, path)
     return path
 
