@@ -139,7 +139,10 @@ def test_estimate_cli_prints_every_engine_against_the_first_and_theory(tmp_path)
     assert card["gpu"] == GPU and card["theoretical_gpu"] == "h100-sxm"
     assert report["profiles"] == card["profiles"] == [str(db)]
     table = CliRunner().invoke(app, args)
-    assert table.exit_code == 0 and "50.0%" in " ".join(table.output.split())
+    # Four points without an idle power: the study's figure, and why nothing is simulated
+    assert table.exit_code == 0 and "1.528e-05" in table.output
+    assert ("vllm: not simulated: llama-3.1-8b on vllm (NVIDIA H100 80GB HBM3): no idle power "
+            "recorded") in " ".join(table.output.split())
     assert "saving: less energy than hf-eager" in " ".join(table.output.split())
     sparse = CliRunner().invoke(app, [*args, "--theory-gpu", "a6000-sparse"])
     assert sparse.exit_code == 0 and "a sparsity number" in " ".join(sparse.output.split())

@@ -681,4 +681,6 @@ def test_a_store_of_one_measured_point_is_estimated_on_its_own_edges(tmp_path):
     assert "Bins: this card&#39;s measured edges (input 512; output 64)" in text
     assert "-e vllm --profile " in text and "--input-edges 512 --output-edges 64" in text
     # 1024 requests of 64 at 100 J a batch of 64: 1600 J
-    assert re.search(r"<tr><td>vllm</td><td>0.0004444</td><td>1.562</td>", html)
+    # One point without an idle power: nothing to simulate, the study's formula said as such
+    assert re.search(r"<tr><td>vllm</td><td>0.0004444</td><td>study&#39;s formula only</td>"
+                     r"<td>1.562</td>", html)

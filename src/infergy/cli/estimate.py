@@ -12,7 +12,7 @@ from rich.table import Table
 
 from infergy.cli.app import app, fail, out
 from infergy.engines import ENGINES
-from infergy.estimate import J_PER_KWH, EstimateError, TraceEstimate, estimate_trace
+from infergy.estimate import J_PER_KWH, EstimateError, Serving, TraceEstimate, estimate_trace
 from infergy.models import UnknownGpuError, UnknownModelError, get_model
 from infergy.store import StoreError
 from infergy.workloads import BinError, BinGrid, TraceError, get_trace
@@ -54,11 +54,22 @@ def estimate(
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip and count malformed rows."),
     tokenizer: str | None = typer.Option(None, "--tokenizer", help="ShareGPT: a tokenizer "
                                                                    "folder to count tokens."),
+    serving: str = typer.Option("auto", "--serving", help="offline (every request at once), "
+                                "online (at the trace's times, or --rate), or auto: online "
+                                "where the trace has times."),
+    rate: float | None = typer.Option(None, "--rate", help="Online: Poisson arrivals, "
+                                                           "requests a second."),
+    time_scale: float = typer.Option(1.0, "--time-scale", help="Online at the trace's times "
+                                                               "divided by this (4: 4 times "
+                                                               "faster)."),
+    detail: bool = typer.Option(False, "--detail", help="Also the study's formula with whole "
+                                                        "batches and infergy's interpolation."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ):
-    """Estimate a trace's GPU energy on each engine and GPU from measured points (the study's
-    binned formula, whole batches, and infergy's interpolation), against the theoretical
-    baseline."""
+    """Estimate a trace's GPU energy on each engine and GPU: its requests served through the
+    engine's batching, simulated step by step over a step-cost model fitted to measured
+    points (with the error that model showed), beside the study's binned formula and the
+    theoretical baseline."""
     gpus = None if gpu in (None, "all") else [g.strip() for g in gpu.split(",") if g.strip()]
     if gpus is not None and (not gpus or "all" in gpus):
         raise fail(f"--gpu expects GPU names separated by commas, or all; got {gpu!r}")
@@ -68,14 +79,15 @@ def estimate(
                              skip_bad=skip_bad, tokenizer=tokenizer)
         grid = BinGrid.of(bins, input_edges, output_edges, beyond)
         result = estimate_trace(workload, model, _engines(engine), grid, gpus=gpus,
-                                stores=profile or None, theory_gpu=theory_gpu)
+                                stores=profile or None, theory_gpu=theory_gpu,
+                                serving=Serving(serving, rate, time_scale))
     except (TraceError, BinError, EstimateError, UnknownGpuError, UnknownModelError,
             StoreError) as e:
         raise fail(str(e)) from None
     if as_json:
         out.print_json(json.dumps(result.to_dict(), default=str))
         return
-    _print(result)
+    _print(result, detail)
 
 
 def _engines(text: str) -> list[str]:
@@ -89,32 +101,45 @@ def _engines(text: str) -> list[str]:
     return engines
 
 
-def _print(result: TraceEstimate) -> None:
+def _print(result: TraceEstimate, detail: bool = False) -> None:
     """The estimate as a table a card, each followed by its notes and theoretical baseline."""
     out.print(f"[bold]{escape(result.trace)} on {result.model}[/]: "
               f"{escape(result.coverage_line())}.")
+    serving = ""
     for n, c in enumerate(result.estimates.cards):
         if n:
             out.print()
         table = Table(title=c.gpu, title_justify="left")
-        # Short headers: the table fits 80 columns, a "not yet" row too. Explained under the
-        # tables.
-        for col in ("engine", "kWh", "J/req", "J/tok", "whole", "interp", "saving",
-                    "vs theory"):
+        # Short headers: the table fits 80 columns. Explained under the tables.
+        columns = ["engine", "kWh", "±p90", "J/tok", "TTFT p90", "idle", "saving", "study"]
+        columns += ["whole", "interp"] if detail else []
+        for col in columns:
             table.add_column(col, justify="left" if col == "engine" else "right",
                              no_wrap=col == "engine")
         for k, r in enumerate(c.rows()):
-            interp = r["interpolated_j"]
-            table.add_row(
-                r["engine"], f"{r['kwh']:.4g}", f"{r['j_per_request']:.3g}",
-                "n/a" if r["j_per_output_token"] is None else f"{r['j_per_output_token']:.3g}",
-                f"{r['whole_batches_j'] / r['energy_j'] - 1:+.1%}",
-                "n/a" if interp is None else f"{interp / r['energy_j'] - 1:+.1%}",
-                "-" if k == 0 else f"{r['saving_vs_baseline']:.1%}",
-                f"{r['above_theoretical']:+.1%}")
+            if r["simulated_kwh"] is None:
+                cells = ["n/a"] * 6 + [f"{r['kwh']:.4g}"]
+            else:
+                serving = r["serving"]
+                tok = r["simulated_j_per_output_token"]
+                cells = [f"{r['simulated_kwh']:.4g}", f"{r['band']:.0%}",
+                         "n/a" if tok is None else f"{tok:.3g}", _seconds(r["ttft_p90_s"]),
+                         f"{r['idle_share']:.0%}",
+                         "-" if k == 0 or r["simulated_saving_vs_baseline"] is None
+                         else f"{r['simulated_saving_vs_baseline']:.1%}",
+                         f"{r['kwh']:.4g}"]
+            if detail:
+                interp = r["interpolated_j"]
+                cells += [f"{r['whole_batches_j'] / r['energy_j'] - 1:+.1%}",
+                          "n/a" if interp is None else f"{interp / r['energy_j'] - 1:+.1%}"]
+            table.add_row(r["engine"], *cells)
         for name in c.unmeasured:
-            table.add_row(name, "not yet", *[""] * 6)
+            table.add_row(name, "not yet", *[""] * (len(columns) - 2))
         out.print(table)
+        for r in c.rows():
+            if r["simulated_kwh"] is None:
+                out.print(f"[yellow]{r['engine']}: not simulated: "
+                          f"{escape(str(r['simulation_error']))}[/]")
         for name, e in c.unmeasured.items():
             what = (f"{len(e.missing)} of the {result.bins_needed} bins the trace needs"
                     if e.missing is not None else "no B = max point at all")
@@ -128,11 +153,24 @@ def _print(result: TraceEstimate) -> None:
             out.print(f"[yellow]{card.name}: {escape(card.note)}[/]")
     for name, e in result.estimates.not_estimated.items():
         out.print(f"[yellow]{name}: {escape(str(e))}[/]")
+    served = escape(serving or "as the engine would")
+    out.print(f"kWh: every request of the trace served {served}, simulated step by step over "
+              f"a step-cost model fitted to the measured points (predicted, not measured); "
+              f"±p90: the 90th percentile of that model's energy error on measured "
+              f"points it was not fitted to. J/tok: per output token. TTFT p90: time to first "
+              f"token. idle: share of the run with no request in flight. saving: less energy "
+              f"than {result.engines[0]}. study: the study's binned formula (N / B full "
+              f"batches of each bin's B = max), in kWh, for reproduction.")
     if any(e.j_per_output_token is None for c in result.estimates.cards for e in c.estimates):
         out.print("J/tok: n/a, the requests in the bins generate no output token.")
-    out.print(f"kWh, J per request and per output token: the study's binned formula (N / B "
-              f"batches of each bin). whole: with ceil(N / B) batches; interp: each request at "
-              f"its own lengths (both relative to the formula). saving: less energy than "
-              f"{result.engines[0]}. vs theory: above the theoretical baseline (TDP / peak "
-              f"dense FLOPS x the requests' FLOPs).")
+    if detail:
+        out.print("whole: the study's formula with ceil(N / B) batches; interp: each request "
+                  "at its own lengths by interpolation (both relative to the study's).")
     out.print(f"[dim]Profiles: {escape(', '.join(result.estimates.stores))}[/]")
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return (f"{value * 1000:.0f} ms" if value < 1 else f"{value:.3g} s" if value < 100
+            else f"{value:,.0f} s")

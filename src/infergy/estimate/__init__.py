@@ -7,6 +7,10 @@ count would have said.
 - cards.py: every engine on every GPU asked for, a table a card (`estimate_cards`).
 - trace.py: a trace binned and estimated as `infergy estimate` does it (`estimate_trace`).
 - replayed.py: the estimate of a replay's requests against what it measured.
+- steps.py, fit.py: the step-cost model of an engine step, fitted to measured points.
+- simulate.py, continuous.py: the serving simulator (static batches, vLLM's continuous
+  batching); served.py: a trace served on one engine, simulated (the headline figure);
+  replays.py: the simulator on what a measured replay ran.
 - workload.py: all of it in one call; this package is callable: `infergy.estimate(trace,
   model=...)` is `estimate_workload(trace, model=...)`.
 
@@ -18,7 +22,11 @@ import sys
 
 from infergy.estimate.binned import J_PER_KWH, Estimate, estimate
 from infergy.estimate.cards import CardEstimate, Estimates, estimate_cards
+from infergy.estimate.fit import design, errors, fit_step_cost, measured
 from infergy.estimate.replayed import ReplayEstimate, replay_estimate
+from infergy.estimate.served import Serving, Simulated
+from infergy.estimate.simulate import Served, simulate
+from infergy.estimate.steps import FEATURES, StepCost
 from infergy.estimate.theory import theoretical
 from infergy.estimate.trace import TraceEstimate, estimate_trace
 from infergy.estimate.workload import CallablePackage, estimate_workload
@@ -31,9 +39,11 @@ from infergy.profile import (
     shipped_profiles,
 )
 
-__all__ = ["J_PER_KWH", "CardEstimate", "Estimate", "EstimateError", "Estimates", "MissingPoints",
-           "Profile", "ReplayEstimate", "TraceEstimate", "estimate", "estimate_cards",
-           "estimate_trace", "estimate_workload", "load_card_profile", "load_profile",
-           "replay_estimate", "shipped_profiles", "theoretical"]
+__all__ = ["FEATURES", "J_PER_KWH", "CardEstimate", "Estimate", "EstimateError", "Estimates",
+           "MissingPoints", "Profile", "ReplayEstimate", "Served", "Serving", "Simulated",
+           "StepCost", "TraceEstimate", "design", "errors", "estimate", "estimate_cards",
+           "estimate_trace", "estimate_workload", "fit_step_cost", "load_card_profile",
+           "load_profile", "measured", "replay_estimate", "shipped_profiles", "simulate",
+           "theoretical"]
 
 sys.modules[__name__].__class__ = CallablePackage  # infergy.estimate(...)

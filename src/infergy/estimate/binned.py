@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from infergy.estimate.served import Simulated
 from infergy.profile.load import EstimateError, MissingPoints, Profile, own_store
 from infergy.workloads.bins import Binned
 from infergy.workloads.trace import Trace
@@ -35,6 +36,8 @@ class Estimate:
     energy_whole_batches_j: float  # ceil(N / B)
     interpolated_j: float | None
     bins: list[dict]  # per (I*, O*): N, B, E_batch, energies
+    simulated: Simulated | None = None  # the headline: the trace served, simulated
+    simulation_error: str | None = None  # why there is none
 
     @property
     def j_per_request(self) -> float:

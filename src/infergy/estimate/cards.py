@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from infergy.estimate.binned import Estimate, estimate
+from infergy.estimate.binned import J_PER_KWH, Estimate, estimate
+from infergy.estimate.served import Serving, simulate_trace
 from infergy.estimate.theory import theoretical
 from infergy.models.gpus import Gpu, get_gpu
 from infergy.profile.load import (
@@ -59,13 +60,33 @@ class CardEstimate:
         j_per_output_token in J (None without output tokens), kwh, above_theoretical and
         saving_vs_baseline as shares (0.25: 25%; the baseline's saving is 0), and its bins.
         What `infergy estimate` (its table and --json) and the report print of an estimate."""
-        return [{"engine": r.engine, "energy_j": r.energy_j, "kwh": r.kwh,
+        return [{"engine": r.engine, **self._simulated(r), "energy_j": r.energy_j, "kwh": r.kwh,
                  "whole_batches_j": r.energy_whole_batches_j,
                  "interpolated_j": r.interpolated_j, "j_per_request": r.j_per_request,
                  "j_per_output_token": r.j_per_output_token,
                  "above_theoretical": self.above_theoretical(r),
                  "saving_vs_baseline": self.saving(r), "bins": r.bins}
                 for r in self.estimates]
+
+    def _simulated(self, r: Estimate) -> dict:
+        """The simulated serving's figures (None where it could not be made)."""
+        sim = r.simulated
+        if sim is None:
+            return {"simulated_kwh": None, "simulation_error": r.simulation_error}
+        s, base = sim.served, self.baseline.simulated
+        latency = s.latency()
+        return {"simulated_kwh": s.energy_j / J_PER_KWH, "simulated_j": s.energy_j,
+                "simulated_j_per_request": s.j_per_request,
+                "simulated_j_per_output_token": s.j_per_output_token,
+                "band": sim.band, "band_from": sim.checked_on, "serving": s.serving,
+                "simulated_saving_vs_baseline": (1 - s.energy_j / base.served.energy_j
+                                                 if base else None),
+                "simulated_above_theoretical": s.energy_j / self.theoretical_j - 1,
+                "time_s": s.time_s, "idle_share": s.idle_share,
+                "ttft_p90_s": (latency["ttft_s"] or {}).get("p90"),
+                "tpot_p90_s": (latency["tpot_s"] or {}).get("p90"),
+                "e2e_p90_s": (latency["e2e_s"] or {}).get("p90"),
+                "simulation": s.to_dict(), "simulation_error": None}
 
     def to_dict(self) -> dict:
         """The card's estimate as JSON-ready data: its GPU and stores, the theoretical
@@ -96,7 +117,8 @@ class Estimates:
 
 def estimate_cards(trace: Trace, binned: Binned, model: str, engines: Sequence[str],
                    gpus: Sequence[str] | None = None, stores: list[Path] | None = None,
-                   theory_gpu: str | None = None, decoding: str = "greedy") -> Estimates:
+                   theory_gpu: str | None = None, decoding: str = "greedy",
+                   serving: Serving | None = None) -> Estimates:
     """Every engine on every GPU, from the trace binned once. `gpus`: models.gpus or NVML
     names; None: every GPU with B = max points of the model on one of the engines. `stores`:
     None for the profiles shipped with infergy (those of the model, one store a card).
@@ -127,7 +149,7 @@ def estimate_cards(trace: Trace, binned: Binned, model: str, engines: Sequence[s
             continue
         try:
             cards.append(_on_card(trace, binned, model, engines, by_engine, card, name,
-                                  stores, theory_gpu))
+                                  stores, theory_gpu, serving or Serving()))
         except MissingPoints as e:
             why[name] = e
     if not cards:
@@ -141,7 +163,7 @@ def estimate_cards(trace: Trace, binned: Binned, model: str, engines: Sequence[s
 
 def _on_card(trace: Trace, binned: Binned, model: str, engines: Sequence[str],
              by_engine: dict[str, dict], card: str, asked: str, stores: list[Path],
-             theory_gpu: str | None) -> CardEstimate:
+             theory_gpu: str | None, serving: Serving) -> CardEstimate:
     # The stores holding this card: what its messages name, and where to measure the rest.
     held = {p["store"] for found in by_engine.values() for name, points in found.items()
             if card_of(name) == card for p in points.values()}
@@ -149,8 +171,13 @@ def _on_card(trace: Trace, binned: Binned, model: str, engines: Sequence[str],
     results, unmeasured = [], {}
     for engine in engines:
         try:
-            results.append(estimate(trace, binned, pick_profile(by_engine[engine], stores,
-                                                                model, engine, card, asked)))
+            profile = pick_profile(by_engine[engine], stores, model, engine, card, asked)
+            result = estimate(trace, binned, profile)
+            try:
+                result.simulated = simulate_trace(trace, profile, serving, binned.grid)
+            except EstimateError as e:  # too few points, no idle power: said in its row
+                result.simulation_error = str(e)
+            results.append(result)
         except MissingPoints as e:
             if engine == engines[0]:  # the baseline of the savings: nothing to compare
                 raise

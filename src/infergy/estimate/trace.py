@@ -9,6 +9,7 @@ from pathlib import Path
 
 from infergy.estimate.binned import J_PER_KWH
 from infergy.estimate.cards import Estimates, estimate_cards
+from infergy.estimate.served import Serving
 from infergy.models import get_model
 from infergy.workloads.bins import BinGrid, Binned
 from infergy.workloads.trace import Trace
@@ -64,13 +65,16 @@ class TraceEstimate:
 
 def estimate_trace(trace: Trace, model: str, engines: Sequence[str], grid: BinGrid, *,
                    gpus: Sequence[str] | None = None, stores: list[Path] | None = None,
-                   theory_gpu: str | None = None, decoding: str = "greedy") -> TraceEstimate:
+                   theory_gpu: str | None = None, decoding: str = "greedy",
+                   serving: Serving | None = None) -> TraceEstimate:
     """`trace` for `model` on `engines` (the first: the baseline of the savings), binned on
     `grid`, on every GPU of `gpus` (None: every one the stores hold it on) from `stores`
     (None: the profiles shipped with infergy); see `estimate_cards`. UnknownModelError for a
     model not in the catalog, EstimateError (MissingPoints) where nothing can be estimated."""
     model = get_model(model).name  # unknown: said as such, not as a missing profile
+    serving = serving or Serving()
+    serving.arrivals(trace)  # a --rate or --time-scale that cannot be: said before any work
     binned = grid.assign(trace.input_tokens, trace.output_tokens)
     return TraceEstimate(trace.name, model, list(engines), grid, binned,
                          estimate_cards(trace, binned, model, engines, gpus, stores, theory_gpu,
-                                        decoding))
+                                        decoding, serving))

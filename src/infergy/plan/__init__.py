@@ -12,6 +12,7 @@ from infergy.plan.batches import (
     replay_requests,
 )
 from infergy.plan.point import Point, PointError
+from infergy.plan.presets import CALIBRATION_INPUTS, CALIBRATION_OUTPUTS
 from infergy.plan.spec import (
     MAX,
     PRESETS,
@@ -26,7 +27,8 @@ from infergy.plan.spec import (
 )
 from infergy.plan.tp import ParallelError, check_tp, check_tp_gpus
 
-__all__ = ["BATCHINGS", "MAX", "PRESETS", "WARMUPS", "Batch", "EngineChoice", "ParallelError",
+__all__ = ["BATCHINGS", "CALIBRATION_INPUTS", "CALIBRATION_OUTPUTS", "MAX",
+           "PRESETS", "WARMUPS", "Batch", "EngineChoice", "ParallelError",
            "Point", "PointError", "ReplayError", "SpecError", "SweepSpec", "Task", "check_tp",
            "check_tp_gpus", "engine_starts", "load_spec", "parse_spec", "plan_replay",
            "replay_options", "replay_requests", "with_options"]

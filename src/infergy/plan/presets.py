@@ -7,6 +7,10 @@ from typing import Any
 from infergy.workloads.bins import PAPER_INPUT_EDGES, PAPER_INPUT_EDGES_RULE, PAPER_OUTPUT_EDGES
 
 MAX = "max"  # a batch size: the largest batch that fits, searched per (I, O)
+# `infergy calibrate`'s design: the shortest and longest prompts and outputs and two between,
+# at B = 1 and B = max, 24 points that span a step's prefill size, batch and context.
+CALIBRATION_INPUTS = (32, 256, 2048, 8192)
+CALIBRATION_OUTPUTS = (8, 64, 512)
 
 PRESETS: dict[str, dict[str, Any]] = {
     "paper-bins": {
@@ -29,6 +33,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         "grids": [{"input_tokens": [2**m for m in range(4, 16)], "output_tokens": [64]},
                   {"input_tokens": [512], "output_tokens": [2**m for m in range(13)]}],
         "batch_sizes": [1],
+    },
+    "calibration": {
+        "about": "the points a step-cost model is fitted to (infergy calibrate): inputs 32, "
+                 "256, 2048, 8192 x outputs 8, 64, 512, at B = 1 and B = max",
+        "grids": [{"input_tokens": list(CALIBRATION_INPUTS),
+                   "output_tokens": list(CALIBRATION_OUTPUTS)}],
+        "batch_sizes": [1, MAX],
     },
     "batch-sweep": {
         "about": "batch sizes 1 ... 1024 (powers of two) at input 512, output 128",

@@ -37,27 +37,21 @@ from infergy.run.client import (
 )
 from infergy.run.replay import ReplayFigures
 from infergy.workloads import Trace
+from infergy.workloads.arrivals import ArrivalError
+from infergy.workloads.arrivals import arrival_times as workload_arrivals
 
 ARRIVALS = ("trace", "poisson", "concurrency")
 
 
 def arrival_times(trace: Trace, requests: np.ndarray, process: str, *, rate: float | None = None,
                   time_scale: float = 1.0, seed: int = 0) -> np.ndarray:
-    """Seconds from the run's start at which each request is sent, in order."""
-    if process == "trace":
-        if trace.arrival_s is None:
-            raise ServeError(f"{trace.name} has no arrival times: use --rate or --concurrency")
-        if time_scale <= 0:
-            raise ServeError(f"--time-scale must be positive, got {time_scale}")
-        times = np.sort(trace.arrival_s[requests])
-        return (times - times[0]) / time_scale
-    if process == "poisson":
-        if rate is None or rate <= 0:
-            raise ServeError(f"--rate must be a positive number of requests a second, got "
-                             f"{rate}")
-        gaps = np.random.default_rng(seed).exponential(1.0 / rate, size=len(requests))
-        return np.concatenate([[0.0], np.cumsum(gaps[1:])])
-    raise ServeError(f"arrivals must be one of {', '.join(ARRIVALS[:2])}, got {process!r}")
+    """Seconds from the run's start at which each request is sent, in order
+    (infergy.workloads.arrivals); ServeError for arrivals that cannot be made."""
+    try:
+        return workload_arrivals(trace, requests, process, rate=rate, time_scale=time_scale,
+                                 seed=seed)
+    except ArrivalError as e:
+        raise ServeError(str(e)) from None
 
 
 @dataclass

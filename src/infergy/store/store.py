@@ -229,6 +229,16 @@ class Store:
             raise StoreError(f"{self.path}: opened for reading only; nothing was written")
         return _Transaction(self)
 
+    def put_meta(self, key: str, value: str) -> None:
+        """Keep `value` under `key` in the store's meta table (a calibration's fitted model,
+        say), replacing what was there."""
+        with self.transaction():
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def get_meta(self, key: str) -> str | None:
+        rows = self._rows("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
+
     def close(self) -> None:
         self._drop()
 

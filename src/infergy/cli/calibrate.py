@@ -1,0 +1,105 @@
+"""`infergy calibrate`: measure the calibration design of one model on one engine (one sweep,
+one engine start), fit its step-cost model, say how well it fits, and keep it in the store."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import typer
+import yaml
+from rich.table import Table
+
+from infergy.cli.app import app, fail, out
+from infergy.cli.sweep import DEFAULT_DB, sweep
+from infergy.estimate import FEATURES, EstimateError, design, errors, fit_step_cost, measured
+from infergy.models import UnknownModelError, get_model
+from infergy.plan import CALIBRATION_INPUTS, CALIBRATION_OUTPUTS
+from infergy.store import Store, StoreError
+
+UNITS = {"steps": "a step", "prefill_tokens": "a prompt token", "prefill_pairs":
+         "an attention pair", "decode_seqs": "a decoding sequence", "context_tokens":
+         "a context token read", "calls": "an engine call"}
+
+
+@app.command()
+def calibrate(
+    model: str = typer.Option(..., "--model", "-m", help="A catalog model."),
+    engine: str = typer.Option(..., "--engine", "-e", help="One engine."),
+    db: Path = typer.Option(DEFAULT_DB, "--db", help="Results store (SQLite); resumed if it "
+                                                     "exists."),
+    device: str = typer.Option("auto", "--device", help="auto, cuda or cpu."),
+):
+    """Measure the 24 points of the calibration design (inputs 32 to 8192, outputs 8 to 512,
+    B = 1 and B = max) in one engine start, fit the engine's step-cost model to them, print
+    its coefficients and errors, and keep it in the store (its meta table)."""
+    spec = _spec(model, engine, db)
+    started = time.monotonic()
+    try:
+        sweep(str(spec), db=db, model=None, engine=None, batch=None, dry_run=False,
+              device=device, resume_by="card", tp=None, shard=None)
+    except typer.Exit as e:
+        if e.exit_code:
+            raise
+    swept_s = time.monotonic() - started
+    try:
+        with Store(db, create=False, read_only=True) as store:
+            runs = store.runs()
+        card = next((r["gpu_name"] for r in reversed(runs) if r.get("gpu_name")), None)
+        data = measured([db], model, engine, card)
+        inside, rest = design(data.windows)
+        cost = fit_step_cost(data, inside or None)
+        checked = errors(cost, rest)["summary"] if rest else None
+        cost.fit["validation"] = checked
+        with Store(db) as store:
+            store.put_meta(f"step_cost:{cost.model}:{cost.engine}:{cost.gpu}",
+                           json.dumps(cost.to_dict()))
+    except (EstimateError, StoreError) as e:
+        raise fail(str(e)) from None
+    _print(cost, checked, swept_s, db)
+
+
+def _spec(model: str, engine: str, db: Path) -> Path:
+    """The calibration design for `model` (the inputs its context holds with the longest
+    output), written beside the store: the sweep spec that measures it, kept as a record."""
+    try:
+        spec = get_model(model)
+    except UnknownModelError as e:
+        raise fail(str(e)) from None
+    inputs = [i for i in CALIBRATION_INPUTS if i + max(CALIBRATION_OUTPUTS) <= spec.max_context]
+    if len(inputs) < 2:
+        raise fail(f"--model {model}: its context of {spec.max_context} tokens holds fewer "
+                   f"than two of the calibration's inputs ({CALIBRATION_INPUTS}) with "
+                   f"{max(CALIBRATION_OUTPUTS)} output tokens")
+    path = db.with_name(f"{db.stem}-calibration-{spec.name}-{engine}.yaml")
+    path.write_text(yaml.safe_dump({
+        "models": [spec.name], "engines": [engine], "batch_sizes": [1, "max"],
+        "grids": [{"input_tokens": inputs, "output_tokens": list(CALIBRATION_OUTPUTS)}]}))
+    return path
+
+
+def _print(cost, checked: dict | None, swept_s: float, db: Path) -> None:
+    table = Table(title=f"{cost.model} on {cost.engine}, {cost.gpu}: step-cost model",
+                  title_justify="left")
+    for col in ("feature", "time per unit", "energy above idle per unit"):
+        table.add_column(col, justify="left" if col == "feature" else "right")
+    for name, t, e in zip(FEATURES, cost.time_s, cost.active_j, strict=True):
+        table.add_row(f"{name} ({UNITS[name]})", f"{t:.3g} s", f"{e:.3g} J")
+    table.add_row("busy power (a second of steps)", "", f"{cost.busy_w:.3g} W")
+    out.print(table)
+    out.print(f"Idle power {cost.idle_w:.1f} W. Batching as measured: "
+              f"{json.dumps(cost.batching)}.")
+    for what, summary in (("fit (its own points)", cost.fit["summary"]),
+                          ("predicting the store's other points", checked)):
+        if not summary:
+            continue
+        for group, s in summary.items():
+            e, t = s.get("energy_error"), s.get("time_error")
+            if e and t:
+                out.print(f"{what}, {group} ({s['points']} points): energy error median "
+                          f"{e['median']:.1%}, p90 {e['p90']:.1%}; time median "
+                          f"{t['median']:.1%}, p90 {t['p90']:.1%}")
+    out.print(f"Measured and fitted in {swept_s / 60:.1f} minutes (the sweep, the engine's "
+              f"start included). Kept in {db} (meta step_cost:{cost.model}:{cost.engine}:"
+              f"{cost.gpu}).")

@@ -1,0 +1,272 @@
+"""Fit a step-cost model (infergy.estimate.steps) to measured points, and say how well it
+predicts the points it was not fitted to.
+
+Each measured point (B prompts of I tokens generating O tokens each) gives two windows: the
+prefill (a run generating one token) and the whole request. The steps an engine runs for a
+window are known (the simulator schedules the point's batch exactly as for a workload), so each
+window's summed features are known, and its time and its energy above idle are linear in the
+coefficients: least squares over the windows, each weighted by 1 / its measured value (every
+window counts by its relative error, the short as much as the long), coefficients kept
+non-negative (a step never takes less time for holding more work).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from infergy.estimate.continuous import Continuous, run_continuous
+from infergy.estimate.simulate import STATIC_ENGINES, Static, policy_of
+from infergy.estimate.steps import CALL, FEATURES, StepCost, static_batch_features
+from infergy.models import get_model
+from infergy.models.flops import kv_cache_bytes_per_token, weight_bytes
+from infergy.plan.presets import CALIBRATION_INPUTS, CALIBRATION_OUTPUTS
+from infergy.profile.load import EstimateError
+from infergy.profile.points import stored_points
+
+# The design (`infergy calibrate`'s points): a model fitted to them predicts every other
+# measured point, to check it.
+DESIGN_INPUTS, DESIGN_OUTPUTS = CALIBRATION_INPUTS, CALIBRATION_OUTPUTS
+# vLLM's offline engine as infergy runs it (infergy.engines.vllm; vLLM 0.26's LLM class on a
+# card of 70 GiB or more: engine/arg_utils.py, get_batch_defaults).
+OFFLINE_BATCHED_TOKENS = 16384
+BLOCK_SIZE = 16
+# A window's energy enters the fit only where the window (its runs back to back) lasted this
+# long: the energy counter updates every 100 ms, and the 30 ms prefill of one prompt reads as
+# anything from 0 to twice its energy. Its time enters always: the clock is exact.
+MIN_ENERGY_WINDOW_S = 1.0
+
+
+@dataclass
+class Window:
+    """One measured point's figures: its shape, and its request and prefill windows."""
+
+    batch: int
+    input_tokens: int
+    output_tokens: int
+    batch_label: str  # "1", "max", ...: as the spec asked
+    time_s: float
+    energy_j: float | None  # GPU energy of the request, idle included
+    active_j: float | None  # above idle
+    prefill_time_s: float | None
+    prefill_active_j: float | None
+    idle_w: float | None
+    point: str  # the point's id
+    runs: int = 1  # runs back to back in each measured window (a short point's)
+
+
+@dataclass
+class Measured:
+    """An engine's measured points on one card, with what the fit needs beside them."""
+
+    model: str
+    engine: str
+    gpu: str
+    windows: list[Window]
+    batching: dict  # the policy the engine ran with (StepCost.batching)
+    idle_w: float
+    software: dict
+    sources: list[str]
+
+
+def measured(stores: Iterable[Path], model: str, engine: str, gpu: str | None = None,
+             decoding: str = "greedy") -> Measured:
+    """Every ok point of `model` on `engine` (TP 1, `decoding`) in the stores, on one card
+    (`gpu`, as NVML names it; None: the only one). EstimateError where there is none, or
+    several cards and no `gpu`."""
+    stores = list(stores)
+    found: dict[str, list] = {}
+    for path, p, run in stored_points(stores, model=model, engine=engine, decoding=decoding,
+                                      status="ok", tp=1):
+        found.setdefault(run.get("gpu_name") or "unknown GPU", []).append((path, p, run))
+    if gpu is not None:
+        found = {g: v for g, v in found.items() if g == gpu}
+    if not found:
+        raise EstimateError(f"no measured point of {model} on {engine}"
+                            f"{f' ({gpu})' if gpu else ''} in {', '.join(map(str, stores))}")
+    if len(found) > 1:
+        raise EstimateError(f"{model} on {engine} is measured on several cards "
+                            f"({', '.join(sorted(found))}): name one")
+    card, rows = next(iter(found.items()))
+    windows, blocks, memory, seqs, software = [], [], [], [], {}
+    for _, p, run in rows:
+        result = json.loads(p["result"])
+        windows.append(_window(p, result, run))
+        search = json.loads(p["batch_search"] or "null") or {}
+        model_of = search.get("memory_model") or {}
+        if model_of.get("gpu_blocks"):
+            blocks.append(int(model_of["gpu_blocks"]))
+        info = result.get("engine_info") or {}
+        seqs.append(int(info.get("max_num_seqs") or 1024))
+        memory += [g["memory_gib"] for g in (result.get("provenance") or {}).get("gpus", [])
+                   if g.get("memory_gib")]
+        versions = (result.get("provenance") or {}).get("versions") or {}
+        software = {k: versions[k] for k in ("torch", "transformers", "vllm", "infergy")
+                    if versions.get(k)} or software
+    idle = [w.idle_w for w in windows if w.idle_w]
+    if not idle:
+        raise EstimateError(f"{model} on {engine} ({card}): no idle power recorded")
+    batching = _batching(model, engine, blocks, memory, seqs, windows)
+    return Measured(model, engine, card, windows, batching, statistics.median(idle), software,
+                    sorted({str(path) for path, _, _ in rows}))
+
+
+def _window(p: dict, result: dict, run: dict) -> Window:
+    reps = result.get("repeats") or []
+    prefill = [r["prefill"] for r in reps if r.get("prefill")]
+    idle = [w for w in (json.loads(run.get("idle_w") or "null") or {}).values() if w]
+    return Window(
+        int(p["batch"]), int(p["input_tokens"]), int(p["output_tokens"]),
+        str(p["batch_requested"]), float(p["time_s"]), p["energy_j"],
+        result.get("active_energy_j"),
+        statistics.median(x["time_s"] for x in prefill) if prefill else None,
+        (statistics.median(x["active_energy_j"] for x in prefill)
+         if prefill and all(x.get("active_energy_j") is not None for x in prefill) else None),
+        statistics.median(idle) if idle else None, p["id"],
+        int(result.get("runs_per_window") or 1))
+
+
+def _batching(model: str, engine: str, blocks, memory, seqs, windows) -> dict:
+    """The engine's batching policy as its points ran: static for transformers' generate,
+    vLLM's continuous batching with its measured KV cache otherwise."""
+    if engine in STATIC_ENGINES:
+        return {"kind": "static", "batch": max(w.batch for w in windows)}
+    spec = get_model(model)
+    block_bytes = kv_cache_bytes_per_token(spec) * BLOCK_SIZE
+    memory_bytes = (statistics.median(memory) if memory else 80) * 2**30
+    if blocks:
+        kv_blocks = int(statistics.median(blocks))
+        source = "vLLM's KV cache as measured (the points' batch search)"
+    else:  # the engine's memory model: 0.9 of the card less the weights and 2 GiB
+        kv_blocks = int((0.9 * memory_bytes - weight_bytes(spec) - 2 * 2**30) // block_bytes)
+        source = "memory model: 0.9 of the card less the weights and 2 GiB"
+    return {"kind": "continuous", "kv_blocks": kv_blocks, "kv_source": source,
+            "block_size": BLOCK_SIZE, "block_bytes": block_bytes, "memory_bytes": memory_bytes,
+            "memory_share": 0.9, "max_num_seqs": max(seqs),
+            "max_num_batched_tokens": OFFLINE_BATCHED_TOKENS}
+
+
+def _counter(batching: dict) -> StepCost:
+    """A step-cost model of no cost: what the simulator counts with it is the steps' features
+    (an offline schedule does not depend on the steps' times)."""
+    return StepCost("", "", "", [0.0] * len(FEATURES), [0.0] * len(FEATURES), 0.0, batching)
+
+
+def point_features(batching: dict, batch: int, input_tokens: int,
+                   output_tokens: int) -> np.ndarray:
+    """The summed step features of B prompts of I tokens generating O tokens each, all at
+    once, as the engine of `batching` schedules them (one call of the engine)."""
+    return _point_features(tuple(sorted(batching.items())), batch, input_tokens,
+                           output_tokens).copy()
+
+
+@functools.lru_cache(maxsize=4096)
+def _point_features(batching: tuple, batch: int, input_tokens: int,
+                    output_tokens: int) -> np.ndarray:
+    counter = _counter(dict(batching))
+    policy = policy_of(counter)
+    if isinstance(policy, Static):
+        return sum(static_batch_features(batch, input_tokens, output_tokens))
+    policy = Continuous(policy.kv_blocks, policy.max_num_batched_tokens,
+                        max(batch, policy.max_num_seqs), policy.block_size)
+    return CALL + run_continuous(counter, policy, np.zeros(batch), np.full(batch, input_tokens),
+                                 np.full(batch, output_tokens)).features
+
+
+def fit_step_cost(data: Measured, windows: list[Window] | None = None) -> StepCost:
+    """The step-cost model fitted to `windows` (default: every one of `data`), with its
+    residuals on them (`fit`)."""
+    windows = data.windows if windows is None else windows
+    rows_t, y_t, rows_e, y_e = [], [], [], []
+    for w in windows:
+        shapes = [(w.output_tokens, w.time_s, w.active_j),
+                  (1, w.prefill_time_s, w.prefill_active_j)]
+        for out, seconds, joules in shapes:
+            if seconds is None:
+                continue
+            f = point_features(data.batching, w.batch, w.input_tokens, out)
+            rows_t.append(f)
+            y_t.append(seconds)
+            if joules is not None and joules > 0 and seconds * w.runs >= MIN_ENERGY_WINDOW_S:
+                rows_e.append(np.append(f, seconds))
+                y_e.append(joules)
+    if len(y_t) < len(FEATURES) or len(y_e) < len(FEATURES):
+        raise EstimateError(f"{data.model} on {data.engine} ({data.gpu}): {len(windows)} "
+                            f"points with energy are too few to fit a step-cost model "
+                            f"(at least 3)")
+    energy = _nnls(rows_e, y_e)
+    cost = StepCost(data.model, data.engine, data.gpu, _nnls(rows_t, y_t).tolist(),
+                    energy[:-1].tolist(), data.idle_w, data.batching, busy_w=float(energy[-1]),
+                    software=data.software, sources=data.sources)
+    cost.fit = {"points": len(windows), "windows": len(y_t),
+                **errors(cost, windows, "residuals")}
+    return cost
+
+
+def _nnls(rows: list[np.ndarray], y: list[float]) -> np.ndarray:
+    """Least squares of relative errors with coefficients >= 0: a feature whose coefficient
+    comes out negative is dropped and the rest fitted again."""
+    a = np.array(rows) / np.array(y)[:, None]
+    b = np.ones(len(y))
+    keep = np.ones(a.shape[1], dtype=bool)
+    scale = np.abs(a).max(axis=0)
+    scale[scale == 0] = 1
+    while True:
+        coef = np.zeros(a.shape[1])
+        coef[keep] = np.linalg.lstsq(a[:, keep] / scale[keep], b, rcond=None)[0] / scale[keep]
+        if (coef >= 0).all() or keep.sum() <= 1:
+            return np.clip(coef, 0, None)
+        keep &= coef > 0
+
+
+def predict_point(cost: StepCost, batch: int, input_tokens: int,
+                  output_tokens: int) -> tuple[float, float]:
+    """A point's predicted (time in s, GPU energy in J with idle)."""
+    f = point_features(cost.batching, batch, input_tokens, output_tokens)
+    t = cost.time(f)
+    return t, cost.active_energy(f, t) + cost.idle_w * t
+
+
+def errors(cost: StepCost, windows: list[Window], name: str = "errors") -> dict:
+    """Each point's error of energy and time (predicted / measured - 1), and their median and
+    90th percentile of the absolute value, over all and by batch (B = 1, B = max, others)."""
+    each = []
+    for w in windows:
+        t, e = predict_point(cost, w.batch, w.input_tokens, w.output_tokens)
+        measured_e = w.energy_j
+        each.append({"point": w.point, "batch": w.batch, "batch_label": w.batch_label,
+                     "input": w.input_tokens, "output": w.output_tokens,
+                     "energy_error": None if not measured_e else e / measured_e - 1,
+                     "time_error": t / w.time_s - 1})
+    return {name: each, "summary": summarize(each)}
+
+
+def summarize(each: list[dict]) -> dict:
+    """Median and 90th percentile of |error| of energy and of time, over all the points and
+    by batch label ("1", "max", "other")."""
+    def stats(rows):
+        out = {"points": len(rows)}
+        for key in ("energy_error", "time_error"):
+            v = np.abs([r[key] for r in rows if r[key] is not None])
+            out[key] = ({"median": float(np.median(v)), "p90": float(np.percentile(v, 90)),
+                         "max": float(v.max())} if len(v) else None)
+        return out
+    groups = {"all": each}
+    for r in each:
+        label = r["batch_label"] if r["batch_label"] in ("1", "max") else "other"
+        groups.setdefault(label, []).append(r)
+    return {k: stats(v) for k, v in groups.items()}
+
+
+def design(windows: list[Window]) -> tuple[list[Window], list[Window]]:
+    """The windows of the design (B = 1 and B = max at DESIGN_INPUTS x DESIGN_OUTPUTS) and the
+    others."""
+    inside = [w for w in windows if w.batch_label in ("1", "max")
+              and w.input_tokens in DESIGN_INPUTS and w.output_tokens in DESIGN_OUTPUTS]
+    return inside, [w for w in windows if w not in inside]

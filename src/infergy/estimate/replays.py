@@ -1,0 +1,91 @@
+"""The simulator on exactly what a measured replay ran (`infergy replay`, stored in a results
+store): its static batches offline, or its requests at the times they were sent online, so
+that the simulated energy can be set beside the measured one."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from infergy.estimate.simulate import Served, SimulationError, Static, policy_of, simulate
+from infergy.estimate.steps import StepCost
+from infergy.plan.batches import select_requests
+from infergy.workloads import BinGrid, Trace
+
+
+def replay_engine(replay: dict) -> str:
+    """The engine a stored replay ran on: its own name offline; online, the server's kind
+    (vllm, or vllm-eager where its command had --enforce-eager)."""
+    if replay.get("mode") != "online":
+        return replay["engine"]
+    command = (replay.get("server") or {}).get("command") or []
+    served = replay.get("served_by") or (
+        "vllm" if any("vllm" in str(part) for part in command) else replay["engine"])
+    return f"{served}-eager" if served == "vllm" and "--enforce-eager" in command else served
+
+
+def simulate_replay(cost: StepCost, replay: dict, trace: Trace | None = None) -> Served:
+    """The simulator on a stored replay's result (the `result` JSON of the store's replays
+    table). Online: each record's request at its send time through the engine's server policy.
+    Offline: the replay's batches: on an engine that pads, their stored shapes; otherwise each
+    request at its own lengths, rebuilt from `trace` (the replay's trace) and the replay's
+    selection of requests; SimulationError where they do not match what was stored."""
+    if replay.get("mode") == "online":
+        records = [r for r in replay.get("records") or [] if r.get("sent_s") is not None]
+        if not records:
+            raise SimulationError("the online replay stored no requests")
+        return simulate(cost, np.array([r["input_tokens"] for r in records]),
+                        np.array([r["output_asked"] for r in records]),
+                        np.array([r["sent_s"] for r in records]),
+                        policy=policy_of(cost, online=True),
+                        serving=f"online, {replay.get('batching')}")
+    batches = replay.get("batches") or []
+    if not batches:
+        raise SimulationError("the offline replay stored no batches")
+    policy = policy_of(cost, batch=max(b["size"] for b in batches))
+    if isinstance(policy, Static):  # padded: a batch's shape is all its cost
+        sizes = [b["size"] for b in batches]
+        inputs = np.repeat([b["longest_input"] for b in batches], sizes)
+        outputs = np.repeat([b["generated_per_prompt"] for b in batches], sizes)
+        groups = np.split(np.arange(len(inputs)), np.cumsum(sizes)[:-1])
+    else:
+        inputs, outputs, groups = _rebuild(replay, batches, trace)
+    return simulate(cost, inputs, outputs, policy=policy, batches=groups,
+                    serving=f"offline, {replay.get('batching')} batches")
+
+
+def _rebuild(replay: dict, batches: list[dict], trace: Trace):
+    """The replayed requests' lengths and each batch's indices into them."""
+    if trace is None:
+        raise SimulationError("an offline replay needs its trace to rebuild its batches")
+    selection = replay.get("selection") or {}
+    binned = BinGrid.named("paper").assign(trace.input_tokens, trace.output_tokens)
+    chosen = select_requests(binned, selection.get("sample"), selection.get("seed", 0))
+    if replay.get("batching") == "binned":
+        queues: dict[tuple, list] = {}
+        grid = binned.grid
+        for r in chosen:
+            key = (grid.input_edges[binned.input_bin[r]], grid.output_edges[binned.output_bin[r]])
+            queues.setdefault(key, []).append(r)
+        order = []
+        for b in batches:
+            members = queues.get(tuple(b["bin"]), [])
+            order.append(members[:b["size"]])
+            queues[tuple(b["bin"])] = members[b["size"]:]
+    else:
+        if trace.arrival_s is not None:
+            chosen = chosen[np.argsort(trace.arrival_s[chosen], kind="stable")]
+        order, k = [], 0
+        for b in batches:
+            order.append(list(chosen[k:k + b["size"]]))
+            k += b["size"]
+    groups, start = [], 0
+    for members, b in zip(order, batches, strict=True):
+        if (len(members) != b["size"]
+                or int(trace.input_tokens[members].max()) != b["longest_input"]
+                or int(trace.output_tokens[members].max()) != b["generated_per_prompt"]):
+            raise SimulationError("the replay's batches do not match its trace and selection "
+                                  "(another trace, grid or sample)")
+        groups.append(np.arange(start, start + len(members)))
+        start += len(members)
+    flat = np.concatenate([np.asarray(m, dtype=np.int64) for m in order])
+    return trace.input_tokens[flat], trace.output_tokens[flat], groups

@@ -1,0 +1,142 @@
+"""A trace served on one engine and card, simulated: the step-cost model fitted to the card's
+measured points, checked on the points it was not fitted to, and the trace's requests run
+through the engine's batching policy at their arrivals (infergy.estimate.simulate).
+
+This is `infergy estimate`'s headline figure. Each request runs at its own lengths: none is
+dropped for lying past a bin edge.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from infergy.estimate.fit import design, errors, fit_step_cost, measured
+from infergy.estimate.simulate import Served, Static, policy_of, simulate
+from infergy.estimate.steps import StepCost
+from infergy.plan.batches import plan_binned
+from infergy.profile.load import EstimateError, Profile
+from infergy.workloads.arrivals import ArrivalError, arrival_times
+from infergy.workloads.bins import BinGrid
+from infergy.workloads.trace import Trace
+
+SERVINGS = ("auto", "offline", "online")
+# Fewer points than this outside the design: the band is the fit's own residuals.
+MIN_VALIDATION_POINTS = 8
+
+
+@dataclass(frozen=True)
+class Serving:
+    """How the trace is served: "offline" (every request at once), "online" (at the trace's
+    times divided by `time_scale`, or a Poisson process at `rate` a second), or "auto"
+    (online where the trace has times or a rate is given, offline otherwise)."""
+
+    mode: str = "auto"
+    rate: float | None = None
+    time_scale: float = 1.0
+
+    def __post_init__(self):
+        if self.mode not in SERVINGS:
+            raise EstimateError(f"--serving must be one of {', '.join(SERVINGS)}, got "
+                                f"{self.mode!r}")
+        if self.rate is not None and self.mode == "offline":
+            raise EstimateError("--rate: for --serving online (offline, every request "
+                                "arrives at once)")
+
+    def arrivals(self, trace: Trace) -> np.ndarray | None:
+        """Each request's arrival in s (None: offline). EstimateError where online is asked
+        of a trace without times and no rate."""
+        online = self.mode == "online" or (self.mode == "auto" and (
+            self.rate is not None or trace.arrival_s is not None))
+        if not online:
+            return None
+        every = np.arange(len(trace))
+        try:
+            if self.rate is not None:
+                return arrival_times(trace, every, "poisson", rate=self.rate)
+            return arrival_times(trace, every, "trace", time_scale=self.time_scale)
+        except ArrivalError as e:
+            raise EstimateError(str(e)) from None
+
+    def words(self, online: bool) -> str:
+        if not online:
+            return "offline (every request at once)"
+        if self.rate is not None:
+            return f"online, Poisson {self.rate:g} requests/s"
+        scale = f", {self.time_scale:g} times faster" if self.time_scale != 1 else ""
+        return f"online at the trace's own times{scale}"
+
+
+@dataclass
+class Simulated:
+    """One engine's simulated serving of a trace, with the model behind it and its error."""
+
+    served: Served
+    cost: StepCost
+    band: float  # the 90th percentile of |energy error| the model showed (`validation`)
+    validation: dict  # infergy.estimate.fit.summarize over the points it predicted
+    checked_on: str  # in words: which points the band comes from
+
+
+@functools.lru_cache(maxsize=32)
+def step_model(stores: tuple[str, ...], model: str, engine: str,
+               card: str) -> tuple[StepCost, dict, str]:
+    """The step-cost model of `engine` on `card` fitted to every point the stores hold, and
+    how well a model fitted to the design's points (infergy.estimate.fit.design) predicted
+    the others: (model, summary, in words)."""
+    data = measured([Path(s) for s in stores], model, engine, card)
+    cost = fit_step_cost(data)
+    inside, rest = design(data.windows)
+    if len(rest) >= MIN_VALIDATION_POINTS and len(inside) >= MIN_VALIDATION_POINTS:
+        summary = errors(fit_step_cost(data, inside), rest)["summary"]
+        words = (f"fitted to {len(inside)} design points, predicting the other {len(rest)} "
+                 f"measured points")
+    else:
+        summary = cost.fit["summary"]
+        words = f"its residuals on the {len(data.windows)} points it was fitted to"
+    return cost, summary, words
+
+
+def simulate_trace(trace: Trace, profile: Profile, serving: Serving,
+                   grid: BinGrid) -> Simulated:
+    """`trace` served on the profile's engine and card. A static engine offline runs the
+    study's binned batches (each bin's B = max, requests past the last edge in the last bin);
+    online, natural batches of the smallest B the trace's bins need."""
+    cost, summary, words = step_model(tuple(profile.sources), profile.model, profile.engine,
+                                      profile.gpu)
+    arrival = serving.arrivals(trace)
+    policy = policy_of(cost, online=arrival is not None)
+    batches = None
+    if isinstance(policy, Static):
+        batches, smallest = _binned(trace, profile, grid)
+        policy = Static(smallest)
+        if arrival is not None:
+            batches = None
+    # A request of no token in or out runs as one: an engine takes no empty prompt, and
+    # computes a prompt's first token even when none is kept.
+    empty = int(((trace.input_tokens < 1) | (trace.output_tokens < 1)).sum())
+    served = simulate(cost, np.maximum(trace.input_tokens, 1),
+                      np.maximum(trace.output_tokens, 1), arrival, policy=policy,
+                      batches=batches, serving=serving.words(arrival is not None))
+    if empty:
+        served.notes.append(f"{empty} requests of no input or no output token run as one")
+    energy = summary.get("all", {}).get("energy_error") or {}
+    return Simulated(served, cost, float(energy.get("p90", np.nan)), summary, words)
+
+
+def _binned(trace: Trace, profile: Profile, grid: BinGrid):
+    """The study's binned batches of every request (clamped into the last bins), and the
+    smallest B they use."""
+    clamped = dataclasses.replace(grid, beyond="clamp").assign(trace.input_tokens,
+                                                               trace.output_tokens)
+    smallest = min(p["batch"] for p in profile.points.values())
+
+    def batch_of(edge):
+        point = profile.points.get(edge)
+        return point["batch"] if point else smallest
+    batches = plan_binned(trace, clamped, np.arange(len(trace)), batch_of)
+    return [np.array(b.requests) for b in batches], min(batch_of(b.bin) for b in batches)

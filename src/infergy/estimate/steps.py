@@ -1,0 +1,101 @@
+"""The step-cost model: the time and GPU energy of one engine step from what the step holds.
+
+An engine runs a workload as a sequence of steps (one forward over the model each). What a step
+holds is five numbers, its features:
+
+- `steps`: 1 (a per-step cost: kernel launches, the host's work, reading the weights once);
+- `prefill_tokens`: prompt tokens computed in the step (a chunk of a prompt counts its tokens);
+- `prefill_pairs`: query-key pairs of their causal attention, a chunk of c tokens after s
+  already computed counting c x (s + c / 2): summed over a prompt's chunks it is I^2 / 2;
+- `decode_seqs`: sequences generating one token in the step;
+- `context_tokens`: the KV-cache tokens those sequences read (their context);
+- `calls`: 1 for the step that starts a call of the engine offline (`generate` of a batch):
+  its fixed overhead, 18 ms for one token on vLLM against a 6.5 ms decode step (H100); a
+  server's steps have none.
+
+Time and energy above the card's idle power are each linear in the features (coefficients
+fitted from measured windows by infergy.estimate.fit), so the cost of many steps is the
+coefficients times the sum of their features: a window of a measured point, a decode stretch
+of k identical steps, or a whole simulated run. Energy = energy above idle + idle power x time:
+the card draws its idle power whenever it is on, busy or not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+FEATURES = ("steps", "prefill_tokens", "prefill_pairs", "decode_seqs", "context_tokens",
+            "calls")
+CALL = np.array([0.0, 0, 0, 0, 0, 1])  # the features of one engine call's overhead
+
+
+def prefill_features(chunk: float, done: float, sequences: float = 1) -> np.ndarray:
+    """The features of `sequences` prompt chunks of `chunk` tokens each after `done` tokens
+    already computed, in one step (steps = 0: the caller counts the step)."""
+    return np.array([0.0, sequences * chunk, sequences * chunk * (done + chunk / 2), 0.0, 0.0,
+                     0.0])
+
+
+def decode_features(sequences: float, context: float, steps: int = 1) -> np.ndarray:
+    """The summed features of `steps` decode steps of `sequences` sequences whose contexts sum
+    to `context` tokens at the first step and grow by one token each a step."""
+    return np.array([float(steps), 0.0, 0.0, float(sequences * steps),
+                     steps * context + sequences * steps * (steps - 1) / 2, 0.0])
+
+
+def static_batch_features(batch: int, longest: int, output: int) -> tuple[np.ndarray, np.ndarray]:
+    """The features of a static batch (transformers' `generate`): its prefill step, every
+    prompt padded to the `longest`, and its decode steps, every sequence run to `output`
+    tokens. The prefill carries the call's overhead."""
+    prefill = prefill_features(longest, 0, batch) + CALL
+    prefill[0] = 1
+    return prefill, decode_features(batch, batch * (longest + 1), output - 1)
+
+
+@dataclass
+class StepCost:
+    """A fitted step-cost model of one model x engine x GPU (x TP x software): seconds and
+    joules above idle per unit of each of FEATURES, the card's idle power, the batching policy
+    the engine ran with, and how well the model fitted and predicted measured points."""
+
+    model: str
+    engine: str
+    gpu: str  # the card's name as measured (NVML)
+    time_s: list[float]  # s per unit of each feature
+    active_j: list[float]  # J above idle per unit of each feature
+    idle_w: float  # the card's idle power, measured at the runs' starts
+    batching: dict  # the engine's policy as measured (infergy.estimate.simulate.policy_of)
+    busy_w: float = 0.0  # W above idle while a step runs, beside the work's own energy
+    tp: int = 1
+    software: dict = field(default_factory=dict)  # torch, transformers, vllm: as measured
+    fit: dict = field(default_factory=dict)  # points used, residuals (infergy.estimate.fit)
+    sources: list[str] = field(default_factory=list)  # the stores it was fitted from
+
+    def __post_init__(self):
+        self._t = np.asarray(self.time_s, dtype=float)
+        self._e = np.asarray(self.active_j, dtype=float)
+
+    def time(self, features: np.ndarray) -> float:
+        """Seconds of steps whose features sum to `features`."""
+        return float(self._t @ features)
+
+    def active_energy(self, features: np.ndarray, seconds: float) -> float:
+        """Joules above idle of steps whose features sum to `features` and that take
+        `seconds`."""
+        return float(self._e @ features) + self.busy_w * seconds
+
+    def per_step_s(self, decode_seqs: float, context: float) -> tuple[float, float]:
+        """A decode step's time as a + b x j at the j-th step (from 0) of a stretch whose
+        contexts sum to `context` at its first step: (a, b) in s."""
+        t = self._t
+        return float(t[0] + t[3] * decode_seqs + t[4] * context), float(t[4] * decode_seqs)
+
+    def to_dict(self) -> dict:
+        """JSON-ready data, what `from_dict` reads back."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> StepCost:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})

@@ -1,0 +1,153 @@
+"""The serving simulator against hand-computed cases, and the step-cost fit recovering known
+coefficients from synthetic points."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from infergy.estimate.continuous import Continuous
+from infergy.estimate.fit import Measured, Window, fit_step_cost, point_features
+from infergy.estimate.simulate import SimulationError, Static, simulate
+from infergy.estimate.steps import FEATURES, StepCost
+
+# s per step, per prompt token, per attention pair, per decoding sequence, per context token,
+# per engine call
+TIME = [0.01, 1e-4, 1e-7, 1e-3, 1e-6, 0.005]
+ENERGY = [1.0, 0.02, 1e-5, 0.1, 1e-4, 0.5]
+IDLE_W, BUSY_W = 70.0, 200.0
+
+
+def cost(batching: dict | None = None, **kw) -> StepCost:
+    """A step-cost model of known coefficients (a test double: no card behind it)."""
+    batching = batching or {"kind": "continuous", "kv_blocks": 10_000, "block_size": 16,
+                            "max_num_seqs": 256, "max_num_batched_tokens": 4096}
+    return StepCost("tiny", kw.get("engine", "vllm"), "test card", TIME, ENERGY, IDLE_W,
+                    batching, busy_w=BUSY_W)
+
+
+def t_of(f) -> float:
+    return float(np.dot(TIME, f))
+
+
+def test_one_request_offline_by_hand():
+    """I = 10, O = 3: one call, a prefill step (10 tokens, 50 pairs) giving the first token,
+    then two decode steps reading 11 and 12 tokens."""
+    s = simulate(cost(), np.array([10]), np.array([3]))
+    call = TIME[5]
+    prefill = TIME[0] + 10 * TIME[1] + 50 * TIME[2]
+    decode = 2 * TIME[0] + 2 * TIME[3] + 23 * TIME[4]
+    assert s.time_s == pytest.approx(call + prefill + decode)
+    assert s.ttft_s[0] == pytest.approx(call + prefill)
+    assert s.steps == 3
+    features = [3, 10, 50, 2, 23, 1]
+    assert s.energy_j == pytest.approx(np.dot(ENERGY, features) + BUSY_W * s.time_s
+                                       + IDLE_W * s.time_s)
+    assert s.idle_s == 0 and s.j_per_output_token == pytest.approx(s.energy_j / 3)
+
+
+def test_two_requests_share_their_steps():
+    """Two prompts of 4 tokens in one prefill step (8 tokens, 2 x 8 pairs), then one decode
+    step of both (reading 5 + 5)."""
+    s = simulate(cost(), np.array([4, 4]), np.array([2, 2]))
+    assert s.steps == 2
+    assert s.time_s == pytest.approx(TIME[5] + 2 * TIME[0] + 8 * TIME[1] + 16 * TIME[2]
+                                     + 2 * TIME[3] + 10 * TIME[4])
+    assert s.e2e_s[0] == s.e2e_s[1] == pytest.approx(s.time_s)
+
+
+def test_a_token_budget_chunks_a_long_prompt():
+    """A prompt of 10,000 tokens with a budget of 4,096: three steps of prefill (4,096, 4,096,
+    1,808); its attention pairs sum to I^2 / 2 whatever the chunks."""
+    s = simulate(cost(), np.array([10_000]), np.array([1]))
+    assert s.steps == 3
+    f = point_features(cost().batching, 1, 10_000, 1)
+    assert f[1] == 10_000 and f[2] == pytest.approx(10_000**2 / 2)
+
+
+def test_a_full_kv_cache_preempts_the_last_request_and_both_finish():
+    """Blocks of one token, 12 of them: two requests of 4 + 4 are admitted (8 blocks), their
+    decodes outgrow the cache, the later one is preempted and computed again after."""
+    policy = Continuous(kv_blocks=12, max_num_batched_tokens=4096, max_num_seqs=8,
+                        block_size=1)
+    s = simulate(cost(), np.array([4, 4]), np.array([6, 6]), policy=policy)
+    assert s.preemptions >= 1
+    assert s.requests == 2 and not np.isnan(s.e2e_s).any()
+    assert s.e2e_s[1] > s.e2e_s[0]
+    # Recomputing costs prompt tokens beyond the two prompts
+    alone = simulate(cost(), np.array([4, 4]), np.array([6, 6]))
+    assert s.energy_j > alone.energy_j
+
+
+def test_a_request_longer_than_the_whole_cache_is_left_out_and_said():
+    policy = Continuous(kv_blocks=4, max_num_batched_tokens=4096, max_num_seqs=8, block_size=16)
+    s = simulate(cost(), np.array([100, 8]), np.array([8, 8]), policy=policy)
+    assert s.refused == 1 and s.requests == 1
+    assert "left out" in s.notes[0]
+
+
+def test_idle_gaps_between_arrivals_cost_idle_power():
+    """Two requests 100 s apart: the card idles between them at its idle power."""
+    one = simulate(cost(), np.array([10]), np.array([3]))
+    s = simulate(cost(), np.array([10, 10]), np.array([3, 3]), np.array([0.0, 100.0]))
+    assert s.time_s == pytest.approx(100 + one.time_s - TIME[5], rel=1e-9)  # no call online
+    assert s.idle_s == pytest.approx(s.time_s - s.busy_s)
+    assert s.idle_energy_j == pytest.approx(IDLE_W * s.idle_s)
+    assert s.inflight_s[0] == pytest.approx(s.idle_s)
+    assert s.idle_share > 0.99
+
+
+def test_a_decode_stretch_in_closed_form_equals_its_steps_one_by_one():
+    """B = 3, I = 5, O = 6: one prefill step, then 5 decode steps of 3 sequences whose
+    contexts are 6, 7, ... 10 each."""
+    f = point_features(cost().batching, 3, 5, 6)
+    by_hand = np.zeros(len(FEATURES))
+    by_hand += [1, 15, 3 * 5 * 2.5, 0, 0, 1]
+    for k in range(5):
+        by_hand += [1, 0, 0, 3, 3 * (6 + k), 0]
+    assert f == pytest.approx(by_hand)
+
+
+def test_static_batches_pad_to_the_longest_prompt_and_output():
+    """transformers' generate: 2 prompts of 3 and 7 tokens, outputs 2 and 5: one prefill step
+    of 2 x 7 tokens, then 4 decode steps of 2 sequences reading 8 ... 11 each."""
+    static = cost({"kind": "static", "batch": 8}, engine="hf-eager")
+    s = simulate(static, np.array([3, 7]), np.array([2, 5]), batches=[np.array([0, 1])])
+    features = np.array([5, 14, 2 * 7 * 3.5, 8, 2 * (8 + 9 + 10 + 11), 1])
+    assert s.time_s == pytest.approx(t_of(features))
+    assert s.generated_tokens == 10 and s.output_tokens == 7
+    online = simulate(static, np.array([3, 7, 5]), np.array([2, 5, 3]),
+                      np.array([0.0, 0.0, 50.0]), policy=Static(2))
+    assert online.idle_s > 0 and online.requests == 3
+
+
+def test_requests_need_a_token_in_and_out():
+    with pytest.raises(SimulationError, match="at least one input and one output"):
+        simulate(cost(), np.array([0]), np.array([3]))
+
+
+@pytest.mark.parametrize("batching", [
+    {"kind": "static", "batch": 64},
+    {"kind": "continuous", "kv_blocks": 50_000, "block_size": 16, "max_num_seqs": 1024,
+     "max_num_batched_tokens": 16384}])
+def test_the_fit_recovers_known_coefficients_from_synthetic_points(batching):
+    """Points of a card whose steps cost exactly the known coefficients (a synthetic card):
+    the fit gives them back, and predicts every point to within rounding."""
+    true = cost(batching)
+    windows = []
+    for b in (1, 4, 64):
+        for i in (32, 512, 4096):
+            for o in (8, 64, 512):
+                f, p = point_features(batching, b, i, o), point_features(batching, b, i, 1)
+                t, tp = true.time(f), true.time(p)
+                windows.append(Window(b, i, o, "max" if b == 64 else str(b), t,
+                                      true.active_energy(f, t) + IDLE_W * t,
+                                      true.active_energy(f, t), tp, true.active_energy(p, tp),
+                                      IDLE_W, f"p{b}-{i}-{o}", 1 if t > 1 else 50))
+    data = Measured("tiny", "vllm", "test card", windows, batching, IDLE_W, {}, [])
+    fitted = fit_step_cost(data)
+    used = [k for k in range(len(FEATURES)) if np.any([point_features(batching, w.batch,
+            w.input_tokens, w.output_tokens)[k] for w in windows])]
+    assert np.array(fitted.time_s)[used] == pytest.approx(np.array(TIME)[used], rel=1e-6)
+    assert fitted.fit["summary"]["all"]["energy_error"]["max"] < 1e-6
+    assert fitted.fit["summary"]["all"]["time_error"]["max"] < 1e-6
