@@ -453,17 +453,20 @@ def test_the_offline_table_fits_a_terminal_of_80_columns(monkeypatch):
 
     screen = io.StringIO()
     monkeypatch.setattr(cli_replay, "out", Console(file=screen, width=80))
-    errors = {"binned": -0.0922, "whole_batches": 6.803, "interpolated": -0.3487}
+    errors = {"simulated": -0.0077, "binned": -0.0922, "whole_batches": 6.803,
+              "interpolated": -0.3487}
     results = [ReplayResult("azure-code-2023", "llama-3.1-8b", "vllm", batching,
                             requests=512, output_tokens=12949, energy_j=energy, time_s=time,
                             padding_tokens=padding,
-                            estimate={"binned_j": 29367.8, "errors": errors})
+                            estimate={"simulated_j": 32100.4, "binned_j": 29367.8,
+                                      "errors": errors})
                for batching, energy, time, padding in (("binned", 32348.9, 55.2, 3256),
                                                        ("natural", 35701.7, 57.1, 79371))]
     cli_replay._print(results, "azure-code-2023", "llama-3.1-8b", "vllm")
     table = screen.getvalue().split("req.: ")[0]
     assert "…" not in table
-    assert "32.35" in table and "29.37" in table and "+680.3%" in table and "-34.9%" in table
+    assert "32.35" in table and "32.1" in table and "-0.8%" in table and "-9.2%" in table
+    assert "+680.3%" in table
     # A replay that stopped early: starred, its figures whole, its status in a note.
     results[1].status = "interrupted"
     screen.seek(0)

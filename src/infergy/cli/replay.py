@@ -287,8 +287,8 @@ def _print(results, trace: str, model: str, engine: str) -> None:
     # early is starred, its status in the notes below: in the cell it would cut it short.
     table = Table(title=f"{trace} replayed offline on {model}, {engine}", title_justify="left",
                   show_edge=False)
-    for col in ("batching", "req.", "time", "pad", "kJ", "est. kJ", "error", "whole",
-                "interp."):
+    for col in ("batching", "req.", "time", "pad", "kJ", "sim. kJ", "error", "study",
+                "whole"):
         table.add_column(col, justify="left" if col == "batching" else "right", no_wrap=True)
     for r in results:
         est = r.estimate or {}
@@ -298,9 +298,9 @@ def _print(results, trace: str, model: str, engine: str) -> None:
             r.batching + ("" if r.status == "ok" else "*"), str(r.requests),
             f"{r.time_s:.1f} s",
             f"{r.padding_tokens / generated:.0%}" if generated else "-",
-            kj(r.energy_j), kj(est.get("binned_j")),
-            _pct(errors.get("binned")), _pct(errors.get("whole_batches")),
-            _pct(errors.get("interpolated")))
+            kj(r.energy_j), kj(est.get("simulated_j")),
+            _pct(errors.get("simulated")), _pct(errors.get("binned")),
+            _pct(errors.get("whole_batches")))
     out.print(table)
     notes = []
     for r in results:
@@ -314,10 +314,10 @@ def _print(results, trace: str, model: str, engine: str) -> None:
     for text in dict.fromkeys(notes):
         err.print(f"infergy: {text}")
     out.print("[dim]req.: requests replayed; pad: generated tokens past a request's own "
-              "length (static batches); kJ: GPU energy of the whole replay; est.: the estimate "
-              "by the study's formula (N / B) for the same requests; error: estimate / measured - "
-              "1; whole: the error with every partial batch charged as a full one; interp.: "
-              "the error of infergy's interpolation[/]")
+              "length (static batches); kJ: GPU energy of the whole replay; sim.: the same "
+              "batches simulated over the step-cost model fitted to the profile (predicted); "
+              "error: simulated / measured - 1; study: the error of the study's formula (N / "
+              "B); whole: of it with every partial batch charged as a full one[/]")
 
 
 def _pct(value: float | None) -> str:

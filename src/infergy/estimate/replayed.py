@@ -3,12 +3,17 @@ measures."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from infergy.estimate.binned import estimate
+from infergy.estimate.replays import simulate_replay
+from infergy.estimate.served import step_model
+from infergy.estimate.simulate import SimulationError
 from infergy.profile.load import (
+    EstimateError,
     MissingPoints,
     Profile,
     load_card_profile,
@@ -28,19 +33,32 @@ class ReplayEstimate:
         sub = Trace(workload.name, workload.input_tokens[requests],
                     workload.output_tokens[requests])
         self.profile, self.missing, self.estimate = profile, None, None
+        self.workload = workload
         try:
             self.estimate = estimate(sub, grid.assign(sub.input_tokens, sub.output_tokens),
                                      profile)
         except MissingPoints as e:
             self.missing = str(e)
 
+    def _simulated(self, result) -> float | None:
+        """The simulator on the batches the replay ran, over the step-cost model fitted to the
+        profile's points (infergy.estimate.served); None where it cannot be made."""
+        p = self.profile
+        try:
+            cost = step_model(tuple(p.sources), p.model, p.engine, p.gpu)[0]
+            return simulate_replay(cost, {**asdict(result), "mode": "offline"},
+                                   self.workload).energy_j
+        except (EstimateError, SimulationError):
+            return None
+
     def compare(self, result) -> dict:
         """The estimate against a replay's result (its `energy_j` and `status`): the profile's
-        GPU and stores, the binned, whole-batches and interpolated estimates in J, and each
-        one's error (estimate / measured - 1; None where the replay measured no energy or did
-        not finish)."""
+        GPU and stores, the simulated (None where it cannot be made), binned, whole-batches and
+        interpolated estimates in J, and each one's error (estimate / measured - 1; None where
+        the replay measured no energy or did not finish)."""
         e = self.estimate
-        figures = {"binned_j": e.energy_j, "whole_batches_j": e.energy_whole_batches_j,
+        figures = {"simulated_j": self._simulated(result), "binned_j": e.energy_j,
+                   "whole_batches_j": e.energy_whole_batches_j,
                    "interpolated_j": e.interpolated_j}
         measured = result.energy_j if result.status == "ok" else None
         return {"profile_gpu": self.profile.gpu, "profiles": self.profile.sources, **figures,
