@@ -87,35 +87,34 @@ def run_continuous(cost: StepCost, policy: Continuous, arrival_s: np.ndarray,
     return clock
 
 
+# The running requests' columns: id, KV tokens computed, tokens known but not yet computed
+# (1 for a decoding request: the token it sampled last), tokens still to sample, tokens to
+# sample in all, KV blocks held.
+RID, COMP, NEED, REM, OUT, BLOCKS = range(6)
+
+
 class _Scheduler:
     def __init__(self, cost: StepCost, policy: Continuous, clock: Clock):
         self.cost, self.p, self.clock = cost, policy, clock
-        cap = policy.max_num_seqs
-        # The running requests, in admission order: ids, KV tokens computed, tokens known
-        # (prompt + sampled), tokens sampled, tokens to sample in all, KV blocks held.
-        self.rid = np.zeros(cap, dtype=np.int64)
-        self.comp = np.zeros(cap, dtype=np.int64)
-        self.known = np.zeros(cap, dtype=np.int64)
-        self.gen = np.zeros(cap, dtype=np.int64)
-        self.out = np.zeros(cap, dtype=np.int64)
-        self.blocks = np.zeros(cap, dtype=np.int64)
+        self.s = np.zeros((policy.max_num_seqs, 6), dtype=np.int64)  # in admission order
         self.n = 0
         self.free = policy.kv_blocks
+        self.pending = False  # a running request has a prompt (part) to compute
         self.waiting: deque[tuple[int, int, int, int]] = deque()  # (id, prompt, sampled, out)
 
     def serve(self, arrival_s, input_tokens, output_tokens, ids) -> None:
         nxt, total = 0, len(arrival_s)
         clock = self.clock
+        arrival = arrival_s.tolist()
         while nxt < total or self.waiting or self.n:
-            while nxt < total and arrival_s[nxt] <= clock.now:
+            while nxt < total and arrival[nxt] <= clock.now:
                 self.waiting.append((int(ids[nxt]), int(input_tokens[nxt]), 0,
                                      int(output_tokens[nxt])))
                 nxt += 1
             if not self.n and not self.waiting:
-                clock.wait_until(float(arrival_s[nxt]))
+                clock.wait_until(arrival[nxt])
                 continue
-            coming = float(arrival_s[nxt]) if nxt < total else None
-            if not self._stretch(coming):
+            if not self._stretch(arrival[nxt] if nxt < total else None) and not self._admit():
                 self._step()
 
     def _blocks(self, tokens):
@@ -124,44 +123,94 @@ class _Scheduler:
     def _stretch(self, coming: float | None) -> bool:
         """Run decode-only steps up to the next event in one go; False where the next step
         is not decode-only (a prompt to compute, a request to admit, a preemption)."""
-        n = self.n
-        if not n or self.p.max_num_seqs < n or n > self.p.max_num_batched_tokens:
+        n, p = self.n, self.p
+        if not n or self.pending or n > p.max_num_batched_tokens:
             return False
-        comp, known = self.comp[:n], self.known[:n]
-        if (known - comp != 1).any():
-            return False
-        if self.waiting and n < self.p.max_num_seqs:
+        bs, s = p.block_size, self.s[:n]
+        comp = s[:, COMP]
+        if self.waiting and n < p.max_num_seqs:
             _, prompt, sampled, _ = self.waiting[0]
-            after = self._blocks(comp + 1).sum() - self.blocks[:n].sum()
-            if self._blocks(prompt + sampled) <= self.free - after:
+            after = int((-(-(comp + 1) // bs)).sum()) - (p.kv_blocks - self.free)
+            if -(-(prompt + sampled) // bs) <= self.free - after:
                 return False  # it is admitted at the next step
-        k = int((self.out[:n] - self.gen[:n]).min())
-        k = self._fits(k)
-        if k < 1:
-            return False
-        context = float((comp + 1).sum())
+        rem = s[:, REM]
+        last = k = int(rem.min())
+        if n * -(-k // bs) > self.free:  # else the blocks of k more tokens surely fit
+            k = self._fits(k)
+            if k < 1:
+                return False
+        context = float(comp.sum() + n)
         a, b = self.cost.per_step_s(n, context)
-        if coming is not None and n < self.p.max_num_seqs:
+        if coming is not None and n < p.max_num_seqs:
             k = min(k, _steps_to_reach(a, b, coming - self.clock.now))
-        features = decode_features(n, context, k)
-        self.clock.run(features, a * k + b * k * (k - 1) / 2, n + len(self.waiting))
-        self.comp[:n] += k
-        self.known[:n] += k
-        self.gen[:n] += k
-        new = self._blocks(self.comp[:n])
-        self.free -= int((new - self.blocks[:n]).sum())
-        self.blocks[:n] = new
+        self.clock.run(decode_features(n, context, k), a * k + b * k * (k - 1) / 2,
+                       n + len(self.waiting))
+        comp += k
+        rem -= k
+        blocks = -(-comp // bs)
+        s[:, BLOCKS] = blocks
+        self.free = p.kv_blocks - int(blocks.sum())
+        if k == last:
+            self._finish()
+        return True
+
+    def _admit(self) -> bool:
+        """The usual step with something to admit, in fewer operations than `_step`: every
+        running request decoding, their blocks free, waiting requests admitted. False where
+        the step is not that one (a prompt part to compute, a preemption to make)."""
+        n, p = self.n, self.p
+        if self.pending or n >= p.max_num_seqs or n >= p.max_num_batched_tokens:
+            return False
+        s = self.s[:n]
+        held = p.kv_blocks - self.free
+        grown = self._blocks(s[:, COMP] + 1)
+        free = self.free - (int(grown.sum()) - held)
+        if free < 0:
+            return False
+        s[:, BLOCKS] = grown
+        self.free = free
+        budget = p.max_num_batched_tokens - n
+        context = float(s[:, COMP].sum() + n)
+        tokens = pairs = 0.0
+        first = []
+        m = n
+        while self.waiting and m < p.max_num_seqs and budget > 0:
+            rid, prompt, sampled, out = self.waiting[0]
+            known = prompt + sampled
+            if self._blocks(known) > self.free:
+                break
+            self.waiting.popleft()
+            chunk = min(known, budget)
+            blocks = int(self._blocks(chunk))
+            self.free -= blocks
+            tokens += chunk
+            pairs += chunk * chunk / 2
+            budget -= chunk
+            if chunk == known:  # the whole prompt: a token sampled at the end of the step
+                self.s[m] = (rid, chunk, 1, out - sampled - 1, out, blocks)
+                if not sampled:
+                    first.append(rid)
+            else:
+                self.s[m] = (rid, chunk, known - chunk, out - sampled, out, blocks)
+                self.pending = True
+            m += 1
+        features = np.array([1.0, tokens, pairs, n, context, 0.0])
+        self.clock.run(features, self.cost.time(features), m + len(self.waiting))
+        s[:, COMP] += 1
+        s[:, REM] -= 1
+        self.n = m
+        if first:
+            self.clock.first_token[first] = self.clock.now
         self._finish()
         return True
 
     def _fits(self, k: int) -> int:
         """The most decode steps, at most `k`, before the running requests' blocks outgrow
         the cache."""
-        n = self.n
-        held = self.blocks[:n].sum() + self.free
+        comp, held = self.s[:self.n, COMP], self.p.kv_blocks
 
         def used(j):
-            return self._blocks(self.comp[:n] + j).sum()
+            return self._blocks(comp + j).sum()
         if used(k) <= held:
             return k
         lo, hi = 0, k  # used(lo) fits, used(hi) does not
@@ -172,14 +221,13 @@ class _Scheduler:
 
     def _step(self) -> None:
         """One step exactly as the scheduler makes it."""
-        p, n = self.p, self.n
-        need = self.known[:n] - self.comp[:n]
-        before = np.cumsum(need) - need
-        take = np.clip(p.max_num_batched_tokens - before, 0, need)
+        p = self.p
+        need = self.s[:self.n, NEED]
+        take = np.clip(p.max_num_batched_tokens - (np.cumsum(need) - need), 0, need)
         preempted = self._allocate(take)
         n = self.n
-        take = take[:n]
-        budget = p.max_num_batched_tokens - int(take.sum())
+        takes = [take[:n]]
+        budget = p.max_num_batched_tokens - int(takes[0].sum())
         while not preempted and self.waiting and n < p.max_num_seqs and budget > 0:
             rid, prompt, sampled, out = self.waiting[0]
             known = prompt + sampled
@@ -188,71 +236,74 @@ class _Scheduler:
             self.waiting.popleft()
             chunk = min(known, budget)
             held = int(self._blocks(chunk))
-            self.rid[n], self.comp[n], self.known[n] = rid, 0, known
-            self.gen[n], self.out[n], self.blocks[n] = sampled, out, held
+            self.s[n] = (rid, 0, known, out - sampled, out, held)
             self.free -= held
-            take = np.append(take, chunk)
+            takes.append(np.array([chunk]))
             budget -= chunk
             n = self.n = n + 1
+        take = np.concatenate(takes) if len(takes) > 1 else takes[0]
         if not take.any():
             return  # everything was preempted: the next step admits again
-        comp, gen = self.comp[:n], self.gen[:n]
-        prefill = (self.known[:n] - comp > 1) | (gen == 0)
+        s = self.s[:n]
+        comp = s[:, COMP]
+        fresh = s[:, REM] == s[:, OUT]  # nothing sampled yet
+        prefill = (s[:, NEED] > 1) | fresh
         tp = np.where(prefill, take, 0)
         decoding = ~prefill & (take > 0)
         features = np.array([1.0, float(tp.sum()), float((tp * (comp + tp / 2)).sum()),
                              float(decoding.sum()), float((comp + 1)[decoding].sum()), 0.0])
         self.clock.run(features, self.cost.time(features), n + len(self.waiting))
-        comp += take
-        caught = (comp == self.known[:n]) & (take > 0)
-        first = caught & (gen == 0)
-        self.clock.first_token[self.rid[:n][first]] = self.clock.now
-        gen += caught
-        self.known[:n] += caught
+        s[:, COMP] += take
+        s[:, NEED] -= take
+        caught = (s[:, NEED] == 0) & (take > 0)  # every known token computed: one sampled
+        self.clock.first_token[s[caught & fresh, RID]] = self.clock.now
+        s[:, REM] -= caught
+        s[:, NEED] += caught
         self._finish()
+        self.pending = bool((self.s[:self.n, NEED] != 1).any())
 
     def _allocate(self, take: np.ndarray) -> bool:
         """The running requests' blocks for this step's tokens, in order; where the cache
         is full, the last running request is preempted until the request fits (or is the one
         preempted). True where one was."""
-        n = self.n
-        want = self._blocks(self.comp[:n] + take) - self.blocks[:n]
+        s = self.s[:self.n]
+        want = self._blocks(s[:, COMP] + take) - s[:, BLOCKS]
         if int(want.sum()) <= self.free:
             self.free -= int(want.sum())
-            self.blocks[:n] += want
+            s[:, BLOCKS] += want
             return False
         i = 0
         while i < self.n:
-            nb = int(self._blocks(self.comp[i] + take[i]) - self.blocks[i])
+            nb = int(self._blocks(self.s[i, COMP] + take[i]) - self.s[i, BLOCKS])
             while nb > self.free and self.n > i:
                 self._preempt(self.n - 1)
             if i >= self.n:
                 break
             self.free -= nb
-            self.blocks[i] += nb
+            self.s[i, BLOCKS] += nb
             i += 1
         return True
 
     def _preempt(self, i: int) -> None:
         """Back to the front of the queue, its blocks freed, its tokens to compute again."""
-        self.waiting.appendleft((int(self.rid[i]), int(self.known[i] - self.gen[i]),
-                                 int(self.gen[i]), int(self.out[i])))
-        self.free += int(self.blocks[i])
+        rid, comp, need, rem, out, blocks = (int(x) for x in self.s[i])
+        sampled = out - rem
+        self.waiting.appendleft((rid, comp + need - sampled, sampled, out))
+        self.free += blocks
         self.n -= 1
         self.clock.preemptions += 1
 
     def _finish(self) -> None:
         n = self.n
-        done = self.gen[:n] >= self.out[:n]
+        s = self.s[:n]
+        done = s[:, REM] <= 0
         if not done.any():
             return
-        self.clock.end[self.rid[:n][done]] = self.clock.now
-        self.free += int(self.blocks[:n][done].sum())
-        keep = ~done
-        m = int(keep.sum())
-        for a in (self.rid, self.comp, self.known, self.gen, self.out, self.blocks):
-            a[:m] = a[:n][keep]
-        self.n = m
+        self.clock.end[s[done, RID]] = self.clock.now
+        self.free += int(s[done, BLOCKS].sum())
+        kept = s[~done]
+        self.n = len(kept)
+        self.s[:self.n] = kept
 
 
 def _steps_to_reach(a: float, b: float, gap: float) -> int:
