@@ -3,13 +3,19 @@ coefficients from synthetic points."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from infergy.estimate.continuous import Continuous
 from infergy.estimate.fit import Measured, Window, fit_step_cost, point_features
+from infergy.estimate.replays import predict_replay, replay_engine
 from infergy.estimate.simulate import SimulationError, Static, simulate
 from infergy.estimate.steps import FEATURES, StepCost
+from infergy.store import Store
+from infergy.workloads import get_trace
 
 # s per step, per prompt token, per attention pair, per decoding sequence, per context token,
 # per engine call
@@ -151,3 +157,26 @@ def test_the_fit_recovers_known_coefficients_from_synthetic_points(batching):
     assert np.array(fitted.time_s)[used] == pytest.approx(np.array(TIME)[used], rel=1e-6)
     assert fitted.fit["summary"]["all"]["energy_error"]["max"] < 1e-6
     assert fitted.fit["summary"]["all"]["time_error"]["max"] < 1e-6
+
+
+REPLAYS = Path(__file__).parents[1] / "docs" / "measurements"
+
+
+@pytest.mark.parametrize("store", ["2026-11-27-h100-b1-and-vllm-replay/replay-h100.db",
+                                   "2026-11-26-h100-x2-replay/replay-h100.db"])
+def test_vllm_s_measured_h100_replays_are_predicted_within_10_percent(store):
+    """The shipped H100 profile's vLLM model on what each measured vLLM run ran (offline
+    batches rebuilt from the trace, online requests at their send times): the issue's 10%."""
+    trace = get_trace("azure-code-2023")
+    with Store(REPLAYS / store, create=False, read_only=True) as db:
+        runs = [json.loads(r["result"]) for r in db.replays()]
+    checked = 0
+    for run in runs:
+        if replay_engine(run) != "vllm":
+            continue
+        predicted, why = predict_replay(run, "llama-3.1-8b", trace=trace)
+        assert why is None
+        assert predicted.energy_j == pytest.approx(run["energy_j"], rel=0.10)
+        assert predicted.time_s == pytest.approx(run["time_s"], rel=0.05)
+        checked += 1
+    assert checked >= 2

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from infergy.cli.app import LogsToStderr, app, argv, err, fail, fmt, note, out, status
 from infergy.engines import Decoding, EngineError, UnknownEngineError, engine_class
-from infergy.estimate import EstimateError, replay_estimate
+from infergy.estimate import EstimateError, predict_replay, replay_estimate
 from infergy.meter import visible_gpu_models
 from infergy.models import UnknownGpuError, UnknownModelError, get_model
 from infergy.plan import (
@@ -154,7 +154,8 @@ def replay(
             ReplayError, ParallelError) as e:
         raise fail(str(e)) from None
     if mode == "online":  # --tp None there: an --endpoint's GPUs are every visible one
-        return _online(workload, requests, spec, serving, sample, seed, db, idle_s, as_json)
+        return _online(workload, requests, spec, serving, sample, seed, db, idle_s, as_json,
+                       profile)
     how = OfflineReplay(model, engine, device=device, tp=tp or 1, dtype=dtype,
                         engine_options=engine_option or [], idle_s=idle_s, seed=seed,
                         warmup=warmup, db=db, stored={
@@ -211,7 +212,8 @@ def _offline(ctx, workload, binned, requests, spec, how: OfflineReplay, kinds: l
 
 
 def _online(workload, requests, spec, serving: Serving, sample: int | None, seed: int,
-            db: Path | None, idle_s: float, as_json: bool) -> None:
+            db: Path | None, idle_s: float, as_json: bool,
+            profile: list[Path] | None = None) -> None:
     """`--mode online`: the requests sent to the endpoint, this host's GPUs measured."""
     try:
         with LogsToStderr(as_json) as logs:  # a server started here logs to stderr too
@@ -221,12 +223,33 @@ def _online(workload, requests, spec, serving: Serving, sample: int | None, seed
                                    status=err.status)
     except (ServeError, StoreError, RunError) as e:
         raise fail(str(e)) from None
+    measured = result.to_dict()
+    predicted, why = (predict_replay(measured, spec.name, profile or None)
+                      if result.status == "ok" and result.completed else (None, None))
     if as_json:
-        out.print_json(json.dumps(result.to_dict(), default=str))
+        simulated = {"simulated": predicted.to_dict() if predicted else {"none": why}}
+        out.print_json(json.dumps({**measured, **simulated}, default=str))
     else:
         _print_online(result)
+        _print_predicted(result, predicted, why)
     if result.status != "ok":
         raise typer.Exit(130)
+
+
+def _print_predicted(r, predicted, why: str | None) -> None:
+    """The simulator's prediction of the same requests at the same send times, beside what
+    was measured."""
+    if predicted is None:
+        if why:
+            err.print(f"infergy: no simulated estimate: {why}")
+        return
+    error = (f" ({predicted.energy_j / r.energy_j - 1:+.1%} against the measured)"
+             if r.energy_j else "")
+    p = predicted.latency()["ttft_s"] or {}
+    out.print(f"Simulated (predicted, the step-cost model of {predicted.engine} on "
+              f"{predicted.gpu}): {predicted.energy_j:.4g} J{error} in {predicted.time_s:.1f} "
+              f"s, TTFT p50 {p.get('p50', float('nan')) * 1000:.1f} ms, idle "
+              f"{predicted.idle_share:.0%}.")
 
 
 def _print_online(r) -> None:

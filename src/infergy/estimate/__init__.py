@@ -24,6 +24,7 @@ from infergy.estimate.binned import J_PER_KWH, Estimate, estimate
 from infergy.estimate.cards import CardEstimate, Estimates, estimate_cards
 from infergy.estimate.fit import design, errors, fit_step_cost, measured
 from infergy.estimate.replayed import ReplayEstimate, replay_estimate
+from infergy.estimate.replays import predict_replay
 from infergy.estimate.served import Serving, Simulated
 from infergy.estimate.simulate import Served, simulate
 from infergy.estimate.steps import FEATURES, StepCost
@@ -43,7 +44,7 @@ __all__ = ["FEATURES", "J_PER_KWH", "CardEstimate", "Estimate", "EstimateError",
            "MissingPoints", "Profile", "ReplayEstimate", "Served", "Serving", "Simulated",
            "StepCost", "TraceEstimate", "design", "errors", "estimate", "estimate_cards",
            "estimate_trace", "estimate_workload", "fit_step_cost", "load_card_profile",
-           "load_profile", "measured", "replay_estimate", "shipped_profiles", "simulate",
-           "theoretical"]
+           "load_profile", "measured", "predict_replay", "replay_estimate", "shipped_profiles",
+           "simulate", "theoretical"]
 
 sys.modules[__name__].__class__ = CallablePackage  # infergy.estimate(...)

@@ -4,11 +4,15 @@ that the simulated energy can be set beside the measured one."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
+from infergy.estimate.served import step_model
 from infergy.estimate.simulate import Served, SimulationError, Static, policy_of, simulate
 from infergy.estimate.steps import StepCost
 from infergy.plan.batches import select_requests
+from infergy.profile.load import EstimateError, shipped_profiles
 from infergy.workloads import BinGrid, Trace
 
 
@@ -21,6 +25,24 @@ def replay_engine(replay: dict) -> str:
     served = replay.get("served_by") or (
         "vllm" if any("vllm" in str(part) for part in command) else replay["engine"])
     return f"{served}-eager" if served == "vllm" and "--enforce-eager" in command else served
+
+
+def predict_replay(replay: dict, model: str, stores: list[Path] | None = None,
+                   trace: Trace | None = None) -> tuple[Served | None, str | None]:
+    """The simulator on what a measured replay ran, over the step-cost model of its engine on
+    its card fitted to `stores` (default: the profiles shipped with infergy): (the simulated
+    run, None), or (None, why) where no model can be fitted or the run rebuilt."""
+    gpus = (replay.get("provenance") or {}).get("gpus") or []
+    card = gpus[0].get("model") if gpus else None
+    if card is None:
+        return None, "the run recorded no GPU"
+    engine = replay_engine(replay)
+    try:
+        cost = step_model(tuple(str(s) for s in stores or shipped_profiles()), model, engine,
+                          card)[0]
+        return simulate_replay(cost, replay, trace), None
+    except (EstimateError, SimulationError) as e:
+        return None, str(e)
 
 
 def simulate_replay(cost: StepCost, replay: dict, trace: Trace | None = None) -> Served:
