@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from infergy.estimate.continuous import Continuous, run_continuous
-from infergy.estimate.simulate import STATIC_ENGINES, Static, policy_of
+from infergy.estimate.simulate import CONTINUOUS_ENGINES, STATIC_ENGINES, Static, policy_of
 from infergy.estimate.steps import CALL, FEATURES, StepCost, static_batch_features
 from infergy.models import get_model
 from infergy.models.flops import kv_cache_bytes_per_token, weight_bytes
@@ -137,6 +137,9 @@ def _batching(model: str, engine: str, blocks, memory, seqs, windows) -> dict:
     vLLM's continuous batching with its measured KV cache otherwise."""
     if engine in STATIC_ENGINES:
         return {"kind": "static", "batch": max(w.batch for w in windows)}
+    if engine not in CONTINUOUS_ENGINES:
+        raise EstimateError(f"the simulator has no batching policy for {engine} yet (it has "
+                            f"{', '.join(STATIC_ENGINES + CONTINUOUS_ENGINES)})")
     spec = get_model(model)
     block_bytes = kv_cache_bytes_per_token(spec) * BLOCK_SIZE
     memory_bytes = (statistics.median(memory) if memory else 80) * 2**30
@@ -242,14 +245,17 @@ def errors(cost: StepCost, windows: list[Window], name: str = "errors") -> dict:
         measured_e = w.energy_j
         each.append({"point": w.point, "batch": w.batch, "batch_label": w.batch_label,
                      "input": w.input_tokens, "output": w.output_tokens,
+                     "window_s": w.time_s * w.runs,
                      "energy_error": None if not measured_e else e / measured_e - 1,
                      "time_error": t / w.time_s - 1})
     return {name: each, "summary": summarize(each)}
 
 
 def summarize(each: list[dict]) -> dict:
-    """Median and 90th percentile of |error| of energy and of time, over all the points and
-    by batch label ("1", "max", "other")."""
+    """Median and 90th percentile of |error| of energy and of time, over all the points, by
+    batch label ("1", "max", "other"), and over the points whose measured window lasted 1 s
+    or more ("window >= 1 s": the energy counter's 100 ms updates make a shorter window's
+    energy uncertain by 10% or more)."""
     def stats(rows):
         out = {"points": len(rows)}
         for key in ("energy_error", "time_error"):
@@ -261,6 +267,8 @@ def summarize(each: list[dict]) -> dict:
     for r in each:
         label = r["batch_label"] if r["batch_label"] in ("1", "max") else "other"
         groups.setdefault(label, []).append(r)
+        if r.get("window_s", 0) >= MIN_ENERGY_WINDOW_S:
+            groups.setdefault("window >= 1 s", []).append(r)
     return {k: stats(v) for k, v in groups.items()}
 
 

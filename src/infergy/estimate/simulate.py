@@ -25,6 +25,9 @@ from infergy.estimate.continuous import Clock, Continuous, run_continuous
 from infergy.estimate.steps import StepCost, static_batch_features
 
 STATIC_ENGINES = ("hf-eager", "hf-compiled")
+# hf-paged (transformers' continuous batching) sizes its cache and token budget per batch
+# shape (infergy.engines.paged): no policy of its own here yet.
+CONTINUOUS_ENGINES = ("vllm", "vllm-eager")
 # vLLM 0.26's OpenAI server on a card of 70 GiB or more (engine/arg_utils.py,
 # get_batch_defaults), and its default share of the card's memory (config/cache.py); infergy's
 # offline engine passes 0.9 (infergy.engines.vllm).
