@@ -156,11 +156,11 @@ def _print(result: TraceEstimate, detail: bool = False) -> None:
     served = escape(serving or "as the engine would")
     out.print(f"kWh: every request of the trace served {served}, simulated step by step over "
               f"a step-cost model fitted to the measured points (predicted, not measured); "
-              f"±p90: the 90th percentile of that model's energy error on measured "
-              f"points it was not fitted to (those measured over 1 s or more). J/tok: per "
-              f"output token. TTFT p90: time to first token. idle: share of the run with no "
-              f"request in flight. saving: less energy than {result.engines[0]}. study: the study's binned formula (N / B full "
-              f"batches of each bin's B = max), in kWh, for reproduction.")
+              f"±p90: the 90th percentile of that model's energy error on measured points it "
+              f"was not fitted to (those measured over 1 s or more). J/tok: per output token. "
+              f"TTFT p90: time to first token. idle: share of the run with no request in "
+              f"flight. saving: less energy than {result.engines[0]}. study: the study's binned "
+              f"formula (N / B full batches of each bin's B = max), in kWh, for reproduction.")
     if any(e.j_per_output_token is None for c in result.estimates.cards for e in c.estimates):
         out.print("J/tok: n/a, the requests in the bins generate no output token.")
     if detail:
