@@ -174,15 +174,8 @@ class _Scheduler:
         tokens = pairs = 0.0
         first = []
         m = n
-        while self.waiting and m < p.max_num_seqs and budget > 0:
-            rid, prompt, sampled, out = self.waiting[0]
-            known = prompt + sampled
-            if self._blocks(known) > self.free:
-                break
-            self.waiting.popleft()
-            chunk = min(known, budget)
-            blocks = int(self._blocks(chunk))
-            self.free -= blocks
+        while m < p.max_num_seqs and (head := self._admitted(budget)):
+            rid, known, sampled, out, chunk, blocks = head
             tokens += chunk
             pairs += chunk * chunk / 2
             budget -= chunk
@@ -203,6 +196,22 @@ class _Scheduler:
             self.clock.first_token[first] = self.clock.now
         self._finish()
         return True
+
+    def _admitted(self, budget: int) -> tuple[int, int, int, int, int, int] | None:
+        """The first waiting request, taken from the queue with the blocks of its first chunk
+        where budget is left and its whole prompt fits the free blocks: (id, tokens known,
+        tokens sampled, tokens to sample in all, chunk, blocks); None otherwise."""
+        if not self.waiting or budget <= 0:
+            return None
+        rid, prompt, sampled, out = self.waiting[0]
+        known = prompt + sampled
+        if self._blocks(known) > self.free:
+            return None
+        self.waiting.popleft()
+        chunk = min(known, budget)
+        blocks = int(self._blocks(chunk))
+        self.free -= blocks
+        return rid, known, sampled, out, chunk, blocks
 
     def _fits(self, k: int) -> int:
         """The most decode steps, at most `k`, before the running requests' blocks outgrow
@@ -228,16 +237,9 @@ class _Scheduler:
         n = self.n
         takes = [take[:n]]
         budget = p.max_num_batched_tokens - int(takes[0].sum())
-        while not preempted and self.waiting and n < p.max_num_seqs and budget > 0:
-            rid, prompt, sampled, out = self.waiting[0]
-            known = prompt + sampled
-            if self._blocks(known) > self.free:
-                break
-            self.waiting.popleft()
-            chunk = min(known, budget)
-            held = int(self._blocks(chunk))
+        while not preempted and n < p.max_num_seqs and (head := self._admitted(budget)):
+            rid, known, sampled, out, chunk, held = head
             self.s[n] = (rid, 0, known, out - sampled, out, held)
-            self.free -= held
             takes.append(np.array([chunk]))
             budget -= chunk
             n = self.n = n + 1
