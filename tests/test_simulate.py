@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from infergy.cli import app
 from infergy.estimate.continuous import Continuous
 from infergy.estimate.fit import Measured, Window, fit_step_cost, point_features
 from infergy.estimate.replays import predict_replay, replay_engine
@@ -180,3 +182,41 @@ def test_vllm_s_measured_h100_replays_are_predicted_within_10_percent(store):
         assert predicted.time_s == pytest.approx(run["time_s"], rel=0.05)
         checked += 1
     assert checked >= 2
+
+
+def test_make_run_s_estimate_prints_the_simulated_headline_beside_the_study_s():
+    """`make run`'s command on the shipped H100 profile: each engine's simulated kWh with its
+    band, latency and idle share, the study's formula as its own column (the figures of
+    docs/measurements.md, 2026-12-04)."""
+    result = CliRunner().invoke(app, ["estimate", "-t", "azure-code-2023", "-m",
+                                      "llama-3.1-8b", "-e", "hf-eager,vllm", "--json"])
+    assert result.exit_code == 0, result.output
+    hf, vllm = json.loads(result.output)["gpus"][0]["engines"]
+    assert vllm["serving"] == "online at the trace's own times"
+    assert vllm["simulated_kwh"] == pytest.approx(0.1957, rel=0.01)
+    assert vllm["kwh"] == pytest.approx(0.1317, rel=0.01)  # the study's formula
+    assert 0 < vllm["band"] < 0.10 and 0.5 < vllm["idle_share"] < 0.9
+    assert hf["simulated_kwh"] > vllm["simulated_kwh"]
+    table = CliRunner().invoke(app, ["estimate", "-t", "azure-code-2023", "-m", "llama-3.1-8b",
+                                     "--serving", "offline", "--detail"])
+    said = " ".join(table.output.split())
+    for column in ("±p90", "TTFT p90", "idle", "study", "whole", "interp"):
+        assert column in table.output
+    assert "served offline (every request at once), simulated step by step" in said
+    bad = CliRunner().invoke(app, ["estimate", "-t", "azure-code-2023", "-m", "llama-3.1-8b",
+                                   "--serving", "offline", "--rate", "4"])
+    assert bad.exit_code == 2 and "--rate: for --serving online" in bad.output
+
+
+def test_calibrate_writes_the_design_its_model_s_context_holds(tmp_path):
+    """tiny's context (2,048) holds inputs 32 and 256 with 512 tokens out: the design's spec
+    beside the store says so; a model too short for two inputs is refused, naming it."""
+    from infergy.cli.calibrate import _spec
+
+    spec = _spec("tiny", "hf-eager", tmp_path / "cal.db")
+    assert spec.name == "cal-calibration-tiny-hf-eager.yaml"
+    text = spec.read_text()
+    assert "- 32\n  - 256\n" in text and "8192" not in text and "- max" in text
+    bad = CliRunner().invoke(app, ["calibrate", "-m", "no-such-model", "-e", "vllm", "--db",
+                                   str(tmp_path / "x.db")])
+    assert bad.exit_code == 2 and "no-such-model" in bad.output
