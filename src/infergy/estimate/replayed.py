@@ -9,11 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from infergy.estimate.binned import estimate
-from infergy.estimate.replays import simulate_replay
-from infergy.estimate.served import step_model
-from infergy.estimate.simulate import SimulationError
+from infergy.estimate.replays import predict_replay
 from infergy.profile.load import (
-    EstimateError,
     MissingPoints,
     Profile,
     load_card_profile,
@@ -44,12 +41,9 @@ class ReplayEstimate:
         """The simulator on the batches the replay ran, over the step-cost model fitted to the
         profile's points (infergy.estimate.served); None where it cannot be made."""
         p = self.profile
-        try:
-            cost = step_model(tuple(p.sources), p.model, p.engine, p.gpu)[0]
-            return simulate_replay(cost, {**asdict(result), "mode": "offline"},
-                                   self.workload).energy_j
-        except (EstimateError, SimulationError):
-            return None
+        served, _ = predict_replay({**asdict(result), "mode": "offline"}, p.model,
+                                   [Path(s) for s in p.sources], self.workload, card=p.gpu)
+        return served.energy_j if served else None
 
     def compare(self, result) -> dict:
         """The estimate against a replay's result (its `energy_j` and `status`): the profile's

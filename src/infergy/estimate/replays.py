@@ -11,7 +11,7 @@ import numpy as np
 from infergy.estimate.served import step_model
 from infergy.estimate.simulate import Served, SimulationError, Static, policy_of, simulate
 from infergy.estimate.steps import StepCost
-from infergy.plan.batches import select_requests
+from infergy.plan.batches import plan_binned, plan_natural, select_requests
 from infergy.profile.load import EstimateError, shipped_profiles
 from infergy.workloads import BinGrid, Trace
 
@@ -28,12 +28,14 @@ def replay_engine(replay: dict) -> str:
 
 
 def predict_replay(replay: dict, model: str, stores: list[Path] | None = None,
-                   trace: Trace | None = None) -> tuple[Served | None, str | None]:
+                   trace: Trace | None = None,
+                   card: str | None = None) -> tuple[Served | None, str | None]:
     """The simulator on what a measured replay ran, over the step-cost model of its engine on
-    its card fitted to `stores` (default: the profiles shipped with infergy): (the simulated
-    run, None), or (None, why) where no model can be fitted or the run rebuilt."""
+    `card` (NVML's name; default: the card the run recorded) fitted to `stores` (default: the
+    profiles shipped with infergy): (the simulated run, None), or (None, why) where no model
+    can be fitted or the run rebuilt."""
     gpus = (replay.get("provenance") or {}).get("gpus") or []
-    card = gpus[0].get("model") if gpus else None
+    card = card or (gpus[0].get("model") if gpus else None)
     if card is None:
         return None, "the run recorded no GPU"
     engine = replay_engine(replay)
@@ -63,7 +65,7 @@ def simulate_replay(cost: StepCost, replay: dict, trace: Trace | None = None) ->
     batches = replay.get("batches") or []
     if not batches:
         raise SimulationError("the offline replay stored no batches")
-    policy = policy_of(cost, batch=max(b["size"] for b in batches))
+    policy = policy_of(cost)
     if isinstance(policy, Static):  # padded: a batch's shape is all its cost
         sizes = [b["size"] for b in batches]
         inputs = np.repeat([b["longest_input"] for b in batches], sizes)
@@ -76,38 +78,28 @@ def simulate_replay(cost: StepCost, replay: dict, trace: Trace | None = None) ->
 
 
 def _rebuild(replay: dict, batches: list[dict], trace: Trace):
-    """The replayed requests' lengths and each batch's indices into them."""
+    """The replayed requests' lengths and each batch's indices into them, planned again as
+    the replay planned them (infergy.plan.batches) from its selection and stored batch
+    sizes."""
     if trace is None:
         raise SimulationError("an offline replay needs its trace to rebuild its batches")
     selection = replay.get("selection") or {}
     binned = BinGrid.named("paper").assign(trace.input_tokens, trace.output_tokens)
     chosen = select_requests(binned, selection.get("sample"), selection.get("seed", 0))
     if replay.get("batching") == "binned":
-        queues: dict[tuple, list] = {}
-        grid = binned.grid
-        for r in chosen:
-            key = (grid.input_edges[binned.input_bin[r]], grid.output_edges[binned.output_bin[r]])
-            queues.setdefault(key, []).append(r)
-        order = []
-        for b in batches:
-            members = queues.get(tuple(b["bin"]), [])
-            order.append(members[:b["size"]])
-            queues[tuple(b["bin"])] = members[b["size"]:]
+        sizes: dict[tuple, int] = {}
+        for b in batches:  # a bin's first batch is full: its B
+            sizes.setdefault(tuple(b["bin"]), b["size"])
+        plan = plan_binned(trace, binned, chosen, lambda edge: sizes.get(edge, 1))
     else:
-        if trace.arrival_s is not None:
-            chosen = chosen[np.argsort(trace.arrival_s[chosen], kind="stable")]
-        order, k = [], 0
-        for b in batches:
-            order.append(list(chosen[k:k + b["size"]]))
-            k += b["size"]
-    groups, start = [], 0
-    for members, b in zip(order, batches, strict=True):
-        if (len(members) != b["size"]
-                or int(trace.input_tokens[members].max()) != b["longest_input"]
-                or int(trace.output_tokens[members].max()) != b["generated_per_prompt"]):
-            raise SimulationError("the replay's batches do not match its trace and selection "
-                                  "(another trace, grid or sample)")
-        groups.append(np.arange(start, start + len(members)))
-        start += len(members)
-    flat = np.concatenate([np.asarray(m, dtype=np.int64) for m in order])
+        plan = plan_natural(trace, chosen, batches[0]["size"])
+    if len(plan) != len(batches) or any(
+            (len(p.requests), max(p.input_tokens), p.generated_per_prompt)
+            != (b["size"], b["longest_input"], b["generated_per_prompt"])
+            for p, b in zip(plan, batches, strict=False)):
+        raise SimulationError("the replay's batches do not match its trace and selection "
+                              "(another trace, grid or sample)")
+    sizes_in_order = [len(p.requests) for p in plan]
+    flat = np.concatenate([np.asarray(p.requests, dtype=np.int64) for p in plan])
+    groups = np.split(np.arange(len(flat)), np.cumsum(sizes_in_order)[:-1])
     return trace.input_tokens[flat], trace.output_tokens[flat], groups

@@ -115,20 +115,16 @@ def _percentiles(values: np.ndarray) -> dict[str, float] | None:
     return {"p50": float(p50), "p90": float(p90), "p99": float(p99)}
 
 
-def policy_of(cost: StepCost, online: bool = False, **options) -> Static | Continuous:
+def policy_of(cost: StepCost, online: bool = False) -> Static | Continuous:
     """The engine's policy as its points were measured (`cost.batching`), or as vLLM's
-    server runs it (`online`: its own token budget and memory share), with `options`
-    (max_num_seqs, max_num_batched_tokens, kv_blocks, batch) given to the engine."""
+    server runs it (`online`: its own token budget and memory share)."""
     b = dict(cost.batching)
     if b.get("kind") == "static":
-        return Static(int(options.get("batch") or b["batch"]))
+        return Static(int(b["batch"]))
     if online:
         extra = (SERVER_MEMORY_SHARE - b["memory_share"]) * b["memory_bytes"]
         b["kv_blocks"] += int(extra // b["block_bytes"])
         b["max_num_batched_tokens"] = SERVER_BATCHED_TOKENS
-    for key in ("max_num_seqs", "max_num_batched_tokens", "kv_blocks"):
-        if options.get(key):
-            b[key] = int(options[key])
     return Continuous(int(b["kv_blocks"]), int(b["max_num_batched_tokens"]),
                       int(b["max_num_seqs"]), int(b["block_size"]))
 
