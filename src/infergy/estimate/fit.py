@@ -28,7 +28,7 @@ from infergy.models import get_model
 from infergy.models.flops import kv_cache_bytes_per_token, weight_bytes
 from infergy.plan.presets import CALIBRATION_INPUTS, CALIBRATION_OUTPUTS
 from infergy.profile.load import EstimateError
-from infergy.profile.points import stored_points
+from infergy.profile.points import idle_powers, stored_points
 
 # The design (`infergy calibrate`'s points): a model fitted to them predicts every other
 # measured point, to check it.
@@ -120,7 +120,7 @@ def measured(stores: Iterable[Path], model: str, engine: str, gpu: str | None = 
 def _window(p: dict, result: dict, run: dict) -> Window:
     reps = result.get("repeats") or []
     prefill = [r["prefill"] for r in reps if r.get("prefill")]
-    idle = [w for w in (json.loads(run.get("idle_w") or "null") or {}).values() if w]
+    idle = [w for w in idle_powers(run) if w]
     return Window(
         int(p["batch"]), int(p["input_tokens"]), int(p["output_tokens"]),
         str(p["batch_requested"]), float(p["time_s"]), p["energy_j"],

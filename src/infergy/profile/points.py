@@ -78,6 +78,11 @@ def _row(path: Path, p: dict, run: dict) -> dict:
         "energy_cv": result.get("energy_cv"),
         "runs_per_window": result.get("runs_per_window"),
         "driver": run.get("driver"), "power_limit_w": run.get("power_limit_w"),
-        "idle_w": [w for w in (json.loads(run.get("idle_w") or "null") or {}).values()
-                   if w is not None],
+        "idle_w": idle_powers(run),
     }
+
+
+def idle_powers(run: dict) -> list[float]:
+    """The idle powers in W a run measured at its start, a sensor each (those read)."""
+    return [w for w in (json.loads(run.get("idle_w") or "null") or {}).values()
+            if w is not None]
