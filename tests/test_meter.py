@@ -659,6 +659,23 @@ def test_run_command_signal_before_the_command_starts_still_reaches_it(monkeypat
     assert time.monotonic() - start < 5
 
 
+def test_run_command_passes_on_a_signal_the_kernel_gave_another_thread(tmp_path):
+    """A process's signal may reach any of its threads (the meter's sampler, say): Python runs
+    the handler on the main thread, which must not sit in one blocking wait meanwhile."""
+    ready = tmp_path / "ready"
+
+    def send():
+        deadline = time.monotonic() + 10
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        signal.pthread_kill(threading.get_ident(), signal.SIGINT)  # to this thread only
+
+    threading.Thread(target=send, daemon=True).start()
+    start = time.monotonic()
+    assert run_command(["sh", "-c", f"touch {ready}; exec sleep 10"]) == (130, True)
+    assert time.monotonic() - start < 5
+
+
 def test_run_command_leaves_the_signal_handlers_as_they_were():
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     run_command(["true"])

@@ -19,6 +19,8 @@ EXIT_NOT_EXECUTABLE = 126
 INTERRUPT_GRACE_S = 10.0
 # The signals passed on to the command (as a terminal or a scheduler sends them).
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# Seconds between two looks at whether the command has ended (see run_command).
+WAIT_POLL_S = 0.05
 
 
 def run_command(command: list[str], *, grace_s: float = INTERRUPT_GRACE_S) -> tuple[int, bool]:
@@ -40,7 +42,7 @@ def run_command(command: list[str], *, grace_s: float = INTERRUPT_GRACE_S) -> tu
         # the command was reaped lost it: `meter` exited 0 after Ctrl-C).
         proc = subprocess.Popen(command, start_new_session=True)
         forward.attach(proc.pid)
-        code = proc.wait()
+        code = _wait(proc)
         forward.done()
         if forward.signals:
             _stop_group(proc.pid, grace_s)
@@ -50,6 +52,18 @@ def run_command(command: list[str], *, grace_s: float = INTERRUPT_GRACE_S) -> tu
             if handler is not None:  # None: not set from Python, cannot be set back
                 signal.signal(s, handler)
     return (128 - code if code < 0 else code), bool(forward.signals)
+
+
+def _wait(proc: subprocess.Popen) -> int:
+    """The command's status, waited for in short steps. The kernel may hand a signal to any
+    thread of infergy (the meter's sampler, say); Python then runs its handler on the main
+    thread only once that thread runs Python again, and a main thread blocked in one
+    waitpid never does until the command ends: Ctrl-C was lost (seen in CI)."""
+    while True:
+        try:
+            return proc.wait(timeout=WAIT_POLL_S)
+        except subprocess.TimeoutExpired:
+            continue
 
 
 class _Forwarder:
@@ -80,7 +94,7 @@ class _Forwarder:
         """The command has started: signals received before now reach it now."""
         with self._lock:
             self._pgid = pgid
-            if self.signals:
+            if self.signals and not self._sent:  # the handler may have sent it already
                 self._next()
 
     def done(self) -> None:
