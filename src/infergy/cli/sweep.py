@@ -25,6 +25,16 @@ from infergy.run import (
     run_sweep,
     torch_device,
 )
+from infergy.run.launch import (
+    LAUNCHERS,
+    LaunchError,
+    LocalLauncher,
+    RayLauncher,
+    SlurmLauncher,
+    launch_sweep,
+    local_slots,
+    parts_folder,
+)
 from infergy.store import STEADY_CV, Store, StoreError
 
 DEFAULT_DB = Path("infergy.db")
@@ -67,6 +77,30 @@ def sweep(
                                      help="Measure every N-th point from the K-th (0-based): "
                                           "N processes, one per GPU, share the sweep; merge "
                                           "their stores with 'infergy results merge'."),
+    launcher: str = typer.Option("local", "--launcher",
+                                 help="Where the points are measured: local (every GPU group "
+                                      "of this host at once), ray (a Ray cluster), slurm "
+                                      "(Slurm jobs, through submitit)."),
+    workers: int | None = typer.Option(None, "--workers", min=1,
+                                       help="Point groups measured at once: local: GPU groups "
+                                            "of this host (default: all; on a CPU, 1); ray: "
+                                            "default the cluster's GPUs over --tp; slurm: "
+                                            "jobs to split the plan into (default: one an "
+                                            "engine start)."),
+    ray_address: str | None = typer.Option(None, "--ray-address",
+                                           help="The Ray cluster to join (ray: default a "
+                                                "new one on this machine)."),
+    slurm_partition: str | None = typer.Option(None, "--slurm-partition"),
+    slurm_account: str | None = typer.Option(None, "--slurm-account"),
+    slurm_time: str | None = typer.Option(None, "--slurm-time",
+                                          help="A job's time limit: minutes, HH:MM:SS or "
+                                               "D-HH:MM:SS (default 1 day)."),
+    slurm_option: list[str] | None = typer.Option(None, "--slurm-option", metavar="KEY=VALUE",
+                                                  help="Any other sbatch option, e.g. "
+                                                       "qos=high or constraint=h100."),
+    slurm_executor: str = typer.Option("slurm", "--slurm-executor",
+                                       help="slurm, or local: submitit runs the jobs on this "
+                                            "machine (to try the path without a cluster)."),
 ):
     """Measure a grid of points into a results store. Every point is stored the moment it is
     measured; run the same command again to resume (points this GPU measured are skipped).
@@ -79,10 +113,27 @@ def sweep(
         raise fail(str(e)) from None
     if resume_by not in RESUME_BY:
         raise fail(f"--resume-by expects one of {', '.join(RESUME_BY)}, got {resume_by!r}")
+    if launcher not in LAUNCHERS:
+        raise fail(f"--launcher expects one of {', '.join(LAUNCHERS)}, got {launcher!r}")
     if dry_run:
         _print_plan(spec, db, resume_by, device)
         return
-    again = _again(spec_file, db, model, engine, batch, device, resume_by, tp, shard)
+    again = _again(spec_file, db, model, engine, batch, device, resume_by, tp, shard,
+                   {"--launcher": launcher, "--workers": workers, "--ray-address": ray_address,
+                    "--slurm-partition": slurm_partition, "--slurm-account": slurm_account,
+                    "--slurm-time": slurm_time, "--slurm-option": slurm_option,
+                    "--slurm-executor": slurm_executor})
+    if device not in ("auto", "cuda", "cpu"):
+        raise fail(f"--device must be auto, cuda or cpu, got {device!r}")
+    try:
+        chosen = _launcher(launcher, db, spec.tp, device, workers, ray_address,
+                           slurm_partition, slurm_account, slurm_time, slurm_option,
+                           slurm_executor)
+    except LaunchError as e:
+        raise fail(str(e)) from None
+    if chosen is not None:
+        _launched(spec, db, chosen, device, again)
+        return
     try:
         device = torch_device(device, spec.tp)
     except (RunError, ParallelError) as e:
@@ -100,17 +151,62 @@ def sweep(
     _say_summary(summary, db, again)
 
 
+def _launcher(name: str, db: Path, tp: int, device: str, workers: int | None,
+              ray_address: str | None, partition: str | None, account: str | None,
+              time_limit: str | None, options: list[str] | None, executor: str):
+    """The launcher asked for; None for a local sweep of one worker (the sweep itself, in
+    this process: `run_sweep`). LaunchError where it cannot be used."""
+    if name == "local":
+        slots = local_slots(tp, device, workers)
+        return LocalLauncher(slots) if len(slots) > 1 else None
+    if name == "ray":
+        return RayLauncher(ray_address, tp, device, workers)
+    if executor not in ("slurm", "local"):
+        raise LaunchError(f"--slurm-executor expects slurm or local, got {executor!r}")
+    extra = {}
+    for option in options or []:
+        key, sep, value = option.partition("=")
+        if not sep or not key.strip():
+            raise LaunchError(f"--slurm-option expects KEY=VALUE (an sbatch option without "
+                              f"its dashes, e.g. qos=high), got {option!r}")
+        extra[key.strip().lstrip("-")] = value
+    return SlurmLauncher(parts_folder(db) / "slurm", tp, device, workers, partition=partition,
+                         account=account, time=time_limit, options=extra, executor=executor)
+
+
+def _launched(spec, db: Path, launcher, device: str, again: str) -> None:
+    """A sweep through a launcher: its progress, its summary, its exit (as _say_summary)."""
+    total = len(spec.tasks())
+    view = _SweepProgress(total) if err.is_terminal else _SweepLog(total)
+    with view:
+        try:
+            summary = launch_sweep(spec, db, launcher, device=device, on_update=view.update)
+        except (LaunchError, StoreError) as e:
+            raise fail(str(e)) from None
+    cost = sorted(summary.overhead_s)
+    if cost:
+        err.print(f"infergy: {summary.groups} point group(s) through --launcher "
+                  f"{launcher.name}; its own time a group: median {cost[len(cost) // 2]:.1f} s, "
+                  f"at most {cost[-1]:.1f} s", markup=False)
+    for lost in summary.lost:
+        err.print(f"infergy: lost: {lost}", markup=False)
+    _say_summary(summary, db, again)
+
+
 def _again(spec_file: str, db: Path, model, engine, batch, device: str, resume_by: str,
-           tp: int | None, shard: str | None) -> str:
+           tp: int | None, shard: str | None, launch: dict | None = None) -> str:
     """The command that resumes this sweep."""
     args = ["infergy", "sweep", spec_file, "--db", str(db)]
-    for flag, values in (("-m", model), ("-e", engine), ("-b", batch)):
+    for flag, values in (("-m", model), ("-e", engine), ("-b", batch),
+                         ("--slurm-option", (launch or {}).get("--slurm-option"))):
         for value in values or []:
             args += [flag, value]
-    for flag, value, default in (("--device", device, "auto"), ("--resume-by", resume_by,
-                                                                 "card"),
-                                 ("--tp", tp, None), ("--shard", shard, None)):
-        if value != default:
+    defaults = {"--device": "auto", "--resume-by": "card", "--launcher": "local",
+                "--slurm-executor": "slurm"}
+    chosen = {"--device": device, "--resume-by": resume_by, "--tp": tp, "--shard": shard,
+              **{k: v for k, v in (launch or {}).items() if k != "--slurm-option"}}
+    for flag, value in chosen.items():
+        if value is not None and value != defaults.get(flag):
             args += [flag, str(value)]
     return shlex.join(args)
 

@@ -115,6 +115,8 @@ class SweepSpec:
     source: str = "<spec>"
     raw: dict = field(default_factory=dict)
     shard: tuple[int, int] = (0, 1)  # (k, n): this process measures every n-th point from k
+    select: tuple[int, ...] | None = None  # these of the (sharded) plan's points only: the
+    # point group a launched worker measures (infergy.run.launch)
 
     @property
     def ranks(self) -> int:
@@ -132,7 +134,8 @@ class SweepSpec:
         plan (what a store already holds plays no part): n processes, one a GPU, each with
         a store of its own, share one sweep, and measure each point once however often
         each is stopped and run again; neighbouring points (of similar cost) go to
-        different GPUs.
+        different GPUs. With `select`, those of the points (numbered from 0 after the shard),
+        in that order.
         """
         pairs = list(dict.fromkeys((i, o) for inputs, outputs in self.grids
                                    for i in inputs for o in outputs))
@@ -144,7 +147,8 @@ class SweepSpec:
                         for batch in self.batch_sizes:
                             out.append(Task(model, engine, decoding, batch, i, o))
         k, n = self.shard
-        return out[k::n]
+        out = out[k::n]
+        return out if self.select is None else [out[i] for i in self.select]
 
 
 def engine_starts(tasks: list[Task]) -> int:

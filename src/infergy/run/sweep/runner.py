@@ -104,7 +104,7 @@ class SweepSummary:
         return not self.missing and not self.store_error
 
 
-class _Stop:
+class Stop:
     """Ctrl-C and SIGTERM, as they come: the first Ctrl-C stops after the current point,
     a second one or SIGTERM at once (`abandon`)."""
 
@@ -149,7 +149,7 @@ def _run(spec: SweepSpec, store: Store, device: str, resume_by: str,
         progress.detail = text
         update(progress)
 
-    stop = _Stop()
+    stop = Stop()
 
     def abandon() -> bool:
         """Polled while the worker works: says the stop asked for (once), and whether now."""
@@ -199,7 +199,7 @@ def _run(spec: SweepSpec, store: Store, device: str, resume_by: str,
         for task in tasks:
             if stop.count:
                 break
-            key = _key(task, spec)
+            key = task_key(task, spec)
             if store.done(worker.device, key, task.batch, **same):
                 progress.skipped += 1
                 update(progress)
@@ -285,7 +285,7 @@ def _check(tasks: list[Task], spec: SweepSpec, store: Store, device: str, same: 
     described), and how many are not there at all (missing)."""
     failed, missing = [], 0
     for task in tasks:
-        if store.done(device, _key(task, spec), task.batch, **same):
+        if store.done(device, task_key(task, spec), task.batch, **same):
             continue
         if task in outcome:
             failed.append(task.describe())
@@ -301,14 +301,14 @@ def _store_said(store: Store, err: Exception) -> str:
     return f"{store.path}: cannot be written ({err})"
 
 
-def _key(task: Task, spec: SweepSpec) -> dict:
+def task_key(task: Task, spec: SweepSpec) -> dict:
     return {"model": task.model, "engine": task.engine.name,
             "engine_options": task.engine.options_key, "decoding": task.decoding,
             "dtype": spec.dtype, "tp": spec.tp, "input_tokens": task.input_tokens,
             "output_tokens": task.output_tokens}
 
 
-def _job(task: Task, spec: SweepSpec, batch: int) -> Job:
+def task_job(task: Task, spec: SweepSpec, batch: int) -> Job:
     return Job(Point(task.model, task.engine.name, batch, task.input_tokens,
                      task.output_tokens, task.decoding, tp=spec.tp, dtype=spec.dtype),
                task.engine.options_key, spec.repeats, spec.warmup, spec.cooldown,
@@ -322,9 +322,9 @@ def _measure_task(task: Task, spec: SweepSpec, store: Store,
     record the moment it comes back: one point, or each try of a max-batch search (the last
     try carries the whole search)."""
     if task.batch != MAX:
-        save(ask("measure", _job(task, spec, task.batch)), task.batch, None)
+        save(ask("measure", task_job(task, spec, task.batch)), task.batch, None)
         return
-    estimate = ask("estimate", _job(task, spec, 1))
+    estimate = ask("estimate", task_job(task, spec, 1))
     cap = spec.max_batch_cap
     oom_before = [b for b in store.oom_batches(device, key, **same) if b <= cap]
     search = {"cap": cap, "estimate": estimate.get("batch"), "memory_model": estimate.get("how"),
@@ -337,7 +337,7 @@ def _measure_task(task: Task, spec: SweepSpec, store: Store,
     batch = 1 << (limit.bit_length() - 1) if limit >= 1 else 0
     first = True
     while batch >= 1:
-        record = ask("measure", _job(task, spec, batch))
+        record = ask("measure", task_job(task, spec, batch))
         if first and record.get("load") is None:
             record["load"] = estimate.get("load")  # the engine was loaded for the estimate
         first = False
@@ -361,7 +361,7 @@ def _lost(task: Task, spec: SweepSpec, gone: WorkerGone | None,
         fatal = " after a fatal CUDA error" if gone.exitcode == FATAL_EXIT_CODE else ""
         why = f"{gone}{fatal}"
     batch = task.batch if task.batch != MAX else 0
-    return failed_record(_job(task, spec, batch), "failed", why), task.batch, None
+    return failed_record(task_job(task, spec, batch), "failed", why), task.batch, None
 
 
 def _phase_time(record: dict, name: str) -> float:
