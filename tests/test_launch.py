@@ -194,13 +194,23 @@ def test_a_worker_killed_mid_sweep_loses_nothing_and_its_point_is_measured_again
     launcher = LocalLauncher(local_slots(1, "cpu", 2))
     target = slow().tasks()[5].describe()
     seen = kill_group_when(launcher, parts_folder(db), target, times=1)
-    summary = launch_sweep(slow(), db, launcher, device="cpu")
+    while_running = []
+
+    def look(p):  # the sweep's store, while groups still measure: points merged as they come
+        if p.done + p.skipped < p.total:
+            with Store(db, read_only=True) as store:
+                while_running.append(len(store.points()))
+
+    summary = launch_sweep(slow(), db, launcher, device="cpu", on_update=look)
     assert seen["kills"] == 1
+    assert max(while_running) >= 6
     assert len(summary.lost) == 1 and "killed by SIGKILL" in summary.lost[0]
     assert (summary.missing, summary.failed, summary.failed_points) == (0, 0, [])
     points = points_of(db)
     assert len(points) == 12 and len(set(keys(points))) == 12  # each once, none lost
     assert summary.worker_restarts == 1 and summary.groups == 3
+    with Store(db) as store:  # the killed group's run never ended; the others did
+        assert sorted(r["status"] for r in store.runs()) == ["finished", "finished", "running"]
 
 
 def test_a_point_lost_with_its_worker_twice_is_recorded_failed_and_the_rest_measured(

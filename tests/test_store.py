@@ -140,6 +140,24 @@ def test_merge_keeps_every_point_once(tmp_path):
         assert len(store.runs()) == 2
 
 
+def test_a_run_merged_while_it_ran_takes_its_end_from_a_later_merge(tmp_path):
+    """A launched sweep merges a worker's points as they come, and its store once it ends."""
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    with Store(a) as store:
+        run = store.start_run(device=DEVICE, meta=META, spec=None)
+        store.add_point(run, DEVICE, result(), engine_options="{}", batch_requested=1)
+    merge([a], b)
+    with Store(a) as store:
+        store.end_run(run, "interrupted")
+    assert merge([a], b) == (0, 0, 0, 0)
+    with Store(b) as store:
+        assert [r["status"] for r in store.runs()] == ["interrupted"]
+        store.end_run(run, "finished")  # an end already there is not undone
+    merge([a], b)
+    with Store(b) as store:
+        assert [r["status"] for r in store.runs()] == ["finished"]
+
+
 def test_export_writes_every_point_as_csv_json_and_parquet(tmp_path):
     with Store(tmp_path / "r.db") as store:
         run = store.start_run(device=DEVICE, meta=META, spec=None)

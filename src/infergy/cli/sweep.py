@@ -16,24 +16,19 @@ from infergy.cli.app import app, err, fail, out
 from infergy.meter import gpu_sensors
 from infergy.plan import ParallelError, SpecError, load_spec, with_options
 from infergy.run import (
+    LAUNCHERS,
     RESUME_BY,
+    LaunchError,
     RunError,
     SweepError,
     describe_plan,
     instant_power_w,
+    launch_sweep,
     local_device,
+    open_launcher,
+    parts_folder,
     run_sweep,
     torch_device,
-)
-from infergy.run.launch import (
-    LAUNCHERS,
-    LaunchError,
-    LocalLauncher,
-    RayLauncher,
-    SlurmLauncher,
-    launch_sweep,
-    local_slots,
-    parts_folder,
 )
 from infergy.store import STEADY_CV, Store, StoreError
 
@@ -126,9 +121,10 @@ def sweep(
     if device not in ("auto", "cuda", "cpu"):
         raise fail(f"--device must be auto, cuda or cpu, got {device!r}")
     try:
-        chosen = _launcher(launcher, db, spec.tp, device, workers, ray_address,
-                           slurm_partition, slurm_account, slurm_time, slurm_option,
-                           slurm_executor)
+        chosen = open_launcher(launcher, parts_folder(db), spec.tp, device, workers,
+                               ray_address=ray_address, partition=slurm_partition,
+                               account=slurm_account, time=slurm_time, options=slurm_option,
+                               executor=slurm_executor)
     except LaunchError as e:
         raise fail(str(e)) from None
     if chosen is not None:
@@ -149,29 +145,6 @@ def sweep(
         except StoreError as e:  # another sweep writes it
             raise fail(str(e)) from None
     _say_summary(summary, db, again)
-
-
-def _launcher(name: str, db: Path, tp: int, device: str, workers: int | None,
-              ray_address: str | None, partition: str | None, account: str | None,
-              time_limit: str | None, options: list[str] | None, executor: str):
-    """The launcher asked for; None for a local sweep of one worker (the sweep itself, in
-    this process: `run_sweep`). LaunchError where it cannot be used."""
-    if name == "local":
-        slots = local_slots(tp, device, workers)
-        return LocalLauncher(slots) if len(slots) > 1 else None
-    if name == "ray":
-        return RayLauncher(ray_address, tp, device, workers)
-    if executor not in ("slurm", "local"):
-        raise LaunchError(f"--slurm-executor expects slurm or local, got {executor!r}")
-    extra = {}
-    for option in options or []:
-        key, sep, value = option.partition("=")
-        if not sep or not key.strip():
-            raise LaunchError(f"--slurm-option expects KEY=VALUE (an sbatch option without "
-                              f"its dashes, e.g. qos=high), got {option!r}")
-        extra[key.strip().lstrip("-")] = value
-    return SlurmLauncher(parts_folder(db) / "slurm", tp, device, workers, partition=partition,
-                         account=account, time=time_limit, options=extra, executor=executor)
 
 
 def _launched(spec, db: Path, launcher, device: str, again: str) -> None:

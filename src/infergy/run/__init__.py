@@ -3,6 +3,7 @@ trace replayed offline or served online, and sweeps of many points (run.sweep). 
 loads neither torch nor vLLM: an engine imports them when it is loaded."""
 
 from infergy.run.device import RunError, torch_device
+from infergy.run.launch import LAUNCHERS, LaunchError, launch_sweep, open_launcher, parts_folder
 from infergy.run.measure import Measured, MeasureOptions, measure_one
 from infergy.run.online import OnlineResult, ServeError
 from infergy.run.point import PointResult, measure_point
@@ -19,8 +20,9 @@ from infergy.run.sweep import (
     run_sweep,
 )
 
-__all__ = ["RESUME_BY", "SERVE_CHOICES", "MeasureOptions", "Measured", "OfflineReplay",
-           "OnlineResult", "PointResult", "Quiet", "ReplayResult", "RunError", "ServeError",
-           "Serving", "Session", "SweepError", "describe_plan", "instant_power_w",
-           "local_device", "measure_one", "measure_point", "replay_online", "replay_trace",
-           "run_sweep", "torch_device"]
+__all__ = ["LAUNCHERS", "RESUME_BY", "SERVE_CHOICES", "LaunchError", "MeasureOptions",
+           "Measured", "OfflineReplay", "OnlineResult", "PointResult", "Quiet", "ReplayResult",
+           "RunError", "ServeError", "Serving", "Session", "SweepError", "describe_plan",
+           "instant_power_w", "launch_sweep", "local_device", "measure_one", "measure_point",
+           "open_launcher", "parts_folder", "replay_online", "replay_trace", "run_sweep",
+           "torch_device"]

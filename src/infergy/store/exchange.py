@@ -138,7 +138,8 @@ def merge_rows(store: Store, runs: list[dict], points: list[dict],
                replays: list[dict]) -> Merged:
     """Copy the runs, points and replays (rows of another store) that `store` lacks, in one
     transaction. A point is lacking where its id is not there and no measured (ok or oom)
-    point of its key (`POINT_KEY`: its device included) is."""
+    point of its key (`POINT_KEY`: its device included) is. A run copied before it ended
+    takes its end from a later copy."""
     added = [0, 0, 0, 0]
     with store.transaction():
         db = store.db
@@ -155,6 +156,10 @@ def merge_rows(store: Store, runs: list[dict], points: list[dict],
                     f"INSERT OR IGNORE INTO {table} ({','.join(columns)}) VALUES "
                     f"({','.join('?' * len(columns))})", tuple(row[c] for c in columns))
                 added[n] += cur.rowcount
+                if table == "runs" and not cur.rowcount and row["ended"]:
+                    # merged while it ran, and again since it ended: its end is kept
+                    db.execute("UPDATE runs SET ended = ?, status = ? WHERE id = ? AND ended "
+                               "IS NULL", (row["ended"], row["status"], row["id"]))
     return Merged(*added)
 
 

@@ -10,8 +10,10 @@ from infergy.run.launch.launchers import (
     RayLauncher,
     SlurmLauncher,
     local_slots,
+    open_launcher,
     parse_minutes,
 )
 
 __all__ = ["LAUNCHERS", "LaunchError", "LaunchSummary", "LocalLauncher", "RayLauncher",
-           "SlurmLauncher", "launch_sweep", "local_slots", "parse_minutes", "parts_folder"]
+           "SlurmLauncher", "launch_sweep", "local_slots", "open_launcher", "parse_minutes",
+           "parts_folder"]

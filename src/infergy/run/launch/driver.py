@@ -208,6 +208,8 @@ class _Driver:
                 r.position = self._position(r.group, said["current"])
                 r.in_flight = r.position is not None
                 p.current = said["current"]
+            if "rows" in said:
+                self._merge_rows(said["rows"])
             if "stored" in said:
                 p.stored.append(said["stored"])
                 status = said["stored"]["status"]
@@ -300,6 +302,15 @@ class _Driver:
                                      "status": "failed", "energy_j": None, "error": why})
 
     # -- the stores --------------------------------------------------------------------------
+    def _merge_rows(self, rows: dict) -> None:
+        """A group's points as they come (its log's `rows`), into the sweep's store."""
+        if self.store_error:
+            return  # kept in the group's own store, for the next run
+        try:
+            merge_rows(self.store, rows["runs"], rows["points"], [])
+        except (StoreError, sqlite3.Error) as err:
+            self._store_failed(err)
+
     def _merge_part(self, path: Path, log: str | None = None, seeded=()) -> int | None:
         """Merge a group's store into the sweep's, learning the cards of its own runs (not
         those `seeded`), and remove it: the points added. None where a worker still holds

@@ -42,12 +42,14 @@ def run_group(job: GroupJob) -> dict:
     start = time.perf_counter()
     try:
         device = torch_device(job.device, job.spec.tp)
-        with Store(job.store) as store, _Log(job.log) as log:
+        with Store(job.store) as store:
             runs, points = job.seed
             if points:
                 merge_rows(store, list(runs), list(points), [])
-            summary = run_sweep(job.spec, store, device=device, resume_by="model",
-                                on_update=log.update)
+            log = _Log(job.log, store)
+            with log:
+                    summary = run_sweep(job.spec, store, device=device, resume_by="model",
+                                    on_update=log.update)
     except (RunError, SweepError, StoreError, OSError) as err:
         return {"error": str(err), "host": socket.gethostname(),
                 "wall_s": time.perf_counter() - start}
@@ -62,13 +64,19 @@ def run_group(job: GroupJob) -> dict:
 
 class _Log:
     """The group's progress as JSON lines, each flushed as it is written: the device once,
-    each point begun (`current`), each record stored, each point ended (`done`, `skipped`,
-    its time), each notice."""
+    each point begun (`current`), each record stored (`stored`, and its rows as the store
+    holds them, with its run's the first time: `rows`, which the driver merges as they come),
+    each point ended (`done`, `skipped`, its time), each notice. A file appended to by one
+    writer and read whole lines at a time reads right on shared storage, where an SQLite
+    file written on one node cannot be read on another."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, store: Store):
         self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed in __exit__)
+        self.store = store
         self.device = self.current = ""
         self.stored = self.notices = self.done = self.skipped = 0
+        self.rowid = store.db.execute("SELECT coalesce(max(rowid), 0) FROM points").fetchone()[0]
+        self.runs = {run["id"] for run in store.runs()}  # the driver's already
 
     def __enter__(self) -> _Log:
         return self
@@ -79,6 +87,16 @@ class _Log:
     def write(self, **line) -> None:
         self.file.write(json.dumps(line, default=str) + "\n")
         self.file.flush()
+
+    def _rows(self) -> dict:
+        """The points stored since the last look, and the runs they are of, not yet sent."""
+        rows = self.store.db.execute("SELECT rowid AS n, * FROM points WHERE rowid > ? ORDER BY "
+                                     "rowid", (self.rowid,)).fetchall()
+        points = [{k: v for k, v in dict(r).items() if k != "n"} for r in rows]
+        self.rowid = rows[-1]["n"] if rows else self.rowid
+        runs = [run for run in self.store.runs() if run["id"] not in self.runs]
+        self.runs |= {run["id"] for run in runs}
+        return {"runs": runs, "points": points}
 
     def update(self, p: Progress) -> None:
         if p.device and p.device != self.device:
@@ -92,8 +110,11 @@ class _Log:
             self.write(current=p.current)
         for record in p.stored[self.stored:]:
             self.write(stored=record)
+        if len(p.stored) > self.stored:
+            self.write(rows=self._rows())
         self.stored = len(p.stored)
         if p.done != self.done or p.skipped != self.skipped:
             took = p.point_times_s[-1] if p.done != self.done and p.point_times_s else None
             self.write(done=p.done - self.done, skipped=p.skipped - self.skipped, took_s=took)
             self.done, self.skipped = p.done, p.skipped
+

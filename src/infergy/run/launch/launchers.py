@@ -27,6 +27,7 @@ from infergy.run.parallel import exit_said
 
 LAUNCHERS = ("local", "ray", "slurm")
 EXTRAS = {"ray": ("ray", "ray"), "slurm": ("submitit", "slurm")}  # launcher: (module, extra)
+CPUS_PER_GPU = 8  # a Slurm job's CPUs a GPU, unless --slurm-option cpus-per-task=N
 
 
 class LaunchError(RuntimeError):
@@ -162,11 +163,13 @@ class RayLauncher:
                 raise LaunchError(f"--ray-address {address}: cannot join the Ray cluster "
                                   f"({err})") from None
         gpus = int(self.ray.cluster_resources().get("GPU", 0))
-        self.gpus = 0 if device == "cpu" and gpus < tp else tp
-        if self.gpus and gpus < tp:
+        most = max([int(n["Resources"].get("GPU", 0)) for n in self.ray.nodes() if n["Alive"]]
+                   or [0])
+        self.gpus = 0 if device == "cpu" and most < tp else tp
+        if self.gpus and most < tp:
             self.ray.shutdown()
-            raise LaunchError(f"the Ray cluster has {gpus} GPU(s): a group at --tp {tp} needs "
-                              f"{tp} on one node")
+            raise LaunchError(f"the Ray cluster's nodes have at most {most} GPU(s) ({gpus} in "
+                              f"all): a group at --tp {tp} needs {tp} on one node")
         self.slots = workers or max(1, gpus // tp if self.gpus else
                                     int(self.ray.cluster_resources().get("CPU", 1)))
         self.remote = self.ray.remote(run_group).options(
@@ -240,14 +243,17 @@ class SlurmLauncher:
                               "from a Slurm login node; --slurm-executor local runs the jobs "
                               "here through submitit's local executor, to try the path)")
         self.executor = submitit.AutoExecutor(folder=str(folder), cluster=executor)
+        options = {k.replace("-", "_"): v for k, v in (options or {}).items()}
         params = {"name": "infergy-sweep", "nodes": 1, "tasks_per_node": 1,
                   "gpus_per_node": 0 if device == "cpu" else tp,
+                  # a point at B = 1 is paced by the host's CPU: not Slurm's one CPU a task
+                  "cpus_per_task": _count(options.pop("cpus_per_task", CPUS_PER_GPU * tp)),
                   "timeout_min": parse_minutes(time) if time else 24 * 60}
         if executor == "slurm":
             params.update({f"slurm_{k}": v for k, v in (("partition", partition),
                                                         ("account", account)) if v})
             if options:
-                params["slurm_additional_parameters"] = dict(options)
+                params["slurm_additional_parameters"] = options
         try:
             self.executor.update_parameters(**params)
         except (ValueError, TypeError) as err:
@@ -282,6 +288,42 @@ class SlurmLauncher:
     def close(self) -> None:
         for handle in list(self.jobs):
             self.stop(handle, now=True)
+
+
+def open_launcher(name: str, parts: Path, tp: int, device: str, workers: int | None, *,
+                  ray_address: str | None = None, partition: str | None = None,
+                  account: str | None = None, time: str | None = None,
+                  options: list[str] | None = None, executor: str = "slurm"):
+    """The launcher `name` for a sweep whose parts folder is `parts` (Slurm's files go in
+    it); None for a local sweep of one worker (the sweep itself, in this process:
+    `run_sweep`). LaunchError where it cannot be used."""
+    if name not in LAUNCHERS:
+        raise LaunchError(f"--launcher expects one of {', '.join(LAUNCHERS)}, got {name!r}")
+    if name == "local":
+        slots = local_slots(tp, device, workers)
+        return LocalLauncher(slots) if len(slots) > 1 else None
+    if name == "ray":
+        return RayLauncher(ray_address, tp, device, workers)
+    if executor not in ("slurm", "local"):
+        raise LaunchError(f"--slurm-executor expects slurm or local, got {executor!r}")
+    extra = {}
+    for option in options or []:
+        key, sep, value = option.partition("=")
+        if not sep or not key.strip():
+            raise LaunchError(f"--slurm-option expects KEY=VALUE (an sbatch option without "
+                              f"its dashes, e.g. qos=high), got {option!r}")
+        extra[key.strip().lstrip("-")] = value
+    return SlurmLauncher(parts / "slurm", tp, device, workers, partition=partition,
+                         account=account, time=time, options=extra, executor=executor)
+
+
+
+def _count(value) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise LaunchError(f"--slurm-option cpus-per-task expects a whole number, got "
+                          f"{value!r}") from None
 
 
 def _first_line(err: BaseException) -> str:
