@@ -22,6 +22,7 @@ sweep's store as each group ends.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import signal
 import sqlite3
@@ -122,7 +123,6 @@ class _Driver:
         self.cards = self._sweep_cards()
         todo = [i for i in range(len(self.tasks)) if not self._done(i)]
         self.progress.skipped = len(self.tasks) - len(todo)
-        self.progress.device = self.launcher.name
         self.update(self.progress)
         main = threading.current_thread() is threading.main_thread()
         previous = {s: signal.signal(s, self.stop) for s in (signal.SIGINT, signal.SIGTERM)} \
@@ -155,8 +155,6 @@ class _Driver:
     def _submit(self, group: PointGroup) -> None:
         """Launch a group: its job (the spec selecting its points, its store and log in the
         parts folder, the store's points of its keys)."""
-        import dataclasses
-
         self.count += 1
         store = self.parts / f"{group.name}.db"
         job = GroupJob(group.name, dataclasses.replace(self.spec, select=group.indices),
@@ -171,7 +169,8 @@ class _Driver:
         said = "stopping now" if self.stop.abandon else \
             "stopping after the points in flight (Ctrl-C again: now)"
         if said != self.stopping:
-            self.stopping = self.progress.stopping = f"{self.stop.signal}: {said}"
+            self.stopping = said
+            self.progress.stopping = f"{self.stop.signal}: {said}"
             self.progress.notices.append(self.progress.stopping)
             for handle in self.running:
                 self.launcher.stop(handle, now=self.stop.abandon)
@@ -186,15 +185,15 @@ class _Driver:
     def _read_log(self, r: _Running) -> None:
         """What the group's worker has said since the last look (whole lines only)."""
         try:
-            with open(r.job.log, encoding="utf-8") as f:
+            with open(r.job.log, "rb") as f:
                 f.seek(r.offset)
-                text = f.read()
+                data = f.read()
         except OSError:
             return
-        end = text.rfind("\n") + 1
-        r.offset += len(text[:end].encode())
+        data = data[:data.rfind(b"\n") + 1]
+        r.offset += len(data)
         p = self.progress
-        for line in text[:end].splitlines():
+        for line in data.decode("utf-8", errors="replace").splitlines():
             try:
                 said = json.loads(line)
             except ValueError:
@@ -342,17 +341,22 @@ class _Driver:
 
     def _merge_leftovers(self) -> None:
         """The stores an earlier run of a sweep into this store left in the parts folder."""
-        added = sum(self._merge_part(path) or 0 for path in sorted(self.parts.glob("g*.db")))
+        left = sorted(self.parts.glob("g*.db"))
+        added = sum(self._merge_part(path) or 0 for path in left)
         if self.held:
             raise LaunchError(f"{self.held[0]}: a worker of an earlier run of this sweep still "
                               f"writes it; let it end (or stop it), then run the same command "
                               f"again")
+        for output in self.parts.glob("g*.out"):  # a lost worker's words, said then
+            with contextlib.suppress(OSError):
+                output.unlink()
         if self.store_error:
             raise LaunchError(f"{self.store_error}: the parts left by an earlier run, in "
                               f"{self.parts}, are kept")
-        if added:
-            self.progress.notices.append(f"{added} point(s) left in {self.parts} by an earlier "
-                                         f"run merged")
+        if left:
+            self.progress.notices.append(f"the stores of {len(left)} group(s) left in "
+                                         f"{self.parts} by an earlier run merged ({added} "
+                                         f"point(s) not yet in the store)")
 
     def _store_failed(self, err: Exception) -> None:
         """The sweep's store cannot be written: every worker stops after its point, and what

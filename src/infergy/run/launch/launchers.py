@@ -85,6 +85,7 @@ class LocalLauncher:
         self.free = list(slots)
         self.waiting: list[GroupJob] = []
         self.running: dict[str, tuple[subprocess.Popen, str | None, Path]] = {}
+        self.dropped: set[str] = set()  # stopped while waiting: never started
 
     def submit(self, job: GroupJob) -> str:
         self.waiting.append(job)
@@ -98,13 +99,18 @@ class LocalLauncher:
             env = dict(os.environ)
             if slot is not None:
                 env["CUDA_VISIBLE_DEVICES"] = slot
-            proc = subprocess.Popen([sys.executable, "-m", "infergy.run.launch", str(path)],
-                                    env=env, start_new_session=True,
-                                    stdin=subprocess.DEVNULL)
+            with path.with_suffix(".out").open("ab") as out:  # its engines' words, kept
+                # where the group is lost; the terminal keeps the driver's progress
+                proc = subprocess.Popen([sys.executable, "-m", "infergy.run.launch",
+                                         str(path)], env=env, start_new_session=True,
+                                        stdin=subprocess.DEVNULL, stdout=out, stderr=out)
             self.running[job.name] = (proc, slot, path)
 
     def poll(self, handle: str) -> Ending | None:
         self._start()
+        if handle in self.dropped:
+            self.dropped.discard(handle)
+            return Ending("lost", why="stopped before it started")
         if handle not in self.running:
             return None  # waiting for a slot
         proc, slot, path = self.running[handle]
@@ -113,32 +119,44 @@ class LocalLauncher:
         del self.running[handle]
         self.free.append(slot)
         answer = path.with_name(path.name + ".result.json")
+        output = path.with_suffix(".out")
         try:
             result = json.loads(answer.read_text())
         except (OSError, ValueError):
+            result = None
+        for leftover in (path, answer, *([output] if result is not None else [])):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+        if result is None:
             return Ending("lost", why=f"its process ended without a result "
-                                      f"({exit_said(proc.returncode)})")
-        finally:
-            for leftover in (path, answer):
-                with contextlib.suppress(OSError):
-                    leftover.unlink()
+                                      f"({exit_said(proc.returncode)}; its output: {output})")
         return Ending("done", result)
 
     def stop(self, handle: str, now: bool) -> None:
-        """After its point in flight (SIGINT, as Ctrl-C stops a sweep), or now (SIGKILL)."""
-        self.waiting = [j for j in self.waiting if j.name != handle]
+        """After its point in flight (SIGINT, as Ctrl-C stops a sweep), or now (SIGTERM: the
+        point in flight abandoned, its measuring process killed, its run ended)."""
+        if any(j.name == handle for j in self.waiting):
+            self.waiting = [j for j in self.waiting if j.name != handle]
+            self.dropped.add(handle)
         if handle in self.running:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.running[handle][0].pid, signal.SIGKILL if now else signal.SIGINT)
+                os.killpg(self.running[handle][0].pid, signal.SIGTERM if now else signal.SIGINT)
 
     def pid(self, handle: str) -> int | None:
         """The process of a running group (tests kill it)."""
         return self.running[handle][0].pid if handle in self.running else None
 
     def close(self) -> None:
+        """Stop what still runs (SIGTERM, then SIGKILL after 30 s)."""
         for handle in list(self.running):
             self.stop(handle, now=True)
-            self.running[handle][0].wait()
+        for proc, _, _ in self.running.values():
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 # -- ray: a task a group, num_gpus its TP --------------------------------------------------
