@@ -149,8 +149,15 @@ def sweep(
 
 def _launched(spec, db: Path, launcher, device: str, again: str) -> None:
     """A sweep through a launcher: its progress, its summary, its exit (as _say_summary)."""
-    total = len(spec.tasks())
-    view = _SweepProgress(total) if err.is_terminal else _SweepLog(total)
+    tasks = spec.tasks()
+    ones = sum(task.batch == 1 for task in tasks)
+    if launcher.name == "local" and ones:
+        err.print(f"infergy: warning: {ones} point(s) at B = 1 are measured while this host's "
+                  f"other GPUs work: a step at B = 1 is paced by the CPU that launches its "
+                  f"kernels, and on a busy H100 host such points took 4-29% more energy a "
+                  f"token (docs/measurements.md); measure them alone (--workers 1 -b 1)",
+                  markup=False)
+    view = _SweepProgress(len(tasks)) if err.is_terminal else _SweepLog(len(tasks))
     with view:
         try:
             summary = launch_sweep(spec, db, launcher, device=device, on_update=view.update)

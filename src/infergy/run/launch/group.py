@@ -46,9 +46,8 @@ def run_group(job: GroupJob) -> dict:
             runs, points = job.seed
             if points:
                 merge_rows(store, list(runs), list(points), [])
-            log = _Log(job.log, store)
-            with log:
-                    summary = run_sweep(job.spec, store, device=device, resume_by="model",
+            with _Log(job.log, store) as log:
+                summary = run_sweep(job.spec, store, device=device, resume_by="model",
                                     on_update=log.update)
     except (RunError, SweepError, StoreError, OSError) as err:
         return {"error": str(err), "host": socket.gethostname(),
@@ -64,8 +63,8 @@ def run_group(job: GroupJob) -> dict:
 
 class _Log:
     """The group's progress as JSON lines, each flushed as it is written: the device once,
-    each point begun (`current`), each record stored (`stored`, and its rows as the store
-    holds them, with its run's the first time: `rows`, which the driver merges as they come),
+    each point begun (`current`), each record stored (its rows as the store holds them, with
+    its run's the first time: `rows`, which the driver merges as they come; then `stored`),
     each point ended (`done`, `skipped`, its time), each notice. A file appended to by one
     writer and read whole lines at a time reads right on shared storage, where an SQLite
     file written on one node cannot be read on another."""
@@ -108,10 +107,10 @@ class _Log:
         if p.current != self.current:
             self.current = p.current
             self.write(current=p.current)
+        if len(p.stored) > self.stored:  # the rows first: in the store once it is said
+            self.write(rows=self._rows())
         for record in p.stored[self.stored:]:
             self.write(stored=record)
-        if len(p.stored) > self.stored:
-            self.write(rows=self._rows())
         self.stored = len(p.stored)
         if p.done != self.done or p.skipped != self.skipped:
             took = p.point_times_s[-1] if p.done != self.done and p.point_times_s else None
