@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from infergy.plan import parse_spec
+from infergy.plan import SpecError, parse_spec
 from infergy.run.launch import (
     LaunchError,
     LocalLauncher,
@@ -25,6 +25,7 @@ from infergy.run.launch import (
     SlurmLauncher,
     launch_sweep,
     local_slots,
+    open_launcher,
     parse_minutes,
     parts_folder,
 )
@@ -88,6 +89,32 @@ def test_slurm_time_limits_read_as_slurm_writes_them():
     for bad in ("soon", "0", "1:xx:00"):
         with pytest.raises(LaunchError, match="--slurm-time"):
             parse_minutes(bad)
+
+
+def test_slurm_jobs_ask_for_the_groups_gpus_and_the_spec_s_and_command_line_s_options(
+        tmp_path, monkeypatch):
+    """The job script submitit writes, on a machine with stand-ins for sbatch and srun (test
+    doubles: Slurm is not here); a spec's `slurm:` settings, the command line's after them."""
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    for name in ("sbatch", "srun"):
+        (bin_ / name).write_text("#!/bin/sh\necho 'Submitted batch job 1'\n")
+        (bin_ / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_}{os.pathsep}{os.environ['PATH']}")
+    two = spec(slurm={"partition": "gpu", "time": "4:00:00", "options": {"qos": "low"}})
+    launcher = open_launcher("slurm", tmp_path / "parts", 2, "auto", None,
+                             partition=two.slurm["partition"], account="energy",
+                             time=two.slurm["time"],
+                             options=["qos=low", "qos=high", "constraint=h100"])
+    script = launcher.executor._executor._make_submission_file_text("cmd", "uid")
+    for line in ("--partition=gpu", "--account=energy", "--time=240", "--gpus-per-node=2",
+                 "--cpus-per-task=16", "--nodes=1", "--ntasks-per-node=1", "--qos=high",
+                 "--constraint=h100"):
+        assert f"#SBATCH {line}\n" in script
+    with pytest.raises(SpecError, match=r"field 'slurm.partition': expected text"):
+        spec(slurm={"partition": ["gpu"]})
+    with pytest.raises(LaunchError, match="--slurm-option expects KEY=VALUE"):
+        open_launcher("slurm", tmp_path / "parts", 1, "auto", None, options=["qos"])
 
 
 def test_a_launcher_not_installed_names_the_extra(monkeypatch):

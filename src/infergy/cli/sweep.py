@@ -122,8 +122,12 @@ def sweep(
         raise fail(f"--device must be auto, cuda or cpu, got {device!r}")
     try:
         chosen = open_launcher(launcher, parts_folder(db), spec.tp, device, workers,
-                               ray_address=ray_address, partition=slurm_partition,
-                               account=slurm_account, time=slurm_time, options=slurm_option,
+                               ray_address=ray_address,
+                               partition=slurm_partition or spec.slurm.get("partition"),
+                               account=slurm_account or spec.slurm.get("account"),
+                               time=slurm_time or spec.slurm.get("time"),
+                               options=[*(f"{k}={v}" for k, v in spec.slurm.get(
+                                   "options", {}).items()), *(slurm_option or [])],
                                executor=slurm_executor)
     except LaunchError as e:
         raise fail(str(e)) from None

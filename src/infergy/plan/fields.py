@@ -166,3 +166,29 @@ def cooldown(value, fail) -> dict[str, float] | None:
         raise fail("cooldown", "expected true, false or {max_s: seconds, within_w: watts}")
     return {key: seconds(v, f"cooldown.{key}", fail) if key == "max_s" else
             seconds(v, f"cooldown.{key}", fail, MAX_WATTS, "watts") for key, v in value.items()}
+
+
+SLURM_KEYS = ("partition", "account", "time", "options")
+
+
+def slurm(value, fail) -> dict:
+    """A spec's Slurm settings for `--launcher slurm`: partition, account and time as text,
+    options a mapping of other sbatch options (qos: high) ({} where none)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(k in SLURM_KEYS for k in value):
+        raise fail("slurm", f"expected a mapping of {', '.join(SLURM_KEYS)}, e.g. {{partition: "
+                            f"gpu, time: '4:00:00', options: {{qos: high}}}}")
+    out = {}
+    for key, v in value.items():
+        if key == "options":
+            if not isinstance(v, dict) or not all(isinstance(o, str) and isinstance(
+                    x, str | int | float) for o, x in v.items()):
+                raise fail("slurm.options", "expected a mapping of sbatch options to values "
+                                            "(qos: high, constraint: h100)")
+            out[key] = {o: str(x) for o, x in v.items()}
+        elif isinstance(v, str | int) and not isinstance(v, bool):
+            out[key] = str(v)
+        else:
+            raise fail(f"slurm.{key}", f"expected text, got {shown(v)}")
+    return out

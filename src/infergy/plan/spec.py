@@ -15,6 +15,7 @@ output edge); its length sweep is two (inputs at a fixed output, outputs at a fi
     cooldown: {max_s: 60, within_w: 15}
     max_batch_cap: 1024
     tp: 1                            # tensor parallelism: the model over the first N GPUs
+    slurm: {partition: gpu, time: "4:00:00", options: {qos: high}}   # for --launcher slurm
 
 Every error names the file, the field (with its line where the YAML has one) and what was
 expected, before any GPU work.
@@ -41,7 +42,7 @@ DTYPES = ("bfloat16", "float16", "float32")
 
 KEYS = {"models", "engines", "decodings", "batch_sizes", "preset", "input_tokens",
         "output_tokens", "grids", "repeats", "warmup", "cooldown", "max_batch_cap", "dtype",
-        "seed", "idle_s", "tp", "min_window_s"}
+        "seed", "idle_s", "tp", "min_window_s", "slurm"}
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,8 @@ class SweepSpec:
     shard: tuple[int, int] = (0, 1)  # (k, n): this process measures every n-th point from k
     select: tuple[int, ...] | None = None  # these of the (sharded) plan's points only: the
     # point group a launched worker measures (infergy.run.launch)
+    slurm: dict = field(default_factory=dict)  # --launcher slurm's partition, account,
+    # time, options (the command line's win)
 
     @property
     def ranks(self) -> int:
@@ -288,7 +291,7 @@ def parse_spec(data: Any, source: str = "<spec>", lines: FieldLines | None = Non
     if min_window_s > 0 and warmup < 1:
         raise fail("min_window_s", "needs warmup >= 1 (the warm-up times a run)")
     cooldown = fields.cooldown(data.get("cooldown"), fail)
-    spec = SweepSpec(
+    spec = SweepSpec(slurm=fields.slurm(data.get("slurm"), fail),
         models=models, engines=engines, decodings=[str(d) for d in decodings],
         batch_sizes=batches, grids=grids, repeats=repeats, warmup=warmup,
         cooldown=None if cooldown is None else Cooldown(**cooldown), max_batch_cap=cap,

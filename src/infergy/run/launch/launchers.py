@@ -260,7 +260,10 @@ class SlurmLauncher:
             raise LaunchError("--launcher slurm: sbatch is not on this machine's PATH (run "
                               "from a Slurm login node; --slurm-executor local runs the jobs "
                               "here through submitit's local executor, to try the path)")
-        self.executor = submitit.AutoExecutor(folder=str(folder), cluster=executor)
+        try:
+            self.executor = submitit.AutoExecutor(folder=str(folder), cluster=executor)
+        except RuntimeError as err:  # no srun: not a Slurm node
+            raise LaunchError(f"--launcher slurm: {err}") from None
         options = {k.replace("-", "_"): v for k, v in (options or {}).items()}
         params = {"name": "infergy-sweep", "nodes": 1, "tasks_per_node": 1,
                   "gpus_per_node": 0 if device == "cpu" else tp,
