@@ -309,7 +309,7 @@ def test_a_card_asked_for_among_several_without_a_shipped_profile_is_a_line(ship
             "measure it on that card") in text
     assert ("infergy sweep benchmarks/sweeps/profile-llama-3.1-8b.yaml --db "
             "src/infergy/profile/shipped/llama-3.1-8b-h200.db --resume-by model") in text
-    assert "benchmarks/profile-gpus.sh" in text
+    assert "every GPU of the host at once" in text
     report = json.loads(CliRunner().invoke(app, [*args, "--gpu", "h100,h200", "--json"]).output)
     (lost,) = report["unmeasured_gpus"]
     assert lost["gpu"] == "h200" and "no shipped profile" in lost["message"]

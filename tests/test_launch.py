@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from infergy.plan import SpecError, parse_spec
+from infergy.plan import SpecError
 from infergy.run.launch import (
     LaunchError,
     LocalLauncher,
@@ -34,22 +34,16 @@ from infergy.run.launch.launchers import need
 from infergy.run.sweep import run_sweep
 from infergy.store import Store
 from infergy.store.lock import StoreLock
+from test_sweep import keys as point_keys
+from test_sweep import spec  # 12 points of the tiny model
 
 TESTS = Path(__file__).parent
 SRC = TESTS.parent / "src"
 DOUBLE = "simulated_engines:FailsByBatchEngine"  # a test double, imported by the workers
 
 
-def spec(**fields):
-    data = {"models": ["tiny"], "engines": ["hf-eager"], "input_tokens": [8, 16],
-            "output_tokens": [2, 4], "batch_sizes": [1, 2, 4], "repeats": 1, "warmup": 0,
-            "idle_s": 0, **fields}
-    return parse_spec(data, "test spec")
-
-
 def keys(points):
-    return sorted((p["engine"], p["engine_options"], p["batch_requested"], p["batch"],
-                   p["input_tokens"], p["output_tokens"]) for p in points)
+    return sorted(point_keys(points))
 
 
 def points_of(db: Path) -> list[dict]:
@@ -215,21 +209,27 @@ def slow(**fields):
     return spec(engines=[{"name": DOUBLE, "options": {"sleep_s": 0.5}}], **fields)
 
 
-def test_a_worker_killed_mid_sweep_loses_nothing_and_its_point_is_measured_again(
-        tmp_path, workers_import_tests):
+def sweep_killing(tmp_path, times: int, on_update=None):
+    """A sweep of slow points over two local workers, whose worker measuring the sixth point
+    is killed each time it begins it, `times` times: its store, summary and kills."""
     db = tmp_path / "r.db"
     launcher = LocalLauncher(local_slots(1, "cpu", 2))
-    target = slow().tasks()[5].describe()
-    seen = kill_group_when(launcher, parts_folder(db), target, times=1)
+    seen = kill_group_when(launcher, parts_folder(db), slow().tasks()[5].describe(), times)
+    summary = launch_sweep(slow(), db, launcher, device="cpu", on_update=on_update)
+    assert seen["kills"] == times
+    return db, summary
+
+
+def test_a_worker_killed_mid_sweep_loses_nothing_and_its_point_is_measured_again(
+        tmp_path, workers_import_tests):
     while_running = []
 
     def look(p):  # the sweep's store, while groups still measure: points merged as they come
         if p.done + p.skipped < p.total:
-            with Store(db, read_only=True) as store:
+            with Store(tmp_path / "r.db", read_only=True) as store:
                 while_running.append(len(store.points()))
 
-    summary = launch_sweep(slow(), db, launcher, device="cpu", on_update=look)
-    assert seen["kills"] == 1
+    db, summary = sweep_killing(tmp_path, 1, look)
     assert max(while_running) >= 6
     assert len(summary.lost) == 1 and "killed by SIGKILL" in summary.lost[0]
     assert (summary.missing, summary.failed, summary.failed_points) == (0, 0, [])
@@ -242,13 +242,9 @@ def test_a_worker_killed_mid_sweep_loses_nothing_and_its_point_is_measured_again
 
 def test_a_point_lost_with_its_worker_twice_is_recorded_failed_and_the_rest_measured(
         tmp_path, workers_import_tests):
-    db = tmp_path / "r.db"
-    launcher = LocalLauncher(local_slots(1, "cpu", 2))
-    target = slow().tasks()[5].describe()
-    seen = kill_group_when(launcher, parts_folder(db), target, times=2)
-    summary = launch_sweep(slow(), db, launcher, device="cpu")
-    assert seen["kills"] == 2 and len(summary.lost) == 2
-    assert summary.failed_points == [target] and summary.missing == 0
+    db, summary = sweep_killing(tmp_path, 2)
+    assert len(summary.lost) == 2
+    assert summary.failed_points == [slow().tasks()[5].describe()] and summary.missing == 0
     points = points_of(db)
     failed = [p for p in points if p["status"] == "failed"]
     assert len(failed) == 1 and "lost with its worker 2 times" in failed[0]["error"]

@@ -470,9 +470,10 @@ def test_a_store_s_lock_is_held_once_and_freed_when_its_holder_is_killed(tmp_pat
 
 def test_shards_each_into_its_own_store_stopped_rerun_and_merged_measure_each_point_once(
         tmp_path):
-    """The several-GPU recipe: a shard a store, each copy given the others' points (as
-    benchmarks/profile-gpus.sh does), one shard stopped mid-way and run again: merged, every
-    point of the plan once. A shard is of the whole plan, whatever its store holds."""
+    """The by-hand several-GPU recipe: a shard a store, each copy given the others' points
+    (as the shipped profiles' first sweeps did), one shard stopped mid-way and run again:
+    merged, every point of the plan once. A shard is of the whole plan, whatever its store
+    holds."""
     from infergy.store import merge
 
     def shard(k: int):

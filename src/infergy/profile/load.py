@@ -99,7 +99,7 @@ def how_to_measure(model: str, engine: str, card: str | None, repository: bool,
     return (f"measure it on that card with {own} (to ship it with infergy, from the "
             f"repository: `infergy sweep benchmarks/sweeps/profile-{model}.yaml "
             f"--db src/infergy/profile/shipped/{model}-{tag}.db "
-            f"--resume-by model`; benchmarks/profile-gpus.sh runs it on every GPU of a host)")
+            f"--resume-by model`, every GPU of the host at once)")
 
 
 def is_shipped(path: Path | str) -> bool:
