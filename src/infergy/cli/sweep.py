@@ -99,6 +99,9 @@ def sweep(
 ):
     """Measure a grid of points into a results store. Every point is stored the moment it is
     measured; run the same command again to resume (points this GPU measured are skipped).
+    Over several GPUs of this host, or a Ray cluster or Slurm (--launcher), the plan is cut
+    into point groups, each measured by a worker into a store of its own and merged as its
+    points come; such a sweep resumes by card model.
     One sweep writes a store at a time. Ctrl-C ends after the current point (exit 130);
     SIGTERM abandons the point in flight (exit 143)."""
     try:
@@ -155,7 +158,7 @@ def _launched(spec, db: Path, launcher, device: str, again: str) -> None:
     """A sweep through a launcher: its progress, its summary, its exit (as _say_summary)."""
     tasks = spec.tasks()
     ones = sum(task.batch == 1 for task in tasks)
-    if launcher.name == "local" and ones:
+    if launcher.name == "local" and launcher.gpus and ones:
         err.print(f"infergy: warning: {ones} point(s) at B = 1 are measured while this host's "
                   f"other GPUs work: a step at B = 1 is paced by the CPU that launches its "
                   f"kernels, and on a busy H100 host such points took 4-29% more energy a "

@@ -82,6 +82,7 @@ class LocalLauncher:
 
     def __init__(self, slots: list[str | None]):
         self.slots = len(slots)
+        self.gpus = any(slot is not None for slot in slots)  # else CPU workers
         self.free = list(slots)
         self.waiting: list[GroupJob] = []
         self.running: dict[str, tuple[subprocess.Popen, str | None, Path]] = {}

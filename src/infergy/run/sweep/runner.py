@@ -369,4 +369,5 @@ def _phase_time(record: dict, name: str) -> float:
     return phase.get("time_s") or 0.0
 
 
-__all__ = ["Progress", "SweepError", "SweepSummary", "measuring_time", "run_sweep"]
+__all__ = ["Progress", "Stop", "SweepError", "SweepSummary", "measuring_time", "run_sweep",
+           "task_job", "task_key"]
