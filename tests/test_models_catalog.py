@@ -18,6 +18,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 CATALOG = [
+    "deepseek-r1-distill-qwen-1.5b",
     "deepseek-r1-distill-qwen-32b",
     "llama-3.1-8b",
     "llama-3.2-1b",
@@ -25,7 +26,6 @@ CATALOG = [
     "olmo-1b",
     "olmo-7b",
     "olmoe-1b-7b",
-    "qwen2-1.5b",
     "smollm2-135m",
     "tiny",
     "tiny-draft",
@@ -203,7 +203,7 @@ def test_a_mistyped_model_gets_the_nearest_names(typed, nearest):
         get_model(typed)
     message = str(info.value)
     assert message.startswith(f"unknown model {typed!r} (did you mean {nearest}")
-    assert "valid names: deepseek-r1-distill-qwen-32b" in message
+    assert "valid names: deepseek-r1-distill-qwen-1.5b, deepseek-r1-distill-qwen-32b" in message
 
 
 def test_a_model_name_that_is_not_text_is_an_unknown_model():
@@ -240,3 +240,23 @@ def test_the_cli_takes_hugging_face_ids_wherever_a_model_is_named(tmp_path):
                                  "hf-eager"])
     assert replay.exit_code == 2 and "did you mean llama-3.1-8b" in " ".join(
         replay.output.split())
+
+
+def test_a_renamed_model_s_former_name_still_names_it_with_a_note():
+    """qwen2-1.5b was DeepSeek-R1-Distill-Qwen-1.5B's shape under its architecture's name."""
+    from typer.testing import CliRunner
+
+    from infergy.cli import app
+    from infergy.models import RenamedModelWarning
+    from infergy.models.catalog import _renamed
+
+    _renamed.cache_clear()  # said once a process
+    with pytest.warns(RenamedModelWarning, match="now called 'deepseek-r1-distill-qwen-1.5b'"):
+        assert get_model("Qwen2-1.5B").name == "deepseek-r1-distill-qwen-1.5b"
+    assert get_model("qwen2-1.5b").config == get_model("deepseek-r1-distill-qwen-1.5b").config
+    listed = CliRunner().invoke(app, ["models"], env={"COLUMNS": "300"}).output
+    assert "deepseek-r1-distill-qwen-1.5b (formerly qwen2-1.5b)" in listed
+    _renamed.cache_clear()
+    said = CliRunner().invoke(app, ["estimate", "--trace", "azure-code-2023", "--model",
+                                    "qwen2-1.5b"]).output
+    assert "infergy: note: model 'qwen2-1.5b' is now called" in " ".join(said.split())

@@ -37,8 +37,9 @@ def test_a_tp_that_cannot_run_is_refused_with_the_reason(tp, engine, message):
 
 def test_tp_must_also_split_or_copy_the_key_value_heads():
     # 12 attention heads, 2 key-value heads: 3 GPUs divide the first, not the second
-    with pytest.raises(ParallelError, match=r"--tp 3 neither divides qwen2-1\.5b's 2 key-value"):
-        check_tp(3, get_model("qwen2-1.5b"), engine_class("vllm"))
+    with pytest.raises(ParallelError, match=r"--tp 3 neither divides "
+                                            r"deepseek-r1-distill-qwen-1\.5b's 2 key-value"):
+        check_tp(3, get_model("deepseek-r1-distill-qwen-1.5b"), engine_class("vllm"))
 
 
 def test_tp_that_divides_the_heads_passes():

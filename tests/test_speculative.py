@@ -161,9 +161,10 @@ def test_a_draft_of_another_vocabulary_is_an_error_before_any_work():
     llama = get_model("llama-3.1-8b")
     assert check_draft(llama, "llama-3.2-1b").name == "llama-3.2-1b"
     # One tokenizer, embeddings padded differently (152,064 and 151,936 rows): a pair.
-    assert check_draft(get_model("deepseek-r1-distill-qwen-32b"), "qwen2-1.5b")
+    assert check_draft(get_model("deepseek-r1-distill-qwen-32b"),
+                       "deepseek-r1-distill-qwen-1.5b")
     with pytest.raises(EngineError, match="vocabulary of 151,936 tokens and target llama"):
-        check_draft(llama, "qwen2-1.5b")
+        check_draft(llama, "deepseek-r1-distill-qwen-1.5b")
     with pytest.raises(EngineError, match="draft unknown model 'nope'"):
         check_draft(llama, "nope")
     with pytest.raises(SpecError, match=r"decodings\[0\].*must share its target's tokenizer"):
@@ -363,7 +364,7 @@ def test_vllm_refuses_a_random_draft_for_a_real_target_and_checks_draft_weights(
     engine.close()
     qwen = tmp_path / "qwen"
     qwen.mkdir()
-    (qwen / "config.json").write_text(json.dumps(get_model("qwen2-1.5b").config))
+    (qwen / "config.json").write_text(json.dumps(get_model("deepseek-r1-distill-qwen-1.5b").config))
     bad = engine_class("vllm")(get_model("llama-3.1-8b"), device="cuda", weights=target,
                                options={"draft_weights": str(qwen)})
     with pytest.raises(EngineError, match="vocabulary of 151,936 tokens"):
@@ -373,4 +374,4 @@ def test_vllm_refuses_a_random_draft_for_a_real_target_and_checks_draft_weights(
     pair = engine_class("vllm")(get_model("deepseek-r1-distill-qwen-32b"), device="cuda")
     with pytest.raises(EngineError, match=r"vocabulary to equal the target's \(151936 and "
                                           r"152064 tokens"):
-        pair.expect(Decoding.parse("speculative:draft=qwen2-1.5b"))
+        pair.expect(Decoding.parse("speculative:draft=deepseek-r1-distill-qwen-1.5b"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import typer
@@ -12,6 +13,7 @@ from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
 
 from infergy import __version__
+from infergy.models import RenamedModelWarning
 from infergy.run import Quiet
 from infergy.store import is_sqlite
 
@@ -57,7 +59,18 @@ def _main(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
 ) -> None:
-    pass
+    warnings.showwarning = _show_warning
+
+
+_python_shows = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A note of infergy's own (a renamed model) as a line of the command's, not Python's."""
+    if issubclass(category, RenamedModelWarning):
+        err.print(f"infergy: note: {message}", markup=False, highlight=False)
+    else:
+        _python_shows(message, category, filename, lineno, file, line)
 
 
 def fmt(value: float | None, unit: str, digits: int = 4) -> str:

@@ -18,7 +18,8 @@ def models():
     for name in model_names():
         spec = get_model(name)
         params = spec.published_params
-        table.add_row(name, spec.config.get("model_type", "?"),
+        formerly = f" (formerly {', '.join(spec.former_names)})" if spec.former_names else ""
+        table.add_row(name + formerly, spec.config.get("model_type", "?"),
                       "n/a" if params is None else f"{params / 1e9:.2f}B",
                       str(spec.max_context),
                       ", ".join(filter(None, (spec.hf_id, *spec.aliases))) or "(test model)")

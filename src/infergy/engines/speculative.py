@@ -58,7 +58,8 @@ def _check_vocabulary(draft: str, draft_vocab, target: str, target_vocab: int) -
         raise EngineError(
             f"{draft} has a vocabulary of {size} tokens and {target} "
             f"{target_vocab:,}: a draft must share its target's tokenizer (the study's pairs: "
-            f"llama-3.1-8b with llama-3.2-1b, deepseek-r1-distill-qwen-32b with qwen2-1.5b)")
+            f"llama-3.1-8b with llama-3.2-1b, deepseek-r1-distill-qwen-32b with "
+            f"deepseek-r1-distill-qwen-1.5b)")
 
 
 def vocab_size(spec: ModelSpec, folder: Path | None = None):

@@ -5,8 +5,14 @@ comes from); `infergy.models.flops` turns one into FLOPs and bytes moved per for
 this package loads neither torch nor transformers.
 """
 
-from infergy.models.catalog import ModelSpec, UnknownModelError, get_model, model_names
+from infergy.models.catalog import (
+    ModelSpec,
+    RenamedModelWarning,
+    UnknownModelError,
+    get_model,
+    model_names,
+)
 from infergy.models.gpus import Gpu, UnknownGpuError, get_gpu
 
-__all__ = ["Gpu", "ModelSpec", "UnknownGpuError", "UnknownModelError", "get_gpu", "get_model",
-           "model_names"]
+__all__ = ["Gpu", "ModelSpec", "RenamedModelWarning", "UnknownGpuError", "UnknownModelError",
+           "get_gpu", "get_model", "model_names"]

@@ -3,8 +3,9 @@
 Each `configs/<name>.json` holds the facts of one public config.json (`config`), where they were
 read (`source`), and the published parameter count to check a build against. A model is named
 by its catalog name or by a Hugging Face id of the same architecture (`hf_id`, `aliases`), in
-any case. Reading the catalog needs neither torch nor transformers; only `ModelSpec.hf_config`
-imports transformers.
+any case; a name the catalog once gave it (`former_names`) still names it, with a note
+(RenamedModelWarning). Reading the catalog needs neither torch nor transformers; only
+`ModelSpec.hf_config` imports transformers.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import copy
 import difflib
 import functools
 import json
+import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -23,6 +25,10 @@ _CONFIG_DIR = "configs"
 class UnknownModelError(ValueError):
     """A model name that is not in the catalog. The message names the nearest names and lists
     the valid ones."""
+
+
+class RenamedModelWarning(UserWarning):
+    """A model named by a name the catalog has since changed: it still names the model."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,7 @@ class ModelSpec:
     # Other Hugging Face ids of this very architecture (an instruct model of the same config),
     # accepted wherever a model is named.
     aliases: tuple[str, ...] = ()
+    former_names: tuple[str, ...] = ()  # names the catalog once gave it: still accepted
 
     @property
     def model_type(self) -> str:
@@ -82,7 +89,7 @@ def _names_by_key() -> dict[str, str]:
     its aliases."""
     keys = {}
     for name, data in _catalog().items():
-        for key in (data.get("hf_id"), *data.get("aliases", ())):
+        for key in (data.get("hf_id"), *data.get("aliases", ()), *data.get("former_names", ())):
             if key:
                 keys[key.lower()] = name
     return keys | {name: name for name in _catalog()}
@@ -107,6 +114,8 @@ def get_model(name: str) -> ModelSpec:
                                 f"{', '.join(model_names())}, or the Hugging Face ids "
                                 f"`infergy models` shows")
     data = _catalog()[key]
+    if name.strip().lower() in data.get("former_names", ()):
+        _renamed(name.strip().lower(), key)
     return ModelSpec(
         name=key,
         hf_id=data.get("hf_id"),
@@ -116,7 +125,16 @@ def get_model(name: str) -> ModelSpec:
         config=copy.deepcopy(data["config"]),  # a caller's change stays its own
         published_params_text=data.get("published_params_text", ""),
         aliases=tuple(data.get("aliases", ())),
+        former_names=tuple(data.get("former_names", ())),
     )
+
+
+@functools.cache
+def _renamed(old: str, new: str) -> None:
+    """Say once a process that `old` is now `new` (RenamedModelWarning)."""
+    warnings.warn(f"model {old!r} is now called {new!r} (the catalog names a model for the "
+                  f"checkpoint whose shape it is); {old!r} still works", RenamedModelWarning,
+                  stacklevel=3)
 
 
 def _nearest(name: str) -> str:
