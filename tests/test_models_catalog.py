@@ -260,3 +260,64 @@ def test_a_renamed_model_s_former_name_still_names_it_with_a_note():
     said = CliRunner().invoke(app, ["estimate", "--trace", "azure-code-2023", "--model",
                                     "qwen2-1.5b"]).output
     assert "infergy: note: model 'qwen2-1.5b' is now called" in " ".join(said.split())
+
+
+MIXTRAL = {"architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "hidden_size": 4096,
+           "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
+           "num_key_value_heads": 8, "vocab_size": 32000, "max_position_embeddings": 32768,
+           "num_local_experts": 8, "num_experts_per_tok": 2, "tie_word_embeddings": False}
+
+
+def test_a_local_config_describes_a_model_the_catalog_does_not_hold(tmp_path):
+    """Mixtral-8x7B's config.json (model_type unknown here: counted as a llama-like decoder):
+    46.7B parameters, 12.9B active, as Mistral AI publishes them."""
+    folder = tmp_path / "mixtral"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(MIXTRAL))
+    spec = get_model(str(folder))
+    assert spec.name == str(folder / "config.json") == spec.path
+    assert spec.is_moe and "not one infergy knows" in spec.source
+    assert round(param_count(spec) / 1e9, 1) == 46.7
+    assert round(active_param_count(spec) / 1e9, 1) == 12.9
+    assert get_model(spec.name).config == MIXTRAL  # its name names it again (a worker's)
+
+
+@pytest.mark.parametrize(("change", "said"), [
+    ({"num_hidden_layers": "32"}, "field 'num_hidden_layers': expected a whole number of at "
+                                  "least 1 (the number of layers), got \"32\""),
+    ({"vocab_size": None}, "field 'vocab_size': expected a whole number"),
+    ({"num_key_value_heads": 5}, "field 'num_key_value_heads': expected a whole number "
+                                 "dividing the 32 attention heads, got 5"),
+    ({"num_experts_per_tok": 9}, "field 'num_experts_per_tok': expected the experts each "
+                                 "token uses, 1 to 8, got 9"),
+    ({"model_type": 3}, "field 'model_type': expected the architecture's name"),
+    ({"text_config": {}}, "a multimodal config: give its text model's config"),
+    ({"use_sliding_window": True}, "sliding-window attention is not modelled"),
+])
+def test_a_local_config_that_describes_no_decoder_names_the_file_and_field(tmp_path, change,
+                                                                          said):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**MIXTRAL, **change}))
+    with pytest.raises(UnknownModelError) as info:
+        get_model(str(path))
+    assert str(info.value).startswith(f"{path}: ") and said in str(info.value)
+
+
+def test_a_local_config_that_is_missing_or_not_json_is_said(tmp_path):
+    with pytest.raises(UnknownModelError, match="no such config file"):
+        get_model(str(tmp_path / "nothing.json"))
+    (tmp_path / "broken.json").write_text("{\"hidden_size\": 4")
+    with pytest.raises(UnknownModelError, match=r"broken.json: not a JSON config.json"):
+        get_model(str(tmp_path / "broken.json"))
+
+
+def test_a_model_built_from_a_local_config_is_measured_on_a_cpu(tmp_path):
+    path = tmp_path / "my-model.json"
+    path.write_text(json.dumps(get_model("tiny").config))
+    result = subprocess.run([sys.executable, "-m", "infergy", "measure", "-m", str(path), "-b",
+                             "1", "-i", "8", "--output", "2", "--device", "cpu", "--repeats",
+                             "1", "--warmup", "0", "--idle-s", "0", "--json"],
+                            capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(SRC)})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["point"]["model"] == str(path)

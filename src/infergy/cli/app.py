@@ -46,6 +46,7 @@ class _Console(Console):
 
 out = _Console()
 err = _Console(stderr=True)
+MODEL_HELP = "A catalog model (infergy models), or a model's config.json (a file or its folder)."
 
 
 def _version(value: bool) -> None:

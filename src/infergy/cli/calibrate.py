@@ -11,7 +11,7 @@ import typer
 import yaml
 from rich.table import Table
 
-from infergy.cli.app import app, fail, out
+from infergy.cli.app import MODEL_HELP, app, fail, out
 from infergy.cli.sweep import DEFAULT_DB, sweep
 from infergy.estimate import FEATURES, EstimateError, design, errors, fit_step_cost, measured
 from infergy.models import UnknownModelError, get_model
@@ -25,7 +25,7 @@ UNITS = {"steps": "a step", "prefill_tokens": "a prompt token", "prefill_pairs":
 
 @app.command()
 def calibrate(
-    model: str = typer.Option(..., "--model", "-m", help="A catalog model."),
+    model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
     engine: str = typer.Option(..., "--engine", "-e", help="One engine."),
     db: Path = typer.Option(DEFAULT_DB, "--db", help="Results store (SQLite); resumed if it "
                                                      "exists."),

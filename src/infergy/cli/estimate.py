@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from infergy.cli.app import app, fail, out
+from infergy.cli.app import MODEL_HELP, app, fail, out
 from infergy.engines import ENGINES
 from infergy.estimate import J_PER_KWH, EstimateError, Serving, TraceEstimate, estimate_trace
 from infergy.models import UnknownGpuError, UnknownModelError, get_model
@@ -21,7 +21,7 @@ from infergy.workloads import BinError, BinGrid, TraceError, get_trace
 @app.command()
 def estimate(
     trace: str = typer.Option(..., "--trace", "-t", help="A built-in trace or a trace file."),
-    model: str = typer.Option(..., "--model", "-m", help="A catalog model."),
+    model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
     engine: str = typer.Option("hf-eager,vllm", "--engine", "-e",
                                help="Engines, comma-separated; the first is the baseline of "
                                     "the savings."),

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from infergy.cli.app import LogsToStderr, app, argv, fail, fmt, note, out
+from infergy.cli.app import MODEL_HELP, LogsToStderr, app, argv, fail, fmt, note, out
 from infergy.engines import Decoding, DecodingError, EngineError, UnknownEngineError
 from infergy.models import UnknownModelError, get_model
 from infergy.plan import ParallelError, Point, PointError
@@ -23,7 +23,7 @@ USER_ERRORS = (UnknownModelError, UnknownEngineError, DecodingError, PointError,
 @app.command()
 def measure(
     ctx: typer.Context,
-    model: str = typer.Option(..., "--model", "-m", help="A catalog model (infergy models)."),
+    model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
     engine: str = typer.Option("hf-eager", "--engine", "-e",
                                help="hf-eager, hf-compiled, hf-paged, vllm or vllm-eager."),
     batch: int = typer.Option(1, "--batch", "-b", help="Prompts in the batch (B)."),

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from infergy.cli.app import LogsToStderr, app, argv, err, fail, fmt, note, out, status
+from infergy.cli.app import MODEL_HELP, LogsToStderr, app, argv, err, fail, fmt, note, out, status
 from infergy.engines import Decoding, EngineError, UnknownEngineError, engine_class
 from infergy.estimate import EstimateError, predict_replay, replay_estimate
 from infergy.meter import visible_gpu_models
@@ -43,7 +43,7 @@ def replay(
     trace: str = typer.Option(..., "--trace", "-t", help="A built-in trace or a trace file."),
     mode: str = typer.Option("offline", "--mode", help="offline (static batches through an "
                                                        "engine) or online (an HTTP server)."),
-    model: str = typer.Option(..., "--model", "-m", help="A catalog model (infergy models)."),
+    model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
     engine: str = typer.Option("hf-eager", "--engine", "-e",
                                help="hf-eager, hf-compiled, hf-paged, vllm or vllm-eager."),
     batching: str = typer.Option("binned,natural", "--batching",

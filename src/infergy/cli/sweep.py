@@ -52,7 +52,8 @@ def sweep(
     db: Path = typer.Option(DEFAULT_DB, "--db", help="Results store (SQLite); resumed if it "
                                                      "exists."),
     model: list[str] | None = typer.Option(None, "--model", "-m",
-                                           help="Models, replacing the spec's."),
+                                           help="Models (catalog names or config.json files), "
+                                                "replacing the spec's."),
     engine: list[str] | None = typer.Option(None, "--engine", "-e",
                                             help="Engines, replacing the spec's."),
     batch: list[str] | None = typer.Option(None, "--batch", "-b",

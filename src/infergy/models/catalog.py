@@ -48,6 +48,7 @@ class ModelSpec:
     # accepted wherever a model is named.
     aliases: tuple[str, ...] = ()
     former_names: tuple[str, ...] = ()  # names the catalog once gave it: still accepted
+    path: str | None = None  # a local config.json's (models/local.py), its name too
 
     @property
     def model_type(self) -> str:
@@ -101,7 +102,8 @@ def model_names() -> list[str]:
 
 
 def get_model(name: str) -> ModelSpec:
-    """The catalog entry called `name`, or whose Hugging Face id or alias is `name` (any case).
+    """The catalog entry called `name`, or whose Hugging Face id or alias is `name` (any case),
+    or the model a local config.json at `name` describes (models/local.py).
 
     Raises UnknownModelError, naming the nearest names and listing the valid ones, when there
     is none."""
@@ -110,9 +112,14 @@ def get_model(name: str) -> ModelSpec:
                                 f"{', '.join(model_names())}")
     key = _names_by_key().get(name.strip().lower())
     if key is None:
+        from infergy.models import flops, local
+
+        if local.is_config_path(name):
+            return local.read_config(name, flops.known_types())
+    if key is None:
         raise UnknownModelError(f"unknown model {name!r}{_nearest(name)}; valid names: "
-                                f"{', '.join(model_names())}, or the Hugging Face ids "
-                                f"`infergy models` shows")
+                                f"{', '.join(model_names())}, the Hugging Face ids "
+                                f"`infergy models` shows, or a model's config.json")
     data = _catalog()[key]
     if name.strip().lower() in data.get("former_names", ()):
         _renamed(name.strip().lower(), key)

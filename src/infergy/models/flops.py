@@ -106,27 +106,34 @@ class Shape:
         return self.kv_heads * self.head_dim
 
 
-def _config(spec: SpecLike) -> Mapping[str, Any]:
-    if isinstance(spec, ModelSpec):
-        return spec.config
+def known_types() -> tuple[str, ...]:
+    """The model_types whose parameter layout is known here."""
+    return tuple(_ARCHITECTURES)
+
+
+def _config(spec: SpecLike) -> tuple[Mapping[str, Any], bool]:
+    """The config, and whether an unknown architecture is counted as a generic decoder (a
+    user's local config.json, whose source says so)."""
     if isinstance(spec, str):
-        return get_model(spec).config
-    return spec
+        spec = get_model(spec)
+    if isinstance(spec, ModelSpec):
+        return spec.config, spec.path is not None
+    return spec, False
 
 
 def shape(spec: SpecLike) -> Shape:
     """The `Shape` of a catalog model, a `ModelSpec` or a config.json dict.
 
     Raises ValueError for a model_type whose parameter layout is not known here."""
-    c = _config(spec)
+    c, generic = _config(spec)
     model_type = str(c.get("model_type", ""))
-    if model_type not in _ARCHITECTURES:
+    if model_type not in _ARCHITECTURES and not generic:
         known = ", ".join(sorted(_ARCHITECTURES))
         raise ValueError(f"no FLOPs model for model_type {model_type!r}; known: {known}")
     if c.get("use_sliding_window"):
         # Attention would then see at most the window, which the formulas here do not model.
         raise ValueError("sliding-window attention is not modelled (use_sliding_window is set)")
-    qkv_bias, o_bias, norms = _ARCHITECTURES[model_type]
+    qkv_bias, o_bias, norms = _ARCHITECTURES.get(model_type, _ARCHITECTURES["llama"])
     attention_bias = bool(c.get("attention_bias", False))
     hidden = int(c["hidden_size"])
     heads = int(c["num_attention_heads"])
