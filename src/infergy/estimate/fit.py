@@ -201,8 +201,10 @@ def fit_step_cost(data: Measured, windows: list[Window] | None = None) -> StepCo
                 y_e.append(joules)
     if len(y_t) < len(FEATURES) or len(y_e) < len(FEATURES):
         raise EstimateError(f"{data.model} on {data.engine} ({data.gpu}): {len(windows)} "
-                            f"points with energy are too few to fit a step-cost model "
-                            f"(at least 3)")
+                            f"points are too few to fit a step-cost model: their windows give "
+                            f"{len(y_t)} times and {len(y_e)} energies over at least "
+                            f"{MIN_ENERGY_WINDOW_S:g} s, and it needs {len(FEATURES)} of each "
+                            f"(a point gives two: its prefill and its request)")
     energy = _nnls(rows_e, y_e)
     cost = StepCost(data.model, data.engine, data.gpu, _nnls(rows_t, y_t).tolist(),
                     energy[:-1].tolist(), data.idle_w, data.batching, busy_w=float(energy[-1]),

@@ -1,0 +1,109 @@
+"""A step-cost model predicted for an unmeasured model (infergy.estimate.transfer), on a
+synthetic card: its step costs made from known coefficients over real architectures'
+drivers, which the transfer must recover, and predict a held-out model with."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from infergy.estimate.fit import Window, predict_point
+from infergy.estimate.steps import FEATURES, StepCost
+from infergy.estimate.transfer import TransferError, drivers, fit_transfer, leave_one_out
+from infergy.models import get_model
+from infergy.models.flops import kv_cache_bytes_per_token, weight_bytes
+
+MODELS = ["llama-3.2-1b", "llama-3.2-3b", "olmo-7b", "llama-3.1-8b"]
+# The synthetic card: per feature, (a, b) of time (s) and of energy above idle (J).
+TIME = [(2e-3, 1.5e-13), (0.0, 2.5e-15), (0.0, 1.0e-17), (1e-5, 3e-15), (0.0, 1e-13),
+        (1e-3, 2e-4)]
+ACTIVE = [(0.3, 2e-11), (0.0, 5e-13), (0.0, 2e-15), (1e-3, 6e-13), (0.0, 2e-11), (0.1, 0.05)]
+STATIC = {"kind": "static", "batch": 64}
+
+
+def synthetic(name: str, batching: dict = STATIC) -> tuple:
+    """A model's step cost on the synthetic card: exactly a + b x its drivers."""
+    spec = get_model(name)
+    x = drivers(spec)
+    cost = StepCost(name, "hf-eager", "Synthetic GPU", [a + b * xi for (a, b), xi in
+                                                        zip(TIME, x, strict=True)],
+                    [a + b * xi for (a, b), xi in zip(ACTIVE, x, strict=True)], 70.0,
+                    batching, busy_w=100.0)
+    return spec, cost
+
+
+def test_the_transfer_recovers_the_card_s_coefficients_and_predicts_a_held_out_model():
+    known = [synthetic(m) for m in MODELS[:3]]
+    transfer = fit_transfer(known)
+    for got, want in ((transfer.time, TIME), (transfer.active, ACTIVE)):
+        np.testing.assert_allclose(np.array(got), np.array(want), rtol=1e-6, atol=1e-12)
+    spec, truth = synthetic(MODELS[3])
+    predicted = transfer.predict(spec, band={"energy p90": 0.05})
+    np.testing.assert_allclose(predicted.time_s, truth.time_s, rtol=1e-6)
+    np.testing.assert_allclose(predicted.active_j, truth.active_j, rtol=1e-6)
+    assert (predicted.idle_w, predicted.busy_w, predicted.batching) == (70.0, 100.0, STATIC)
+    assert predicted.fit["predicted"] and predicted.fit["from_models"] == MODELS[:3]
+    assert predicted.fit["band"] == {"energy p90": 0.05}
+
+
+def test_two_models_predict_by_proportion_and_one_predicts_nothing():
+    two = [synthetic(m) for m in MODELS[:2]]
+    transfer = fit_transfer(two)
+    assert all(a == 0 for a, _ in transfer.time)  # through 0: a ratio of the two models
+    x = np.array([drivers(spec) for spec, _ in two])
+    for k in range(len(FEATURES)):
+        ratios = [cost.time_s[k] / x[n, k] for n, (_, cost) in enumerate(two)]
+        assert transfer.time[k][1] == pytest.approx(np.mean(ratios))
+    with pytest.raises(TransferError, match=r"at least 2 models measured with hf-eager on "
+                                            r"Synthetic GPU \(there is 1: llama-3.2-1b\)"):
+        fit_transfer([two[0], two[0]])  # one model, twice, is one model
+    with pytest.raises(TransferError, match="one engine on one card"):
+        other = synthetic(MODELS[1])
+        other[1].engine = "vllm"
+        fit_transfer([two[0], other])
+
+
+def windows_of(cost: StepCost) -> list[Window]:
+    """A model's points on the synthetic card, as if measured: what its own cost gives."""
+    out = []
+    for batch in (1, 8, 64):
+        for i, o in ((128, 64), (512, 128), (2048, 32)):
+            t, e = predict_point(cost, batch, i, o)
+            pt, pe = predict_point(cost, batch, i, 1)
+            out.append(Window(batch, i, o, str(batch), t, e, e - cost.idle_w * t, pt,
+                              pe - cost.idle_w * pt, cost.idle_w, f"{cost.model}-{batch}-{i}",
+                              runs=10))
+    return out
+
+
+def test_leave_one_out_predicts_each_model_from_the_others_with_its_error():
+    known = [synthetic(m) for m in MODELS]
+    check = leave_one_out(known, {spec.name: windows_of(cost) for spec, cost in known})
+    assert sorted(check) == sorted(MODELS)
+    for summary in check.values():  # an exact card: every model predicted exactly
+        assert summary["all"]["energy_error"]["p90"] < 1e-6
+        assert summary["all"]["time_error"]["p90"] < 1e-6
+    with pytest.raises(TransferError, match="needs at least 3 measured models"):
+        leave_one_out(known[:2], {})
+
+
+def test_a_continuous_engine_s_kv_cache_is_sized_for_the_predicted_model():
+    """vLLM's cache: the card's memory as the measured models used it, less the new model's
+    weights, in blocks of its own bytes a token."""
+    def vllm(name, blocks):
+        spec, cost = synthetic(name, {"kind": "continuous", "kv_blocks": blocks,
+                                      "block_size": 16, "max_num_seqs": 1024,
+                                      "max_num_batched_tokens": 16384,
+                                      "block_bytes": kv_cache_bytes_per_token(name) * 16})
+        return spec, cost
+
+    usable = 60e9
+    known = [vllm(m, int((usable - weight_bytes(m)) // (kv_cache_bytes_per_token(m) * 16)))
+             for m in MODELS[:3]]
+    spec = get_model(MODELS[3])
+    predicted = fit_transfer(known).predict(spec).batching
+    want = int((usable - weight_bytes(spec)) // (kv_cache_bytes_per_token(spec) * 16))
+    assert abs(predicted["kv_blocks"] - want) <= 1 and predicted["kind"] == "continuous"
+    assert "predicted" in predicted["kv_source"] and "usable_bytes" not in predicted
+    with pytest.raises(TransferError, match="leave no room for a KV cache"):
+        fit_transfer(known).predict(get_model("deepseek-r1-distill-qwen-32b"))
