@@ -1,0 +1,87 @@
+"""Issue 32's leave-one-model-out table, on a CPU, from stores already measured: for each
+engine on each card, every model with enough points gets its own step-cost model; each is then
+predicted from the others (infergy.estimate.transfer) and checked against its own points.
+Dense models are predicted from dense ones; each mixture of experts from the dense models too
+(the case the issue asks to say apart).
+
+    PYTHONPATH=src python3 benchmarks/validate_transfer.py --store A.db --store B.db \
+        [--engine vllm --engine hf-eager] [--json OUT]
+
+A model whose points are too few to fit, or a card with fewer than three fitted models, is
+listed with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+from pathlib import Path
+
+from infergy.estimate.fit import errors, fit_step_cost, measured
+from infergy.estimate.transfer import TransferError, fit_transfer, leave_one_out
+from infergy.models import get_model
+from infergy.profile.load import EstimateError
+
+
+def contents(stores: list[Path]) -> set[tuple[str, str, str]]:
+    """(card, engine, model) of every ok point in the stores."""
+    found = set()
+    for store in stores:
+        db = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
+        found |= set(db.execute("SELECT r.gpu_name, p.engine, p.model FROM points p JOIN runs r "
+                                "ON p.run_id = r.id WHERE p.status = 'ok' AND r.gpu_name "
+                                "IS NOT NULL"))
+    return found
+
+
+def stats(summary: dict, group: str) -> str:
+    s = (summary.get(group) or {}).get("energy_error")
+    return "-" if not s else f"{s['median']:.1%} / {s['p90']:.1%}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", type=Path, action="append", required=True)
+    parser.add_argument("--engine", action="append")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    found = contents(args.store)
+    report = []
+    for card, engine in sorted({(c, e) for c, e, _ in found}):
+        if args.engine and engine not in args.engine:
+            continue
+        fitted, windows = [], {}
+        for model in sorted(m for c, e, m in found if (c, e) == (card, engine)):
+            try:
+                data = measured(args.store, model, engine, card)
+                fitted.append((get_model(model), fit_step_cost(data)))
+                windows[model] = data.windows
+            except EstimateError as err:
+                report.append({"card": card, "engine": engine, "model": model,
+                               "skipped": str(err)})
+        dense = [(s, c) for s, c in fitted if not s.is_moe]
+        print(f"== {engine} on {card}: {len(fitted)} models fitted ({len(dense)} dense)")
+        try:
+            checks = leave_one_out(dense, windows)
+        except TransferError as err:
+            print(f"   no leave-one-out: {err}")
+            report.append({"card": card, "engine": engine, "skipped": str(err)})
+            continue
+        for spec, _ in fitted:
+            if spec.is_moe:
+                summary = errors(fit_transfer(dense).predict(spec), windows[spec.name])["summary"]
+                how = "from the dense models"
+            else:
+                summary, how = checks[spec.name], "from the other dense models"
+            print(f"   {spec.name:32} {how:28} energy |error| median / p90: all "
+                  f"{stats(summary, 'all')}, B = 1 {stats(summary, '1')}, B = max "
+                  f"{stats(summary, 'max')}")
+            report.append({"card": card, "engine": engine, "model": spec.name, "how": how,
+                           "summary": summary})
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()
