@@ -42,6 +42,7 @@ from infergy.run.sweep.runner import (
     Progress,
     Stop,
     SweepSummary,
+    store_said,
     task_job,
     task_key,
 )
@@ -361,10 +362,8 @@ class _Driver:
     def _store_failed(self, err: Exception) -> None:
         """The sweep's store cannot be written: every worker stops after its point, and what
         they stored stays in the parts folder for the next run."""
-        said = str(err) if isinstance(err, StoreError) else \
-            f"{self.store.path}: cannot be written ({err})"
         if self.store_error is None:
-            self.store_error = said
+            self.store_error = store_said(self.store, err)
             for handle in self.running:
                 self.launcher.stop(handle, now=False)
 

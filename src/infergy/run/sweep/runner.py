@@ -252,7 +252,7 @@ def _run(spec: SweepSpec, store: Store, device: str, resume_by: str,
     except Abandoned:
         abandoned = in_flight
     except (StoreError, sqlite3.Error) as err:
-        store_error = _store_said(store, err)
+        store_error = store_said(store, err)
     finally:
         try:  # our handlers stay while the worker stops: a second Ctrl-C kills it at once
             if worker is not None:
@@ -265,13 +265,13 @@ def _run(spec: SweepSpec, store: Store, device: str, resume_by: str,
                 store.end_run(run_id, "finished" if finished and not stop.count
                               else "interrupted")
             except (StoreError, sqlite3.Error) as err:
-                store_error = _store_said(store, err)
+                store_error = store_said(store, err)
     failed, missing = [], len(tasks) - progress.skipped - len(outcome)
     if store_error is None and progress.device:  # what the store holds now, point by point
         try:
             failed, missing = _check(tasks, spec, store, progress.device, same, outcome)
         except (StoreError, sqlite3.Error) as err:
-            store_error = _store_said(store, err)
+            store_error = store_said(store, err)
     return SweepSummary(run_id, progress.device or None, progress.done, progress.skipped,
                         progress.failed, progress.oom, bool(stop.count), restarts,
                         time.perf_counter() - start, busy, setup, progress.unsteady,
@@ -294,7 +294,7 @@ def _check(tasks: list[Task], spec: SweepSpec, store: Store, device: str, same: 
     return failed, missing
 
 
-def _store_said(store: Store, err: Exception) -> str:
+def store_said(store: Store, err: Exception) -> str:
     """A store's failure to write, as the sweep says it (a StoreError names its store)."""
     if isinstance(err, StoreError):
         return str(err)
@@ -370,4 +370,4 @@ def _phase_time(record: dict, name: str) -> float:
 
 
 __all__ = ["Progress", "Stop", "SweepError", "SweepSummary", "measuring_time", "run_sweep",
-           "task_job", "task_key"]
+           "store_said", "task_job", "task_key"]
