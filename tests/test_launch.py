@@ -333,3 +333,35 @@ def test_ctrl_c_stops_a_launched_sweep_after_its_points_in_flight_and_the_comman
     after = points_of(db)
     assert len(after) == 12 and len(set(keys(after))) == 12
     assert {p["id"] for p in before} <= {p["id"] for p in after}
+
+
+def test_a_sweep_store_that_cannot_be_written_stops_the_workers_and_keeps_their_stores(
+        tmp_path, monkeypatch, workers_import_tests):
+    """SQLite's "database or disk is full" on the sweep's store after the first merge (a test
+    double of the failure, in the driver): every worker stops after its point, their stores
+    stay in the parts folder, and the same command, once the store can be written, merges
+    them and completes the sweep: nothing lost, nothing measured twice."""
+    import sqlite3
+
+    from infergy.run.launch import driver
+
+    db = tmp_path / "r.db"
+    real = driver.merge_rows
+    calls = []
+
+    def full_after_one(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:
+            raise sqlite3.OperationalError("database or disk is full")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(driver, "merge_rows", full_after_one)
+    summary = launch_sweep(slow(), db, LocalLauncher(local_slots(1, "cpu", 2)), device="cpu")
+    assert summary.store_error and "full" in summary.store_error and str(db) in \
+        summary.store_error
+    assert list(parts_folder(db).glob("g*.db"))  # kept for the next run
+    monkeypatch.setattr(driver, "merge_rows", real)
+    again = launch_sweep(slow(), db, LocalLauncher(local_slots(1, "cpu", 2)), device="cpu")
+    assert again.missing == 0 and again.store_error is None
+    points = points_of(db)
+    assert len(points) == 12 and len(set(keys(points))) == 12
