@@ -290,6 +290,21 @@ def test_a_part_still_being_written_stops_the_sweep_saying_who_holds_it(tmp_path
     assert (parts / "g000-00000000.db").exists()  # kept
 
 
+def test_a_dry_run_says_how_a_launched_sweep_cuts_its_plan(tmp_path):
+    from typer.testing import CliRunner
+
+    from infergy.cli import app
+
+    args = ["sweep", "paper-bins", "-e", "vllm", "-e", "hf-eager", "--db",
+            str(tmp_path / "r.db"), "--dry-run", "--device", "cpu"]
+    said = " ".join(CliRunner().invoke(app, [*args, "--launcher", "slurm", "--workers",
+                                             "8"]).output.split())
+    assert ("Launched through slurm, cut for 8 worker(s): 8 point group(s) of 28, 28, 28, 28, "
+            "28, 28, 28, 28 points, each of one engine start") in said
+    said = " ".join(CliRunner().invoke(app, args).output.split())
+    assert "Launched" not in said  # one local worker: the sweep itself
+
+
 def test_the_cli_refuses_an_unknown_launcher_and_a_slurm_without_sbatch(tmp_path):
     from typer.testing import CliRunner
 

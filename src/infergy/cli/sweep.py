@@ -25,8 +25,10 @@ from infergy.run import (
     instant_power_w,
     launch_sweep,
     local_device,
+    local_slots,
     open_launcher,
     parts_folder,
+    point_groups,
     run_sweep,
     torch_device,
 )
@@ -116,6 +118,7 @@ def sweep(
         raise fail(f"--launcher expects one of {', '.join(LAUNCHERS)}, got {launcher!r}")
     if dry_run:
         _print_plan(spec, db, resume_by, device)
+        _print_groups(spec, launcher, workers, device)
         return
     again = _again(spec_file, db, model, engine, batch, device, resume_by, tp, shard,
                    {"--launcher": launcher, "--workers": workers, "--ray-address": ray_address,
@@ -153,6 +156,27 @@ def sweep(
         except StoreError as e:  # another sweep writes it
             raise fail(str(e)) from None
     _say_summary(summary, db, again)
+
+
+def _print_groups(spec, launcher: str, workers: int | None, device: str) -> None:
+    """How a launched sweep would cut the plan (the whole plan, measured points included)."""
+    try:
+        slots = len(local_slots(spec.tp, device, workers)) if launcher == "local" else workers
+    except LaunchError as e:
+        raise fail(str(e)) from None
+    if launcher == "slurm":
+        slots = slots or 1
+    if slots is None:  # ray without --workers: the cluster's GPUs, known once joined
+        out.print("Launched through Ray: point groups for the cluster's GPUs over --tp (give "
+                  "--workers N to see them here)", markup=False)
+        return
+    if launcher == "local" and slots == 1:
+        return  # one worker: the sweep itself, no groups
+    sizes = [len(g.indices) for g in point_groups(spec.tasks(), list(range(len(spec.tasks()))),
+                                                  slots)]
+    out.print(f"Launched through {launcher}, cut for {slots} worker(s): {len(sizes)} point "
+              f"group(s) of {', '.join(map(str, sizes))} points, each of one engine start",
+              markup=False)
 
 
 def _launched(spec, db: Path, launcher, device: str, again: str) -> None:

@@ -3,7 +3,15 @@ trace replayed offline or served online, and sweeps of many points (run.sweep). 
 loads neither torch nor vLLM: an engine imports them when it is loaded."""
 
 from infergy.run.device import RunError, torch_device
-from infergy.run.launch import LAUNCHERS, LaunchError, launch_sweep, open_launcher, parts_folder
+from infergy.run.launch import (
+    LAUNCHERS,
+    LaunchError,
+    launch_sweep,
+    local_slots,
+    open_launcher,
+    parts_folder,
+    point_groups,
+)
 from infergy.run.measure import Measured, MeasureOptions, measure_one
 from infergy.run.online import OnlineResult, ServeError
 from infergy.run.point import PointResult, measure_point
@@ -23,6 +31,6 @@ from infergy.run.sweep import (
 __all__ = ["LAUNCHERS", "RESUME_BY", "SERVE_CHOICES", "LaunchError", "MeasureOptions",
            "Measured", "OfflineReplay", "OnlineResult", "PointResult", "Quiet", "ReplayResult",
            "RunError", "ServeError", "Serving", "Session", "SweepError", "describe_plan",
-           "instant_power_w", "launch_sweep", "local_device", "measure_one", "measure_point",
-           "open_launcher", "parts_folder", "replay_online", "replay_trace", "run_sweep",
-           "torch_device"]
+           "instant_power_w", "launch_sweep", "local_device", "local_slots", "measure_one",
+           "measure_point", "open_launcher", "parts_folder", "point_groups", "replay_online",
+           "replay_trace", "run_sweep", "torch_device"]
