@@ -119,9 +119,9 @@ def _line(x: np.ndarray, y: list[float]) -> tuple[float, float]:
     scale = np.abs(rows).max(axis=0)
     a, b = np.linalg.lstsq(rows / scale, np.ones(len(y)), rcond=None)[0] / scale
     if a < 0:
-        return 0.0, float(np.sum(x * y / y**2) / np.sum(x**2 / y**2))
+        return 0.0, float(np.sum(x / y) / np.sum((x / y) ** 2))
     if b < 0:
-        return float(np.sum(y / y**2) / np.sum(1 / y**2)), 0.0
+        return float(np.sum(1 / y) / np.sum(1 / y**2)), 0.0
     return float(a), float(b)
 
 

@@ -102,7 +102,6 @@ class _Driver:
         self.progress = Progress(total=len(self.tasks))
         self.running: dict[str, _Running] = {}
         self.tries: dict[int, int] = {}
-        self.failed: dict[int, str] = {}  # points recorded failed in this run
         self.cards: set[tuple[str, str | None]] = set()  # (device, card model): done there
         self.devices: set[str] = set()
         self.busy = self.setup = 0.0
@@ -296,7 +295,6 @@ class _Driver:
         except (StoreError, sqlite3.Error) as err:
             self._store_failed(err)
             return
-        self.failed[i] = why
         self.progress.failed += 1
         self.progress.stored.append({"what": task.describe(), "batch": task.batch,
                                      "status": "failed", "energy_j": None, "error": why})
@@ -405,7 +403,7 @@ class _Driver:
             for i, task in enumerate(self.tasks):
                 if self._done(i):
                     continue
-                if i in self.failed or self._tried_and_failed(task.describe()):
+                if self._tried_and_failed(task.describe()):  # by a worker, or here
                     failed.append(task.describe())
                 else:
                     missing += 1
