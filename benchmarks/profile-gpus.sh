@@ -6,6 +6,8 @@
 # host's GPUs is infergy's own (`infergy sweep --launcher local`, the default: a worker a GPU);
 # this script only keeps commands running between calls.
 #   OUT=DIR bash benchmarks/profile-gpus.sh start NAME -- ARGS...  # `infergy ARGS...`, as NAME
+#   OUT=DIR bash benchmarks/profile-gpus.sh queue NAME -- ARGS...  # the same, once every
+#                                            # command started before it has ended
 #   OUT=DIR bash benchmarks/profile-gpus.sh wait SECONDS   # or until every command has ended
 #   OUT=DIR bash benchmarks/profile-gpus.sh stop [NAME ...]  # after the points in flight
 #   OUT=DIR bash benchmarks/profile-gpus.sh run SECONDS NAME -- ARGS...  # all three, one call
@@ -28,7 +30,7 @@
 set -u
 dir=/tmp/infergy-profile
 usage() {
-  sed -n '8,12p' "$0" | sed 's/^# *//' >&2; exit 2
+  sed -n '8,14p' "$0" | sed 's/^# *//' >&2; exit 2
 }
 
 running() {  # [NAME]: does a command run (that one)?
@@ -71,9 +73,15 @@ case "$command" in
     NO_SNAPSHOT=1 bash "$0" start "$@" || exit
     NO_SNAPSHOT=1 bash "$0" wait "$seconds"
     exec bash "$0" stop ;;
-  start)
+  start|queue)
     [ $# -ge 3 ] && [ "$2" = -- ] || usage
     name=$1; shift 2
+    after=""  # queue: the commands running now, which it waits for (one card, one at a time)
+    if [ "$command" = queue ]; then
+      for pid in "$dir"/*.pid; do
+        [ -f "$pid" ] && kill -0 "$(cat "$pid")" 2>/dev/null && after="$after $(cat "$pid")"
+      done
+    fi
     running "$name" && { echo "profile-gpus: $name runs already (stop it first)" >&2; exit 2; }
     if [ ! -d "$dir/code" ] || [ "${REFRESH:-}" = 1 ]; then
       # The commands run from a copy: the next calls replace the working tree under them.
@@ -82,11 +90,15 @@ case "$command" in
     # Servers' logs where the snapshot finds them; vLLM's bundle on PYTHONPATH if exported.
     (
       cd "$dir/code" || exit
+      # A queued command's shell waits, then becomes infergy's process (exec: the same pid, so
+      # `stop` reaches either); stopped while it waits, it ends without starting.
       TMPDIR=$dir PYTHONUNBUFFERED=1 COLUMNS=160 PYTHONPATH="$dir/code/src:${PYTHONPATH:-}" \
-        setsid nohup python3 -m infergy "$@" </dev/null >>"$dir/$name.log" 2>&1 &
+        setsid nohup bash -c 'trap "exit 130" INT TERM
+          for p in $0; do while kill -0 "$p" 2>/dev/null; do sleep 2; done; done
+          exec python3 -m infergy "$@"' "$after" "$@" </dev/null >>"$dir/$name.log" 2>&1 &
       echo $! >"$dir/$name.pid"  # infergy's own process: it leads its session
     )
-    echo "$name: infergy $*"
+    echo "$name: infergy $*${after:+ (after pids$after)}"
     sleep 5 ;;
   wait)
     [ $# -eq 1 ] || usage

@@ -15,7 +15,7 @@ from infergy.cli.app import MODEL_HELP, app, fail, out
 from infergy.cli.sweep import DEFAULT_DB, sweep
 from infergy.estimate import FEATURES, EstimateError, design, errors, fit_step_cost, measured
 from infergy.models import UnknownModelError, get_model
-from infergy.plan import CALIBRATION_INPUTS, CALIBRATION_OUTPUTS
+from infergy.plan import CALIBRATION_INPUTS, CALIBRATION_OUTPUTS, CALIBRATION_RUNS
 from infergy.store import Store, StoreError
 
 UNITS = {"steps": "a step", "prefill_tokens": "a prompt token", "prefill_pairs":
@@ -75,7 +75,8 @@ def _spec(model: str, engine: str, db: Path) -> Path:
     path = db.with_name(f"{db.stem}-calibration-{spec.name}-{engine}.yaml")
     path.write_text(yaml.safe_dump({
         "models": [spec.name], "engines": [engine], "batch_sizes": [1, "max"],
-        "grids": [{"input_tokens": inputs, "output_tokens": list(CALIBRATION_OUTPUTS)}]}))
+        "grids": [{"input_tokens": inputs, "output_tokens": list(CALIBRATION_OUTPUTS)}],
+        **CALIBRATION_RUNS}))
     return path
 
 

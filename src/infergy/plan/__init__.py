@@ -12,7 +12,7 @@ from infergy.plan.batches import (
     replay_requests,
 )
 from infergy.plan.point import Point, PointError
-from infergy.plan.presets import CALIBRATION_INPUTS, CALIBRATION_OUTPUTS
+from infergy.plan.presets import CALIBRATION_INPUTS, CALIBRATION_OUTPUTS, CALIBRATION_RUNS
 from infergy.plan.spec import (
     MAX,
     PRESETS,
@@ -27,7 +27,7 @@ from infergy.plan.spec import (
 )
 from infergy.plan.tp import ParallelError, check_tp, check_tp_gpus
 
-__all__ = ["BATCHINGS", "CALIBRATION_INPUTS", "CALIBRATION_OUTPUTS", "MAX",
+__all__ = ["BATCHINGS", "CALIBRATION_INPUTS", "CALIBRATION_OUTPUTS", "CALIBRATION_RUNS", "MAX",
            "PRESETS", "WARMUPS", "Batch", "EngineChoice", "ParallelError",
            "Point", "PointError", "ReplayError", "SpecError", "SweepSpec", "Task", "check_tp",
            "check_tp_gpus", "engine_starts", "load_spec", "parse_spec", "plan_replay",

@@ -11,6 +11,11 @@ MAX = "max"  # a batch size: the largest batch that fits, searched per (I, O)
 # at B = 1 and B = max, 24 points that span a step's prefill size, batch and context.
 CALIBRATION_INPUTS = (32, 256, 2048, 8192)
 CALIBRATION_OUTPUTS = (8, 64, 512)
+# How each of its points is run: a warm-up, then two repeats of windows of at least 2 s (a
+# shorter run is repeated inside its window), so that every point's energy is read over a
+# window the 100 ms energy counter resolves (the fit drops windows under 1 s), at two thirds
+# of the GPU time of three repeats.
+CALIBRATION_RUNS = {"repeats": 2, "warmup": 1, "min_window_s": 2}
 
 PRESETS: dict[str, dict[str, Any]] = {
     "paper-bins": {
@@ -40,6 +45,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "grids": [{"input_tokens": list(CALIBRATION_INPUTS),
                    "output_tokens": list(CALIBRATION_OUTPUTS)}],
         "batch_sizes": [1, MAX],
+        **CALIBRATION_RUNS,
     },
     "batch-sweep": {
         "about": "batch sizes 1 ... 1024 (powers of two) at input 512, output 128",

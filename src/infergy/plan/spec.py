@@ -278,8 +278,10 @@ def parse_spec(data: Any, source: str = "<spec>", lines: FieldLines | None = Non
     grids = fields.grids(data, preset, fail, list(PRESETS))
     cap = fields.whole(data.get("max_batch_cap", DEFAULT_CAP), "max_batch_cap", fail, 1,
                        MAX_BATCH)
-    repeats = fields.whole(data.get("repeats", 3), "repeats", fail, 1, fields.MAX_REPEATS)
-    warmup = fields.whole(data.get("warmup", 1), "warmup", fail, 0, fields.MAX_REPEATS)
+    repeats = fields.whole(data.get("repeats", preset.get("repeats", 3)), "repeats", fail, 1,
+                           fields.MAX_REPEATS)
+    warmup = fields.whole(data.get("warmup", preset.get("warmup", 1)), "warmup", fail, 0,
+                          fields.MAX_REPEATS)
     seed = fields.whole(data.get("seed", 0), "seed", fail, 0, fields.MAX_SEED)
     dtype = data.get("dtype", "bfloat16")
     if not isinstance(dtype, str) or dtype not in DTYPES:
@@ -287,7 +289,8 @@ def parse_spec(data: Any, source: str = "<spec>", lines: FieldLines | None = Non
     idle_s = fields.seconds(data.get("idle_s", 5.0), "idle_s", fail)
     tp = data.get("tp", 1)
     _check_tp(tp, models, engines, lambda why: fail("tp", why))
-    min_window_s = fields.seconds(data.get("min_window_s", 0.0), "min_window_s", fail, 60)
+    min_window_s = fields.seconds(data.get("min_window_s", preset.get("min_window_s", 0.0)),
+                                  "min_window_s", fail, 60)
     if min_window_s > 0 and warmup < 1:
         raise fail("min_window_s", "needs warmup >= 1 (the warm-up times a run)")
     cooldown = fields.cooldown(data.get("cooldown"), fail)
