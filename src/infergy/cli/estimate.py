@@ -137,6 +137,8 @@ def _print(result: TraceEstimate, detail: bool = False) -> None:
             table.add_row(name, "not yet", *[""] * (len(columns) - 2))
         out.print(table)
         for r in c.rows():
+            if r["predicted_bins"]:
+                out.print(f"[yellow]{r['engine']}: {_predicted(r['predicted_bins'])}[/]")
             if r["simulated_kwh"] is None:
                 out.print(f"[yellow]{r['engine']}: not simulated: "
                           f"{escape(str(r['simulation_error']))}[/]")
@@ -167,6 +169,15 @@ def _print(result: TraceEstimate, detail: bool = False) -> None:
         out.print("whole: the study's formula with ceil(N / B) batches; interp: each request "
                   "at its own lengths by interpolation (both relative to the study's).")
     out.print(f"[dim]Profiles: {escape(', '.join(result.estimates.stores))}[/]")
+
+
+def _predicted(p: dict) -> str:
+    """The note of a row whose study column holds bins predicted, not measured."""
+    band = "" if p.get("band") is None else (
+        f", energy error p90 {p['band']:.0%} on {p['points']} {p['checked_on']}")
+    return (f"study: {p['bins']} of its {p['of_bins']} bins ({p['requests']:,} requests) are "
+            f"not measured on this card: their B = max points are predicted by its "
+            f"calibrated step-cost model{band}")
 
 
 def _seconds(value: float | None) -> str:

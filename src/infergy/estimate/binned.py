@@ -38,6 +38,9 @@ class Estimate:
     bins: list[dict]  # per (I*, O*): N, B, E_batch, energies
     simulated: Simulated | None = None  # the headline: the trace served, simulated
     simulation_error: str | None = None  # why there is none
+    # Bins whose B = max point is the card's calibrated model's, not measured: how many, the
+    # requests and energy they hold, the model's error band (infergy.estimate.filled).
+    predicted: dict | None = None
 
     @property
     def j_per_request(self) -> float:
@@ -79,26 +82,32 @@ def estimate(trace: Trace, binned: Binned, profile: Profile) -> Estimate:
         batches = math.ceil(n / p["batch"]) * p["energy_j"]
         bins.append({"input": i, "output": o, "requests": n, "batch": p["batch"],
                      "batch_energy_j": p["energy_j"], "energy_j": share,
-                     "whole_batches_energy_j": batches, "point": p["id"]})
+                     "whole_batches_energy_j": batches, "point": p["id"],
+                     "predicted": bool(p.get("predicted"))})
         total += share
         whole += batches
     kept = binned.kept
+    guessed = [b for b in bins if b["predicted"]]
+    predicted = None if not guessed else {
+        **(profile.predicted or {}), "bins": len(guessed), "of_bins": len(bins),
+        "requests": sum(b["requests"] for b in guessed),
+        "energy_j": sum(b["energy_j"] for b in guessed)}
+    measured_only = {k: p for k, p in profile.points.items() if not p.get("predicted")}
     return Estimate(profile.engine, profile.gpu, int(kept.sum()),
                     int(trace.output_tokens[kept].sum()), total, whole,
-                    _interpolated(trace, kept, profile), bins)
+                    _interpolated(trace, kept, measured_only), bins, predicted=predicted)
 
 
-def _interpolated(trace: Trace, kept: np.ndarray, profile: Profile) -> float | None:
+def _interpolated(trace: Trace, kept: np.ndarray, points: dict) -> float | None:
     """Sum over requests of J per request at B = max, bilinear in log space over the measured
-    grid (lengths under the first measured edge are taken at it), in J. None where the
-    measured points do not form a full grid."""
-    ins = sorted({i for i, _ in profile.points})
-    outs = sorted({o for _, o in profile.points})
-    if len(ins) < 2 or len(outs) < 2 or any((i, o) not in profile.points
-                                           for i in ins for o in outs):
+    grid of `points` ((I, O) -> point; lengths under the first measured edge are taken at
+    it), in J. None where the measured points do not form a full grid."""
+    ins = sorted({i for i, _ in points})
+    outs = sorted({o for _, o in points})
+    if len(ins) < 2 or len(outs) < 2 or any((i, o) not in points for i in ins for o in outs):
         return None
-    per_request = np.array([[profile.points[(i, o)]["energy_j"] / profile.points[(i, o)]
-                             ["batch"] for o in outs] for i in ins])
+    per_request = np.array([[points[(i, o)]["energy_j"] / points[(i, o)]["batch"]
+                             for o in outs] for i in ins])
     log_e = np.log(per_request)
     li, lo = np.log(ins), np.log(outs)
     x = np.log(np.clip(trace.input_tokens[kept], ins[0], ins[-1]))

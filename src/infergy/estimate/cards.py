@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infergy.estimate.binned import J_PER_KWH, Estimate, estimate
+from infergy.estimate.filled import fill_profile
 from infergy.estimate.served import Serving, simulate_trace
 from infergy.estimate.theory import theoretical
 from infergy.models.gpus import Gpu, get_gpu
@@ -58,14 +59,17 @@ class CardEstimate:
         """One dict an engine estimated, the baseline first: energy_j, whole_batches_j,
         interpolated_j (None without a full grid of points), j_per_request and
         j_per_output_token in J (None without output tokens), kwh, above_theoretical and
-        saving_vs_baseline as shares (0.25: 25%; the baseline's saving is 0), and its bins.
+        saving_vs_baseline as shares (0.25: 25%; the baseline's saving is 0), predicted_bins
+        (None where every bin is measured; else how many bins and requests the card's
+        calibrated model predicted, with its band) and its bins.
         What `infergy estimate` (its table and --json) and the report print of an estimate."""
         return [{"engine": r.engine, **self._simulated(r), "energy_j": r.energy_j, "kwh": r.kwh,
                  "whole_batches_j": r.energy_whole_batches_j,
                  "interpolated_j": r.interpolated_j, "j_per_request": r.j_per_request,
                  "j_per_output_token": r.j_per_output_token,
                  "above_theoretical": self.above_theoretical(r),
-                 "saving_vs_baseline": self.saving(r), "bins": r.bins}
+                 "saving_vs_baseline": self.saving(r), "predicted_bins": r.predicted,
+                 "bins": r.bins}
                 for r in self.estimates]
 
     def _simulated(self, r: Estimate) -> dict:
@@ -172,7 +176,11 @@ def _on_card(trace: Trace, binned: Binned, model: str, engines: Sequence[str],
     for engine in engines:
         try:
             profile = pick_profile(by_engine[engine], stores, model, engine, card, asked)
-            result = estimate(trace, binned, profile)
+            try:
+                result = estimate(trace, binned, profile)
+            except MissingPoints as e:  # a calibrated card: the model predicts the rest
+                profile = fill_profile(profile, e)
+                result = estimate(trace, binned, profile)
             try:
                 result.simulated = simulate_trace(trace, profile, serving, binned.grid)
             except EstimateError as e:  # too few points, no idle power: said in its row

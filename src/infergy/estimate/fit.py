@@ -16,7 +16,7 @@ import functools
 import json
 import statistics
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +73,7 @@ class Measured:
     idle_w: float
     software: dict
     sources: list[str]
+    limits: dict = field(default_factory=dict)  # StepCost.limits
 
 
 def measured(stores: Iterable[Path], model: str, engine: str, gpu: str | None = None,
@@ -95,6 +96,7 @@ def measured(stores: Iterable[Path], model: str, engine: str, gpu: str | None = 
                             f"({', '.join(sorted(found))}): name one")
     card, rows = next(iter(found.items()))
     windows, blocks, memory, seqs, software = [], [], [], [], {}
+    caps, free = [], []
     for _, p, run in rows:
         result = json.loads(p["result"])
         windows.append(_window(p, result, run))
@@ -102,6 +104,10 @@ def measured(stores: Iterable[Path], model: str, engine: str, gpu: str | None = 
         model_of = search.get("memory_model") or {}
         if model_of.get("gpu_blocks"):
             blocks.append(int(model_of["gpu_blocks"]))
+        if search.get("cap"):
+            caps.append(int(search["cap"]))
+        if model_of.get("free_gib"):
+            free.append(float(model_of["free_gib"]) * 2**30)
         info = result.get("engine_info") or {}
         seqs.append(int(info.get("max_num_seqs") or 1024))
         memory += [g["memory_gib"] for g in (result.get("provenance") or {}).get("gpus", [])
@@ -113,8 +119,13 @@ def measured(stores: Iterable[Path], model: str, engine: str, gpu: str | None = 
     if not idle:
         raise EstimateError(f"{model} on {engine} ({card}): no idle power recorded")
     batching = _batching(model, engine, blocks, memory, seqs, windows)
+    # What set the B = max of the points: the sweep's cap, and the free memory the memory
+    # model of a static engine read after loading (a continuous engine's is its KV cache).
+    limits = {"cap": max(caps)} if caps else {}
+    if free:
+        limits["free_bytes"] = statistics.median(free)
     return Measured(model, engine, card, windows, batching, statistics.median(idle), software,
-                    sorted({str(path) for path, _, _ in rows}))
+                    sorted({str(path) for path, _, _ in rows}), limits)
 
 
 def _window(p: dict, result: dict, run: dict) -> Window:
@@ -208,7 +219,7 @@ def fit_step_cost(data: Measured, windows: list[Window] | None = None) -> StepCo
     energy = _nnls(rows_e, y_e)
     cost = StepCost(data.model, data.engine, data.gpu, _nnls(rows_t, y_t).tolist(),
                     energy[:-1].tolist(), data.idle_w, data.batching, busy_w=float(energy[-1]),
-                    software=data.software, sources=data.sources)
+                    software=data.software, sources=data.sources, limits=data.limits)
     cost.fit = {"points": len(windows), "windows": len(y_t),
                 **errors(cost, windows, "residuals")}
     return cost

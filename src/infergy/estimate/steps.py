@@ -72,6 +72,9 @@ class StepCost:
     software: dict = field(default_factory=dict)  # torch, transformers, vllm: as measured
     fit: dict = field(default_factory=dict)  # points used, residuals (infergy.estimate.fit)
     sources: list[str] = field(default_factory=list)  # the stores it was fitted from
+    # What set its points' B = max (infergy.estimate.filled): the sweep's cap, and a static
+    # engine's free memory after loading, in bytes.
+    limits: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self._t = np.asarray(self.time_s, dtype=float)

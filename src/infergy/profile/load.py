@@ -49,6 +49,9 @@ class Profile:
     gpu: str  # the card's name as measured (NVML)
     points: dict[tuple[int, int], dict]  # (I, O) -> {"batch", "energy_j", "id", ...}
     sources: list[str] = field(default_factory=list)
+    # Where some points are predicted, not measured (infergy.estimate.filled; those points
+    # say "predicted": True): the error band the model showed, and on which points.
+    predicted: dict | None = None
 
 
 def load_profile(stores: list[Path], model: str, engine: str, gpu: str | None = None,

@@ -1,0 +1,88 @@
+"""The bins a card's profile lacks, predicted by the card's calibrated step-cost model.
+
+The study's formula needs the B = max point of every bin a trace falls in. A card calibrated
+with `infergy calibrate` (24 points spread over the grid) measures few of the study's 56 bins;
+the others are predicted here, each as the sweep would have measured it:
+
+- B = max as the sweep's search starts it: the largest power of two under the cap and under
+  what fits (vLLM: its KV cache as measured; transformers: infergy's memory model on the free
+  memory measured after loading);
+- the energy of that batch from the step-cost model (infergy.estimate.fit.predict_point).
+
+A measured point always wins: only bins without one are filled. Each filled bin is marked
+`predicted`, and the estimate says how many requests fall in them and the energy error the
+model showed at B = max on measured points it was not fitted to.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+from infergy.estimate.fit import design, measured, predict_point
+from infergy.estimate.served import step_model
+from infergy.estimate.steps import StepCost
+from infergy.models import get_model
+from infergy.models.memory import batch_that_fits, sequence_bytes
+from infergy.profile.load import EstimateError, MissingPoints, Profile
+
+# Design points a model must be fitted over before it predicts a bin: the grid's corners at
+# B = 1 and B = max (calibrate measures 24).
+MIN_DESIGN_POINTS = 8
+
+
+def max_batch(cost: StepCost, input_tokens: int, output_tokens: int) -> int | None:
+    """The B = max the sweep would find for (I, O) on the card of `cost`: the largest power of
+    two under its cap and under what the engine's memory holds. None where the points do
+    not record what set it (a static engine's free memory)."""
+    b = cost.batching
+    if b.get("kind") == "static":
+        free = cost.limits.get("free_bytes")
+        if free is None:
+            return None
+        fits = batch_that_fits(free, sequence_bytes(get_model(cost.model), input_tokens,
+                                                    output_tokens))
+    else:
+        per = math.ceil((input_tokens + output_tokens) / b["block_size"])
+        fits = min(b["kv_blocks"] // per, b["max_num_seqs"])
+    limit = min(cost.limits.get("cap", 1024), fits)
+    return 1 << (limit.bit_length() - 1) if limit >= 1 else None
+
+
+def fill_profile(profile: Profile, missing: MissingPoints) -> Profile:
+    """`profile` with a predicted B = max point for each bin of `missing` (as `missing.missing`
+    lists them), from the card's step-cost model fitted to every point of the profile's
+    stores. `missing` itself, saying why, where the points cannot support a prediction."""
+    def refuse(why: str) -> MissingPoints:
+        return MissingPoints(f"{missing} (the card's step-cost model does not predict them: "
+                             f"{why})", missing.missing)
+    try:
+        data = measured([Path(s) for s in profile.sources], profile.model, profile.engine,
+                        profile.gpu)
+        inside, _ = design(data.windows)
+        labels = {w.batch_label for w in inside}
+        if len(inside) < MIN_DESIGN_POINTS or labels != {"1", "max"}:
+            raise refuse(f"{len(inside)} of the calibration design's points are measured, at "
+                         f"B = {' and '.join(sorted(labels)) or 'none'}; it needs "
+                         f"{MIN_DESIGN_POINTS} at B = 1 and B = max: `infergy calibrate -m "
+                         f"{profile.model} -e {profile.engine}`")
+        cost, summary, words = step_model(tuple(profile.sources), profile.model,
+                                          profile.engine, profile.gpu)
+    except EstimateError as e:
+        if isinstance(e, MissingPoints):
+            raise
+        raise refuse(str(e)) from None
+    points = dict(profile.points)
+    for i, o in missing.missing or []:
+        batch = max_batch(cost, i, o)
+        if batch is None:
+            raise refuse(f"its points do not record the free memory that set B = max (I={i} "
+                         f"O={o})")
+        time_s, energy_j = predict_point(cost, batch, i, o)
+        points[(i, o)] = {"batch": batch, "energy_j": energy_j, "time_s": time_s, "id": None,
+                          "store": None, "predicted": True}
+    at_max = summary.get("max") or summary["all"]
+    band = (at_max.get("energy_error") or {}).get("p90")
+    return dataclasses.replace(profile, points=points, predicted={
+        "band": band, "checked_on": f"B = max points: {words}", "points": at_max["points"]})
