@@ -71,8 +71,10 @@ def test_paper_bins_rule_offers_the_input_edges_of_the_study_s_own_rule():
 def test_length_sweep_is_two_grids_and_keeps_their_shared_point_once():
     tasks = load_spec("length-sweep").tasks()
     pairs = [(t.input_tokens, t.output_tokens) for t in tasks]
-    assert len(pairs) == len(set(pairs)) == 12 + 13 - 1  # (512, 64) is in both
-    assert (32768, 64) in pairs and (512, 4096) in pairs and (512, 1) in pairs
+    # 12 inputs at 2 outputs, 13 outputs at 2 inputs; (512, 64), (512, 8), (64, 64) and
+    # (64, 8) are in both
+    assert len(pairs) == len(set(pairs)) == 24 + 26 - 4
+    assert {(32768, 64), (32768, 8), (512, 4096), (64, 4096), (512, 1), (64, 1)} <= set(pairs)
 
 
 def test_batch_sweep_is_powers_of_two_to_1024():

@@ -50,7 +50,8 @@ def open_store(db: Path, *, create: bool = True) -> Store:
 def sweep(
     spec_file: str = typer.Argument(..., metavar="SPEC",
                                     help="A sweep spec (YAML) or a preset: paper-bins, "
-                                         "paper-bins-rule, length-sweep, batch-sweep."),
+                                         "paper-bins-rule, length-sweep, batch-sweep, "
+                                         "calibration."),
     db: Path = typer.Option(DEFAULT_DB, "--db", help="Results store (SQLite); resumed if it "
                                                      "exists."),
     model: list[str] | None = typer.Option(None, "--model", "-m",

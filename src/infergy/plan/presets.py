@@ -33,10 +33,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "batch_sizes": [1, MAX],
     },
     "length-sweep": {
-        "about": "the study's length sweeps: inputs 2^4 ... 2^15 (16 ... 32768) at output 64, "
-                 "and outputs 2^0 ... 2^12 (1 ... 4096) at input 512; B = 1",
-        "grids": [{"input_tokens": [2**m for m in range(4, 16)], "output_tokens": [64]},
-                  {"input_tokens": [512], "output_tokens": [2**m for m in range(13)]}],
+        "about": "the study's length sweeps: inputs 2^4 ... 2^15 (16 ... 32768) at outputs 64 "
+                 "and 8, and outputs 2^0 ... 2^12 (1 ... 4096) at inputs 512 and 64; B = 1",
+        "grids": [{"input_tokens": [2**m for m in range(4, 16)], "output_tokens": [64, 8]},
+                  {"input_tokens": [512, 64], "output_tokens": [2**m for m in range(13)]}],
         "batch_sizes": [1],
     },
     "calibration": {
