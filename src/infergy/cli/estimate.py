@@ -13,6 +13,7 @@ from rich.table import Table
 from infergy.cli.app import MODEL_HELP, app, fail, out
 from infergy.engines import ENGINES
 from infergy.estimate import J_PER_KWH, EstimateError, Serving, TraceEstimate, estimate_trace
+from infergy.estimate.filled import predicted_words
 from infergy.models import UnknownGpuError, UnknownModelError, get_model
 from infergy.store import StoreError
 from infergy.workloads import BinError, BinGrid, TraceError, get_trace
@@ -138,7 +139,8 @@ def _print(result: TraceEstimate, detail: bool = False) -> None:
         out.print(table)
         for r in c.rows():
             if r["predicted_bins"]:
-                out.print(f"[yellow]{r['engine']}: {_predicted(r['predicted_bins'])}[/]")
+                out.print(f"[yellow]{r['engine']}: study: "
+                          f"{escape(predicted_words(r['predicted_bins']))}[/]")
             if r["simulated_kwh"] is None:
                 out.print(f"[yellow]{r['engine']}: not simulated: "
                           f"{escape(str(r['simulation_error']))}[/]")
@@ -169,15 +171,6 @@ def _print(result: TraceEstimate, detail: bool = False) -> None:
         out.print("whole: the study's formula with ceil(N / B) batches; interp: each request "
                   "at its own lengths by interpolation (both relative to the study's).")
     out.print(f"[dim]Profiles: {escape(', '.join(result.estimates.stores))}[/]")
-
-
-def _predicted(p: dict) -> str:
-    """The note of a row whose study column holds bins predicted, not measured."""
-    band = "" if p.get("band") is None else (
-        f", energy error p90 {p['band']:.0%} on {p['points']} {p['checked_on']}")
-    return (f"study: {p['bins']} of its {p['of_bins']} bins ({p['requests']:,} requests) are "
-            f"not measured on this card: their B = max points are predicted by its "
-            f"calibrated step-cost model{band}")
 
 
 def _seconds(value: float | None) -> str:

@@ -86,3 +86,12 @@ def fill_profile(profile: Profile, missing: MissingPoints) -> Profile:
     band = (at_max.get("energy_error") or {}).get("p90")
     return dataclasses.replace(profile, points=points, predicted={
         "band": band, "checked_on": f"B = max points: {words}", "points": at_max["points"]})
+
+
+def predicted_words(p: dict) -> str:
+    """What an estimate with predicted bins says of them (`Estimate.predicted`)."""
+    band = "" if p.get("band") is None else (
+        f", energy error p90 {p['band']:.0%} on {p['points']} {p['checked_on']}")
+    return (f"{p['bins']} of its {p['of_bins']} bins ({p['requests']:,} requests) are not "
+            f"measured on this card: their B = max points are predicted by its calibrated "
+            f"step-cost model{band}")

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from infergy.estimate import J_PER_KWH, EstimateError, MissingPoints, estimate_trace
+from infergy.estimate.filled import predicted_words
 from infergy.models import UnknownModelError
 from infergy.models.gpus import UnknownGpuError, get_gpu
 from infergy.report import figures
@@ -57,8 +58,12 @@ def estimate_section(name: str, trace, points, stores: list[Path], shipped: bool
             for engine, err in c.unmeasured.items():
                 sec.missing.append(f"{what}, {engine}: {err}")
             rows = c.rows()
+            guessed = [f"{r['engine']}: the study's formula: {predicted_words(p)}"
+                       for r in rows if (p := r["predicted_bins"])]
             answer.tables.append(_answer_table(what, result, c, rows, grid, gco2, usd))
-            answer.tables[-1]["note"] = _same_as(name, result, grid, stores, shipped, several)
+            answer.tables[-1]["note"] = " ".join([*guessed, _same_as(name, result, grid,
+                                                                      stores, shipped,
+                                                                      several)])
             tag = f"-{card_tag(card)}" if several else ""
             say(f"drawing the estimate of {what}")
             save(figures.estimate_figure(
