@@ -12,8 +12,14 @@ from rich.table import Table
 
 from infergy.cli.app import MODEL_HELP, app, fail, out
 from infergy.engines import ENGINES
-from infergy.estimate import J_PER_KWH, EstimateError, Serving, TraceEstimate, estimate_trace
-from infergy.estimate.filled import predicted_words
+from infergy.estimate import (
+    J_PER_KWH,
+    EstimateError,
+    Serving,
+    TraceEstimate,
+    estimate_trace,
+    predicted_words,
+)
 from infergy.models import UnknownGpuError, UnknownModelError, get_model
 from infergy.store import StoreError
 from infergy.workloads import BinError, BinGrid, TraceError, get_trace

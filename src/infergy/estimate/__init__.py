@@ -1,5 +1,5 @@
 """Estimate a workload's energy from measured points (the study's section 4), and what a FLOPs
-count would have said.
+count would have said. The profiles it reads (infergy.profile) are re-exported here.
 
 - binned.py: one engine on one GPU, the study's formula N / B (and whole batches) and
   infergy's interpolation between measured lengths (`estimate`, `Estimate`).
@@ -7,21 +7,20 @@ count would have said.
 - cards.py: every engine on every GPU asked for, a table a card (`estimate_cards`).
 - trace.py: a trace binned and estimated as `infergy estimate` does it (`estimate_trace`).
 - replayed.py: the estimate of a replay's requests against what it measured.
-- steps.py, fit.py: the step-cost model of an engine step, fitted to measured points.
+- steps.py, fit.py: the step-cost model of an engine step, fitted to measured points;
+  filled.py: the bins a calibrated card did not measure, predicted by that model.
 - simulate.py, continuous.py: the serving simulator (static batches, vLLM's continuous
   batching); served.py: a trace served on one engine, simulated (the headline figure);
   replays.py: the simulator on what a measured replay ran.
 - workload.py: all of it in one call; this package is callable: `infergy.estimate(trace,
   model=...)` is `estimate_workload(trace, model=...)`.
-
-The profiles it reads (infergy.profile) are re-exported here; the shipped ones' folder,
-`PROFILES`, is infergy.profile's.
 """
 
 import sys
 
 from infergy.estimate.binned import J_PER_KWH, Estimate, estimate
 from infergy.estimate.cards import CardEstimate, Estimates, estimate_cards
+from infergy.estimate.filled import fill_profile, predicted_words
 from infergy.estimate.fit import design, errors, fit_step_cost, measured
 from infergy.estimate.replayed import ReplayEstimate, replay_estimate
 from infergy.estimate.replays import predict_replay
@@ -43,8 +42,8 @@ from infergy.profile import (
 __all__ = ["FEATURES", "J_PER_KWH", "CardEstimate", "Estimate", "EstimateError", "Estimates",
            "MissingPoints", "Profile", "ReplayEstimate", "Served", "Serving", "Simulated",
            "StepCost", "TraceEstimate", "design", "errors", "estimate", "estimate_cards",
-           "estimate_trace", "estimate_workload", "fit_step_cost", "load_card_profile",
-           "load_profile", "measured", "predict_replay", "replay_estimate", "shipped_profiles",
-           "simulate", "theoretical"]
+           "estimate_trace", "estimate_workload", "fill_profile", "fit_step_cost",
+           "load_card_profile", "load_profile", "measured", "predict_replay", "predicted_words",
+           "replay_estimate", "shipped_profiles", "simulate", "theoretical"]
 
 sys.modules[__name__].__class__ = CallablePackage  # infergy.estimate(...)

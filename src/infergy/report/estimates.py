@@ -11,8 +11,13 @@ import shlex
 from collections.abc import Callable
 from pathlib import Path
 
-from infergy.estimate import J_PER_KWH, EstimateError, MissingPoints, estimate_trace
-from infergy.estimate.filled import predicted_words
+from infergy.estimate import (
+    J_PER_KWH,
+    EstimateError,
+    MissingPoints,
+    estimate_trace,
+    predicted_words,
+)
 from infergy.models import UnknownModelError
 from infergy.models.gpus import UnknownGpuError, get_gpu
 from infergy.report import figures
