@@ -73,19 +73,29 @@ def fill_profile(profile: Profile, missing: MissingPoints) -> Profile:
         if isinstance(e, MissingPoints):
             raise
         raise refuse(str(e)) from None
-    points = dict(profile.points)
-    for i, o in missing.missing or []:
+    try:
+        guessed = predicted_points(cost, missing.missing or [])
+    except EstimateError as e:
+        raise refuse(str(e)) from None
+    at_max = summary.get("max") or summary["all"]
+    band = (at_max.get("energy_error") or {}).get("p90")
+    return dataclasses.replace(profile, points={**profile.points, **guessed}, predicted={
+        "band": band, "checked_on": f"B = max points: {words}", "points": at_max["points"]})
+
+
+def predicted_points(cost: StepCost, bins: list[tuple[int, int]]) -> dict:
+    """(I, O) -> the B = max point `cost` predicts there, marked predicted, for each of
+    `bins`. EstimateError where the model's points do not record what sets B = max."""
+    points = {}
+    for i, o in bins:
         batch = max_batch(cost, i, o)
         if batch is None:
-            raise refuse(f"its points do not record the free memory that set B = max (I={i} "
-                         f"O={o})")
+            raise EstimateError(f"its points do not record the free memory that set B = max "
+                                f"(I={i} O={o})")
         time_s, energy_j = predict_point(cost, batch, i, o)
         points[(i, o)] = {"batch": batch, "energy_j": energy_j, "time_s": time_s, "id": None,
                           "store": None, "predicted": True}
-    at_max = summary.get("max") or summary["all"]
-    band = (at_max.get("energy_error") or {}).get("p90")
-    return dataclasses.replace(profile, points=points, predicted={
-        "band": band, "checked_on": f"B = max points: {words}", "points": at_max["points"]})
+    return points
 
 
 def predicted_words(p: dict) -> str:
