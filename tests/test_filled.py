@@ -95,3 +95,33 @@ def test_without_the_design_at_both_batches_the_bins_stay_missing(tmp_path):
     assert "12 bins missing" in str(e.value)
     assert "at B = max; it needs 8 at B = 1 and B = max: `infergy calibrate -m llama-3.1-8b " \
            "-e vllm`" in str(e.value)
+
+
+def test_calibrate_fit_only_fits_what_the_store_holds_and_keeps_it(tmp_path):
+    """`infergy calibrate --fit-only` on a design measured by a sweep of its own: fitted and
+    kept in the store's meta, no sweep run (this machine has no GPU); a missing store is
+    said."""
+    store = reduced(tmp_path, DESIGN)
+    result = CliRunner().invoke(app, ["calibrate", "-m", "llama-3.1-8b", "-e", "vllm", "--db",
+                                      str(store), "--fit-only"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "llama-3.1-8b on vllm, NVIDIA H100 80GB HBM3: step-cost model" in result.output
+    assert "Measured" not in result.output
+    db = sqlite3.connect(store)
+    (text,) = db.execute("SELECT value FROM meta WHERE key = ?",
+                         ("step_cost:llama-3.1-8b:vllm:NVIDIA H100 80GB HBM3",)).fetchone()
+    kept = json.loads(text)
+    assert kept["engine"] == "vllm" and kept["limits"]["cap"] == 1024
+    gone = CliRunner().invoke(app, ["calibrate", "-m", "llama-3.1-8b", "-e", "vllm", "--db",
+                                    str(tmp_path / "none.db"), "--fit-only"])
+    assert gone.exit_code == 2 and "none.db: no such store" in gone.output
+
+
+def test_calibrate_s_sweep_runs_with_the_command_line_s_defaults(tmp_path, capsys):
+    """calibrate's sweep (every option it does not set at its command-line default: the
+    launcher's too, which a direct call once left unset): its plan, printed dry."""
+    from infergy.cli.sweep import sweep_as_typed
+
+    sweep_as_typed("calibration", tmp_path / "s.db", engine=["hf-eager"],
+                   dry_run=True, device="cpu")
+    assert "24 points, 0 already in" in " ".join(capsys.readouterr().out.split())

@@ -68,9 +68,11 @@ def test_importing_infergy_loads_neither_torch_nor_pandas(tmp_path):
 
 
 def test_infergy_estimate_gives_the_numbers_the_command_prints():
-    result = infergy.estimate("azure-code-2023", model="llama-3.1-8b", engine="hf-eager,vllm")
+    result = infergy.estimate("azure-code-2023", model="llama-3.1-8b", engine="hf-eager,vllm",
+                              gpu="h100")
     printed = CliRunner().invoke(app, ["estimate", "-t", "azure-code-2023", "-m",
-                                       "llama-3.1-8b", "-e", "hf-eager,vllm", "--json"])
+                                       "llama-3.1-8b", "-e", "hf-eager,vllm", "--gpu", "h100",
+                                       "--json"])
     assert printed.exit_code == 0, printed.output
     (card,) = json.loads(printed.output)["gpus"]
     rows = result.rows()
@@ -101,8 +103,8 @@ def test_infergy_estimate_is_still_the_estimators_package():
     ({"model": "llama-9"}, UnknownModelError, "llama-9"),
     ({"model": "llama-3.1-8b", "engine": "hf-paged"}, infergy.EstimateError,
      "hold no B = max point of hf-paged"),
-    ({"model": "llama-3.1-8b", "gpu": "h200"}, infergy.EstimateError,
-     "no shipped profile of llama-3.1-8b on h200"),
+    ({"model": "llama-3.1-8b", "gpu": "b200"}, infergy.EstimateError,
+     "no shipped profile of llama-3.1-8b on b200"),
 ])
 def test_infergy_estimate_raises_what_the_command_says(kwargs, error, message):
     with pytest.raises(error, match=re.escape(message)):

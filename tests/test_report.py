@@ -584,11 +584,14 @@ def test_a_report_without_db_reads_the_shipped_profiles_as_estimate_does(tmp_pat
     html = (tmp_path / "out" / "index.html").read_text()
     answer = re.findall(r"<table>.*?</table>", html, flags=re.S)[0]
     assert re.search(r"<tr><td>hf-eager</td><td>([^<]*)</td>", answer).group(1) == kwh
-    assert "From the profiles shipped with infergy (llama-3.1-8b-h100.db)" in html
+    assert ("From the profiles shipped with infergy (llama-3.1-8b-h100.db, "
+            "llama-3.1-8b-h200.db)") in html
     assert "infergy estimate -t azure-code-2023 -m llama-3.1-8b -e hf-eager," in html
+    # The H200's calibrated profile (issue 30): its bins not measured said so.
+    assert "not measured on this card" in html
     # What it was doing, said on stderr as it went (plain lines: not a terminal here).
     lines = result.output.splitlines()
-    for step in ("report: loading 1 store", "report: estimating azure-code-2023 on "
+    for step in ("report: loading 2 stores", "report: estimating azure-code-2023 on "
                  "llama-3.1-8b", "report: drawing batch"):
         assert any(step in line for line in lines), step
 

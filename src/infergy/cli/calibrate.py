@@ -12,7 +12,7 @@ import yaml
 from rich.table import Table
 
 from infergy.cli.app import MODEL_HELP, app, fail, out
-from infergy.cli.sweep import DEFAULT_DB, sweep
+from infergy.cli.sweep import DEFAULT_DB, sweep_as_typed
 from infergy.estimate import FEATURES, EstimateError, design, errors, fit_step_cost, measured
 from infergy.models import UnknownModelError, get_model
 from infergy.plan import CALIBRATION_INPUTS, CALIBRATION_OUTPUTS, CALIBRATION_RUNS
@@ -30,19 +30,25 @@ def calibrate(
     db: Path = typer.Option(DEFAULT_DB, "--db", help="Results store (SQLite); resumed if it "
                                                      "exists."),
     device: str = typer.Option("auto", "--device", help="auto, cuda or cpu."),
+    fit_only: bool = typer.Option(False, "--fit-only", help="Measure nothing: fit the points "
+                                                            "the store holds (a design measured "
+                                                            "by a sweep of its own)."),
 ):
     """Measure the 24 points of the calibration design (inputs 32 to 8192, outputs 8 to 512,
     B = 1 and B = max) in one engine start, fit the engine's step-cost model to them, print
     its coefficients and errors, and keep it in the store (its meta table)."""
-    spec = _spec(model, engine, db)
     started = time.monotonic()
-    try:
-        sweep(str(spec), db=db, model=None, engine=None, batch=None, dry_run=False,
-              device=device, resume_by="card", tp=None, shard=None)
-    except typer.Exit as e:
-        if e.exit_code:
-            raise
-    swept_s = time.monotonic() - started
+    if fit_only:
+        if not db.exists():
+            raise fail(f"--db {db}: no such store (--fit-only fits the points a store holds)")
+    else:
+        spec = _spec(model, engine, db)
+        try:
+            sweep_as_typed(str(spec), db, device=device, resume_by="card")
+        except typer.Exit as e:
+            if e.exit_code:
+                raise
+    swept_s = None if fit_only else time.monotonic() - started
     try:
         with Store(db, create=False, read_only=True) as store:
             runs = store.runs()
@@ -80,7 +86,7 @@ def _spec(model: str, engine: str, db: Path) -> Path:
     return path
 
 
-def _print(cost, checked: dict | None, swept_s: float, db: Path) -> None:
+def _print(cost, checked: dict | None, swept_s: float | None, db: Path) -> None:
     table = Table(title=f"{cost.model} on {cost.engine}, {cost.gpu}: step-cost model",
                   title_justify="left")
     for col in ("feature", "time per unit", "energy above idle per unit"):
@@ -101,6 +107,6 @@ def _print(cost, checked: dict | None, swept_s: float, db: Path) -> None:
                 out.print(f"{what}, {group} ({s['points']} points): energy error median "
                           f"{e['median']:.1%}, p90 {e['p90']:.1%}; time median "
                           f"{t['median']:.1%}, p90 {t['p90']:.1%}")
-    out.print(f"Measured and fitted in {swept_s / 60:.1f} minutes (the sweep, the engine's "
-              f"start included). Kept in {db} (meta step_cost:{cost.model}:{cost.engine}:"
-              f"{cost.gpu}).")
+    took = ("" if swept_s is None else f"Measured and fitted in {swept_s / 60:.1f} minutes "
+            f"(the sweep, the engine's start included). ")
+    out.print(f"{took}Kept in {db} (meta step_cost:{cost.model}:{cost.engine}:{cost.gpu}).")

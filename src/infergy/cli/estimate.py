@@ -144,6 +144,9 @@ def _print(result: TraceEstimate, detail: bool = False) -> None:
             table.add_row(name, "not yet", *[""] * (len(columns) - 2))
         out.print(table)
         for r in c.rows():
+            if r.get("band_from", "").startswith("its residuals"):
+                out.print(f"[yellow]{r['engine']}: ±p90 is {escape(r['band_from'])}: no other "
+                          f"point is measured on this card to check it on[/]")
             if r["predicted_bins"]:
                 out.print(f"[yellow]{r['engine']}: study: "
                           f"{escape(predicted_words(r['predicted_bins']))}[/]")

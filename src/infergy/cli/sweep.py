@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import shlex
 import time
 from pathlib import Path
@@ -157,6 +158,14 @@ def sweep(
         except StoreError as e:  # another sweep writes it
             raise fail(str(e)) from None
     _say_summary(summary, db, again)
+
+
+def sweep_as_typed(spec: str, db: Path, **options) -> None:
+    """`infergy sweep SPEC --db DB` with `options` (its parameters by name) and every other
+    option at its command-line default: what another command (calibrate) runs."""
+    defaults = {name: p.default.default for name, p in inspect.signature(sweep).parameters.items()
+                if isinstance(p.default, typer.models.ParameterInfo)}
+    sweep(**{**defaults, **options, "spec_file": spec, "db": db})
 
 
 def _print_groups(spec, launcher: str, workers: int | None, device: str) -> None:
