@@ -11,7 +11,8 @@ the others are predicted here, each as the sweep would have measured it:
 
 A measured point always wins: only bins without one are filled. Each filled bin is marked
 `predicted`, and the estimate says how many requests fall in them and the energy error the
-model showed at B = max on measured points it was not fitted to.
+model showed at B = max on measured points it was not fitted to (its residuals where the card
+has no other point to check it on, said so).
 """
 
 from __future__ import annotations
