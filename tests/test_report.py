@@ -687,3 +687,21 @@ def test_a_store_of_one_measured_point_is_estimated_on_its_own_edges(tmp_path):
     # One point without an idle power: nothing to simulate, the study's formula said as such
     assert re.search(r"<tr><td>vllm</td><td>0.0004444</td><td>study&#39;s formula only</td>"
                      r"<td>1.562</td>", html)
+
+
+def test_the_phases_figure_draws_both_fixed_lengths_of_the_study_s_length_sweeps(tmp_path):
+    """Inputs swept at outputs 64 and 8, outputs at inputs 512 and 64 (the length-sweep
+    preset): a line for each fixed length; a full grid of 3 x 3 keeps one."""
+    db = write_store(tmp_path / "s.db", inputs=(16, 32, 64, 128, 512), outputs=(64, 8))
+    write_store(db, inputs=(512, 64), outputs=(1, 2, 4, 16, 32))
+    fig = figures.phases_figure(load_points([db]))
+    left, right = fig.axes[:2]
+    assert {line.get_label() for line in left.get_lines()} == {
+        "B = 1, output 64", "B = 1, output 8", "B = max (per length), output 64",
+        "B = max (per length), output 8"}
+    assert {line.get_label() for line in right.get_lines()} >= {"B = 1, input 512",
+                                                                 "B = 1, input 64"}
+    grid = figures.phases_figure(load_points([write_store(tmp_path / "g.db",
+                                                          outputs=(8, 64, 512))]))
+    assert {line.get_label() for line in grid.axes[0].get_lines()} == {
+        "B = 1", "B = max (per length)"}

@@ -196,8 +196,8 @@ def text_color(rgba) -> str:
 
 def phases_figure(points):
     """Prefill energy against input length and decode energy against output length, by batch
-    size (the study's Figure 2), for the engine with the most points; None without two
-    lengths of each measured with energy."""
+    size (the study's Figure 2), for the engine with the most points, a line for each fixed
+    length swept at (`_fixed`); None without two lengths of each measured with energy."""
     one_card(points)
     points = measured(measured(points, "prefill_energy_j"), "decode_energy_j")
     if points.empty:
@@ -206,21 +206,43 @@ def phases_figure(points):
     sub = points[points.engine == engine]
     if sub.input_tokens.nunique() < 2 or sub.output_tokens.nunique() < 2:
         return None
-    o_fixed = sub.output_tokens.value_counts().idxmax()
-    i_fixed = sub.input_tokens.value_counts().idxmax()
+    # The fixed lengths of the sweeps: the most measured one, and a second one where it is
+    # swept over as many lengths (the study ran inputs at outputs 64 and 8, and outputs at
+    # inputs 512 and 64).
+    o_fixed = _fixed(sub, "output_tokens", "input_tokens")
+    i_fixed = _fixed(sub, "input_tokens", "output_tokens")
     plt = _plt()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for label, rows in sub.groupby("batch_label"):
-        a = rows[rows.output_tokens == o_fixed].sort_values("input_tokens")
-        b = rows[rows.input_tokens == i_fixed].sort_values("output_tokens")
         name = "B = max (per length)" if label == "max" else f"B = {label}"
-        left.plot(a.input_tokens, a.prefill_energy_j, "o-", label=name)
-        right.plot(b.output_tokens, b.decode_energy_j, "o-", label=name)
-    _axes(left, f"input tokens (output {o_fixed})", "prefill energy of the batch (J)")
-    _axes(right, f"output tokens (input {i_fixed})", "decode energy of the batch (J)")
+        for o in o_fixed:
+            a = rows[rows.output_tokens == o].sort_values("input_tokens")
+            left.plot(a.input_tokens, a.prefill_energy_j, "o-",
+                      label=name if len(o_fixed) == 1 else f"{name}, output {o}")
+        for i in i_fixed:
+            b = rows[rows.input_tokens == i].sort_values("output_tokens")
+            right.plot(b.output_tokens, b.decode_energy_j, "o-",
+                       label=name if len(i_fixed) == 1 else f"{name}, input {i}")
+    _axes(left, "input tokens" + (f" (output {o_fixed[0]})" if len(o_fixed) == 1 else ""),
+          "prefill energy of the batch (J)")
+    _axes(right, "output tokens" + (f" (input {i_fixed[0]})" if len(i_fixed) == 1 else ""),
+          "decode energy of the batch (J)")
     for ax in (left, right):
         ax.legend(fontsize=8)
     return _finish(fig, f"{engine}{_card(sub)}: prefill and decode energy", sub)
+
+
+def _fixed(points, held: str, swept: str) -> list[int]:
+    """The values of `held` that the points sweep `swept` at: the most measured one, and a
+    second only where exactly one other holds as many lengths of `swept` (the study's two
+    sweeps of each kind; a full grid, every value alike, keeps one)."""
+    first = points[held].value_counts().idxmax()
+    lengths = points.groupby(held)[swept].nunique()
+    others = lengths.drop(first).sort_values(ascending=False)
+    if (len(others) and others.iloc[0] == lengths[first] >= 3
+            and (len(others) == 1 or others.iloc[1] < others.iloc[0])):
+        return [int(first), int(others.index[0])]
+    return [int(first)]
 
 
 def pareto_figure(points):
