@@ -14,6 +14,7 @@ from infergy.estimate import load_profile
 from infergy.plan import parse_spec
 from infergy.profile import load_points
 from infergy.report import build_report, figures
+from infergy.report.cdf import cdf_figure
 from infergy.run.sweep import run_sweep
 from infergy.store import Store
 from infergy.workloads import BinGrid, get_trace
@@ -530,7 +531,7 @@ def test_no_figure_title_is_cut_at_the_figures_edges(tmp_path):
     made = [figures.estimate_figure(rows, "a-workload-with-a-rather-long-trace-name", points),
             figures.batch_figure(points), figures.phases_figure(points),
             figures.pareto_figure(points), figures.heatmap_figure(points, "vllm"),
-            figures.cdf_figure(trace, BinGrid.named("paper"))]
+            cdf_figure(trace, BinGrid.named("paper"))]
     for fig in made:
         fig.canvas.draw()
         renderer = fig.canvas.get_renderer()

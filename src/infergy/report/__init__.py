@@ -3,7 +3,8 @@ from results stores and traces, each card the stores hold in sections of its own
 
 - page.py: the page (`build_report`), a card's sections, the HTML template.
 - estimates.py, replays.py: the sections of a trace's estimates and of the stores' replays.
-- figures.py, tables.py: the figures and the provenance and repeatability tables.
+- figures.py, cdf.py, tables.py: the figures (of points; of a trace's lengths) and the
+  provenance and repeatability tables.
 - section.py: a section of the page, and how a figure lands in it.
 
 The stores' points are read by infergy.profile (`load_points`, re-exported here).

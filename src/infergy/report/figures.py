@@ -206,43 +206,34 @@ def phases_figure(points):
     sub = points[points.engine == engine]
     if sub.input_tokens.nunique() < 2 or sub.output_tokens.nunique() < 2:
         return None
-    # The fixed lengths of the sweeps: the most measured one, and a second one where it is
-    # swept over as many lengths (the study ran inputs at outputs 64 and 8, and outputs at
-    # inputs 512 and 64).
-    o_fixed = _fixed(sub, "output_tokens", "input_tokens")
-    i_fixed = _fixed(sub, "input_tokens", "output_tokens")
     plt = _plt()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for label, rows in sub.groupby("batch_label"):
-        name = "B = max (per length)" if label == "max" else f"B = {label}"
-        for o in o_fixed:
-            a = rows[rows.output_tokens == o].sort_values("input_tokens")
-            left.plot(a.input_tokens, a.prefill_energy_j, "o-",
-                      label=name if len(o_fixed) == 1 else f"{name}, output {o}")
-        for i in i_fixed:
-            b = rows[rows.input_tokens == i].sort_values("output_tokens")
-            right.plot(b.output_tokens, b.decode_energy_j, "o-",
-                       label=name if len(i_fixed) == 1 else f"{name}, input {i}")
-    _axes(left, "input tokens" + (f" (output {o_fixed[0]})" if len(o_fixed) == 1 else ""),
-          "prefill energy of the batch (J)")
-    _axes(right, "output tokens" + (f" (input {i_fixed[0]})" if len(i_fixed) == 1 else ""),
-          "decode energy of the batch (J)")
-    for ax in (left, right):
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, x, y, held, phase in zip(axes, ("input_tokens", "output_tokens"),
+                                     ("prefill_energy_j", "decode_energy_j"),
+                                     ("output", "input"), ("prefill", "decode"), strict=True):
+        fixed = _fixed(sub, f"{held}_tokens", x)
+        for label, rows in sub.groupby("batch_label"):
+            name = "B = max (per length)" if label == "max" else f"B = {label}"
+            for v in fixed:
+                line = rows[rows[f"{held}_tokens"] == v].sort_values(x)
+                ax.plot(line[x], line[y], "o-",
+                        label=name if len(fixed) == 1 else f"{name}, {held} {v}")
+        _axes(ax, x.replace("_", " ") + (f" ({held} {fixed[0]})" if len(fixed) == 1 else ""),
+              f"{phase} energy of the batch (J)")
+    for ax in axes:
         ax.legend(fontsize=8)
     return _finish(fig, f"{engine}{_card(sub)}: prefill and decode energy", sub)
 
 
 def _fixed(points, held: str, swept: str) -> list[int]:
-    """The values of `held` that the points sweep `swept` at: the most measured one, and a
-    second only where exactly one other holds as many lengths of `swept` (the study's two
-    sweeps of each kind; a full grid, every value alike, keeps one)."""
+    """The values of `held` the points sweep `swept` at: the most measured, and a second only
+    where exactly one other holds as many lengths (the study's length sweeps: two of each)."""
     first = points[held].value_counts().idxmax()
     lengths = points.groupby(held)[swept].nunique()
-    others = lengths.drop(first).sort_values(ascending=False)
-    if (len(others) and others.iloc[0] == lengths[first] >= 3
-            and (len(others) == 1 or others.iloc[1] < others.iloc[0])):
-        return [int(first), int(others.index[0])]
-    return [int(first)]
+    rest = lengths.drop(first).sort_values(ascending=False)
+    two = len(rest) and rest.iloc[0] == lengths[first] >= 3 and (
+        len(rest) == 1 or rest.iloc[1] < rest.iloc[0])
+    return [int(first), int(rest.index[0])] if two else [int(first)]
 
 
 def pareto_figure(points):
@@ -441,27 +432,3 @@ def estimate_figure(rows: list[dict], trace: str, points):
     ax.set_ylim(0, max(values) * 1.15)  # room for the numbers over the bars
     return _finish(fig, f"{trace} on {card}: estimated against theoretical energy", points)
 
-
-def cdf_figure(trace, grid):
-    """CDF of the trace's real lengths against the lengths its bins charge (Figure 7)."""
-    binned = grid.assign(trace.input_tokens, trace.output_tokens)
-    ins, outs = binned.binned_lengths()
-    kept = binned.kept
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, real, charged, what in ((axes[0], trace.input_tokens[kept], ins, "input"),
-                                    (axes[1], trace.output_tokens[kept], outs, "output")):
-        if not (np.asarray(real) > 0).any():  # log axes: lengths of 0 tokens cannot be drawn
-            _empty_panel(ax, f"no request has {what} tokens")
-            continue
-        for values, label, style in ((real, "real", "-"), (charged, "binned", "--")):
-            x = np.sort(values)
-            share = np.arange(1, len(x) + 1) / len(x)
-            ax.plot(x[x > 0], share[x > 0], style, label=label)
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel(f"{what} tokens")
-        ax.set_ylabel("share of requests")
-        ax.grid(True, alpha=0.3)
-        ax.legend()
-    return _finish(fig, f"{trace.name}: real against binned lengths", None,
-                   f"{len(trace)} requests, {int(kept.sum())} binned; {trace.source}")

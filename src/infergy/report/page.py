@@ -17,6 +17,7 @@ from infergy.models import UnknownModelError, get_model
 from infergy.profile import shipped_profiles
 from infergy.profile.points import load_points, stored_points
 from infergy.report import figures, tables
+from infergy.report.cdf import cdf_figure
 from infergy.report.estimates import estimate_section
 from infergy.report.replays import replay_section
 from infergy.report.section import Section, card_tag, change, num, save
@@ -138,7 +139,7 @@ def _workloads(workloads, points, found: list[Path], shipped: bool, cards: list[
                       f"{d['output']['mean']:.1f} ± {d['output']['std']:.1f}",
                       f"{d['output']['median']:.5g}", f"{d['output']['p99']:.5g}"])
         say(f"drawing the lengths of {trace.name}")
-        save(figures.cdf_figure(trace, BinGrid.named("paper")), out, f"cdf-{trace.name}", sec,
+        save(cdf_figure(trace, BinGrid.named("paper")), out, f"cdf-{trace.name}", sec,
              "")
         if not greedy.empty:
             estimate_section(name, trace, greedy, found, shipped, cards, out, answer, sec, gco2,
