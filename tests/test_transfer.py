@@ -107,3 +107,88 @@ def test_a_continuous_engine_s_kv_cache_is_sized_for_the_predicted_model():
     assert "predicted" in predicted["kv_source"] and "usable_bytes" not in predicted
     with pytest.raises(TransferError, match="leave no room for a KV cache"):
         fit_transfer(known).predict(get_model("deepseek-r1-distill-qwen-32b"))
+
+
+def write_card(path, names: list[str], card: str = "NVIDIA H200") -> None:
+    """A store of the synthetic card (a test double: points computed, not measured): each
+    model's calibration design on hf-eager, its times and energies its synthetic step costs'
+    exactly, B = max as the sweep's memory model would find it in 100 GiB left free."""
+    from infergy.estimate.filled import max_batch
+    from infergy.estimate.fit import point_features
+    from infergy.plan.presets import CALIBRATION_INPUTS, CALIBRATION_OUTPUTS
+    from infergy.store import Store
+
+    with Store(path) as store:
+        run = store.start_run(device="GPU-s", meta={"gpus": [{"model": card}],
+                                                     "idle_w": {"gpu0": 70.0}}, spec=None)
+        for name in names:
+            spec, cost = synthetic(name)
+            free = 100 * 2**30 + weight_bytes(get_model("llama-3.1-8b")) - weight_bytes(spec)
+            cost.limits = {"cap": 1024, "free_bytes": free}
+            for i in CALIBRATION_INPUTS:
+                for o in CALIBRATION_OUTPUTS:
+                    for requested in (1, "max"):
+                        b = 1 if requested == 1 else max_batch(cost, i, o)
+                        t, e = predict_point(cost, b, i, o)
+                        pt, pe = predict_point(cost, b, i, 1)
+                        point = {"model": name, "engine": "hf-eager", "batch": b,
+                                 "input_tokens": i, "output_tokens": o, "decoding": "greedy",
+                                 "tp": 1, "dtype": "bfloat16"}
+                        assert point_features(cost.batching, b, i, o)[0] == o
+                        store.add_point(run, "GPU-s", {
+                            "point": point, "status": "ok", "energy_j": e, "time_s": t,
+                            "active_energy_j": e - 70.0 * t, "j_per_output_token": e / (b * o),
+                            "runs_per_window": int(2 / min(t, pt)) + 1,
+                            "repeats": [{"prefill": {"time_s": pt,
+                                                     "active_energy_j": pe - 70.0 * pt}}]},
+                            engine_options="{}", batch_requested=requested,
+                            batch_search=None if requested == 1 else {
+                                "cap": 1024, "memory_model": {"free_gib": free / 2**30}})
+        store.end_run(run, "finished")
+
+
+def test_estimate_predicts_a_model_measured_on_no_engine_of_the_card_labelled(tmp_path):
+    """llama-3.1-8b on a synthetic H200 that calibrated four other models: `infergy
+    estimate --gpu h200` prints its estimate, labelled predicted with the leave-one-model-out
+    band (near 0 here: the card is linear, and each held-out model is predicted from three,
+    enough for a + b x; not 0, as a static engine's step and call costs trade off within one
+    model's fit), its B = max points the truth's. Three models hold each one out
+    against two (b x alone): a band, said."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from infergy.cli import app
+    from infergy.estimate.filled import predicted_points
+
+    store = tmp_path / "card.db"
+    write_card(store, [*MODELS[:3], "olmo-1b"])
+    args = ["estimate", "-t", "azure-code-2023", "-m", MODELS[3], "-e", "hf-eager",
+            "--gpu", "h200", "--profile", str(store)]
+    shown = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    said = " ".join(shown.output.split())
+    assert ("llama-3.1-8b is measured on no engine of NVIDIA H200: every figure above is "
+            "predicted for a model not measured on this card, from llama-3.2-1b, llama-3.2-3b, "
+            "olmo-1b, olmo-7b") in said
+    card = json.loads(CliRunner().invoke(app, [*args, "--json"]).output)["gpus"][0]
+    (row,) = card["engines"]
+    assert card["predicted_model"].startswith("predicted for a model not measured")
+    assert 0 <= row["band"] < 0.02
+    _, truth = synthetic(MODELS[3])
+    truth.limits = {"cap": 1024, "free_bytes": 100 * 2**30}
+    want = predicted_points(truth, [(b["input"], b["output"]) for b in row["bins"]])
+    for b in row["bins"]:
+        w = want[(b["input"], b["output"])]
+        assert b["predicted"] and b["batch"] == w["batch"]
+        assert b["batch_energy_j"] == pytest.approx(w["energy_j"], rel=0.02)
+    three = tmp_path / "three.db"
+    write_card(three, MODELS[:3])
+    wide = json.loads(CliRunner().invoke(app, [*args[:-1], str(three), "--json"]).output)
+    assert wide["gpus"][0]["engines"][0]["band"] > 0.05
+    # Two calibrated models show no error: refused, with what to calibrate.
+    two = tmp_path / "two.db"
+    write_card(two, MODELS[:2])
+    refused = CliRunner().invoke(app, [*args[:-1], str(two)])
+    assert refused.exit_code == 2
+    assert "needs 3 models calibrated there on hf-eager" in " ".join(refused.output.split())

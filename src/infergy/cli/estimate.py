@@ -143,6 +143,9 @@ def _print(result: TraceEstimate, detail: bool = False) -> None:
         for name in c.unmeasured:
             table.add_row(name, "not yet", *[""] * (len(columns) - 2))
         out.print(table)
+        if c.predicted_model:
+            out.print(f"[bold yellow]{result.model} is measured on no engine of {c.gpu}: every "
+                      f"figure above is {escape(c.predicted_model)}.[/]")
         for r in c.rows():
             if r.get("band_from", "").startswith("its residuals"):
                 out.print(f"[yellow]{r['engine']}: ±p90 is {escape(r['band_from'])}: no other "

@@ -10,13 +10,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infergy.estimate.binned import J_PER_KWH, Estimate, estimate
-from infergy.estimate.filled import fill_profile
+from infergy.estimate.filled import fill_profile, predicted_points
 from infergy.estimate.served import Serving, simulate_trace
 from infergy.estimate.theory import theoretical
+from infergy.estimate.unmeasured import band_of, predict_unmeasured
+from infergy.models import get_model
 from infergy.models.gpus import Gpu, get_gpu
 from infergy.profile.load import (
     EstimateError,
     MissingPoints,
+    Profile,
     card_of,
     card_of_file,
     how_to_measure,
@@ -41,6 +44,9 @@ class CardEstimate:
     theoretical_j: float  # the study's baseline on `theoretical_gpu`, in J
     theoretical_gpu: Gpu
     stores: list[str]  # the stores holding this GPU's points
+    # Where the model is measured on no engine of this card: every figure is predicted from
+    # the card's other models (infergy.estimate.unmeasured), said in these words.
+    predicted_model: str | None = None
 
     @property
     def baseline(self) -> Estimate:
@@ -95,7 +101,8 @@ class CardEstimate:
     def to_dict(self) -> dict:
         """The card's estimate as JSON-ready data: its GPU and stores, the theoretical
         baseline (J, and the datasheet card), `rows()` and the engines not measured."""
-        return {"gpu": self.gpu, "profiles": self.stores, "theoretical_j": self.theoretical_j,
+        return {"gpu": self.gpu, "profiles": self.stores, "predicted_model": self.predicted_model,
+                "theoretical_j": self.theoretical_j,
                 "theoretical_gpu": self.theoretical_gpu.name, "engines": self.rows(),
                 "unmeasured": [{"engine": name, "message": str(e), "missing_bins": e.missing}
                                for name, e in self.unmeasured.items()]}
@@ -149,7 +156,13 @@ def estimate_cards(trace: Trace, binned: Binned, model: str, engines: Sequence[s
     cards, why = [], {}
     for card, name in asked.items():
         if not any(card_of(g) == card for g in measured):
-            why[name] = _no_points(model, engines, name, stores, shipped)
+            pool = shipped_profiles() if shipped else stores  # every model of the card
+            try:
+                cards.append(_predicted_card(trace, binned, model, engines, card, pool,
+                                             theory_gpu, serving or Serving()))
+            except EstimateError as e:
+                lost = _no_points(model, engines, name, stores, shipped)
+                why[name] = MissingPoints(f"{lost}. Nor can it be predicted: {e}", lost.missing)
             continue
         try:
             cards.append(_on_card(trace, binned, model, engines, by_engine, card, name,
@@ -193,6 +206,39 @@ def _on_card(trace: Trace, binned: Binned, model: str, engines: Sequence[str],
     gpu = get_gpu(theory_gpu or card)
     return CardEstimate(results[0].gpu, results, unmeasured, theoretical(binned, model, gpu),
                         gpu, [str(s) for s in stores])
+
+
+def _predicted_card(trace: Trace, binned: Binned, model: str, engines: Sequence[str],
+                    card: str, stores: list[Path], theory_gpu: str | None,
+                    serving: Serving) -> CardEstimate:
+    """Every engine on a card that measured `model` on none: each engine's step-cost model and
+    B = max points predicted from the card's calibrated models (predict_unmeasured). The
+    first engine's TransferError is raised; another's is its row."""
+    spec = get_model(model)
+    counts = binned.counts()
+    grid = binned.grid
+    needed = [(grid.input_edges[i], grid.output_edges[o]) for i, o in zip(*counts.nonzero(),
+                                                                         strict=True)]
+    results, unmeasured, words = [], {}, None
+    for engine in engines:
+        try:
+            cost, summary, said, gpu = predict_unmeasured(stores, spec, engine, card)
+            points = predicted_points(cost, needed)
+        except EstimateError as e:
+            if engine == engines[0]:
+                raise
+            unmeasured[engine] = MissingPoints(str(e))
+            continue
+        words = words or said
+        profile = Profile(model, engine, gpu, points, [str(s) for s in stores],
+                          predicted={"band": band_of(summary), "checked_on": said,
+                                     "points": summary["all"]["points"]})
+        result = estimate(trace, binned, profile)
+        result.simulated = simulate_trace(trace, profile, serving, grid, (cost, summary, said))
+        results.append(result)
+    gpu = get_gpu(theory_gpu or card)
+    return CardEstimate(results[0].gpu, results, unmeasured, theoretical(binned, model, gpu),
+                        gpu, [str(s) for s in stores], predicted_model=words)
 
 
 def _no_points(model: str, engines: Sequence[str], gpu: str | None, stores: list[Path],

@@ -101,13 +101,15 @@ def step_model(stores: tuple[str, ...], model: str, engine: str,
     return cost, summary, words
 
 
-def simulate_trace(trace: Trace, profile: Profile, serving: Serving,
-                   grid: BinGrid) -> Simulated:
+def simulate_trace(trace: Trace, profile: Profile, serving: Serving, grid: BinGrid,
+                   step: tuple[StepCost, dict, str] | None = None) -> Simulated:
     """`trace` served on the profile's engine and card. A static engine offline runs the
     study's binned batches (each bin's B = max, requests past the last edge in the last bin);
-    online, natural batches of the smallest B the trace's bins need."""
-    cost, summary, words = step_model(tuple(profile.sources), profile.model, profile.engine,
-                                      profile.gpu)
+    online, natural batches of the smallest B the trace's bins need. `step`: the step-cost
+    model, its error summary and their words (default: `step_model` of the profile's
+    stores)."""
+    cost, summary, words = step or step_model(tuple(profile.sources), profile.model,
+                                              profile.engine, profile.gpu)
     arrival = serving.arrivals(trace)
     policy = policy_of(cost, online=arrival is not None)
     batches = None

@@ -1,0 +1,89 @@
+"""A model with no point on a card, estimated from the card's calibrated models (issue 32).
+
+The card's other models, each calibrated on the engine (the design measured at B = 1 and
+B = max), give their step-cost models; `estimate.transfer` fits how the engine turns a model's
+architecture into those costs and predicts the new model's. Each measured model is first
+predicted from the others (leave one model out) against its own points: the worst of their
+90th percentiles of energy error is the band every figure of the prediction carries. Fewer
+than three calibrated models: no band can be shown, and nothing is predicted.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+from infergy.estimate.filled import MIN_DESIGN_POINTS
+from infergy.estimate.fit import design, fit_step_cost, measured
+from infergy.estimate.steps import StepCost
+from infergy.estimate.transfer import MIN_MODELS, TransferError, fit_transfer, leave_one_out
+from infergy.models import ModelSpec, get_model
+from infergy.models.flops import weight_bytes
+from infergy.profile.load import EstimateError, card_of
+from infergy.profile.points import stored_points
+
+
+def predict_unmeasured(stores: list[Path], spec: ModelSpec, engine: str,
+                       card: str) -> tuple[StepCost, dict, str, str]:
+    """The predicted step-cost model of `spec` on `engine` and `card` (a models.gpus name),
+    from the stores' calibrated models of that card: (model, the worst held-out model's error
+    summary, in words, the card as measured). TransferError, saying why, where the stores
+    cannot support it."""
+    found: dict[str, str] = {}  # model -> the card's name as measured
+    for _, p, run in stored_points(stores, engine=engine, status="ok", tp=1,
+                                   decoding="greedy", engine_options="{}"):
+        name = run.get("gpu_name") or p["device"]
+        if card_of(name) == card and p["model"] != spec.name:
+            found[p["model"]] = name
+    fitted, windows, skipped = [], {}, []
+    for model, name in sorted(found.items()):
+        try:
+            data = measured(stores, model, engine, name)
+            inside, _ = design(data.windows)
+            if len(inside) < MIN_DESIGN_POINTS or {w.batch_label for w in inside} != {"1", "max"}:
+                skipped.append(f"{model} (not calibrated: {len(inside)} design points)")
+                continue
+            fitted.append((get_model(model), fit_step_cost(data)))
+            windows[model] = data.windows
+        except EstimateError as e:
+            skipped.append(f"{model} ({e})")
+    held = (f"; the stores hold {', '.join(skipped)}" if skipped else "")
+    if len(fitted) < MIN_MODELS + 1:
+        names = ", ".join(s.name for s, _ in fitted) or "none"
+        raise TransferError(
+            f"predicting a model not measured on {card} needs {MIN_MODELS + 1} models "
+            f"calibrated there on {engine}, each predicted from the others to show the "
+            f"error; the stores calibrate {len(fitted)} ({names}){held}. Calibrate more with "
+            f"`infergy calibrate -m MODEL -e {engine} --db STORE` on that card")
+    checked = leave_one_out(fitted, windows)
+    worst, band = max(((m, band_of(s)) for m, s in checked.items()), key=lambda x: x[1])
+    cost = fit_transfer(fitted).predict(spec, band={m: band_of(s) for m, s in checked.items()})
+    cost.limits = _limits(fitted, spec)
+    moe = spec.config.get("num_experts") or spec.config.get("num_local_experts")
+    dense_only = moe and not any(s.config.get("num_experts") or s.config.get("num_local_experts")
+                                 for s, _ in fitted)
+    words = (f"predicted for a model not measured on this card, from "
+             f"{', '.join(s.name for s, _ in fitted)}; each of them predicted from the others "
+             f"erred by p90 {band:.0%} at worst ({worst})"
+             + (": a mixture of experts predicted from dense models only, its error may be "
+                "larger" if dense_only else ""))
+    return cost, checked[worst], words, fitted[0][1].gpu
+
+
+def band_of(summary: dict) -> float:
+    """The 90th percentile of |energy error| of an error summary (fit.summarize), over the
+    points measured over 1 s or more where it has them."""
+    group = summary.get("window >= 1 s") or summary["all"]
+    return float((group.get("energy_error") or {}).get("p90", float("nan")))
+
+
+def _limits(fitted: list[tuple[ModelSpec, StepCost]], spec: ModelSpec) -> dict:
+    """What sets B = max for the new model: the sweeps' cap, and for a static engine the
+    memory its weights leave free (the measured models' free memory plus their weights)."""
+    caps = [c.limits["cap"] for _, c in fitted if c.limits.get("cap")]
+    limits = {"cap": max(caps)} if caps else {}
+    room = [c.limits["free_bytes"] + weight_bytes(s) for s, c in fitted
+            if c.limits.get("free_bytes")]
+    if room:
+        limits["free_bytes"] = statistics.median(room) - weight_bytes(spec)
+    return limits
