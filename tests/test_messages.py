@@ -90,14 +90,14 @@ def test_an_engine_the_shipped_profile_lacks_is_named_with_the_engines_it_has(tm
                                       "llama-3.1-8b", "-e", "hf-paged"])
     text = " ".join(result.output.split())
     assert result.exit_code == 2 and "no shipped profile" not in text
-    assert ("the shipped profiles of llama-3.1-8b (llama-3.1-8b-h100.db) hold no B = max point "
-            "of hf-paged (they hold llama-3.1-8b on hf-compiled, hf-eager, vllm, vllm-eager, "
-            "not on hf-paged)") in text
-    shipped = shipped_profiles("llama-3.1-8b")[0]
+    assert ("the shipped profiles of llama-3.1-8b (llama-3.1-8b-h100.db, llama-3.1-8b-h200.db) "
+            "hold no B = max point of hf-paged (they hold llama-3.1-8b on hf-compiled, "
+            "hf-eager, vllm, vllm-eager, not on hf-paged)") in text
+    h100, h200 = shipped_profiles("llama-3.1-8b")
     assert ("`infergy sweep paper-bins -m llama-3.1-8b -e hf-paged -b max --db infergy.db`, "
-            f"then pass --profile {shipped} --profile infergy.db") in text
+            f"then pass --profile {h100} --profile {h200} --profile infergy.db") in text
     assert writes_no_shipped_store(text)
-    assert not writes_no_shipped_store(f"--db {shipped}`")  # as it advised before
+    assert not writes_no_shipped_store(f"--db {h100}`")  # as it advised before
 
 
 @pytest.mark.parametrize(("engines", "missing"), [
