@@ -18,7 +18,7 @@ import numpy as np
 
 from infergy.estimate.served import Simulated
 from infergy.profile.load import EstimateError, MissingPoints, Profile, own_store
-from infergy.workloads.bins import Binned
+from infergy.workloads.bins import BinGrid, Binned
 from infergy.workloads.trace import Trace
 
 J_PER_KWH = 3.6e6
@@ -69,8 +69,7 @@ def estimate(trace: Trace, binned: Binned, profile: Profile) -> Estimate:
                             f"(all past the last edge, input {grid.input_edges[-1]} or output "
                             f"{grid.output_edges[-1]}): use other bins or --beyond clamp")
     counts = binned.counts()
-    needed = [(grid.input_edges[i], grid.output_edges[o]) for i, o in zip(*np.nonzero(counts),
-                                                                         strict=True)]
+    needed = needed_bins(counts, grid)
     missing = [key for key in needed if key not in profile.points]
     if missing:
         raise MissingPoints(_missing_message(profile, missing), missing)
@@ -96,6 +95,12 @@ def estimate(trace: Trace, binned: Binned, profile: Profile) -> Estimate:
     return Estimate(profile.engine, profile.gpu, int(kept.sum()),
                     int(trace.output_tokens[kept].sum()), total, whole,
                     _interpolated(trace, kept, measured_only), bins, predicted=predicted)
+
+
+def needed_bins(counts: np.ndarray, grid: BinGrid) -> list[tuple[int, int]]:
+    """The bins (I*, O*) of `grid` that `counts` (Binned.counts) holds requests in."""
+    return [(grid.input_edges[i], grid.output_edges[o])
+            for i, o in zip(*np.nonzero(counts), strict=True)]
 
 
 def _interpolated(trace: Trace, kept: np.ndarray, points: dict) -> float | None:

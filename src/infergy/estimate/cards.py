@@ -9,11 +9,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from infergy.estimate.binned import J_PER_KWH, Estimate, estimate
+from infergy.estimate.binned import J_PER_KWH, Estimate, estimate, needed_bins
 from infergy.estimate.filled import fill_profile, predicted_points
-from infergy.estimate.served import Serving, simulate_trace
+from infergy.estimate.served import Serving, band_of, simulate_trace
 from infergy.estimate.theory import theoretical
-from infergy.estimate.unmeasured import band_of, predict_unmeasured
+from infergy.estimate.unmeasured import predict_unmeasured
 from infergy.models import get_model
 from infergy.models.gpus import Gpu, get_gpu
 from infergy.profile.load import (
@@ -215,10 +215,7 @@ def _predicted_card(trace: Trace, binned: Binned, model: str, engines: Sequence[
     B = max points predicted from the card's calibrated models (predict_unmeasured). The
     first engine's TransferError is raised; another's is its row."""
     spec = get_model(model)
-    counts = binned.counts()
-    grid = binned.grid
-    needed = [(grid.input_edges[i], grid.output_edges[o]) for i, o in zip(*counts.nonzero(),
-                                                                         strict=True)]
+    needed = needed_bins(binned.counts(), binned.grid)
     results, unmeasured, words = [], {}, None
     for engine in engines:
         try:
@@ -234,7 +231,8 @@ def _predicted_card(trace: Trace, binned: Binned, model: str, engines: Sequence[
                           predicted={"band": band_of(summary), "checked_on": said,
                                      "points": summary["all"]["points"]})
         result = estimate(trace, binned, profile)
-        result.simulated = simulate_trace(trace, profile, serving, grid, (cost, summary, said))
+        result.simulated = simulate_trace(trace, profile, serving, binned.grid,
+                                          (cost, summary, said))
         results.append(result)
     gpu = get_gpu(theory_gpu or card)
     return CardEstimate(results[0].gpu, results, unmeasured, theoretical(binned, model, gpu),

@@ -51,6 +51,18 @@ def max_batch(cost: StepCost, input_tokens: int, output_tokens: int) -> int | No
     return 1 << (limit.bit_length() - 1) if limit >= 1 else None
 
 
+def design_gap(windows: list) -> str | None:
+    """What keeps these windows (infergy.estimate.fit.Window) from being a calibration: too few
+    of the design's points, or none at B = 1 or at B = max; None where they are one."""
+    inside, _ = design(windows)
+    labels = {w.batch_label for w in inside}
+    if len(inside) < MIN_DESIGN_POINTS or labels != {"1", "max"}:
+        return (f"{len(inside)} of the calibration design's points are measured, at "
+                f"B = {' and '.join(sorted(labels)) or 'none'}; it needs {MIN_DESIGN_POINTS} "
+                f"at B = 1 and B = max")
+    return None
+
+
 def fill_profile(profile: Profile, missing: MissingPoints) -> Profile:
     """`profile` with a predicted B = max point for each bin of `missing` (as `missing.missing`
     lists them), from the card's step-cost model fitted to every point of the profile's
@@ -61,13 +73,9 @@ def fill_profile(profile: Profile, missing: MissingPoints) -> Profile:
     try:
         data = measured([Path(s) for s in profile.sources], profile.model, profile.engine,
                         profile.gpu)
-        inside, _ = design(data.windows)
-        labels = {w.batch_label for w in inside}
-        if len(inside) < MIN_DESIGN_POINTS or labels != {"1", "max"}:
-            raise refuse(f"{len(inside)} of the calibration design's points are measured, at "
-                         f"B = {' and '.join(sorted(labels)) or 'none'}; it needs "
-                         f"{MIN_DESIGN_POINTS} at B = 1 and B = max: `infergy calibrate -m "
-                         f"{profile.model} -e {profile.engine}`")
+        gap = design_gap(data.windows)
+        if gap:
+            raise refuse(f"{gap}: `infergy calibrate -m {profile.model} -e {profile.engine}`")
         cost, summary, words = step_model(tuple(profile.sources), profile.model,
                                           profile.engine, profile.gpu)
     except EstimateError as e:

@@ -126,12 +126,16 @@ def simulate_trace(trace: Trace, profile: Profile, serving: Serving, grid: BinGr
                       batches=batches, serving=serving.words(arrival is not None))
     if empty:
         served.notes.append(f"{empty} requests of no input or no output token run as one")
-    # The band: over the points whose energy was measured over 1 s or more where there are
-    # enough (a shorter window's own error is 10% or more), else over all of them.
+    return Simulated(served, cost, band_of(summary), summary, words)
+
+
+def band_of(summary: dict) -> float:
+    """The band of an error summary (infergy.estimate.fit.summarize): the 90th percentile of
+    |energy error| over the points measured over 1 s or more where there are enough (a shorter
+    window's own error is 10% or more), else over all of them."""
     reliable = summary.get("window >= 1 s") or {}
     group = reliable if reliable.get("points", 0) >= MIN_VALIDATION_POINTS else summary["all"]
-    energy = group.get("energy_error") or {}
-    return Simulated(served, cost, float(energy.get("p90", np.nan)), summary, words)
+    return float((group.get("energy_error") or {}).get("p90", np.nan))
 
 
 def _binned(trace: Trace, profile: Profile, grid: BinGrid):

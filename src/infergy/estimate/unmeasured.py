@@ -13,12 +13,13 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from infergy.estimate.filled import MIN_DESIGN_POINTS
-from infergy.estimate.fit import design, fit_step_cost, measured
+from infergy.estimate.filled import design_gap
+from infergy.estimate.fit import fit_step_cost, measured
+from infergy.estimate.served import band_of
 from infergy.estimate.steps import StepCost
 from infergy.estimate.transfer import MIN_MODELS, TransferError, fit_transfer, leave_one_out
 from infergy.models import ModelSpec, get_model
-from infergy.models.flops import weight_bytes
+from infergy.models.flops import shape, weight_bytes
 from infergy.profile.load import EstimateError, card_of
 from infergy.profile.points import stored_points
 
@@ -39,9 +40,9 @@ def predict_unmeasured(stores: list[Path], spec: ModelSpec, engine: str,
     for model, name in sorted(found.items()):
         try:
             data = measured(stores, model, engine, name)
-            inside, _ = design(data.windows)
-            if len(inside) < MIN_DESIGN_POINTS or {w.batch_label for w in inside} != {"1", "max"}:
-                skipped.append(f"{model} (not calibrated: {len(inside)} design points)")
+            gap = design_gap(data.windows)
+            if gap:
+                skipped.append(f"{model} (not calibrated: {gap})")
                 continue
             fitted.append((get_model(model), fit_step_cost(data)))
             windows[model] = data.windows
@@ -59,22 +60,13 @@ def predict_unmeasured(stores: list[Path], spec: ModelSpec, engine: str,
     worst, band = max(((m, band_of(s)) for m, s in checked.items()), key=lambda x: x[1])
     cost = fit_transfer(fitted).predict(spec, band={m: band_of(s) for m, s in checked.items()})
     cost.limits = _limits(fitted, spec)
-    moe = spec.config.get("num_experts") or spec.config.get("num_local_experts")
-    dense_only = moe and not any(s.config.get("num_experts") or s.config.get("num_local_experts")
-                                 for s, _ in fitted)
+    dense_only = shape(spec).is_moe and not any(shape(s).is_moe for s, _ in fitted)
     words = (f"predicted for a model not measured on this card, from "
              f"{', '.join(s.name for s, _ in fitted)}; each of them predicted from the others "
              f"erred by p90 {band:.0%} at worst ({worst})"
              + (": a mixture of experts predicted from dense models only, its error may be "
                 "larger" if dense_only else ""))
     return cost, checked[worst], words, fitted[0][1].gpu
-
-
-def band_of(summary: dict) -> float:
-    """The 90th percentile of |energy error| of an error summary (fit.summarize), over the
-    points measured over 1 s or more where it has them."""
-    group = summary.get("window >= 1 s") or summary["all"]
-    return float((group.get("energy_error") or {}).get("p90", float("nan")))
 
 
 def _limits(fitted: list[tuple[ModelSpec, StepCost]], spec: ModelSpec) -> dict:
