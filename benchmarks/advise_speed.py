@@ -19,8 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from infergy.estimate import Serving
-from infergy.estimate.advise import advise, parse_slo
+from infergy.estimate import Serving, advise_trace, parse_slo
 from infergy.workloads import get_trace
 
 
@@ -36,7 +35,7 @@ def main() -> None:
           f"{args.time_scale:g}, targets {args.slo}")
     for k in range(args.repeats):
         start = time.perf_counter()
-        advice = advise(trace, "llama-3.1-8b", targets=parse_slo(args.slo),
+        advice = advise_trace(trace, "llama-3.1-8b", targets=parse_slo(args.slo),
                         serving=Serving("online", time_scale=args.time_scale),
                         workers=args.workers)
         took = time.perf_counter() - start

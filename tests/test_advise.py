@@ -11,8 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from infergy.cli import app
-from infergy.estimate import EstimateError, Serving
-from infergy.estimate.advise import Candidate, parse_slo, search
+from infergy.estimate import Candidate, EstimateError, parse_slo, search
 from infergy.estimate.continuous import Continuous
 from infergy.estimate.simulate import simulate
 from infergy.estimate.steps import StepCost

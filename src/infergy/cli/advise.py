@@ -12,11 +12,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from infergy.cli.app import MODEL_HELP, app, fail, out, output_folder, status
-from infergy.estimate import EstimateError, Serving
-from infergy.estimate.advise import Advice, parse_slo
-from infergy.estimate.advise import advise as search
+from infergy.estimate import Advice, EstimateError, Serving, advise_trace, parse_slo
 from infergy.models import UnknownGpuError, UnknownModelError
-from infergy.report.advice import CAPS, COLUMNS, cells, verdict, write_advice
+from infergy.report import CAPS, COLUMNS, cells, verdict, write_advice
 from infergy.store import StoreError
 from infergy.workloads import TraceError, get_trace
 
@@ -61,7 +59,7 @@ def advise(
         targets = parse_slo(slo) if slo is not None else []
         workload = get_trace(trace)
         with status(not as_json, f"advise: searching {trace} on {model}"):
-            advice = search(workload, model, gpus=gpus, engines=engines,
+            advice = advise_trace(workload, model, gpus=gpus, engines=engines,
                             serving=Serving(serving, rate, time_scale), targets=targets,
                             stores=profile or None, workers=workers)
     except (TraceError, EstimateError, UnknownGpuError, UnknownModelError, StoreError) as e:

@@ -1,23 +1,22 @@
 """Estimate a workload's energy from measured points (the study's section 4), and what a FLOPs
 count would have said. The profiles it reads (infergy.profile) are re-exported here.
 
-- binned.py: one engine on one GPU, the study's formula N / B (and whole batches) and
-  infergy's interpolation between measured lengths (`estimate`, `Estimate`).
-- theory.py: the study's theoretical baseline, TDP / peak FLOPS x FLOPs (`theoretical`).
+- binned.py: the study's formula N / B (and whole batches) and infergy's interpolation
+  (`estimate`); theory.py: its theoretical baseline, TDP / peak FLOPS x FLOPs.
 - cards.py: every engine on every GPU asked for, a table a card (`estimate_cards`).
 - trace.py: a trace binned and estimated as `infergy estimate` does it (`estimate_trace`).
-- replayed.py: the estimate of a replay's requests against what it measured.
 - steps.py, fit.py: the step-cost model of an engine step, fitted to measured points;
   filled.py: the bins a calibrated card did not measure, predicted by that model.
 - simulate.py, continuous.py: the serving simulator (static batches, vLLM's continuous
   batching); served.py: a trace served on one engine, simulated (the headline figure);
-  replays.py: the simulator on what a measured replay ran.
-- workload.py: all of it in one call; this package is callable: `infergy.estimate(trace,
-  model=...)` is `estimate_workload(trace, model=...)`.
+  replays.py, replayed.py: the simulator, and the study's formula, on a measured replay.
+- advise.py: the least-energy configuration within latency targets (targets.py);
+- workload.py: all of it in one call: `infergy.estimate(trace, model=...)`.
 """
 
 import sys
 
+from infergy.estimate.advise import Advice, Candidate, Option, advise_trace, search
 from infergy.estimate.binned import J_PER_KWH, Estimate, estimate
 from infergy.estimate.cards import CardEstimate, Estimates, estimate_cards
 from infergy.estimate.filled import fill_profile, predicted_words
@@ -27,6 +26,7 @@ from infergy.estimate.replays import predict_replay
 from infergy.estimate.served import Serving, Simulated
 from infergy.estimate.simulate import Served, simulate
 from infergy.estimate.steps import FEATURES, StepCost
+from infergy.estimate.targets import Target, parse_slo
 from infergy.estimate.theory import theoretical
 from infergy.estimate.trace import TraceEstimate, estimate_trace
 from infergy.estimate.workload import CallablePackage, estimate_workload
@@ -39,11 +39,12 @@ from infergy.profile import (
     shipped_profiles,
 )
 
-__all__ = ["FEATURES", "J_PER_KWH", "CardEstimate", "Estimate", "EstimateError", "Estimates",
-           "MissingPoints", "Profile", "ReplayEstimate", "Served", "Serving", "Simulated",
-           "StepCost", "TraceEstimate", "design", "errors", "estimate", "estimate_cards",
-           "estimate_trace", "estimate_workload", "fill_profile", "fit_step_cost",
-           "load_card_profile", "load_profile", "measured", "predict_replay", "predicted_words",
-           "replay_estimate", "shipped_profiles", "simulate", "theoretical"]
+__all__ = ["FEATURES", "J_PER_KWH", "Advice", "Candidate", "CardEstimate", "Estimate",
+           "EstimateError", "Estimates", "MissingPoints", "Option", "Profile", "ReplayEstimate",
+           "Served", "Serving", "Simulated", "StepCost", "Target", "TraceEstimate", "advise_trace",
+           "design", "errors", "estimate", "estimate_cards", "estimate_trace", "estimate_workload",
+           "fill_profile", "fit_step_cost", "load_card_profile", "load_profile", "measured",
+           "parse_slo", "predict_replay", "predicted_words", "replay_estimate", "search",
+           "shipped_profiles", "simulate", "theoretical"]
 
 sys.modules[__name__].__class__ = CallablePackage  # infergy.estimate(...)

@@ -22,7 +22,6 @@ greedy points): `Advice.not_searched` says so rather than guessing them.
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -35,14 +34,13 @@ from infergy.estimate.binned import J_PER_KWH
 from infergy.estimate.served import Serving
 from infergy.estimate.simulate import Served, Static, policy_of, simulate
 from infergy.estimate.steps import StepCost
+from infergy.estimate.targets import Target
 from infergy.estimate.trace import estimate_trace
 from infergy.models import get_model
 from infergy.profile.load import EstimateError
 from infergy.workloads.bins import BinGrid
 from infergy.workloads.trace import Trace
 
-METRICS = {"ttft": "ttft_s", "tpot": "tpot_s", "e2e": "e2e_s"}
-PERCENTILES = ("p50", "p90", "p99")
 # vLLM's caps searched: max_num_seqs from its default (1024 on these cards) down by fours, and
 # token budgets around the server's default of 8,192.
 MAX_NUM_SEQS = (1024, 256, 64, 16)
@@ -54,51 +52,6 @@ REPLICA_GAIN = 0.9
 TIE = 0.01
 # The Pareto front takes an option only where it saves this share over the front's last.
 FRONT_STEP = 0.001
-
-
-@dataclass(frozen=True)
-class Target:
-    """A latency target: the `percentile` of `metric` (ttft_s, tpot_s, e2e_s) at most
-    `limit_s` seconds."""
-
-    metric: str
-    percentile: str
-    limit_s: float
-
-    @property
-    def name(self) -> str:
-        """As the user writes it: ttft_p90."""
-        return f"{self.metric.removesuffix('_s')}_{self.percentile}"
-
-    def words(self) -> str:
-        return f"{self.name} <= {_duration(self.limit_s)}"
-
-
-def parse_slo(text: str) -> list[Target]:
-    """`ttft_p90=500ms,tpot_p90=50ms,e2e_p99=30s` as Targets; EstimateError naming the
-    part that is not one (metric ttft, tpot or e2e; percentile p50, p90 or p99; a time in ms
-    or s)."""
-    targets: dict[str, Target] = {}
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        name, eq, value = part.partition("=")
-        metric, _, percentile = name.strip().lower().partition("_")
-        if not eq or metric not in METRICS or percentile not in PERCENTILES:
-            raise EstimateError(f"--slo: {part!r} is not a target; expected METRIC_PCT=TIME "
-                                f"with METRIC one of {', '.join(METRICS)} and PCT one of "
-                                f"{', '.join(PERCENTILES)}, e.g. ttft_p90=500ms,tpot_p90=50ms")
-        found = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*(ms|s)\s*", value.lower())
-        if not found or float(found[1]) <= 0:
-            raise EstimateError(f"--slo: {name.strip()}: {value.strip()!r} is not a time; "
-                                f"expected a positive number with its unit, ms or s "
-                                f"(500ms, 2s)")
-        limit = float(found[1]) / (1000 if found[2] == "ms" else 1)
-        target = Target(METRICS[metric], percentile, limit)
-        targets[target.name] = target  # the last of a repeated one wins, as on a command line
-    if not targets:
-        raise EstimateError("--slo: no target given; expected e.g. ttft_p90=500ms,tpot_p90=50ms")
-    return list(targets.values())
 
 
 @dataclass(frozen=True)
@@ -237,7 +190,7 @@ class Candidate:
     static_batch: int = 1
 
 
-def advise(trace: Trace, model: str, *, gpus: Sequence[str] | None = None,
+def advise_trace(trace: Trace, model: str, *, gpus: Sequence[str] | None = None,
            engines: Sequence[str] = ("vllm", "vllm-eager", "hf-eager", "hf-compiled"),
            serving: Serving | None = None, targets: Sequence[Target] = (),
            stores: list[Path] | None = None, grid: BinGrid | None = None,
@@ -462,7 +415,3 @@ def _front(options: list[Option], axis: Target) -> list[Option]:
             front.append(o)
             least = o.energy_j
     return front
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.3g} s"

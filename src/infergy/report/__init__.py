@@ -6,15 +6,18 @@ from results stores and traces, each card the stores hold in sections of its own
 - figures.py, cdf.py, tables.py: the figures (of points; of a trace's lengths) and the
   provenance and repeatability tables.
 - section.py: a section of the page, and how a figure lands in it.
+- advice.py: `infergy advise`'s page, its energy-latency figure and its tables' cells.
 
 The stores' points are read by infergy.profile (`load_points`, re-exported here).
 """
 
 from infergy.profile.points import load_points
 from infergy.report import figures, tables
+from infergy.report.advice import CAPS, COLUMNS, cells, verdict, write_advice
 from infergy.report.page import GRID_SOURCE, WORLD_GCO2_PER_KWH, build_report
 from infergy.report.section import Section, card_tag
 from infergy.report.tables import NO_GPU_NAME, card_tables
 
-__all__ = ["GRID_SOURCE", "NO_GPU_NAME", "WORLD_GCO2_PER_KWH", "Section", "build_report",
-           "card_tables", "card_tag", "figures", "load_points", "tables"]
+__all__ = ["CAPS", "COLUMNS", "GRID_SOURCE", "NO_GPU_NAME", "WORLD_GCO2_PER_KWH", "Section",
+           "build_report", "card_tables", "card_tag", "cells", "figures", "load_points", "tables",
+           "verdict", "write_advice"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from infergy.estimate.advise import Advice, Option
+from infergy.estimate import Advice, Option
 from infergy.models.gpus import NVML_NAMES
 from infergy.report.figures import ENGINE_COLORS, _plt
 from infergy.report.page import _render
