@@ -14,9 +14,9 @@ with the workload's requests at their arrivals:
   each draws its idle power the whole time.
 
 The least energy that meets every target wins (within 1% of it, the engine's defaults first);
-no target: the least energy. Tensor
-parallelism and speculative decoding have no step-cost model yet (the fit takes TP 1 and
-greedy points): `Advice.not_searched` says so rather than guessing them.
+no target: the least energy. Tensor parallelism and speculative decoding have no step-cost
+model yet (the fit takes TP 1 and greedy points): `Advice.not_searched` says so rather than
+guessing them.
 """
 
 from __future__ import annotations
@@ -123,10 +123,10 @@ class Option:
 
 @dataclass
 class Advice:
-    """The search's result. `best`: the least energy meeting every target (None where none
-    does: then `closest`, the option whose worst miss is smallest); `baseline`: vLLM's
-    defaults on the best's card (the advised engine's own where vLLM has no model there),
-    with the fewest replicas that meet the targets."""
+    """The search's result. `best`: the least energy meeting every target (`_least`; None
+    where none does: then `closest`, the option whose worst miss is smallest); `baseline`:
+    vLLM's defaults on the best's card (the advised engine's own where vLLM has no model
+    there), with the fewest replicas that meet the targets. Energies in J, times in s."""
 
     trace: str
     model: str
