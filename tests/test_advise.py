@@ -152,3 +152,10 @@ def test_advise_on_the_shipped_profiles_prints_the_advice_and_writes_its_page(tm
     bad = CliRunner().invoke(app, [*args[:-4], "--slo", "ttft=2s"])
     assert bad.exit_code == 2 and "Traceback" not in bad.output
     assert "--slo: 'ttft=2s' is not a target" in " ".join(bad.output.split())
+    # The report holds the same search, a section each trace and model.
+    report = CliRunner().invoke(app, ["report", "-t", str(path), "-m", "llama-3.1-8b",
+                                      "--slo", "ttft_p90=2s", "--out", str(tmp_path / "r")])
+    assert report.exit_code == 0, report.output
+    html = (tmp_path / "r" / "index.html").read_text()
+    assert "Least energy for small.csv on llama-3.1-8b" in html and "Advised: vllm" in html
+    assert (tmp_path / "r" / "advice-small.csv-llama-3.1-8b.png").is_file()

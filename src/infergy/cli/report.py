@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from infergy.cli.app import app, err, fail, note, out, output_folder, status
+from infergy.estimate import EstimateError, parse_slo
 from infergy.models import UnknownModelError, get_model
 from infergy.report import WORLD_GCO2_PER_KWH, build_report
 from infergy.store import StoreError
@@ -32,6 +33,10 @@ def report(
                                             help="Carbon intensity (default: world average "
                                                  "2023, Ember)."),
     usd_per_kwh: float | None = typer.Option(None, "--usd-per-kwh", help="Electricity price."),
+    slo: str | None = typer.Option(None, "--slo", help="Also each trace's configuration of "
+                                   "least energy within these latency targets (infergy "
+                                   "advise), e.g. ttft_p90=2s,tpot_p90=50ms; none: at any "
+                                   "latency."),
 ):
     """Write an HTML report (index.html, figures as PNG and SVG) from results stores and
     traces: first each trace's energy on each engine (the numbers of `infergy estimate`), then
@@ -52,13 +57,17 @@ def report(
             model = get_model(model).name
         except UnknownModelError as e:
             raise fail(f"--model: {e}") from None
+    try:
+        targets = None if slo is None else [] if slo.strip() == "none" else parse_slo(slo)
+    except EstimateError as e:
+        raise fail(str(e)) from None
     output_folder(output, "--out")
     try:
         with _progress("report: reading traces") as say:
             page = build_report(list(db) if db else None, list(trace or []), output,
                                 model=model, grid_gco2_per_kwh=grid_gco2_per_kwh,
                                 usd_per_kwh=usd_per_kwh,
-                                progress=lambda text: say(f"report: {text}"))
+                                progress=lambda text: say(f"report: {text}"), slo=targets)
     except (TraceError, StoreError) as e:
         raise fail(str(e)) from None
     out.print(f"report: {page}")

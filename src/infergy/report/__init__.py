@@ -13,8 +13,8 @@ The stores' points are read by infergy.profile (`load_points`, re-exported here)
 
 from infergy.profile.points import load_points
 from infergy.report import figures, tables
-from infergy.report.advice import CAPS, COLUMNS, cells, verdict, write_advice
-from infergy.report.page import GRID_SOURCE, WORLD_GCO2_PER_KWH, build_report
+from infergy.report.advice import CAPS, COLUMNS, cells, verdict
+from infergy.report.page import GRID_SOURCE, WORLD_GCO2_PER_KWH, build_report, write_advice
 from infergy.report.section import Section, card_tag
 from infergy.report.tables import NO_GPU_NAME, card_tables
 

@@ -1,7 +1,7 @@
-"""`infergy advise --out DIR`: the search's page (index.html, the energy-latency figure as PNG
-and SVG beside it): the advised configuration, the baseline it is compared with, the runners
-up, the Pareto front and what was not searched. Every figure on it is the simulator's,
-predicted from measured points and labelled so."""
+"""The sections of `infergy advise`'s search (its page, `--out DIR`, and `infergy report
+--slo`): the energy-latency figure (PNG and SVG), the advised configuration, the baseline it
+is compared with, the runners up, the Pareto front and what was not searched. Every figure
+in them is the simulator's, predicted from measured points and labelled so."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from pathlib import Path
 from infergy.estimate import Advice, Option
 from infergy.models.gpus import NVML_NAMES
 from infergy.report.figures import ENGINE_COLORS, _plt
-from infergy.report.page import _render
 from infergy.report.section import Section, save
 
 MARKERS = ["o", "s", "^", "D", "v", "P"]
@@ -62,9 +61,9 @@ def advice_figure(advice: Advice):
     return fig
 
 
-def write_advice(advice: Advice, out: Path) -> Path:
-    """Write out/index.html and its figure; the page's path."""
-    out.mkdir(parents=True, exist_ok=True)
+def advice_sections(advice: Advice, out: Path, stem: str = "advice") -> list[Section]:
+    """The search's sections: the advice with its figure (out/STEM.png and .svg) and
+    tables, the Pareto front, and what was not searched (collapsed)."""
     targets = ", ".join(t.words() for t in advice.targets) or "none given"
     head = Section(f"Least energy for {advice.trace} on {advice.model}",
                    text=f"Served {advice.serving}; latency targets: {targets}. "
@@ -73,16 +72,16 @@ def write_advice(advice: Advice, out: Path) -> Path:
     rows = [("advised" if advice.best else "closest", advice.chosen)]
     rows += [("baseline", advice.baseline)] if advice.baseline else []
     rows += [(f"runner-up {n}", o) for n, o in enumerate(advice.runners_up(), 1)]
-    head.tables.append(table("The configurations", rows, advice))
-    save(advice_figure(advice), out, "advice", head, "no configuration has the latency "
+    head.tables.append(table("The configurations", rows))
+    save(advice_figure(advice), out, stem, head, "no configuration has the latency "
          f"{advice.axis.name} (no request of two tokens or more)")
-    front = Section("Pareto front", text=f"The configurations that no other beats on both "
-                    f"energy and {advice.axis.name}, by latency.")
-    front.tables.append(table("Pareto front", [("", o) for o in advice.pareto], advice))
-    left = Section("Not searched", collapsed=True, missing=list(advice.not_searched))
-    page = out / "index.html"
-    page.write_text(_render([head, front, left]))
-    return page
+    front = Section(f"Pareto front of {advice.trace} on {advice.model}",
+                    text=f"The configurations that no other beats on both energy and "
+                         f"{advice.axis.name}, by latency.")
+    front.tables.append(table("Pareto front", [("", o) for o in advice.pareto]))
+    left = Section(f"Not searched for {advice.trace} on {advice.model}", collapsed=True,
+                   missing=list(advice.not_searched))
+    return [head, front, left]
 
 
 COLUMNS = ["", "card", "engine", "caps", "replicas", "kWh", "±p90", "J/req", "TTFT p90",
@@ -91,7 +90,7 @@ CAPS = ("caps: a static engine's batch; vLLM's max_num_seqs / max_num_batched_to
         "* the engine's defaults")
 
 
-def table(title: str, rows: list[tuple[str, Option]], advice: Advice) -> dict:
+def table(title: str, rows: list[tuple[str, Option]]) -> dict:
     """A table of options in the page's layout (COLUMNS)."""
     return {"title": title, "columns": COLUMNS, "note": CAPS,
             "rows": [cells(label, o) for label, o in rows]}

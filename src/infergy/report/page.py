@@ -6,17 +6,19 @@ measure them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from pathlib import Path
 
 from jinja2 import Environment
 
 from infergy.engines.vllm import NO_MULTICAST_ENV
+from infergy.estimate import Advice, EstimateError, Target, advise_trace
 from infergy.models import UnknownModelError, get_model
 from infergy.profile import shipped_profiles
 from infergy.profile.points import load_points, stored_points
 from infergy.report import figures, tables
+from infergy.report.advice import advice_sections
 from infergy.report.cdf import cdf_figure
 from infergy.report.estimates import estimate_section
 from infergy.report.replays import replay_section
@@ -34,7 +36,8 @@ MEASURE = ("measure them with `infergy sweep paper-bins -m llama-3.1-8b -e hf-ea
 def build_report(stores: list[Path] | None, traces: list[str], out: Path, *,
                  model: str | None = None, grid_gco2_per_kwh: float = WORLD_GCO2_PER_KWH,
                  usd_per_kwh: float | None = None,
-                 progress: Callable[[str], None] | None = None) -> Path:
+                 progress: Callable[[str], None] | None = None,
+                 slo: Sequence[Target] | None = None) -> Path:
     """Write out/index.html and its figures; the path of the page. It leads with the answer,
     each trace's energy per engine (as `infergy estimate` gives it, by the same code), then
     the evidence: the estimates' figures and bins, each card's measurements, the replays, and
@@ -77,6 +80,9 @@ def build_report(stores: list[Path] | None, traces: list[str], out: Path, *,
     if workloads:
         sections.append(_workloads(workloads, points, found, shipped, cards, out, answer,
                                    grid_gco2_per_kwh, usd_per_kwh, say))
+    if slo is not None and not points.empty:
+        sections[1:1] = _advice(workloads, sorted(points.model.unique()), None if shipped
+                                else found, slo, out, answer, say)
     for card in cards:
         sections.extend(_card_sections(points[points.gpu == card], card, cards, out, say))
     say("reading replays")
@@ -90,6 +96,23 @@ def build_report(stores: list[Path] | None, traces: list[str], out: Path, *,
     page = out / "index.html"
     page.write_text(_render(sections))
     return page
+
+
+def _advice(workloads, models: list[str], stores: list[Path] | None, slo: Sequence[Target],
+            out: Path, answer: Section, say: Callable[[str], None]) -> list[Section]:
+    """Each trace's search for each model (infergy.estimate.advise); what cannot be searched
+    is said in `answer`."""
+    sections = []
+    for _, trace in workloads:
+        for model in models:
+            say(f"searching the configurations of {trace.name} on {model}")
+            try:
+                advice = advise_trace(trace, model, stores=stores, targets=slo)
+            except (EstimateError, UnknownModelError) as e:
+                answer.missing.append(f"{trace.name} on {model}: no configuration searched: {e}")
+                continue
+            sections += advice_sections(advice, out, f"advice-{trace.name}-{model}")
+    return sections
 
 
 def _sources(stores: list[Path], shipped: bool) -> str:
@@ -313,6 +336,15 @@ model would stop early. Estimates charge each request at its ceiling bin's measu
 per request at the largest batch that fits (the study's method, by the code of `infergy
 estimate`); requests past the last bin edge are excluded, as the study did, and counted. The
 theoretical baseline is TDP / dense bf16 peak x FLOPs."""
+
+
+def write_advice(advice: Advice, out: Path) -> Path:
+    """`infergy advise --out`: out/index.html with the search's sections and figure; the
+    page's path."""
+    out.mkdir(parents=True, exist_ok=True)
+    page = out / "index.html"
+    page.write_text(_render(advice_sections(advice, out)))
+    return page
 
 
 def _render(sections: list[Section]) -> str:
