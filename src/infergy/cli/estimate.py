@@ -19,6 +19,7 @@ from infergy.estimate import (
     TraceEstimate,
     estimate_trace,
     predicted_words,
+    seconds_words,
 )
 from infergy.models import UnknownGpuError, UnknownModelError, get_model
 from infergy.store import StoreError
@@ -130,7 +131,8 @@ def _print(result: TraceEstimate, detail: bool = False) -> None:
                 serving = r["serving"]
                 tok = r["simulated_j_per_output_token"]
                 cells = [f"{r['simulated_kwh']:.4g}", f"{r['band']:.0%}",
-                         "n/a" if tok is None else f"{tok:.3g}", _seconds(r["ttft_p90_s"]),
+                         "n/a" if tok is None else f"{tok:.3g}",
+                         seconds_words(r["ttft_p90_s"]),
                          f"{r['idle_share']:.0%}",
                          "-" if k == 0 or r["simulated_saving_vs_baseline"] is None
                          else f"{r['simulated_saving_vs_baseline']:.1%}",
@@ -183,10 +185,3 @@ def _print(result: TraceEstimate, detail: bool = False) -> None:
         out.print("whole: the study's formula with ceil(N / B) batches; interp: each request "
                   "at its own lengths by interpolation (both relative to the study's).")
     out.print(f"[dim]Profiles: {escape(', '.join(result.estimates.stores))}[/]")
-
-
-def _seconds(value: float | None) -> str:
-    if value is None:
-        return "n/a"
-    return (f"{value * 1000:.0f} ms" if value < 1 else f"{value:.3g} s" if value < 100
-            else f"{value:,.0f} s")

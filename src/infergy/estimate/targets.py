@@ -28,7 +28,7 @@ class Target:
         return f"{self.metric.removesuffix('_s')}_{self.percentile}"
 
     def words(self) -> str:
-        return f"{self.name} <= {_duration(self.limit_s)}"
+        return f"{self.name} <= {seconds_words(self.limit_s)}"
 
 
 def parse_slo(text: str) -> list[Target]:
@@ -58,5 +58,9 @@ def parse_slo(text: str) -> list[Target]:
     return list(targets.values())
 
 
-def _duration(seconds: float) -> str:
-    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.3g} s"
+def seconds_words(value: float | None) -> str:
+    """A latency as the tables print it: 250 ms, 1.62 s, 1,352 s; n/a for None."""
+    if value is None:
+        return "n/a"
+    return (f"{value * 1000:.0f} ms" if value < 1 else f"{value:.3g} s" if value < 100
+            else f"{value:,.0f} s")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from infergy.estimate import Advice, Option
+from infergy.estimate import Advice, Option, seconds_words
 from infergy.models.gpus import NVML_NAMES
 from infergy.report.figures import ENGINE_COLORS, _plt
 from infergy.report.section import Section, save
@@ -141,7 +141,7 @@ def _short(o: Option) -> str:
 
 def _latency(o: Option, metric: str, percentile: str) -> str:
     value = (o.latency.get(metric) or {}).get(percentile)
-    return "-" if value is None else _seconds(value)
+    return "-" if value is None else seconds_words(value)
 
 
 def _over(m: dict) -> str:
@@ -151,10 +151,5 @@ def _over(m: dict) -> str:
 def _miss(m: dict) -> str:
     if m["value_s"] is None:
         return f"{m['target']}: no request gives it"
-    return (f"{m['target']} {_seconds(m['value_s'])} against {_seconds(m['limit_s'])} "
+    return (f"{m['target']} {seconds_words(m['value_s'])} against {seconds_words(m['limit_s'])} "
             f"(+{m['over']:.0%})")
-
-
-def _seconds(value: float) -> str:
-    return (f"{value * 1000:.0f} ms" if value < 1 else f"{value:.3g} s" if value < 100
-            else f"{value:,.0f} s")
