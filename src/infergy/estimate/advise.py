@@ -191,10 +191,10 @@ class Candidate:
 
 
 def advise_trace(trace: Trace, model: str, *, gpus: Sequence[str] | None = None,
-           engines: Sequence[str] = ("vllm", "vllm-eager", "hf-eager", "hf-compiled"),
-           serving: Serving | None = None, targets: Sequence[Target] = (),
-           stores: list[Path] | None = None, grid: BinGrid | None = None,
-           workers: int | None = None) -> Advice:
+                 engines: Sequence[str] = ("vllm", "vllm-eager", "hf-eager", "hf-compiled"),
+                 serving: Serving | None = None, targets: Sequence[Target] = (),
+                 stores: list[Path] | None = None, grid: BinGrid | None = None,
+                 workers: int | None = None) -> Advice:
     """Search every configuration of `model` on `engines` x `gpus` (None: every card the
     stores hold) that the stores (None: the shipped profiles) have a step-cost model for,
     serving `trace` as `serving` says (default: online), for the least energy meeting
