@@ -36,8 +36,8 @@ def main() -> None:
     for k in range(args.repeats):
         start = time.perf_counter()
         advice = advise_trace(trace, "llama-3.1-8b", targets=parse_slo(args.slo),
-                        serving=Serving("online", time_scale=args.time_scale),
-                        workers=args.workers)
+                              serving=Serving("online", time_scale=args.time_scale),
+                              workers=args.workers)
         took = time.perf_counter() - start
         chosen = advice.chosen
         print(f"run {k + 1}: {took:.1f} s, {len(advice.options)} configurations; advised "

@@ -11,10 +11,19 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from infergy.cli.app import MODEL_HELP, app, fail, out, output_folder, status
+from infergy.cli.app import (
+    MODEL_HELP,
+    app,
+    engine_list,
+    fail,
+    gpu_list,
+    out,
+    output_folder,
+    status,
+)
 from infergy.estimate import Advice, EstimateError, Serving, advise_trace, parse_slo
 from infergy.models import UnknownGpuError, UnknownModelError
-from infergy.report import CAPS, COLUMNS, cells, verdict, write_advice
+from infergy.report import CAPS, COLUMNS, cells, option_rows, verdict, write_advice
 from infergy.store import StoreError
 from infergy.workloads import TraceError, get_trace
 
@@ -51,8 +60,7 @@ def advise(
     for the one that serves the trace with the least energy within the latency targets:
     every figure simulated over step-cost models fitted to measured points, with their
     error."""
-    gpus = None if gpu in (None, "all") else [g.strip() for g in gpu.split(",") if g.strip()]
-    engines = [e.strip() for e in engine.split(",") if e.strip()]
+    gpus, engines = gpu_list(gpu), engine_list(engine)
     if output is not None:
         output_folder(output, "--out")
     try:
@@ -60,8 +68,8 @@ def advise(
         workload = get_trace(trace)
         with status(not as_json, f"advise: searching {trace} on {model}"):
             advice = advise_trace(workload, model, gpus=gpus, engines=engines,
-                            serving=Serving(serving, rate, time_scale), targets=targets,
-                            stores=profile or None, workers=workers)
+                                  serving=Serving(serving, rate, time_scale), targets=targets,
+                                  stores=profile or None, workers=workers)
     except (TraceError, EstimateError, UnknownGpuError, UnknownModelError, StoreError) as e:
         raise fail(str(e)) from None
     page = write_advice(advice, output) if output is not None else None
@@ -77,14 +85,11 @@ def _print(advice: Advice) -> None:
     targets = ", ".join(t.words() for t in advice.targets) or "none given"
     out.print(f"[bold]{escape(advice.trace)} on {advice.model}[/], served "
               f"{escape(advice.serving)}; latency targets: {targets}.")
-    rows = [("advised" if advice.best else "closest", advice.chosen)]
-    rows += [("baseline", advice.baseline)] if advice.baseline else []
-    rows += [(f"runner-up {n}", o) for n, o in enumerate(advice.runners_up(), 1)]
-    out.print(_table("The configurations", rows, advice))
+    out.print(_table("The configurations", option_rows(advice)))
     out.print(("" if advice.best else "[bold yellow]") + escape(verdict(advice))
               + ("" if advice.best else "[/]"))
     out.print(_table(f"Pareto front: least energy for its {advice.axis.name}",
-                     [("", o) for o in advice.pareto], advice))
+                     [("", o) for o in advice.pareto]))
     for line in advice.not_searched:
         out.print(f"[dim]not searched: {escape(line)}[/]")
     out.print(f"{CAPS}. {len(advice.options)} configurations simulated in {advice.search_s:.1f} s. "
@@ -95,7 +100,7 @@ def _print(advice: Advice) -> None:
               f"defaults on the advised card with the replicas they need.")
 
 
-def _table(title: str, rows, advice: Advice) -> Table:
+def _table(title: str, rows) -> Table:
     table = Table(title=title, title_justify="left")
     for col in COLUMNS:
         table.add_column(col, justify="left" if col in ("", "card", "engine",

@@ -13,6 +13,7 @@ from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
 
 from infergy import __version__
+from infergy.engines import ENGINES
 from infergy.models import RenamedModelWarning
 from infergy.run import Quiet
 from infergy.store import is_sqlite
@@ -72,6 +73,27 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
         err.print(f"infergy: note: {message}", markup=False, highlight=False)
     else:
         _python_shows(message, category, filename, lineno, file, line)
+
+
+def gpu_list(text: str | None) -> list[str] | None:
+    """--gpu's names (comma-separated); None for every card (no --gpu, or all)."""
+    if text in (None, "all"):
+        return None
+    gpus = [g.strip() for g in text.split(",") if g.strip()]
+    if not gpus or "all" in gpus:
+        raise fail(f"--gpu expects GPU names separated by commas, or all; got {text!r}")
+    return gpus
+
+
+def engine_list(text: str) -> list[str]:
+    """--engine's names (comma-separated); an unknown one is said here, before the stores
+    (they would say only that they hold no such points)."""
+    engines = [e.strip() for e in text.split(",")]
+    unknown = [e for e in engines if e not in ENGINES and ":" not in e]
+    if unknown:
+        raise fail(f"--engine: unknown engine {unknown[0]!r}; expected names of "
+                   f"{', '.join(ENGINES)} (comma-separated), or module:Class")
+    return engines
 
 
 def fmt(value: float | None, unit: str, digits: int = 4) -> str:

@@ -10,8 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from infergy.cli.app import MODEL_HELP, app, fail, out
-from infergy.engines import ENGINES
+from infergy.cli.app import MODEL_HELP, app, engine_list, fail, gpu_list, out
 from infergy.estimate import (
     J_PER_KWH,
     EstimateError,
@@ -78,15 +77,13 @@ def estimate(
     engine's batching, simulated step by step over a step-cost model fitted to measured
     points (with the error that model showed), beside the study's binned formula and the
     theoretical baseline."""
-    gpus = None if gpu in (None, "all") else [g.strip() for g in gpu.split(",") if g.strip()]
-    if gpus is not None and (not gpus or "all" in gpus):
-        raise fail(f"--gpu expects GPU names separated by commas, or all; got {gpu!r}")
+    gpus = gpu_list(gpu)
     try:
         model = get_model(model).name  # said before the trace is read; a Hugging Face id
         workload = get_trace(trace, fmt=fmt, input_col=input_col, output_col=output_col,
                              skip_bad=skip_bad, tokenizer=tokenizer)
         grid = BinGrid.of(bins, input_edges, output_edges, beyond)
-        result = estimate_trace(workload, model, _engines(engine), grid, gpus=gpus,
+        result = estimate_trace(workload, model, engine_list(engine), grid, gpus=gpus,
                                 stores=profile or None, theory_gpu=theory_gpu,
                                 serving=Serving(serving, rate, time_scale))
     except (TraceError, BinError, EstimateError, UnknownGpuError, UnknownModelError,
@@ -96,17 +93,6 @@ def estimate(
         out.print_json(json.dumps(result.to_dict(), default=str))
         return
     _print(result, detail)
-
-
-def _engines(text: str) -> list[str]:
-    """--engine's names; an unknown one is said here, before the stores (they would say only
-    that they hold no such points)."""
-    engines = [e.strip() for e in text.split(",")]
-    unknown = [e for e in engines if e not in ENGINES and ":" not in e]
-    if unknown:
-        raise fail(f"--engine: unknown engine {unknown[0]!r}; expected names of "
-                   f"{', '.join(ENGINES)} (comma-separated), or module:Class")
-    return engines
 
 
 def _print(result: TraceEstimate, detail: bool = False) -> None:

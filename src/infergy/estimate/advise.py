@@ -32,7 +32,7 @@ import numpy as np
 
 from infergy.estimate.binned import J_PER_KWH
 from infergy.estimate.served import Serving
-from infergy.estimate.simulate import Served, Static, policy_of, simulate
+from infergy.estimate.simulate import Static, latency, policy_of, simulate
 from infergy.estimate.steps import StepCost
 from infergy.estimate.targets import Target
 from infergy.estimate.trace import estimate_trace
@@ -343,28 +343,20 @@ def _serve(c: Candidate, config: Config, policy, inputs, outputs, arrival,
     """The trace over `config.replicas` copies of the engine, requests dealt in arrival
     order. Energy: each replica's work plus its idle power from the first arrival to the
     last answer of any."""
-    n = len(inputs)
-    order = np.argsort(arrival, kind="stable") if arrival is not None else np.arange(n)
-    runs: list[Served] = []
-    for r in range(config.replicas):
-        part = order[r::config.replicas]
-        if len(part):
-            runs.append(simulate(c.cost, inputs[part], outputs[part],
-                                 None if arrival is None else arrival[part], policy=policy))
-    start = 0.0 if arrival is None else float(arrival.min())
-    ends = [(0.0 if arrival is None else float(arrival[order[r::config.replicas]].min()))
-            + s.time_s for r, s in enumerate(runs)]
-    span = max(ends) - start if ends else 0.0
-    busy_j = sum(s.busy_energy_j for s in runs)
-    busy_s = sum(s.busy_s for s in runs)
-    energy = busy_j + c.cost.idle_w * (config.replicas * span - busy_s)
-    joined = Served(c.engine, c.gpu, "", 0, 0, 0, span, busy_s, 0.0, 0.0, 0.0, 0, 0,
-                    *(np.concatenate([getattr(s, k) for s in runs]) if runs else np.array([])
-                      for k in ("ttft_s", "e2e_s", "tpot_s")), {})
-    latency = joined.latency()
+    order = np.argsort(arrival, kind="stable") if arrival is not None else np.arange(len(inputs))
+    parts = [p for r in range(config.replicas) if len(p := order[r::config.replicas])]
+    runs = [simulate(c.cost, inputs[p], outputs[p], None if arrival is None else arrival[p],
+                     policy=policy) for p in parts]
+    # Each replica's run starts at its first arrival (`order` is by arrival).
+    starts = [0.0 if arrival is None else float(arrival[p[0]]) for p in parts]
+    span = max(t + s.time_s for t, s in zip(starts, runs, strict=True)) - starts[0]
+    idle_s = config.replicas * span - sum(s.busy_s for s in runs)  # every card, not busy
+    energy = sum(s.busy_energy_j for s in runs) + c.cost.idle_w * idle_s
+    joined = {k: np.concatenate([getattr(s, k) for s in runs])
+              for k in ("ttft_s", "tpot_s", "e2e_s")}
     option = Option(config, False, energy, sum(s.requests for s in runs),
-                    sum(s.output_tokens for s in runs), span, latency, c.band, c.predicted,
-                    sum(s.refused for s in runs),
+                    sum(s.output_tokens for s in runs), span, latency(**joined), c.band,
+                    c.predicted, sum(s.refused for s in runs),
                     peak_inflight=max((max(s.inflight_s) for s in runs if s.inflight_s),
                                       default=0))
     option.misses = [{"target": t.name, "limit_s": t.limit_s, "value_s": v,

@@ -89,8 +89,7 @@ class Served:
 
     def latency(self) -> dict[str, dict[str, float] | None]:
         """p50, p90, p99 of TTFT, TPOT and end to end, in s (None where no request has it)."""
-        return {name: _percentiles(values) for name, values in
-                (("ttft_s", self.ttft_s), ("tpot_s", self.tpot_s), ("e2e_s", self.e2e_s))}
+        return latency(self.ttft_s, self.tpot_s, self.e2e_s)
 
     def to_dict(self) -> dict:
         """JSON-ready figures (no per-request arrays)."""
@@ -105,6 +104,14 @@ class Served:
                 "preemptions": self.preemptions, "latency": self.latency(),
                 "inflight_s": {str(k): v for k, v in sorted(self.inflight_s.items())},
                 "notes": self.notes}
+
+
+def latency(ttft_s: np.ndarray, tpot_s: np.ndarray,
+            e2e_s: np.ndarray) -> dict[str, dict[str, float] | None]:
+    """p50, p90, p99 of each request's TTFT, TPOT and end to end (NaN: a request without
+    it), in s; None where no request has it."""
+    return {name: _percentiles(values) for name, values in
+            (("ttft_s", ttft_s), ("tpot_s", tpot_s), ("e2e_s", e2e_s))}
 
 
 def _percentiles(values: np.ndarray) -> dict[str, float] | None:

@@ -13,11 +13,11 @@ The stores' points are read by infergy.profile (`load_points`, re-exported here)
 
 from infergy.profile.points import load_points
 from infergy.report import figures, tables
-from infergy.report.advice import CAPS, COLUMNS, cells, verdict
+from infergy.report.advice import CAPS, COLUMNS, cells, option_rows, verdict
 from infergy.report.page import GRID_SOURCE, WORLD_GCO2_PER_KWH, build_report, write_advice
 from infergy.report.section import Section, card_tag
 from infergy.report.tables import NO_GPU_NAME, card_tables
 
 __all__ = ["CAPS", "COLUMNS", "GRID_SOURCE", "NO_GPU_NAME", "WORLD_GCO2_PER_KWH", "Section",
-           "build_report", "card_tables", "card_tag", "cells", "figures", "load_points", "tables",
-           "verdict", "write_advice"]
+           "build_report", "card_tables", "card_tag", "cells", "figures", "load_points",
+           "option_rows", "tables", "verdict", "write_advice"]

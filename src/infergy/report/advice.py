@@ -69,10 +69,7 @@ def advice_sections(advice: Advice, out: Path, stem: str = "advice") -> list[Sec
                    text=f"Served {advice.serving}; latency targets: {targets}. "
                         f"{len(advice.options)} configurations searched in "
                         f"{advice.search_s:.1f} s. {verdict(advice)}")
-    rows = [("advised" if advice.best else "closest", advice.chosen)]
-    rows += [("baseline", advice.baseline)] if advice.baseline else []
-    rows += [(f"runner-up {n}", o) for n, o in enumerate(advice.runners_up(), 1)]
-    head.tables.append(table("The configurations", rows))
+    head.tables.append(table("The configurations", option_rows(advice)))
     save(advice_figure(advice), out, stem, head, "no configuration has the latency "
          f"{advice.axis.name} (no request of two tokens or more)")
     front = Section(f"Pareto front of {advice.trace} on {advice.model}",
@@ -88,6 +85,14 @@ COLUMNS = ["", "card", "engine", "caps", "replicas", "kWh", "±p90", "J/req", "T
            "TPOT p90", "E2E p99", "meets targets"]
 CAPS = ("caps: a static engine's batch; vLLM's max_num_seqs / max_num_batched_tokens; "
         "* the engine's defaults")
+
+
+def option_rows(advice: Advice) -> list[tuple[str, Option]]:
+    """The configurations table's rows, labelled: the advised (or closest) one, the baseline,
+    the runners-up."""
+    rows = [("advised" if advice.best else "closest", advice.chosen)]
+    rows += [("baseline", advice.baseline)] if advice.baseline else []
+    return rows + [(f"runner-up {n}", o) for n, o in enumerate(advice.runners_up(), 1)]
 
 
 def table(title: str, rows: list[tuple[str, Option]]) -> dict:
