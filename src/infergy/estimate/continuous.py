@@ -232,7 +232,9 @@ class _Scheduler:
         """One step exactly as the scheduler makes it."""
         p = self.p
         need = self.s[:self.n, NEED]
-        take = np.clip(p.max_num_batched_tokens - (np.cumsum(need) - need), 0, need)
+        # np.minimum / np.maximum rather than np.clip: a tenth of its overhead on a few rows.
+        take = np.minimum(np.maximum(p.max_num_batched_tokens - (np.cumsum(need) - need), 0),
+                          need)
         preempted = self._allocate(take)
         n = self.n
         takes = [take[:n]]
@@ -298,9 +300,9 @@ class _Scheduler:
     def _finish(self) -> None:
         n = self.n
         s = self.s[:n]
-        done = s[:, REM] <= 0
-        if not done.any():
+        if not n or s[:, REM].min() > 0:
             return
+        done = s[:, REM] <= 0
         self.clock.end[s[done, RID]] = self.clock.now
         self.free += int(s[done, BLOCKS].sum())
         kept = s[~done]
