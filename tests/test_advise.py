@@ -159,3 +159,12 @@ def test_advise_on_the_shipped_profiles_prints_the_advice_and_writes_its_page(tm
     html = (tmp_path / "r" / "index.html").read_text()
     assert "Least energy for small.csv on llama-3.1-8b" in html and "Advised: vllm" in html
     assert (tmp_path / "r" / "advice-small.csv-llama-3.1-8b.png").is_file()
+
+
+def test_the_advised_vllm_configuration_says_how_to_serve_it():
+    from infergy.estimate.advise import Config
+
+    assert Config("H200", "vllm", 16, 2048).serve_args() == (
+        "--serve vllm --engine-option max_num_seqs=16 "
+        "--engine-option max_num_batched_tokens=2048")
+    assert Config("H200", "hf-eager", 32, None).serve_args() is None

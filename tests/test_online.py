@@ -184,6 +184,9 @@ def test_the_command_serves_a_trace_online_and_records_it(tmp_path, monkeypatch)
      "--rate and --concurrency: give one"),
     (["--endpoint", "http://127.0.0.1:9"], "has no arrival times"),
     (["--endpoint", "127.0.0.1:9", "--rate", "1"], "expected http://HOST:PORT"),
+    (["--endpoint", "http://127.0.0.1:9", "--engine-option", "max_num_seqs=16"],
+     "--engine-option online: the settings of a vLLM server started here"),
+    (["--serve", "vllm", "--engine-option", "max_num_seqs"], "--engine-option"),
 ])
 def test_bad_online_runs_fail_before_any_request(tmp_path, args, message):
     from typer.testing import CliRunner
@@ -372,3 +375,20 @@ def test_a_real_openai_compatible_server_transformers_serve(tmp_path, make_meter
     assert 0 < result.output_tokens <= 11  # lengths not enforced: one may end at EOS
     assert result.request_form == {"fields": "openai", "prompt": "text"}
     assert all(r.ttft_s > 0 for r in result.records)
+
+
+def test_a_vllm_server_started_here_takes_its_settings_as_flags(tmp_path):
+    """`replay --serve vllm --engine-option max_num_seqs=16 ...`: vLLM's own flags."""
+    from infergy.models import get_model
+    from infergy.run.servers import vllm_server
+
+    command = vllm_server(get_model("llama-3.1-8b"), kind="vllm-eager", port=8000,
+                          served_name="llama", folder=tmp_path,
+                          options={"max_num_seqs": 16, "max_num_batched_tokens": 2048,
+                                   "async_scheduling": True, "enable_chunked_prefill": False,
+                                   "compilation_config": {"mode": 0}})
+    flags = command[command.index("--max-model-len") + 2:]
+    assert flags == ["--load-format", "dummy", "--max-num-seqs", "16",
+                     "--max-num-batched-tokens", "2048", "--async-scheduling",
+                     "--no-enable-chunked-prefill", "--compilation-config", '{"mode": 0}',
+                     "--enforce-eager"]

@@ -220,3 +220,30 @@ def test_calibrate_writes_the_design_its_model_s_context_holds(tmp_path):
     bad = CliRunner().invoke(app, ["calibrate", "-m", "no-such-model", "-e", "vllm", "--db",
                                    str(tmp_path / "x.db")])
     assert bad.exit_code == 2 and "no-such-model" in bad.output
+
+
+def test_an_online_replay_is_simulated_with_the_caps_its_server_ran():
+    """A vLLM server started with --max-num-seqs 2 --max-num-batched-tokens 512 (as
+    `replay --engine-option` starts it): its replay is simulated with those caps, not the
+    engine's defaults."""
+    from dataclasses import replace
+
+    from infergy.estimate.replays import server_caps, simulate_replay
+    from infergy.estimate.simulate import policy_of
+    c = cost({"kind": "continuous", "kv_blocks": 10_000, "block_size": 16, "max_num_seqs": 256,
+              "max_num_batched_tokens": 4096, "memory_share": 0.9, "memory_bytes": 8e10,
+              "block_bytes": 2**21})
+    records = [{"input_tokens": 1000, "output_asked": 50, "sent_s": 0.01 * k} for k in range(8)]
+    command = ["python", "-m", "vllm.entrypoints.openai.api_server", "--max-num-seqs", "2",
+               "--max-num-batched-tokens", "512"]
+    assert server_caps(command) == {"max_num_seqs": 2, "max_num_batched_tokens": 512}
+    replay = {"mode": "online", "records": records, "server": {"command": command}}
+    capped = replace(policy_of(c, online=True), max_num_seqs=2, max_num_batched_tokens=512)
+    inputs, outputs = np.full(8, 1000), np.full(8, 50)
+    sent = np.array([r["sent_s"] for r in records])
+    assert simulate_replay(c, replay).time_s == pytest.approx(
+        simulate(c, inputs, outputs, sent, policy=capped).time_s)
+    default = simulate_replay(c, {**replay, "server": {"command": command[:3]}})
+    assert default.time_s == pytest.approx(
+        simulate(c, inputs, outputs, sent, policy=policy_of(c, online=True)).time_s)
+    assert default.time_s < simulate_replay(c, replay).time_s  # 2 at a time is slower

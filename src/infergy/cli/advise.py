@@ -77,6 +77,7 @@ def advise(
         out.print_json(json.dumps(advice.to_dict(), default=str))
         return
     _print(advice)
+    _print_check(advice, trace, model, serving, rate, time_scale)
     if page:
         out.print(f"page: {page}")
 
@@ -98,6 +99,20 @@ def _print(advice: Advice) -> None:
               f"that model's energy error on measured points. replicas: copies of the engine "
               f"on cards of the kind named, requests dealt in arrival order. baseline: vLLM's "
               f"defaults on the advised card with the replicas they need.")
+
+
+def _print_check(advice: Advice, trace: str, model: str, serving: str, rate: float | None,
+                 time_scale: float) -> None:
+    """The command that measures the advised configuration on a GPU of its card (one
+    replica, online: what the simulator predicted can be checked)."""
+    config = advice.chosen.config
+    args = config.serve_args()
+    if args is None or config.replicas > 1 or serving != "online":
+        return
+    pace = f" --rate {rate:g}" if rate is not None else (
+        f" --time-scale {time_scale:g}" if time_scale != 1 else "")
+    out.print(f"[dim]measure it on {escape(config.gpu)}: infergy replay -t {escape(trace)} "
+              f"-m {escape(model)} --mode online {args}{pace}[/]")
 
 
 def _table(title: str, rows) -> Table:

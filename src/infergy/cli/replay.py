@@ -29,6 +29,7 @@ from infergy.run import (
     RunError,
     ServeError,
     Serving,
+    engine_options,
     replay_online,
     replay_trace,
     torch_device,
@@ -85,7 +86,10 @@ def replay(
                                       "point runs its shape first; each batch's first run "
                                       "kept as 'cold'), or none."),
     engine_option: list[str] | None = typer.Option(None, "--engine-option",
-                                                   help="key=value passed to the engine."),
+                                                   help="key=value passed to the engine "
+                                                        "(online: to the vLLM server started "
+                                                        "by --serve, max_num_seqs=16 as "
+                                                        "--max-num-seqs 16)."),
     endpoint: str | None = typer.Option(None, "--endpoint", help="Online: an OpenAI-"
                                         "compatible server (http://HOST:PORT) serving the "
                                         "model; this host's GPUs are measured."),
@@ -146,12 +150,14 @@ def replay(
             check_tp(tp or 1, spec, runs)
         if mode == "online":  # offline, once the device is known (a CPU run counts none)
             check_tp_gpus(tp or 1)
+            serving.options = engine_options(engine_option or [])
+            serving.check()
         workload = get_trace(trace, fmt=fmt, input_col=input_col, output_col=output_col,
                              time_col=time_col)
         binned, requests = replay_requests(workload, BinGrid.named("paper"), sample, seed,
                                            trace, spec)
     except (UnknownModelError, UnknownEngineError, EngineError, TraceError,
-            ReplayError, ParallelError) as e:
+            ReplayError, ParallelError, RunError, ServeError) as e:
         raise fail(str(e)) from None
     if mode == "online":  # --tp None there: an --endpoint's GPUs are every visible one
         return _online(workload, requests, spec, serving, sample, seed, db, idle_s, as_json,

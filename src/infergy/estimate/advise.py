@@ -72,6 +72,14 @@ class Config:
         copies = f", {self.replicas} replicas" if self.replicas > 1 else ""
         return f"{self.engine} ({cap}{copies})"
 
+    def serve_args(self) -> str | None:
+        """`infergy replay --mode online`'s options that serve one replica of this
+        configuration (vLLM's server with its caps); None for an engine it cannot serve."""
+        if self.batched_tokens is None:
+            return None
+        return (f"--serve {self.engine} --engine-option max_num_seqs={self.batch_cap} "
+                f"--engine-option max_num_batched_tokens={self.batched_tokens}")
+
 
 @dataclass
 class Option:

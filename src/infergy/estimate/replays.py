@@ -4,10 +4,13 @@ that the simulated energy can be set beside the measured one."""
 
 from __future__ import annotations
 
+import itertools
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from infergy.estimate.continuous import Continuous
 from infergy.estimate.served import step_model
 from infergy.estimate.simulate import Served, SimulationError, Static, policy_of, simulate
 from infergy.estimate.steps import StepCost
@@ -25,6 +28,18 @@ def replay_engine(replay: dict) -> str:
     served = replay.get("served_by") or (
         "vllm" if any("vllm" in str(part) for part in command) else replay["engine"])
     return f"{served}-eager" if served == "vllm" and "--enforce-eager" in command else served
+
+
+def server_caps(command: list[str]) -> dict[str, int]:
+    """The batch caps a recorded vLLM server command set (`--max-num-seqs`,
+    `--max-num-batched-tokens`, as infergy.run.servers writes them): `max_num_seqs`,
+    `max_num_batched_tokens`; those not set are absent."""
+    caps = {}
+    for flag, value in itertools.pairwise(command):
+        key = str(flag).removeprefix("--").replace("-", "_")
+        if key in ("max_num_seqs", "max_num_batched_tokens") and str(value).isdigit():
+            caps[key] = int(value)
+    return caps
 
 
 def predict_replay(replay: dict, model: str, stores: list[Path] | None = None,
@@ -50,6 +65,8 @@ def predict_replay(replay: dict, model: str, stores: list[Path] | None = None,
 def simulate_replay(cost: StepCost, replay: dict, trace: Trace | None = None) -> Served:
     """The simulator on a stored replay's result (the `result` JSON of the store's replays
     table). Online: each record's request at its send time through the engine's server policy.
+    A server started with its own batch caps (`--max-num-seqs`, `--max-num-batched-tokens`
+    in its recorded command) is simulated with them.
     Offline: the replay's batches: on an engine that pads, their stored shapes; otherwise each
     request at its own lengths, rebuilt from `trace` (the replay's trace) and the replay's
     selection of requests; SimulationError where they do not match what was stored."""
@@ -57,10 +74,13 @@ def simulate_replay(cost: StepCost, replay: dict, trace: Trace | None = None) ->
         records = [r for r in replay.get("records") or [] if r.get("sent_s") is not None]
         if not records:
             raise SimulationError("the online replay stored no requests")
+        policy = policy_of(cost, online=True)
+        if isinstance(policy, Continuous):
+            policy = replace(policy, **server_caps(
+                (replay.get("server") or {}).get("command") or []))
         return simulate(cost, np.array([r["input_tokens"] for r in records]),
                         np.array([r["output_asked"] for r in records]),
-                        np.array([r["sent_s"] for r in records]),
-                        policy=policy_of(cost, online=True),
+                        np.array([r["sent_s"] for r in records]), policy=policy,
                         serving=f"online, {replay.get('batching')}")
     batches = replay.get("batches") or []
     if not batches:

@@ -2,7 +2,7 @@
 trace replayed offline or served online, and sweeps of many points (run.sweep). Importing it
 loads neither torch nor vLLM: an engine imports them when it is loaded."""
 
-from infergy.run.device import RunError, torch_device
+from infergy.run.device import RunError, engine_options, torch_device
 from infergy.run.launch import (
     LAUNCHERS,
     LaunchError,
@@ -31,6 +31,6 @@ from infergy.run.sweep import (
 __all__ = ["LAUNCHERS", "RESUME_BY", "SERVE_CHOICES", "LaunchError", "MeasureOptions",
            "Measured", "OfflineReplay", "OnlineResult", "PointResult", "Quiet", "ReplayResult",
            "RunError", "ServeError", "Serving", "Session", "SweepError", "describe_plan",
-           "instant_power_w", "launch_sweep", "local_device", "local_slots", "measure_one",
-           "measure_point", "open_launcher", "parts_folder", "point_groups", "replay_online",
-           "replay_trace", "run_sweep", "torch_device"]
+           "engine_options", "instant_power_w", "launch_sweep", "local_device", "local_slots",
+           "measure_one", "measure_point", "open_launcher", "parts_folder", "point_groups",
+           "replay_online", "replay_trace", "run_sweep", "torch_device"]

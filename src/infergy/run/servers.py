@@ -123,10 +123,13 @@ class ServerProcess:
 
 def vllm_server(spec, *, kind: str = "vllm", port: int, served_name: str,
                 weights: Path | None = None, dtype: str = "bfloat16",
-                max_model_len: int | None = None, folder: Path, tp: int = 1) -> list[str]:
+                max_model_len: int | None = None, folder: Path, tp: int = 1,
+                options: dict | None = None) -> list[str]:
     """The command of vLLM's OpenAI server for a catalog model: random weights (vLLM's dummy
     load format over the catalog's config, written to `folder` with a synthetic tokenizer) or
-    a checkpoint; `vllm-eager` without CUDA graphs or compile."""
+    a checkpoint; `vllm-eager` without CUDA graphs or compile. `options`: the server's own
+    settings, `max_num_seqs=16` as `--max-num-seqs 16` (True: the flag alone; False:
+    `--no-` the flag; a list or a dict as JSON)."""
     if weights is None:
         (folder / "config.json").write_text(json.dumps(spec.config))
         synthetic_tokenizer(spec, folder)
@@ -144,6 +147,11 @@ def vllm_server(spec, *, kind: str = "vllm", port: int, served_name: str,
         if env:  # in the command itself, so that the run records it
             command = ["env", *(f"{k}={v}" for k, v in env.items()), *command,
                        "--compilation-config", json.dumps(settings["compilation_config"])]
+    for key, value in (options or {}).items():
+        flag = key.replace("_", "-")
+        command += ([f"--{flag}"] if value is True else [f"--no-{flag}"] if value is False else
+                    [f"--{flag}", json.dumps(value) if isinstance(value, (dict, list))
+                     else str(value)])
     return command + (["--enforce-eager"] if kind == "vllm-eager" else [])
 
 

@@ -9,7 +9,7 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +27,13 @@ from infergy.run.online import (
 )
 from infergy.run.parallel import free_port
 from infergy.run.replay import request_prompt
-from infergy.run.servers import SERVE_CHOICES, PagedServer, ServerProcess, vllm_server
+from infergy.run.servers import (
+    SERVE_CHOICES,
+    SERVERS,
+    PagedServer,
+    ServerProcess,
+    vllm_server,
+)
 from infergy.store import Store
 from infergy.workloads import Trace
 
@@ -49,6 +55,7 @@ class Serving:
     api_key_env: str = "OPENAI_API_KEY"  # the variable holding the key (never stored)
     steady_inflight: int | None = None
     tp: int | None = None  # GPUs of a server started here; those measured otherwise
+    options: dict = field(default_factory=dict)  # a vLLM server started here: its settings
 
     def check(self) -> None:
         """ServeError for options that do not go together, before any work."""
@@ -62,6 +69,10 @@ class Serving:
         if self.serve is not None and self.serve not in SERVE_CHOICES:
             raise ServeError(f"--serve must be one of {', '.join(SERVE_CHOICES)}, got "
                              f"{self.serve!r}")
+        if self.options and self.serve not in SERVERS:
+            raise ServeError("--engine-option online: the settings of a vLLM server started "
+                             "here (--serve vllm or vllm-eager); a server given by --endpoint "
+                             "has its own, and hf-paged takes none")
         if self.rate is not None and self.concurrency is not None:
             raise ServeError("--rate and --concurrency: give one (or neither: the trace's own "
                              "times)")
@@ -76,7 +87,7 @@ class Serving:
         """The options as the run's spec records them (no endpoint, no key's variable)."""
         return {k: getattr(self, k) for k in (
             "serve", "weights", "served_model", "rate", "concurrency", "time_scale",
-            "max_requests", "duration", "timeout", "steady_inflight", "tp")}
+            "max_requests", "duration", "timeout", "steady_inflight", "tp", "options")}
 
 
 def replay_online(workload: Trace, requests: np.ndarray, spec: ModelSpec, s: Serving, *,
@@ -131,7 +142,8 @@ def replay_online(workload: Trace, requests: np.ndarray, spec: ModelSpec, s: Ser
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="infergy-")))
             command = vllm_server(spec, kind=s.serve, port=int(endpoint_url.rsplit(":", 1)[1]),
                                   served_name=endpoint.model, weights=s.weights,
-                                  folder=folder, max_model_len=longest, tp=s.tp or 1)
+                                  folder=folder, max_model_len=longest, tp=s.tp or 1,
+                                  options=s.options)
             log = Path(tempfile.mkstemp(prefix="infergy-server-", suffix=".log")[1])
             window = m.start("server start")
             try:
