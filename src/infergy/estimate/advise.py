@@ -226,9 +226,10 @@ def candidates(trace: Trace, model: str, engines: Sequence[str],
     model = get_model(model).name
     found, not_searched = [], []
     for engine in engines:  # one at a time: a card lacking one engine still has the others
-        try:
+        try:  # the step-cost models alone: the search simulates every configuration
             result = estimate_trace(trace, model, [engine], grid, gpus=gpus, stores=stores,
-                                    serving=serving)
+                                    serving=replace(serving or Serving("online"),
+                                                    models_only=True))
         except EstimateError as e:
             not_searched.append(f"{engine}: {e}")
             continue

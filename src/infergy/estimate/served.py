@@ -33,11 +33,14 @@ MIN_VALIDATION_POINTS = 8
 class Serving:
     """How the trace is served: "offline" (every request at once), "online" (at the trace's
     times divided by `time_scale`, or a Poisson process at `rate` a second), or "auto"
-    (online where the trace has times or a rate is given, offline otherwise)."""
+    (online where the trace has times or a rate is given, offline otherwise). `models_only`:
+    each engine's step-cost model found and its error, but no run simulated (`Simulated.served`
+    None: `infergy advise` simulates its own configurations)."""
 
     mode: str = "auto"
     rate: float | None = None
     time_scale: float = 1.0
+    models_only: bool = False
 
     def __post_init__(self):
         if self.mode not in SERVINGS:
@@ -75,7 +78,7 @@ class Serving:
 class Simulated:
     """One engine's simulated serving of a trace, with the model behind it and its error."""
 
-    served: Served
+    served: Served | None  # None where only the model was asked for (`Serving.models_only`)
     cost: StepCost
     band: float  # the 90th percentile of |energy error| the model showed (`validation`)
     validation: dict  # infergy.estimate.fit.summarize over the points it predicted
@@ -111,6 +114,8 @@ def simulate_trace(trace: Trace, profile: Profile, serving: Serving, grid: BinGr
     cost, summary, words = step or step_model(tuple(profile.sources), profile.model,
                                               profile.engine, profile.gpu)
     arrival = serving.arrivals(trace)
+    if serving.models_only:
+        return Simulated(None, cost, band_of(summary), summary, words)
     policy = policy_of(cost, online=arrival is not None)
     batches = None
     if isinstance(policy, Static):
