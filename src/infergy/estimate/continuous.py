@@ -237,32 +237,35 @@ class _Scheduler:
                           need)
         preempted = self._allocate(take)
         n = self.n
-        takes = [take[:n]]
-        budget = p.max_num_batched_tokens - int(takes[0].sum())
+        take = take[:n]
+        budget = p.max_num_batched_tokens - int(take.sum())
+        chunks = []
         while not preempted and n < p.max_num_seqs and (head := self._admitted(budget)):
             rid, known, sampled, out, chunk, held = head
             self.s[n] = (rid, 0, known, out - sampled, out, held)
-            takes.append(np.array([chunk]))
+            chunks.append(chunk)
             budget -= chunk
             n = self.n = n + 1
-        take = np.concatenate(takes) if len(takes) > 1 else takes[0]
-        if not take.any():
+        if budget == p.max_num_batched_tokens:
             return  # everything was preempted: the next step admits again
+        if chunks:
+            take = np.concatenate((take, chunks))
         s = self.s[:n]
-        comp = s[:, COMP]
+        comp, need = s[:, COMP], s[:, NEED]
         fresh = s[:, REM] == s[:, OUT]  # nothing sampled yet
-        prefill = (s[:, NEED] > 1) | fresh
-        tp = np.where(prefill, take, 0)
-        decoding = ~prefill & (take > 0)
-        features = np.array([1.0, float(tp.sum()), float((tp * (comp + tp / 2)).sum()),
-                             float(decoding.sum()), float((comp + 1)[decoding].sum()), 0.0])
+        prefill = (need > 1) | fresh
+        tp = take * prefill
+        decoding = (take > 0) & ~prefill
+        decodes = int(np.count_nonzero(decoding))
+        features = np.array([1.0, float(tp.sum()), float(tp @ comp) + float(tp @ tp) / 2,
+                             decodes, float(comp @ decoding) + decodes, 0.0])
         self.clock.run(features, self.cost.time(features), n + len(self.waiting))
-        s[:, COMP] += take
-        s[:, NEED] -= take
-        caught = (s[:, NEED] == 0) & (take > 0)  # every known token computed: one sampled
+        comp += take
+        need -= take
+        caught = (need == 0) & (take > 0)  # every known token computed: one sampled
         self.clock.first_token[s[caught & fresh, RID]] = self.clock.now
         s[:, REM] -= caught
-        s[:, NEED] += caught
+        need += caught
         self._finish()
         self.pending = bool((self.s[:self.n, NEED] != 1).any())
 
@@ -272,8 +275,9 @@ class _Scheduler:
         preempted). True where one was."""
         s = self.s[:self.n]
         want = self._blocks(s[:, COMP] + take) - s[:, BLOCKS]
-        if int(want.sum()) <= self.free:
-            self.free -= int(want.sum())
+        wanted = int(want.sum())
+        if wanted <= self.free:
+            self.free -= wanted
             s[:, BLOCKS] += want
             return False
         i = 0
