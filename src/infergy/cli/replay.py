@@ -150,14 +150,13 @@ def replay(
             check_tp(tp or 1, spec, runs)
         if mode == "online":  # offline, once the device is known (a CPU run counts none)
             check_tp_gpus(tp or 1)
-            serving.options = engine_options(engine_option or [])
-            serving.check()
+            serving.options = engine_options(engine_option or [])  # checked by replay_online
         workload = get_trace(trace, fmt=fmt, input_col=input_col, output_col=output_col,
                              time_col=time_col)
         binned, requests = replay_requests(workload, BinGrid.named("paper"), sample, seed,
                                            trace, spec)
     except (UnknownModelError, UnknownEngineError, EngineError, TraceError,
-            ReplayError, ParallelError, RunError, ServeError) as e:
+            ReplayError, ParallelError, RunError) as e:
         raise fail(str(e)) from None
     if mode == "online":  # --tp None there: an --endpoint's GPUs are every visible one
         return _online(workload, requests, spec, serving, sample, seed, db, idle_s, as_json,
