@@ -12,6 +12,8 @@
 #   OUT=DIR bash benchmarks/profile-gpus.sh stop [NAME ...]  # after the points in flight
 #   OUT=DIR bash benchmarks/profile-gpus.sh run SECONDS NAME -- ARGS...  # all three, one call
 #   OUT=DIR bash benchmarks/profile-gpus.sh base NAME STORE  # NAME's store begins as STORE
+#   OUT=DIR bash benchmarks/profile-gpus.sh serve NAME -- serve ARGS...  # `infergy serve`,
+#        returning once it answers; neither `queue` nor `wait` waits for it: `stop NAME` ends it
 # A command's stores live in /tmp/infergy-profile (give `--db /tmp/infergy-profile/X.db`);
 # `base` copies a store there first (the shipped profile: `--resume-by model` then skips its
 # points). Examples, a vLLM sweep started in the call that installs the bundle:
@@ -30,12 +32,12 @@
 set -u
 dir=/tmp/infergy-profile
 usage() {
-  sed -n '8,14p' "$0" | sed 's/^# *//' >&2; exit 2
+  sed -n '8,16p' "$0" | sed 's/^# *//' >&2; exit 2
 }
 
-running() {  # [NAME]: does a command run (that one)?
+running() {  # [NAME]: does a command run (that one; a server only by its NAME)?
   local pid
-  for pid in "$dir"/${1:-*}.pid; do
+  for pid in "$dir"/${1:-*}.pid ${1:+"$dir/$1.server"}; do
     [ -f "$pid" ] && kill -0 "$(cat "$pid")" 2>/dev/null && return 0
   done
   return 1
@@ -73,6 +75,20 @@ case "$command" in
     NO_SNAPSHOT=1 bash "$0" start "$@" || exit
     NO_SNAPSHOT=1 bash "$0" wait "$seconds"
     exec bash "$0" stop ;;
+  serve)  # a server: its pid in NAME.server, out of `queue`'s and `wait`'s sight
+    [ $# -ge 3 ] && [ "$2" = -- ] || usage
+    name=$1
+    NO_SNAPSHOT=1 bash "$0" start "$@" >/dev/null || exit
+    mv "$dir/$name.pid" "$dir/$name.server"
+    end=$(( $(date +%s) + ${SERVE_WAIT:-540} ))
+    until grep -q "^serving .* at http" "$dir/$name.log" 2>/dev/null; do
+      if ! running "$name" || [ "$(date +%s)" -ge "$end" ]; then
+        echo "profile-gpus: $name is not serving; its log ends:" >&2
+        tail -n 20 "$dir/$name.log" >&2; exit 1
+      fi
+      sleep 2
+    done
+    grep "^serving .* at http" "$dir/$name.log" ;;
   start|queue)
     [ $# -ge 3 ] && [ "$2" = -- ] || usage
     name=$1; shift 2
@@ -106,10 +122,12 @@ case "$command" in
     while running && [ "$(date +%s)" -lt "$end" ]; do sleep 5; done
     running || echo "profile-gpus: every command has ended" ;;
   stop)  # [NAME ...]: default every command
-    names=${*:-$(for p in "$dir"/*.pid; do [ -f "$p" ] && basename "$p" .pid; done)}
+    names=${*:-$(for p in "$dir"/*.pid "$dir"/*.server; do
+      [ -f "$p" ] && basename "${p%.*}"; done)}
+    pidof() { cat "$dir/$1.pid" 2>/dev/null || cat "$dir/$1.server"; }
     for signal in INT TERM; do
       for name in $names; do
-        running "$name" && kill -"$signal" "$(cat "$dir/$name.pid")"
+        running "$name" && kill -"$signal" "$(pidof "$name")"
       done
       end=$(( $(date +%s) + ${KILL_AFTER:-60} ))
       for name in $names; do
@@ -117,8 +135,8 @@ case "$command" in
       done
     done
     for name in $names; do  # the last resort: the whole session of what is left
-      running "$name" && pkill -KILL -s "$(cat "$dir/$name.pid")"
-      rm -f "$dir/$name.pid"
+      running "$name" && pkill -KILL -s "$(pidof "$name")"
+      rm -f "$dir/$name.pid" "$dir/$name.server"
     done ;;
   *) usage ;;
 esac

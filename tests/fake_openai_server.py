@@ -2,11 +2,12 @@
 
 Nothing here is used by the product. It streams one chunk per requested token (`max_tokens`),
 `chunk_s` apart (with its token ids, as vLLM's `return_token_ids`), then usage and [DONE];
-`/v1/models` lists `models`. Some prompts misbehave, chosen by their length: `FAIL_LEN`
-answers HTTP 500, `STALL_LEN` sends nothing for `stall_s`, `CUT_LEN` stops mid-stream without
-[DONE], `ERROR_LEN` sends an error event mid-stream then [DONE] (as vLLM does), `SHORT_LEN`
-ends early with [DONE]. Every request it saw is kept in `seen` (its JSON body); `/stats`
-answers the most requests it held at once. Its backlog of connections takes a thousand at once.
+`/v1/models` lists `models` (with the folder each is loaded from, where `roots` names one).
+Some prompts misbehave, chosen by their length: `FAIL_LEN` answers HTTP 500, `STALL_LEN`
+sends nothing for `stall_s`, `CUT_LEN` stops mid-stream without [DONE], `ERROR_LEN` sends an
+error event mid-stream then [DONE] (as vLLM does), `SHORT_LEN` ends early with [DONE]. Every
+request it saw is kept in `seen` (its JSON body); `/stats` answers the most requests it held
+at once. Its backlog of connections takes a thousand at once.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ FAIL_LEN, STALL_LEN, CUT_LEN, ERROR_LEN, SHORT_LEN = 13, 14, 15, 16, 17
 
 class FakeOpenAIServer:
     def __init__(self, chunk_s: float = 0.002, stall_s: float = 3.0, port: int = 0,
-                 models: tuple[str, ...] = ("tiny",)):
+                 models: tuple[str, ...] = ("tiny",), roots: dict[str, str] | None = None):
         self.chunk_s, self.stall_s, self.models = chunk_s, stall_s, models
+        self.roots = roots or {}
         self.seen: list[dict] = []
         self.in_flight = self.peak_in_flight = 0
         server = self
@@ -36,7 +38,8 @@ class FakeOpenAIServer:
 
             def do_GET(self):  # readiness (/health), the models served (as vLLM's), /stats
                 answers = {"/health": {}, "/v1/models": {"data": [
-                    {"id": m} for m in server.models]}, "/stats": {
+                    {"id": m, **({"root": server.roots[m]} if m in server.roots else {})}
+                    for m in server.models]}, "/stats": {
                     "peak_in_flight": server.peak_in_flight, "requests": len(server.seen)}}
                 answer = answers.get(self.path)
                 body = json.dumps(answer).encode() if answer else b""
@@ -126,12 +129,14 @@ class FakeOpenAIServer:
         self.httpd.server_close()
 
 
-if __name__ == "__main__":  # a server process: fake_openai_server.py PORT [DELAY_S [CHUNK_S]]
-    import sys
+if __name__ == "__main__":  # fake_openai_server.py PORT [DELAY_S [CHUNK_S [LIFETIME_S]]]
+    import sys  # after LIFETIME_S serving, it exits with status 3
 
     time.sleep(float(sys.argv[2]) if len(sys.argv) > 2 else 0.0)  # a slow start-up
     chunk_s = float(sys.argv[3]) if len(sys.argv) > 3 else 0.002
     with FakeOpenAIServer(chunk_s=chunk_s, port=int(sys.argv[1])) as fake:
         print(f"serving on {fake.url}", flush=True)
-        while True:
-            time.sleep(1)
+        end = time.monotonic() + (float(sys.argv[4]) if len(sys.argv) > 4 else float("inf"))
+        while time.monotonic() < end:
+            time.sleep(0.1)
+    sys.exit(3)

@@ -19,6 +19,7 @@ from fake_openai_server import (
     FakeOpenAIServer,
 )
 from infergy.run.online import Endpoint, ServeError, arrival_times, serve_online
+from infergy.run.parallel import free_port
 from infergy.workloads import Trace
 from simulated import SimulatedGpu
 
@@ -393,3 +394,78 @@ def test_a_vllm_server_started_here_takes_its_settings_as_flags(tmp_path):
                      "--max-num-batched-tokens", "2048", "--async-scheduling",
                      "--no-enable-chunked-prefill", "--compilation-config", '{"mode": 0}',
                      "--enforce-eager"]
+
+
+def test_a_replay_sent_to_a_server_infergy_serve_started_records_its_command(tmp_path):
+    """`infergy serve` leaves how it started vLLM in the model folder that the server lists:
+    a replay to it by --endpoint records the server and its caps, as `--serve` does."""
+    from typer.testing import CliRunner
+
+    from infergy.cli import app
+    from infergy.estimate.replays import replay_engine, server_caps
+    from infergy.models import get_model
+    from infergy.run.servers import vllm_server
+    from infergy.store import Store
+
+    command = vllm_server(get_model("tiny"), kind="vllm-eager", port=8000, served_name="tiny",
+                          folder=tmp_path, options={"max_num_batched_tokens": 2048})
+    path = tmp_path / "t.csv"
+    path.write_text("in,out,at\n8,4,0\n9,6,0.01\n")
+    with FakeOpenAIServer(roots={"tiny": str(tmp_path)}) as server:
+        res = CliRunner().invoke(app, [
+            "replay", "-t", str(path), "--input-col", "in", "--output-col", "out",
+            "--time-col", "at", "--mode", "online", "-m", "tiny", "--endpoint", server.url,
+            "--idle-s", "0", "--db", str(tmp_path / "r.db")])
+    assert res.exit_code == 0, res.output
+    with Store(tmp_path / "r.db") as store:
+        (row,) = store.replays()
+    replay = json.loads(row["result"])
+    assert replay["server"] == {"command": command, "started_by": "infergy serve"}
+    assert replay_engine(replay) == "vllm-eager"
+    assert server_caps(replay["server"]["command"]) == {"max_num_batched_tokens": 2048}
+
+
+def test_an_endpoint_infergy_did_not_start_records_no_server(tmp_path):
+    from infergy.run.servers import started_here
+
+    assert started_here(None) is None and started_here(str(tmp_path)) is None
+    (tmp_path / "infergy-server.json").write_text('{"served_by": "sglang", "command": []}')
+    assert started_here(str(tmp_path)) is None  # not one infergy starts
+    with FakeOpenAIServer() as server:  # lists no folder
+        assert Endpoint(server.url, "tiny").model_root() is None
+
+
+def test_infergy_serve_keeps_the_server_until_it_ends_and_says_how_it_ended(monkeypatch):
+    """`infergy serve` waits for the server, prints where it answers and the replay to send
+    it, and stays until the server ends (here a test double that exits with status 3)."""
+    import sys
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    import infergy.run.serving as serving
+    from infergy.cli import app
+
+    script = Path(__file__).parent / "fake_openai_server.py"
+    monkeypatch.setattr(serving, "vllm_server", lambda spec, *, port, **kw: [
+        sys.executable, str(script), str(port), "0.3", "0.002", "1.5"])
+    res = CliRunner().invoke(app, ["serve", "-m", "tiny", "--port", str(free_port())])
+    said = " ".join(res.output.split())
+    assert res.exit_code == 1, res.output
+    assert "serving tiny at http://127.0.0.1:" in said and "--endpoint http://" in said
+    assert "the server exited with status 3" in said and "Traceback" not in said
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["-m", "tiny", "-e", "hf-eager"], "--engine must be one of vllm, vllm-eager"),
+    (["-m", "nope"], "unknown model 'nope'"),
+    (["-m", "tiny", "--engine-option", "max_num_seqs"], "--engine-option"),
+])
+def test_bad_serve_commands_are_refused_before_a_server_starts(args, message):
+    from typer.testing import CliRunner
+
+    from infergy.cli import app
+
+    res = CliRunner().invoke(app, ["serve", *args])
+    said = " ".join(res.output.split())
+    assert res.exit_code == 2 and message in said and "Traceback" not in said, res.output

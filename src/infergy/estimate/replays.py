@@ -119,6 +119,12 @@ def _rebuild(replay: dict, batches: list[dict], trace: Trace):
             for p, b in zip(plan, batches, strict=False)):
         raise SimulationError("the replay's batches do not match its trace and selection "
                               "(another trace, grid or sample)")
+    return planned(plan, trace)
+
+
+def planned(plan, trace: Trace) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """A replay's planned batches (infergy.plan.batches) as the simulator takes them: the
+    requests' input and output lengths in the order run, and each batch's indices into them."""
     sizes_in_order = [len(p.requests) for p in plan]
     flat = np.concatenate([np.asarray(p.requests, dtype=np.int64) for p in plan])
     groups = np.split(np.arange(len(flat)), np.cumsum(sizes_in_order)[:-1])

@@ -17,7 +17,7 @@ from infergy.run.online import OnlineResult, ServeError
 from infergy.run.point import PointResult, measure_point
 from infergy.run.replay import OfflineReplay, ReplayResult, replay_trace
 from infergy.run.servers import SERVE_CHOICES
-from infergy.run.serving import Serving, replay_online
+from infergy.run.serving import Serving, replay_online, started_server
 from infergy.run.session import Quiet, Session
 from infergy.run.sweep import (
     RESUME_BY,
@@ -33,4 +33,4 @@ __all__ = ["LAUNCHERS", "RESUME_BY", "SERVE_CHOICES", "LaunchError", "MeasureOpt
            "RunError", "ServeError", "Serving", "Session", "SweepError", "describe_plan",
            "engine_options", "instant_power_w", "launch_sweep", "local_device", "local_slots",
            "measure_one", "measure_point", "open_launcher", "parts_folder", "point_groups",
-           "replay_online", "replay_trace", "run_sweep", "torch_device"]
+           "replay_online", "replay_trace", "run_sweep", "started_server", "torch_device"]

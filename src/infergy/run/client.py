@@ -107,6 +107,23 @@ class Endpoint:
                         raise ServeError(f"{self.url}: a test request failed: {text}") from None
             raise ServeError(f"{self.url}: no request form it accepts")
 
+    def model_root(self) -> str | None:
+        """Where the server loads the model from (`root` of its entry in /v1/models, as vLLM
+        gives it), or None where it does not say."""
+        return run_to_end(self._model_root())
+
+    async def _model_root(self) -> str | None:
+        import aiohttp
+
+        async with self.session():
+            try:
+                async with self._session.get(f"{self._root}/v1/models") as response:
+                    models = json.loads(await response.read()).get("data") or []
+            except (aiohttp.ClientError, OSError, TimeoutError, ValueError, AttributeError):
+                return None
+        return next((m.get("root") for m in models if isinstance(m, dict)
+                     and m.get("id") == self.model), None)
+
     async def _listed(self) -> str:
         """`(it serves a, b)` from /v1/models, where the server lists them."""
         import aiohttp

@@ -29,6 +29,9 @@ if TYPE_CHECKING:  # the engine imports torch and transformers: only where a mod
     from infergy.engines.paged import HFPaged
 
 SERVERS = ("vllm", "vllm-eager")
+# In the model folder of a server on random weights: how infergy started it (`served_by`,
+# `command`), so that a replay sent to it (--endpoint) records what served it.
+SERVER_RECORD = "infergy-server.json"
 SERVE_CHOICES = (*SERVERS, "hf-paged")  # --serve: vLLM's OpenAI server, or hf-paged in process
 
 
@@ -152,7 +155,24 @@ def vllm_server(spec, *, kind: str = "vllm", port: int, served_name: str,
         command += ([f"--{flag}"] if value is True else [f"--no-{flag}"] if value is False else
                     [f"--{flag}", json.dumps(value) if isinstance(value, (dict, list))
                      else str(value)])
-    return command + (["--enforce-eager"] if kind == "vllm-eager" else [])
+    command += ["--enforce-eager"] if kind == "vllm-eager" else []
+    if weights is None:
+        (folder / SERVER_RECORD).write_text(json.dumps({"served_by": kind, "command": command}))
+    return command
+
+
+def started_here(root: str | None) -> dict | None:
+    """What a server that infergy started on this host recorded in its model folder (`root`,
+    as the server lists it): {"served_by", "command"}; None for any other server."""
+    if not root:
+        return None
+    try:
+        record = json.loads((Path(root) / SERVER_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(record, dict) and record.get("served_by") in SERVERS and isinstance(
+        record.get("command"), list)
+    return record if ok else None
 
 
 def synthetic_tokenizer(spec, folder: Path) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from infergy.run.servers import (
     SERVERS,
     PagedServer,
     ServerProcess,
+    started_here,
     vllm_server,
 )
 from infergy.store import Store
@@ -114,8 +115,10 @@ def replay_online(workload: Trace, requests: np.ndarray, spec: ModelSpec, s: Ser
     if longest > spec.max_context:
         raise ServeError(f"requests of up to {longest} tokens (input + output), past "
                          f"{spec.name}'s context of {spec.max_context}")
+    recorded = None
     if s.serve is None:
         endpoint.check()  # the server answers and serves the model, before any work
+        recorded = started_here(endpoint.model_root())
     store = Store(db) if db is not None else None  # before any request
     # The GPUs measured: a server started here uses the first --tp (1); one given by
     # --endpoint, the first --tp where given, else every visible GPU (its own are unknown).
@@ -139,17 +142,12 @@ def replay_online(workload: Trace, requests: np.ndarray, spec: ModelSpec, s: Ser
             finally:
                 (started,) = m.stop(window)
         elif s.serve is not None:  # after the idle power: the server's start is measured
-            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="infergy-")))
-            command = vllm_server(spec, kind=s.serve, port=int(endpoint_url.rsplit(":", 1)[1]),
-                                  served_name=endpoint.model, weights=s.weights,
-                                  folder=folder, max_model_len=longest, tp=s.tp or 1,
-                                  options=s.options)
-            log = Path(tempfile.mkstemp(prefix="infergy-server-", suffix=".log")[1])
             window = m.start("server start")
             try:
-                with status(f"infergy: starting {s.serve}'s server (log: {log}) ..."):
-                    server = stack.enter_context(ServerProcess(command, endpoint_url,
-                                                               log_path=log))
+                server = stack.enter_context(started_server(
+                    spec, s.serve, port=int(endpoint_url.rsplit(":", 1)[1]),
+                    served_name=endpoint.model, weights=s.weights, max_model_len=longest,
+                    tp=s.tp or 1, options=s.options, status=status))
                 endpoint.check()
             finally:
                 (started,) = m.stop(window)
@@ -163,16 +161,20 @@ def replay_online(workload: Trace, requests: np.ndarray, spec: ModelSpec, s: Ser
                 progress=lambda n, total: st.update(
                     f"infergy: serving {workload.name} ({s.label}): {n} of {total} answered"))
         result.selection, result.served_by = {"sample": sample, "seed": seed}, s.serve
+        if recorded is not None:  # a server `infergy serve` started on this host
+            result.served_by = recorded["served_by"]
+            result.server = {"command": recorded["command"], "started_by": "infergy serve"}
         result.tp = len(m.gpus) if s.serve is None else s.tp or 1
         if s.serve == "hf-paged":
             result.server = {"in_process": "hf-paged", "start_energy_j": started.energy_j,
                              "start_time_s": started.duration_s}
         if server is not None:
-            result.server = {"command": command, "ready_s": server.ready_s, "log": str(log),
+            result.server = {"command": server.command, "ready_s": server.ready_s,
+                             "log": str(server.log_path),
                              "start_energy_j": started.energy_j,
                              "start_time_s": started.duration_s}
             if server.process.poll() is not None:
-                notes(f"the server exited during the run; its log ({log}) ends:\n"
+                notes(f"the server exited during the run; its log ({server.log_path}) ends:\n"
                       f"{server.log_tail()}", "red")
     if store is not None:
         with store:
@@ -181,6 +183,31 @@ def replay_online(workload: Trace, requests: np.ndarray, spec: ModelSpec, s: Ser
                              replays=[result.to_dict()],
                              status="finished" if result.status == "ok" else "interrupted")
     return result
+
+
+@contextlib.contextmanager
+def started_server(spec: ModelSpec, kind: str, *, port: int, served_name: str | None = None,
+                   weights: Path | None = None, max_model_len: int | None = None,
+                   tp: int = 1, options: dict | None = None,
+                   status: Callable[[str], object] = lambda text: contextlib.nullcontext(),
+                   ) -> Iterator[ServerProcess]:
+    """vLLM's OpenAI server (`kind`: vllm or vllm-eager) for `spec` on 127.0.0.1:`port`,
+    random weights unless `weights`, running inside; stopped after, whatever happened.
+    ServeError where it cannot start (its log's end in the message)."""
+    if kind not in SERVERS:
+        raise ServeError(f"a server is one of {', '.join(SERVERS)}, got {kind!r}")
+    with tempfile.TemporaryDirectory(prefix="infergy-") as folder:
+        command = vllm_server(spec, kind=kind, port=port, served_name=served_name or spec.name,
+                              weights=weights, folder=Path(folder),
+                              max_model_len=max_model_len, tp=tp, options=options)
+        log = Path(tempfile.mkstemp(prefix="infergy-server-", suffix=".log")[1])
+        server = ServerProcess(command, f"http://127.0.0.1:{port}", log_path=log)
+        with status(f"infergy: starting {kind}'s server (log: {log}) ..."):
+            server.__enter__()  # stops what it started where it fails
+        try:
+            yield server
+        finally:
+            server.stop()
 
 
 def _paged_server(spec: ModelSpec, s: Serving, workload: Trace,
