@@ -105,6 +105,38 @@ def test_idle_gaps_between_arrivals_cost_idle_power():
     assert s.idle_share > 0.99
 
 
+def test_the_gaps_are_charged_at_the_server_s_waiting_power_where_it_was_measured():
+    """A vLLM server up with its model loaded draws more than the bare card (118 W against
+    72 W on an H100): where that was measured, the time with no request in flight is charged
+    at it; where not, at the bare idle, and the run says so."""
+    args = np.array([10, 10]), np.array([3, 3]), np.array([0.0, 100.0])
+    bare = simulate(cost(), *args)
+    loaded = cost()
+    loaded.serving_idle_w, loaded.serving_idle_from = 120.0, "3 online replays"
+    waiting = simulate(loaded, *args)
+    assert waiting.idle_energy_j == pytest.approx(120.0 * waiting.idle_s)
+    assert waiting.busy_energy_j == pytest.approx(bare.busy_energy_j)  # steps: as fitted
+    assert not waiting.notes
+    assert any("bare idle power (70 W)" in n for n in bare.notes)
+    assert "120 W, the card waiting with the server up" in loaded.waiting_words()
+
+
+def test_the_waiting_power_comes_from_replays_to_a_server_infergy_serve_started():
+    """Only online replays whose idle was measured with the server up count (`infergy
+    serve`'s, 2026-12-05: three to vllm); a replay with --serve measured the bare card
+    before its server started (72 W) and does not. vllm-eager shares vllm's server."""
+    from infergy.profile.points import serving_idle_powers
+
+    store = [REPLAYS / "2026-12-05-h100-replays" / "replays-h100.db"]
+    h100 = "NVIDIA H100 80GB HBM3"
+    for engine in ("vllm", "vllm-eager"):
+        found = serving_idle_powers(store, "llama-3.1-8b", engine, h100)
+        assert [e for e, _ in found] == ["vllm"] * 3
+        assert all(115 < w < 125 for _, w in found)
+    assert serving_idle_powers(store, "llama-3.1-8b", "hf-eager", h100) == []
+    assert serving_idle_powers(store, "llama-3.1-8b", "vllm", "NVIDIA H200") == []
+
+
 def test_a_decode_stretch_in_closed_form_equals_its_steps_one_by_one():
     """B = 3, I = 5, O = 6: one prefill step, then 5 decode steps of 3 sequences whose
     contexts are 6, 7, ... 10 each."""
@@ -165,7 +197,8 @@ REPLAYS = Path(__file__).parents[1] / "docs" / "measurements"
 
 
 @pytest.mark.parametrize("store", ["2026-11-27-h100-b1-and-vllm-replay/replay-h100.db",
-                                   "2026-11-26-h100-x2-replay/replay-h100.db"])
+                                   "2026-11-26-h100-x2-replay/replay-h100.db",
+                                   "2026-12-05-h100-replays/replays-h100.db"])
 def test_vllm_s_measured_h100_replays_are_predicted_within_10_percent(store):
     """The shipped H100 profile's vLLM model on what each measured vLLM run ran (offline
     batches rebuilt from the trace, online requests at their send times): the issue's 10%."""
@@ -187,13 +220,14 @@ def test_vllm_s_measured_h100_replays_are_predicted_within_10_percent(store):
 def test_make_run_s_estimate_prints_the_simulated_headline_beside_the_study_s():
     """`make run`'s command on the shipped H100 profile: each engine's simulated kWh with its
     band, latency and idle share, the study's formula as its own column (the figures of
-    docs/measurements.md, 2026-12-04)."""
+    docs/measurements.md, 2026-12-04; vllm's gaps at its server's waiting power since
+    2026-12-05)."""
     result = CliRunner().invoke(app, ["estimate", "-t", "azure-code-2023", "-m",
                                       "llama-3.1-8b", "-e", "hf-eager,vllm", "--json"])
     assert result.exit_code == 0, result.output
     hf, vllm = json.loads(result.output)["gpus"][0]["engines"]
     assert vllm["serving"] == "online at the trace's own times"
-    assert vllm["simulated_kwh"] == pytest.approx(0.1957, rel=0.01)
+    assert vllm["simulated_kwh"] == pytest.approx(0.2274, rel=0.01)
     assert vllm["kwh"] == pytest.approx(0.1317, rel=0.01)  # the study's formula
     assert 0 < vllm["band"] < 0.10 and 0.5 < vllm["idle_share"] < 0.9
     assert hf["simulated_kwh"] > vllm["simulated_kwh"]

@@ -329,7 +329,7 @@ def _search(c: Candidate, entries: list[tuple], seed: dict[int, Option], run: tu
     larger = dict(seed)
     for cap, budget, policy, own in entries:
         replicas, last = 1, None
-        while c.cost.idle_w * replicas * span <= bound_j:
+        while c.cost.waiting_w * replicas * span <= bound_j:
             config = Config(c.gpu, c.engine, cap, budget, replicas)
             held = larger.get(replicas)
             if budget is not None and held is not None and held.peak_inflight <= cap:
@@ -360,7 +360,7 @@ def _serve(c: Candidate, config: Config, policy, inputs, outputs, arrival,
     starts = [0.0 if arrival is None else float(arrival[p[0]]) for p in parts]
     span = max(t + s.time_s for t, s in zip(starts, runs, strict=True)) - starts[0]
     idle_s = config.replicas * span - sum(s.busy_s for s in runs)  # every card, not busy
-    energy = sum(s.busy_energy_j for s in runs) + c.cost.idle_w * idle_s
+    energy = sum(s.busy_energy_j for s in runs) + c.cost.waiting_w * idle_s
     joined = {k: np.concatenate([getattr(s, k) for s in runs])
               for k in ("ttft_s", "tpot_s", "e2e_s")}
     option = Option(config, False, energy, sum(s.requests for s in runs),

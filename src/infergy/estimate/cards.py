@@ -93,6 +93,7 @@ class CardEstimate:
                                                  if base else None),
                 "simulated_above_theoretical": s.energy_j / self.theoretical_j - 1,
                 "time_s": s.time_s, "idle_share": s.idle_share,
+                "idle_charged": sim.cost.waiting_words(),
                 "ttft_p90_s": (latency["ttft_s"] or {}).get("p90"),
                 "tpot_p90_s": (latency["tpot_s"] or {}).get("p90"),
                 "e2e_p90_s": (latency["e2e_s"] or {}).get("p90"),

@@ -28,7 +28,7 @@ from infergy.models import get_model
 from infergy.models.flops import kv_cache_bytes_per_token, weight_bytes
 from infergy.plan.presets import CALIBRATION_INPUTS, CALIBRATION_OUTPUTS
 from infergy.profile.load import EstimateError
-from infergy.profile.points import idle_powers, stored_points
+from infergy.profile.points import idle_powers, serving_idle_powers, stored_points
 
 # The design (`infergy calibrate`'s points): a model fitted to them predicts every other
 # measured point, to check it.
@@ -74,6 +74,8 @@ class Measured:
     software: dict
     sources: list[str]
     limits: dict = field(default_factory=dict)  # StepCost.limits
+    serving_idle_w: float | None = None  # StepCost.serving_idle_w
+    serving_idle_from: str = ""  # StepCost.serving_idle_from
 
 
 def measured(stores: Iterable[Path], model: str, engine: str, gpu: str | None = None,
@@ -124,8 +126,13 @@ def measured(stores: Iterable[Path], model: str, engine: str, gpu: str | None = 
     limits = {"cap": max(caps)} if caps else {}
     if free:
         limits["free_bytes"] = statistics.median(free)
+    waiting = serving_idle_powers(stores, model, engine, card)
+    servers = sorted({name for name, _ in waiting})
     return Measured(model, engine, card, windows, batching, statistics.median(idle), software,
-                    sorted({str(path) for path, _, _ in rows}), limits)
+                    sorted({str(path) for path, _, _ in rows}), limits,
+                    statistics.median(w for _, w in waiting) if waiting else None,
+                    f"{len(waiting)} online replays to {' and '.join(servers)}'s server"
+                    if waiting else "")
 
 
 def _window(p: dict, result: dict, run: dict) -> Window:
@@ -219,7 +226,9 @@ def fit_step_cost(data: Measured, windows: list[Window] | None = None) -> StepCo
     energy = _nnls(rows_e, y_e)
     cost = StepCost(data.model, data.engine, data.gpu, _nnls(rows_t, y_t).tolist(),
                     energy[:-1].tolist(), data.idle_w, data.batching, busy_w=float(energy[-1]),
-                    software=data.software, sources=data.sources, limits=data.limits)
+                    software=data.software, sources=data.sources, limits=data.limits,
+                    serving_idle_w=data.serving_idle_w,
+                    serving_idle_from=data.serving_idle_from)
     cost.fit = {"points": len(windows), "windows": len(y_t),
                 **errors(cost, windows, "residuals")}
     return cost

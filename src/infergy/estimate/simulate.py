@@ -220,9 +220,15 @@ def _served(cost, policy, clock: Clock, arrival, served, outputs, asked, serving
     refused = int((~served).sum())
     notes = [f"{refused} requests longer than the engine's whole KV cache "
              f"({policy.kv_tokens} tokens) left out"] if refused else []
+    if clock.idle_s > 0 and cost.serving_idle_w is None:
+        notes.append(f"the {clock.idle_s:.0f} s with no request in flight are charged at the "
+                     f"card's bare idle power ({cost.idle_w:.0f} W): the power of {cost.engine} "
+                     f"waiting with its model loaded is not measured on this card (vLLM's "
+                     f"server drew 46 W more than the bare idle on an H100), so they may be "
+                     f"under-charged")
     return Served(cost.engine, cost.gpu, serving or policy.kind, int(served.sum()),
                   int(outputs[served].sum()), int(asked[served].sum()), clock.now - start,
                   clock.busy_s, clock.idle_s,
                   cost.active_energy(clock.features, clock.busy_s) + cost.idle_w * clock.busy_s,
-                  cost.idle_w * clock.idle_s, int(clock.features[0]), clock.preemptions,
+                  cost.waiting_w * clock.idle_s, int(clock.features[0]), clock.preemptions,
                   ttft, e2e, tpot, clock.inflight_s, refused, notes)

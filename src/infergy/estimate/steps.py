@@ -75,10 +75,29 @@ class StepCost:
     # What set its points' B = max (infergy.estimate.filled): the sweep's cap, and a static
     # engine's free memory after loading, in bytes.
     limits: dict = field(default_factory=dict)
+    # The card's power with the engine's server up and waiting for requests (its model loaded:
+    # vLLM's drew 118-120 W on an H100 whose bare idle was 72 W), measured at the start of
+    # online replays to it; None where never measured.
+    serving_idle_w: float | None = None
+    serving_idle_from: str = ""  # in words: the runs that measured it
 
     def __post_init__(self):
         self._t = np.asarray(self.time_s, dtype=float)
         self._e = np.asarray(self.active_j, dtype=float)
+
+    @property
+    def waiting_w(self) -> float:
+        """The power of the card while no step runs (the engine loaded, no request in
+        flight): as measured with the server up where it was, else the card's bare idle."""
+        return self.idle_w if self.serving_idle_w is None else self.serving_idle_w
+
+    def waiting_words(self) -> str:
+        """What the time with no request in flight is charged at, in words."""
+        if self.serving_idle_w is None:
+            return (f"{self.idle_w:.0f} W, the card's bare idle (its power with {self.engine} "
+                    f"loaded and waiting is not measured)")
+        return (f"{self.serving_idle_w:.0f} W, the card waiting with the server up (measured "
+                f"before {self.serving_idle_from}; bare idle {self.idle_w:.0f} W)")
 
     def time(self, features: np.ndarray) -> float:
         """Seconds of steps whose features sum to `features`."""

@@ -86,3 +86,24 @@ def idle_powers(run: dict) -> list[float]:
     """The idle powers in W a run measured at its start, a sensor each (those read)."""
     return [w for w in (json.loads(run.get("idle_w") or "null") or {}).values()
             if w is not None]
+
+
+def serving_idle_powers(stores: list[Path], model: str, engine: str,
+                        gpu: str) -> list[tuple[str, float]]:
+    """(engine, W): the idle powers measured with a server up, its model loaded, waiting for
+    requests: at the start of the stores' online replays of `model` on card `gpu` sent to a
+    server that `infergy serve` had started (a replay with `--serve` measures its idle before
+    the server starts: the card's bare idle). vllm and vllm-eager count for each other: the
+    same server, with or without CUDA graphs."""
+    family = {"vllm", "vllm-eager"} if engine in ("vllm", "vllm-eager") else {engine}
+    found = []
+    for _, replay, run in stored_replays(stores):
+        if replay["mode"] != "online" or replay["model"] != model:
+            continue
+        result = json.loads(replay["result"])
+        server = result.get("server") or {}
+        gpus = (result.get("provenance") or {}).get("gpus") or []
+        if (server.get("started_by") == "infergy serve" and result.get("served_by") in family
+                and gpus and gpus[0].get("model") == gpu):
+            found += [(result["served_by"], w) for w in idle_powers(run)]
+    return found
