@@ -97,7 +97,7 @@ class StepCost:
             return (f"{self.idle_w:.0f} W, the card's bare idle (its power with {self.engine} "
                     f"loaded and waiting is not measured)")
         return (f"{self.serving_idle_w:.0f} W, the card waiting with the server up (measured "
-                f"before {self.serving_idle_from}; bare idle {self.idle_w:.0f} W)")
+                f"at the start of {self.serving_idle_from}; bare idle {self.idle_w:.0f} W)")
 
     def time(self, features: np.ndarray) -> float:
         """Seconds of steps whose features sum to `features`."""
