@@ -469,3 +469,36 @@ def test_bad_serve_commands_are_refused_before_a_server_starts(args, message):
     res = CliRunner().invoke(app, ["serve", *args])
     said = " ".join(res.output.split())
     assert res.exit_code == 2 and message in said and "Traceback" not in said, res.output
+
+
+def test_a_server_started_here_has_its_waiting_power_measured_and_used(tmp_path, make_meter,
+                                                                      monkeypatch):
+    """`replay --serve vllm` measures the card with the server up and no request sent (a
+    window as long as the idle one), after the server's start; the simulator charges the
+    time with no request in flight at it (here a test double of vLLM's server, a card
+    simulated at 120 W)."""
+    import sys
+    from pathlib import Path
+
+    import infergy.run.serving as serving
+    from infergy.models import get_model
+    from infergy.profile.points import serving_idle_powers
+    from infergy.run import Serving, replay_online
+    from infergy.store import Store
+    from simulated import SimulatedGpu
+
+    script = Path(__file__).parent / "fake_openai_server.py"
+    monkeypatch.setattr(serving, "vllm_server", lambda spec, *, port, **kw: [
+        sys.executable, str(script), str(port)])
+    monkeypatch.setattr(serving, "open_meter", lambda limit, idle_s: make_meter(
+        [SimulatedGpu(power_w=120.0)]))
+    t = trace([8, 9], [3, 4], [0.0, 0.1])
+    result = replay_online(t, np.arange(2), get_model("tiny"), Serving(serve="vllm"),
+                           sample=None, seed=0, db=tmp_path / "r.db", idle_s=0.3)
+    assert result.completed == 2
+    assert result.server["waiting_w"]["gpu0"] == pytest.approx(120.0, rel=0.05)
+    with Store(tmp_path / "r.db") as store:
+        (row,) = store.replays()
+    gpu = json.loads(row["result"])["provenance"]["gpus"][0]["model"]
+    found = serving_idle_powers([tmp_path / "r.db"], "tiny", "vllm-eager", gpu)
+    assert [e for e, _ in found] == ["vllm"] and found[0][1] == pytest.approx(120.0, rel=0.05)

@@ -90,11 +90,12 @@ def idle_powers(run: dict) -> list[float]:
 
 def serving_idle_powers(stores: list[Path], model: str, engine: str,
                         gpu: str) -> list[tuple[str, float]]:
-    """(engine, W): the idle powers measured with a server up, its model loaded, waiting for
-    requests: at the start of the stores' online replays of `model` on card `gpu` sent to a
-    server that `infergy serve` had started (a replay with `--serve` measures its idle before
-    the server starts: the card's bare idle). vllm and vllm-eager count for each other: the
-    same server, with or without CUDA graphs."""
+    """(engine, W): the powers measured with a server up, its model loaded, waiting for
+    requests, in the stores' online replays of `model` on card `gpu`: the idle at the start of
+    a replay sent to a server that `infergy serve` had started, and the waiting window after
+    the start of a server that `--serve` started (whose idle, before the start, is the card's
+    bare idle). vllm and vllm-eager count for each other: the same server, with or without
+    CUDA graphs."""
     family = {"vllm", "vllm-eager"} if engine in ("vllm", "vllm-eager") else {engine}
     found = []
     for _, replay, run in stored_replays(stores):
@@ -103,7 +104,9 @@ def serving_idle_powers(stores: list[Path], model: str, engine: str,
         result = json.loads(replay["result"])
         server = result.get("server") or {}
         gpus = (result.get("provenance") or {}).get("gpus") or []
-        if (server.get("started_by") == "infergy serve" and result.get("served_by") in family
-                and gpus and gpus[0].get("model") == gpu):
-            found += [(result["served_by"], w) for w in idle_powers(run)]
+        if result.get("served_by") not in family or not gpus or gpus[0].get("model") != gpu:
+            continue
+        waiting = (idle_powers(run) if server.get("started_by") == "infergy serve" else
+                   [w for w in (server.get("waiting_w") or {}).values() if w is not None])
+        found += [(result["served_by"], w) for w in waiting]
     return found

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,6 +152,7 @@ def replay_online(workload: Trace, requests: np.ndarray, spec: ModelSpec, s: Ser
                 endpoint.check()
             finally:
                 (started,) = m.stop(window)
+            waiting = _waiting_power(m, idle_s, status)
         with status(f"infergy: serving {workload.name} ({s.label}) ...") as st:
             result = serve_online(
                 endpoint, m, workload, requests,
@@ -172,7 +174,7 @@ def replay_online(workload: Trace, requests: np.ndarray, spec: ModelSpec, s: Ser
             result.server = {"command": server.command, "ready_s": server.ready_s,
                              "log": str(server.log_path),
                              "start_energy_j": started.energy_j,
-                             "start_time_s": started.duration_s}
+                             "start_time_s": started.duration_s, "waiting_w": waiting}
             if server.process.poll() is not None:
                 notes(f"the server exited during the run; its log ({server.log_path}) ends:\n"
                       f"{server.log_tail()}", "red")
@@ -208,6 +210,20 @@ def started_server(spec: ModelSpec, kind: str, *, port: int, served_name: str | 
             yield server
         finally:
             server.stop()
+
+
+def _waiting_power(m, seconds: float, status) -> dict[str, float | None]:
+    """Each measured GPU's power with the server up, its model loaded, no request sent (what
+    the simulator charges the time with no request in flight), over `seconds`: {} for 0;
+    None for a GPU whose energy could not be read."""
+    if seconds <= 0:
+        return {}
+    with status(f"infergy: measuring the server's waiting power for {seconds:g} s ..."):
+        window = m.start("server waiting")
+        time.sleep(seconds)
+        (w,) = m.stop(window)
+    return {d.device: None if d.energy_j is None else d.energy_j / w.duration_s
+            for d in w.devices if d.kind == "gpu"}
 
 
 def _paged_server(spec: ModelSpec, s: Serving, workload: Trace,
