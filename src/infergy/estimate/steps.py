@@ -76,8 +76,8 @@ class StepCost:
     # engine's free memory after loading, in bytes.
     limits: dict = field(default_factory=dict)
     # The card's power with the engine's server up and waiting for requests (its model loaded:
-    # vLLM's drew 118-120 W on an H100 whose bare idle was 72 W), measured at the start of
-    # online replays to it; None where never measured.
+    # vLLM's drew 118-120 W on an H100 whose bare idle was 72 W), measured in online replays
+    # to it (infergy.profile.points.serving_idle_powers); None where never measured.
     serving_idle_w: float | None = None
     serving_idle_from: str = ""  # in words: the runs that measured it
 
@@ -97,7 +97,7 @@ class StepCost:
             return (f"{self.idle_w:.0f} W, the card's bare idle (its power with {self.engine} "
                     f"loaded and waiting is not measured)")
         return (f"{self.serving_idle_w:.0f} W, the card waiting with the server up (measured "
-                f"at the start of {self.serving_idle_from}; bare idle {self.idle_w:.0f} W)")
+                f"in {self.serving_idle_from}; bare idle {self.idle_w:.0f} W)")
 
     def time(self, features: np.ndarray) -> float:
         """Seconds of steps whose features sum to `features`."""
