@@ -228,6 +228,8 @@ def test_make_run_s_estimate_prints_the_simulated_headline_beside_the_study_s():
     hf, vllm = json.loads(result.output)["gpus"][0]["engines"]
     assert vllm["serving"] == "online at the trace's own times"
     assert vllm["simulated_kwh"] == pytest.approx(0.2274, rel=0.01)
+    assert "the card waiting with the server up" in vllm["idle_charged"]  # 74% idle
+    assert hf["idle_charged"] is None  # 3% idle: not worth a line
     assert vllm["kwh"] == pytest.approx(0.1317, rel=0.01)  # the study's formula
     assert 0 < vllm["band"] < 0.10 and 0.5 < vllm["idle_share"] < 0.9
     assert hf["simulated_kwh"] > vllm["simulated_kwh"]

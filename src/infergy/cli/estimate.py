@@ -24,8 +24,6 @@ from infergy.models import UnknownGpuError, UnknownModelError, get_model
 from infergy.store import StoreError
 from infergy.workloads import BinError, BinGrid, TraceError, get_trace
 
-IDLE_WORTH_SAYING = 0.05  # an idle share from which the power it is charged at is said
-
 
 @app.command()
 def estimate(
@@ -143,7 +141,7 @@ def _print(result: TraceEstimate, detail: bool = False) -> None:
             if r["predicted_bins"]:
                 out.print(f"[yellow]{r['engine']}: study: "
                           f"{escape(predicted_words(r['predicted_bins']))}[/]")
-            if (r.get("idle_share") or 0) >= IDLE_WORTH_SAYING:
+            if r.get("idle_charged"):
                 out.print(f"[dim]{r['engine']}: idle charged at {escape(r['idle_charged'])}[/]")
             if r["simulated_kwh"] is None:
                 out.print(f"[yellow]{r['engine']}: not simulated: "

@@ -32,6 +32,9 @@ from infergy.profile.load import (
 from infergy.workloads.bins import Binned
 from infergy.workloads.trace import Trace
 
+# An idle share from which the power the idle time is charged at is said (`idle_charged`).
+IDLE_WORTH_SAYING = 0.05
+
 
 @dataclass
 class CardEstimate:
@@ -93,7 +96,8 @@ class CardEstimate:
                                                  if base else None),
                 "simulated_above_theoretical": s.energy_j / self.theoretical_j - 1,
                 "time_s": s.time_s, "idle_share": s.idle_share,
-                "idle_charged": sim.cost.waiting_words(),
+                "idle_charged": (sim.cost.waiting_words()
+                                 if s.idle_share >= IDLE_WORTH_SAYING else None),
                 "ttft_p90_s": (latency["ttft_s"] or {}).get("p90"),
                 "tpot_p90_s": (latency["tpot_s"] or {}).get("p90"),
                 "e2e_p90_s": (latency["e2e_s"] or {}).get("p90"),

@@ -65,6 +65,8 @@ def estimate_section(name: str, trace, points, stores: list[Path], shipped: bool
             rows = c.rows()
             guessed = [f"{r['engine']}: the study's formula: {predicted_words(p)}"
                        for r in rows if (p := r["predicted_bins"])]
+            guessed += [f"{r['engine']}: idle charged at {r['idle_charged']}." for r in rows
+                        if r.get("idle_charged")]
             answer.tables.append(_answer_table(what, result, c, rows, grid, gco2, usd))
             answer.tables[-1]["note"] = " ".join([*guessed, _same_as(name, result, grid,
                                                                       stores, shipped,
