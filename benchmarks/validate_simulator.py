@@ -29,13 +29,14 @@ from infergy.workloads import get_trace
 from infergy.workloads.arrivals import arrival_times
 
 MODEL = "llama-3.1-8b"
+CARD = "NVIDIA H100 80GB HBM3"  # the card whose profile is complete (the H200's is begun)
 ENGINES = ("hf-eager", "hf-compiled", "vllm", "vllm-eager")
 
 
 def in_grid(stores) -> dict:
     out = {}
     for engine in ENGINES:
-        data = measured(stores, MODEL, engine)
+        data = measured(stores, MODEL, engine, CARD)
         inside, rest = design(data.windows)
         out[engine] = {"design": len(inside), "predicted": len(rest),
                        **errors(fit_step_cost(data, inside), rest)["summary"]}
@@ -49,7 +50,7 @@ def in_grid(stores) -> dict:
 
 
 def replays(stores, paths: list[str]) -> list[dict]:
-    costs = {e: fit_step_cost(measured(stores, MODEL, e)) for e in ENGINES}
+    costs = {e: fit_step_cost(measured(stores, MODEL, e, CARD)) for e in ENGINES}
     trace = get_trace("azure-code-2023")
     rows = []
     for path in paths:
@@ -61,7 +62,9 @@ def replays(stores, paths: list[str]) -> list[dict]:
         for (text,) in found:
             replay = json.loads(text)
             engine = replay_engine(replay)
-            if replay.get("tp", 1) != 1 or engine not in costs or replay["status"] != "ok":
+            gpus = (replay.get("provenance") or {}).get("gpus") or [{}]
+            if (replay.get("tp", 1) != 1 or engine not in costs or replay["status"] != "ok"
+                    or gpus[0].get("model") != CARD):
                 continue
             served = simulate_replay(costs[engine], replay, trace)
             study = ((replay.get("estimate") or {}).get("errors") or {}).get("binned")
@@ -84,7 +87,7 @@ def replays(stores, paths: list[str]) -> list[dict]:
 
 
 def speed(stores) -> dict:
-    cost = fit_step_cost(measured(stores, MODEL, "vllm"))
+    cost = fit_step_cost(measured(stores, MODEL, "vllm", CARD))
     trace = get_trace("azure-code-2023")
     times = arrival_times(trace, np.arange(len(trace)), "trace")
     out = {}
@@ -110,7 +113,7 @@ def speed(stores) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--replays", nargs="*", default=sorted(glob.glob(
-        "docs/measurements/2026-11-2*/**/*.db", recursive=True)))
+        "docs/measurements/2026-1[12]-*/**/*.db", recursive=True)))
     parser.add_argument("--json", help="write every figure here")
     parser.add_argument("--no-speed", action="store_true")
     args = parser.parse_args()
