@@ -456,6 +456,19 @@ def test_infergy_serve_keeps_the_server_until_it_ends_and_says_how_it_ended(monk
     assert "the server exited with status 3" in said and "Traceback" not in said
 
 
+def test_infergy_serve_refuses_a_port_something_else_listens_on():
+    """Its /health would answer for the server's: refused before any start."""
+    from typer.testing import CliRunner
+
+    from infergy.cli import app
+
+    with FakeOpenAIServer() as server:
+        port = server.url.rsplit(":", 1)[1]
+        res = CliRunner().invoke(app, ["serve", "-m", "tiny", "--port", port])
+    said = " ".join(res.output.split())
+    assert res.exit_code == 2 and f"port {port} on 127.0.0.1 is taken" in said, res.output
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["-m", "tiny", "-e", "hf-eager"], "--engine must be one of vllm, vllm-eager"),
     (["-m", "nope"], "unknown model 'nope'"),

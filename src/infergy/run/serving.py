@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -198,6 +199,7 @@ def started_server(spec: ModelSpec, kind: str, *, port: int, served_name: str | 
     ServeError where it cannot start (its log's end in the message)."""
     if kind not in SERVERS:
         raise ServeError(f"a server is one of {', '.join(SERVERS)}, got {kind!r}")
+    _check_port(port)
     with tempfile.TemporaryDirectory(prefix="infergy-") as folder:
         command = vllm_server(spec, kind=kind, port=port, served_name=served_name or spec.name,
                               weights=weights, folder=Path(folder),
@@ -210,6 +212,18 @@ def started_server(spec: ModelSpec, kind: str, *, port: int, served_name: str | 
             yield server
         finally:
             server.stop()
+
+
+def _check_port(port: int) -> None:
+    """ServeError where something listens on 127.0.0.1:`port` already: its /health would pass
+    for the server's."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past a stopped one's
+        try:  # connections in TIME_WAIT; a listener still refuses it
+            sock.bind(("127.0.0.1", port))
+        except OSError as e:
+            raise ServeError(f"port {port} on 127.0.0.1 is taken ({e.strerror}): give another "
+                             f"with --port") from None
 
 
 def _waiting_power(m, seconds: float, status) -> dict[str, float | None]:
