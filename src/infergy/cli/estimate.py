@@ -95,6 +95,23 @@ def estimate(
     _print(result, detail)
 
 
+def _unlike_idle(result: TraceEstimate) -> None:
+    """A line for each engine whose idle time (where it is worth a line) one card charges at
+    the measured waiting power and another at the bare idle: their rows differ by that."""
+    cards: dict[str, dict[bool, list[str]]] = {}
+    for c in result.estimates.cards:
+        for r in c.rows():
+            if r.get("idle_charged"):
+                cards.setdefault(r["engine"], {}).setdefault(r["waiting_measured"], []).append(
+                    c.gpu)
+    for engine, by in cards.items():
+        if len(by) == 2:
+            out.print(f"[yellow]{engine}: not comparable across cards yet: the idle time is "
+                      f"charged at the waiting power measured on {', '.join(by[True])} but at "
+                      f"the bare idle on {', '.join(by[False])} (a waiting vLLM server drew "
+                      f"46 W more on an H100); an online replay there measures it[/]")
+
+
 def _print(result: TraceEstimate, detail: bool = False) -> None:
     """The estimate as a table a card, each followed by its notes and theoretical baseline."""
     out.print(f"[bold]{escape(result.trace)} on {result.model}[/]: "
@@ -159,6 +176,7 @@ def _print(result: TraceEstimate, detail: bool = False) -> None:
             out.print(f"[yellow]{card.name}: {escape(card.note)}[/]")
     for name, e in result.estimates.not_estimated.items():
         out.print(f"[yellow]{name}: {escape(str(e))}[/]")
+    _unlike_idle(result)
     served = escape(serving or "as the engine would")
     out.print(f"kWh: every request of the trace served {served}, simulated step by step over "
               f"a step-cost model fitted to the measured points (predicted, not measured); "

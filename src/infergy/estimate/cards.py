@@ -98,6 +98,7 @@ class CardEstimate:
                 "time_s": s.time_s, "idle_share": s.idle_share,
                 "idle_charged": (sim.cost.waiting_words()
                                  if s.idle_share >= IDLE_WORTH_SAYING else None),
+                "waiting_measured": sim.cost.serving_idle_w is not None,
                 "ttft_p90_s": (latency["ttft_s"] or {}).get("p90"),
                 "tpot_p90_s": (latency["tpot_s"] or {}).get("p90"),
                 "e2e_p90_s": (latency["e2e_s"] or {}).get("p90"),
