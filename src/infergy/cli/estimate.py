@@ -95,21 +95,21 @@ def estimate(
     _print(result, detail)
 
 
-def _unlike_idle(result: TraceEstimate) -> None:
+def _unlike_idle(rows_by_card: list[tuple[str, list[dict]]]) -> None:
     """A line for each engine whose idle time (where it is worth a line) one card charges at
     the measured waiting power and another at the bare idle: their rows differ by that."""
     cards: dict[str, dict[bool, list[str]]] = {}
-    for c in result.estimates.cards:
-        for r in c.rows():
+    for gpu, rows in rows_by_card:
+        for r in rows:
             if r.get("idle_charged"):
                 cards.setdefault(r["engine"], {}).setdefault(r["waiting_measured"], []).append(
-                    c.gpu)
+                    gpu)
     for engine, by in cards.items():
         if len(by) == 2:
             out.print(f"[yellow]{engine}: not comparable across cards yet: the idle time is "
                       f"charged at the waiting power measured on {', '.join(by[True])} but at "
-                      f"the bare idle on {', '.join(by[False])} (a waiting vLLM server drew "
-                      f"46 W more on an H100); an online replay there measures it[/]")
+                      f"the bare idle on {', '.join(by[False])}, where an online replay "
+                      f"measures it[/]")
 
 
 def _print(result: TraceEstimate, detail: bool = False) -> None:
@@ -117,7 +117,10 @@ def _print(result: TraceEstimate, detail: bool = False) -> None:
     out.print(f"[bold]{escape(result.trace)} on {result.model}[/]: "
               f"{escape(result.coverage_line())}.")
     serving = ""
+    rows_by_card = []
     for n, c in enumerate(result.estimates.cards):
+        rows = c.rows()
+        rows_by_card.append((c.gpu, rows))
         if n:
             out.print()
         table = Table(title=c.gpu, title_justify="left")
@@ -127,7 +130,7 @@ def _print(result: TraceEstimate, detail: bool = False) -> None:
         for col in columns:
             table.add_column(col, justify="left" if col == "engine" else "right",
                              no_wrap=col == "engine")
-        for k, r in enumerate(c.rows()):
+        for k, r in enumerate(rows):
             if r["simulated_kwh"] is None:
                 cells = ["n/a"] * 6 + [f"{r['kwh']:.4g}"]
             else:
@@ -151,7 +154,7 @@ def _print(result: TraceEstimate, detail: bool = False) -> None:
         if c.predicted_model:
             out.print(f"[bold yellow]{result.model} is measured on no engine of {c.gpu}: every "
                       f"figure above is {escape(c.predicted_model)}.[/]")
-        for r in c.rows():
+        for r in rows:
             if r.get("band_from", "").startswith("its residuals"):
                 out.print(f"[yellow]{r['engine']}: ±p90 is {escape(r['band_from'])}: no other "
                           f"point is measured on this card to check it on[/]")
@@ -176,7 +179,7 @@ def _print(result: TraceEstimate, detail: bool = False) -> None:
             out.print(f"[yellow]{card.name}: {escape(card.note)}[/]")
     for name, e in result.estimates.not_estimated.items():
         out.print(f"[yellow]{name}: {escape(str(e))}[/]")
-    _unlike_idle(result)
+    _unlike_idle(rows_by_card)
     served = escape(serving or "as the engine would")
     out.print(f"kWh: every request of the trace served {served}, simulated step by step over "
               f"a step-cost model fitted to the measured points (predicted, not measured); "

@@ -13,9 +13,8 @@ from infergy.cli.app import MODEL_HELP, app, err, fail, out, status
 from infergy.engines import engine_class
 from infergy.models import UnknownModelError, get_model
 from infergy.plan import ParallelError, check_tp, check_tp_gpus
-from infergy.run import SERVE_CHOICES, RunError, ServeError, engine_options, started_server
+from infergy.run import SERVERS, RunError, ServeError, engine_options, started_server
 
-SERVERS = tuple(s for s in SERVE_CHOICES if s.startswith("vllm"))
 STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # each stops the server, then infergy
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from infergy.estimate.continuous import Clock, Continuous, run_continuous
-from infergy.estimate.steps import StepCost, static_batch_features
+from infergy.estimate.steps import WAITING_SEEN, StepCost, static_batch_features
 
 STATIC_ENGINES = ("hf-eager", "hf-compiled")
 # hf-paged (transformers' continuous batching) sizes its cache and token budget per batch
@@ -223,9 +223,8 @@ def _served(cost, policy, clock: Clock, arrival, served, outputs, asked, serving
     if clock.idle_s > 0 and cost.serving_idle_w is None:
         notes.append(f"the {clock.idle_s:.0f} s with no request in flight are charged at the "
                      f"card's bare idle power ({cost.idle_w:.0f} W): the power of {cost.engine} "
-                     f"waiting with its model loaded is not measured on this card (vLLM's "
-                     f"server drew 46 W more than the bare idle on an H100), so they may be "
-                     f"under-charged")
+                     f"waiting with its model loaded is not measured on this card "
+                     f"({WAITING_SEEN}), so they may be under-charged")
     return Served(cost.engine, cost.gpu, serving or policy.kind, int(served.sum()),
                   int(outputs[served].sum()), int(asked[served].sum()), clock.now - start,
                   clock.busy_s, clock.idle_s,

@@ -54,6 +54,11 @@ def static_batch_features(batch: int, longest: int, output: int) -> tuple[np.nda
     return prefill, decode_features(batch, batch * (longest + 1), output - 1)
 
 
+# What the waiting power changes, as measured (docs/measurements.md, 2026-12-05 evening): said
+# wherever the bare idle stands in for it.
+WAITING_SEEN = "a waiting vLLM server drew 46 W more than the bare idle on an H100"
+
+
 @dataclass
 class StepCost:
     """A fitted step-cost model of one model x engine x GPU (x TP x software): seconds and

@@ -16,7 +16,7 @@ from infergy.run.measure import Measured, MeasureOptions, measure_one
 from infergy.run.online import OnlineResult, ServeError
 from infergy.run.point import PointResult, measure_point
 from infergy.run.replay import OfflineReplay, ReplayResult, replay_trace
-from infergy.run.servers import SERVE_CHOICES
+from infergy.run.servers import SERVE_CHOICES, SERVERS
 from infergy.run.serving import Serving, replay_online, started_server
 from infergy.run.session import Quiet, Session
 from infergy.run.sweep import (
@@ -28,7 +28,7 @@ from infergy.run.sweep import (
     run_sweep,
 )
 
-__all__ = ["LAUNCHERS", "RESUME_BY", "SERVE_CHOICES", "LaunchError", "MeasureOptions",
+__all__ = ["LAUNCHERS", "RESUME_BY", "SERVERS", "SERVE_CHOICES", "LaunchError", "MeasureOptions",
            "Measured", "OfflineReplay", "OnlineResult", "PointResult", "Quiet", "ReplayResult",
            "RunError", "ServeError", "Serving", "Session", "SweepError", "describe_plan",
            "engine_options", "instant_power_w", "launch_sweep", "local_device", "local_slots",
