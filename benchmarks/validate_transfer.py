@@ -18,7 +18,7 @@ import json
 import sqlite3
 from pathlib import Path
 
-from infergy.estimate.fit import errors, fit_step_cost, measured
+from infergy.estimate.fit import errors, fit_rows, measured
 from infergy.estimate.transfer import TransferError, fit_transfer, leave_one_out
 from infergy.models import get_model
 from infergy.profile.load import EstimateError
@@ -35,8 +35,8 @@ def contents(stores: list[Path]) -> set[tuple[str, str, str]]:
     return found
 
 
-def stats(summary: dict, group: str) -> str:
-    s = (summary.get(group) or {}).get("energy_error")
+def stats(summary: dict, group: str, key: str = "energy_error") -> str:
+    s = (summary.get(group) or {}).get(key)
     return "-" if not s else f"{s['median']:.1%} / {s['p90']:.1%}"
 
 
@@ -51,32 +51,32 @@ def main() -> None:
     for card, engine in sorted({(c, e) for c, e, _ in found}):
         if args.engine and engine not in args.engine:
             continue
-        fitted, windows = [], {}
+        fitted = []
         for model in sorted(m for c, e, m in found if (c, e) == (card, engine)):
             try:
                 data = measured(args.store, model, engine, card)
-                fitted.append((get_model(model), fit_step_cost(data)))
-                windows[model] = data.windows
+                fit_rows(data)  # enough points to fit the model alone, or EstimateError
+                fitted.append((get_model(model), data))
             except EstimateError as err:
                 report.append({"card": card, "engine": engine, "model": model,
                                "skipped": str(err)})
         dense = [(s, c) for s, c in fitted if not s.is_moe]
         print(f"== {engine} on {card}: {len(fitted)} models fitted ({len(dense)} dense)")
         try:
-            checks = leave_one_out(dense, windows)
+            checks = leave_one_out(dense)
         except TransferError as err:
             print(f"   no leave-one-out: {err}")
             report.append({"card": card, "engine": engine, "skipped": str(err)})
             continue
-        for spec, _ in fitted:
+        for spec, data in fitted:
             if spec.is_moe:
-                summary = errors(fit_transfer(dense).predict(spec), windows[spec.name])["summary"]
+                summary = errors(fit_transfer(dense).predict(spec), data.windows)["summary"]
                 how = "from the dense models"
             else:
                 summary, how = checks[spec.name], "from the other dense models"
             print(f"   {spec.name:32} {how:28} energy |error| median / p90: all "
                   f"{stats(summary, 'all')}, B = 1 {stats(summary, '1')}, B = max "
-                  f"{stats(summary, 'max')}")
+                  f"{stats(summary, 'max')}; time all {stats(summary, 'all', 'time_error')}")
             report.append({"card": card, "engine": engine, "model": spec.name, "how": how,
                            "summary": summary})
     if args.json:

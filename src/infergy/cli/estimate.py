@@ -167,6 +167,9 @@ def _print(result: TraceEstimate, detail: bool = False) -> None:
                 out.print(f"[yellow]{r['engine']}: not simulated: "
                           f"{escape(str(r['simulation_error']))}[/]")
         for name, e in c.unmeasured.items():
+            if c.predicted_model:  # the model measured on no engine of the card: why not this
+                out.print(f"[yellow]{name}: not predicted on {c.gpu}: {escape(str(e))}[/]")
+                continue
             what = (f"{len(e.missing)} of the {result.bins_needed} bins the trace needs"
                     if e.missing is not None else "no B = max point at all")
             out.print(f"[yellow]{name}: not measured yet on {c.gpu}: {what} (--engine {name} "
@@ -181,12 +184,17 @@ def _print(result: TraceEstimate, detail: bool = False) -> None:
         out.print(f"[yellow]{name}: {escape(str(e))}[/]")
     _unlike_idle(rows_by_card)
     served = escape(serving or "as the engine would")
+    # The savings' baseline: each card's first engine estimated (the first asked, unless a
+    # predicted model's card could not predict it).
+    baselines = list(dict.fromkeys(c.estimates[0].engine for c in result.estimates.cards))
+    baseline = (baselines[0] if len(baselines) == 1 else
+                f"each card's first row ({', '.join(baselines)})")
     out.print(f"kWh: every request of the trace served {served}, simulated step by step over "
               f"a step-cost model fitted to the measured points (predicted, not measured); "
               f"±p90: the 90th percentile of that model's energy error on measured points it "
               f"was not fitted to (those measured over 1 s or more). J/tok: per output token. "
               f"TTFT p90: time to first token. idle: share of the run with no request in "
-              f"flight. saving: less energy than {result.engines[0]}. study: the study's binned "
+              f"flight. saving: less energy than {baseline}. study: the study's binned "
               f"formula (N / B full batches of each bin's B = max), in kWh, for reproduction.")
     if any(e.j_per_output_token is None for c in result.estimates.cards for e in c.estimates):
         out.print("J/tok: n/a, the requests in the bins generate no output token.")

@@ -180,8 +180,8 @@ def estimate_cards(trace: Trace, binned: Binned, model: str, engines: Sequence[s
             raise next(iter(why.values()))
         raise MissingPoints("no GPU could be estimated:\n" + "\n".join(
             f"{name}: {e}" for name, e in why.items()))
-    used = {s for c in cards for s in c.stores}
-    return Estimates(cards, why, [str(s) for s in stores if str(s) in used], shipped)
+    used = list(dict.fromkeys(s for c in cards for s in c.stores))  # a predicted card's too
+    return Estimates(cards, why, used, shipped)
 
 
 def _on_card(trace: Trace, binned: Binned, model: str, engines: Sequence[str],
@@ -218,31 +218,35 @@ def _predicted_card(trace: Trace, binned: Binned, model: str, engines: Sequence[
                     card: str, stores: list[Path], theory_gpu: str | None,
                     serving: Serving) -> CardEstimate:
     """Every engine on a card that measured `model` on none: each engine's step-cost model and
-    B = max points predicted from the card's calibrated models (predict_unmeasured). The
-    first engine's TransferError is raised; another's is its row."""
+    B = max points predicted from the card's calibrated models (predict_unmeasured). An
+    engine that cannot be predicted is a row saying why (the first predicted one is the
+    baseline of the savings); where none can, the first engine's TransferError is raised."""
     spec = get_model(model)
     needed = needed_bins(binned.counts(), binned.grid)
-    results, unmeasured, words = [], {}, None
+    results, unmeasured, words, sources = [], {}, None, {}
     for engine in engines:
         try:
             cost, summary, said, gpu = predict_unmeasured(stores, spec, engine, card)
             points = predicted_points(cost, needed)
         except EstimateError as e:
-            if engine == engines[0]:
-                raise
             unmeasured[engine] = MissingPoints(str(e))
             continue
         words = words or said
-        profile = Profile(model, engine, gpu, points, [str(s) for s in stores],
-                          predicted={"band": band_of(summary), "checked_on": said,
+        sources.update(dict.fromkeys(cost.sources))
+        profile = Profile(model, engine, gpu, points, list(cost.sources),
+                          predicted={"band": band_of(summary), "checked_on":
+                                     "measured points of the model the others predicted worst "
+                                     "(the check said above)",
                                      "points": summary["all"]["points"]})
         result = estimate(trace, binned, profile)
         result.simulated = simulate_trace(trace, profile, serving, binned.grid,
                                           (cost, summary, said))
         results.append(result)
+    if not results:
+        raise unmeasured[engines[0]]
     gpu = get_gpu(theory_gpu or card)
     return CardEstimate(results[0].gpu, results, unmeasured, theoretical(binned, model, gpu),
-                        gpu, [str(s) for s in stores], predicted_model=words)
+                        gpu, list(sources), predicted_model=words)
 
 
 def _no_points(model: str, engines: Sequence[str], gpu: str | None, stores: list[Path],

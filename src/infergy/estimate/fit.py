@@ -204,6 +204,24 @@ def fit_step_cost(data: Measured, windows: list[Window] | None = None) -> StepCo
     """The step-cost model fitted to `windows` (default: every one of `data`), with its
     residuals on them (`fit`)."""
     windows = data.windows if windows is None else windows
+    rows_t, y_t, rows_e, y_e = fit_rows(data, windows)
+    energy = nnls(rows_e, y_e)
+    cost = StepCost(data.model, data.engine, data.gpu, nnls(rows_t, y_t).tolist(),
+                    energy[:-1].tolist(), data.idle_w, data.batching, busy_w=float(energy[-1]),
+                    software=data.software, sources=data.sources, limits=data.limits,
+                    serving_idle_w=data.serving_idle_w,
+                    serving_idle_from=data.serving_idle_from)
+    cost.fit = {"points": len(windows), "windows": len(y_t),
+                **errors(cost, windows, "residuals")}
+    return cost
+
+
+def fit_rows(data: Measured, windows: list[Window] | None = None) -> tuple[list, list, list,
+                                                                            list]:
+    """The fit's rows: (each window's summed features, its time) and (its features and its
+    time, its energy above idle) for the windows whose energy counts (MIN_ENERGY_WINDOW_S).
+    EstimateError where they are too few to fit a step-cost model."""
+    windows = data.windows if windows is None else windows
     rows_t, y_t, rows_e, y_e = [], [], [], []
     for w in windows:
         shapes = [(w.output_tokens, w.time_s, w.active_j),
@@ -223,18 +241,10 @@ def fit_step_cost(data: Measured, windows: list[Window] | None = None) -> StepCo
                             f"{len(y_t)} times and {len(y_e)} energies over at least "
                             f"{MIN_ENERGY_WINDOW_S:g} s, and it needs {len(FEATURES)} of each "
                             f"(a point gives two: its prefill and its request)")
-    energy = _nnls(rows_e, y_e)
-    cost = StepCost(data.model, data.engine, data.gpu, _nnls(rows_t, y_t).tolist(),
-                    energy[:-1].tolist(), data.idle_w, data.batching, busy_w=float(energy[-1]),
-                    software=data.software, sources=data.sources, limits=data.limits,
-                    serving_idle_w=data.serving_idle_w,
-                    serving_idle_from=data.serving_idle_from)
-    cost.fit = {"points": len(windows), "windows": len(y_t),
-                **errors(cost, windows, "residuals")}
-    return cost
+    return rows_t, y_t, rows_e, y_e
 
 
-def _nnls(rows: list[np.ndarray], y: list[float]) -> np.ndarray:
+def nnls(rows: list[np.ndarray], y: list[float]) -> np.ndarray:
     """Least squares of relative errors with coefficients >= 0: a feature whose coefficient
     comes out negative is dropped and the rest fitted again."""
     a = np.array(rows) / np.array(y)[:, None]

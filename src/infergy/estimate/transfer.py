@@ -13,13 +13,18 @@ feature, and what a unit holds grows with the model. Its driver, per feature:
 - `calls`: the layers (an engine call's host work, its kernels' launches, grows with them).
 
 Over the card's measured models, each coefficient (of time, and of energy above idle) is
-fitted as a + b x driver (a, b >= 0, least squares of relative errors); with two models, b x
-driver alone (one model predicts the other by proportion). The card's idle power and the
-engine's busy power are the models' median; its batching policy is the engine's, with a
-continuous engine's KV cache sized for the new model from the card's memory (its weights and
-its bytes a token). A card with one measured model predicts nothing: no other model shows
-the prediction's error. `leave_one_out` predicts each measured model from the others, and
-that error is the band a prediction carries.
+a + b x driver (a, b >= 0), fitted once to all their measured windows together (the least
+squares of relative errors that fits one model, estimate/fit.py, over 2 x the features: each
+window's features, and its features times the model's drivers), with one busy power for all.
+Fitting each model alone and then a line through their coefficients predicted worse: features
+that move together in one model's design (a step and an engine call) split its cost between
+them differently from one model to the next, and the lines drew those splits apart (on the
+H100's three calibrated models, docs/measurements.md, 2026-12-05 night). The card's idle
+power, and its power with an engine's server waiting, are the models' median; its batching
+policy is the engine's, with a continuous engine's KV cache sized for the new model from the
+card's memory (its weights and its bytes a token). A card with one measured model predicts
+nothing: no other model shows the prediction's error. `leave_one_out` predicts each measured
+model from the others, and that error is the band a prediction carries.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from infergy.estimate.fit import Measured, errors, fit_rows, nnls
 from infergy.estimate.steps import FEATURES, StepCost
 from infergy.models import ModelSpec
 from infergy.models.flops import kv_cache_bytes_per_token, prefill_flops, shape, weight_bytes
@@ -55,7 +61,8 @@ def drivers(spec: ModelSpec) -> np.ndarray:
 class Transfer:
     """How one engine on one card turns a model's drivers into its step costs: per feature,
     (a, b) of time and of energy above idle; the card's idle power and the engine's busy
-    power; the models it was fitted to."""
+    power (and its power waiting with a server up, where measured); the models it was fitted
+    to."""
 
     engine: str
     gpu: str
@@ -65,6 +72,9 @@ class Transfer:
     busy_w: float
     batching: dict
     models: list[str] = field(default_factory=list)
+    serving_idle_w: float | None = None
+    serving_idle_from: str = ""
+    sources: list[str] = field(default_factory=list)  # the stores of the models' points
 
     def predict(self, spec: ModelSpec, band: dict | None = None) -> StepCost:
         """The predicted step-cost model of `spec` (its `fit` says it is predicted, from
@@ -76,15 +86,18 @@ class Transfer:
                "note": f"predicted for a model not measured on {self.gpu}, from "
                        f"{', '.join(self.models)}", "band": band or {}}
         return StepCost(spec.name, self.engine, self.gpu, time, active, self.idle_w,
-                        _batching_for(self.batching, spec), busy_w=self.busy_w, fit=fit)
+                        _batching_for(self.batching, spec), busy_w=self.busy_w, fit=fit,
+                        serving_idle_w=self.serving_idle_w,
+                        serving_idle_from=self.serving_idle_from, sources=list(self.sources))
 
 
-def fit_transfer(measured: list[tuple[ModelSpec, StepCost]]) -> Transfer:
-    """The transfer of one engine on one card, from its models' fitted step-cost models.
-    TransferError with fewer than MIN_MODELS models, or models of several engines or cards."""
-    if len({(c.engine, c.gpu) for _, c in measured}) > 1:
+def fit_transfer(measured: list[tuple[ModelSpec, Measured]]) -> Transfer:
+    """The transfer of one engine on one card, fitted to its models' measured windows.
+    TransferError with fewer than MIN_MODELS models, or models of several engines or cards;
+    EstimateError where a model's points are too few to fit its own step-cost model."""
+    if len({(d.engine, d.gpu) for _, d in measured}) > 1:
         raise TransferError("a transfer is of one engine on one card: got "
-                            + ", ".join(sorted({f'{c.engine} on {c.gpu}' for _, c in measured})))
+                            + ", ".join(sorted({f'{d.engine} on {d.gpu}' for _, d in measured})))
     names = [spec.name for spec, _ in measured]
     if len(set(names)) < MIN_MODELS:
         where = f" with {measured[0][1].engine} on {measured[0][1].gpu}" if measured else ""
@@ -94,46 +107,38 @@ def fit_transfer(measured: list[tuple[ModelSpec, StepCost]]) -> Transfer:
             f"{': ' + ', '.join(sorted(set(names))) if names else ''}): each is predicted from "
             f"the others to show the prediction's error. Calibrate more models on the card "
             f"(`infergy calibrate -m MODEL -e ENGINE --db STORE`)")
-    x = np.array([drivers(spec) for spec, _ in measured])
-    costs = [c for _, c in measured]
+    rows_t, y_t, rows_e, y_e = [], [], [], []
+    for spec, data in measured:
+        x = drivers(spec)
+        t, yt, e, ye = fit_rows(data)
+        rows_t += [np.concatenate([f, f * x]) for f in t]
+        rows_e += [np.concatenate([r[:-1], r[:-1] * x, r[-1:]]) for r in e]
+        y_t += yt
+        y_e += ye
+    n = len(FEATURES)
+    time, energy = nnls(rows_t, y_t), nnls(rows_e, y_e)
+    waiting = [(d.serving_idle_w, f"{d.serving_idle_from}, {s.name} loaded")
+               for s, d in measured if d.serving_idle_w is not None]
     return Transfer(
-        costs[0].engine, costs[0].gpu,
-        [_line(x[:, k], [c.time_s[k] for c in costs]) for k in range(len(FEATURES))],
-        [_line(x[:, k], [c.active_j[k] for c in costs]) for k in range(len(FEATURES))],
-        statistics.median(c.idle_w for c in costs), statistics.median(c.busy_w for c in costs),
-        _reference_batching(measured), names)
+        measured[0][1].engine, measured[0][1].gpu,
+        list(zip(time[:n].tolist(), time[n:].tolist(), strict=True)),
+        list(zip(energy[:n].tolist(), energy[n:2 * n].tolist(), strict=True)),
+        statistics.median(d.idle_w for _, d in measured), float(energy[-1]),
+        _reference_batching(measured), names,
+        statistics.median(w for w, _ in waiting) if waiting else None,
+        "; ".join(words for _, words in waiting),
+        sorted({source for _, d in measured for source in d.sources}))
 
 
-def _line(x: np.ndarray, y: list[float]) -> tuple[float, float]:
-    """(a, b) >= 0 of y = a + b x, least squares of relative errors over the models where y is
-    above 0 (a feature a model's fit dropped says nothing of its cost); through 0 (a = 0)
-    with fewer than three such models."""
-    y = np.asarray(y, dtype=float)
-    keep = y > 0
-    if not keep.any():
-        return 0.0, 0.0
-    x, y = x[keep], y[keep]
-    if len(y) < 3:
-        return 0.0, float(np.mean(y / x))
-    rows = np.stack([np.ones_like(x), x], axis=1) / y[:, None]
-    scale = np.abs(rows).max(axis=0)
-    a, b = np.linalg.lstsq(rows / scale, np.ones(len(y)), rcond=None)[0] / scale
-    if a < 0:
-        return 0.0, float(np.sum(x / y) / np.sum((x / y) ** 2))
-    if b < 0:
-        return float(np.sum(1 / y) / np.sum(1 / y**2)), 0.0
-    return float(a), float(b)
-
-
-def _reference_batching(measured: list[tuple[ModelSpec, StepCost]]) -> dict:
+def _reference_batching(measured: list[tuple[ModelSpec, Measured]]) -> dict:
     """The engine's policy as its models ran: static with the largest batch measured, or
     continuous with the card's memory for the KV cache as a measured model's shows it (the
     memory the cache and the weights took together)."""
-    policies = [c.batching for _, c in measured]
+    policies = [d.batching for _, d in measured]
     if policies[0].get("kind") == "static":
         return {"kind": "static", "batch": max(p["batch"] for p in policies)}
-    spec, cost = measured[0]
-    p = cost.batching
+    spec, data = measured[0]
+    p = data.batching
     usable = p["kv_blocks"] * p["block_bytes"] + weight_bytes(spec)
     return {**p, "usable_bytes": usable}
 
@@ -154,19 +159,15 @@ def _batching_for(reference: dict, spec: ModelSpec) -> dict:
                          "this model's weights"}
 
 
-def leave_one_out(measured: list[tuple[ModelSpec, StepCost]], windows: dict[str, list],
-                  ) -> dict[str, dict]:
-    """Each measured model predicted from the others, against its own measured points
-    (`windows`: a model's `infergy.estimate.fit.Window`s): its errors' summary, by model.
-    TransferError with fewer than MIN_MODELS + 1 models (one would predict from one)."""
-    from infergy.estimate.fit import errors
-
+def leave_one_out(measured: list[tuple[ModelSpec, Measured]]) -> dict[str, dict]:
+    """Each measured model predicted from the others, against its own measured points: its
+    errors' summary, by model. TransferError with fewer than MIN_MODELS + 1 models (one would
+    predict from one)."""
     if len(measured) < MIN_MODELS + 1:
         raise TransferError(f"a leave-one-out check needs at least {MIN_MODELS + 1} measured "
                             f"models (there are {len(measured)})")
     out = {}
-    for n, (spec, _) in enumerate(measured):
+    for n, (spec, data) in enumerate(measured):
         others = measured[:n] + measured[n + 1:]
-        predicted = fit_transfer(others).predict(spec)
-        out[spec.name] = errors(predicted, windows[spec.name])["summary"]
+        out[spec.name] = errors(fit_transfer(others).predict(spec), data.windows)["summary"]
     return out

@@ -14,7 +14,7 @@ import statistics
 from pathlib import Path
 
 from infergy.estimate.filled import design_gap
-from infergy.estimate.fit import fit_step_cost, measured
+from infergy.estimate.fit import Measured, fit_rows, measured
 from infergy.estimate.served import band_of
 from infergy.estimate.steps import StepCost
 from infergy.estimate.transfer import MIN_MODELS, TransferError, fit_transfer, leave_one_out
@@ -36,7 +36,7 @@ def predict_unmeasured(stores: list[Path], spec: ModelSpec, engine: str,
         name = run.get("gpu_name") or p["device"]
         if card_of(name) == card and p["model"] != spec.name:
             found[p["model"]] = name
-    fitted, windows, skipped = [], {}, []
+    fitted, skipped = [], []
     for model, name in sorted(found.items()):
         try:
             data = measured(stores, model, engine, name)
@@ -44,8 +44,8 @@ def predict_unmeasured(stores: list[Path], spec: ModelSpec, engine: str,
             if gap:
                 skipped.append(f"{model} (not calibrated: {gap})")
                 continue
-            fitted.append((get_model(model), fit_step_cost(data)))
-            windows[model] = data.windows
+            fit_rows(data)  # enough points to fit the model alone, or EstimateError
+            fitted.append((get_model(model), data))
         except EstimateError as e:
             skipped.append(f"{model} ({e})")
     held = (f"; the stores hold {', '.join(skipped)}" if skipped else "")
@@ -56,7 +56,7 @@ def predict_unmeasured(stores: list[Path], spec: ModelSpec, engine: str,
             f"calibrated there on {engine}, each predicted from the others to show the "
             f"error; the stores calibrate {len(fitted)} ({names}){held}. Calibrate more with "
             f"`infergy calibrate -m MODEL -e {engine} --db STORE` on that card")
-    checked = leave_one_out(fitted, windows)
+    checked = leave_one_out(fitted)
     worst, band = max(((m, band_of(s)) for m, s in checked.items()), key=lambda x: x[1])
     cost = fit_transfer(fitted).predict(spec, band={m: band_of(s) for m, s in checked.items()})
     cost.limits = _limits(fitted, spec)
@@ -69,7 +69,7 @@ def predict_unmeasured(stores: list[Path], spec: ModelSpec, engine: str,
     return cost, checked[worst], words, fitted[0][1].gpu
 
 
-def _limits(fitted: list[tuple[ModelSpec, StepCost]], spec: ModelSpec) -> dict:
+def _limits(fitted: list[tuple[ModelSpec, Measured]], spec: ModelSpec) -> dict:
     """What sets B = max for the new model: the sweeps' cap, and for a static engine the
     memory its weights leave free (the measured models' free memory plus their weights)."""
     caps = [c.limits["cap"] for _, c in fitted if c.limits.get("cap")]
