@@ -216,3 +216,42 @@ def test_estimate_predicts_a_model_measured_on_no_engine_of_the_card_labelled(tm
     refused = CliRunner().invoke(app, [*args[:-1], str(two)])
     assert refused.exit_code == 2
     assert "needs 3 models calibrated there on hf-eager" in " ".join(refused.output.split())
+
+
+def test_an_engine_the_card_cannot_predict_is_a_row_and_the_next_is_the_baseline(tmp_path):
+    """vllm first, but only hf-eager calibrated on the card: vllm's row says why it is not
+    predicted, hf-eager is estimated and is what the savings are against; the stores it came
+    from are listed."""
+    from typer.testing import CliRunner
+
+    from infergy.cli import app
+
+    store = tmp_path / "card.db"
+    write_card(store, MODELS[:3])
+    shown = CliRunner().invoke(app, ["estimate", "-t", "azure-code-2023", "-m", MODELS[3],
+                                     "-e", "vllm,hf-eager", "--gpu", "h200", "--profile",
+                                     str(store)], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    said = " ".join(shown.output.split())
+    assert ("vllm: not predicted on NVIDIA H200: predicting a model not measured on h200 needs "
+            "3 models calibrated there on vllm") in said
+    assert "saving: less energy than hf-eager." in said
+    assert f"Profiles:{store}" in "".join(shown.output.split())  # the path may wrap
+
+
+def test_a_mixture_of_experts_is_not_predicted_from_dense_models_and_a_new_family_is_said(
+        tmp_path):
+    from infergy.estimate.unmeasured import predict_unmeasured
+
+    store = tmp_path / "card.db"
+    write_card(store, MODELS[:3])  # llama and olmo, all dense
+    with pytest.raises(TransferError, match=r"olmoe-1b-7b is a mixture of experts, and the "
+                                            r"models calibrated on h200 on hf-eager \(llama-3.2-1b"
+                                            r", llama-3.2-3b, olmo-7b\) are dense"):
+        predict_unmeasured([store], get_model("olmoe-1b-7b"), "hf-eager", "h200")
+    *_, words, _ = predict_unmeasured([store], get_model("deepseek-r1-distill-qwen-1.5b"),
+                                      "hf-eager", "h200")
+    assert words.endswith("; its architecture (qwen2) is none of theirs (llama, olmo), and that "
+                          "error was not checked on it")
+    *_, words, _ = predict_unmeasured([store], get_model("llama-3.1-8b"), "hf-eager", "h200")
+    assert "architecture" not in words

@@ -8,7 +8,8 @@
 #   4. vllm's validation points the shipped H200 profile lacks (a sweep: each point is stored
 #      as it is measured, so a session that ends first keeps what it measured).
 # From the repository root, the vLLM bundle installed and on PYTHONPATH, in the background:
-#   nohup bash benchmarks/sessions/2026-12-05-h200.sh >/tmp/session.log 2>&1 &
+#   setsid nohup bash benchmarks/sessions/2026-12-05-h200.sh >/tmp/session.log 2>&1 </dev/null &
+# (setsid: a chain started plainly dies with the call that started it, as on 2026-12-05 night)
 # then each call: OUT=$OUT bash benchmarks/profile-gpus.sh wait 540 (a snapshot of the stores).
 set -u
 P=benchmarks/profile-gpus.sh

@@ -19,7 +19,7 @@ from infergy.estimate.served import band_of
 from infergy.estimate.steps import StepCost
 from infergy.estimate.transfer import MIN_MODELS, TransferError, fit_transfer, leave_one_out
 from infergy.models import ModelSpec, get_model
-from infergy.models.flops import shape, weight_bytes
+from infergy.models.flops import weight_bytes
 from infergy.profile.load import EstimateError, card_of
 from infergy.profile.points import stored_points
 
@@ -56,16 +56,26 @@ def predict_unmeasured(stores: list[Path], spec: ModelSpec, engine: str,
             f"calibrated there on {engine}, each predicted from the others to show the "
             f"error; the stores calibrate {len(fitted)} ({names}){held}. Calibrate more with "
             f"`infergy calibrate -m MODEL -e {engine} --db STORE` on that card")
+    if spec.is_moe and not any(s.is_moe for s, _ in fitted):
+        raise TransferError(
+            f"{spec.name} is a mixture of experts, and the models calibrated on {card} on "
+            f"{engine} ({', '.join(s.name for s, _ in fitted)}) are dense: predicted from them, "
+            f"its every step would read all its experts' weights, where a small batch reads "
+            f"only those its tokens are routed to (on the H100, olmoe-1b-7b so predicted was "
+            f"3.5 times its measured energy at B = 1: docs/measurements.md, 2026-12-05 night). "
+            f"Calibrate a mixture of experts there: `infergy calibrate -m {spec.name} -e "
+            f"{engine} --db STORE`")
     checked = leave_one_out(fitted)
     worst, band = max(((m, band_of(s)) for m, s in checked.items()), key=lambda x: x[1])
     cost = fit_transfer(fitted).predict(spec, band={m: band_of(s) for m, s in checked.items()})
     cost.limits = _limits(fitted, spec)
-    dense_only = shape(spec).is_moe and not any(shape(s).is_moe for s, _ in fitted)
+    kinds = sorted({s.model_type for s, _ in fitted})
     words = (f"predicted for a model not measured on this card, from "
              f"{', '.join(s.name for s, _ in fitted)}; each of them predicted from the others "
              f"erred by p90 {band:.0%} at worst ({worst})"
-             + (": a mixture of experts predicted from dense models only, its error may be "
-                "larger" if dense_only else ""))
+             + ("" if spec.model_type in kinds else
+                f"; its architecture ({spec.model_type}) is none of theirs ({', '.join(kinds)}), "
+                f"and that error was not checked on it"))
     return cost, checked[worst], words, fitted[0][1].gpu
 
 

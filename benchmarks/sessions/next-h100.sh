@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# What an H100 advances next, when a session asking for an H200 is lent one (issue 32 first:
+# the leave-one-model-out check on more models than the three llama-shaped ones measured on
+# 2026-12-05; then issue 30 item 4's B = 1 trials left). Each command resumes what its store
+# holds, so a session cut short keeps its points and the next one goes on:
+#   1. llama-3.2-3b's calibration: its 5 missing design points (one engine start);
+#   2. olmoe-1b-7b, a mixture of experts, calibrated on vllm: predicted from the dense models
+#      (issue 32 asks where that is worse);
+#   3. olmo-7b, another family, calibrated on vllm;
+#   4. the B = 1 trials not measured (the sweep resumes by model).
+# From the repository root, the vLLM bundle installed and on PYTHONPATH, in a session of its
+# own so that it outlives the call that starts it:
+#   setsid nohup bash benchmarks/sessions/next-h100.sh >/tmp/session.log 2>&1 </dev/null &
+# then each call: OUT=$OUT bash benchmarks/profile-gpus.sh wait 540 (a snapshot of the stores).
+set -u
+P=benchmarks/profile-gpus.sh
+D=/tmp/infergy-profile
+S=src/infergy/profile/shipped
+B=docs/measurements/2026-12-05-h100-b1-and-calibrations
+export OUT=/tmp/infergy-session-out NO_SNAPSHOT=1
+mkdir -p "$OUT" "$D" || exit
+bash $P base calibrate-h100 $B/calibrate-h100.db || exit
+bash $P base b1-h100 $B/b1-h100.db || exit
+bash $P start c3 -- calibrate -m llama-3.2-3b -e vllm --db $D/calibrate-h100.db
+bash $P queue moe -- calibrate -m olmoe-1b-7b -e vllm --db $D/calibrate-h100.db
+bash $P queue olmo -- calibrate -m olmo-7b -e vllm --db $D/calibrate-h100.db
+bash $P queue b1 -- sweep benchmarks/sweeps/h200-b1-vllm-variants.yaml \
+  --db $D/b1-h100.db --resume-by model
+bash $P wait 3600
+date -u +"session: done at %T"
