@@ -514,4 +514,5 @@ def test_a_server_started_here_has_its_waiting_power_measured_and_used(tmp_path,
         (row,) = store.replays()
     gpu = json.loads(row["result"])["provenance"]["gpus"][0]["model"]
     found = serving_idle_powers([tmp_path / "r.db"], "tiny", "vllm-eager", gpu)
-    assert [e for e, _ in found] == ["vllm"] and found[0][1] == pytest.approx(120.0, rel=0.05)
+    assert [w.engine for w in found] == ["vllm"]
+    assert found[0].watts == pytest.approx(120.0, rel=0.05)

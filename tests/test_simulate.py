@@ -131,8 +131,8 @@ def test_the_waiting_power_comes_from_replays_to_a_server_infergy_serve_started(
     h100 = "NVIDIA H100 80GB HBM3"
     for engine in ("vllm", "vllm-eager"):
         found = serving_idle_powers(store, "llama-3.1-8b", engine, h100)
-        assert [e for e, _ in found] == ["vllm"] * 3
-        assert all(115 < w < 125 for _, w in found)
+        assert [w.engine for w in found] == ["vllm"] * 3
+        assert all(115 < w.watts < 125 and w.model == "llama-3.1-8b" for w in found)
     assert serving_idle_powers(store, "llama-3.1-8b", "hf-eager", h100) == []
     assert serving_idle_powers(store, "llama-3.1-8b", "vllm", "NVIDIA H200") == []
 
@@ -295,3 +295,24 @@ def test_an_engine_whose_idle_is_charged_unlike_on_two_cards_is_said_not_compara
     assert ("vllm: not comparable across cards yet: the idle time is charged at the waiting "
             "power measured on NVIDIA H100 80GB HBM3 but at the bare idle on NVIDIA H200") in said
     assert "hf-eager: not comparable" not in said  # 3-4% idle: not worth a line
+
+
+def test_a_model_without_replays_is_charged_the_card_s_waiting_power_from_the_shipped_ones(
+        tmp_path):
+    """llama-3.2-1b was calibrated offline only (no server waited with it loaded); estimated
+    from the shipped profiles, it is charged the H100's waiting power the shipped llama-3.1-8b
+    replays measured, said so. From a store of the user's alone, it is not (nothing measured
+    it there)."""
+    import shutil
+
+    from infergy.estimate.fit import measured
+    from infergy.profile.load import shipped_profiles
+
+    (store,) = shipped_profiles("llama-3.2-1b")
+    h100 = "NVIDIA H100 80GB HBM3"
+    data = measured([store], "llama-3.2-1b", "vllm", h100)
+    assert 115 < data.serving_idle_w < 125
+    assert data.serving_idle_from == "3 online replays to vllm's server, llama-3.1-8b loaded"
+    mine = tmp_path / "mine.db"
+    shutil.copy(store, mine)
+    assert measured([mine], "llama-3.2-1b", "vllm", h100).serving_idle_w is None

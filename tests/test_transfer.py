@@ -93,12 +93,14 @@ def test_two_models_fit_the_line_and_one_predicts_nothing():
 
 def test_the_waiting_power_is_the_measured_models_median_said_with_them():
     known = [synthetic(m) for m in MODELS[:3]]
-    known[0][1].serving_idle_w, known[0][1].serving_idle_from = 118.0, "2 replays' idle"
-    known[1][1].serving_idle_w, known[1][1].serving_idle_from = 122.0, "1 replay's idle"
+    for n, (w, said) in enumerate([(118.0, "2 replays, llama-3.1-8b loaded"),
+                                   (122.0, "1 replay, llama-3.2-3b loaded"),
+                                   (118.0, "2 replays, llama-3.1-8b loaded")]):
+        known[n][1].serving_idle_w, known[n][1].serving_idle_from = w, said
     predicted = fit_transfer(known).predict(get_model(MODELS[3]))
-    assert predicted.serving_idle_w == 120.0
-    assert predicted.serving_idle_from == ("2 replays' idle, llama-3.2-1b loaded; 1 replay's "
-                                           "idle, llama-3.2-3b loaded")
+    assert predicted.serving_idle_w == 118.0
+    assert predicted.serving_idle_from == ("2 replays, llama-3.1-8b loaded; 1 replay, "
+                                           "llama-3.2-3b loaded")  # each source once
 
 
 def test_leave_one_out_predicts_each_model_from_the_others_with_its_error():

@@ -27,7 +27,7 @@ from infergy.estimate.steps import CALL, FEATURES, StepCost, static_batch_featur
 from infergy.models import get_model
 from infergy.models.flops import kv_cache_bytes_per_token, weight_bytes
 from infergy.plan.presets import CALIBRATION_INPUTS, CALIBRATION_OUTPUTS
-from infergy.profile.load import EstimateError
+from infergy.profile.load import EstimateError, shipped_profiles
 from infergy.profile.points import idle_powers, serving_idle_powers, stored_points
 
 # The design (`infergy calibrate`'s points): a model fitted to them predicts every other
@@ -126,13 +126,27 @@ def measured(stores: Iterable[Path], model: str, engine: str, gpu: str | None = 
     limits = {"cap": max(caps)} if caps else {}
     if free:
         limits["free_bytes"] = statistics.median(free)
-    waiting = serving_idle_powers(stores, model, engine, card)
-    servers = sorted({name for name, _ in waiting})
+    # The card's power with the engine's server up and waiting: as the model's own replays
+    # measured it, else as replays of other models on the card did.
+    waiting = (serving_idle_powers(stores, model, engine, card)
+               or serving_idle_powers(_waiting_pool(stores), None, engine, card))
+    servers = " and ".join(sorted({w.engine for w in waiting}))
     return Measured(model, engine, card, windows, batching, statistics.median(idle), software,
                     sorted({str(path) for path, _, _ in rows}), limits,
-                    statistics.median(w for _, w in waiting) if waiting else None,
-                    f"{len(waiting)} online replays to {' and '.join(servers)}'s server"
+                    statistics.median(w.watts for w in waiting) if waiting else None,
+                    f"{len(waiting)} online replays to {servers}'s server, "
+                    f"{' and '.join(sorted({w.model for w in waiting}))} loaded"
                     if waiting else "")
+
+
+def _waiting_pool(stores: Iterable[Path]) -> list[Path]:
+    """Where a card's waiting power may be read for a model whose own replays lack it: the
+    stores given, and where they are infergy's shipped profiles, every shipped profile."""
+    stores = list(stores)
+    shipped = shipped_profiles()
+    if stores and all(Path(s).resolve() in {p.resolve() for p in shipped} for s in stores):
+        return stores + [p for p in shipped if p not in stores]
+    return stores
 
 
 def _window(p: dict, result: dict, run: dict) -> Window:

@@ -117,8 +117,8 @@ def fit_transfer(measured: list[tuple[ModelSpec, Measured]]) -> Transfer:
         y_e += ye
     n = len(FEATURES)
     time, energy = nnls(rows_t, y_t), nnls(rows_e, y_e)
-    waiting = [(d.serving_idle_w, f"{d.serving_idle_from}, {s.name} loaded")
-               for s, d in measured if d.serving_idle_w is not None]
+    waiting = [(d.serving_idle_w, d.serving_idle_from) for _, d in measured
+               if d.serving_idle_w is not None]
     return Transfer(
         measured[0][1].engine, measured[0][1].gpu,
         list(zip(time[:n].tolist(), time[n:].tolist(), strict=True)),
@@ -126,7 +126,7 @@ def fit_transfer(measured: list[tuple[ModelSpec, Measured]]) -> Transfer:
         statistics.median(d.idle_w for _, d in measured), float(energy[-1]),
         _reference_batching(measured), names,
         statistics.median(w for w, _ in waiting) if waiting else None,
-        "; ".join(words for _, words in waiting),
+        "; ".join(dict.fromkeys(words for _, words in waiting)),
         sorted({source for _, d in measured for source in d.sources}))
 
 

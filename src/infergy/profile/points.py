@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from infergy.store import Store
 
@@ -88,18 +89,26 @@ def idle_powers(run: dict) -> list[float]:
             if w is not None]
 
 
-def serving_idle_powers(stores: list[Path], model: str, engine: str,
-                        gpu: str) -> list[tuple[str, float]]:
-    """(engine, W): the powers measured with a server up, its model loaded, waiting for
-    requests, in the stores' online replays of `model` on card `gpu`: the idle at the start of
-    a replay sent to a server that `infergy serve` had started, and the waiting window after
-    the start of a server that `--serve` started (whose idle, before the start, is the card's
-    bare idle). vllm and vllm-eager count for each other: the same server, with or without
-    CUDA graphs."""
+class Waiting(NamedTuple):
+    """A power measured with a server up, its model loaded, waiting for requests."""
+
+    engine: str  # the server's engine (vllm serves vllm-eager too)
+    watts: float
+    model: str  # the model loaded
+
+
+def serving_idle_powers(stores: list[Path], model: str | None, engine: str,
+                        gpu: str) -> list[Waiting]:
+    """The powers measured with a server up, its model loaded, waiting for requests, in the
+    stores' online replays of `model` (None: of any model) on card `gpu`: the idle at the
+    start of a replay sent to a server that `infergy serve` had started, and the waiting
+    window after the start of a server that `--serve` started (whose idle, before the start,
+    is the card's bare idle). vllm and vllm-eager count for each other: the same server, with
+    or without CUDA graphs."""
     family = {"vllm", "vllm-eager"} if engine in ("vllm", "vllm-eager") else {engine}
     found = []
     for _, replay, run in stored_replays(stores):
-        if replay["mode"] != "online" or replay["model"] != model:
+        if replay["mode"] != "online" or model not in (None, replay["model"]):
             continue
         result = json.loads(replay["result"])
         server = result.get("server") or {}
@@ -108,5 +117,5 @@ def serving_idle_powers(stores: list[Path], model: str, engine: str,
             continue
         waiting = (idle_powers(run) if server.get("started_by") == "infergy serve" else
                    [w for w in (server.get("waiting_w") or {}).values() if w is not None])
-        found += [(result["served_by"], w) for w in waiting]
+        found += [Waiting(result["served_by"], w, replay["model"]) for w in waiting]
     return found
