@@ -406,3 +406,15 @@ def test_estimate_names_a_model_by_its_hugging_face_id(tmp_path):
     assert json.loads(by_id.output) == json.loads(by_name.output)
     typo = CliRunner().invoke(app, [*args, "-m", "llama-3.1-8"])
     assert typo.exit_code == 2 and "did you mean llama-3.1-8b" in " ".join(typo.output.split())
+
+
+def test_a_baseline_engine_with_no_point_on_the_card_names_the_engines_it_has(tmp_path):
+    db = write_profile(tmp_path / "p.db")  # vllm only
+    args = ["estimate", "-t", "translation", "-m", "llama-3.1-8b", "-p", str(db),
+            "--input-edges", "32,128", "--output-edges", "8,64", "--beyond", "clamp"]
+    result = CliRunner().invoke(app, [*args, "-e", "hf-eager,vllm"])
+    assert result.exit_code == 2
+    said = " ".join(result.output.split())
+    assert "no B = max points of llama-3.1-8b on hf-eager" in said
+    assert "The card's points of vllm are estimated with --engine vllm" in said
+    assert CliRunner().invoke(app, [*args, "-e", "vllm"]).exit_code == 0

@@ -207,6 +207,11 @@ def _on_card(trace: Trace, binned: Binned, model: str, engines: Sequence[str],
             results.append(result)
         except MissingPoints as e:
             if engine == engines[0]:  # the baseline of the savings: nothing to compare
+                others = [g for g in engines[1:]
+                          if any(card_of(name) == card for name in by_engine[g])]
+                if e.missing is None and others:  # say the engines it could estimate
+                    raise MissingPoints(f"{e}. The card's points of {', '.join(others)} are "
+                                        f"estimated with --engine {','.join(others)}") from None
                 raise
             unmeasured[engine] = e  # a row saying so; the others are still estimated
     gpu = get_gpu(theory_gpu or card)
