@@ -67,7 +67,8 @@ mkdir -p "$dir"
 case "$command" in
   base)
     [ $# -eq 2 ] || usage
-    [ -f "$dir/$1.db" ] || cp "$2" "$dir/$1.db" || exit
+    # Writable whatever the source's mode (a snapshot fetched back is read-only).
+    [ -f "$dir/$1.db" ] || { cp "$2" "$dir/$1.db" && chmod u+w "$dir/$1.db"; } || exit
     exit 0 ;;
   run)
     [ $# -ge 3 ] && [[ $1 =~ ^[0-9]+$ ]] || usage
