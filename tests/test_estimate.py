@@ -323,11 +323,13 @@ def test_a_single_card_without_a_shipped_profile_is_an_error_naming_the_shipped_
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "no shipped profile of llama-3.1-8b on h200 (shipped: llama-3.1-8b-h100.db)" in text
     assert "profile-llama-3.1-8b.yaml" in text
-    # A model without any shipped profile: the sweep of its own and --profile.
+    # A model without any shipped profile, on the one card the profiles hold: the sweep of
+    # its own and --profile, and why the card cannot predict it.
     other = CliRunner().invoke(app, [*args[:4], "llama-3.2-1b", *args[5:]])
-    assert other.exit_code == 2 and ("no shipped profile of llama-3.2-1b (shipped: "
-                                     "llama-3.1-8b-h100.db)") in " ".join(other.output.split())
-    assert "--db infergy.db`, then pass --profile infergy.db" in " ".join(other.output.split())
+    said = " ".join(other.output.split())
+    assert other.exit_code == 2 and ("no shipped profile of llama-3.2-1b on NVIDIA H100 80GB "
+                                     "HBM3 (shipped: llama-3.1-8b-h100.db)") in said
+    assert "--db infergy.db`, then pass --profile infergy.db. Nor can it be predicted" in said
     bad = CliRunner().invoke(app, [*args, "--gpu", "h100,h300"])
     assert bad.exit_code == 2 and "unknown GPU 'h300'" in bad.output
 

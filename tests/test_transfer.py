@@ -197,6 +197,10 @@ def test_estimate_predicts_a_model_measured_on_no_engine_of_the_card_labelled(tm
     assert ("llama-3.1-8b is measured on no engine of NVIDIA H200: every figure above is "
             "predicted for a model not measured on this card, from llama-3.2-1b, llama-3.2-3b, "
             "olmo-1b, olmo-7b") in said
+    # Without --gpu: the model is measured on no card, so each card the stores hold predicts.
+    anywhere = [a for a in args if a not in ("--gpu", "h200")]
+    assert json.loads(CliRunner().invoke(app, [*anywhere, "--json"]).output)["gpus"][0][
+        "predicted_model"].startswith("predicted for a model not measured")
     card = json.loads(CliRunner().invoke(app, [*args, "--json"]).output)["gpus"][0]
     (row,) = card["engines"]
     assert card["predicted_model"].startswith("predicted for a model not measured")

@@ -29,6 +29,7 @@ from infergy.profile.load import (
     sweep_advice,
     what_stores_hold,
 )
+from infergy.profile.points import stored_cards, stored_points
 from infergy.workloads.bins import Binned
 from infergy.workloads.trace import Trace
 
@@ -151,8 +152,12 @@ def estimate_cards(trace: Trace, binned: Binned, model: str, engines: Sequence[s
         stores = shipped_profiles(model)
     by_engine = {e: points_by_gpu(stores, model, e, decoding) for e in engines}
     measured = sorted({g for found in by_engine.values() for g in found})
+    pool = shipped_profiles() if shipped else stores  # every model of the cards
     if gpus is None:
         asked = {card_of(g): g for g in measured}
+        if not asked and next(stored_points(stores, model=model), None) is None:
+            # measured on no card, on no engine: predicted on each card the pool holds
+            asked = {card_of(g): g for g in stored_cards(pool)}
         if not asked:
             raise _no_points(model, engines, None, stores, shipped)
     else:  # an unknown name is an error before any estimate
@@ -162,7 +167,6 @@ def estimate_cards(trace: Trace, binned: Binned, model: str, engines: Sequence[s
     cards, why = [], {}
     for card, name in asked.items():
         if not any(card_of(g) == card for g in measured):
-            pool = shipped_profiles() if shipped else stores  # every model of the card
             try:
                 cards.append(_predicted_card(trace, binned, model, engines, card, pool,
                                              theory_gpu, serving or Serving()))

@@ -31,6 +31,15 @@ def stored_points(stores: list[Path], **where) -> Iterator[tuple[Path, dict, dic
                 yield path, point, runs.get(point["run_id"]) or {}
 
 
+def stored_cards(stores: list[Path]) -> list[str]:
+    """The cards (NVML names) the stores' runs measured on, in the stores' order."""
+    found: dict[str, None] = {}
+    for path in stores:
+        with Store(path, create=False, read_only=True) as store:
+            found.update(dict.fromkeys(r["gpu_name"] for r in store.runs() if r["gpu_name"]))
+    return list(found)
+
+
 def stored_replays(stores: list[Path]) -> Iterator[tuple[Path, dict, dict]]:
     """(store, replay, run) for every replay of the stores (`infergy replay`), as
     `stored_points` gives points."""
