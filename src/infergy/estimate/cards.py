@@ -138,7 +138,8 @@ def estimate_cards(trace: Trace, binned: Binned, model: str, engines: Sequence[s
                    theory_gpu: str | None = None, decoding: str = "greedy",
                    serving: Serving | None = None) -> Estimates:
     """Every engine on every GPU, from the trace binned once. `gpus`: models.gpus or NVML
-    names; None: every GPU with B = max points of the model on one of the engines. `stores`:
+    names; None: every GPU with B = max points of the model on one of the engines (a model
+    with no point in the stores: every card the profiles hold, each predicting it). `stores`:
     None for the profiles shipped with infergy (those of the model, one store a card).
     `theory_gpu`: the datasheet card of the theoretical baseline (default: each measured one).
     A GPU without points, or whose first engine lacks a bin the trace needs, goes to
