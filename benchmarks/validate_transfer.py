@@ -73,8 +73,9 @@ def main() -> None:
             print(f"   no leave-one-out: {err}")
             report.append({"card": card, "engine": engine, "skipped": str(err)})
             continue
-        for spec, data in fitted + few:
-            if spec.is_moe or (spec, data) in few:
+        for spec, data, calibrated in [*((s, d, True) for s, d in fitted),
+                                       *((s, d, False) for s, d in few)]:
+            if spec.is_moe or not calibrated:
                 summary = errors(fit_transfer(dense).predict(spec), data.windows)["summary"]
                 how = "from the dense models"
             else:
@@ -82,11 +83,11 @@ def main() -> None:
             print(f"   {spec.name:32} {how:28} energy |error| median / p90: all "
                   f"{stats(summary, 'all')}, B = 1 {stats(summary, '1')}, B = max "
                   f"{stats(summary, 'max')}; time all {stats(summary, 'all', 'time_error')}")
-            if (spec, data) in few:
+            if not calibrated:
                 print(f"   {'':32} (too few points to fit it: none of the others is predicted "
                       f"from it; checked on its {len(data.windows)} points)")
             report.append({"card": card, "engine": engine, "model": spec.name, "how": how,
-                           "summary": summary, "calibrated": (spec, data) not in few})
+                           "summary": summary, "calibrated": calibrated})
     if args.json:
         args.json.write_text(json.dumps(report, indent=1, default=str) + "\n")
 

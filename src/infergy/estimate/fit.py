@@ -128,8 +128,8 @@ def measured(stores: Iterable[Path], model: str, engine: str, gpu: str | None = 
         limits["free_bytes"] = statistics.median(free)
     # The card's power with the engine's server up and waiting: as the model's own replays
     # measured it, else as replays of other models on the card did.
-    waiting = (serving_idle_powers(stores, model, engine, card)
-               or serving_idle_powers(_waiting_pool(stores), None, engine, card))
+    found = serving_idle_powers(_waiting_pool(stores), None, engine, card)
+    waiting = [w for w in found if w.model == model] or found
     servers = " and ".join(sorted({w.engine for w in waiting}))
     return Measured(model, engine, card, windows, batching, statistics.median(idle), software,
                     sorted({str(path) for path, _, _ in rows}), limits,

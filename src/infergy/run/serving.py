@@ -236,8 +236,7 @@ def _waiting_power(m, seconds: float, status) -> dict[str, float | None]:
         window = m.start("server waiting")
         time.sleep(seconds)
         (w,) = m.stop(window)
-    return {d.device: None if d.energy_j is None else d.energy_j / w.duration_s
-            for d in w.devices if d.kind == "gpu"}
+    return {d.device: d.avg_power_w for d in w.devices if d.kind == "gpu"}
 
 
 def _paged_server(spec: ModelSpec, s: Serving, workload: Trace,
