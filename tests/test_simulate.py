@@ -20,9 +20,9 @@ from infergy.store import Store
 from infergy.workloads import get_trace
 
 # s per step, per prompt token, per attention pair, per decoding sequence, per context token,
-# per engine call
-TIME = [0.01, 1e-4, 1e-7, 1e-3, 1e-6, 0.005]
-ENERGY = [1.0, 0.02, 1e-5, 0.1, 1e-4, 0.5]
+# per engine call, per read of all a mixture of experts' expert weights
+TIME = [0.01, 1e-4, 1e-7, 1e-3, 1e-6, 0.005, 0.02]
+ENERGY = [1.0, 0.02, 1e-5, 0.1, 1e-4, 0.5, 2.0]
 IDLE_W, BUSY_W = 70.0, 200.0
 
 
@@ -48,7 +48,7 @@ def test_one_request_offline_by_hand():
     assert s.time_s == pytest.approx(call + prefill + decode)
     assert s.ttft_s[0] == pytest.approx(call + prefill)
     assert s.steps == 3
-    features = [3, 10, 50, 2, 23, 1]
+    features = [3, 10, 50, 2, 23, 1, 0]
     assert s.energy_j == pytest.approx(np.dot(ENERGY, features) + BUSY_W * s.time_s
                                        + IDLE_W * s.time_s)
     assert s.idle_s == 0 and s.j_per_output_token == pytest.approx(s.energy_j / 3)
@@ -142,10 +142,15 @@ def test_a_decode_stretch_in_closed_form_equals_its_steps_one_by_one():
     contexts are 6, 7, ... 10 each."""
     f = point_features(cost().batching, 3, 5, 6)
     by_hand = np.zeros(len(FEATURES))
-    by_hand += [1, 15, 3 * 5 * 2.5, 0, 0, 1]
+    by_hand += [1, 15, 3 * 5 * 2.5, 0, 0, 1, 0]
     for k in range(5):
-        by_hand += [1, 0, 0, 3, 3 * (6 + k), 0]
+        by_hand += [1, 0, 0, 3, 3 * (6 + k), 0, 0]
     assert f == pytest.approx(by_hand)
+    # A mixture of 64 experts, 8 a token: the prefill's 15 tokens read 1 - (7/8)^15 of its
+    # experts' weights, each decode step's 3 tokens 1 - (7/8)^3.
+    moe = point_features({**cost().batching, "experts": [64, 8]}, 3, 5, 6)
+    assert moe[:-1] == pytest.approx(by_hand[:-1])
+    assert moe[-1] == pytest.approx(1 - (7 / 8) ** 15 + 5 * (1 - (7 / 8) ** 3))
 
 
 def test_static_batches_pad_to_the_longest_prompt_and_output():
@@ -153,7 +158,7 @@ def test_static_batches_pad_to_the_longest_prompt_and_output():
     of 2 x 7 tokens, then 4 decode steps of 2 sequences reading 8 ... 11 each."""
     static = cost({"kind": "static", "batch": 8}, engine="hf-eager")
     s = simulate(static, np.array([3, 7]), np.array([2, 5]), batches=[np.array([0, 1])])
-    features = np.array([5, 14, 2 * 7 * 3.5, 8, 2 * (8 + 9 + 10 + 11), 1])
+    features = np.array([5, 14, 2 * 7 * 3.5, 8, 2 * (8 + 9 + 10 + 11), 1, 0])
     assert s.time_s == pytest.approx(t_of(features))
     assert s.generated_tokens == 10 and s.output_tokens == 7
     online = simulate(static, np.array([3, 7, 5]), np.array([2, 5, 3]),
@@ -169,7 +174,9 @@ def test_requests_need_a_token_in_and_out():
 @pytest.mark.parametrize("batching", [
     {"kind": "static", "batch": 64},
     {"kind": "continuous", "kv_blocks": 50_000, "block_size": 16, "max_num_seqs": 1024,
-     "max_num_batched_tokens": 16384}])
+     "max_num_batched_tokens": 16384},
+    {"kind": "continuous", "kv_blocks": 50_000, "block_size": 16, "max_num_seqs": 1024,
+     "max_num_batched_tokens": 16384, "experts": [64, 8]}])  # a mixture of experts
 def test_the_fit_recovers_known_coefficients_from_synthetic_points(batching):
     """Points of a card whose steps cost exactly the known coefficients (a synthetic card):
     the fit gives them back, and predicts every point to within rounding."""

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from infergy.estimate.fit import Measured, Window, predict_point
-from infergy.estimate.steps import StepCost
+from infergy.estimate.steps import StepCost, routing
 from infergy.estimate.transfer import TransferError, drivers, fit_transfer, leave_one_out
 from infergy.models import ModelSpec, get_model
 from infergy.models.flops import kv_cache_bytes_per_token, weight_bytes
@@ -21,13 +21,18 @@ ACTIVE = [(0.3, 2e-11), (0.0, 5e-13), (0.0, 2e-15), (1e-3, 6e-13), (0.0, 2e-11),
 STATIC = {"kind": "static", "batch": 64}
 
 
+def per_feature(lines, x) -> list[float]:
+    """A model's cost a unit of each feature on the synthetic card: a + b x its driver, and
+    its experts' weights (expert_reads) read at the cost a byte of the other weights."""
+    return [a + b * xi for (a, b), xi in zip(lines, x[:-1], strict=True)] + [lines[0][1] * x[-1]]
+
+
 def truth(name: str, batching: dict = STATIC) -> StepCost:
     """A model's step cost on the synthetic card: exactly a + b x its drivers."""
     x = drivers(get_model(name))
-    return StepCost(name, "hf-eager", "Synthetic GPU", [a + b * xi for (a, b), xi in
-                                                        zip(TIME, x, strict=True)],
-                    [a + b * xi for (a, b), xi in zip(ACTIVE, x, strict=True)], 70.0,
-                    batching, busy_w=100.0)
+    return StepCost(name, "hf-eager", "Synthetic GPU", per_feature(TIME, x),
+                    per_feature(ACTIVE, x), 70.0, {**batching, **routing(get_model(name))},
+                    busy_w=100.0)
 
 
 def windows_of(cost: StepCost) -> list[Window]:
@@ -48,7 +53,7 @@ def synthetic(name: str, batching: dict = STATIC) -> tuple[ModelSpec, Measured]:
     from its true step cost, not measured)."""
     cost = truth(name, batching)
     return get_model(name), Measured(name, "hf-eager", "Synthetic GPU", windows_of(cost),
-                                     batching, cost.idle_w, {}, [])
+                                     cost.batching, cost.idle_w, {}, [])
 
 
 def test_the_transfer_recovers_the_card_s_coefficients_and_predicts_a_held_out_model():
@@ -71,6 +76,28 @@ def test_the_transfer_recovers_the_card_s_coefficients_and_predicts_a_held_out_m
     assert predicted.fit["predicted"] and predicted.fit["from_models"] == MODELS[:3]
     assert predicted.fit["band"] == {"energy p90": 0.05}
     assert predicted.serving_idle_w is None  # no model measured a waiting server
+
+
+def test_a_mixture_of_experts_is_predicted_from_dense_models_by_the_experts_it_reads():
+    """On a card where an expert's weights cost what the other weights cost a byte, dense
+    models alone predict a mixture of experts exactly: one token reads 8 of olmoe-1b-7b's 64
+    experts a layer, 64 tokens nearly all, so its B = 1 decode costs far less than reading
+    all it stores."""
+    transfer = fit_transfer([synthetic(m) for m in MODELS[:3]])
+    moe, want = get_model("olmoe-1b-7b"), truth("olmoe-1b-7b")
+    predicted = transfer.predict(moe)
+    assert predicted.experts == (64, 8) and predicted.batching["experts"] == [64, 8]
+    np.testing.assert_allclose(predicted.time_s, want.time_s, rtol=1e-6)
+    for shape in ((1, 512, 128), (8, 512, 128), (64, 512, 128)):
+        assert predict_point(predicted, *shape) == pytest.approx(predict_point(want, *shape),
+                                                                 rel=1e-6)
+    every = [want.time_s[0] + want.time_s[-1], *want.time_s[1:-1]]  # a step reads every expert
+    as_dense = StepCost("olmoe as dense", "hf-eager", "Synthetic GPU", every,
+                        want.active_j[:-1], 70.0, STATIC, busy_w=100.0)
+    t1, _ = predict_point(want, 1, 512, 128)
+    assert t1 < 0.8 * predict_point(as_dense, 1, 512, 128)[0]
+    t64, _ = predict_point(want, 64, 512, 128)  # 64 tokens: nearly every expert read
+    assert t64 == pytest.approx(predict_point(as_dense, 64, 512, 128)[0], rel=0.01)
 
 
 def test_two_models_fit_the_line_and_one_predicts_nothing():
@@ -245,16 +272,15 @@ def test_an_engine_the_card_cannot_predict_is_a_row_and_the_next_is_the_baseline
     assert f"Profiles:{store}" in "".join(shown.output.split())  # the path may wrap
 
 
-def test_a_mixture_of_experts_is_not_predicted_from_dense_models_and_a_new_family_is_said(
-        tmp_path):
-    from infergy.estimate.unmeasured import predict_unmeasured
+def test_a_mixture_of_experts_from_dense_models_and_a_new_family_are_said(tmp_path):
+    from infergy.estimate.unmeasured import MOE_FROM_DENSE, predict_unmeasured
 
     store = tmp_path / "card.db"
     write_card(store, MODELS[:3])  # llama and olmo, all dense
-    with pytest.raises(TransferError, match=r"olmoe-1b-7b is a mixture of experts, and the "
-                                            r"models calibrated on h200 on hf-eager \(llama-3.2-1b"
-                                            r", llama-3.2-3b, olmo-7b\) are dense"):
-        predict_unmeasured([store], get_model("olmoe-1b-7b"), "hf-eager", "h200")
+    cost, *_, words, _ = predict_unmeasured([store], get_model("olmoe-1b-7b"), "hf-eager",
+                                            "h200")
+    assert cost.experts == (64, 8) and words.endswith(MOE_FROM_DENSE)
+    assert "mixture of experts and they are dense" in MOE_FROM_DENSE
     *_, words, _ = predict_unmeasured([store], get_model("deepseek-r1-distill-qwen-1.5b"),
                                       "hf-eager", "h200")
     assert words.endswith("; its architecture (qwen2) is none of theirs (llama, olmo), and that "

@@ -15,12 +15,18 @@ from infergy.cli.app import MODEL_HELP, app, fail, out
 from infergy.cli.sweep import DEFAULT_DB, sweep_as_typed
 from infergy.estimate import FEATURES, EstimateError, design, errors, fit_step_cost, measured
 from infergy.models import UnknownModelError, get_model
-from infergy.plan import CALIBRATION_INPUTS, CALIBRATION_OUTPUTS, CALIBRATION_RUNS
+from infergy.plan import (
+    CALIBRATION_INPUTS,
+    CALIBRATION_OUTPUTS,
+    CALIBRATION_RUNS,
+    calibration_inputs,
+)
 from infergy.store import Store, StoreError
 
 UNITS = {"steps": "a step", "prefill_tokens": "a prompt token", "prefill_pairs":
          "an attention pair", "decode_seqs": "a decoding sequence", "context_tokens":
-         "a context token read", "calls": "an engine call"}
+         "a context token read", "calls": "an engine call", "expert_reads":
+         "all the experts' weights read once"}
 
 
 @app.command()
@@ -73,7 +79,7 @@ def _spec(model: str, engine: str, db: Path) -> Path:
         spec = get_model(model)
     except UnknownModelError as e:
         raise fail(str(e)) from None
-    inputs = [i for i in CALIBRATION_INPUTS if i + max(CALIBRATION_OUTPUTS) <= spec.max_context]
+    inputs = calibration_inputs(spec.max_context)
     if len(inputs) < 2:
         raise fail(f"--model {model}: its context of {spec.max_context} tokens holds fewer "
                    f"than two of the calibration's inputs ({CALIBRATION_INPUTS}) with "
@@ -92,6 +98,8 @@ def _print(cost, checked: dict | None, swept_s: float | None, db: Path) -> None:
     for col in ("feature", "time per unit", "energy above idle per unit"):
         table.add_column(col, justify="left" if col == "feature" else "right")
     for name, t, e in zip(FEATURES, cost.time_s, cost.active_j, strict=True):
+        if name == "expert_reads" and not cost.batching.get("experts"):  # a dense model
+            continue
         table.add_row(f"{name} ({UNITS[name]})", f"{t:.3g} s", f"{e:.3g} J")
     table.add_row("busy power (a second of steps)", "", f"{cost.busy_w:.3g} W")
     out.print(table)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from infergy.estimate.steps import CALL, FEATURES, StepCost, decode_features
+from infergy.estimate.steps import CALL, FEATURES, StepCost, decode_features, expert_share
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,7 @@ RID, COMP, NEED, REM, OUT, BLOCKS = range(6)
 class _Scheduler:
     def __init__(self, cost: StepCost, policy: Continuous, clock: Clock):
         self.cost, self.p, self.clock = cost, policy, clock
+        self.experts = cost.experts
         self.s = np.zeros((policy.max_num_seqs, 6), dtype=np.int64)  # in admission order
         self.n = 0
         self.free = policy.kv_blocks
@@ -140,10 +141,11 @@ class _Scheduler:
             if k < 1:
                 return False
         context = float(comp.sum() + n)
-        a, b = self.cost.per_step_s(n, context)
+        share = expert_share(self.experts, n)
+        a, b = self.cost.per_step_s(n, context, share)
         if coming is not None and n < p.max_num_seqs:
             k = min(k, _steps_to_reach(a, b, coming - self.clock.now))
-        self.clock.run(decode_features(n, context, k), a * k + b * k * (k - 1) / 2,
+        self.clock.run(decode_features(n, context, k, share), a * k + b * k * (k - 1) / 2,
                        n + len(self.waiting))
         comp += k
         rem -= k
@@ -187,7 +189,8 @@ class _Scheduler:
                 self.s[m] = (rid, chunk, known - chunk, out - sampled, out, blocks)
                 self.pending = True
             m += 1
-        features = np.array([1.0, tokens, pairs, n, context, 0.0])
+        features = np.array([1.0, tokens, pairs, n, context, 0.0,
+                             expert_share(self.experts, n + tokens)])
         self.clock.run(features, self.cost.time(features), m + len(self.waiting))
         s[:, COMP] += 1
         s[:, REM] -= 1
@@ -258,7 +261,8 @@ class _Scheduler:
         decoding = (take > 0) & ~prefill
         decodes = int(np.count_nonzero(decoding))
         features = np.array([1.0, float(tp.sum()), float(tp @ comp) + float(tp @ tp) / 2,
-                             decodes, float(comp @ decoding) + decodes, 0.0])
+                             decodes, float(comp @ decoding) + decodes, 0.0,
+                             expert_share(self.experts, int(take.sum()))])
         self.clock.run(features, self.cost.time(features), n + len(self.waiting))
         comp += take
         need -= take

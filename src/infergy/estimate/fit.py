@@ -23,7 +23,7 @@ import numpy as np
 
 from infergy.estimate.continuous import Continuous, run_continuous
 from infergy.estimate.simulate import CONTINUOUS_ENGINES, STATIC_ENGINES, Static, policy_of
-from infergy.estimate.steps import CALL, FEATURES, StepCost, static_batch_features
+from infergy.estimate.steps import CALL, FEATURES, StepCost, routing, static_batch_features
 from infergy.models import get_model
 from infergy.models.flops import kv_cache_bytes_per_token, weight_bytes
 from infergy.plan.presets import CALIBRATION_INPUTS, CALIBRATION_OUTPUTS
@@ -167,12 +167,12 @@ def _window(p: dict, result: dict, run: dict) -> Window:
 def _batching(model: str, engine: str, blocks, memory, seqs, windows) -> dict:
     """The engine's batching policy as its points ran: static for transformers' generate,
     vLLM's continuous batching with its measured KV cache otherwise."""
+    spec = get_model(model)
     if engine in STATIC_ENGINES:
-        return {"kind": "static", "batch": max(w.batch for w in windows)}
+        return {"kind": "static", "batch": max(w.batch for w in windows), **routing(spec)}
     if engine not in CONTINUOUS_ENGINES:
         raise EstimateError(f"the simulator has no batching policy for {engine} yet (it has "
                             f"{', '.join(STATIC_ENGINES + CONTINUOUS_ENGINES)})")
-    spec = get_model(model)
     block_bytes = kv_cache_bytes_per_token(spec) * BLOCK_SIZE
     memory_bytes = (statistics.median(memory) if memory else 80) * 2**30
     if blocks:
@@ -184,7 +184,7 @@ def _batching(model: str, engine: str, blocks, memory, seqs, windows) -> dict:
     return {"kind": "continuous", "kv_blocks": kv_blocks, "kv_source": source,
             "block_size": BLOCK_SIZE, "block_bytes": block_bytes, "memory_bytes": memory_bytes,
             "memory_share": 0.9, "max_num_seqs": max(seqs),
-            "max_num_batched_tokens": OFFLINE_BATCHED_TOKENS}
+            "max_num_batched_tokens": OFFLINE_BATCHED_TOKENS, **routing(spec)}
 
 
 def _counter(batching: dict) -> StepCost:
@@ -197,8 +197,8 @@ def point_features(batching: dict, batch: int, input_tokens: int,
                    output_tokens: int) -> np.ndarray:
     """The summed step features of B prompts of I tokens generating O tokens each, all at
     once, as the engine of `batching` schedules them (one call of the engine)."""
-    return _point_features(tuple(sorted(batching.items())), batch, input_tokens,
-                           output_tokens).copy()
+    key = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in sorted(batching.items()))
+    return _point_features(key, batch, input_tokens, output_tokens).copy()
 
 
 @functools.lru_cache(maxsize=4096)
@@ -207,7 +207,7 @@ def _point_features(batching: tuple, batch: int, input_tokens: int,
     counter = _counter(dict(batching))
     policy = policy_of(counter)
     if isinstance(policy, Static):
-        return sum(static_batch_features(batch, input_tokens, output_tokens))
+        return sum(static_batch_features(batch, input_tokens, output_tokens, counter.experts))
     policy = Continuous(policy.kv_blocks, policy.max_num_batched_tokens,
                         max(batch, policy.max_num_seqs), policy.block_size)
     return CALL + run_continuous(counter, policy, np.zeros(batch), np.full(batch, input_tokens),
@@ -249,11 +249,13 @@ def fit_rows(data: Measured, windows: list[Window] | None = None) -> tuple[list,
             if joules is not None and joules > 0 and seconds * w.runs >= MIN_ENERGY_WINDOW_S:
                 rows_e.append(np.append(f, seconds))
                 y_e.append(joules)
-    if len(y_t) < len(FEATURES) or len(y_e) < len(FEATURES):
+    # A dense model has no expert_reads to fit.
+    needed = len(FEATURES) - (0 if data.batching.get("experts") else 1)
+    if len(y_t) < needed or len(y_e) < needed:
         raise EstimateError(f"{data.model} on {data.engine} ({data.gpu}): {len(windows)} "
                             f"points are too few to fit a step-cost model: their windows give "
                             f"{len(y_t)} times and {len(y_e)} energies over at least "
-                            f"{MIN_ENERGY_WINDOW_S:g} s, and it needs {len(FEATURES)} of each "
+                            f"{MIN_ENERGY_WINDOW_S:g} s, and it needs {needed} of each "
                             f"(a point gives two: its prefill and its request)")
     return rows_t, y_t, rows_e, y_e
 

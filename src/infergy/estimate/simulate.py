@@ -203,7 +203,7 @@ def _batch(cost: StepCost, g: np.ndarray, inputs, outputs, arrival, clock: Clock
     """One static batch from when the engine is free and its first request has arrived."""
     clock.wait_until(float(arrival[g].max()))
     b, longest, out = len(g), int(inputs[g].max()), int(outputs[g].max())
-    prefill, decode = static_batch_features(b, longest, out)
+    prefill, decode = static_batch_features(b, longest, out, cost.experts)
     clock.run(prefill, cost.time(prefill), b)
     clock.first_token[g] = clock.now
     clock.run(decode, cost.time(decode), b)

@@ -4,13 +4,18 @@ models that were: how the card's engine turns a model's work into time and energ
 Each coefficient of a step-cost model (estimate/steps.py) is the cost of one unit of a
 feature, and what a unit holds grows with the model. Its driver, per feature:
 
-- `steps`: the weights, read once a step (bytes, bf16);
+- `steps`: the weights every step reads (bytes, bf16: a dense model's all, a mixture of
+  experts' all but its experts');
 - `prefill_tokens` and `decode_seqs`: one token's FLOPs through the model (its matmuls and
   its logits; a mixture of experts counts the experts a token uses);
 - `prefill_pairs`: one query-key pair's attention FLOPs over all layers (4 x heads x head
   width x layers);
 - `context_tokens`: one cached token's K and V (bytes, bf16), read once a step;
-- `calls`: the layers (an engine call's host work, its kernels' launches, grows with them).
+- `calls`: the layers (an engine call's host work, its kernels' launches, grows with them);
+- `expert_reads`: all the experts' weights (bytes, bf16; 0 for a dense model), at the cost a
+  byte of `steps`' driver: the same weights read at the same rate, so a mixture of experts is
+  predicted from dense models by what its steps read (1/8 of its experts for one token of
+  olmoe-1b-7b, nearly all for 32), not by all it stores. It has no coefficient of its own.
 
 Over the card's measured models, each coefficient (of time, and of energy above idle) is
 a + b x driver (a, b >= 0), fitted once to all their measured windows together (the least
@@ -35,13 +40,21 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from infergy.estimate.fit import Measured, errors, fit_rows, nnls
-from infergy.estimate.steps import FEATURES, StepCost
+from infergy.estimate.steps import FEATURES, StepCost, routing
 from infergy.models import ModelSpec
-from infergy.models.flops import kv_cache_bytes_per_token, prefill_flops, shape, weight_bytes
+from infergy.models.flops import (
+    expert_weight_bytes,
+    kv_cache_bytes_per_token,
+    prefill_flops,
+    shape,
+    weight_bytes,
+)
 from infergy.profile.load import EstimateError
 
-DRIVERS = ("weight bytes", "FLOPs a token", "attention FLOPs a pair", "FLOPs a token",
-           "KV bytes a token", "layers")  # of each of FEATURES, in its order
+DRIVERS = ("weight bytes read every step", "FLOPs a token", "attention FLOPs a pair",
+           "FLOPs a token", "KV bytes a token", "layers",
+           "expert weight bytes")  # of each of FEATURES, in its order
+OWN = len(FEATURES) - 1  # the features with coefficients of their own: all but expert_reads
 MIN_MODELS = 2
 
 
@@ -53,8 +66,23 @@ def drivers(spec: ModelSpec) -> np.ndarray:
     """What one unit of each feature holds for this model (DRIVERS, in FEATURES' order)."""
     s = shape(spec)
     token = prefill_flops(spec, 1, causal_attention=True)
-    return np.array([weight_bytes(spec), token, 4.0 * s.heads * s.head_dim * s.layers, token,
-                     kv_cache_bytes_per_token(spec), float(s.layers)])
+    experts = expert_weight_bytes(spec)
+    return np.array([weight_bytes(spec) - experts, token, 4.0 * s.heads * s.head_dim * s.layers,
+                     token, kv_cache_bytes_per_token(spec), float(s.layers), experts])
+
+
+def _columns(features: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """A window's row of the pooled fit: its features, and its features times the model's
+    drivers, the expert bytes it read counted with the other weight bytes (`steps`)."""
+    scaled = features[:OWN] * x[:OWN]
+    scaled[0] += features[OWN] * x[OWN]
+    return np.concatenate([features[:OWN], scaled])
+
+
+def _coefficients(lines: list[tuple[float, float]], x: np.ndarray) -> list[float]:
+    """A model's cost per unit of each feature, from the lines a + b x driver: expert_reads
+    at `steps`' cost a byte."""
+    return [a + b * xi for (a, b), xi in zip(lines, x[:OWN], strict=True)] + [lines[0][1] * x[OWN]]
 
 
 @dataclass
@@ -80,8 +108,7 @@ class Transfer:
         """The predicted step-cost model of `spec` (its `fit` says it is predicted, from
         which models, and the error `band` a leave-one-out check showed)."""
         x = drivers(spec)
-        time = [a + b * xi for (a, b), xi in zip(self.time, x, strict=True)]
-        active = [a + b * xi for (a, b), xi in zip(self.active, x, strict=True)]
+        time, active = _coefficients(self.time, x), _coefficients(self.active, x)
         fit = {"predicted": True, "from_models": list(self.models),
                "note": f"predicted for a model not measured on {self.gpu}, from "
                        f"{', '.join(self.models)}", "band": band or {}}
@@ -111,11 +138,11 @@ def fit_transfer(measured: list[tuple[ModelSpec, Measured]]) -> Transfer:
     for spec, data in measured:
         x = drivers(spec)
         t, yt, e, ye = fit_rows(data)
-        rows_t += [np.concatenate([f, f * x]) for f in t]
-        rows_e += [np.concatenate([r[:-1], r[:-1] * x, r[-1:]]) for r in e]
+        rows_t += [_columns(f, x) for f in t]
+        rows_e += [np.append(_columns(r[:-1], x), r[-1]) for r in e]
         y_t += yt
         y_e += ye
-    n = len(FEATURES)
+    n = OWN
     time, energy = nnls(rows_t, y_t), nnls(rows_e, y_e)
     waiting = [(d.serving_idle_w, d.serving_idle_from) for _, d in measured
                if d.serving_idle_w is not None]
@@ -144,16 +171,17 @@ def _reference_batching(measured: list[tuple[ModelSpec, Measured]]) -> dict:
 
 
 def _batching_for(reference: dict, spec: ModelSpec) -> dict:
-    """The policy for `spec`: a continuous engine's KV cache what the card's usable memory
-    holds once the model's weights are in it."""
+    """The policy for `spec`: its experts, and a continuous engine's KV cache what the card's
+    usable memory holds once the model's weights are in it."""
     if reference.get("kind") != "continuous":
-        return dict(reference)
+        return {**reference, **routing(spec)}
     block_bytes = kv_cache_bytes_per_token(spec) * reference["block_size"]
     blocks = int((reference["usable_bytes"] - weight_bytes(spec)) // block_bytes)
     if blocks < 1:
         raise TransferError(f"{spec.name}'s weights ({weight_bytes(spec) / 2**30:.0f} GiB) "
                             f"leave no room for a KV cache on this card")
-    out = {k: v for k, v in reference.items() if k != "usable_bytes"}
+    out = {k: v for k, v in reference.items() if k not in ("usable_bytes", "experts")}
+    out.update(routing(spec))
     return {**out, "kv_blocks": blocks, "block_bytes": block_bytes,
             "kv_source": "predicted: the card's memory as its measured models used it, less "
                          "this model's weights"}

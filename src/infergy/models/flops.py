@@ -214,6 +214,13 @@ def weight_bytes(spec: SpecLike, dtype_bytes: float = 2) -> float:
     return param_count(spec) * float(dtype_bytes)
 
 
+def expert_weight_bytes(spec: SpecLike, dtype_bytes: float = 2) -> float:
+    """Bytes of all a mixture of experts' expert weights (every layer's every expert; the
+    routers not counted); 0 for a dense model."""
+    s = shape(spec)
+    return s.layers * s.experts * _mlp_params(s) * float(dtype_bytes)
+
+
 def kv_cache_bytes_per_token(spec: SpecLike, dtype_bytes: float = 2) -> float:
     """Bytes of K and V one token adds to the cache, over all layers (bf16: 2 bytes)."""
     return _kv_bytes_per_token(shape(spec), dtype_bytes)

@@ -12,7 +12,12 @@ from infergy.plan.batches import (
     replay_requests,
 )
 from infergy.plan.point import Point, PointError
-from infergy.plan.presets import CALIBRATION_INPUTS, CALIBRATION_OUTPUTS, CALIBRATION_RUNS
+from infergy.plan.presets import (
+    CALIBRATION_INPUTS,
+    CALIBRATION_OUTPUTS,
+    CALIBRATION_RUNS,
+    calibration_inputs,
+)
 from infergy.plan.spec import (
     MAX,
     PRESETS,
@@ -29,6 +34,6 @@ from infergy.plan.tp import ParallelError, check_tp, check_tp_gpus
 
 __all__ = ["BATCHINGS", "CALIBRATION_INPUTS", "CALIBRATION_OUTPUTS", "CALIBRATION_RUNS", "MAX",
            "PRESETS", "WARMUPS", "Batch", "EngineChoice", "ParallelError",
-           "Point", "PointError", "ReplayError", "SpecError", "SweepSpec", "Task", "check_tp",
-           "check_tp_gpus", "engine_starts", "load_spec", "parse_spec", "plan_replay",
-           "replay_options", "replay_requests", "with_options"]
+           "Point", "PointError", "ReplayError", "SpecError", "SweepSpec", "Task",
+           "calibration_inputs", "check_tp", "check_tp_gpus", "engine_starts", "load_spec",
+           "parse_spec", "plan_replay", "replay_options", "replay_requests", "with_options"]

@@ -17,6 +17,11 @@ CALIBRATION_OUTPUTS = (8, 64, 512)
 # of the GPU time of three repeats.
 CALIBRATION_RUNS = {"repeats": 2, "warmup": 1, "min_window_s": 2}
 
+
+def calibration_inputs(max_context: int) -> list[int]:
+    """The design's inputs a model's context holds with the longest output."""
+    return [i for i in CALIBRATION_INPUTS if i + max(CALIBRATION_OUTPUTS) <= max_context]
+
 PRESETS: dict[str, dict[str, Any]] = {
     "paper-bins": {
         "about": "the study's bins as printed: inputs 32, 128, 256, 512, ... 8192 x outputs "

@@ -1,0 +1,102 @@
+"""Predict a model's calibration on a card before it is measured (issue 32), then check it.
+
+The model's step-cost model is predicted from the stores' models calibrated on that card and
+engine (infergy.estimate.unmeasured, as `infergy estimate` does for a model measured nowhere);
+each point of `infergy calibrate`'s design (the inputs its context holds x outputs, at B = 1
+and at the B = max its batch search would find) is then predicted: time, GPU energy, J per
+output token.
+
+    PYTHONPATH=src python3 benchmarks/predict_calibration.py -m olmoe-1b-7b -e vllm --gpu h100-sxm \
+        --store A.db --store B.db --json predicted.json            # before the run: commit it
+    PYTHONPATH=src python3 benchmarks/predict_calibration.py --check predicted.json \
+        --measured C.db                                            # after: signed errors
+
+The check reads the measured points of the same model, engine and card, and matches them to the
+prediction by (B, I, O); a point predicted at a B = max the run did not reach is predicted again
+at the B it measured, from the same predicted step-cost model (saved in the JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from datetime import UTC, datetime
+from pathlib import Path
+
+from infergy.estimate.filled import max_batch
+from infergy.estimate.fit import measured, predict_point
+from infergy.estimate.steps import StepCost
+from infergy.estimate.unmeasured import predict_unmeasured
+from infergy.models import get_model
+from infergy.plan import CALIBRATION_OUTPUTS, calibration_inputs
+
+
+def point(cost: StepCost, label: str, batch: int, i: int, o: int) -> dict:
+    time_s, energy_j = predict_point(cost, batch, i, o)
+    return {"batch_label": label, "batch": batch, "input": i, "output": o, "time_s": time_s,
+            "energy_j": energy_j, "j_per_output_token": energy_j / (batch * o)}
+
+
+def predict(args) -> None:
+    spec = get_model(args.model)
+    cost, worst, words, gpu = predict_unmeasured(args.store, spec, args.engine, args.gpu)
+    points = []
+    for i in calibration_inputs(spec.max_context):
+        for o in CALIBRATION_OUTPUTS:
+            points.append(point(cost, "1", 1, i, o))
+            top = max_batch(cost, i, o)
+            if top:
+                points.append(point(cost, "max", top, i, o))
+    out = {"predicted_at": datetime.now(UTC).isoformat(timespec="seconds"),
+           "model": args.model, "engine": args.engine, "card": gpu, "words": words,
+           "worst_held_out": worst, "stores": [str(s) for s in args.store],
+           "step_cost": cost.to_dict(), "points": points}
+    args.json.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"{args.model} on {args.engine}, {gpu}: {words}")
+    for p in points:
+        print(f"  B={p['batch']:>4} ({p['batch_label']:>3}) I={p['input']:>5} O={p['output']:>4}"
+              f"  {p['time_s']:8.3f} s  {p['energy_j']:10.1f} J  "
+              f"{p['j_per_output_token']:.4f} J/token")
+
+
+def check(args) -> None:
+    said = json.loads(args.check.read_text())
+    cost = StepCost.from_dict(said["step_cost"])
+    data = measured(args.measured, said["model"], said["engine"], said["card"])
+    rows = []
+    for w in data.windows:
+        if not w.energy_j:
+            continue
+        p = point(cost, w.batch_label, w.batch, w.input_tokens, w.output_tokens)
+        rows.append((w, p["energy_j"] / w.energy_j - 1, p["time_s"] / w.time_s - 1))
+        print(f"  B={w.batch:>4} I={w.input_tokens:>5} O={w.output_tokens:>4}  energy "
+              f"{rows[-1][1]:+7.1%}  time {rows[-1][2]:+7.1%}")
+    for label in ("1", "max"):
+        errs = [abs(e) for w, e, _ in rows if w.batch_label == label]
+        if errs:
+            print(f"B = {label}: {len(errs)} points, energy |error| median "
+                  f"{statistics.median(errs):.1%}, max {max(errs):.1%}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-m", "--model")
+    parser.add_argument("-e", "--engine", default="vllm")
+    parser.add_argument("--gpu", help="a card as infergy names it (h100-sxm, h200: `infergy env`)")
+    parser.add_argument("--store", type=Path, action="append", default=[])
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--check", type=Path, help="a prediction's JSON, to check")
+    parser.add_argument("--measured", type=Path, action="append", default=[])
+    args = parser.parse_args()
+    if args.check:
+        check(args)
+    elif args.model and args.gpu and args.store and args.json:
+        predict(args)
+    else:
+        parser.error("predict with -m, --gpu, --store and --json, or check with --check and "
+                     "--measured")
+
+
+if __name__ == "__main__":
+    main()
