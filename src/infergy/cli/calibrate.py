@@ -34,7 +34,8 @@ def calibrate(
     model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
     engine: str = typer.Option(..., "--engine", "-e", help="One engine."),
     db: Path = typer.Option(DEFAULT_DB, "--db", help="Results store (SQLite); resumed if it "
-                                                     "exists."),
+                                                     "exists: the points a card of this model "
+                                                     "measured there are not measured again."),
     device: str = typer.Option("auto", "--device", help="auto, cuda or cpu."),
     fit_only: bool = typer.Option(False, "--fit-only", help="Measure nothing: fit the points "
                                                             "the store holds (a design measured "
@@ -50,7 +51,10 @@ def calibrate(
     else:
         spec = _spec(model, engine, db)
         try:
-            sweep_as_typed(str(spec), db, device=device, resume_by="card")
+            # By the card's model, not the card: GPU time comes in pieces on fresh machines,
+            # and a calibration resumed on one must not measure again what another measured
+            # (2026-12-05 late night: 13 points of llama-3.2-3b were).
+            sweep_as_typed(str(spec), db, device=device, resume_by="model")
         except typer.Exit as e:
             if e.exit_code:
                 raise
