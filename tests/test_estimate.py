@@ -24,7 +24,7 @@ from infergy.models import get_model
 from infergy.models.flops import request_flops
 from infergy.models.gpus import GPUS, UnknownGpuError, get_gpu
 from infergy.store import Store
-from infergy.workloads import BinGrid, Trace
+from infergy.workloads import BinGrid, Trace, get_trace
 
 GPU = "NVIDIA H100 80GB HBM3"
 # (I, O) -> (B at max, energy of that batch in J): a made-up profile on a 2 x 2 grid.
@@ -420,3 +420,22 @@ def test_a_baseline_engine_with_no_point_on_the_card_names_the_engines_it_has(tm
     assert "no B = max points of llama-3.1-8b on hf-eager" in said
     assert "The card's points of vllm are estimated with --engine vllm" in said
     assert CliRunner().invoke(app, [*args, "-e", "vllm"]).exit_code == 0
+
+
+def test_requests_longer_than_the_model_s_context_are_left_out_and_said():
+    """olmo-7b holds 2,048 tokens: the code trace's longer requests cannot be served (an
+    engine refuses them), so the estimate leaves them out, at the others' own times, and its
+    coverage line counts them."""
+    trace = Trace("t", np.array([100, 1500, 3000, 200]), np.array([10, 600, 10, 20]),
+                  np.array([0.0, 1.0, 2.0, 3.0]))
+    kept, over = trace.within(2048)
+    assert over == 2 and kept.input_tokens.tolist() == [100, 200]
+    assert kept.arrival_s.tolist() == [0.0, 3.0] and trace.within(4096) == (trace, 0)
+    shown = CliRunner().invoke(app, ["estimate", "-t", "azure-code-2023", "-m", "olmo-7b",
+                                     "-e", "vllm", "--json"])
+    assert shown.exit_code == 0, shown.output
+    said = json.loads(shown.output)
+    code = get_trace("azure-code-2023")
+    longer = int((code.input_tokens + code.output_tokens > 2048).sum())
+    assert said["over_context"] == longer > 0
+    assert said["bins"]["requests"] == len(code) - longer

@@ -86,6 +86,8 @@ def _print(advice: Advice) -> None:
     targets = ", ".join(t.words() for t in advice.targets) or "none given"
     out.print(f"[bold]{escape(advice.trace)} on {advice.model}[/], served "
               f"{escape(advice.serving)}; latency targets: {targets}.")
+    if advice.left_out:
+        out.print(f"{escape(advice.left_out)}.")
     out.print(_table("The configurations", option_rows(advice)))
     out.print(("" if advice.best else "[bold yellow]") + escape(verdict(advice))
               + ("" if advice.best else "[/]"))

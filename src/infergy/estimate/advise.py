@@ -148,6 +148,7 @@ class Advice:
     axis: Target  # the latency the front is drawn against
     not_searched: list[str]  # what was not searched, and why
     search_s: float
+    left_out: str = ""  # the trace's requests not served, and why
 
     @property
     def chosen(self) -> Option:
@@ -181,7 +182,8 @@ class Advice:
                 "runners_up": [o.to_dict() for o in self.runners_up()],
                 "pareto": [o.to_dict() for o in self.pareto], "pareto_axis": self.axis.name,
                 "options": [o.to_dict() for o in self.options],
-                "not_searched": self.not_searched, "search_s": self.search_s}
+                "not_searched": self.not_searched, "search_s": self.search_s,
+                "left_out": self.left_out}
 
 
 @dataclass(frozen=True)
@@ -210,9 +212,16 @@ def advise_trace(trace: Trace, model: str, *, gpus: Sequence[str] | None = None,
     EstimateError where nothing can be searched."""
     started = time.perf_counter()
     serving = serving or Serving("online")
+    spec = get_model(model)
+    trace, over = trace.within(spec.max_context)
     found, not_searched = candidates(trace, model, engines, gpus, stores, grid, serving)
-    return search(trace, get_model(model).name, found, serving=serving, targets=targets,
-                  not_searched=not_searched, workers=workers, started=started)
+    advice = search(trace, spec.name, found, serving=serving, targets=targets,
+                    not_searched=not_searched, workers=workers, started=started)
+    if over:
+        advice.left_out = (f"{over} requests longer than {spec.name}'s context of "
+                           f"{spec.max_context:,} tokens (input + output) left out, as an "
+                           f"engine refuses them")
+    return advice
 
 
 def candidates(trace: Trace, model: str, engines: Sequence[str],

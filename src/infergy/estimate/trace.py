@@ -25,6 +25,8 @@ class TraceEstimate:
     grid: BinGrid
     binned: Binned  # the trace on `grid`
     estimates: Estimates
+    over_context: int = 0  # requests longer than the model's context, left out
+    context: int = 0  # the model's context, in tokens
 
     @property
     def coverage(self) -> dict:
@@ -44,7 +46,10 @@ class TraceEstimate:
                   f"by input, {c['over_output']} by output): "
                   f"{'excluded' if self.grid.beyond == 'exclude' else 'charged at the last edge'}"
                   if c["beyond_last_edge"] else "")
-        return f"{c['binned']} of {c['requests']} requests in the bins{beyond}"
+        left = (f"{self.over_context} requests longer than {self.model}'s context of "
+                f"{self.context:,} tokens (input + output) left out, as an engine refuses "
+                f"them; of the rest, " if self.over_context else "")
+        return f"{left}{c['binned']} of {c['requests']} requests in the bins{beyond}"
 
     def rows(self) -> list[dict]:
         """What `infergy estimate` prints, a dict a GPU and engine (the baseline first on each
@@ -58,23 +63,26 @@ class TraceEstimate:
     def to_dict(self) -> dict:
         """JSON-ready data (what `infergy estimate --json` prints): the trace, the model, the
         bins' edges and coverage, then `Estimates.to_dict()`."""
-        return {"trace": self.trace, "model": self.model, "bins": {
-            "input_edges": self.grid.input_edges, "output_edges": self.grid.output_edges,
-            **self.coverage}, **self.estimates.to_dict()}
+        return {"trace": self.trace, "model": self.model, "over_context": self.over_context,
+                "bins": {"input_edges": self.grid.input_edges,
+                         "output_edges": self.grid.output_edges, **self.coverage},
+                **self.estimates.to_dict()}
 
 
 def estimate_trace(trace: Trace, model: str, engines: Sequence[str], grid: BinGrid, *,
                    gpus: Sequence[str] | None = None, stores: list[Path] | None = None,
                    theory_gpu: str | None = None, decoding: str = "greedy",
                    serving: Serving | None = None) -> TraceEstimate:
-    """`trace` for `model` on `engines` (the first: the baseline of the savings), binned on
-    `grid`, on every GPU of `gpus` (None: every one the stores hold it on) from `stores`
-    (None: the profiles shipped with infergy); see `estimate_cards`. UnknownModelError for a
+    """`trace` for `model` on `engines` (the first: the baseline of the savings), less the
+    requests longer than the model's context, binned on `grid`, on every GPU of `gpus` (None:
+    every one the stores hold it on) from `stores` (None: the profiles shipped with infergy);
+    see `estimate_cards`. UnknownModelError for a
     model not in the catalog, EstimateError (MissingPoints) where nothing can be estimated."""
-    model = get_model(model).name  # unknown: said as such, not as a missing profile
+    spec = get_model(model)  # unknown: said as such, not as a missing profile
     serving = serving or Serving()
     serving.arrivals(trace)  # a --rate or --time-scale that cannot be: said before any work
+    trace, over = trace.within(spec.max_context)
     binned = grid.assign(trace.input_tokens, trace.output_tokens)
-    return TraceEstimate(trace.name, model, list(engines), grid, binned,
-                         estimate_cards(trace, binned, model, engines, gpus, stores, theory_gpu,
-                                        decoding, serving))
+    return TraceEstimate(trace.name, spec.name, list(engines), grid, binned,
+                         estimate_cards(trace, binned, spec.name, engines, gpus, stores,
+                                        theory_gpu, decoding, serving), over, spec.max_context)

@@ -67,7 +67,8 @@ def advice_sections(advice: Advice, out: Path, stem: str = "advice") -> list[Sec
     targets = ", ".join(t.words() for t in advice.targets) or "none given"
     head = Section(f"Least energy for {advice.trace} on {advice.model}",
                    text=f"Served {advice.serving}; latency targets: {targets}. "
-                        f"{len(advice.options)} configurations searched in "
+                        + (f"{advice.left_out}. " if advice.left_out else "")
+                        + f"{len(advice.options)} configurations searched in "
                         f"{advice.search_s:.1f} s. {verdict(advice)}")
     head.tables.append(table("The configurations", option_rows(advice)))
     save(advice_figure(advice), out, stem, head, "no configuration has the latency "

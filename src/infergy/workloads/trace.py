@@ -23,7 +23,7 @@ taken in UTC; times with one and times without in one file are refused (no zone 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +66,17 @@ class Trace:
         if self.arrival_s is None or len(self.arrival_s) < 2:
             return None
         return float(self.arrival_s.max() - self.arrival_s.min())
+
+    def within(self, max_tokens: int) -> tuple[Trace, int]:
+        """The requests whose input and output together fit `max_tokens` (a model's context),
+        at their own times, and how many do not (this trace itself where all fit)."""
+        fits = self.input_tokens + self.output_tokens <= max_tokens
+        over = int((~fits).sum())
+        if not over:
+            return self, 0
+        return replace(self, input_tokens=self.input_tokens[fits],
+                       output_tokens=self.output_tokens[fits],
+                       arrival_s=None if self.arrival_s is None else self.arrival_s[fits]), over
 
 
 def load_trace(path: str | Path, fmt: str | None = None, *, input_col: str | None = None,
