@@ -201,6 +201,29 @@ def write_card(path, names: list[str], card: str = "NVIDIA H200") -> None:
         store.end_run(run, "finished")
 
 
+def test_dense_models_are_predicted_from_dense_ones_and_a_mixture_of_experts_from_all(tmp_path):
+    """A calibrated mixture of experts is left out of a dense model's prediction (on the H100
+    it made llama-3.2-1b's worse), and is what a new mixture of experts' band is of."""
+    import json
+
+    from infergy.estimate.unmeasured import MOE_FROM_DENSE, predict_unmeasured
+    from infergy.models.local import read_config
+
+    store = tmp_path / "card.db"
+    write_card(store, [*MODELS[:3], "olmoe-1b-7b"])
+    dense, *_, words, _ = predict_unmeasured([store], get_model("llama-3.1-8b"), "hf-eager",
+                                             "h200")
+    assert dense.fit["from_models"] == MODELS[:3] and "olmoe" not in words
+    config = get_model("olmoe-1b-7b").config  # a mixture of experts of another shape
+    (tmp_path / "moe.json").write_text(json.dumps({**config, "num_experts": 32,
+                                                   "num_experts_per_tok": 4}))
+    moe = read_config(str(tmp_path / "moe.json"))
+    cost, worst, words, _ = predict_unmeasured([store], moe, "hf-eager", "h200")
+    assert cost.fit["from_models"] == [*MODELS[:3], "olmoe-1b-7b"] and cost.experts == (32, 4)
+    assert "olmoe-1b-7b predicted from the others erred by p90 0%" in words
+    assert MOE_FROM_DENSE not in words and worst["all"]["energy_error"]["p90"] < 1e-6
+
+
 def test_estimate_predicts_a_model_measured_on_no_engine_of_the_card_labelled(tmp_path):
     """llama-3.1-8b on a synthetic H200 that calibrated four other models: `infergy
     estimate --gpu h200` prints its estimate, labelled predicted with the leave-one-model-out
@@ -248,7 +271,7 @@ def test_estimate_predicts_a_model_measured_on_no_engine_of_the_card_labelled(tm
     write_card(two, MODELS[:2])
     refused = CliRunner().invoke(app, [*args[:-1], str(two)])
     assert refused.exit_code == 2
-    assert "needs 3 models calibrated there on hf-eager" in " ".join(refused.output.split())
+    assert "needs 3 dense models calibrated there on hf-eager" in " ".join(refused.output.split())
 
 
 def test_an_engine_the_card_cannot_predict_is_a_row_and_the_next_is_the_baseline(tmp_path):
@@ -267,7 +290,7 @@ def test_an_engine_the_card_cannot_predict_is_a_row_and_the_next_is_the_baseline
     assert shown.exit_code == 0, shown.output
     said = " ".join(shown.output.split())
     assert ("vllm: not predicted on NVIDIA H200: predicting a model not measured on h200 needs "
-            "3 models calibrated there on vllm") in said
+            "3 dense models calibrated there on vllm") in said
     assert "saving: less energy than hf-eager." in said
     assert f"Profiles:{store}" in "".join(shown.output.split())  # the path may wrap
 
