@@ -4,7 +4,10 @@
 # the vLLM bundle installed and on PYTHONPATH, in a session of its own so that it outlives the
 # call that starts it:
 #   setsid nohup bash benchmarks/sessions/next.sh >/tmp/session.log 2>&1 </dev/null &
-# then each call: OUT=$OUT bash benchmarks/profile-gpus.sh wait 540 (a snapshot of the stores).
+# then each call waits for the chain's end or 540 s, and snapshots the stores under $OUT
+# (`profile-gpus.sh wait` alone returns at once while a server starts or between two stages):
+#   end=$(( $(date +%s) + 540 )); until grep -q "session: done" /tmp/session.log ||
+#     [ "$(date +%s)" -ge $end ]; do sleep 5; done; OUT=$OUT bash benchmarks/profile-gpus.sh wait 1
 here=$(dirname "$0")
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1)
 echo "session: $card"
