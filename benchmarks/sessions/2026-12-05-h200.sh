@@ -10,7 +10,7 @@
 # From the repository root, the vLLM bundle installed and on PYTHONPATH, in the background:
 #   setsid nohup bash benchmarks/sessions/2026-12-05-h200.sh >/tmp/session.log 2>&1 </dev/null &
 # (setsid: a chain started plainly dies with the call that started it, as on 2026-12-05 night)
-# then each call: OUT=$OUT bash benchmarks/profile-gpus.sh wait 540 (a snapshot of the stores).
+# then each call as next.sh says.
 set -u
 P=benchmarks/profile-gpus.sh
 D=/tmp/infergy-profile
