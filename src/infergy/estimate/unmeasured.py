@@ -5,9 +5,10 @@ B = max), give their step-cost models; `estimate.transfer` fits how the engine t
 architecture into those costs and predicts the new model's. Each measured model is first
 predicted from the others (leave one model out) against its own points: the worst of their
 90th percentiles of energy error is the band every figure of the prediction carries. Fewer
-than three calibrated models: no band can be shown, and nothing is predicted. A mixture of
-experts predicted from dense models only is priced by the expert weights its steps read, and
-says so with the error that showed on the one such model checked.
+than three calibrated dense models: no band can be shown, and nothing is predicted. A dense
+model is predicted from the dense models, a mixture of experts from all (`_pool`); one
+predicted from dense models only is priced by the expert weights its steps read, and says so
+with the error that showed on the one such model checked.
 """
 
 from __future__ import annotations
@@ -91,10 +92,8 @@ def _pool(spec: ModelSpec, fitted: list, dense: list) -> tuple[list, dict[str, d
     on the H100). A mixture of experts: every model, and its band the calibrated mixtures of
     experts' own, each predicted from the others; with none, the dense models' (and words that
     say so)."""
-    if not spec.is_moe:
-        return dense, leave_one_out(dense)
     moes = [(s, d) for s, d in fitted if s.is_moe]
-    if not moes:
+    if not spec.is_moe or not moes:
         return dense, leave_one_out(dense)
     return fitted, {s.name: errors(fit_transfer([m for m in fitted if m[0] is not s])
                                    .predict(s), d.windows)["summary"] for s, d in moes}
