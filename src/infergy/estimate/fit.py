@@ -134,7 +134,8 @@ def measured(stores: Iterable[Path], model: str, engine: str, gpu: str | None = 
     return Measured(model, engine, card, windows, batching, statistics.median(idle), software,
                     sorted({str(path) for path, _, _ in rows}), limits,
                     statistics.median(w.watts for w in waiting) if waiting else None,
-                    f"{len(waiting)} online replays to {servers}'s server, "
+                    f"{len(waiting)} online replay{'s' if len(waiting) > 1 else ''} to "
+                    f"{servers}'s server, "
                     f"{' and '.join(sorted({w.model for w in waiting}))} loaded"
                     if waiting else "")
 
