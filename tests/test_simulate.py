@@ -306,20 +306,24 @@ def test_an_engine_whose_idle_is_charged_unlike_on_two_cards_is_said_not_compara
 
 def test_a_model_without_replays_is_charged_the_card_s_waiting_power_from_the_shipped_ones(
         tmp_path):
-    """llama-3.2-1b was calibrated offline only (no server waited with it loaded); estimated
-    from the shipped profiles, it is charged the H100's waiting power the shipped llama-3.1-8b
-    replays measured, said so. From a store of the user's alone, it is not (nothing measured
-    it there)."""
+    """llama-3.2-3b was calibrated offline only (no server waited with it loaded); estimated
+    from the shipped profiles, it is charged the H100's waiting power the shipped replays
+    measured with other models loaded, said so; llama-3.2-1b, whose store holds a replay of
+    its own, its own. From a store of the user's alone, it is not (nothing measured it
+    there)."""
     import shutil
 
     from infergy.estimate.fit import measured
     from infergy.profile.load import shipped_profiles
 
-    (store,) = shipped_profiles("llama-3.2-1b")
+    (store,) = shipped_profiles("llama-3.2-3b")
     h100 = "NVIDIA H100 80GB HBM3"
-    data = measured([store], "llama-3.2-1b", "vllm", h100)
+    data = measured([store], "llama-3.2-3b", "vllm", h100)
     assert 115 < data.serving_idle_w < 125
-    assert data.serving_idle_from == "3 online replays to vllm's server, llama-3.1-8b loaded"
+    assert data.serving_idle_from == ("4 online replays to vllm's server, llama-3.1-8b and "
+                                      "llama-3.2-1b loaded")
+    own = measured(shipped_profiles("llama-3.2-1b"), "llama-3.2-1b", "vllm", h100)
+    assert own.serving_idle_from == "1 online replay to vllm's server, llama-3.2-1b loaded"
     mine = tmp_path / "mine.db"
     shutil.copy(store, mine)
-    assert measured([mine], "llama-3.2-1b", "vllm", h100).serving_idle_w is None
+    assert measured([mine], "llama-3.2-3b", "vllm", h100).serving_idle_w is None
