@@ -28,8 +28,9 @@ from infergy.estimate.filled import max_batch
 from infergy.estimate.fit import measured, predict_point
 from infergy.estimate.steps import StepCost
 from infergy.estimate.unmeasured import predict_unmeasured
-from infergy.models import get_model
+from infergy.models import UnknownModelError, get_model
 from infergy.plan import CALIBRATION_OUTPUTS, calibration_inputs
+from infergy.profile.load import EstimateError
 
 
 def point(cost: StepCost, label: str, batch: int, i: int, o: int) -> dict:
@@ -89,13 +90,16 @@ def main() -> None:
     parser.add_argument("--check", type=Path, help="a prediction's JSON, to check")
     parser.add_argument("--measured", type=Path, action="append", default=[])
     args = parser.parse_args()
-    if args.check:
-        check(args)
-    elif args.model and args.gpu and args.store and args.json:
-        predict(args)
-    else:
-        parser.error("predict with -m, --gpu, --store and --json, or check with --check and "
-                     "--measured")
+    try:
+        if args.check:
+            check(args)
+        elif args.model and args.gpu and args.store and args.json:
+            predict(args)
+        else:
+            parser.error("predict with -m, --gpu, --store and --json, or check with --check "
+                         "and --measured")
+    except (EstimateError, UnknownModelError, OSError, ValueError) as e:
+        raise SystemExit(f"predict_calibration: {e}") from None
 
 
 if __name__ == "__main__":
