@@ -35,7 +35,7 @@ from infergy.estimate.served import Serving
 from infergy.estimate.simulate import Static, latency, policy_of, simulate
 from infergy.estimate.steps import StepCost
 from infergy.estimate.targets import Target
-from infergy.estimate.trace import estimate_trace
+from infergy.estimate.trace import estimate_trace, left_out_words
 from infergy.models import get_model
 from infergy.profile.load import EstimateError
 from infergy.workloads.bins import BinGrid
@@ -218,9 +218,7 @@ def advise_trace(trace: Trace, model: str, *, gpus: Sequence[str] | None = None,
     advice = search(trace, spec.name, found, serving=serving, targets=targets,
                     not_searched=not_searched, workers=workers, started=started)
     if over:
-        advice.left_out = (f"{over} requests longer than {spec.name}'s context of "
-                           f"{spec.max_context:,} tokens (input + output) left out, as an "
-                           f"engine refuses them")
+        advice.left_out = left_out_words(over, spec.name, spec.max_context)
     return advice
 
 

@@ -145,7 +145,8 @@ def _waiting_pool(stores: Iterable[Path]) -> list[Path]:
     stores given, and where they are infergy's shipped profiles, every shipped profile."""
     stores = list(stores)
     shipped = shipped_profiles()
-    if stores and all(Path(s).resolve() in {p.resolve() for p in shipped} for s in stores):
+    known = {p.resolve() for p in shipped}
+    if stores and all(Path(s).resolve() in known for s in stores):
         return stores + [p for p in shipped if p not in stores]
     return stores
 

@@ -46,9 +46,8 @@ class TraceEstimate:
                   f"by input, {c['over_output']} by output): "
                   f"{'excluded' if self.grid.beyond == 'exclude' else 'charged at the last edge'}"
                   if c["beyond_last_edge"] else "")
-        left = (f"{self.over_context} requests longer than {self.model}'s context of "
-                f"{self.context:,} tokens (input + output) left out, as an engine refuses "
-                f"them; of the rest, " if self.over_context else "")
+        left = (f"{left_out_words(self.over_context, self.model, self.context)}; of the "
+                f"rest, " if self.over_context else "")
         return f"{left}{c['binned']} of {c['requests']} requests in the bins{beyond}"
 
     def rows(self) -> list[dict]:
@@ -69,6 +68,12 @@ class TraceEstimate:
                 **self.estimates.to_dict()}
 
 
+def left_out_words(over: int, model: str, context: int) -> str:
+    """What is said of the `over` requests longer than the model's context (`Trace.within`)."""
+    return (f"{over} requests longer than {model}'s context of {context:,} tokens (input + "
+            f"output) left out, as an engine refuses them")
+
+
 def estimate_trace(trace: Trace, model: str, engines: Sequence[str], grid: BinGrid, *,
                    gpus: Sequence[str] | None = None, stores: list[Path] | None = None,
                    theory_gpu: str | None = None, decoding: str = "greedy",
@@ -76,8 +81,8 @@ def estimate_trace(trace: Trace, model: str, engines: Sequence[str], grid: BinGr
     """`trace` for `model` on `engines` (the first: the baseline of the savings), less the
     requests longer than the model's context, binned on `grid`, on every GPU of `gpus` (None:
     every one the stores hold it on) from `stores` (None: the profiles shipped with infergy);
-    see `estimate_cards`. UnknownModelError for a
-    model not in the catalog, EstimateError (MissingPoints) where nothing can be estimated."""
+    see `estimate_cards`. UnknownModelError for a model not in the catalog, EstimateError
+    (MissingPoints) where nothing can be estimated."""
     spec = get_model(model)  # unknown: said as such, not as a missing profile
     serving = serving or Serving()
     serving.arrivals(trace)  # a --rate or --time-scale that cannot be: said before any work
