@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from datetime import UTC, datetime
 from pathlib import Path
 
 from infergy.estimate.filled import max_batch
-from infergy.estimate.fit import measured, predict_point
+from infergy.estimate.fit import errors, measured, predict_point
 from infergy.estimate.steps import StepCost
 from infergy.estimate.unmeasured import predict_unmeasured
 from infergy.models import UnknownModelError, get_model
@@ -65,19 +64,16 @@ def check(args) -> None:
     said = json.loads(args.check.read_text())
     cost = StepCost.from_dict(said["step_cost"])
     data = measured(args.measured, said["model"], said["engine"], said["card"])
-    rows = []
-    for w in data.windows:
-        if not w.energy_j:
-            continue
-        p = point(cost, w.batch_label, w.batch, w.input_tokens, w.output_tokens)
-        rows.append((w, p["energy_j"] / w.energy_j - 1, p["time_s"] / w.time_s - 1))
-        print(f"  B={w.batch:>4} I={w.input_tokens:>5} O={w.output_tokens:>4}  energy "
-              f"{rows[-1][1]:+7.1%}  time {rows[-1][2]:+7.1%}")
+    checked = errors(cost, [w for w in data.windows if w.energy_j])
+    for r in checked["errors"]:
+        print(f"  B={r['batch']:>4} I={r['input']:>5} O={r['output']:>4}  energy "
+              f"{r['energy_error']:+7.1%}  time {r['time_error']:+7.1%}")
     for label in ("1", "max"):
-        errs = [abs(e) for w, e, _ in rows if w.batch_label == label]
-        if errs:
-            print(f"B = {label}: {len(errs)} points, energy |error| median "
-                  f"{statistics.median(errs):.1%}, max {max(errs):.1%}")
+        group = checked["summary"].get(label)
+        if group:
+            e = group["energy_error"]
+            print(f"B = {label}: {group['points']} points, energy |error| median "
+                  f"{e['median']:.1%}, max {e['max']:.1%}")
 
 
 def main() -> None:
