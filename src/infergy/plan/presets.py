@@ -22,6 +22,7 @@ def calibration_inputs(max_context: int) -> list[int]:
     """The design's inputs a model's context holds with the longest output."""
     return [i for i in CALIBRATION_INPUTS if i + max(CALIBRATION_OUTPUTS) <= max_context]
 
+
 PRESETS: dict[str, dict[str, Any]] = {
     "paper-bins": {
         "about": "the study's bins as printed: inputs 32, 128, 256, 512, ... 8192 x outputs "
