@@ -26,6 +26,7 @@ CATALOG = [
     "olmo-1b",
     "olmo-7b",
     "olmoe-1b-7b",
+    "qwen3-30b-a3b",
     "smollm2-135m",
     "tiny",
     "tiny-draft",

@@ -52,7 +52,7 @@ class ModelSpec:
 
     @property
     def model_type(self) -> str:
-        """transformers' model_type: "llama", "qwen2", "olmo", "olmoe"."""
+        """transformers' model_type: "llama", "qwen2", "olmo", "olmoe", "qwen3_moe"."""
         return str(self.config["model_type"])
 
     @property

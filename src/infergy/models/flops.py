@@ -64,12 +64,14 @@ SpecLike = ModelSpec | Mapping[str, Any] | str
 _NORMS_RMS_2 = "rms2"  # input and post-attention RMSNorm weights
 _NORMS_NONE = "none"  # OLMo v1: LayerNorm without weights
 _NORMS_RMS_2_QK = "rms2+qk"  # OLMoE: also q_norm (hidden) and k_norm (kv width) over projections
+_NORMS_RMS_2_QK_HEAD = "rms2+qk-head"  # Qwen3: also q_norm and k_norm over each head (head_dim)
 _ARCHITECTURES: dict[str, tuple[bool | None, bool | None, str]] = {
     # model_type: (qkv bias, o bias, norms); None = from the config's attention_bias
     "llama": (None, None, _NORMS_RMS_2),
     "qwen2": (True, False, _NORMS_RMS_2),
     "olmo": (None, None, _NORMS_NONE),
     "olmoe": (None, None, _NORMS_RMS_2_QK),
+    "qwen3_moe": (None, None, _NORMS_RMS_2_QK_HEAD),
 }
 
 
@@ -179,6 +181,8 @@ def _norm_params(s: Shape) -> tuple[int, int]:
     per_layer = 2 * s.hidden
     if s.norms == _NORMS_RMS_2_QK:
         per_layer += s.hidden + (s.hidden // s.heads) * s.kv_heads
+    elif s.norms == _NORMS_RMS_2_QK_HEAD:
+        per_layer += 2 * s.head_dim
     return per_layer, s.hidden
 
 
