@@ -8,8 +8,10 @@
 #   2. deepseek-r1-distill-qwen-1.5b, a third family (qwen2), calibrated on vllm: its
 #      prediction from the four dense models is committed
 #      (docs/measurements/2026-12-05-olmoe-predicted/);
-#   3. three models calibrated on hf-eager (issue 32 asks for three), the smallest first;
-#   4. the B = 1 trials not measured (the sweep resumes by model).
+#   3. qwen3-30b-a3b, a second mixture of experts, calibrated on vllm (its prediction
+#      committed: docs/measurements/2026-12-06-qwen3-moe-predicted/);
+#   4. three models calibrated on hf-eager (issue 32 asks for three), the smallest first;
+#   5. the B = 1 trials not measured (the sweep resumes by model).
 # From the repository root, the vLLM bundle installed and on PYTHONPATH, in a session of its
 # own so that it outlives the call that starts it:
 #   setsid nohup bash benchmarks/sessions/next-h100.sh >/tmp/session.log 2>&1 </dev/null &
@@ -26,6 +28,7 @@ bash $P base b1-h100 $B/b1-h100.db || exit
 bash $P start c3 -- calibrate -m llama-3.2-3b -e vllm --db $D/calibrate-h100.db
 bash $P queue qwen -- calibrate -m deepseek-r1-distill-qwen-1.5b -e vllm \
   --db $D/calibrate-h100.db
+bash $P queue moe -- calibrate -m qwen3-30b-a3b -e vllm --db $D/calibrate-h100.db
 for m in llama-3.2-1b llama-3.2-3b olmo-7b; do
   bash $P queue "hf-$m" -- calibrate -m $m -e hf-eager --db $D/calibrate-h100.db
 done
