@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# One H200 session's runs, back to back on one card, each predicted before (the commits of
+# One H200 session's runs (issue 30's offline replay moved to 2026-12-06-h200.sh, which runs
+# first), back to back on one card, each predicted before (the commits of
 # docs/measurements/2026-12-05-h200-replays/ and 2026-12-05-advise-check-h200/):
 #   1. one `infergy serve` start (vLLM's defaults) for issue 33's default runs (replica 0,
 #      replica 1, all 400 on one card) and issue 30's code trace 4 times faster;
 #   2. issue 33's advised configuration (`--serve vllm`, max_num_batched_tokens 2048);
-#   3. issue 30's offline natural batches of 64 (512 requests, seed 0);
-#   4. vllm's validation points the shipped H200 profile lacks (a sweep: each point is stored
+#   3. vllm's validation points the shipped H200 profile lacks (a sweep: each point is stored
 #      as it is measured, so a session that ends first keeps what it measured).
 # From the repository root, the vLLM bundle installed and on PYTHONPATH, in the background:
 #   setsid nohup bash benchmarks/sessions/2026-12-05-h200.sh >/tmp/session.log 2>&1 </dev/null &
@@ -32,8 +32,6 @@ bash $P stop srv
 
 bash $P start adv -- replay -t $D/code-201-600.csv $M --mode online --serve vllm \
   --engine-option max_num_batched_tokens=2048 --db $D/advise-h200.db
-bash $P queue off -- replay -t azure-code-2023 $M -e vllm --batching natural -b 64 -n 512 \
-  --seed 0 --db $D/replays-h200.db
 bash $P queue val -- sweep benchmarks/sweeps/h200-llama-3.1-8b.yaml -e vllm \
   --db $D/h200.db --resume-by model
 bash $P wait 3600
