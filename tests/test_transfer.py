@@ -21,18 +21,22 @@ ACTIVE = [(0.3, 2e-11), (0.0, 5e-13), (0.0, 2e-15), (1e-3, 6e-13), (0.0, 2e-11),
 STATIC = {"kind": "static", "batch": 64}
 
 
-def per_feature(lines, x) -> list[float]:
-    """A model's cost a unit of each feature on the synthetic card: a + b x its driver, and
-    its experts' weights (expert_reads) read at the cost a byte of the other weights."""
-    return [a + b * xi for (a, b), xi in zip(lines, x[:-1], strict=True)] + [lines[0][1] * x[-1]]
+def per_feature(lines, x, expert_price: float = 0.0) -> list[float]:
+    """A model's cost a unit of each feature on the synthetic card: a + b x its driver, its
+    experts' weights (expert_reads) read at the cost a byte of the other weights, and a
+    token's expert FLOPs (x's last) at `expert_price` more a FLOP."""
+    out = [a + b * xi for (a, b), xi in zip(lines, x[:6], strict=True)] + [lines[0][1] * x[6]]
+    for i in (1, 3):  # prefill_tokens, decode_seqs
+        out[i] += expert_price * x[7]
+    return out
 
 
-def truth(name: str, batching: dict = STATIC) -> StepCost:
+def truth(name: str, batching: dict = STATIC, expert_price=(0.0, 0.0)) -> StepCost:
     """A model's step cost on the synthetic card: exactly a + b x its drivers."""
     x = drivers(get_model(name))
-    return StepCost(name, "hf-eager", "Synthetic GPU", per_feature(TIME, x),
-                    per_feature(ACTIVE, x), 70.0, {**batching, **routing(get_model(name))},
-                    busy_w=100.0)
+    return StepCost(name, "hf-eager", "Synthetic GPU", per_feature(TIME, x, expert_price[0]),
+                    per_feature(ACTIVE, x, expert_price[1]), 70.0,
+                    {**batching, **routing(get_model(name))}, busy_w=100.0)
 
 
 def windows_of(cost: StepCost) -> list[Window]:
@@ -48,10 +52,11 @@ def windows_of(cost: StepCost) -> list[Window]:
     return out
 
 
-def synthetic(name: str, batching: dict = STATIC) -> tuple[ModelSpec, Measured]:
+def synthetic(name: str, batching: dict = STATIC,
+              expert_price=(0.0, 0.0)) -> tuple[ModelSpec, Measured]:
     """A model as if measured on the synthetic card (a test double: its windows computed
     from its true step cost, not measured)."""
-    cost = truth(name, batching)
+    cost = truth(name, batching, expert_price)
     return get_model(name), Measured(name, "hf-eager", "Synthetic GPU", windows_of(cost),
                                      cost.batching, cost.idle_w, {}, [])
 
@@ -98,6 +103,26 @@ def test_a_mixture_of_experts_is_predicted_from_dense_models_by_the_experts_it_r
     assert t1 < 0.8 * predict_point(as_dense, 1, 512, 128)[0]
     t64, _ = predict_point(want, 64, 512, 128)  # 64 tokens: nearly every expert read
     assert t64 == pytest.approx(predict_point(as_dense, 64, 512, 128)[0], rel=0.01)
+
+
+def test_a_mixture_of_experts_measured_prices_the_expert_flops_of_another():
+    """Where a card's experts' FLOPs cost more than dense FLOPs, dense models cannot see it
+    (the price stays 0), and one measured mixture of experts fixes it: a second, of another
+    shape (128 experts of 768, top-8), is then predicted exactly."""
+    price = (2e-15, 4e-13)
+    dense = [synthetic(m) for m in MODELS[:3]]
+    assert fit_transfer(dense).expert_price == (0.0, 0.0)
+    transfer = fit_transfer([*dense, synthetic("olmoe-1b-7b", expert_price=price)])
+    np.testing.assert_allclose(transfer.expert_price[0], price[0], rtol=1e-6)
+    want = truth("qwen3-30b-a3b", expert_price=price)
+    predicted = transfer.predict(get_model("qwen3-30b-a3b"))
+    np.testing.assert_allclose(predicted.time_s, want.time_s, rtol=1e-6)
+    for shape in ((1, 512, 128), (64, 2048, 128)):
+        assert predict_point(predicted, *shape) == pytest.approx(predict_point(want, *shape),
+                                                                 rel=1e-6)
+    # Without the price a point of 64 x 2048 tokens is short by its expert FLOPs' share.
+    plain = fit_transfer(dense).predict(get_model("qwen3-30b-a3b"))
+    assert predict_point(plain, 64, 2048, 128)[0] < 0.9 * predict_point(want, 64, 2048, 128)[0]
 
 
 def test_two_models_fit_the_line_and_one_predicts_nothing():
@@ -222,6 +247,9 @@ def test_dense_models_are_predicted_from_dense_ones_and_a_mixture_of_experts_fro
     assert cost.fit["from_models"] == [*MODELS[:3], "olmoe-1b-7b"] and cost.experts == (32, 4)
     assert "olmoe-1b-7b predicted from the others erred by p90 0%" in words
     assert MOE_FROM_DENSE not in words and worst["all"]["energy_error"]["p90"] < 1e-6
+    # The synthetic card prices expert FLOPs as dense ones: 1.0x, checked by no second MoE.
+    assert words.endswith("its experts' FLOPs take 1.0x the time of a dense FLOP, as "
+                          "olmoe-1b-7b showed, a price no second mixture of experts has checked")
 
 
 def test_estimate_predicts_a_model_measured_on_no_engine_of_the_card_labelled(tmp_path):

@@ -17,6 +17,14 @@ feature, and what a unit holds grows with the model. Its driver, per feature:
   predicted from dense models by what its steps read (1/8 of its experts for one token of
   olmoe-1b-7b, nearly all for 32), not by all it stores. It has no coefficient of its own.
 
+One price has no feature of its own: a mixture of experts' expert FLOPs (a token's k experts'
+matmuls) may cost more than dense FLOPs, its experts' small matmuls being grouped and
+gathered. Each window adds its tokens (`prefill_tokens` + `decode_seqs`) x the model's expert
+FLOPs a token as one more column, priced c >= 0 over and above `FLOPs a token`'s b. Only a
+mixture of experts among the measured models fixes c: dense models alone leave it 0 (so a
+mixture of experts predicted from dense models is priced as above); on the H100, olmoe-1b-7b's
+own fit costs its FLOPs 1.5-1.6x what dense models give, all low at B = max.
+
 Over the card's measured models, each coefficient (of time, and of energy above idle) is
 a + b x driver (a, b >= 0), fitted once to all their measured windows together (the least
 squares of relative errors that fits one model, estimate/fit.py, over 2 x the features: each
@@ -43,6 +51,7 @@ from infergy.estimate.fit import Measured, errors, fit_rows, nnls
 from infergy.estimate.steps import FEATURES, StepCost, routing
 from infergy.models import ModelSpec
 from infergy.models.flops import (
+    expert_flops,
     expert_weight_bytes,
     kv_cache_bytes_per_token,
     prefill_flops,
@@ -55,6 +64,8 @@ DRIVERS = ("weight bytes read every step", "FLOPs a token", "attention FLOPs a p
            "FLOPs a token", "KV bytes a token", "layers",
            "expert weight bytes")  # of each of FEATURES, in its order
 OWN = len(FEATURES) - 1  # the features with coefficients of their own: all but expert_reads
+EXPERT_FLOPS = len(FEATURES)  # drivers()' last: a token's expert FLOPs (no feature of its own)
+TOKENS = (FEATURES.index("prefill_tokens"), FEATURES.index("decode_seqs"))
 MIN_MODELS = 2
 
 
@@ -63,26 +74,34 @@ class TransferError(EstimateError):
 
 
 def drivers(spec: ModelSpec) -> np.ndarray:
-    """What one unit of each feature holds for this model (DRIVERS, in FEATURES' order)."""
+    """What one unit of each feature holds for this model (DRIVERS, in FEATURES' order), then
+    a token's expert FLOPs (EXPERT_FLOPS; 0 for a dense model)."""
     s = shape(spec)
     token = prefill_flops(spec, 1, causal_attention=True)
     experts = expert_weight_bytes(spec)
     return np.array([weight_bytes(spec) - experts, token, 4.0 * s.heads * s.head_dim * s.layers,
-                     token, kv_cache_bytes_per_token(spec), float(s.layers), experts])
+                     token, kv_cache_bytes_per_token(spec), float(s.layers), experts,
+                     expert_flops(spec)])
 
 
 def _columns(features: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """A window's row of the pooled fit: its features, and its features times the model's
-    drivers, the expert bytes it read counted with the other weight bytes (`steps`)."""
+    """A window's row of the pooled fit: its features, its features times the model's drivers
+    (the expert bytes it read counted with the other weight bytes, `steps`), and its tokens'
+    expert FLOPs."""
     scaled = features[:OWN] * x[:OWN]
     scaled[0] += features[OWN] * x[OWN]
-    return np.concatenate([features[:OWN], scaled])
+    tokens = sum(features[i] for i in TOKENS)
+    return np.concatenate([features[:OWN], scaled, [tokens * x[EXPERT_FLOPS]]])
 
 
-def _coefficients(lines: list[tuple[float, float]], x: np.ndarray) -> list[float]:
+def _coefficients(lines: list[tuple[float, float]], x: np.ndarray,
+                  expert_price: float) -> list[float]:
     """A model's cost per unit of each feature, from the lines a + b x driver: expert_reads
-    at `steps`' cost a byte."""
-    return [a + b * xi for (a, b), xi in zip(lines, x[:OWN], strict=True)] + [lines[0][1] * x[OWN]]
+    at `steps`' cost a byte, and a token's expert FLOPs at `expert_price` more a FLOP."""
+    out = [a + b * xi for (a, b), xi in zip(lines, x[:OWN], strict=True)] + [lines[0][1] * x[OWN]]
+    for i in TOKENS:
+        out[i] += expert_price * x[EXPERT_FLOPS]
+    return out
 
 
 @dataclass
@@ -103,12 +122,14 @@ class Transfer:
     serving_idle_w: float | None = None
     serving_idle_from: str = ""
     sources: list[str] = field(default_factory=list)  # the stores of the models' points
+    expert_price: tuple[float, float] = (0.0, 0.0)  # c of time and of energy: module doc
 
     def predict(self, spec: ModelSpec, band: dict | None = None) -> StepCost:
         """The predicted step-cost model of `spec` (its `fit` says it is predicted, from
         which models, and the error `band` a leave-one-out check showed)."""
         x = drivers(spec)
-        time, active = _coefficients(self.time, x), _coefficients(self.active, x)
+        time = _coefficients(self.time, x, self.expert_price[0])
+        active = _coefficients(self.active, x, self.expert_price[1])
         fit = {"predicted": True, "from_models": list(self.models),
                "note": f"predicted for a model not measured on {self.gpu}, from "
                        f"{', '.join(self.models)}", "band": band or {}}
@@ -148,13 +169,14 @@ def fit_transfer(measured: list[tuple[ModelSpec, Measured]]) -> Transfer:
                if d.serving_idle_w is not None]
     return Transfer(
         measured[0][1].engine, measured[0][1].gpu,
-        list(zip(time[:n].tolist(), time[n:].tolist(), strict=True)),
+        list(zip(time[:n].tolist(), time[n:2 * n].tolist(), strict=True)),
         list(zip(energy[:n].tolist(), energy[n:2 * n].tolist(), strict=True)),
         statistics.median(d.idle_w for _, d in measured), float(energy[-1]),
         _reference_batching(measured), names,
         statistics.median(w for w, _ in waiting) if waiting else None,
         "; ".join(dict.fromkeys(words for _, words in waiting)),
-        sorted({source for _, d in measured for source in d.sources}))
+        sorted({source for _, d in measured for source in d.sources}),
+        (float(time[2 * n]), float(energy[2 * n])))
 
 
 def _reference_batching(measured: list[tuple[ModelSpec, Measured]]) -> dict:

@@ -19,7 +19,7 @@ from pathlib import Path
 from infergy.estimate.filled import design_gap
 from infergy.estimate.fit import Measured, errors, fit_rows, measured
 from infergy.estimate.served import band_of
-from infergy.estimate.steps import StepCost
+from infergy.estimate.steps import FEATURES, StepCost
 from infergy.estimate.transfer import MIN_MODELS, TransferError, fit_transfer, leave_one_out
 from infergy.models import ModelSpec, get_model
 from infergy.models.flops import weight_bytes
@@ -70,7 +70,8 @@ def predict_unmeasured(stores: list[Path], spec: ModelSpec, engine: str,
             f"`infergy calibrate -m MODEL -e {engine} --db STORE` on that card")
     pool, checked = _pool(spec, fitted, dense)
     worst, band = max(((m, band_of(s)) for m, s in checked.items()), key=lambda x: x[1])
-    cost = fit_transfer(pool).predict(spec, band={m: band_of(s) for m, s in checked.items()})
+    transfer = fit_transfer(pool)
+    cost = transfer.predict(spec, band={m: band_of(s) for m, s in checked.items()})
     cost.limits = _limits(pool, spec)
     kinds = sorted({s.model_type for s, _ in pool})
     words = (f"predicted for a model not measured on this card, from "
@@ -81,8 +82,22 @@ def predict_unmeasured(stores: list[Path], spec: ModelSpec, engine: str,
              + ("" if spec.model_type in kinds else
                 f"; its architecture ({spec.model_type}) is none of theirs ({', '.join(kinds)}), "
                 f"and that error was not checked on it")
-             + (MOE_FROM_DENSE if spec.is_moe and len(pool) == len(dense) else ""))
+             + (MOE_FROM_DENSE if spec.is_moe and len(pool) == len(dense) else "")
+             + (_expert_price_words(transfer, pool) if spec.is_moe else ""))
     return cost, checked[worst], words, fitted[0][1].gpu
+
+
+def _expert_price_words(transfer, pool: list) -> str:
+    """What the measured mixtures of experts said of their experts' FLOPs (a transfer's
+    expert price, estimate/transfer.py), and that one of them checks nothing."""
+    moes = [s.name for s, _ in pool if s.is_moe]
+    dense_flop = transfer.time[FEATURES.index("decode_seqs")][1]
+    if not moes or not dense_flop:
+        return ""
+    ratio = 1 + transfer.expert_price[0] / dense_flop
+    return (f"; its experts' FLOPs take {ratio:.1f}x the time of a dense FLOP, as "
+            f"{', '.join(moes)} showed"
+            + (", a price no second mixture of experts has checked" if len(moes) == 1 else ""))
 
 
 def _pool(spec: ModelSpec, fitted: list, dense: list) -> tuple[list, dict[str, dict]]:

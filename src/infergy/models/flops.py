@@ -225,6 +225,13 @@ def expert_weight_bytes(spec: SpecLike, dtype_bytes: float = 2) -> float:
     return s.layers * s.experts * _mlp_params(s) * float(dtype_bytes)
 
 
+def expert_flops(spec: SpecLike) -> float:
+    """FLOPs of one token's experts over all layers (its top-k experts' three matmuls; the
+    router not counted); 0 for a dense model."""
+    s = shape(spec)
+    return s.layers * s.experts_per_token * 2.0 * _mlp_params(s)
+
+
 def kv_cache_bytes_per_token(spec: SpecLike, dtype_bytes: float = 2) -> float:
     """Bytes of K and V one token adds to the cache, over all layers (bf16: 2 bytes)."""
     return _kv_bytes_per_token(shape(spec), dtype_bytes)
