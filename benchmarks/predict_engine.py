@@ -5,7 +5,8 @@ two engines showed at the same point on a reference card where both are measured
 
     J/token(engine, card) = J/token(sibling, card) x J/token(engine, ref) / J/token(sibling, ref)
 
-and the same for time per output token. Points are matched by (B label, input, output): at
+and the same for time per output token (the reference may be another model on the same card:
+`--ref-model`). Points are matched by (B label, input, output): at
 B = max each engine's own batch search sets B, so the ratio is of J per output token at the
 largest batch each fits. Written before the run (commit it), checked after:
 
@@ -45,8 +46,9 @@ def per_point(stores, model: str, engine: str, card: str) -> dict[tuple, dict]:
 
 def predict(args) -> None:
     target = per_point(args.store, args.model, args.sibling, args.card)
-    ref_engine = per_point(args.store, args.model, args.engine, args.ref)
-    ref_sibling = per_point(args.store, args.model, args.sibling, args.ref)
+    ref_model = args.ref_model or args.model
+    ref_engine = per_point(args.store, ref_model, args.engine, args.ref)
+    ref_sibling = per_point(args.store, ref_model, args.sibling, args.ref)
     points = []
     for key in sorted(target, key=lambda k: (k[0] != "1", k[1], k[2])):
         if key not in ref_engine or key not in ref_sibling:
@@ -60,11 +62,11 @@ def predict(args) -> None:
                        * e["s_per_token"] / s["s_per_token"]})
     out = {"predicted_at": datetime.now(UTC).isoformat(timespec="seconds"),
            "model": args.model, "engine": args.engine, "sibling": args.sibling,
-           "card": args.card, "reference_card": args.ref,
+           "card": args.card, "reference_card": args.ref, "reference_model": ref_model,
            "stores": [str(s) for s in args.store], "points": points}
     args.json.write_text(json.dumps(out, indent=1) + "\n")
     print(f"{args.model} on {args.engine}, {args.card}, from {args.sibling} there and both "
-          f"on {args.ref}: {len(points)} points")
+          f"on {args.ref} ({ref_model}): {len(points)} points")
     for p in points:
         print(f"  B={p['batch_label']:>3} I={p['input']:>5} O={p['output']:>4}  "
               f"{p['j_per_output_token']:.4f} J/token  {1e3 * p['s_per_output_token']:.2f} "
@@ -97,6 +99,8 @@ def main() -> None:
     parser.add_argument("--sibling", help="the engine measured on both cards")
     parser.add_argument("--card", default="NVIDIA H200")
     parser.add_argument("--ref", default="NVIDIA H100 80GB HBM3")
+    parser.add_argument("--ref-model", help="the model both engines measured on --ref "
+                                            "(default: -m's own)")
     parser.add_argument("--store", type=Path, action="append", default=[])
     parser.add_argument("--json", type=Path)
     parser.add_argument("--check", type=Path)
