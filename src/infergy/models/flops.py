@@ -226,10 +226,10 @@ def expert_weight_bytes(spec: SpecLike, dtype_bytes: float = 2) -> float:
 
 
 def expert_flops(spec: SpecLike) -> float:
-    """FLOPs of one token's experts over all layers (its top-k experts' three matmuls; the
-    router not counted); 0 for a dense model."""
+    """FLOPs of one token's experts over all layers (its top-k experts' three matmuls, as the
+    FLOPs below count them; the router not counted); 0 for a dense model."""
     s = shape(spec)
-    return s.layers * s.experts_per_token * 2.0 * _mlp_params(s)
+    return s.layers * _expert_flops_per_token(s)
 
 
 def kv_cache_bytes_per_token(spec: SpecLike, dtype_bytes: float = 2) -> float:
@@ -264,11 +264,16 @@ def _check_positive(**values: int) -> None:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
+def _expert_flops_per_token(s: Shape) -> float:
+    """Matmul FLOPs of one token through its top-k experts in one layer (0 for a dense model)."""
+    return s.experts_per_token * 2.0 * 3 * s.hidden * s.ffn
+
+
 def _linear_flops_per_token(s: Shape) -> float:
     """Matmul FLOPs of one token through one layer, attention scores excluded."""
     projections = 2.0 * (s.hidden * (s.q_width + 2 * s.kv_width) + s.q_width * s.hidden)
     if s.is_moe:
-        mlp = 2.0 * s.hidden * s.experts + s.experts_per_token * 2.0 * 3 * s.hidden * s.ffn
+        mlp = 2.0 * s.hidden * s.experts + _expert_flops_per_token(s)
     else:
         mlp = 2.0 * 3 * s.hidden * s.ffn
     return projections + mlp
