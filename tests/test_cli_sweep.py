@@ -21,11 +21,11 @@ def flat(text: str) -> str:
     return " ".join(text.split())
 
 
-def write_store(path, batches=(1, 2)):
+def write_store(path, batches=(1, 2), model="tiny"):
     with Store(path) as store:
         run = store.start_run(device=DEVICE, meta=META, spec=None)
         for batch in batches:
-            point = {"model": "tiny", "engine": "hf-eager", "batch": batch, "input_tokens": 8,
+            point = {"model": model, "engine": "hf-eager", "batch": batch, "input_tokens": 8,
                      "output_tokens": 4, "decoding": "greedy", "tp": 1, "dtype": "bfloat16"}
             store.add_point(run, DEVICE, {"point": point, "status": "ok", "energy_j": 4.0 * batch,
                                           "j_per_output_token": 1.0, "time_s": 0.1},
@@ -135,6 +135,22 @@ def test_results_list_show_export_and_merge(tmp_path):
     assert "Simulated GPU: where and when" in text and "GPU-simulate… │ 3 │" in text
     # 3 points of 0.1 s at B = 1, 2 and 4: none with a window long enough for its CV to count
     assert text.count("│ hf-eager │ greedy │ 1 │") == 3 and "│ 1 │ 0 │ - │ - │ none │" in text
+
+
+def test_results_merge_takes_one_models_points_and_their_runs(tmp_path):
+    write_store(tmp_path / "a.db")
+    write_store(tmp_path / "a.db", batches=(8,), model="other")
+    merged = runner.invoke(app, ["results", "merge", str(tmp_path / "a.db"), "-m", "other",
+                                 "-o", str(tmp_path / "o.db")])
+    assert merged.exit_code == 0 and "1 points and 1 runs added" in flat(merged.output)
+    with Store(tmp_path / "o.db", create=False, read_only=True) as store:
+        assert [(p["model"], p["batch"]) for p in store.points()] == [("other", 8)]
+        assert len(store.runs()) == 1
+    missing = runner.invoke(app, ["results", "merge", str(tmp_path / "a.db"), "-m", "nope",
+                                  "-o", str(tmp_path / "n.db")])
+    assert missing.exit_code == 2 and "--model nope: no point or replay of it in" in flat(
+        missing.output)
+    assert not (tmp_path / "n.db").exists() and "Traceback" not in missing.output
 
 
 def test_results_errors_are_clear(tmp_path):

@@ -129,6 +129,8 @@ def results_merge(
     sources: list[Path] = typer.Argument(..., help="Stores to merge."),
     output: Path = typer.Option(..., "--output", "-o", help="Store to merge into (created if "
                                                             "missing)."),
+    model: list[str] = typer.Option([], "--model", "-m", help="Only this model's points and "
+                                    "replays, with the runs that measured them (repeatable)."),
 ):
     """Merge stores measured on several machines or runs; each measurement is kept once (a
     point of the same key measured again on the same GPU is skipped as a duplicate)."""
@@ -141,7 +143,7 @@ def results_merge(
     if output.is_dir():
         raise fail(f"-o {output}: is a folder; give the store to merge into")
     try:
-        added = merge(sources, output)
+        added = merge(sources, output, model)
     except StoreError as e:
         raise fail(str(e)) from None
     also = f", {added.replays} replays" if added.replays else ""

@@ -114,9 +114,12 @@ class Merged(NamedTuple):
     duplicates: int
 
 
-def merge(sources: Iterable[Path], target: Path) -> Merged:
-    """Merge stores into `target` (created if missing). Every source is read whole before
-    the target is written; a source that is the target itself is refused (StoreError)."""
+def merge(sources: Iterable[Path], target: Path, models: Iterable[str] = ()) -> Merged:
+    """Merge stores into `target` (created if missing): every point and replay, or with
+    `models` only those of these models, with the runs that measured them. Every source is
+    read whole before the target is written; a source that is the target itself is refused,
+    and so is a model that no source holds (StoreError)."""
+    models = set(models)
     sources, target = [Path(s) for s in sources], Path(target)
     for source in sources:
         if same_file(source, target):
@@ -125,7 +128,17 @@ def merge(sources: Iterable[Path], target: Path) -> Merged:
     read = []
     for source in sources:
         with Store(source, create=False, read_only=True) as src:
-            read.append((src.runs(), src.points(), src.replays()))
+            runs, points, replays = src.runs(), src.points(), src.replays()
+        if models:
+            points = [p for p in points if p["model"] in models]
+            replays = [r for r in replays if r["model"] in models]
+            used = {row["run_id"] for row in points + replays}
+            runs = [r for r in runs if r["id"] in used]
+        read.append((runs, points, replays))
+    held = {row["model"] for _, points, replays in read for row in points + replays}
+    if models - held:
+        raise StoreError(f"--model {', '.join(sorted(models - held))}: no point or replay of "
+                         f"it in {', '.join(map(str, sources))}")
     added = Merged(0, 0, 0, 0)
     with Store(target) as out:
         for runs, points, replays in read:
