@@ -1,17 +1,14 @@
 #!/usr/bin/env bash
 # What an H100 advances next, when a session asking for an H200 is lent one (issue 32 first:
-# the leave-one-model-out check over a third family and a second engine; then issue 30 item
-# 4's B = 1 trials left). Each command resumes what its store
-# holds, so a session cut short keeps its points and the next one goes on:
-#   1. llama-3.2-3b's calibration: its 5 missing design points (calibrate resumes by the
-#      card's model since 2026-12-05 late night: a fresh H100 goes on where the last stopped);
-#   2. deepseek-r1-distill-qwen-1.5b, a third family (qwen2), calibrated on vllm: its
-#      prediction from the four dense models is committed
-#      (docs/measurements/2026-12-05-olmoe-predicted/);
-#   3. qwen3-30b-a3b, a second mixture of experts, calibrated on vllm (its prediction
+# the leave-one-model-out check over a second mixture of experts and a second engine; then
+# issue 30 item 4's B = 1 trials left). Each command resumes what its store holds (calibrate
+# by the card's model), so a session cut short keeps its points and the next one goes on.
+# Done on 2026-12-06 (docs/measurements/2026-12-06-h100-calibrations/, the base below):
+# llama-3.2-3b's last 5 design points and deepseek-r1-distill-qwen-1.5b on vllm. Left:
+#   1. qwen3-30b-a3b, a second mixture of experts, calibrated on vllm (its prediction
 #      committed: docs/measurements/2026-12-06-qwen3-moe-predicted/);
-#   4. three models calibrated on hf-eager (issue 32 asks for three), the smallest first;
-#   5. the B = 1 trials not measured (the sweep resumes by model).
+#   2. three models calibrated on hf-eager (issue 32 asks for three), the smallest first;
+#   3. the B = 1 trials not measured (the sweep resumes by model).
 # From the repository root, the vLLM bundle installed and on PYTHONPATH, in a session of its
 # own so that it outlives the call that starts it:
 #   setsid nohup bash benchmarks/sessions/next-h100.sh >/tmp/session.log 2>&1 </dev/null &
@@ -20,15 +17,12 @@ set -u
 P=benchmarks/profile-gpus.sh
 D=/tmp/infergy-profile
 B=docs/measurements/2026-12-05-h100-b1-and-calibrations
-C=docs/measurements/2026-12-05-h100-moe-olmo-calibrations
+C=docs/measurements/2026-12-06-h100-calibrations
 export OUT=/tmp/infergy-session-out NO_SNAPSHOT=1
 mkdir -p "$OUT" "$D" || exit
 bash $P base calibrate-h100 $C/calibrate-h100.db || exit
 bash $P base b1-h100 $B/b1-h100.db || exit
-bash $P start c3 -- calibrate -m llama-3.2-3b -e vllm --db $D/calibrate-h100.db
-bash $P queue qwen -- calibrate -m deepseek-r1-distill-qwen-1.5b -e vllm \
-  --db $D/calibrate-h100.db
-bash $P queue moe -- calibrate -m qwen3-30b-a3b -e vllm --db $D/calibrate-h100.db
+bash $P start moe -- calibrate -m qwen3-30b-a3b -e vllm --db $D/calibrate-h100.db
 for m in llama-3.2-1b llama-3.2-3b olmo-7b; do
   bash $P queue "hf-$m" -- calibrate -m $m -e hf-eager --db $D/calibrate-h100.db
 done

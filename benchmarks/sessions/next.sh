@@ -8,6 +8,9 @@
 # (`profile-gpus.sh wait` alone returns at once while a server starts or between two stages):
 #   end=$(( $(date +%s) + 540 )); until grep -q "session: done" /tmp/session.log ||
 #     [ "$(date +%s)" -ge $end ]; do sleep 5; done; OUT=$OUT bash benchmarks/profile-gpus.sh wait 1
+# and packs the logs into one file (a call brings back at most 8 files from $OUT):
+#   cp /tmp/session.log /tmp/infergy-profile/*.log $OUT/; (cd $OUT && tar czf logs.tgz *.log &&
+#     rm *.log)
 here=$(dirname "$0")
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1)
 echo "session: $card"
