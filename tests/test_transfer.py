@@ -21,21 +21,25 @@ ACTIVE = [(0.3, 2e-11), (0.0, 5e-13), (0.0, 2e-15), (1e-3, 6e-13), (0.0, 2e-11),
 STATIC = {"kind": "static", "batch": 64}
 
 
-def per_feature(lines, x, expert_price: float = 0.0) -> list[float]:
+def per_feature(lines, x, expert_price: float = 0.0, layer_price: float = 0.0) -> list[float]:
     """A model's cost a unit of each feature on the synthetic card: a + b x its driver, its
-    experts' weights (expert_reads) read at the cost a byte of the other weights, and a
-    token's expert FLOPs (x's last) at `expert_price` more a FLOP."""
+    experts' weights (expert_reads) read at the cost a byte of the other weights, a token's
+    expert FLOPs (x's last) at `expert_price` more a FLOP, and a decoding sequence's layers
+    (x[5]) at `layer_price` a layer."""
     out = [a + b * xi for (a, b), xi in zip(lines, x[:6], strict=True)] + [lines[0][1] * x[6]]
     for i in (1, 3):  # prefill_tokens, decode_seqs
         out[i] += expert_price * x[7]
+    out[3] += layer_price * x[5]
     return out
 
 
-def truth(name: str, batching: dict = STATIC, expert_price=(0.0, 0.0)) -> StepCost:
+def truth(name: str, batching: dict = STATIC, expert_price=(0.0, 0.0),
+          layer_price=(0.0, 0.0)) -> StepCost:
     """A model's step cost on the synthetic card: exactly a + b x its drivers."""
     x = drivers(get_model(name))
-    return StepCost(name, "hf-eager", "Synthetic GPU", per_feature(TIME, x, expert_price[0]),
-                    per_feature(ACTIVE, x, expert_price[1]), 70.0,
+    return StepCost(name, "hf-eager", "Synthetic GPU",
+                    per_feature(TIME, x, expert_price[0], layer_price[0]),
+                    per_feature(ACTIVE, x, expert_price[1], layer_price[1]), 70.0,
                     {**batching, **routing(get_model(name))}, busy_w=100.0)
 
 
@@ -52,11 +56,11 @@ def windows_of(cost: StepCost) -> list[Window]:
     return out
 
 
-def synthetic(name: str, batching: dict = STATIC,
-              expert_price=(0.0, 0.0)) -> tuple[ModelSpec, Measured]:
+def synthetic(name: str, batching: dict = STATIC, expert_price=(0.0, 0.0),
+              layer_price=(0.0, 0.0)) -> tuple[ModelSpec, Measured]:
     """A model as if measured on the synthetic card (a test double: its windows computed
     from its true step cost, not measured)."""
-    cost = truth(name, batching, expert_price)
+    cost = truth(name, batching, expert_price, layer_price)
     return get_model(name), Measured(name, "hf-eager", "Synthetic GPU", windows_of(cost),
                                      cost.batching, cost.idle_w, {}, [])
 
@@ -123,6 +127,25 @@ def test_a_mixture_of_experts_measured_prices_the_expert_flops_of_another():
     # Without the price a point of 64 x 2048 tokens is short by its expert FLOPs' share.
     plain = fit_transfer(dense).predict(get_model("qwen3-30b-a3b"))
     assert predict_point(plain, 64, 2048, 128)[0] < 0.9 * predict_point(want, 64, 2048, 128)[0]
+
+
+def test_four_models_price_a_decoding_sequence_s_layers_and_three_leave_it_at_zero():
+    """Where a decoding sequence costs a price a layer beside its FLOPs, four dense models of
+    several depths fix it and predict a fifth, of another family, exactly; three would fix a,
+    b and c with nothing left over to check them, and the price stays 0 (a + b x FLOPs alone
+    then carries the sequence's cost)."""
+    price = (4e-7, 2e-5)
+    known = [synthetic(m, layer_price=price) for m in MODELS]
+    transfer = fit_transfer(known)
+    np.testing.assert_allclose(transfer.layer_price[0], price[0], rtol=1e-6)
+    target = "deepseek-r1-distill-qwen-1.5b"
+    want = truth(target, layer_price=price)
+    predicted = transfer.predict(get_model(target))
+    np.testing.assert_allclose(predicted.time_s, want.time_s, rtol=1e-6)
+    assert predict_point(predicted, 64, 512, 128) == pytest.approx(
+        predict_point(want, 64, 512, 128), rel=1e-6)
+    assert fit_transfer(known[:3]).layer_price == (0.0, 0.0)
+    assert transfer.expert_price == (0.0, 0.0)  # no mixture of experts among them
 
 
 def test_two_models_fit_the_line_and_one_predicts_nothing():
@@ -248,8 +271,8 @@ def test_dense_models_are_predicted_from_dense_ones_and_a_mixture_of_experts_fro
     assert "olmoe-1b-7b predicted from the others erred by p90 0%" in words
     assert MOE_FROM_DENSE not in words and worst["all"]["energy_error"]["p90"] < 1e-6
     # The synthetic card prices expert FLOPs as dense ones: 1.0x, checked by no second MoE.
-    assert words.endswith("its experts' FLOPs take 1.0x the time of a dense FLOP, as "
-                          "olmoe-1b-7b showed, a price no second mixture of experts has checked")
+    assert words.endswith("its experts' FLOPs take 1.0x the time of a dense prompt's FLOP, "
+                          "as olmoe-1b-7b showed, a price no second mixture of experts has checked")
 
 
 def test_estimate_predicts_a_model_measured_on_no_engine_of_the_card_labelled(tmp_path):

@@ -17,13 +17,23 @@ feature, and what a unit holds grows with the model. Its driver, per feature:
   predicted from dense models by what its steps read (1/8 of its experts for one token of
   olmoe-1b-7b, nearly all for 32), not by all it stores. It has no coefficient of its own.
 
-One price has no feature of its own: a mixture of experts' expert FLOPs (a token's k experts'
-matmuls) may cost more than dense FLOPs, its experts' small matmuls being grouped and
-gathered. Each window adds its tokens (`prefill_tokens` + `decode_seqs`) x the model's expert
-FLOPs a token as one more column, priced c >= 0 over and above `FLOPs a token`'s b. Only a
-mixture of experts among the measured models fixes c: dense models alone leave it 0 (so a
-mixture of experts predicted from dense models is priced as above); on the H100, olmoe-1b-7b's
-own fit costs its FLOPs 1.5-1.6x what dense models give, all low at B = max.
+Two prices (PRICES) have no feature of their own; each adds a column to the fit, some
+features' units x a second driver, priced c >= 0 over and above those features' lines:
+
+- a mixture of experts' expert FLOPs (a token's k experts' matmuls) may cost more than dense
+  FLOPs, its experts' small matmuls being grouped and gathered: a window's tokens
+  (`prefill_tokens` + `decode_seqs`) x the model's expert FLOPs a token. Only a mixture of
+  experts among the measured models fixes it: dense models alone leave it 0 (so a mixture of
+  experts predicted from dense models is priced as above); on the H100, olmoe-1b-7b's own fit
+  costs its FLOPs 1.5-1.6x what dense models give, all low at B = max.
+- a decoding sequence's layers: beside its FLOPs, each layer's per-sequence work (attention
+  over its own cache, the host's share) costs time a deep, thin model pays more of than its
+  FLOPs say: `decode_seqs` x the layers. deepseek-r1-distill-qwen-1.5b (28 layers) decodes
+  1,024 sequences 1.66x slower than llama-3.2-1b (16) for 1.25x its FLOPs (the H100,
+  2026-12-06). Three models fix a sequence's a, b and c exactly, their noise with them (on
+  the H100, llama-3.2-1b predicted so from three others erred by p90 24% against 16%
+  without the price); from LAYER_PRICE_MODELS models on, the fit is over-determined, and
+  with fewer the price is 0.
 
 Over the card's measured models, each coefficient (of time, and of energy above idle) is
 a + b x driver (a, b >= 0), fitted once to all their measured windows together (the least
@@ -66,7 +76,11 @@ DRIVERS = ("weight bytes read every step", "FLOPs a token", "attention FLOPs a p
 OWN = len(FEATURES) - 1  # the features with coefficients of their own: all but expert_reads
 EXPERT_FLOPS = len(FEATURES)  # drivers()' last: a token's expert FLOPs (no feature of its own)
 TOKENS = (FEATURES.index("prefill_tokens"), FEATURES.index("decode_seqs"))
+LAYERS = FEATURES.index("calls")  # the driver of `calls` is the layers
+# The prices (module doc): the features each adds to, and the driver it multiplies them by.
+PRICES = ((TOKENS, EXPERT_FLOPS), ((FEATURES.index("decode_seqs"),), LAYERS))
 MIN_MODELS = 2
+LAYER_PRICE_MODELS = 4  # the layers' price is fitted from four models or more (module doc)
 
 
 class TransferError(EstimateError):
@@ -84,23 +98,25 @@ def drivers(spec: ModelSpec) -> np.ndarray:
                      expert_flops(spec)])
 
 
-def _columns(features: np.ndarray, x: np.ndarray) -> np.ndarray:
+def _columns(features: np.ndarray, x: np.ndarray, priced: int = len(PRICES)) -> np.ndarray:
     """A window's row of the pooled fit: its features, its features times the model's drivers
-    (the expert bytes it read counted with the other weight bytes, `steps`), and its tokens'
-    expert FLOPs."""
+    (the expert bytes it read counted with the other weight bytes, `steps`), and a column for
+    each price (the first `priced` of them; the others' left 0)."""
     scaled = features[:OWN] * x[:OWN]
     scaled[0] += features[OWN] * x[OWN]
-    tokens = sum(features[i] for i in TOKENS)
-    return np.concatenate([features[:OWN], scaled, [tokens * x[EXPERT_FLOPS]]])
+    prices = [sum(features[i] for i in which) * x[driver] if n < priced else 0.0
+              for n, (which, driver) in enumerate(PRICES)]
+    return np.concatenate([features[:OWN], scaled, prices])
 
 
 def _coefficients(lines: list[tuple[float, float]], x: np.ndarray,
-                  expert_price: float) -> list[float]:
+                  prices: list[float]) -> list[float]:
     """A model's cost per unit of each feature, from the lines a + b x driver: expert_reads
-    at `steps`' cost a byte, and a token's expert FLOPs at `expert_price` more a FLOP."""
+    at `steps`' cost a byte, and each price's features c x its driver more."""
     out = [a + b * xi for (a, b), xi in zip(lines, x[:OWN], strict=True)] + [lines[0][1] * x[OWN]]
-    for i in TOKENS:
-        out[i] += expert_price * x[EXPERT_FLOPS]
+    for (which, driver), c in zip(PRICES, prices, strict=True):
+        for i in which:
+            out[i] += c * x[driver]
     return out
 
 
@@ -122,14 +138,25 @@ class Transfer:
     serving_idle_w: float | None = None
     serving_idle_from: str = ""
     sources: list[str] = field(default_factory=list)  # the stores of the models' points
-    expert_price: tuple[float, float] = (0.0, 0.0)  # c of time and of energy: module doc
+    prices: list[tuple[float, float]] = field(
+        default_factory=lambda: [(0.0, 0.0)] * len(PRICES))  # PRICES' c of time and of energy
+
+    @property
+    def expert_price(self) -> tuple[float, float]:
+        """The expert FLOPs' price over a dense FLOP: c of time and of energy."""
+        return self.prices[0]
+
+    @property
+    def layer_price(self) -> tuple[float, float]:
+        """A decoding sequence's price a layer over its FLOPs: c of time and of energy."""
+        return self.prices[1]
 
     def predict(self, spec: ModelSpec, band: dict | None = None) -> StepCost:
         """The predicted step-cost model of `spec` (its `fit` says it is predicted, from
         which models, and the error `band` a leave-one-out check showed)."""
         x = drivers(spec)
-        time = _coefficients(self.time, x, self.expert_price[0])
-        active = _coefficients(self.active, x, self.expert_price[1])
+        time = _coefficients(self.time, x, [t for t, _ in self.prices])
+        active = _coefficients(self.active, x, [e for _, e in self.prices])
         fit = {"predicted": True, "from_models": list(self.models),
                "note": f"predicted for a model not measured on {self.gpu}, from "
                        f"{', '.join(self.models)}", "band": band or {}}
@@ -156,11 +183,12 @@ def fit_transfer(measured: list[tuple[ModelSpec, Measured]]) -> Transfer:
             f"the others to show the prediction's error. Calibrate more models on the card "
             f"(`infergy calibrate -m MODEL -e ENGINE --db STORE`)")
     rows_t, y_t, rows_e, y_e = [], [], [], []
+    priced = len(PRICES) if len(set(names)) >= LAYER_PRICE_MODELS else 1  # PRICES[0] only
     for spec, data in measured:
         x = drivers(spec)
         t, yt, e, ye = fit_rows(data)
-        rows_t += [_columns(f, x) for f in t]
-        rows_e += [np.append(_columns(r[:-1], x), r[-1]) for r in e]
+        rows_t += [_columns(f, x, priced) for f in t]
+        rows_e += [np.append(_columns(r[:-1], x, priced), r[-1]) for r in e]
         y_t += yt
         y_e += ye
     n = OWN
@@ -176,20 +204,21 @@ def fit_transfer(measured: list[tuple[ModelSpec, Measured]]) -> Transfer:
         statistics.median(w for w, _ in waiting) if waiting else None,
         "; ".join(dict.fromkeys(words for _, words in waiting)),
         sorted({source for _, d in measured for source in d.sources}),
-        (float(time[2 * n]), float(energy[2 * n])))
+        [(float(t), float(e)) for t, e in zip(time[2 * n:], energy[2 * n:-1], strict=True)])
 
 
 def _reference_batching(measured: list[tuple[ModelSpec, Measured]]) -> dict:
     """The engine's policy as its models ran: static with the largest batch measured, or
-    continuous with the card's memory for the KV cache as a measured model's shows it (the
-    memory the cache and the weights took together)."""
+    continuous with the card's memory for the KV cache as its measured models show it: the
+    median of the memory each one's cache and weights took together (on the H100, 68.9-70.0
+    GiB over six models; the first model's alone made a large model's B = max hang on which
+    model sorted first)."""
     policies = [d.batching for _, d in measured]
     if policies[0].get("kind") == "static":
         return {"kind": "static", "batch": max(p["batch"] for p in policies)}
-    spec, data = measured[0]
-    p = data.batching
-    usable = p["kv_blocks"] * p["block_bytes"] + weight_bytes(spec)
-    return {**p, "usable_bytes": usable}
+    usable = statistics.median(d.batching["kv_blocks"] * d.batching["block_bytes"]
+                               + weight_bytes(spec) for spec, d in measured)
+    return {**policies[0], "usable_bytes": usable}
 
 
 def _batching_for(reference: dict, spec: ModelSpec) -> dict:

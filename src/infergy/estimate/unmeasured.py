@@ -91,11 +91,11 @@ def _expert_price_words(transfer, pool: list) -> str:
     """What the measured mixtures of experts said of their experts' FLOPs (a transfer's
     expert price, estimate/transfer.py), and that one of them checks nothing."""
     moes = [s.name for s, _ in pool if s.is_moe]
-    dense_flop = transfer.time[FEATURES.index("decode_seqs")][1]
+    dense_flop = transfer.time[FEATURES.index("prefill_tokens")][1]  # compute-bound FLOPs
     if not moes or not dense_flop:
         return ""
     ratio = 1 + transfer.expert_price[0] / dense_flop
-    return (f"; its experts' FLOPs take {ratio:.1f}x the time of a dense FLOP, as "
+    return (f"; its experts' FLOPs take {ratio:.1f}x the time of a dense prompt's FLOP, as "
             f"{', '.join(moes)} showed"
             + (", a price no second mixture of experts has checked" if len(moes) == 1 else ""))
 
