@@ -8,9 +8,9 @@
 # (`profile-gpus.sh wait` alone returns at once while a server starts or between two stages):
 #   end=$(( $(date +%s) + 540 )); until grep -q "session: done" /tmp/session.log ||
 #     [ "$(date +%s)" -ge $end ]; do sleep 5; done; OUT=$OUT bash benchmarks/profile-gpus.sh wait 1
-# and packs the logs into one file (a call brings back at most 8 files from $OUT):
-#   cp /tmp/session.log /tmp/infergy-profile/*.log $OUT/; (cd $OUT && tar czf logs.tgz *.log &&
-#     rm *.log)
+# and adds the session's own log: `cp /tmp/session.log $OUT/`. A call brings back at most 8
+# files from $OUT: the snapshot's stores (4 in the H200's plan), commands.log (every command's
+# log), servers.log, gpus.csv and session.log fit; copying each log beside them does not.
 here=$(dirname "$0")
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1)
 echo "session: $card"
