@@ -7,7 +7,8 @@
 # llama-3.2-3b's last 5 design points and deepseek-r1-distill-qwen-1.5b on vllm. Left:
 #   1. qwen3-30b-a3b, a second mixture of experts, calibrated on vllm (its prediction
 #      committed: docs/measurements/2026-12-06-qwen3-moe-predicted/);
-#   2. three models calibrated on hf-eager (issue 32 asks for three), the smallest first;
+#   2. three models calibrated on hf-eager (issue 32 asks for three), the smallest first
+#      (each predicted: docs/measurements/2026-12-06-h200-engines-predicted/);
 #   3. the B = 1 trials not measured (the sweep resumes by model).
 # From the repository root, the vLLM bundle installed and on PYTHONPATH, in a session of its
 # own so that it outlives the call that starts it:
