@@ -136,9 +136,10 @@ def merge(sources: Iterable[Path], target: Path, models: Iterable[str] = ()) -> 
             runs = [r for r in runs if r["id"] in used]
         read.append((runs, points, replays))
     held = {row["model"] for _, points, replays in read for row in points + replays}
-    if models - held:
-        raise StoreError(f"--model {', '.join(sorted(models - held))}: no point or replay of "
-                         f"it in {', '.join(map(str, sources))}")
+    if missing := sorted(models - held):
+        raise StoreError(f"--model {', '.join(missing)}: no point or replay of "
+                         f"{'it' if len(missing) == 1 else 'them'} in "
+                         f"{', '.join(map(str, sources))}")
     added = Merged(0, 0, 0, 0)
     with Store(target) as out:
         for runs, points, replays in read:
