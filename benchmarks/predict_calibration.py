@@ -11,6 +11,9 @@ output token.
     PYTHONPATH=src python3 benchmarks/predict_calibration.py --check predicted.json \
         --measured C.db                                            # after: signed errors
 
+`--unbanded` predicts from two calibrated models as well, with no band: a prediction to commit
+before the run of a third model, which `infergy estimate` refuses until the third is measured.
+
 The check reads the measured points of the same model, engine and card, and matches them to the
 prediction by (B, I, O); a point predicted at a B = max the run did not reach is predicted again
 at the B it measured, from the same predicted step-cost model (saved in the JSON).
@@ -26,7 +29,8 @@ from pathlib import Path
 from infergy.estimate.filled import max_batch
 from infergy.estimate.fit import errors, measured, predict_point
 from infergy.estimate.steps import StepCost
-from infergy.estimate.unmeasured import predict_unmeasured
+from infergy.estimate.transfer import fit_transfer
+from infergy.estimate.unmeasured import batch_limits, calibrated_models, predict_unmeasured
 from infergy.models import UnknownModelError, get_model
 from infergy.plan import CALIBRATION_OUTPUTS, calibration_inputs
 from infergy.profile.load import EstimateError
@@ -38,9 +42,25 @@ def point(cost: StepCost, label: str, batch: int, i: int, o: int) -> dict:
             "energy_j": energy_j, "j_per_output_token": energy_j / (batch * o)}
 
 
+def unbanded(args, spec) -> tuple[StepCost, dict, str, str]:
+    """The transfer from every dense model the stores calibrate, two included, with no band
+    (a band needs three: each predicted from the others): a prediction to commit before a
+    third model's run checks it, which `infergy estimate` would refuse."""
+    dense = [(s, d) for s, d in calibrated_models(args.store, spec, args.engine, args.gpu)[0]
+             if not s.is_moe]
+    cost = fit_transfer(dense).predict(spec)
+    cost.limits = batch_limits(dense, spec)
+    words = (f"predicted from {', '.join(s.name for s, _ in dense)} with no error band "
+             f"(--unbanded: a band needs three models)")
+    return cost, {}, words, dense[0][1].gpu
+
+
 def predict(args) -> None:
     spec = get_model(args.model)
-    cost, worst, words, gpu = predict_unmeasured(args.store, spec, args.engine, args.gpu)
+    if args.unbanded:
+        cost, worst, words, gpu = unbanded(args, spec)
+    else:
+        cost, worst, words, gpu = predict_unmeasured(args.store, spec, args.engine, args.gpu)
     points = []
     for i in calibration_inputs(spec.max_context):
         for o in CALIBRATION_OUTPUTS:
@@ -83,6 +103,8 @@ def main() -> None:
     parser.add_argument("--gpu", help="a card as infergy names it (h100-sxm, h200: `infergy env`)")
     parser.add_argument("--store", type=Path, action="append", default=[])
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--unbanded", action="store_true",
+                        help="predict from two calibrated models too, with no error band")
     parser.add_argument("--check", type=Path, help="a prediction's JSON, to check")
     parser.add_argument("--measured", type=Path, action="append", default=[])
     args = parser.parse_args()

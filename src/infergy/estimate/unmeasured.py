@@ -35,12 +35,11 @@ MOE_FROM_DENSE = ("; it is a mixture of experts and they are dense: its steps ar
                   "own")
 
 
-def predict_unmeasured(stores: list[Path], spec: ModelSpec, engine: str,
-                       card: str) -> tuple[StepCost, dict, str, str]:
-    """The predicted step-cost model of `spec` on `engine` and `card` (a models.gpus name),
-    from the stores' calibrated models of that card: (model, the worst held-out model's error
-    summary, in words, the card as measured). TransferError, saying why, where the stores
-    cannot support it."""
+def calibrated_models(stores: list[Path], spec: ModelSpec, engine: str,
+                      card: str) -> tuple[list[tuple[ModelSpec, Measured]], list[str]]:
+    """The models other than `spec` calibrated on `engine` and `card` (a models.gpus name) in
+    the stores, with their measured points; and, in words, those the stores hold but that
+    cannot be fitted (a design not covered, too few points)."""
     found: dict[str, str] = {}  # model -> the card's name as measured
     for _, p, run in stored_points(stores, engine=engine, status="ok", tp=1,
                                    decoding="greedy", engine_options="{}"):
@@ -59,6 +58,16 @@ def predict_unmeasured(stores: list[Path], spec: ModelSpec, engine: str,
             fitted.append((get_model(model), data))
         except EstimateError as e:
             skipped.append(f"{model} ({e})")
+    return fitted, skipped
+
+
+def predict_unmeasured(stores: list[Path], spec: ModelSpec, engine: str,
+                       card: str) -> tuple[StepCost, dict, str, str]:
+    """The predicted step-cost model of `spec` on `engine` and `card` (a models.gpus name),
+    from the stores' calibrated models of that card: (model, the worst held-out model's error
+    summary, in words, the card as measured). TransferError, saying why, where the stores
+    cannot support it."""
+    fitted, skipped = calibrated_models(stores, spec, engine, card)
     held = (f"; the stores hold {', '.join(skipped)}" if skipped else "")
     dense = [(s, d) for s, d in fitted if not s.is_moe]
     if len(dense) < MIN_MODELS + 1:
@@ -72,7 +81,7 @@ def predict_unmeasured(stores: list[Path], spec: ModelSpec, engine: str,
     worst, band = max(((m, band_of(s)) for m, s in checked.items()), key=lambda x: x[1])
     transfer = fit_transfer(pool)
     cost = transfer.predict(spec, band={m: band_of(s) for m, s in checked.items()})
-    cost.limits = _limits(pool, spec)
+    cost.limits = batch_limits(pool, spec)
     kinds = sorted({s.model_type for s, _ in pool})
     words = (f"predicted for a model not measured on this card, from "
              f"{', '.join(s.name for s, _ in pool)}; "
@@ -114,7 +123,7 @@ def _pool(spec: ModelSpec, fitted: list, dense: list) -> tuple[list, dict[str, d
                                    .predict(s), d.windows)["summary"] for s, d in moes}
 
 
-def _limits(fitted: list[tuple[ModelSpec, Measured]], spec: ModelSpec) -> dict:
+def batch_limits(fitted: list[tuple[ModelSpec, Measured]], spec: ModelSpec) -> dict:
     """What sets B = max for the new model: the sweeps' cap, and for a static engine the
     memory its weights leave free (the measured models' free memory plus their weights)."""
     caps = [c.limits["cap"] for _, c in fitted if c.limits.get("cap")]
