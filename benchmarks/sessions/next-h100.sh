@@ -3,13 +3,14 @@
 # the leave-one-model-out check over a second mixture of experts and a second engine; then
 # issue 30 item 4's B = 1 trials left). Each command resumes what its store holds (calibrate
 # by the card's model), so a session cut short keeps its points and the next one goes on.
-# Done on 2026-12-06 (docs/measurements/2026-12-06-h100-calibrations/, the base below):
-# llama-3.2-3b's last 5 design points and deepseek-r1-distill-qwen-1.5b on vllm. Left:
+# Done on 2026-12-06 (docs/measurements/2026-12-06-h100-calibrations/):
+# llama-3.2-3b's last 5 design points and deepseek-r1-distill-qwen-1.5b on vllm; then
+# (docs/measurements/2026-12-06-h100-morning/) qwen3-30b-a3b's first 2 points, about 2 h of
+# the card to go by its own reckoning. Issue 32's hf-eager calibrations need no vLLM: they run
+# first, in calls of their own (hf-eager-calls.sh). Left here:
 #   1. qwen3-30b-a3b, a second mixture of experts, calibrated on vllm (its prediction
 #      committed: docs/measurements/2026-12-06-qwen3-moe-predicted/);
-#   2. three models calibrated on hf-eager (issue 32 asks for three), the smallest first
-#      (each predicted: docs/measurements/2026-12-06-h200-engines-predicted/);
-#   3. the B = 1 trials not measured (the sweep resumes by model).
+#   2. the B = 1 trials not measured (the sweep resumes by model).
 # From the repository root, the vLLM bundle installed and on PYTHONPATH, in a session of its
 # own so that it outlives the call that starts it:
 #   setsid nohup bash benchmarks/sessions/next-h100.sh >/tmp/session.log 2>&1 </dev/null &
@@ -18,15 +19,12 @@ set -u
 P=benchmarks/profile-gpus.sh
 D=/tmp/infergy-profile
 B=docs/measurements/2026-12-05-h100-b1-and-calibrations
-C=docs/measurements/2026-12-06-h100-calibrations
 export OUT=/tmp/infergy-session-out NO_SNAPSHOT=1
 mkdir -p "$OUT" "$D" || exit
-bash $P base calibrate-h100 $C/calibrate-h100.db || exit
+M=docs/measurements/2026-12-06-h100-morning
+bash $P base qwen3-h100 $M/qwen3-30b-a3b-h100.db || exit
 bash $P base b1-h100 $B/b1-h100.db || exit
-bash $P start moe -- calibrate -m qwen3-30b-a3b -e vllm --db $D/calibrate-h100.db
-for m in llama-3.2-1b llama-3.2-3b olmo-7b; do
-  bash $P queue "hf-$m" -- calibrate -m $m -e hf-eager --db $D/calibrate-h100.db
-done
+bash $P start moe -- calibrate -m qwen3-30b-a3b -e vllm --db $D/qwen3-h100.db
 bash $P queue b1 -- sweep benchmarks/sweeps/h200-b1-vllm-variants.yaml \
   --db $D/b1-h100.db --resume-by model
 bash $P wait 3600

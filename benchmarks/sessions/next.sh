@@ -11,6 +11,11 @@
 # and adds the session's own log: `cp /tmp/session.log $OUT/`. A call brings back at most 8
 # files from $OUT: the snapshot's stores (4 in the H200's plan), commands.log (every command's
 # log), servers.log, gpus.csv and session.log fit; copying each log beside them does not.
+# Make each call at once after the last: a machine goes back 30 s after a call, and its
+# session with it (2026-12-06: lost so between the first and second call, 9 minutes of the
+# card gone). Nothing needs copying between calls: each call's files come back in a folder
+# of their own. On an H100, issue 32's hf-eager calibrations come first, in calls that need no
+# bundle and keep their points whatever follows (hf-eager-calls.sh).
 here=$(dirname "$0")
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1)
 echo "session: $card"
