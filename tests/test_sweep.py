@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from infergy.plan import MAX, parse_spec
-from infergy.run.sweep import run_sweep
+from infergy.run.sweep import Progress, run_sweep
 from infergy.store import Store
 
 DOUBLE = "simulated_engines:FailsByBatchEngine"  # a test double, imported by the worker
@@ -38,10 +38,11 @@ def keys(points):
 
 
 def test_a_sweep_of_12_points_records_each_once_and_a_second_run_measures_none(tmp_path):
-    updates = []
+    updates, last = [], []
     with Store(tmp_path / "r.db") as store:
-        summary = run_sweep(spec(), store, device="cpu", on_update=lambda p: updates.append(
-            (p.done, p.skipped, p.current)))
+        summary = run_sweep(spec(), store, device="cpu", on_update=lambda p: (updates.append(
+            (p.done, p.skipped, p.current)), last.append(p)))
+        assert len(last[-1].load_times_s) == 1 and last[-1].loads_left == 0  # one start
         points = store.points()
         assert summary.measured == 12 and summary.failed == 0 and not summary.interrupted
         assert len(points) == 12 and len(set(keys(points))) == 12
@@ -56,6 +57,23 @@ def test_a_sweep_of_12_points_records_each_once_and_a_second_run_measures_none(t
         assert [r["status"] for r in runs] == ["finished", "finished"]
         result = json.loads(points[0]["result"])
         assert result["gpu_state_start"] is not None and result["provenance"]["versions"]
+
+
+def test_the_time_left_counts_an_engine_start_once_a_start_not_every_point():
+    """A vLLM start of 300 s in the first point made its ETA 23 x 310 s (2.0 h) on an H100
+    (2026-12-06): each point's time leaves its engine start out, and the starts left are
+    counted at the mean start's time."""
+    from infergy.plan.spec import EngineChoice, Task
+    from infergy.run.sweep.runner import starts_after
+
+    left = Progress(total=24, done=1, point_times_s=[10.0], load_times_s=[300.0])
+    assert left.eta_s == 23 * 10.0
+    left.loads_left = 2
+    assert left.eta_s == 23 * 10.0 + 2 * 300.0
+    assert Progress(total=3).eta_s is None
+    engines = [EngineChoice("vllm"), EngineChoice("hf-eager")]
+    tasks = [Task(m, e, "greedy", 1, 8, 8) for m in ("a", "b") for e in engines for _ in "xy"]
+    assert [starts_after(tasks, n) for n in range(len(tasks))] == [3, 3, 2, 2, 1, 1, 0, 0]
 
 
 def test_a_sweeps_minimum_window_reaches_its_points_and_counts_every_run(tmp_path):

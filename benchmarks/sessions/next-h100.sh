@@ -5,9 +5,10 @@
 # by the card's model), so a session cut short keeps its points and the next one goes on.
 # Done on 2026-12-06 (docs/measurements/2026-12-06-h100-calibrations/):
 # llama-3.2-3b's last 5 design points and deepseek-r1-distill-qwen-1.5b on vllm; then
-# (docs/measurements/2026-12-06-h100-morning/) qwen3-30b-a3b's first 2 points, about 2 h of
-# the card to go by its own reckoning. Issue 32's hf-eager calibrations need no vLLM: they run
-# first, in calls of their own (hf-eager-calls.sh). Left here:
+# (docs/measurements/2026-12-06-h100-morning/) qwen3-30b-a3b's first 2 points (its engine
+# starts in 5 minutes; its design's windows are predicted at about 5 more, its B = max searches
+# aside). Issue 32's hf-eager calibrations need no vLLM: they run first, in calls of their own
+# (hf-eager-calls.sh). Left here:
 #   1. qwen3-30b-a3b, a second mixture of experts, calibrated on vllm (its prediction
 #      committed: docs/measurements/2026-12-06-qwen3-moe-predicted/);
 #   2. the B = 1 trials not measured (the sweep resumes by model).

@@ -21,6 +21,7 @@ that already ran out of memory.
 
 from __future__ import annotations
 
+import itertools
 import signal
 import sqlite3
 import statistics
@@ -59,7 +60,10 @@ class Progress:
     unsteady: int = 0  # measured, with repeats apart by more than STEADY_CV
     current: str = ""
     detail: str = ""
-    point_times_s: list[float] = field(default_factory=list)
+    point_times_s: list[float] = field(default_factory=list)  # each point's, its engine's
+    # start left out: a vLLM start of minutes in the first point made the first ETA hours
+    load_times_s: list[float] = field(default_factory=list)  # each engine start's
+    loads_left: int = 0  # the engine starts the points left will need
     device: str = ""
     stopping: str = ""  # why the sweep is stopping, once it is
     stored: list[dict] = field(default_factory=list)  # each record stored: what, status,
@@ -72,9 +76,12 @@ class Progress:
 
     @property
     def eta_s(self) -> float | None:
+        """The points left at the mean point's time, and the engine starts left at the mean
+        start's."""
         if not self.point_times_s:
             return None
-        return statistics.mean(self.point_times_s) * self.left
+        starts = statistics.mean(self.load_times_s) * self.loads_left if self.load_times_s else 0
+        return statistics.mean(self.point_times_s) * self.left + starts
 
 
 @dataclass
@@ -196,9 +203,10 @@ def _run(spec: SweepSpec, store: Store, device: str, resume_by: str,
         progress.device = worker.device
         run_id = store.start_run(device=worker.device, meta=worker.meta, spec=spec.raw or None)
         same = {"gpu_name": gpu_name_of(worker.meta)} if resume_by == "model" else {}
-        for task in tasks:
+        for n, task in enumerate(tasks):
             if stop.count:
                 break
+            progress.loads_left = starts_after(tasks, n)
             key = task_key(task, spec)
             if store.done(worker.device, key, task.batch, **same):
                 progress.skipped += 1
@@ -207,9 +215,10 @@ def _run(spec: SweepSpec, store: Store, device: str, resume_by: str,
             progress.current = task.describe()
             update(progress)
             t0 = time.perf_counter()
+            started = [0.0]  # the engine's start in this point, if it started here
 
             def save(record: dict, batch_requested, search: dict | None, key=key,
-                     task=task) -> None:
+                     task=task, started=started) -> None:
                 """Store one measured record now, in its own transaction."""
                 nonlocal busy, setup
                 store.add_point(run_id, progress.device, record,
@@ -224,8 +233,9 @@ def _run(spec: SweepSpec, store: Store, device: str, resume_by: str,
                     "batch"], "status": record["status"], "energy_j": record.get("energy_j"),
                     "error": record.get("error")})
                 busy += measuring_time(record)
-                setup += _phase_time(record, "prepare") + ((record.get("load") or {}).get(
-                    "time_s") or 0)
+                load_s = (record.get("load") or {}).get("time_s") or 0
+                started[0] += load_s
+                setup += _phase_time(record, "prepare") + load_s
                 update(progress)
 
             in_flight = task.describe()
@@ -246,7 +256,9 @@ def _run(spec: SweepSpec, store: Store, device: str, resume_by: str,
                     worker = restart(worker, settings, on_progress, abandon)
             in_flight = None
             progress.done += 1
-            progress.point_times_s.append(time.perf_counter() - t0)
+            progress.point_times_s.append(time.perf_counter() - t0 - started[0])
+            if started[0]:
+                progress.load_times_s.append(started[0])
             update(progress)
         finished = True
     except Abandoned:
@@ -277,6 +289,12 @@ def _run(spec: SweepSpec, store: Store, device: str, resume_by: str,
                         time.perf_counter() - start, busy, setup, progress.unsteady,
                         total=len(tasks), missing=missing, failed_points=failed,
                         signal=stop.signal, abandoned=abandoned, store_error=store_error)
+
+
+def starts_after(tasks: list[Task], n: int) -> int:
+    """The engine starts the tasks after the n-th will need, tasks of a group coming together
+    (a group's points all in the store would need none: counted all the same)."""
+    return sum(a.group != b.group for a, b in itertools.pairwise(tasks[n:]))
 
 
 def _check(tasks: list[Task], spec: SweepSpec, store: Store, device: str, same: dict,
