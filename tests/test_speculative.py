@@ -370,8 +370,31 @@ def test_vllm_refuses_a_random_draft_for_a_real_target_and_checks_draft_weights(
     with pytest.raises(EngineError, match="vocabulary of 151,936 tokens"):
         bad.expect(SET_08)
     assert len(fake_vllm.LLM.instances) == 1  # neither refused engine started
-    # One tokenizer padded differently: infergy's loop takes it, vLLM's draft_model does not.
-    pair = engine_class("vllm")(get_model("deepseek-r1-distill-qwen-32b"), device="cuda")
+    # One tokenizer padded differently: vLLM's draft_model takes real weights of equal
+    # vocabularies only; infergy's loop takes these.
+    qwen32 = tmp_path / "qwen32"
+    qwen32.mkdir()
+    (qwen32 / "config.json").write_text(
+        json.dumps(get_model("deepseek-r1-distill-qwen-32b").config))
+    real_pair = engine_class("vllm")(get_model("deepseek-r1-distill-qwen-32b"), device="cuda",
+                                     weights=qwen32, options={"draft_weights": str(qwen)})
     with pytest.raises(EngineError, match=r"vocabulary to equal the target's \(151936 and "
                                           r"152064 tokens"):
-        pair.expect(Decoding.parse("speculative:draft=deepseek-r1-distill-qwen-1.5b"))
+        real_pair.expect(Decoding.parse("speculative:draft=deepseek-r1-distill-qwen-1.5b"))
+    assert len(fake_vllm.LLM.instances) == 1
+
+
+def test_vllm_pads_a_random_drafts_vocabulary_to_its_targets(fake_vllm):
+    """The study's second pair: DeepSeek-R1-Distill-Qwen-32B (152,064 rows) with its 1.5B
+    (151,936). vLLM's draft_model method wants equal sizes; over random weights the draft is
+    built with the target's, and the record says so."""
+    pair = engine_class("vllm")(get_model("deepseek-r1-distill-qwen-32b"), device="cuda")
+    pair.expect(Decoding.parse("speculative:draft=deepseek-r1-distill-qwen-1.5b,lookahead=4"))
+    pair.load()
+    spec = fake_vllm.LLM.instances[-1].kwargs["speculative_config"]
+    with open(f"{spec['model']}/config.json") as f:
+        config = json.load(f)
+    assert config == {**get_model("deepseek-r1-distill-qwen-1.5b").config, "vocab_size": 152064}
+    assert pair.info()["speculative_config"]["model"] == "deepseek-r1-distill-qwen-1.5b"
+    assert pair.info()["draft_vocab_padded"].startswith("151936 -> 152064")
+    pair.close()

@@ -15,7 +15,9 @@
 # session with it (2026-12-06: lost so between the first and second call, 9 minutes of the
 # card gone). Nothing needs copying between calls: each call's files come back in a folder
 # of their own. On an H100, issue 32's hf-eager calibrations come first, in calls that need no
-# bundle and keep their points whatever follows (hf-eager-calls.sh).
+# bundle and keep their points whatever follows (hf-eager-calls.sh). The 32B's plan
+# (h200-deepseek-32b.sh) is the one that asks for an H200 with `needs_h200`: its B = max and
+# its speculative batch 128 do not fit an 80 GB card; start it instead of this script then.
 here=$(dirname "$0")
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1)
 echo "session: $card"

@@ -34,6 +34,7 @@ from pathlib import Path
 from infergy.engines.base import Engine, EngineError, Generation
 from infergy.engines.decoding import Decoding
 from infergy.engines.speculative import check_draft, check_draft_weights, vocab_size
+from infergy.models import ModelSpec
 from infergy.models.build import write_placeholder_tokenizer
 from infergy.models.flops import kv_cache_bytes_per_token, weight_bytes
 from infergy.models.memory import batch_that_fits
@@ -132,12 +133,12 @@ class VLLM(Engine):
                 f"(--draft-weights DIR), or use random weights for both")
         draft = check_draft(self.spec, decoding.draft)
         sizes = (vocab_size(draft, weights and Path(weights)), vocab_size(self.spec, self.weights))
-        if sizes[0] != sizes[1]:  # vLLM checks this itself, but only once started
+        if sizes[0] != sizes[1] and weights is not None:  # vLLM checks it, but once started
             raise EngineError(
                 f"speculative decoding in {self.name}: vLLM's draft_model method needs the "
                 f"draft's vocabulary to equal the target's ({sizes[0]} and {sizes[1]} "
-                f"tokens, one tokenizer padded differently); infergy's own loop (hf-eager) "
-                f"takes them")
+                f"tokens, one tokenizer padded differently); a random draft is padded to "
+                f"the target's, and infergy's own loop (hf-eager) takes real weights of both")
         config = {"method": "draft_model", "model": weights or decoding.draft,
                   "num_speculative_tokens": decoding.lookahead}
         if decoding.acceptance is not None:
@@ -199,15 +200,19 @@ class VLLM(Engine):
         if decoding.strategy == "beam":
             settings.update(self._beam_settings())
         if speculation is not None:
-            draft = speculation["model"]
+            draft, padded = speculation["model"], None
             if "draft_weights" not in self.options:  # random: the catalog's config, dummy
+                config, padded = _draft_config(check_draft(self.spec, draft),
+                                               vocab_size(self.spec, self.weights))
                 draft = Path(self._dir.name, f"draft-{draft}")
-                _write_config(draft, check_draft(self.spec, speculation["model"]).config)
+                _write_config(draft, config)
             settings["speculative_config"] = {**speculation, "model": str(draft)}
             settings.setdefault("disable_log_stats", False)  # its counters: the acceptance
         self.settings = {k: v for k, v in settings.items() if k != "model"}
         if speculation is not None:  # recorded by the draft's name, not a temporary folder
             self.settings["speculative_config"] = speculation
+            if padded:
+                self.settings["draft_vocab_padded"] = padded
         try:
             self.llm = self._vllm.LLM(**settings)
         except (RuntimeError, ValueError) as e:  # start-up: the engine core's own log above
@@ -360,6 +365,19 @@ SPEC_COUNTERS = ("vllm:spec_decode_num_drafts", "vllm:spec_decode_num_draft_toke
 
 # What a checkpoint's tokenizer is saved as (transformers' fast, sentencepiece, the config).
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
+
+
+def _draft_config(draft: ModelSpec, target_vocab: int) -> tuple[dict, str | None]:
+    """A random draft's config for vLLM's draft_model method, which needs the target's
+    vocabulary size: a draft of one tokenizer padded otherwise (DeepSeek-R1-Distill-Qwen-1.5B's
+    151,936 rows, the 32B's 152,064) gets the target's, rows past the tokenizer's meaning no
+    token (128 more of 1,536 wide: 0.08% of the draft's logits); and what was padded, in words
+    (None: nothing)."""
+    config = dict(draft.config)
+    if config.get("vocab_size") == target_vocab:
+        return config, None
+    said = f"{config.get('vocab_size')} -> {target_vocab} rows, to the target's (random weights)"
+    return {**config, "vocab_size": target_vocab}, said
 
 
 def _write_config(folder: Path, config: dict) -> None:
