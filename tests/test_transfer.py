@@ -359,4 +359,8 @@ def test_a_mixture_of_experts_from_dense_models_and_a_new_family_are_said(tmp_pa
     assert words.endswith("; its architecture (qwen2) is none of theirs (llama, olmo), and that "
                           "error was not checked on it")
     *_, words, _ = predict_unmeasured([store], get_model("llama-3.1-8b"), "hf-eager", "h200")
-    assert "architecture" not in words
+    assert "architecture" not in words and "extrapolation" not in words
+    *_, words, _ = predict_unmeasured([store], get_model("deepseek-r1-distill-qwen-32b"),
+                                      "hf-eager", "h200")
+    assert ("; its 65.5 GB of weights and 64 layers lie beyond what the check covered (" in words
+            and words.endswith("layers): an extrapolation, its error not checked"))

@@ -22,7 +22,7 @@ from infergy.estimate.served import band_of
 from infergy.estimate.steps import FEATURES, StepCost
 from infergy.estimate.transfer import MIN_MODELS, TransferError, fit_transfer, leave_one_out
 from infergy.models import ModelSpec, get_model
-from infergy.models.flops import weight_bytes
+from infergy.models.flops import shape, weight_bytes
 from infergy.profile.load import EstimateError, card_of
 from infergy.profile.points import stored_points
 
@@ -91,9 +91,28 @@ def predict_unmeasured(stores: list[Path], spec: ModelSpec, engine: str,
              + ("" if spec.model_type in kinds else
                 f"; its architecture ({spec.model_type}) is none of theirs ({', '.join(kinds)}), "
                 f"and that error was not checked on it")
+             + _range_words(spec, pool)
              + (MOE_FROM_DENSE if spec.is_moe and len(pool) == len(dense) else "")
              + (_expert_price_words(transfer, pool) if spec.is_moe else ""))
     return cost, checked[worst], words, fitted[0][1].gpu
+
+
+def _range_words(spec: ModelSpec, pool: list) -> str:
+    """Words where `spec`'s weights or layers lie beyond what the held-out check covered: as
+    far past the pool's largest (smallest) as the largest (smallest) lay past the next one,
+    when it was held out and predicted from the others. Further is an extrapolation."""
+    def covered(values: list[float], mine: float) -> bool:
+        v = sorted(values)
+        return v[0] * v[0] / v[1] <= mine <= v[-1] * v[-1] / v[-2]
+
+    sizes = [weight_bytes(s) for s, _ in pool]
+    layers = [shape(s).layers for s, _ in pool]
+    mine, depth = weight_bytes(spec), shape(spec).layers
+    if covered(sizes, mine) and covered(layers, depth):
+        return ""
+    return (f"; its {mine / 1e9:.1f} GB of weights and {depth} layers lie beyond what the "
+            f"check covered (theirs: {min(sizes) / 1e9:.1f}-{max(sizes) / 1e9:.1f} GB, "
+            f"{min(layers)}-{max(layers)} layers): an extrapolation, its error not checked")
 
 
 def _expert_price_words(transfer, pool: list) -> str:
