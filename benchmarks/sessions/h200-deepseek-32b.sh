@@ -2,8 +2,8 @@
 # Issue 30's 32B on an H200 (and issue 32's calibration of it), the one plan that needs an H200
 # whatever is lent (`run` with needs_h200): DeepSeek-R1-Distill-Qwen-32B's 65.5 GB of weights
 # leave an 80 GB card about 8 GB of KV cache (a batch of 4 at 8,192 inputs), and its
-# speculative pair at batch 128 wants about 93 GB. Two stages, one vLLM start each, then one a
-# speculative decoding (about 3-4 minutes a start for 32B):
+# speculative pair at batch 128 wants about 93 GB. Two stages: the first one vLLM start, the
+# second three, one a decoding (about 3-4 minutes a start for 32B):
 #   1. calibrate's design and 12 study bins at B = 1 and B = max
 #      (benchmarks/sweeps/h200-deepseek-32b.yaml; B = 1 predicted before the run:
 #      docs/measurements/2026-12-06-deepseek-32b-predicted/);

@@ -1,23 +1,27 @@
 #!/usr/bin/env bash
 # Issue 32's three hf-eager calibrations, in calls that stand alone: no vLLM bundle to send, no
 # session to outlive its call. Each call resumes the store it carries, measures for at most
-# SECONDS, stops after the point in flight, and brings the store back under $OUT. Its points
+# SECONDS, stops after the point in flight (a call's 600 s leave 120 s for it: an hf-eager
+# point at B = max takes up to about 90 s), and brings the store back under $OUT. Its points
 # are kept if the next call never comes: a machine goes back 30 s after a call, and one was
 # lost on 2026-12-06 between two calls of a background session.
-#   bash benchmarks/sessions/hf-eager-calls.sh [CARRIED-STORE] [SECONDS]   # defaults: none, 500
-# e.g. the first call `bash benchmarks/sessions/hf-eager-calls.sh "" 500`; copy the store that
-# comes back to .stage/hf.db, then the next call carries .stage/hf.db:
-#   bash benchmarks/sessions/hf-eager-calls.sh .stage/hf.db 500
+#   bash benchmarks/sessions/hf-eager-calls.sh [CARRIED-STORE] [SECONDS]   # defaults: none, 480
+# The store lives in /tmp/infergy-hf.db while the machine stays warm, so the next call, made at
+# once, needs to carry nothing: `bash benchmarks/sessions/hf-eager-calls.sh "" 480` again. On a
+# fresh machine (the last one lost), copy the store that came back to .stage/hf.db and carry it:
+#   bash benchmarks/sessions/hf-eager-calls.sh .stage/hf.db 480
 # Done on the H100 on 2026-12-06: llama-3.2-1b's first 18 points
 # (docs/measurements/2026-12-06-h100-morning/, the base when nothing is carried). What its
-# calls bring back: the store, each model's design (YAML), calls.log and card.txt.
+# calls bring back: the store (calibrate-hf.db), calls.log and card.txt.
 set -u
 carried=${1:-}
-seconds=${2:-500}
+seconds=${2:-480}
 : "${OUT:?OUT must name the folder the store comes back in}"
 base=docs/measurements/2026-12-06-h100-morning/calibrate-hf-h100.db
-db=$OUT/calibrate-hf.db
-cp "${carried:-$base}" "$db" && chmod u+w "$db" || exit  # a store fetched back is read-only
+db=/tmp/infergy-hf.db
+if [ ! -f "$db" ]; then  # a fresh machine: the carried store, else the committed one
+  cp "${carried:-$base}" "$db" && chmod u+w "$db" || exit  # a store fetched back is read-only
+fi
 nvidia-smi --query-gpu=name,driver_version,uuid --format=csv,noheader > "$OUT/card.txt"
 end=$(( $(date +%s) + seconds ))
 for m in llama-3.2-1b llama-3.2-3b olmo-7b; do
@@ -27,4 +31,8 @@ for m in llama-3.2-1b llama-3.2-3b olmo-7b; do
   PYTHONPATH=src timeout -s INT "$left" python3 -m infergy calibrate -m "$m" -e hf-eager \
     --db "$db" 2>&1 | grep -v -i "warn" >> "$OUT/calls.log"
 done
+# The store whole in one file (SQLite's WAL folded in), whatever ended the last command.
+python3 -c "import sqlite3, sys
+sqlite3.connect(sys.argv[1]).execute('PRAGMA wal_checkpoint(TRUNCATE)')" "$db"
+cp "$db" "$OUT/calibrate-hf.db"
 grep "^== \|points measured" "$OUT/calls.log"

@@ -105,14 +105,15 @@ def _range_words(spec: ModelSpec, pool: list) -> str:
         v = sorted(values)
         return v[0] * v[0] / v[1] <= mine <= v[-1] * v[-1] / v[-2]
 
-    sizes = [weight_bytes(s) for s, _ in pool]
+    sizes = [weight_bytes(s) / 1e9 for s, _ in pool]
     layers = [shape(s).layers for s, _ in pool]
-    mine, depth = weight_bytes(spec), shape(spec).layers
-    if covered(sizes, mine) and covered(layers, depth):
-        return ""
-    return (f"; its {mine / 1e9:.1f} GB of weights and {depth} layers lie beyond what the "
-            f"check covered (theirs: {min(sizes) / 1e9:.1f}-{max(sizes) / 1e9:.1f} GB, "
-            f"{min(layers)}-{max(layers)} layers): an extrapolation, its error not checked")
+    mine, depth = weight_bytes(spec) / 1e9, shape(spec).layers
+    beyond = ([f"its {mine:.1f} GB of weights (theirs {min(sizes):.1f}-{max(sizes):.1f})"]
+              if not covered(sizes, mine) else []) + (
+             [f"its {depth} layers (theirs {min(layers)}-{max(layers)})"]
+             if not covered(layers, depth) else [])
+    return (f"; {' and '.join(beyond)} lie beyond what the check covered: an extrapolation, "
+            f"its error not checked" if beyond else "")
 
 
 def _expert_price_words(transfer, pool: list) -> str:

@@ -154,11 +154,15 @@ class SweepSpec:
         return out if self.select is None else [out[i] for i in self.select]
 
 
+def engine_start(task: Task) -> tuple:
+    """What a task's engine is started for: its group, and for an engine started for its
+    decoding (vLLM: a speculation, beam search), its start key."""
+    return task.group, engine_class(task.engine.name).start_key(Decoding.parse(task.decoding))
+
+
 def engine_starts(tasks: list[Task]) -> int:
-    """How many times a sweep of `tasks` (in order) loads a model: once a group, and for an
-    engine started for its decoding (vLLM: a speculation, beam search), once a start key."""
-    return len({(task.group, engine_class(task.engine.name).start_key(
-        Decoding.parse(task.decoding))) for task in tasks})
+    """How many times a sweep of `tasks` (in order) loads a model: once an engine start."""
+    return len({engine_start(task) for task in tasks})
 
 
 def load_spec(source: str | Path) -> SweepSpec:

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from infergy.plan.point import Point
-from infergy.plan.spec import MAX, SweepSpec, Task
+from infergy.plan.spec import MAX, SweepSpec, Task, engine_start
 from infergy.provenance import gpu_name_of
 from infergy.run.sweep.dryrun import measuring_time
 from infergy.run.sweep.jobs import Job, WorkerSettings, failed_record, is_fatal
@@ -215,7 +215,7 @@ def _run(spec: SweepSpec, store: Store, device: str, resume_by: str,
             progress.current = task.describe()
             update(progress)
             t0 = time.perf_counter()
-            started = [0.0]  # the engine's start in this point, if it started here
+            started = [0.0]  # the engine's starts in this point, if it started here
 
             def save(record: dict, batch_requested, search: dict | None, key=key,
                      task=task, started=started) -> None:
@@ -234,7 +234,9 @@ def _run(spec: SweepSpec, store: Store, device: str, resume_by: str,
                     "error": record.get("error")})
                 busy += measuring_time(record)
                 load_s = (record.get("load") or {}).get("time_s") or 0
-                started[0] += load_s
+                if load_s:  # a start (an out-of-memory try's reload is one too)
+                    started[0] += load_s
+                    progress.load_times_s.append(load_s)
                 setup += _phase_time(record, "prepare") + load_s
                 update(progress)
 
@@ -257,8 +259,6 @@ def _run(spec: SweepSpec, store: Store, device: str, resume_by: str,
             in_flight = None
             progress.done += 1
             progress.point_times_s.append(time.perf_counter() - t0 - started[0])
-            if started[0]:
-                progress.load_times_s.append(started[0])
             update(progress)
         finished = True
     except Abandoned:
@@ -292,9 +292,10 @@ def _run(spec: SweepSpec, store: Store, device: str, resume_by: str,
 
 
 def starts_after(tasks: list[Task], n: int) -> int:
-    """The engine starts the tasks after the n-th will need, tasks of a group coming together
-    (a group's points all in the store would need none: counted all the same)."""
-    return sum(a.group != b.group for a, b in itertools.pairwise(tasks[n:]))
+    """The engine starts the tasks after the n-th will need (plan.engine_start), the tasks of
+    one start coming together (a start whose points are all in the store needs none: counted
+    all the same; an out-of-memory try's reload is not foreseen)."""
+    return sum(engine_start(a) != engine_start(b) for a, b in itertools.pairwise(tasks[n:]))
 
 
 def _check(tasks: list[Task], spec: SweepSpec, store: Store, device: str, same: dict,
