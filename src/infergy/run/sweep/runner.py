@@ -203,15 +203,17 @@ def _run(spec: SweepSpec, store: Store, device: str, resume_by: str,
         progress.device = worker.device
         run_id = store.start_run(device=worker.device, meta=worker.meta, spec=spec.raw or None)
         same = {"gpu_name": gpu_name_of(worker.meta)} if resume_by == "model" else {}
-        for n, task in enumerate(tasks):
+        to_measure = [t for t in tasks  # those the store lacks: the starts they will need
+                      if not store.done(worker.device, task_key(t, spec), t.batch, **same)]
+        for task in tasks:
             if stop.count:
                 break
-            progress.loads_left = starts_after(tasks, n)
             key = task_key(task, spec)
             if store.done(worker.device, key, task.batch, **same):
                 progress.skipped += 1
                 update(progress)
                 continue
+            progress.loads_left = starts_after(to_measure, progress.done)
             progress.current = task.describe()
             update(progress)
             t0 = time.perf_counter()
@@ -292,9 +294,8 @@ def _run(spec: SweepSpec, store: Store, device: str, resume_by: str,
 
 
 def starts_after(tasks: list[Task], n: int) -> int:
-    """The engine starts the tasks after the n-th will need (plan.engine_start), the tasks of
-    one start coming together (a start whose points are all in the store needs none: counted
-    all the same; an out-of-memory try's reload is not foreseen)."""
+    """The engine starts the tasks to measure after the n-th will need (plan.engine_start),
+    the tasks of one start coming together (an out-of-memory try's reload is not foreseen)."""
     return sum(engine_start(a) != engine_start(b) for a, b in itertools.pairwise(tasks[n:]))
 
 
