@@ -205,6 +205,7 @@ def _run(spec: SweepSpec, store: Store, device: str, resume_by: str,
         same = {"gpu_name": gpu_name_of(worker.meta)} if resume_by == "model" else {}
         to_measure = [t for t in tasks  # those the store lacks: the starts they will need
                       if not store.done(worker.device, task_key(t, spec), t.batch, **same)]
+        running = None  # the start the engine runs for (plan.engine_start)
         for task in tasks:
             if stop.count:
                 break
@@ -217,10 +218,13 @@ def _run(spec: SweepSpec, store: Store, device: str, resume_by: str,
             progress.current = task.describe()
             update(progress)
             t0 = time.perf_counter()
-            started = [0.0]  # the engine's starts in this point, if it started here
+            # The engine's starts in this point: a load, or for a decoding of its own start
+            # (vLLM's speculation, beam search) the first try's prepare, which starts it.
+            started, fresh = [0.0], [engine_start(task) != running]
+            running = engine_start(task)
 
             def save(record: dict, batch_requested, search: dict | None, key=key,
-                     task=task, started=started) -> None:
+                     task=task, started=started, fresh=fresh) -> None:
                 """Store one measured record now, in its own transaction."""
                 nonlocal busy, setup
                 store.add_point(run_id, progress.device, record,
@@ -236,9 +240,11 @@ def _run(spec: SweepSpec, store: Store, device: str, resume_by: str,
                     "error": record.get("error")})
                 busy += measuring_time(record)
                 load_s = (record.get("load") or {}).get("time_s") or 0
-                if load_s:  # a start (an out-of-memory try's reload is one too)
-                    started[0] += load_s
-                    progress.load_times_s.append(load_s)
+                start_s = load_s or (_phase_time(record, "prepare") if fresh[0] else 0)
+                fresh[0] = False
+                if start_s:  # a start (an out-of-memory try's reload is one too)
+                    started[0] += start_s
+                    progress.load_times_s.append(start_s)
                 setup += _phase_time(record, "prepare") + load_s
                 update(progress)
 
