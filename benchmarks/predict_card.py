@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
-from predict_engine import per_point
+from predict_engine import per_point, write
 
 
 def main() -> None:
@@ -52,12 +51,9 @@ def main() -> None:
     if not points:
         raise SystemExit(f"predict_card: {args.ref_model} on {engine} has no B = 1 point on "
                          f"both {args.card} and {args.ref} that the prediction has")
-    out = {"predicted_at": datetime.now(UTC).isoformat(timespec="seconds"),
-           "model": said["model"], "engine": engine, "card": args.card,
-           "reference_card": args.ref, "reference_model": args.ref_model,
-           "from_prediction": str(args.predicted), "stores": [str(s) for s in args.store],
-           "points": points}
-    args.json.write_text(json.dumps(out, indent=1) + "\n")
+    write(args.json, {"model": said["model"], "engine": engine, "card": args.card,
+                      "reference_card": args.ref, "reference_model": args.ref_model,
+                      "from_prediction": str(args.predicted)}, args.store, points)
     print(f"{said['model']} on {engine}, {args.card}, B = 1: its prediction on {args.ref} x "
           f"{args.ref_model}'s ratio of {args.card} to {args.ref}: {len(points)} points")
     for p in points:

@@ -60,17 +60,23 @@ def predict(args) -> None:
                        * e["j_per_token"] / s["j_per_token"],
                        "s_per_output_token": target[key]["s_per_token"]
                        * e["s_per_token"] / s["s_per_token"]})
-    out = {"predicted_at": datetime.now(UTC).isoformat(timespec="seconds"),
-           "model": args.model, "engine": args.engine, "sibling": args.sibling,
-           "card": args.card, "reference_card": args.ref, "reference_model": ref_model,
-           "stores": [str(s) for s in args.store], "points": points}
-    args.json.write_text(json.dumps(out, indent=1) + "\n")
+    write(args.json, {"model": args.model, "engine": args.engine, "sibling": args.sibling,
+                      "card": args.card, "reference_card": args.ref,
+                      "reference_model": ref_model}, args.store, points)
     print(f"{args.model} on {args.engine}, {args.card}, from {args.sibling} there and both "
           f"on {args.ref} ({ref_model}): {len(points)} points")
     for p in points:
         print(f"  B={p['batch_label']:>3} I={p['input']:>5} O={p['output']:>4}  "
               f"{p['j_per_output_token']:.4f} J/token  {1e3 * p['s_per_output_token']:.2f} "
               f"ms/token")
+
+
+def write(path: Path, said: dict, stores: list[Path], points: list[dict]) -> None:
+    """A prediction's JSON, as `check` reads it: when, what (model, engine, card...), from
+    which stores, and its points."""
+    out = {"predicted_at": datetime.now(UTC).isoformat(timespec="seconds"), **said,
+           "stores": [str(s) for s in stores], "points": points}
+    path.write_text(json.dumps(out, indent=1) + "\n")
 
 
 def check(args) -> None:
