@@ -203,14 +203,14 @@ def _run(spec: SweepSpec, store: Store, device: str, resume_by: str,
         progress.device = worker.device
         run_id = store.start_run(device=worker.device, meta=worker.meta, spec=spec.raw or None)
         same = {"gpu_name": gpu_name_of(worker.meta)} if resume_by == "model" else {}
-        to_measure = [t for t in tasks  # those the store lacks: the starts they will need
-                      if not store.done(worker.device, task_key(t, spec), t.batch, **same)]
+        stored = [store.done(worker.device, task_key(t, spec), t.batch, **same) for t in tasks]
+        to_measure = [t for t, done in zip(tasks, stored, strict=True) if not done]
         running = None  # the start the engine runs for (plan.engine_start)
-        for task in tasks:
+        for task, done in zip(tasks, stored, strict=True):
             if stop.count:
                 break
             key = task_key(task, spec)
-            if store.done(worker.device, key, task.batch, **same):
+            if done:
                 progress.skipped += 1
                 update(progress)
                 continue
