@@ -35,6 +35,9 @@ from infergy.models import UnknownModelError, get_model
 from infergy.plan import CALIBRATION_OUTPUTS, calibration_inputs
 from infergy.profile.load import EstimateError
 
+# The 12 study bins llama-3.1-8b's H200 profile is validated on (benchmarks/sweeps/h200-*.yaml).
+VALIDATION_INPUTS, VALIDATION_OUTPUTS = (128, 512, 1024, 4096), (16, 128, 256)
+
 
 def point(cost: StepCost, label: str, batch: int, i: int, o: int) -> dict:
     time_s, energy_j = predict_point(cost, batch, i, o)
@@ -61,13 +64,16 @@ def predict(args) -> None:
         cost, worst, words, gpu = unbanded(args, spec)
     else:
         cost, worst, words, gpu = predict_unmeasured(args.store, spec, args.engine, args.gpu)
+    grids = [(calibration_inputs(spec.max_context), CALIBRATION_OUTPUTS)]
+    if args.validation:
+        grids.append(([i for i in VALIDATION_INPUTS if i + max(VALIDATION_OUTPUTS)
+                       <= spec.max_context], VALIDATION_OUTPUTS))
     points = []
-    for i in calibration_inputs(spec.max_context):
-        for o in CALIBRATION_OUTPUTS:
-            points.append(point(cost, "1", 1, i, o))
-            top = max_batch(cost, i, o)
-            if top:
-                points.append(point(cost, "max", top, i, o))
+    for i, o in ((i, o) for inputs, outputs in grids for i in inputs for o in outputs):
+        points.append(point(cost, "1", 1, i, o))
+        top = max_batch(cost, i, o)
+        if top:
+            points.append(point(cost, "max", top, i, o))
     out = {"predicted_at": datetime.now(UTC).isoformat(timespec="seconds"),
            "model": args.model, "engine": args.engine, "card": gpu, "words": words,
            "worst_held_out": worst, "stores": [str(s) for s in args.store],
@@ -103,6 +109,8 @@ def main() -> None:
     parser.add_argument("--gpu", help="a card as infergy names it (h100-sxm, h200: `infergy env`)")
     parser.add_argument("--store", type=Path, action="append", default=[])
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--validation", action="store_true",
+                        help="the 12 validation bins too (VALIDATION_INPUTS x _OUTPUTS)")
     parser.add_argument("--unbanded", action="store_true",
                         help="predict from two calibrated models too, with no error band")
     parser.add_argument("--check", type=Path, help="a prediction's JSON, to check")
