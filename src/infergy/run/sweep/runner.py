@@ -204,7 +204,8 @@ def _run(spec: SweepSpec, store: Store, device: str, resume_by: str,
         run_id = store.start_run(device=worker.device, meta=worker.meta, spec=spec.raw or None)
         same = {"gpu_name": gpu_name_of(worker.meta)} if resume_by == "model" else {}
         stored = [store.done(worker.device, task_key(t, spec), t.batch, **same) for t in tasks]
-        to_measure = [t for t, done in zip(tasks, stored, strict=True) if not done]
+        starts_left = starts_after([t for t, done in zip(tasks, stored, strict=True)
+                                    if not done])
         running = None  # the start the engine runs for (plan.engine_start)
         for task, done in zip(tasks, stored, strict=True):
             if stop.count:
@@ -214,14 +215,14 @@ def _run(spec: SweepSpec, store: Store, device: str, resume_by: str,
                 progress.skipped += 1
                 update(progress)
                 continue
-            progress.loads_left = starts_after(to_measure, progress.done)
+            progress.loads_left = starts_left[progress.done]
             progress.current = task.describe()
             update(progress)
             t0 = time.perf_counter()
             # The engine's starts in this point: a load, or for a decoding of its own start
             # (vLLM's speculation, beam search) the first try's prepare, which starts it.
-            started, fresh = [0.0], [engine_start(task) != running]
-            running = engine_start(task)
+            starting = engine_start(task)
+            started, fresh, running = [0.0], [starting != running], starting
 
             def save(record: dict, batch_requested, search: dict | None, key=key,
                      task=task, started=started, fresh=fresh) -> None:
@@ -299,10 +300,13 @@ def _run(spec: SweepSpec, store: Store, device: str, resume_by: str,
                         signal=stop.signal, abandoned=abandoned, store_error=store_error)
 
 
-def starts_after(tasks: list[Task], n: int) -> int:
-    """The engine starts the tasks to measure after the n-th will need (plan.engine_start),
-    the tasks of one start coming together (an out-of-memory try's reload is not foreseen)."""
-    return sum(engine_start(a) != engine_start(b) for a, b in itertools.pairwise(tasks[n:]))
+def starts_after(tasks: list[Task]) -> list[int]:
+    """For each of the tasks to measure, the engine starts the tasks after it will need
+    (plan.engine_start), the tasks of one start coming together (an out-of-memory try's
+    reload is not foreseen)."""
+    starts = [engine_start(t) for t in tasks]
+    changes = [a != b for a, b in itertools.pairwise(starts)]
+    return list(itertools.accumulate(reversed(changes), initial=0))[::-1]
 
 
 def _check(tasks: list[Task], spec: SweepSpec, store: Store, device: str, same: dict,
