@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -229,8 +230,18 @@ def finish(proc: subprocess.Popen, timeout: float = 20) -> str:
             proc.communicate()
 
 
+def ready_then_sleep(seconds: int) -> str:
+    """A shell command: Python writes `ready`, then sleeps. Python writes it once its own
+    Ctrl-C handler is set, so a signal sent at `ready` always reaches a sleeping process. (A
+    shell's `touch ready; sleep 30` leaves a gap: a Ctrl-C that comes while the shell starts
+    `sleep` is taken by the shell, held until `sleep` ends, and lost to `sleep`, which then
+    runs its 30 s: the test saw SIGTERM's 143 after the grace time instead of 130, in CI.)"""
+    code = f"import pathlib, time; pathlib.Path('ready').touch(); time.sleep({seconds})"
+    return f"{shlex.quote(sys.executable)} -c {shlex.quote(code)}"
+
+
 # The shell's background job (which ignores SIGINT: sh sets that for `&`) writes its pid.
-GRANDCHILD = "sleep 30 & echo $! > pid; touch ready; sleep 30; wait"
+GRANDCHILD = f"sleep 30 & echo $! > pid; {ready_then_sleep(30)}; wait"
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130),
@@ -264,7 +275,7 @@ def test_meter_exit_status_after_ctrl_c_is_always_the_commands(tmp_path):
 def test_meter_ctrl_c_to_a_command_that_dies_of_it_exits_130(tmp_path):
     for _ in range(5):
         (tmp_path / "ready").unlink(missing_ok=True)
-        proc = meter_in_background(tmp_path, "touch ready; exec sleep 5")
+        proc = meter_in_background(tmp_path, f"exec {ready_then_sleep(5)}")
         proc.send_signal(signal.SIGINT)
         finish(proc)
         assert proc.returncode == 130
