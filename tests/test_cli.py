@@ -275,7 +275,7 @@ def test_meter_exit_status_after_ctrl_c_is_always_the_commands(tmp_path):
 def test_meter_ctrl_c_to_a_command_that_dies_of_it_exits_130(tmp_path):
     for _ in range(5):
         (tmp_path / "ready").unlink(missing_ok=True)
-        proc = meter_in_background(tmp_path, f"exec {ready_then_sleep(5)}")
+        proc = meter_in_background(tmp_path, "touch ready; exec sleep 5")
         proc.send_signal(signal.SIGINT)
         finish(proc)
         assert proc.returncode == 130
