@@ -439,3 +439,23 @@ def test_requests_longer_than_the_model_s_context_are_left_out_and_said():
     longer = int((code.input_tokens + code.output_tokens > 2048).sum())
     assert said["over_context"] == longer > 0
     assert said["bins"]["requests"] == len(code) - longer
+
+
+def test_a_trace_not_sorted_by_time_is_served_at_each_request_s_own_time():
+    """A trace file in any row order: each request arrives at its own time (the times were
+    once sorted apart from the requests, pairing lengths with other requests' times)."""
+    import dataclasses
+
+    import infergy
+    code = get_trace("azure-code-2023")
+    first = dataclasses.replace(code, input_tokens=code.input_tokens[:300],
+                                output_tokens=code.output_tokens[:300],
+                                arrival_s=code.arrival_s[:300])
+    shuffle = np.random.default_rng(0).permutation(300)
+    shuffled = dataclasses.replace(first, input_tokens=first.input_tokens[shuffle],
+                                   output_tokens=first.output_tokens[shuffle],
+                                   arrival_s=first.arrival_s[shuffle])
+    rows = [infergy.estimate(t, model="llama-3.1-8b", engine="vllm", gpu="h100").rows()[0]
+            for t in (first, shuffled)]
+    for key in ("simulated_kwh", "ttft_p90_s", "e2e_p90_s"):
+        assert rows[1][key] == pytest.approx(rows[0][key], rel=1e-9), key

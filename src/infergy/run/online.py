@@ -239,8 +239,11 @@ class _Run:
             await self._send(k)
 
     async def _send_at(self, arrivals, duration_s: float | None, tasks: list) -> None:
-        """Each request sent at its arrival time, as a task of its own."""
-        for k, at in enumerate(arrivals[:len(self.records)]):
+        """Each request sent at its arrival time (in the order of their times), as a task of
+        its own."""
+        times = np.asarray(arrivals[:len(self.records)], dtype=float)
+        for k in np.argsort(times, kind="stable").tolist():
+            at = float(times[k])
             if duration_s and at > duration_s:
                 break
             if (wait := at - (self.clock() - self.t0)) > 0:

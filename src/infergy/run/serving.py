@@ -109,10 +109,10 @@ def replay_online(workload: Trace, requests: np.ndarray, spec: ModelSpec, s: Ser
     arrivals = None
     if s.concurrency is None:
         process = "poisson" if s.rate is not None else "trace"
+        if process == "trace" and workload.arrival_s is not None:  # in their arrival order
+            requests = requests[np.argsort(workload.arrival_s[requests], kind="stable")]
         arrivals = arrival_times(workload, requests, process, rate=s.rate,
                                  time_scale=s.time_scale, seed=seed)
-        if process == "trace":  # sent in their arrival order
-            requests = requests[np.argsort(workload.arrival_s[requests], kind="stable")]
     longest = int((workload.input_tokens[requests] + workload.output_tokens[requests]).max())
     if longest > spec.max_context:
         raise ServeError(f"requests of up to {longest} tokens (input + output), past "

@@ -17,15 +17,17 @@ class ArrivalError(ValueError):
 
 def arrival_times(trace: Trace, requests: np.ndarray, process: str, *, rate: float | None = None,
                   time_scale: float = 1.0, seed: int = 0) -> np.ndarray:
-    """Seconds from the run's start at which each of `requests` arrives, in order: "trace",
-    the trace's own times divided by `time_scale`; "poisson", `rate` a second, seeded."""
+    """Seconds from the run's start at which each of `requests` arrives, the i-th time the
+    i-th request's: "trace", the request's own time in the trace (a trace file need not be
+    sorted by time) less the first, divided by `time_scale`; "poisson", `rate` a second,
+    seeded, in the order of `requests`."""
     if process == "trace":
         if trace.arrival_s is None:
             raise ArrivalError(f"{trace.name} has no arrival times: use --rate or --concurrency")
         if not time_scale > 0:
             raise ArrivalError(f"--time-scale must be positive, got {time_scale}")
-        times = np.sort(trace.arrival_s[requests])
-        return (times - times[0]) / time_scale
+        times = trace.arrival_s[requests]
+        return (times - times.min()) / time_scale if len(times) else times
     if process == "poisson":
         if rate is None or not rate > 0:
             raise ArrivalError(f"--rate must be a positive number of requests a second, got "
