@@ -73,6 +73,21 @@ def test_a_token_budget_chunks_a_long_prompt():
     assert f[1] == 10_000 and f[2] == pytest.approx(10_000**2 / 2)
 
 
+@pytest.mark.parametrize("prompt", [200, 201, 202])
+def test_a_prompt_whose_last_chunk_is_one_token_still_has_its_first_token(prompt):
+    """A budget of 100 tokens: 201 leaves one prompt token for the third step, which computes
+    it and samples the first token (it was once taken for a decoding step: no first token,
+    the token charged as a decode)."""
+    policy = {"kind": "continuous", "kv_blocks": 10_000, "block_size": 16,
+              "max_num_seqs": 256, "max_num_batched_tokens": 100}
+    s = simulate(cost(policy), np.array([prompt]), np.array([5]), np.array([0.0]))
+    chunks = -(-prompt // 100)
+    assert s.steps == chunks + 4
+    assert s.ttft_s[0] == pytest.approx(chunks * TIME[0] + prompt * TIME[1]
+                                        + prompt**2 / 2 * TIME[2])
+    assert s.latency()["ttft_s"] is not None
+
+
 def test_a_full_kv_cache_preempts_the_last_request_and_both_finish():
     """Blocks of one token, 12 of them: two requests of 4 + 4 are admitted (8 blocks), their
     decodes outgrow the cache, the later one is preempted and computed again after."""

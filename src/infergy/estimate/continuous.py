@@ -271,7 +271,10 @@ class _Scheduler:
         s[:, REM] -= caught
         need += caught
         self._finish()
-        self.pending = bool((self.s[:self.n, NEED] != 1).any())
+        # A prompt's last token (NEED 1, nothing sampled yet) is a prompt part too: the fast
+        # paths would take it for a decoding sequence and lose its first token.
+        left = self.s[:self.n]
+        self.pending = bool(((left[:, NEED] != 1) | (left[:, REM] == left[:, OUT])).any())
 
     def _allocate(self, take: np.ndarray) -> bool:
         """The running requests' blocks for this step's tokens, in order; where the cache
