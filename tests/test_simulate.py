@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from infergy.cli import app
 from infergy.estimate.continuous import Continuous
-from infergy.estimate.fit import Measured, Window, fit_step_cost, point_features
+from infergy.estimate.fit import Measured, Window, fit_rows, fit_step_cost, point_features
 from infergy.estimate.replays import predict_replay, replay_engine
 from infergy.estimate.simulate import SimulationError, Static, simulate
 from infergy.estimate.steps import FEATURES, StepCost
@@ -215,6 +215,17 @@ def test_the_fit_recovers_known_coefficients_from_synthetic_points(batching):
     assert fitted.fit["summary"]["all"]["time_error"]["max"] < 1e-6
 
 
+def test_a_prefill_looped_past_a_second_counts_in_the_energy_fit_by_its_own_runs():
+    """A short point's prefill is looped apart from its request (483 runs against 131 on the
+    H100): its window is its own runs x its time, not the request's runs x it."""
+    def window(prefill_runs):
+        return Window(1, 32, 8, "1", 0.01, 1.0, 0.5, 0.005, 0.2, IDLE_W, "p", 150,
+                      prefill_runs)
+    data = Measured("tiny", "vllm", "test card", [], cost().batching, IDLE_W, {}, [])
+    counted = [len(fit_rows(data, [window(runs)] * 8)[3]) for runs in (150, 250)]
+    assert counted == [8, 16]  # 0.75 s of prefill left out; 1.25 s counted
+
+
 REPLAYS = Path(__file__).parents[1] / "docs" / "measurements"
 
 
@@ -342,3 +353,35 @@ def test_a_model_without_replays_is_charged_the_card_s_waiting_power_from_the_sh
     mine = tmp_path / "mine.db"
     shutil.copy(store, mine)
     assert measured([mine], "llama-3.2-3b", "vllm", h100).serving_idle_w is None
+
+
+def test_a_shipped_store_given_by_a_relative_path_is_read_once(monkeypatch):
+    """`make run` gives the report the shipped stores by relative paths: the waiting power's
+    replays were read twice ("6 online replays" where the command said 3)."""
+    from infergy.estimate.fit import _waiting_pool
+    from infergy.profile.load import shipped_profiles
+    shipped = shipped_profiles()
+    root = Path(__file__).parents[1]
+    monkeypatch.chdir(root)
+    given = [shipped[0].relative_to(root)]
+    pool = [p.resolve() for p in _waiting_pool(given)]
+    assert len(pool) == len(set(pool)) == len(shipped)
+
+
+def test_the_fit_takes_the_engine_s_default_options_only(tmp_path):
+    """A point measured with other engine options (a tuned variant) is not the engine's: the
+    step-cost model is fitted without it, as the profiles are read."""
+    import shutil
+
+    from infergy.estimate.fit import measured
+    store = tmp_path / "s.db"
+    shutil.copy(Path(__file__).parents[1] / "src/infergy/profile/shipped/llama-3.2-1b-h100.db",
+                store)
+    before = measured([store], "llama-3.2-1b", "vllm")
+    with Store(store) as db:
+        p = db.point(before.windows[0].point)
+        run = db.runs()[0]["id"]
+        db.add_point(run, p["device"], json.loads(p["result"]),
+                     engine_options='{"attention_backend": "TRITON_ATTN"}',
+                     batch_requested=p["batch_requested"])
+    assert len(measured([store], "llama-3.2-1b", "vllm").windows) == len(before.windows)

@@ -59,6 +59,7 @@ class Window:
     idle_w: float | None
     point: str  # the point's id
     runs: int = 1  # runs back to back in each measured window (a short point's)
+    prefill_runs: int = 1  # the same of its prefill's windows (looped apart from the request)
 
 
 @dataclass
@@ -80,13 +81,13 @@ class Measured:
 
 def measured(stores: Iterable[Path], model: str, engine: str, gpu: str | None = None,
              decoding: str = "greedy") -> Measured:
-    """Every ok point of `model` on `engine` (TP 1, `decoding`) in the stores, on one card
-    (`gpu`, as NVML names it; None: the only one). EstimateError where there is none, or
-    several cards and no `gpu`."""
+    """Every ok point of `model` on `engine` (TP 1, `decoding`, the engine's default options,
+    as the profiles take them) in the stores, on one card (`gpu`, as NVML names it; None: the
+    only one). EstimateError where there is none, or several cards and no `gpu`."""
     stores = list(stores)
     found: dict[str, list] = {}
     for path, p, run in stored_points(stores, model=model, engine=engine, decoding=decoding,
-                                      status="ok", tp=1):
+                                      status="ok", tp=1, engine_options="{}"):
         found.setdefault(run.get("gpu_name") or "unknown GPU", []).append((path, p, run))
     if gpu is not None:
         found = {g: v for g, v in found.items() if g == gpu}
@@ -147,7 +148,8 @@ def _waiting_pool(stores: Iterable[Path]) -> list[Path]:
     shipped = shipped_profiles()
     known = {p.resolve() for p in shipped}
     if stores and all(Path(s).resolve() in known for s in stores):
-        return stores + [p for p in shipped if p not in stores]
+        given = {Path(s).resolve() for s in stores}
+        return stores + [p for p in shipped if p.resolve() not in given]
     return stores
 
 
@@ -163,7 +165,8 @@ def _window(p: dict, result: dict, run: dict) -> Window:
         (statistics.median(x["active_energy_j"] for x in prefill)
          if prefill and all(x.get("active_energy_j") is not None for x in prefill) else None),
         statistics.median(idle) if idle else None, p["id"],
-        int(result.get("runs_per_window") or 1))
+        int(result.get("runs_per_window") or 1),
+        min((int(x.get("runs") or 1) for x in prefill), default=1))
 
 
 def _batching(model: str, engine: str, blocks, memory, seqs, windows) -> dict:
@@ -240,15 +243,15 @@ def fit_rows(data: Measured, windows: list[Window] | None = None) -> tuple[list,
     windows = data.windows if windows is None else windows
     rows_t, y_t, rows_e, y_e = [], [], [], []
     for w in windows:
-        shapes = [(w.output_tokens, w.time_s, w.active_j),
-                  (1, w.prefill_time_s, w.prefill_active_j)]
-        for out, seconds, joules in shapes:
+        shapes = [(w.output_tokens, w.time_s, w.active_j, w.runs),
+                  (1, w.prefill_time_s, w.prefill_active_j, w.prefill_runs)]
+        for out, seconds, joules, runs in shapes:
             if seconds is None:
                 continue
             f = point_features(data.batching, w.batch, w.input_tokens, out)
             rows_t.append(f)
             y_t.append(seconds)
-            if joules is not None and joules > 0 and seconds * w.runs >= MIN_ENERGY_WINDOW_S:
+            if joules is not None and joules > 0 and seconds * runs >= MIN_ENERGY_WINDOW_S:
                 rows_e.append(np.append(f, seconds))
                 y_e.append(joules)
     # A dense model has no expert_reads to fit.
