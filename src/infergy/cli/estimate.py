@@ -175,9 +175,11 @@ def _print(result: TraceEstimate, detail: bool = False) -> None:
             out.print(f"[yellow]{name}: not measured yet on {c.gpu}: {what} (--engine {name} "
                       f"alone names them and the sweep that measures them)[/]")
         card = c.theoretical_gpu
-        out.print(f"Theoretical baseline: {c.theoretical_j / J_PER_KWH:.4g} kWh ({card.name}: "
-                  f"{card.tdp_w:g} W / {card.bf16_dense_tflops:g} TFLOPS dense bf16, "
-                  f"{card.source}).")
+        out.print(f"Theoretical baseline: {c.served_theoretical_j / J_PER_KWH:.4g} kWh over "
+                  f"every request at its own lengths (kWh's requests); the study's: "
+                  f"{c.theoretical_j / J_PER_KWH:.4g} kWh over the binned requests at their "
+                  f"bins' edges ({card.name}: {card.tdp_w:g} W / {card.bf16_dense_tflops:g} "
+                  f"TFLOPS dense bf16, {card.source}).")
         if card.note:
             out.print(f"[yellow]{card.name}: {escape(card.note)}[/]")
     for name, e in result.estimates.not_estimated.items():

@@ -12,7 +12,7 @@ from pathlib import Path
 from infergy.estimate.binned import J_PER_KWH, Estimate, estimate, needed_bins
 from infergy.estimate.filled import fill_profile, predicted_points
 from infergy.estimate.served import Serving, band_of, simulate_trace
-from infergy.estimate.theory import theoretical
+from infergy.estimate.theory import served_theoretical, theoretical
 from infergy.estimate.unmeasured import predict_unmeasured
 from infergy.models import get_model
 from infergy.models.gpus import Gpu, get_gpu
@@ -48,6 +48,9 @@ class CardEstimate:
     theoretical_j: float  # the study's baseline on `theoretical_gpu`, in J
     theoretical_gpu: Gpu
     stores: list[str]  # the stores holding this GPU's points
+    # The same baseline over every request at its own lengths, as the simulated serving runs
+    # them (the study's: the binned requests at their bins' edges), in J.
+    served_theoretical_j: float
     # Where the model is measured on no engine of this card: every figure is predicted from
     # the card's other models (infergy.estimate.unmeasured), said in these words.
     predicted_model: str | None = None
@@ -66,12 +69,17 @@ class CardEstimate:
         return result.energy_j / self.theoretical_j - 1
 
     def rows(self) -> list[dict]:
-        """One dict an engine estimated, the baseline first: energy_j, whole_batches_j,
-        interpolated_j (None without a full grid of points), j_per_request and
-        j_per_output_token in J (None without output tokens), kwh, above_theoretical and
-        saving_vs_baseline as shares (0.25: 25%; the baseline's saving is 0), predicted_bins
-        (None where every bin is measured; else how many bins and requests the card's
-        calibrated model predicted, with its band) and its bins.
+        """One dict an engine estimated, the baseline first. The figures `infergy estimate`
+        leads with are the simulated serving's, `simulated_*` (simulated_kwh,
+        simulated_j_per_request, simulated_j_per_output_token, simulated_saving_vs_baseline,
+        simulated_above_theoretical, band, latencies, idle_share: `_simulated`; simulated_kwh
+        None where it could not be made, with simulation_error). Beside them, the study's
+        binned formula (its "study" column): energy_j, whole_batches_j, interpolated_j (None
+        without a full grid of points), j_per_request and j_per_output_token in J (None
+        without output tokens), kwh, above_theoretical and saving_vs_baseline as shares
+        (0.25: 25%; the baseline's saving is 0), predicted_bins (None where every bin is
+        measured; else how many bins and requests the card's calibrated model predicted,
+        with its band) and its bins.
         What `infergy estimate` (its table and --json) and the report print of an estimate."""
         return [{"engine": r.engine, **self._simulated(r), "energy_j": r.energy_j, "kwh": r.kwh,
                  "whole_batches_j": r.energy_whole_batches_j,
@@ -95,7 +103,7 @@ class CardEstimate:
                 "band": sim.band, "band_from": sim.checked_on, "serving": s.serving,
                 "simulated_saving_vs_baseline": (1 - s.energy_j / base.served.energy_j
                                                  if base else None),
-                "simulated_above_theoretical": s.energy_j / self.theoretical_j - 1,
+                "simulated_above_theoretical": s.energy_j / self.served_theoretical_j - 1,
                 "time_s": s.time_s, "idle_share": s.idle_share,
                 "idle_charged": (sim.cost.waiting_words()
                                  if s.idle_share >= IDLE_WORTH_SAYING else None),
@@ -110,6 +118,7 @@ class CardEstimate:
         baseline (J, and the datasheet card), `rows()` and the engines not measured."""
         return {"gpu": self.gpu, "profiles": self.stores, "predicted_model": self.predicted_model,
                 "theoretical_j": self.theoretical_j,
+                "served_theoretical_j": self.served_theoretical_j,
                 "theoretical_gpu": self.theoretical_gpu.name, "engines": self.rows(),
                 "unmeasured": [{"engine": name, "message": str(e), "missing_bins": e.missing}
                                for name, e in self.unmeasured.items()]}
@@ -221,7 +230,9 @@ def _on_card(trace: Trace, binned: Binned, model: str, engines: Sequence[str],
             unmeasured[engine] = e  # a row saying so; the others are still estimated
     gpu = get_gpu(theory_gpu or card)
     return CardEstimate(results[0].gpu, results, unmeasured, theoretical(binned, model, gpu),
-                        gpu, [str(s) for s in stores])
+                        gpu, [str(s) for s in stores],
+                        served_theoretical_j=served_theoretical(
+                            trace.input_tokens, trace.output_tokens, model, gpu))
 
 
 def _predicted_card(trace: Trace, binned: Binned, model: str, engines: Sequence[str],
@@ -256,7 +267,9 @@ def _predicted_card(trace: Trace, binned: Binned, model: str, engines: Sequence[
         raise unmeasured[engines[0]]
     gpu = get_gpu(theory_gpu or card)
     return CardEstimate(results[0].gpu, results, unmeasured, theoretical(binned, model, gpu),
-                        gpu, list(sources), predicted_model=words)
+                        gpu, list(sources), predicted_model=words,
+                        served_theoretical_j=served_theoretical(
+                            trace.input_tokens, trace.output_tokens, model, gpu))
 
 
 def _no_points(model: str, engines: Sequence[str], gpu: str | None, stores: list[Path],

@@ -1,5 +1,6 @@
 """The study's theoretical baseline: TDP / peak FLOPS x the FLOPs of every request at its
-binned lengths (infergy.models.flops), on a datasheet GPU (infergy.models.gpus)."""
+binned lengths (infergy.models.flops), on a datasheet GPU (infergy.models.gpus); and the
+same over every request at its own lengths, the basis of a simulated serving."""
 
 from __future__ import annotations
 
@@ -18,4 +19,18 @@ def theoretical(binned: Binned, model_name: str, gpu: Gpu) -> float:
     flops = sum(int(counts[a, b]) * request_flops(spec, grid.input_edges[a],
                                                     grid.output_edges[b])
                 for a, b in zip(*np.nonzero(counts), strict=True))
+    return flops * gpu.joules_per_flop
+
+
+def served_theoretical(input_tokens: np.ndarray, output_tokens: np.ndarray, model_name: str,
+                       gpu: Gpu) -> float:
+    """TDP / peak FLOPS x the FLOPs of every request at its own lengths (at least one token in
+    and out, as the simulator serves them), in J: what a simulated serving of the same
+    requests is above."""
+    spec = get_model(model_name)
+    pairs, counts = np.unique(np.stack([np.maximum(input_tokens, 1),
+                                        np.maximum(output_tokens, 1)]), axis=1,
+                              return_counts=True)
+    flops = sum(int(n) * request_flops(spec, int(i), int(o))
+                for (i, o), n in zip(pairs.T, counts, strict=True))
     return flops * gpu.joules_per_flop

@@ -52,11 +52,15 @@ class TraceEstimate:
 
     def rows(self) -> list[dict]:
         """What `infergy estimate` prints, a dict a GPU and engine (the baseline first on each
-        GPU): `gpu` (as measured), the keys of `CardEstimate.rows()` (kwh, j_per_request,
-        j_per_output_token, saving_vs_baseline, ...) and the GPU's theoretical baseline
-        (`theoretical_kwh`). GPUs and engines not estimated: `estimates.not_estimated` and
-        each card's `unmeasured`, with why."""
-        return [{"gpu": c.gpu, **row, "theoretical_kwh": c.theoretical_j / J_PER_KWH}
+        GPU): `gpu` (as measured), the keys of `CardEstimate.rows()` (simulated_kwh, the
+        figure the command leads with, and kwh, the study's formula beside it; j_per_request,
+        saving_vs_baseline, ... of each) and the GPU's theoretical baseline
+        (`theoretical_kwh`, the study's over the binned requests at their bins' edges, and
+        `served_theoretical_kwh`, over every request at its own lengths as the simulation
+        serves them). GPUs and engines not estimated: `estimates.not_estimated` and each
+        card's `unmeasured`, with why."""
+        return [{"gpu": c.gpu, **row, "theoretical_kwh": c.theoretical_j / J_PER_KWH,
+                 "served_theoretical_kwh": c.served_theoretical_j / J_PER_KWH}
                 for c in self.estimates.cards for row in c.rows()]
 
     def to_dict(self) -> dict:

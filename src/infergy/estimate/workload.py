@@ -3,7 +3,7 @@
     import infergy
     result = infergy.estimate("azure-code-2023", model="llama-3.1-8b", engine="hf-eager,vllm")
     for row in result.rows():
-        print(row["gpu"], row["engine"], row["kwh"], row["j_per_request"])
+        print(row["gpu"], row["engine"], row["simulated_kwh"], row["kwh"])
 
 `infergy.estimate` is this package, callable (`CallablePackage`): calling it calls
 `estimate_workload`, and `from infergy.estimate import ...` still reaches the package's parts.
@@ -34,11 +34,12 @@ def estimate_workload(trace: str | Path | Trace, model: str,
     `model` on each engine (names, or one string separated by commas; the first is the
     baseline of the savings), on each GPU of `gpu` (None or "all": every GPU the profiles
     hold the model on), from `profile`'s results stores (None: the profiles shipped with
-    infergy): the numbers `infergy estimate` prints, with the same options. Its `rows()` give
-    kWh, J per request and per output token, the saving and the theoretical baseline, a GPU
-    and engine a row. Raises what the command says: TraceError, BinError, UnknownModelError,
-    UnknownGpuError, EstimateError (MissingPoints: the points to measure), StoreError, all
-    ValueErrors."""
+    infergy): the numbers `infergy estimate` prints, with the same options. Its `rows()` give,
+    a GPU and engine a row, the simulated serving's kWh (`simulated_kwh`, the command's
+    headline) and the study's formula's (`kwh`), each with J per request and per output
+    token and the saving, and the theoretical baselines. Raises what the command says:
+    TraceError, BinError, UnknownModelError, UnknownGpuError, EstimateError (MissingPoints:
+    the points to measure), StoreError, all ValueErrors."""
     engines = [e.strip() for e in engine.split(",")] if isinstance(engine, str) else list(engine)
     gpus = [g.strip() for g in gpu.split(",")] if isinstance(gpu, str) else gpu
     if gpus is not None and "all" in gpus:

@@ -74,7 +74,8 @@ def estimate_section(name: str, trace, points, stores: list[Path], shipped: bool
             tag = f"-{card_tag(card)}" if several else ""
             say(f"drawing the estimate of {what}")
             save(figures.estimate_figure(
-                [{**r, "theoretical_kwh": c.theoretical_j / J_PER_KWH, "gpu": e.gpu}
+                [{**r, "theoretical_kwh": c.theoretical_j / J_PER_KWH,
+                  "served_theoretical_kwh": c.served_theoretical_j / J_PER_KWH, "gpu": e.gpu}
                  for r, e in zip(rows, c.estimates, strict=True)], trace.name, top),
                 out, f"estimate-{trace.name}-{model}{tag}", sec, "")
             sec.tables.append(_per_bin_table(what, rows))
@@ -135,21 +136,23 @@ def _answer_table(what: str, result, c, rows: list[dict], grid: BinGrid, gco2: f
     def money(kwh: float) -> str:
         return "give --usd-per-kwh" if usd is None else f"{kwh * usd:.3g}"
 
-    requests = c.baseline.requests
-    theory_kwh = c.theoretical_j / J_PER_KWH
+    theory_kwh = c.theoretical_j / J_PER_KWH  # the study's: binned, at the bins' edges
+    served_kwh = c.served_theoretical_j / J_PER_KWH  # every request at its own lengths
     return {
         "title": f"{what}: every request served as the engine serves it, simulated over a "
                  f"step-cost model fitted to the measured points (predicted; ±p90: its energy "
                  f"error on points it was not fitted to); the study's formula beside it. "
                  f"{result.coverage_line()}. Bins: {bins}. Theoretical: "
                  f"{datasheet.name}'s {datasheet.tdp_w:g} W / {datasheet.bf16_dense_tflops:g} "
-                 f"TFLOPS dense bf16 (the study's Table 4 layout)",
+                 f"TFLOPS dense bf16, x every request's FLOPs at its own lengths (what the "
+                 f"simulation serves; the study's formula's column: the binned requests at "
+                 f"their bins' edges) (the study's Table 4 layout)",
         "columns": ["engine", "kWh", "±p90", "J per request", f"saving vs {c.baseline.engine}",
                     "above theoretical", "study's formula kWh", "gCO2e", "USD"],
         "rows": [_answer_row(r, k, gco2, money) for k, r in enumerate(rows)]
-        + [[f"theoretical baseline ({datasheet.name})", f"{theory_kwh:.4g}", "-",
-            f"{c.theoretical_j / requests:.4g}", "-", "-", "-", f"{theory_kwh * gco2:.3g}",
-            money(theory_kwh)]]}
+        + [[f"theoretical baseline ({datasheet.name})", f"{served_kwh:.4g}", "-",
+            f"{c.served_theoretical_j / result.coverage['requests']:.4g}", "-", "-",
+            f"{theory_kwh:.4g}", f"{served_kwh * gco2:.3g}", money(served_kwh)]]}
 
 
 def _answer_row(r: dict, k: int, gco2: float, money) -> list:

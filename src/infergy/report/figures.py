@@ -411,7 +411,9 @@ def tp_figure(points):
 
 def estimate_figure(rows: list[dict], trace: str, points):
     """Theoretical against each engine's estimated energy for one trace on one card (Figure
-    1); `rows` each hold the card's name as measured under "gpu"."""
+    1): the simulated serving the table leads with (the theoretical baseline over the same
+    requests at their own lengths), and the study's formula beside it (where no simulation
+    was made, the formula alone); `rows` each hold the card's name as measured under "gpu"."""
     if not rows:
         return None
     one_card(points)
@@ -422,13 +424,28 @@ def estimate_figure(rows: list[dict], trace: str, points):
     card = cards[0]
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4))
-    names = ["theoretical"] + [r["engine"] for r in rows]
-    values = [rows[0]["theoretical_kwh"]] + [r["kwh"] for r in rows]
-    colors = ["#999999"] + [_color(r["engine"]) for r in rows]
-    ax.bar(names, values, color=colors)
-    for n, v in enumerate(values):
-        ax.text(n, v, f"{v:.3g}", ha="center", va="bottom", fontsize=8)
+    theory = {"engine": "theoretical", "simulated_kwh": rows[0].get("served_theoretical_kwh"),
+              "kwh": rows[0]["theoretical_kwh"]}
+    names = [r["engine"] for r in (theory, *rows)]
+    half = 0.4
+    bars = []  # x, width, kWh, color, hatch (the study's formula)
+    for x, r in enumerate((theory, *rows)):
+        color = "#999999" if x == 0 else _color(r["engine"])
+        if r.get("simulated_kwh") is None:  # the formula alone
+            bars.append((x, 2 * half, r["kwh"], color, "//"))
+            continue
+        bars += [(x - half / 2, half, r["simulated_kwh"], color, None),
+                 (x + half / 2, half, r["kwh"], color, "//")]
+    for x, width, v, color, hatch in bars:
+        ax.bar(x, v, width=width, color="white" if hatch else color, hatch=hatch,
+               edgecolor=color)
+        ax.text(x, v, f"{v:.3g}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(names)), names)
+    from matplotlib.patches import Patch
+    ax.legend(handles=[Patch(color="#777777", label="every request at its own lengths "
+                                                    "(served, simulated: the table's kWh)"),
+                       Patch(facecolor="white", hatch="//", edgecolor="#777777",
+                             label="the study's binned formula")], fontsize=7)
     ax.set_ylabel("energy of the whole trace (kWh)")
-    ax.set_ylim(0, max(values) * 1.15)  # room for the numbers over the bars
+    ax.set_ylim(0, max(v for _, _, v, _, _ in bars) * 1.15)  # room for the numbers over the bars
     return _finish(fig, f"{trace} on {card}: estimated against theoretical energy", points)
-
