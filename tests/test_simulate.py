@@ -179,6 +179,17 @@ def test_static_batches_pad_to_the_longest_prompt_and_output():
     online = simulate(static, np.array([3, 7, 5]), np.array([2, 5, 3]),
                       np.array([0.0, 0.0, 50.0]), policy=Static(2))
     assert online.idle_s > 0 and online.requests == 3
+    assert online.generated_tokens == 5 + 5 + 3  # the first batch padded to 5, online too
+
+
+def test_a_static_engine_online_counts_the_requests_waiting_for_the_next_batch_in_flight():
+    """Request 0 runs alone (1 and 2 have not arrived at its start); they arrive during its
+    prefill and wait through its decoding: 3 in flight then, then both run, padded to 10."""
+    static = cost({"kind": "static", "batch": 8}, engine="hf-eager")
+    s = simulate(static, np.array([8, 8, 8]), np.array([5, 10, 3]),
+                 np.array([0.0, 1e-4, 2e-4]), policy=Static(2))
+    assert s.generated_tokens == 5 + 10 + 10 and s.output_tokens == 18
+    assert max(s.inflight_s) == 3 and min(k for k in s.inflight_s if k) == 1
 
 
 def test_requests_need_a_token_in_and_out():

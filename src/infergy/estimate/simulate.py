@@ -159,7 +159,7 @@ def simulate(cost: StepCost, input_tokens: np.ndarray, output_tokens: np.ndarray
     else:
         arrival = np.zeros(n) if arrival_s is None else np.asarray(arrival_s, dtype=float)
         order = np.argsort(arrival, kind="stable")
-        groups, asked = None, outputs
+        groups, asked = None, outputs.copy()  # a static batch's padding is written in
     served = np.ones(n, dtype=bool)
     if isinstance(policy, Continuous):
         served = inputs + asked <= policy.kv_tokens
@@ -183,30 +183,38 @@ def simulate(cost: StepCost, input_tokens: np.ndarray, output_tokens: np.ndarray
 
 def _static(cost: StepCost, policy: Static, inputs, outputs, arrival, groups, clock) -> None:
     """Static batches: `groups` back to back, or online up to `policy.batch` waiting requests
-    each time the engine is free."""
+    each time the engine is free. `outputs`: what each request runs to, its batch's longest
+    output written in."""
     if groups is None:
         order = np.argsort(arrival, kind="stable")
-        groups, k = [], 0
+        times = arrival[order]
+        k = 0
         while k < len(order):
             clock_start = max(clock.now, arrival[order[k]])
             j = k + 1
             while j < len(order) and j - k < policy.batch and arrival[order[j]] <= clock_start:
                 j += 1
-            _batch(cost, order[k:j], inputs, outputs, arrival, clock)
+            # in flight: the batch, and the requests arrived by then that wait for the next
+            _batch(cost, order[k:j], inputs, outputs, arrival, clock,
+                   lambda now, j=j: int(np.searchsorted(times, now, side="right")) - j)
             k = j
         return
     for g in groups:
         _batch(cost, g, inputs, outputs, arrival, clock)
 
 
-def _batch(cost: StepCost, g: np.ndarray, inputs, outputs, arrival, clock: Clock) -> None:
-    """One static batch from when the engine is free and its first request has arrived."""
+def _batch(cost: StepCost, g: np.ndarray, inputs, outputs, arrival, clock: Clock,
+           waiting=lambda now: 0) -> None:
+    """One static batch from when the engine is free and its first request has arrived; every
+    request runs to the longest output (written into `outputs`). `waiting(now)`: how many
+    requests wait for a later batch, at the start of its prefill and of its decoding."""
     clock.wait_until(float(arrival[g].max()))
     b, longest, out = len(g), int(inputs[g].max()), int(outputs[g].max())
+    outputs[g] = out
     prefill, decode = static_batch_features(b, longest, out, cost.experts)
-    clock.run(prefill, cost.time(prefill), b)
+    clock.run(prefill, cost.time(prefill), b + waiting(clock.now))
     clock.first_token[g] = clock.now
-    clock.run(decode, cost.time(decode), b)
+    clock.run(decode, cost.time(decode), b + waiting(clock.now))
     clock.end[g] = clock.now
 
 
