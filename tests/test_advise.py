@@ -168,3 +168,24 @@ def test_the_advised_vllm_configuration_says_how_to_serve_it():
         "--serve vllm --engine-option max_num_seqs=16 "
         "--engine-option max_num_batched_tokens=2048")
     assert Config("H200", "hf-eager", 32, None).serve_args() is None
+
+
+def test_slo_none_is_the_least_energy_at_any_latency_as_the_help_says():
+    assert parse_slo("none") == parse_slo(" None ") == []
+    result = CliRunner().invoke(app, ["advise", "-t", "azure-code-2023", "-m", "llama-3.1-8b",
+                                      "--gpu", "h100", "-e", "vllm", "--slo", "none",
+                                      "--workers", "1"])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--rate", "0"], "--rate must be a positive number"),
+    (["--rate", "5", "--time-scale", "2"], "--rate and --time-scale: one or the other"),
+    (["--serving", "offline", "--time-scale", "2"], "there are none to scale")])
+def test_a_pacing_option_that_cannot_be_is_said_before_any_search(args, says):
+    """Not blamed on the profiles (it was 'no engine has a step-cost model' once an engine),
+    nor ignored (--time-scale beside --rate was)."""
+    result = CliRunner().invoke(app, ["advise", "-t", "azure-code-2023", "-m", "llama-3.1-8b",
+                                      "--gpu", "h100", "-e", "vllm", *args])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2 and says in text and "step-cost model" not in text, text

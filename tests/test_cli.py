@@ -179,6 +179,13 @@ def test_meter_reports_a_child_killed_by_a_signal_as_a_shell_does():
     assert result.returncode == 128 + signal.SIGKILL
 
 
+@pytest.mark.parametrize("seconds", ["inf", "nan", "-1", "3601"])
+def test_idle_seconds_past_an_hour_or_not_a_number_are_refused(seconds):
+    """`--idle-s inf` passed `min=0` and ended in a traceback inside time.sleep on a card."""
+    result = infergy("meter", "--idle-s", seconds, "--", "true")
+    assert result.returncode == 2 and "expected seconds from 0 to 3600" in flat(result.stderr)
+
+
 def test_meter_ctrl_c_exits_130_and_reports_the_time_so_far():
     command = [sys.executable, "-c",
                "import os, time; print(os.getpid(), flush=True); time.sleep(30)"]

@@ -302,6 +302,32 @@ def test_calibrate_writes_the_design_its_model_s_context_holds(tmp_path):
     assert bad.exit_code == 2 and "no-such-model" in bad.output
 
 
+def test_calibrate_checks_its_engine_and_folder_before_writing_its_spec(tmp_path):
+    """A model's config.json names the spec by a file name, in a folder made for the store;
+    an unknown engine, a list of engines or a folder that cannot be made is said before
+    anything is written (no traceback, no spec left behind)."""
+    from infergy.cli.calibrate import _spec
+
+    config = tmp_path / "cfg" / "config.json"
+    config.parent.mkdir()
+    config.write_text(json.dumps({"model_type": "llama", "hidden_size": 64,
+                                  "num_hidden_layers": 2, "num_attention_heads": 4,
+                                  "num_key_value_heads": 2, "intermediate_size": 128,
+                                  "vocab_size": 1000, "max_position_embeddings": 4096}))
+    spec = _spec(str(config), "hf-eager", tmp_path / "new" / "cal.db")
+    assert spec.parent == tmp_path / "new" and "/" not in spec.name[len("cal-"):]
+    assert f"- {config}" in spec.read_text()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for engine, db, says in [("bogus", tmp_path / "x.db", "unknown engine 'bogus'"),
+                             ("hf-eager,vllm", tmp_path / "x.db", "one engine at a time"),
+                             ("hf-eager", blocker / "x.db", "cannot be made")]:
+        bad = CliRunner().invoke(app, ["calibrate", "-m", "tiny", "-e", engine, "--db", str(db)])
+        assert bad.exit_code == 2 and says in " ".join(bad.output.split()), bad.output
+        assert bad.exception is None or isinstance(bad.exception, SystemExit)
+    assert not list(tmp_path.glob("x-*.yaml"))
+
+
 def test_an_online_replay_is_simulated_with_the_caps_its_server_ran():
     """A vLLM server started with --max-num-seqs 2 --max-num-batched-tokens 512 (as
     `replay --engine-option` starts it): its replay is simulated with those caps, not the

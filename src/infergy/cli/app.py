@@ -96,6 +96,18 @@ def engine_list(text: str) -> list[str]:
     return engines
 
 
+# The longest idle measurement --idle-s takes: an hour (the card's idle power settles in
+# seconds; a longer wait is a mistake, `inf` one that would never end).
+MAX_IDLE_S = 3600.0
+
+
+def idle_seconds(value: float) -> float:
+    """--idle-s's check: seconds from 0 to MAX_IDLE_S (NaN and infinity refused)."""
+    if not 0 <= value <= MAX_IDLE_S:
+        raise typer.BadParameter(f"expected seconds from 0 to {MAX_IDLE_S:g}, got {value:g}")
+    return value
+
+
 def fmt(value: float | None, unit: str, digits: int = 4) -> str:
     """`value unit` to `digits` significant digits, or n/a."""
     return "n/a" if value is None else f"{value:.{digits}g} {unit}"
@@ -119,7 +131,7 @@ def output_file(path: Path, option: str) -> Path:
     if is_sqlite(path):
         raise fail(f"{option} {path}: is an SQLite file (a results store?), which infergy "
                    f"never writes over; give another name")
-    _writable(path.parent, option, path)
+    writable_folder(path.parent, option, path)
     return path
 
 
@@ -128,11 +140,13 @@ def output_folder(path: Path, option: str) -> Path:
     work; a user's error naming `option` where it is a file or cannot be written."""
     if path.exists() and not path.is_dir():
         raise fail(f"{option} {path}: is a file; give a folder to write into")
-    _writable(path, option, path)
+    writable_folder(path, option, path)
     return path
 
 
-def _writable(folder: Path, option: str, path: Path) -> None:
+def writable_folder(folder: Path, option: str, path: Path) -> None:
+    """`folder`, where `option`'s `path` goes, made (with its parents) and writable; a user's
+    error naming them otherwise."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -4,6 +4,7 @@ one engine start), fit its step-cost model, say how well it fits, and keep it in
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import typer
 import yaml
 from rich.table import Table
 
-from infergy.cli.app import MODEL_HELP, app, fail, out
+from infergy.cli.app import MODEL_HELP, app, engine_list, fail, out, writable_folder
 from infergy.cli.sweep import DEFAULT_DB, sweep_as_typed
 from infergy.estimate import FEATURES, EstimateError, design, errors, fit_step_cost, measured
 from infergy.models import UnknownModelError, get_model
@@ -78,21 +79,34 @@ def calibrate(
 
 def _spec(model: str, engine: str, db: Path) -> Path:
     """The calibration design for `model` (the inputs its context holds with the longest
-    output), written beside the store: the sweep spec that measures it, kept as a record."""
+    output), written beside the store: the sweep spec that measures it, kept as a record.
+    The model, the engine and the store's folder are checked first: nothing is written for a
+    mistake."""
     try:
         spec = get_model(model)
     except UnknownModelError as e:
         raise fail(str(e)) from None
+    if len(engine_list(engine)) > 1:
+        raise fail(f"--engine {engine}: calibrate measures one engine at a time (one engine "
+                   f"start); run it once an engine")
     inputs = calibration_inputs(spec.max_context)
     if len(inputs) < 2:
         raise fail(f"--model {model}: its context of {spec.max_context} tokens holds fewer "
                    f"than two of the calibration's inputs ({CALIBRATION_INPUTS}) with "
                    f"{max(CALIBRATION_OUTPUTS)} output tokens")
-    path = db.with_name(f"{db.stem}-calibration-{spec.name}-{engine}.yaml")
-    path.write_text(yaml.safe_dump({
-        "models": [spec.name], "engines": [engine], "batch_sizes": [1, "max"],
-        "grids": [{"input_tokens": inputs, "output_tokens": list(CALIBRATION_OUTPUTS)}],
-        **CALIBRATION_RUNS}))
+    writable_folder(db.parent, "--db", db)  # made where missing, as `measure --db` does
+    # A model may be a config.json's path and an engine module:Class: a file name of neither.
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{spec.name}-{engine}").strip("_")
+    path = db.with_name(f"{db.stem}-calibration-{name}.yaml")
+    try:
+        path.write_text(yaml.safe_dump({
+            "models": [spec.name],
+            "engines": [engine], "batch_sizes": [1, "max"],
+            "grids": [{"input_tokens": inputs, "output_tokens": list(CALIBRATION_OUTPUTS)}],
+            **CALIBRATION_RUNS}))
+    except OSError as e:
+        raise fail(f"--db {db}: the calibration's spec {path.name} cannot be written beside "
+                   f"it ({e.strerror or e})") from None
     return path
 
 

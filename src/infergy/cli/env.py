@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from infergy.cli.app import app, err, fail, fmt, note, out, output_file
+from infergy.cli.app import app, err, fail, fmt, idle_seconds, note, out, output_file
 from infergy.meter import (
     EXIT_NOT_EXECUTABLE,
     EXIT_NOT_FOUND,
@@ -57,7 +57,7 @@ def env(as_json: bool = typer.Option(False, "--json", help="Print JSON instead o
                           "yes" if z["readable"] else f"[yellow]no[/]: {z['reason']}")
         out.print(table)
     for u in info["unavailable"]:
-        out.print(f"[yellow]not measurable[/] {u['what']}: {u['reason']}")
+        out.print(f"[yellow]not measurable[/] {escape(str(u['what']))}: {escape(str(u['reason']))}")
     for w in info["warnings"]:
         out.print(f"[yellow]warning[/] {w}")
     table = Table(title="Software", title_justify="left")
@@ -95,7 +95,7 @@ def meter(
     as_json: bool = typer.Option(False, "--json", help="Write the result as JSON."),
     output: Path | None = typer.Option(None, "--output", "-o",
                                        help="Write the result here instead of stderr."),
-    idle_s: float = typer.Option(5.0, "--idle-s", min=0,
+    idle_s: float = typer.Option(5.0, "--idle-s", callback=idle_seconds,
                                  help="Seconds of idle power measured before the command "
                                       "(0: skip; no energy above idle then)."),
     period_ms: float = typer.Option(50.0, "--period-ms", min=1,

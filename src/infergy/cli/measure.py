@@ -6,9 +6,20 @@ import json
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from infergy.cli.app import MODEL_HELP, LogsToStderr, app, argv, fail, fmt, note, out
+from infergy.cli.app import (
+    MODEL_HELP,
+    LogsToStderr,
+    app,
+    argv,
+    fail,
+    fmt,
+    idle_seconds,
+    note,
+    out,
+)
 from infergy.engines import Decoding, DecodingError, EngineError, UnknownEngineError
 from infergy.models import UnknownModelError, get_model
 from infergy.plan import ParallelError, Point, PointError
@@ -62,7 +73,8 @@ def measure(
                                                   "the first N visible GPUs (vllm, "
                                                   "vllm-eager, hf-eager: one process a GPU); "
                                                   "every one of them is measured."),
-    idle_s: float = typer.Option(5.0, "--idle-s", min=0, help="Idle power measured first (s)."),
+    idle_s: float = typer.Option(5.0, "--idle-s", callback=idle_seconds,
+                                 help="Idle power measured first (s)."),
     engine_option: list[str] | None = typer.Option(None, "--engine-option",
                                                    help="key=value passed to the engine."),
     tokenizer: Path | None = typer.Option(None, "--tokenizer",
@@ -120,7 +132,7 @@ def _print_point(r, load: dict, device: str) -> None:
               + (f", {r.runs_per_window} runs a window (figures per run)"
                  if r.runs_per_window > 1 else ""))
     if r.status != "ok":
-        out.print(f"[red]{r.status}[/]: {r.error}")
+        out.print(f"[red]{r.status}[/]: {escape(str(r.error))}")
         return
     table = Table(show_header=False, box=None)
     table.add_column(style="dim")
@@ -160,6 +172,6 @@ def _print_point(r, load: dict, device: str) -> None:
         table.add_row(*row)
     out.print(table)
     if r.energy_j is None:
-        out.print(f"[yellow]energy unavailable[/]: {r.energy_reason}")
+        out.print(f"[yellow]energy unavailable[/]: {escape(str(r.energy_reason))}")
     for w in r.warnings:
-        out.print(f"[yellow]warning[/] {w}")
+        out.print(f"[yellow]warning[/] {escape(w)}")

@@ -7,9 +7,22 @@ import json
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from infergy.cli.app import MODEL_HELP, LogsToStderr, app, argv, err, fail, fmt, note, out, status
+from infergy.cli.app import (
+    MODEL_HELP,
+    LogsToStderr,
+    app,
+    argv,
+    err,
+    fail,
+    fmt,
+    idle_seconds,
+    note,
+    out,
+    status,
+)
 from infergy.engines import Decoding, EngineError, UnknownEngineError, engine_class
 from infergy.estimate import EstimateError, predict_replay, replay_estimate
 from infergy.meter import visible_gpu_models
@@ -79,7 +92,8 @@ def replay(
                                   "hf-eager: one process a GPU; online: --serve vllm), those "
                                   "measured. With --endpoint: measure the first N (default: "
                                   "every visible GPU)."),
-    idle_s: float = typer.Option(5.0, "--idle-s", min=0, help="Idle power measured first (s)."),
+    idle_s: float = typer.Option(5.0, "--idle-s", callback=idle_seconds,
+                                 help="Idle power measured first (s)."),
     warmup: str | None = typer.Option(None, "--warmup", help="Offline: which batches run "
                                       "once before their measured run, outside the replay's "
                                       "energy: first (the default), each (as each profile "
@@ -246,7 +260,7 @@ def _print_predicted(r, predicted, why: str | None) -> None:
     was measured."""
     if predicted is None:
         if why:
-            err.print(f"infergy: no simulated estimate: {why}")
+            err.print(f"infergy: no simulated estimate: {escape(why)}")
         return
     error = (f" ({predicted.energy_j / r.energy_j - 1:+.1%} against the measured)"
              if r.energy_j else "")
@@ -294,7 +308,7 @@ def _print_online(r) -> None:
     if r.steady and "none" in r.steady:
         notes.append(f"no steady state: {r.steady['none']}")
     for text in notes:
-        err.print(f"infergy: {text}")
+        err.print(f"infergy: {escape(text)}")
     out.print("[dim]steady state: the stretches of the run with its level of requests in "
               "flight, summed; its J per output token counts the tokens streamed inside them[/]")
 
@@ -340,7 +354,7 @@ def _print(results, trace: str, model: str, engine: str) -> None:
         if r.estimate and r.estimate.get("none"):
             notes.append(f"no estimate: {r.estimate['none']}")
     for text in dict.fromkeys(notes):
-        err.print(f"infergy: {text}")
+        err.print(f"infergy: {escape(text)}")
     out.print("[dim]req.: requests replayed; pad: generated tokens past a request's own "
               "length (static batches); kJ: GPU energy of the whole replay; sim.: the same "
               "batches simulated over the step-cost model fitted to the profile (predicted); "

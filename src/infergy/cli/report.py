@@ -58,7 +58,7 @@ def report(
         except UnknownModelError as e:
             raise fail(f"--model: {e}") from None
     try:
-        targets = None if slo is None else [] if slo.strip() == "none" else parse_slo(slo)
+        targets = None if slo is None else parse_slo(slo)
     except EstimateError as e:
         raise fail(str(e)) from None
     output_folder(output, "--out")

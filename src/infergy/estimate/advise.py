@@ -214,6 +214,7 @@ def advise_trace(trace: Trace, model: str, *, gpus: Sequence[str] | None = None,
     serving = serving or Serving("online")
     spec = get_model(model)
     trace, over = trace.within(spec.max_context)
+    serving.arrivals(trace)  # an option that cannot be: said before any search
     found, not_searched = candidates(trace, model, engines, gpus, stores, grid, serving)
     advice = search(trace, spec.name, found, serving=serving, targets=targets,
                     not_searched=not_searched, workers=workers, started=started)

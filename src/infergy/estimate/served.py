@@ -49,14 +49,26 @@ class Serving:
         if self.rate is not None and self.mode == "offline":
             raise EstimateError("--rate: for --serving online (offline, every request "
                                 "arrives at once)")
+        if self.rate is not None and self.time_scale != 1:
+            raise EstimateError("--rate and --time-scale: one or the other (--rate replaces "
+                                "the trace's times with Poisson arrivals; --time-scale scales "
+                                "them)")
 
     def arrivals(self, trace: Trace) -> np.ndarray | None:
         """Each request's arrival in s (None: offline). EstimateError where online is asked
         of a trace without times and no rate."""
         online = self.mode == "online" or (self.mode == "auto" and (
             self.rate is not None or trace.arrival_s is not None))
+        if self.time_scale != 1 and (not online or trace.arrival_s is None):
+            raise EstimateError(f"--time-scale: {trace.name} is served "
+                                f"{'with --rate' if online else 'offline'}, not at its own "
+                                f"times: there are none to scale")
         if not online:
             return None
+        if self.rate is None and trace.arrival_s is None:
+            raise EstimateError(f"{trace.name} has no arrival times to serve it online at: "
+                                f"give --rate (Poisson arrivals, requests a second), or "
+                                f"--serving offline")
         every = np.arange(len(trace))
         try:
             if self.rate is not None:

@@ -32,9 +32,11 @@ class Target:
 
 
 def parse_slo(text: str) -> list[Target]:
-    """`ttft_p90=500ms,tpot_p90=50ms,e2e_p99=30s` as Targets; EstimateError naming the
-    part that is not one (metric ttft, tpot or e2e; percentile p50, p90 or p99; a time in ms
-    or s)."""
+    """`ttft_p90=500ms,tpot_p90=50ms,e2e_p99=30s` as Targets, `none` as none (the least energy
+    at any latency); EstimateError naming the part that is not one (metric ttft, tpot or e2e;
+    percentile p50, p90 or p99; a time in ms or s)."""
+    if text.strip().lower() == "none":
+        return []
     targets: dict[str, Target] = {}
     for part in (p.strip() for p in text.split(",")):
         if not part:
