@@ -204,3 +204,20 @@ def test_an_older_store_read_only_is_read_as_it_is_and_not_migrated(tmp_path):
     assert path.read_bytes() == before
     with Store(path) as store:  # a writer migrates it
         assert store.version == SCHEMA_VERSION and store.replays() == []
+
+
+def test_a_point_in_two_stores_given_is_read_once(tmp_path, monkeypatch):
+    """The same store given twice (by two spellings of its path), or a store and another it
+    was merged into: each point and replay comes once (`results summary` counted 8 of 4)."""
+    from pathlib import Path
+
+    from infergy.profile.load import shipped_profiles
+    from infergy.profile.points import stored_points, stored_replays
+    source = shipped_profiles("llama-3.1-8b")[0]
+    merged = tmp_path / "merged.db"
+    merge([source], merged)
+    monkeypatch.chdir(source.parent)
+    once = [p["id"] for _, p, _ in stored_points([source])]
+    for stores in ([source, Path(source.name)], [source, merged], [merged, source]):
+        assert sorted(p["id"] for _, p, _ in stored_points(stores)) == sorted(once)
+        assert len(list(stored_replays(stores))) == len(list(stored_replays([source])))

@@ -23,12 +23,25 @@ POINT_COLUMNS = [
 def stored_points(stores: list[Path], **where) -> Iterator[tuple[Path, dict, dict]]:
     """(store, point, run) for every point of the stores matching `where` (columns of the
     points table, as `Store.points` takes them), each store in its own order (oldest first);
-    `run` is the row of the run that measured the point, {} where it is not recorded."""
-    for path in stores:
+    `run` is the row of the run that measured the point, {} where it is not recorded. A
+    point comes once, however many stores hold it (a store given twice, or merged into
+    another given beside it: `infergy results merge` keeps its id)."""
+    seen: set[str] = set()
+    for path in distinct(stores):
         with Store(path, create=False, read_only=True) as store:
             runs = {r["id"]: r for r in store.runs()}
             for point in store.points(**where):
-                yield path, point, runs.get(point["run_id"]) or {}
+                if point["id"] not in seen:
+                    seen.add(point["id"])
+                    yield path, point, runs.get(point["run_id"]) or {}
+
+
+def distinct(stores: list[Path]) -> list[Path]:
+    """The stores, each file once (as first given: `a.db` and `./a.db` are one)."""
+    found: dict[Path, Path] = {}
+    for path in stores:
+        found.setdefault(Path(path).resolve(), path)
+    return list(found.values())
 
 
 def stored_cards(stores: list[Path]) -> list[str]:
@@ -42,12 +55,15 @@ def stored_cards(stores: list[Path]) -> list[str]:
 
 def stored_replays(stores: list[Path]) -> Iterator[tuple[Path, dict, dict]]:
     """(store, replay, run) for every replay of the stores (`infergy replay`), as
-    `stored_points` gives points."""
-    for path in stores:
+    `stored_points` gives points, each once."""
+    seen: set[str] = set()
+    for path in distinct(stores):
         with Store(path, create=False, read_only=True) as store:
             runs = {r["id"]: r for r in store.runs()}
             for replay in store.replays():
-                yield path, replay, runs.get(replay["run_id"]) or {}
+                if replay["id"] not in seen:
+                    seen.add(replay["id"])
+                    yield path, replay, runs.get(replay["run_id"]) or {}
 
 
 def load_points(stores: list[Path]):
