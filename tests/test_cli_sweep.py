@@ -163,6 +163,14 @@ def test_results_errors_are_clear(tmp_path):
     bad = runner.invoke(app, ["results", "export", str(tmp_path / "x"), "--format", "xml",
                               "--db", str(tmp_path / "a.db")])
     assert bad.exit_code == 2 and "unknown export format 'xml'" in flat(bad.output)
+    # The format follows the file's extension; a --format against it is refused.
+    by_name = runner.invoke(app, ["results", "export", str(tmp_path / "p.json"), "--db",
+                                  str(tmp_path / "a.db")])
+    assert by_name.exit_code == 0 and json.loads((tmp_path / "p.json").read_text())
+    clash = runner.invoke(app, ["results", "export", str(tmp_path / "p.parquet"), "--format",
+                                "csv", "--db", str(tmp_path / "a.db")])
+    assert clash.exit_code == 2 and "a .parquet file, and --format csv" in flat(clash.output)
+    assert not (tmp_path / "p.parquet").exists()
     summary = runner.invoke(app, ["results", "summary", "--db", str(tmp_path / "a.db"),
                                   "--model", "llama-3.1-8b"])
     assert summary.exit_code == 2 and "no measured points of llama-3.1-8b" in flat(

@@ -109,13 +109,20 @@ def results_show(
 def results_export(
     output: Path = typer.Argument(..., help="File to write."),
     db: Path = typer.Option(DEFAULT_DB, "--db", help="Results store."),
-    fmt: str = typer.Option("csv", "--format", help="csv, json or parquet."),
+    fmt: str | None = typer.Option(None, "--format", help="csv, json or parquet (default: "
+                                                          "the file's extension, else csv)."),
 ):
     """Every point as a flat table: key, headline figures, GPU. Never written over: a results
     store (any SQLite file), nor the store read; the file appears whole or not at all."""
+    named = output.suffix.lower().lstrip(".")
+    if fmt is None:
+        fmt = named if named in EXPORT_FORMATS else "csv"
     if fmt not in EXPORT_FORMATS:
         raise fail(f"--format: unknown export format {fmt!r}; expected one of "
                    f"{', '.join(EXPORT_FORMATS)}")
+    if named in EXPORT_FORMATS and named != fmt:
+        raise fail(f"output {output}: a .{named} file, and --format {fmt}: give a .{fmt} "
+                   f"name, or leave --format out")
     if same_file(output, db):
         raise fail(f"output {output}: is the store being read (--db {db}); give another file "
                    f"to write")
