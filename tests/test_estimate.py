@@ -449,6 +449,10 @@ def test_requests_longer_than_the_model_s_context_are_left_out_and_said():
     longer = int((code.input_tokens + code.output_tokens > 2048).sum())
     assert said["over_context"] == longer > 0
     assert said["bins"]["requests"] == len(code) - longer
+    every = Trace("t", np.array([3000]), np.array([10]))
+    with pytest.raises(EstimateError, match="every one of its 1 requests is longer than "
+                                            "olmo-7b's context of 2,048"):
+        infergy.estimate(every, model="olmo-7b", engine="vllm")
 
 
 def test_a_trace_not_sorted_by_time_is_served_at_each_request_s_own_time():

@@ -11,6 +11,7 @@ from infergy.estimate.binned import J_PER_KWH
 from infergy.estimate.cards import Estimates, estimate_cards
 from infergy.estimate.served import Serving
 from infergy.models import get_model
+from infergy.profile.load import EstimateError
 from infergy.workloads.bins import BinGrid, Binned
 from infergy.workloads.trace import Trace
 
@@ -91,6 +92,10 @@ def estimate_trace(trace: Trace, model: str, engines: Sequence[str], grid: BinGr
     serving = serving or Serving()
     serving.arrivals(trace)  # a --rate or --time-scale that cannot be: said before any work
     trace, over = trace.within(spec.max_context)
+    if over and not len(trace):
+        raise EstimateError(f"{trace.name}: every one of its {over} requests is longer than "
+                            f"{spec.name}'s context of {spec.max_context:,} tokens (input + "
+                            f"output), which an engine refuses: nothing to estimate")
     binned = grid.assign(trace.input_tokens, trace.output_tokens)
     return TraceEstimate(trace.name, spec.name, list(engines), grid, binned,
                          estimate_cards(trace, binned, spec.name, engines, gpus, stores,
