@@ -158,6 +158,10 @@ def test_a_cooldown_is_accepted_at_tp_2_on_an_engine_of_one_process_a_gpu():
      r"field 'tp' \(line 5\): --tp 3 does not divide llama-3.1-8b's 32 attention heads"),
     ("- a list\n", r"expected a mapping of fields"),
     ("models: [tiny\n", r"not valid YAML"),
+    ("models: [tiny]\nmodels: [tiny-draft]\ninput_tokens: [8]\noutput_tokens: [4]\n",
+     r"line 2: field 'models' given again \(first at line 1\)"),  # YAML keeps the last
+    ("models: [tiny]\ngrids:\n- {input_tokens: [8], output_tokens: [4], input_tokens: [9]}\n",
+     r"line 3: field 'grids\[0\].input_tokens' given again"),
 ])
 def test_bad_specs_name_the_file_the_field_its_line_and_what_was_expected(
         tmp_path, yaml_text, match):

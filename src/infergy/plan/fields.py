@@ -30,6 +30,7 @@ class FieldLines:
         import yaml
 
         self.lines: dict[str, int] = {}
+        self.repeated: list[tuple[str, int, int]] = []  # a key given twice: path, lines
         with contextlib.suppress(yaml.YAMLError, RecursionError):
             self._walk(yaml.compose(text), "")
 
@@ -39,6 +40,9 @@ class FieldLines:
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
                 sub = f"{path}.{key.value}" if path else str(key.value)
+                if sub in self.lines:  # YAML keeps the last silently
+                    self.repeated.append((sub, self.lines[sub], key.start_mark.line + 1))
+                    continue
                 self.lines[sub] = key.start_mark.line + 1
                 self._walk(value, sub)
         elif isinstance(node, yaml.SequenceNode):
@@ -65,7 +69,7 @@ def read_spec_file(path: Path, presets: list[str]) -> tuple[Any, FieldLines]:
             if str(err) == "no such file" else ""
         raise SpecError(f"{path}: {err}{also}") from None
     try:
-        return yaml.safe_load(text), FieldLines(text)
+        data, lines = yaml.safe_load(text), FieldLines(text)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -75,6 +79,11 @@ def read_spec_file(path: Path, presets: list[str]) -> tuple[Any, FieldLines]:
         raise SpecError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
     except RecursionError:
         raise SpecError(f"{path}: not a spec (YAML nested too deeply)") from None
+    if lines.repeated:
+        field, first, again = lines.repeated[0]
+        raise SpecError(f"{path}: line {again}: field {field!r} given again (first at line "
+                        f"{first}); give it once")
+    return data, lines
 
 
 def shown(value, width: int = 60) -> str:
