@@ -11,6 +11,8 @@ they support.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 STRATEGIES = ("greedy", "sample", "beam", "speculative")
@@ -41,8 +43,9 @@ class Decoding:
                 f"unknown decoding strategy {self.strategy!r}; expected one of "
                 f"{', '.join(STRATEGIES)}"
             )
-        if not self.temperature > 0:
-            raise DecodingError(f"temperature must be > 0, got {self.temperature}")
+        if not 0 < self.temperature < math.inf:  # inf: every logit 0, NaN probabilities
+            raise DecodingError(f"temperature must be a finite number > 0, got "
+                                f"{self.temperature}")
         if not 0 < self.top_p <= 1:
             raise DecodingError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.strategy == "beam" and not (isinstance(self.beams, int) and self.beams >= 2):
