@@ -399,6 +399,17 @@ def test_a_trace_of_zero_outputs_has_no_energy_per_output_token_not_a_crash(tmp_
     assert "J/tok: n/a, the requests in the bins generate no output token" in said
 
 
+def test_a_simulated_request_of_no_output_counts_no_output_token():
+    """It runs as one token (an engine computes a prompt's first token), but that token is
+    not the request's: the table's J/tok said 2.64 above a footnote saying n/a."""
+    rows = {n: infergy.estimate(trace([100] * n + [200], [0] * n + [o]), model="llama-3.1-8b",
+                                engine="vllm", gpu="h100").rows()[0]
+            for n, o in ((1, 0), (3, 10))}
+    assert rows[1]["simulated_j_per_output_token"] is None
+    assert rows[3]["simulation"]["output_tokens"] == 10
+    assert rows[3]["simulated_j_per_output_token"] == pytest.approx(rows[3]["simulated_j"] / 10)
+
+
 def test_some_zero_outputs_count_in_the_energy_per_output_token(tmp_path):
     profile = load_profile([write_profile(tmp_path / "p.db")], "llama-3.1-8b", "vllm")
     result = estimate(*binned(trace([10, 10], [0, 4]), BinGrid((32, 128), (8, 64))), profile)

@@ -12,7 +12,6 @@ they support.
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 
 STRATEGIES = ("greedy", "sample", "beam", "speculative")

@@ -140,7 +140,8 @@ def simulate_trace(trace: Trace, profile: Profile, serving: Serving, grid: BinGr
     empty = int(((trace.input_tokens < 1) | (trace.output_tokens < 1)).sum())
     served = simulate(cost, np.maximum(trace.input_tokens, 1),
                       np.maximum(trace.output_tokens, 1), arrival, policy=policy,
-                      batches=batches, serving=serving.words(arrival is not None))
+                      batches=batches, serving=serving.words(arrival is not None),
+                      own_outputs=trace.output_tokens)
     if empty:
         served.notes.append(f"{empty} requests of no input or no output token run as one")
     return Simulated(served, cost, band_of(summary), summary, words)

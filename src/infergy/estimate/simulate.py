@@ -138,12 +138,15 @@ def policy_of(cost: StepCost, online: bool = False) -> Static | Continuous:
 
 def simulate(cost: StepCost, input_tokens: np.ndarray, output_tokens: np.ndarray,
              arrival_s: np.ndarray | None = None, *, policy: Static | Continuous | None = None,
-             batches: Sequence[np.ndarray] | None = None, serving: str = "") -> Served:
+             batches: Sequence[np.ndarray] | None = None, serving: str = "",
+             own_outputs: np.ndarray | None = None) -> Served:
     """Serve the requests on the engine of `cost` with `policy` (default: as measured).
     `batches` (indices into the requests): static batches run back to back, offline (on a
     continuous engine, each batch one offline run of its requests, each to the batch's longest
     output, as `infergy replay` runs them); otherwise the requests arrive at `arrival_s`
-    (None: all at once) and the policy forms its batches."""
+    (None: all at once) and the policy forms its batches. `own_outputs`: the output tokens
+    counted as the requests' own where they differ from those served (a request of none runs
+    as one: its J per output token counts none)."""
     policy = policy or policy_of(cost)
     inputs = np.asarray(input_tokens, dtype=np.int64)
     outputs = np.asarray(output_tokens, dtype=np.int64)
@@ -178,7 +181,8 @@ def simulate(cost: StepCost, input_tokens: np.ndarray, output_tokens: np.ndarray
         if arrival_s is None:  # offline: one call of the engine
             clock.call(cost, len(o))
         run_continuous(cost, policy, arrival[o], inputs[o], asked[o], clock, o)
-    return _served(cost, policy, clock, arrival, served, outputs, asked, serving)
+    own = outputs if own_outputs is None else np.asarray(own_outputs, dtype=np.int64)
+    return _served(cost, policy, clock, arrival, served, outputs, asked, serving, own)
 
 
 def _static(cost: StepCost, policy: Static, inputs, outputs, arrival, groups, clock) -> None:
@@ -218,7 +222,8 @@ def _batch(cost: StepCost, g: np.ndarray, inputs, outputs, arrival, clock: Clock
     clock.end[g] = clock.now
 
 
-def _served(cost, policy, clock: Clock, arrival, served, outputs, asked, serving) -> Served:
+def _served(cost, policy, clock: Clock, arrival, served, outputs, asked, serving,
+            own) -> Served:
     ttft = clock.first_token[served] - arrival[served]
     e2e = clock.end[served] - arrival[served]
     many = outputs[served] > 1
@@ -234,7 +239,7 @@ def _served(cost, policy, clock: Clock, arrival, served, outputs, asked, serving
                      f"waiting with its model loaded is not measured on this card "
                      f"({WAITING_SEEN}), so they may be under-charged")
     return Served(cost.engine, cost.gpu, serving or policy.kind, int(served.sum()),
-                  int(outputs[served].sum()), int(asked[served].sum()), clock.now - start,
+                  int(own[served].sum()), int(asked[served].sum()), clock.now - start,
                   clock.busy_s, clock.idle_s,
                   cost.active_energy(clock.features, clock.busy_s) + cost.idle_w * clock.busy_s,
                   cost.waiting_w * clock.idle_s, int(clock.features[0]), clock.preemptions,
