@@ -276,6 +276,18 @@ def test_an_empty_numeric_time_is_an_error_not_nan(tmp_path):
         load_trace(path)
 
 
+def test_epoch_milliseconds_are_refused_not_read_as_seconds(tmp_path):
+    """1700000000000, ...1000, ...2000 read as seconds spanned 33 minutes, not 2 s."""
+    path = write(tmp_path, "t.csv", "input_tokens,output_tokens,timestamp\n5,2,1700000000000\n"
+                                    "6,3,1700000001000\n7,3,1700000002000\n")
+    with pytest.raises(TraceError, match=r"column 'timestamp': numbers from 1.7e\+12 are epoch "
+                                         r"milliseconds"):
+        load_trace(path)
+    seconds = write(tmp_path, "s.csv", "input_tokens,output_tokens,timestamp\n5,2,1700000000\n"
+                                       "6,3,1700000001\n")
+    assert load_trace(seconds).arrival_s.tolist() == [0.0, 1.0]  # epoch seconds are seconds
+
+
 # First contact (issue 28): bad input refused clearly, never a traceback or nonsense.
 
 def said(result) -> str:

@@ -210,6 +210,11 @@ def _line(frame, n: int) -> str:
         else f"line {int(frame.index[n]) + first}"
 
 
+# A numeric time past this many seconds is no time in seconds (the year 5138 since 1970,
+# 3,170 years since a trace's start): epoch milliseconds (1.7e12 in 2023) or finer.
+EPOCH_SECONDS_MAX = 1e11
+
+
 def _times(path: Path, frame, column: str, good: np.ndarray) -> np.ndarray | None:
     """Seconds from the first request: a column of seconds, or of times (ISO 8601 or any
     form pandas reads; those with a time zone in UTC)."""
@@ -223,6 +228,11 @@ def _times(path: Path, frame, column: str, good: np.ndarray) -> np.ndarray | Non
             got = "an empty cell" if np.isnan(seconds[n]) else _shown(raw.iloc[n])
             raise TraceError(f"{path}: {_line(kept, n)}, column {column!r}: expected a time, "
                              f"got {got}")
+        if len(seconds) and seconds.min() > EPOCH_SECONDS_MAX:
+            raise TraceError(f"{path}: column {column!r}: numbers from {seconds.min():.4g} are "
+                             f"epoch milliseconds (or finer), not seconds, which a numeric time "
+                             f"column is read as (its requests would arrive 1,000 times too "
+                             f"far apart): give seconds, or ISO 8601 times")
         return seconds - seconds.min()
     stamps = raw if isinstance(raw.dtype, pd.DatetimeTZDtype) or \
         pd.api.types.is_datetime64_dtype(raw) else _stamps(path, kept, column, raw)
