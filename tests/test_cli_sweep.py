@@ -160,6 +160,13 @@ def test_results_errors_are_clear(tmp_path):
     unknown = runner.invoke(app, ["results", "show", "zzz", "--db", str(tmp_path / "a.db")])
     assert unknown.exit_code == 2 and "no points with an id starting 'zzz'" in flat(
         unknown.output)
+    status = runner.invoke(app, ["results", "list", "--status", "bogus", "--db",
+                                 str(tmp_path / "a.db")])
+    assert status.exit_code == 2 and "--status expects one of ok, oom, failed" in flat(
+        status.output)
+    device = runner.invoke(app, ["sweep", "batch-sweep", "-m", "tiny", "--dry-run", "--device",
+                                 "bogus"])
+    assert device.exit_code == 2 and "--device must be auto, cuda or cpu" in flat(device.output)
     bad = runner.invoke(app, ["results", "export", str(tmp_path / "x"), "--format", "xml",
                               "--db", str(tmp_path / "a.db")])
     assert bad.exit_code == 2 and "unknown export format 'xml'" in flat(bad.output)

@@ -35,6 +35,9 @@ def _table(title: str, columns) -> Table:
     return table
 
 
+STATUSES = ("ok", "oom", "failed")  # a point's, as the store keeps it
+
+
 @results_app.command("list")
 def results_list(
     db: Path = typer.Option(DEFAULT_DB, "--db", help="Results store."),
@@ -43,6 +46,8 @@ def results_list(
     status: str | None = typer.Option(None, "--status", help="ok, oom or failed."),
 ):
     """One line per point: its id, key and headline figures (CV: of energy over repeats)."""
+    if status not in (None, *STATUSES):
+        raise fail(f"--status expects one of {', '.join(STATUSES)}, got {status!r}")
     where = {k: v for k, v in (("model", model), ("engine", engine), ("status", status)) if v}
     points, runs = _read(db, lambda store: (store.points(**where),
                                             {r["id"]: r for r in store.runs()}))

@@ -118,6 +118,8 @@ def sweep(
         raise fail(f"--resume-by expects one of {', '.join(RESUME_BY)}, got {resume_by!r}")
     if launcher not in LAUNCHERS:
         raise fail(f"--launcher expects one of {', '.join(LAUNCHERS)}, got {launcher!r}")
+    if device not in ("auto", "cuda", "cpu"):
+        raise fail(f"--device must be auto, cuda or cpu, got {device!r}")
     if dry_run:
         _print_plan(spec, db, resume_by, device)
         _print_groups(spec, launcher, workers, device)
@@ -127,8 +129,6 @@ def sweep(
                     "--slurm-partition": slurm_partition, "--slurm-account": slurm_account,
                     "--slurm-time": slurm_time, "--slurm-option": slurm_option,
                     "--slurm-executor": slurm_executor})
-    if device not in ("auto", "cuda", "cpu"):
-        raise fail(f"--device must be auto, cuda or cpu, got {device!r}")
     try:
         chosen = open_launcher(launcher, parts_folder(db), spec.tp, device, workers,
                                ray_address=ray_address,
