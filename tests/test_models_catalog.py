@@ -322,3 +322,8 @@ def test_a_model_built_from_a_local_config_is_measured_on_a_cpu(tmp_path):
                             env={**os.environ, "PYTHONPATH": str(SRC)})
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["point"]["model"] == str(path)
+
+
+def test_a_folder_without_config_json_is_said_as_such(tmp_path):
+    with pytest.raises(UnknownModelError, match="a folder without config.json"):
+        get_model(str(tmp_path))

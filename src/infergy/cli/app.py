@@ -88,7 +88,7 @@ def gpu_list(text: str | None) -> list[str] | None:
 def engine_list(text: str) -> list[str]:
     """--engine's names (comma-separated); an unknown one is said here, before the stores
     (they would say only that they hold no such points)."""
-    engines = [e.strip() for e in text.split(",")]
+    engines = list(dict.fromkeys(e.strip() for e in text.split(",")))  # each once
     unknown = [e for e in engines if e not in ENGINES and ":" not in e]
     if unknown:
         raise fail(f"--engine: unknown engine {unknown[0]!r}; expected names of "

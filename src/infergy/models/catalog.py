@@ -17,6 +17,7 @@ import json
 import warnings
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 _CONFIG_DIR = "configs"
@@ -116,6 +117,10 @@ def get_model(name: str) -> ModelSpec:
 
         if local.is_config_path(name):
             return local.read_config(name, flops.known_types())
+        if Path(name).expanduser().is_dir():
+            raise UnknownModelError(f"{name}: a folder without config.json; give a model's "
+                                    f"config.json (or the folder holding it), or a catalog "
+                                    f"name (`infergy models`)")
     if key is None:
         raise UnknownModelError(f"unknown model {name!r}{_nearest(name)}; valid names: "
                                 f"{', '.join(model_names())}, the Hugging Face ids "
