@@ -484,3 +484,16 @@ def test_a_trace_not_sorted_by_time_is_served_at_each_request_s_own_time():
             for t in (first, shuffled)]
     for key in ("simulated_kwh", "ttft_p90_s", "e2e_p90_s"):
         assert rows[1][key] == pytest.approx(rows[0][key], rel=1e-9), key
+
+
+@pytest.mark.parametrize("command", ["estimate", "advise"])
+def test_a_trace_s_columns_are_named_for_estimate_and_advise_time_included(tmp_path, command):
+    """A table of other column names: mapped, its times read (online at them); advise took
+    no mapping and estimate no time column."""
+    path = tmp_path / "mapped.csv"
+    path.write_text("prompt_len,gen_len,t\n100,20,0\n200,40,1.5\n300,30,2\n")
+    result = CliRunner().invoke(app, [command, "-t", str(path), "-m", "llama-3.1-8b", "--gpu",
+                                      "h100", "-e", "vllm", "--input-col", "prompt_len",
+                                      "--output-col", "gen_len", "--time-col", "t", "--json"])
+    assert result.exit_code == 0, result.output
+    assert "online at the trace's own times" in result.output

@@ -37,6 +37,11 @@ def advise(
                                                        "profiles hold."),
     engine: str = typer.Option("vllm,vllm-eager,hf-eager,hf-compiled", "--engine", "-e",
                                help="Engines to search, comma-separated."),
+    fmt: str | None = typer.Option(None, "--format", help="Trace file format: azure, "
+                                                          "burstgpt or table."),
+    input_col: str | None = typer.Option(None, "--input-col", help="Input tokens column."),
+    output_col: str | None = typer.Option(None, "--output-col", help="Output tokens column."),
+    time_col: str | None = typer.Option(None, "--time-col", help="Arrival time column."),
     slo: str | None = typer.Option(None, "--slo", help="Latency targets, e.g. "
                                    "ttft_p90=500ms,tpot_p90=50ms,e2e_p99=30s (ttft, tpot, e2e; "
                                    "p50, p90, p99); none: the least energy at any latency."),
@@ -65,7 +70,8 @@ def advise(
         output_folder(output, "--out")
     try:
         targets = parse_slo(slo) if slo is not None else []
-        workload = get_trace(trace)
+        workload = get_trace(trace, fmt=fmt, input_col=input_col, output_col=output_col,
+                             time_col=time_col)
         with status(not as_json, f"advise: searching {trace} on {model}"):
             advice = advise_trace(workload, model, gpus=gpus, engines=engines,
                                   serving=Serving(serving, rate, time_scale), targets=targets,

@@ -58,6 +58,7 @@ def estimate(
                                                           "burstgpt or table."),
     input_col: str | None = typer.Option(None, "--input-col", help="Input tokens column."),
     output_col: str | None = typer.Option(None, "--output-col", help="Output tokens column."),
+    time_col: str | None = typer.Option(None, "--time-col", help="Arrival time column."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip and count malformed rows."),
     tokenizer: str | None = typer.Option(None, "--tokenizer", help="ShareGPT: a tokenizer "
                                                                    "folder to count tokens."),
@@ -81,7 +82,7 @@ def estimate(
     try:
         model = get_model(model).name  # said before the trace is read; a Hugging Face id
         workload = get_trace(trace, fmt=fmt, input_col=input_col, output_col=output_col,
-                             skip_bad=skip_bad, tokenizer=tokenizer)
+                             time_col=time_col, skip_bad=skip_bad, tokenizer=tokenizer)
         grid = BinGrid.of(bins, input_edges, output_edges, beyond)
         result = estimate_trace(workload, model, engine_list(engine), grid, gpus=gpus,
                                 stores=profile or None, theory_gpu=theory_gpu,
