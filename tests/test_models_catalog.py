@@ -325,5 +325,5 @@ def test_a_model_built_from_a_local_config_is_measured_on_a_cpu(tmp_path):
 
 
 def test_a_folder_without_config_json_is_said_as_such(tmp_path):
-    with pytest.raises(UnknownModelError, match="a folder without config.json"):
+    with pytest.raises(UnknownModelError, match=r"a folder without config\.json"):
         get_model(str(tmp_path))

@@ -518,3 +518,14 @@ def test_a_server_started_here_has_its_waiting_power_measured_and_used(tmp_path,
     found = serving_idle_powers([tmp_path / "r.db"], "tiny", "vllm-eager", gpu)
     assert [w.engine for w in found] == ["vllm"]
     assert found[0].watts == pytest.approx(120.0, rel=0.05)
+
+
+def test_an_online_option_given_to_an_offline_replay_is_refused_not_ignored(tmp_path):
+    from typer.testing import CliRunner
+
+    from infergy.cli import app
+
+    res = CliRunner().invoke(app, ["replay", "-t", "azure-code-2023", "-m", "tiny", "--idle-s",
+                                   "0", "--rate", "2", "--time-scale", "4"])
+    said = " ".join(res.output.split())
+    assert res.exit_code == 2 and "--rate, --time-scale: for --mode online" in said

@@ -151,6 +151,13 @@ def replay(
                       time_scale=time_scale, max_requests=max_requests, duration=duration,
                       timeout=timeout, api_key_env=api_key_env,
                       steady_inflight=steady_inflight, tp=tp)
+    online_only = [name for name, given in (
+        ("--endpoint", endpoint is not None), ("--serve", serve is not None),
+        ("--rate", rate is not None), ("--concurrency", concurrency is not None),
+        ("--time-scale", time_scale != 1)) if given]
+    if mode == "offline" and online_only:  # else ignored, silently
+        raise fail(f"{', '.join(online_only)}: for --mode online (offline, the requests run "
+                   f"in batches through the engine, not at arrival times)")
     try:
         kinds, warmup = replay_options(mode, batching, warmup)
         spec = get_model(model)
