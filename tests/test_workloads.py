@@ -246,6 +246,8 @@ def test_sharegpt_needs_a_tokenizer(tmp_path):
     path = write(tmp_path, "s.json", json.dumps(SHAREGPT))
     with pytest.raises(TraceError, match="give a tokenizer"):
         load_trace(path, "sharegpt")
+    with pytest.raises(TraceError, match="tokenizer /no/such/folder: no such folder"):
+        load_trace(path, "sharegpt", tokenizer="/no/such/folder")
 
 
 @pytest.mark.parametrize(("header", "suffix"), [

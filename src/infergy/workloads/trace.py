@@ -301,6 +301,11 @@ def load_sharegpt(path: Path, tokenizer) -> Trace:
     if isinstance(tokenizer, str | Path):
         from transformers import AutoTokenizer
 
+        folder = Path(tokenizer).expanduser()
+        if str(tokenizer).startswith(("/", ".", "~")) and not folder.is_dir():
+            raise TraceError(f"tokenizer {tokenizer}: no such folder (a tokenizer's folder, "
+                             f"with its tokenizer.json or vocabulary)")
+
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
         except (OSError, ValueError) as err:
