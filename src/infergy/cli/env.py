@@ -59,7 +59,7 @@ def env(as_json: bool = typer.Option(False, "--json", help="Print JSON instead o
     for u in info["unavailable"]:
         out.print(f"[yellow]not measurable[/] {escape(str(u['what']))}: {escape(str(u['reason']))}")
     for w in info["warnings"]:
-        out.print(f"[yellow]warning[/] {w}")
+        out.print(f"[yellow]warning[/] {escape(str(w))}")
     table = Table(title="Software", title_justify="left")
     table.add_column("package")
     table.add_column("version")

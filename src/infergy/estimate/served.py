@@ -59,11 +59,10 @@ class Serving:
         of a trace without times and no rate."""
         online = self.mode == "online" or (self.mode == "auto" and (
             self.rate is not None or trace.arrival_s is not None))
-        if self.time_scale != 1 and (not online or trace.arrival_s is None):
-            raise EstimateError(f"--time-scale: {trace.name} is served "
-                                f"{'with --rate' if online else 'offline'}, not at its own "
-                                f"times: there are none to scale")
         if not online:
+            if self.time_scale != 1:
+                raise EstimateError(f"--time-scale: {trace.name} is served offline, not at its "
+                                    f"own times: there are none to scale")
             return None
         if self.rate is None and trace.arrival_s is None:
             raise EstimateError(f"{trace.name} has no arrival times to serve it online at: "
