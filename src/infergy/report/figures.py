@@ -427,15 +427,11 @@ def estimate_figure(rows: list[dict], trace: str, points):
     theory = {"engine": "theoretical", "simulated_kwh": rows[0].get("served_theoretical_kwh"),
               "kwh": rows[0]["theoretical_kwh"]}
     names = [r["engine"] for r in (theory, *rows)]
-    half = 0.4
-    bars = []  # x, width, kWh, color, hatch (the study's formula)
+    bars = []  # x, width, kWh, color, hatch (the study's formula; alone where not simulated)
     for x, r in enumerate((theory, *rows)):
-        color = "#999999" if x == 0 else _color(r["engine"])
-        if r.get("simulated_kwh") is None:  # the formula alone
-            bars.append((x, 2 * half, r["kwh"], color, "//"))
-            continue
-        bars += [(x - half / 2, half, r["simulated_kwh"], color, None),
-                 (x + half / 2, half, r["kwh"], color, "//")]
+        color, simulated = "#999999" if x == 0 else _color(r["engine"]), r.get("simulated_kwh")
+        bars += ([(x - 0.2, 0.4, simulated, color, None), (x + 0.2, 0.4, r["kwh"], color, "//")]
+                 if simulated is not None else [(x, 0.8, r["kwh"], color, "//")])
     for x, width, v, color, hatch in bars:
         ax.bar(x, v, width=width, color="white" if hatch else color, hatch=hatch,
                edgecolor=color)
@@ -445,7 +441,8 @@ def estimate_figure(rows: list[dict], trace: str, points):
     ax.legend(handles=[Patch(color="#777777", label="every request at its own lengths "
                                                     "(served, simulated: the table's kWh)"),
                        Patch(facecolor="white", hatch="//", edgecolor="#777777",
-                             label="the study's binned formula")], fontsize=7)
+                             label="the study's binned formula")], fontsize=7,
+              loc="upper left")
     ax.set_ylabel("energy of the whole trace (kWh)")
-    ax.set_ylim(0, max(v for _, _, v, _, _ in bars) * 1.15)  # room for the numbers over the bars
+    ax.set_ylim(0, max(v for _, _, v, _, _ in bars) * 1.35)  # room for the numbers, legend
     return _finish(fig, f"{trace} on {card}: estimated against theoretical energy", points)
