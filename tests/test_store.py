@@ -221,3 +221,12 @@ def test_a_point_in_two_stores_given_is_read_once(tmp_path, monkeypatch):
     for stores in ([source, Path(source.name)], [source, merged], [merged, source]):
         assert sorted(p["id"] for _, p, _ in stored_points(stores)) == sorted(once)
         assert len(list(stored_replays(stores))) == len(list(stored_replays([source])))
+
+
+def test_a_run_s_idle_power_is_its_gpus_not_its_cpu_s():
+    """A run keeps every sensor's idle power (RAPL's where readable); a point's energy is its
+    GPUs', and so is the idle the fit and the report take (the median of all three made a
+    GPU idle at the CPU package's 44.9 W)."""
+    from infergy.profile.points import idle_powers
+    run = {"idle_w": json.dumps({"gpu0": 69.9, "cpu0": 44.9, "dram0": 6.0, "gpu1": None})}
+    assert idle_powers(run) == [69.9]

@@ -109,9 +109,11 @@ def _row(path: Path, p: dict, run: dict) -> dict:
 
 
 def idle_powers(run: dict) -> list[float]:
-    """The idle powers in W a run measured at its start, a sensor each (those read)."""
-    return [w for w in (json.loads(run.get("idle_w") or "null") or {}).values()
-            if w is not None]
+    """The idle powers in W a run measured at its start, a GPU each (those read): a run
+    keeps every sensor's (the CPU's and DRAM's too, where RAPL is readable), and a point's
+    energy is its GPUs'."""
+    return [w for name, w in (json.loads(run.get("idle_w") or "null") or {}).items()
+            if name.startswith("gpu") and w is not None]
 
 
 class Waiting(NamedTuple):
