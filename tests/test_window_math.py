@@ -53,6 +53,20 @@ def test_trapezoid_single_reading_is_held_over_the_window():
     assert trapezoid_j([0.5], [80.0], 0.0, 2.0) == pytest.approx(160.0)
 
 
+def test_trapezoid_stops_at_the_window_s_end_however_late_its_last_reading():
+    """The end edge reads power after the counter: its reading (at 1.004 s) sets the power
+    up to the end (1 s), never the window past it; two windows sharing the edge add up to
+    the whole (the slice between the edge and its reading was counted by both: +10% on a
+    41 ms window at 300 W, a helper's review measured)."""
+    times, power = [0.0, 0.5, 1.004, 1.5, 2.004], [100.0, 200.0, 300.4, 300.4, 300.4]
+    # P(t) = 100 + 200 t up to 1.002 s, so the first second holds 100 + 100 = 200 J
+    assert trapezoid_j(times[:3], power[:3], 0.0, 1.0) == pytest.approx(200.0, rel=1e-3)
+    first = trapezoid_j(times[:3], power[:3], 0.0, 1.0)
+    second = trapezoid_j(times[2:], power[2:], 1.0, 2.0)
+    assert first + second == pytest.approx(trapezoid_j(times, power, 0.0, 2.0), rel=1e-5)
+    assert trapezoid_j([0.5], [80.0], 1.0, 1.0) == 0.0
+
+
 def test_trapezoid_without_readings_raises():
     with pytest.raises(ValueError, match="no power readings"):
         trapezoid_j([], [], 0.0, 1.0)

@@ -10,6 +10,7 @@ power is.
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -41,13 +42,28 @@ def counter_step(previous: float, current: float, range_j: float | None) -> floa
 def trapezoid_j(times_s: list[float], power_w: list[float], start_s: float, end_s: float) -> float:
     """Integral in J of power readings over [start_s, end_s], by trapezoids between readings.
 
-    Beyond the first and last reading the power is held at that reading."""
+    Beyond the first and last reading the power is held at that reading. A reading taken
+    past the window's end (the end edge reads power after the counter, some milliseconds
+    after the edge's time) only sets the power up to the end: the window is never integrated
+    past it, so two windows sharing an edge (prefill, then decode) never both count the
+    time between the edge and its reading."""
     if not times_s:
         raise ValueError("no power readings to integrate")
-    energy = power_w[0] * max(0.0, times_s[0] - start_s)
-    for i in range(1, len(times_s)):
-        energy += 0.5 * (power_w[i] + power_w[i - 1]) * (times_s[i] - times_s[i - 1])
-    return energy + power_w[-1] * max(0.0, end_s - times_s[-1])
+    if end_s <= start_s:
+        return 0.0
+
+    def at(t: float) -> float:  # the readings joined by straight lines, held flat past them
+        if t <= times_s[0]:
+            return power_w[0]
+        if t >= times_s[-1]:
+            return power_w[-1]
+        i = bisect.bisect_right(times_s, t)
+        share = (t - times_s[i - 1]) / (times_s[i] - times_s[i - 1])
+        return power_w[i - 1] + share * (power_w[i] - power_w[i - 1])
+    knots = [start_s, *(t for t in times_s if start_s < t < end_s), end_s]
+    powers = [at(t) for t in knots]
+    return sum(0.5 * (powers[i] + powers[i - 1]) * (knots[i] - knots[i - 1])
+               for i in range(1, len(knots)))
 
 
 def update_period_s(times_s: list[float], values: list[float]) -> float | None:
