@@ -146,3 +146,34 @@ class FailsByBatchEngine(HFEager):
     def max_batch(self, input_tokens, output_tokens):
         estimate = self.options.get("estimate")
         return estimate, {"method": "test double's fixed estimate"}
+
+
+class PhasedPowerEngine(Engine):
+    """An engine with a first-token hook whose prefill and decode draw set powers on a
+    simulated GPU (sleeps instead of generating): a prefill of `prefill_s` at `prefill_w`,
+    then a decode of `decode_s` at `decode_w`, then `rest_w`."""
+
+    name = "simulated-phased-power"
+    description = "test double: sleeps at set powers instead of generating"
+    first_token_hook = True
+
+    def __init__(self, *args, gpu, prefill_s: float, decode_s: float, prefill_w: float,
+                 decode_w: float, rest_w: float, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.gpu, self.prefill_s, self.decode_s = gpu, prefill_s, decode_s
+        self.prefill_w, self.decode_w, self.rest_w = prefill_w, decode_w, rest_w
+
+    def load(self) -> None:
+        pass
+
+    def generate(self, prompts, output_tokens, decoding, on_first_token=None):
+        start = time.perf_counter()
+        self.gpu.set_power(self.prefill_w)
+        time.sleep(self.prefill_s)
+        self.gpu.set_power(self.decode_w)
+        first = time.perf_counter() - start
+        if on_first_token:
+            on_first_token()
+        time.sleep(self.decode_s)
+        self.gpu.set_power(self.rest_w)
+        return Generation(output_tokens=[output_tokens] * len(prompts), first_token_s=first)

@@ -20,6 +20,7 @@ from simulated import SimulatedGpu
 from simulated_engines import (
     OutOfMemoryEngine,
     OutOfMemoryError,
+    PhasedPowerEngine,
     SimulatedFailureEngine,
     SlowPrefillRunEngine,
 )
@@ -84,6 +85,27 @@ def test_prefill_and_decode_windows_tile_the_request(engines, make_meter, name):
         assert r.prefill.time_s + r.decode.time_s == pytest.approx(r.request.time_s, rel=1e-9)
     assert result.prefill_energy_j + result.decode_energy_j == pytest.approx(result.energy_j,
                                                                              rel=0.02)
+
+
+def test_a_prefill_read_by_sampled_power_and_its_decode_still_add_up_to_the_request(
+        tiny, make_meter):
+    """A 30 ms prefill on a counter of 100 ms updates is read by sampled power, the decode and
+    the request by the counter: the decode's counter step held what the prefill's window did
+    not see (prefill + decode 189.6 J against a request of 213.9 J, a helper's review). The
+    decode is what the request leaves."""
+    gpu = SimulatedGpu(power_w=100.0, update_s=0.1)
+    meter = make_meter([gpu], sample_period_s=0.05)
+    meter.measure_idle(0.5)  # which sees the counter's update period
+    engine = PhasedPowerEngine(tiny, device="cpu", gpu=gpu, prefill_s=0.03, decode_s=0.4,
+                               prefill_w=500.0, decode_w=300.0, rest_w=100.0)
+    result = measure_point(engine, Point("tiny", "x", batch=1, input_tokens=8,
+                                         output_tokens=4, dtype="float32"), meter,
+                           repeats=2, warmup=1)
+    assert result.status == "ok", result.error
+    for r in result.repeats:
+        assert r.decode.method == "request - prefill"
+        assert r.prefill.energy_j + r.decode.energy_j == pytest.approx(r.request.energy_j,
+                                                                        rel=1e-9)
 
 
 def test_hf_paged_measures_prefill_by_a_separate_run(engines, make_meter):

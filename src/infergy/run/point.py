@@ -322,8 +322,15 @@ def _one_repeat(engine, meter, prompts, output_tokens, decoding, open_windows,
         gen = engine.generate(prompts, output_tokens, decoding, on_first_token)
     if "decode" in windows:
         decode_m, request_m = meter.stop(windows["decode"], request)
-        prefill, decode = Phase.of(windows["prefill"].measurement), Phase.of(decode_m)
+        prefill_m = windows["prefill"].measurement
+        prefill, decode = Phase.of(prefill_m), Phase.of(decode_m)
         req = Phase.of(request_m)
+        if prefill_m.method != decode_m.method:
+            # A short prefill read by sampled power, the decode and the request by the
+            # counter: the decode's counter step holds what the prefill's window did not see,
+            # so the two did not add up to the request. The decode is what the request
+            # leaves once the prefill is taken out.
+            decode = req.minus(prefill)
     else:
         (request_m,) = meter.stop(*open_windows)
         prefill, req = separate, Phase.of(request_m, runs=runs)
