@@ -231,6 +231,23 @@ def test_counter_going_backwards_without_wrap_range_gives_no_energy(make_meter):
     assert "gpu0" in m.reason and "went backwards" in m.reason
 
 
+def test_a_counter_going_backwards_beside_power_readings_is_said_not_passed_over(make_meter):
+    """Sampled power then gives the energy, and a warning says why the counter was not used
+    (it was silent: a helper's review)."""
+    gpu = SimulatedGpu(power_w=100.0, counter_start_j=1000.0)
+    meter = make_meter([gpu])
+    w = meter.start("driver reload")
+    time.sleep(0.05)
+    gpu.counter_start_j = 0.0
+    time.sleep(0.05)
+    m = w.stop()
+    d = m.device("gpu0")
+    assert d.method == "sampled:instant" and d.energy_j is not None
+    assert "went backwards" in d.counter_reason
+    assert any("went backwards" in w and "sampled instant power instead" in w
+               for w in m.warnings)
+
+
 # -- failures ------------------------------------------------------------------------------------
 
 

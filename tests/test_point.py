@@ -108,6 +108,29 @@ def test_a_prefill_read_by_sampled_power_and_its_decode_still_add_up_to_the_requ
                                                                         rel=1e-9)
 
 
+def test_a_repeat_that_measured_no_energy_is_said_in_the_point_s_warnings(tiny, make_meter):
+    """A counter that restarts during the second repeat (a driver reload) leaves that repeat
+    without energy: the point's figures are the other repeats', and a warning says so (they
+    were, silently)."""
+    gpu = SimulatedGpu(power_w=200.0, update_s=1e-4, counter_start_j=5e6, power_sources=())
+
+    class Restarting(SlowPrefillRunEngine):  # a test double: the counter restarts in call 4
+        def generate(self, prompts, output_tokens, decoding, on_first_token=None):
+            out = super().generate(prompts, output_tokens, decoding, on_first_token)
+            if len(self.calls) == 4:  # warm-up, prefill run, repeat 1, then repeat 2
+                gpu.counter_start_j -= 1e6
+            return out
+
+    engine = Restarting(tiny, device="cpu", prefill_run_s=0.01, request_s=0.1)
+    result = measure_point(engine, Point("tiny", "x", batch=1, input_tokens=8,
+                                         output_tokens=4, dtype="float32"),
+                           make_meter([gpu]), repeats=3, warmup=1)
+    assert [r.request.energy_j is None for r in result.repeats] == [False, True, False]
+    assert result.energy_j is not None
+    assert any("repeat 2 of 3 measured no energy" in w and "went backwards" in w
+               for w in result.warnings), result.warnings
+
+
 def test_hf_paged_measures_prefill_by_a_separate_run(engines, make_meter):
     result = measure_point(engines["hf-paged"], point("hf-paged"), gpu_meter(make_meter),
                            repeats=REPEATS, warmup=1)

@@ -101,6 +101,7 @@ class DeviceEnergy:
     state_start: dict[str, object] = field(default_factory=dict)
     state_end: dict[str, object] = field(default_factory=dict)
     reason: str | None = None
+    counter_reason: str | None = None  # why a counter was not used, where power was instead
 
 
 @dataclass(frozen=True)
@@ -350,6 +351,7 @@ class Window:
             state_start=state_start,
             state_end=state_end,
             reason=None if energy is not None else reason,
+            counter_reason=reason if energy is not None and counter_j is None else None,
         )
 
     def __enter__(self) -> Window:
@@ -384,6 +386,9 @@ def summarize(name: str, start_unix_s: float, duration: float, devices: list[Dev
             f"{update_s / meter.precision:.3g} s or repeat"
         )
     for d in devices:
+        if d.counter_reason:  # never silently: the counter is the trusted figure
+            warnings.append(f"{d.device}: {d.counter_reason}: energy from sampled "
+                            f"{d.sampled_source} power instead")
         if d.method == "sampled:instant" and d.counter_energy_j is not None:
             warnings.append(
                 f"{d.device}: window of {duration:.3g} s is shorter than two updates of the "

@@ -396,6 +396,12 @@ def _summarize(result: PointResult) -> None:
                                                    for k in SPECULATIVE_COUNTS})
     if any(r.failed for r in reps):
         result.warnings.append("a sensor failed during a repeat: see repeats")
+    lost = [n for n, r in enumerate(reps, 1) if r.request.energy_j is None]
+    if lost and result.energy_j is not None:  # the medians are of the other repeats
+        why = next(r.energy_reason for r in reps if r.request.energy_j is None)
+        result.warnings.append(f"repeat {', '.join(map(str, lost))} of {len(reps)} measured "
+                               f"no energy ({why}): the energies are the other repeats' "
+                               f"medians")
     unsteady = unsteady_repeats(result)
     if unsteady:
         result.warnings.append(unsteady)
