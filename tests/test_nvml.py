@@ -375,3 +375,26 @@ def test_meter_command_refuses_gpus_past_the_visible_ones(monkeypatch, tmp_path,
     assert f"error: --gpus {gpus}: no GPU of CUDA index" in text
     assert "2 visible with CUDA_VISIBLE_DEVICES='2,0', CUDA indices 0: " in text
     assert not (tmp_path / "ran").exists()
+
+
+def test_a_power_field_that_stops_answering_is_not_held_over_its_gap(monkeypatch):
+    """NVML gives each field its own status: instant power failing while average power still
+    answers left instant's last reading held to the window's end (100 J where the GPU drew
+    about 370 J, a helper's review). A source with a gap is not integrated; one that answered
+    every read is."""
+    import time
+
+    from infergy.meter import Meter
+    device = FakeNvmlDevice(UUIDS[0], energy_mj=None, instant_mw=100_000, average_mw=100_000)
+    fake(monkeypatch, device)
+    meter = Meter([NvmlGpu(0)], sample_period_s=0.01, sync=lambda: None)
+    try:
+        with meter.window("gap") as w:
+            time.sleep(0.1)
+            device.instant_mw, device.average_mw = None, 400_000
+            time.sleep(0.4)
+    finally:
+        meter.close()
+    d = w.measurement.device("gpu0")
+    assert d.method == "sampled:average"
+    assert d.energy_j > 100.0 * w.measurement.duration_s * 2  # not instant's 100 W held

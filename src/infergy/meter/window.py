@@ -179,6 +179,7 @@ class _Track:
     errors: list[str] = field(default_factory=list)
     counter_at_edges: int = 0  # counter reads that succeeded at the window's edges (want 2)
     power_failures: int = 0  # power reads that failed: the integral would have gaps
+    power_reads: int = 0  # power reads kept; a source with fewer readings missed some
     counter_end_s: float = float("-inf")  # end of the last counter read kept
     power_end_s: float = float("-inf")
 
@@ -193,6 +194,7 @@ class _Track:
         if r.power_w is None:
             self.power_failures += 1
         elif r.power_begin_s >= self.power_end_s:
+            self.power_reads += 1
             for source, watts in r.power_w.items():
                 self.power_t.setdefault(source, []).append((r.power_begin_s + r.power_end_s) / 2)
                 self.power_v.setdefault(source, []).append(watts)
@@ -306,11 +308,13 @@ class Window:
             else:
                 reason = "energy counter not read at both window edges"
         # Power that could not be read for part of the window is not integrated: holding the
-        # last reading over the gap would make a number up.
+        # last reading over the gap would make a number up. A source that did not answer a
+        # read the others answered (NVML gives each field its own status) has such a gap.
         sampled = {
             source: trapezoid_j(track.power_t[source], track.power_v[source], self.start_s, end_s)
             for source in POWER_PREFERENCE
-            if len(track.power_t.get(source, ())) >= 2 and not track.power_failures
+            if 2 <= len(track.power_t.get(source, ())) == track.power_reads
+            and not track.power_failures
         }
         source = next(iter(sampled), None)
         sampled_j = sampled.pop(source) if source else None
@@ -328,6 +332,10 @@ class Window:
             if track.power_failures:
                 reason = (f"{reason}; " if reason else "") + (
                     f"{track.power_failures} power reads failed during the window")
+            elif any(0 < len(track.power_t.get(s, ())) < track.power_reads
+                     for s in POWER_PREFERENCE):
+                reason = (f"{reason}; " if reason else "") + (
+                    "a power field stopped answering during the window")
             reason = reason or "no energy counter and fewer than 2 power readings"
         idle_w = self.meter.idle_w.get(sensor.name)
         active = None if energy is None or idle_w is None else energy - idle_w * duration
