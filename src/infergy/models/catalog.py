@@ -117,7 +117,7 @@ def get_model(name: str) -> ModelSpec:
 
         if local.is_config_path(name):
             return local.read_config(name, flops.known_types())
-        if Path(name).expanduser().is_dir():
+        if name.strip() and Path(name).expanduser().is_dir():  # "" is no folder
             raise UnknownModelError(f"{name}: a folder without config.json; give a model's "
                                     f"config.json (or the folder holding it), or a catalog "
                                     f"name (`infergy models`)")
