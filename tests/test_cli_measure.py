@@ -118,3 +118,23 @@ def test_models_lists_the_catalog():
     assert result.returncode == 0, result.stderr
     for name in ("llama-3.1-8b", "tiny", "meta-llama/Llama-3.1-8B"):
         assert name in result.stdout
+
+
+def test_measure_stores_the_load_it_prints(tmp_path):
+    """`measure --db` kept the point but not the engine's load (time and energy), which it
+    prints and a sweep stores."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from infergy.cli import app
+    from infergy.store import Store
+    db = tmp_path / "m.db"
+    result = CliRunner().invoke(app, ["measure", "--model", "tiny", "--engine", "hf-eager",
+                                      "--batch", "1", "--input", "8", "--output", "4",
+                                      "--idle-s", "0", "--dtype", "float32", "--repeats", "1",
+                                      "--warmup", "0", "--device", "cpu", "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    with Store(db, create=False, read_only=True) as store:
+        (point,) = store.points()
+    assert json.loads(point["result"])["load"]["time_s"] > 0

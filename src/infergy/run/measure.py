@@ -100,21 +100,22 @@ def measure_one(point: Point, how: MeasureOptions, *, argv: list[str] | None = N
                                      min_window_s=how.min_window_s,
                                      progress=lambda msg: st.update(f"{label}: {msg}"))
     if here.store is not None:
-        record_point(here.store, result, options)
+        record_point(here.store, result, options, load)
     if not here.speaks:  # rank 0 reports for all
         return 0
     return Measured(result, load, here.device)
 
 
-def record_point(store: Store, result: PointResult, options: dict) -> None:
+def record_point(store: Store, result: PointResult, options: dict,
+                 load: dict | None = None) -> None:
     """A measured point into `store` (closed after), in a run of its own, as a sweep
-    records it."""
+    records it: with the engine's load (time and energy), as printed."""
     p = result.point
     spec = {"measure": {"engine": p.engine, "model": p.model}, "tp": p.tp}
     options_key = EngineChoice.of(p.engine, options).options_key
     with store:
         store.record_run(result.provenance, spec,
-                         points=[(result.to_dict(), options_key, p.batch)])
+                         points=[({**result.to_dict(), "load": load}, options_key, p.batch)])
 
 
 def _prompts(point: Point, how: MeasureOptions) -> list[list[int]] | None:
