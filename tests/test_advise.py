@@ -73,6 +73,24 @@ def test_replicas_are_added_until_the_target_is_met_and_charged_their_idle_power
     assert advice.baseline.config == best.config  # the engine's own cap: its defaults
 
 
+def test_the_fewest_replicas_that_meet_the_target_not_the_next_power_of_two():
+    """One request every 0.2 s, each 1 s of work on batch 1: five replicas, each dealt every
+    fifth request, never queue; four queue. The search doubled to 8 and stopped (8 cards'
+    idle charged where 5 serve); it now halves the gap back to 5."""
+    advice = search(trace(40, 0.2), "tiny", [LEAN], targets=parse_slo("ttft_p90=200ms"),
+                    workers=1)
+    assert advice.best.config.replicas == 5
+    assert [o.config.replicas for o in advice.options] == [1, 2, 4, 8, 6, 5]
+
+
+def test_a_figure_no_request_gives_stops_the_replicas_at_one():
+    """Requests of one output token give no TPOT: more replicas never give it (the search
+    doubled to 64)."""
+    advice = search(trace(20, 2.0, output=1), "tiny", [LEAN],
+                    targets=parse_slo("tpot_p90=50ms"), workers=1)
+    assert [o.config.replicas for o in advice.options] == [1]
+
+
 def test_a_target_no_configuration_meets_is_said_with_the_closest_and_its_miss():
     advice = search(trace(20, 2.0), "tiny", [LEAN, HUNGRY],
                     targets=parse_slo("tpot_p90=1ms"), workers=1)

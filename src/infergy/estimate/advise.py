@@ -328,31 +328,51 @@ def _search_task(task: tuple) -> list[Option]:
 def _search(c: Candidate, entries: list[tuple], seed: dict[int, Option], run: tuple,
             bound_j: float) -> list[Option]:
     """Each of `entries` (`_caps`' of one token budget, largest cap first) with the
-    replicas the targets ask for, doubled from one while the worst miss shrinks. Not
-    simulated: replicas whose idle power over the trace's span exceeds `bound_j`; a vLLM cap
-    at least as large as the most requests a run of a larger cap held (`seed`: such runs,
-    by replicas), which would serve it the same."""
-    inputs, outputs, arrival, targets, span = run
+    replicas the targets ask for: doubled from one while the worst miss shrinks, then, once
+    a count meets them, the fewest that do, by halving the gap to the last that did not (5
+    replicas, not 8). Not simulated: replicas whose idle power over the trace's span exceeds
+    `bound_j`; a vLLM cap at least as large as the most requests a run of a larger cap held
+    (`seed`: such runs, by replicas), which would serve it the same."""
+    span = run[-1]
     options: list[Option] = []
     larger = dict(seed)
-    for cap, budget, policy, own in entries:
+    for entry in entries:
+        def serve(replicas: int, entry=entry) -> Option:
+            options.append(_replicated(c, entry, replicas, larger, run))
+            return options[-1]
         replicas, last = 1, None
         while c.cost.waiting_w * replicas * span <= bound_j:
-            config = Config(c.gpu, c.engine, cap, budget, replicas)
-            held = larger.get(replicas)
-            if budget is not None and held is not None and held.peak_inflight <= cap:
-                option = replace(held, config=config)
-            else:
-                option = _serve(c, config, policy, inputs, outputs, arrival, targets)
-                larger[replicas] = option
-            option.default = own
-            options.append(option)
+            option = serve(replicas)
             worst = _worst_miss(option)
-            if (option.meets or replicas * 2 > MAX_REPLICAS
+            if option.meets:
+                fails, meets = (replicas // 2 if replicas > 1 else 1), replicas
+                while meets - fails > 1:  # the targets' replicas lie between
+                    middle = (fails + meets) // 2
+                    fails, meets = (fails, middle) if serve(middle).meets else (middle, meets)
+                break
+            # No more replicas help a figure no request gives (inf), nor a miss that grows.
+            if (replicas * 2 > MAX_REPLICAS or worst == float("inf")
                     or (last is not None and worst > last * REPLICA_GAIN)):
                 break
             replicas, last = replicas * 2, worst
     return options
+
+
+def _replicated(c: Candidate, entry: tuple, replicas: int, larger: dict[int, Option],
+                run: tuple) -> Option:
+    """`entry` (a cap of `_caps`) over `replicas` copies: a larger cap's run where it held no
+    more requests than this cap (`larger`, by replicas: updated), else simulated."""
+    cap, budget, policy, own = entry
+    inputs, outputs, arrival, targets, _ = run
+    config = Config(c.gpu, c.engine, cap, budget, replicas)
+    held = larger.get(replicas)
+    if budget is not None and held is not None and held.peak_inflight <= cap:
+        option = replace(held, config=config)
+    else:
+        option = _serve(c, config, policy, inputs, outputs, arrival, targets)
+        larger[replicas] = option
+    option.default = own
+    return option
 
 
 def _serve(c: Candidate, config: Config, policy, inputs, outputs, arrival,
