@@ -207,3 +207,20 @@ def test_a_pacing_option_that_cannot_be_is_said_before_any_search(args, says):
                                       "--gpu", "h100", "-e", "vllm", *args])
     text = " ".join(result.output.split())
     assert result.exit_code == 2 and says in text and "step-cost model" not in text, text
+
+
+def test_cards_whose_waiting_is_charged_unlike_are_said_not_comparable():
+    """One card's waiting power measured with the server up, the other's not (charged its
+    bare idle): most of an online replica's time is waiting, so the advice says so (the H200
+    led the H100 by 20% on that alone, a helper's review)."""
+    from dataclasses import replace
+
+    from infergy.estimate.advise import unlike_waiting
+    measured = replace(flat("vllm", 0.1, 1.0), serving_idle_w=55.0)
+    pair = [Candidate("Card A", "vllm", measured, 0.05),
+            Candidate("Card B", "vllm", flat("vllm", 0.1, 1.0), 0.05)]
+    (line,) = unlike_waiting(pair)
+    assert "measured on Card A but at the bare idle on Card B" in line
+    assert unlike_waiting(pair[:1]) == [] and unlike_waiting([LEAN, HUNGRY]) == []
+    advice = search(trace(20, 2.0), "tiny", pair, workers=1)
+    assert advice.notes == [line] and advice.to_dict()["notes"] == [line]

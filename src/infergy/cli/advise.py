@@ -99,6 +99,8 @@ def _print(advice: Advice) -> None:
               + ("" if advice.best else "[/]"))
     out.print(_table(f"Pareto front: least energy for its {advice.axis.name}",
                      [("", o) for o in advice.pareto]))
+    for line in advice.notes:
+        out.print(f"[yellow]{escape(line)}[/]")
     for line in advice.not_searched:
         out.print(f"[dim]not searched: {escape(line)}[/]")
     out.print(f"{CAPS}. {len(advice.options)} configurations simulated in {advice.search_s:.1f} s. "

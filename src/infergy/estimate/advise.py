@@ -149,6 +149,7 @@ class Advice:
     not_searched: list[str]  # what was not searched, and why
     search_s: float
     left_out: str = ""  # the trace's requests not served, and why
+    notes: list[str] = field(default_factory=list)  # what makes options less comparable
 
     @property
     def chosen(self) -> Option:
@@ -183,7 +184,7 @@ class Advice:
                 "pareto": [o.to_dict() for o in self.pareto], "pareto_axis": self.axis.name,
                 "options": [o.to_dict() for o in self.options],
                 "not_searched": self.not_searched, "search_s": self.search_s,
-                "left_out": self.left_out}
+                "left_out": self.left_out, "notes": self.notes}
 
 
 @dataclass(frozen=True)
@@ -293,7 +294,23 @@ def search(trace: Trace, model: str, found: Sequence[Candidate], *,
     chosen = best or closest
     return Advice(trace.name, model, serving.words(arrival is not None), list(targets),
                   options, best, closest, _baseline(options, chosen), _front(options, axis),
-                  axis, list(not_searched), time.perf_counter() - started)
+                  axis, list(not_searched), time.perf_counter() - started,
+                  notes=unlike_waiting(found))
+
+
+def unlike_waiting(found: Sequence[Candidate]) -> list[str]:
+    """A line for each engine whose waiting time one card charges at the power measured with
+    its server up and another at the bare idle (nothing measured there): an online search
+    spends most of a replica's time waiting, so those cards' energies differ by that."""
+    by_engine: dict[str, dict[bool, list[str]]] = {}
+    for c in found:
+        measured = c.cost.serving_idle_w is not None
+        by_engine.setdefault(c.engine, {}).setdefault(measured, []).append(c.gpu)
+    return [f"{engine}: not comparable across cards yet: the time with no request in flight "
+            f"is charged at the waiting power measured on {', '.join(by[True])} but at the "
+            f"bare idle on {', '.join(by[False])}, which it under-charges (an online replay "
+            f"there, `infergy replay --mode online --serve vllm`, measures it)"
+            for engine, by in by_engine.items() if len(by) == 2]
 
 
 def _map(workers: int, tasks: list[tuple]) -> list[list[Option]]:

@@ -69,7 +69,8 @@ def advice_sections(advice: Advice, out: Path, stem: str = "advice") -> list[Sec
                    text=f"Served {advice.serving}; latency targets: {targets}. "
                         + (f"{advice.left_out}. " if advice.left_out else "")
                         + f"{len(advice.options)} configurations searched in "
-                        f"{advice.search_s:.1f} s. {verdict(advice)}")
+                        f"{advice.search_s:.1f} s. {verdict(advice)}"
+                        + "".join(f" {line}." for line in advice.notes))
     head.tables.append(table("The configurations", option_rows(advice)))
     save(advice_figure(advice), out, stem, head, "no configuration has the latency "
          f"{advice.axis.name} (no request of two tokens or more)")
