@@ -362,8 +362,9 @@ def test_an_engine_whose_idle_is_charged_unlike_on_two_cards_is_said_not_compara
                                       "llama-3.1-8b", "-e", "hf-eager,vllm"])
     assert result.exit_code == 0, result.output
     said = " ".join(result.output.split())
-    assert ("vllm: not comparable across cards yet: the idle time is charged at the waiting "
-            "power measured on NVIDIA H100 80GB HBM3 but at the bare idle on NVIDIA H200") in said
+    assert ("vllm: not comparable across cards yet: the time with no request in flight is "
+            "charged at the waiting power measured on NVIDIA H100 80GB HBM3 but at the bare "
+            "idle on NVIDIA H200") in said
     assert "hf-eager: not comparable" not in said  # 3-4% idle: not worth a line
 
 

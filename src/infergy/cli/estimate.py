@@ -20,6 +20,7 @@ from infergy.estimate import (
     predicted_words,
     seconds_words,
 )
+from infergy.estimate.served import unlike_waiting
 from infergy.models import UnknownGpuError, UnknownModelError, get_model
 from infergy.store import StoreError
 from infergy.workloads import BinError, BinGrid, TraceError, get_trace
@@ -99,18 +100,10 @@ def estimate(
 def _unlike_idle(rows_by_card: list[tuple[str, list[dict]]]) -> None:
     """A line for each engine whose idle time (where it is worth a line) one card charges at
     the measured waiting power and another at the bare idle: their rows differ by that."""
-    cards: dict[str, dict[bool, list[str]]] = {}
-    for gpu, rows in rows_by_card:
-        for r in rows:
-            if r.get("idle_charged"):
-                cards.setdefault(r["engine"], {}).setdefault(r["waiting_measured"], []).append(
-                    gpu)
-    for engine, by in cards.items():
-        if len(by) == 2:
-            out.print(f"[yellow]{engine}: not comparable across cards yet: the idle time is "
-                      f"charged at the waiting power measured on {', '.join(by[True])} but at "
-                      f"the bare idle on {', '.join(by[False])}, where an online replay "
-                      f"measures it[/]")
+    for line in unlike_waiting((r["engine"], gpu, r["waiting_measured"])
+                               for gpu, rows in rows_by_card for r in rows
+                               if r.get("idle_charged")):
+        out.print(f"[yellow]{escape(line)}[/]")
 
 
 def _print(result: TraceEstimate, detail: bool = False) -> None:

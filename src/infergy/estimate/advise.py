@@ -10,8 +10,8 @@ with the workload's requests at their arrivals:
   `max_num_seqs` and `max_num_batched_tokens`;
 - replicas: copies of the engine on cards of the same kind, the requests dealt to them in
   arrival order (round robin, as a load balancer without state deals them). Doubled from one
-  while the target is missed and the miss shrinks: more replicas serve a rate one cannot, and
-  each draws its idle power the whole time.
+  while the target is missed and the miss shrinks, then the fewest that meet it: more
+  replicas serve a rate one cannot, and each draws its idle power the whole time.
 
 The least energy that meets every target wins (within 1% of it, the engine's defaults first);
 no target: the least energy. Tensor parallelism and speculative decoding have no step-cost
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from infergy.estimate.binned import J_PER_KWH
-from infergy.estimate.served import Serving
+from infergy.estimate.served import Serving, unlike_waiting
 from infergy.estimate.simulate import Static, latency, policy_of, simulate
 from infergy.estimate.steps import StepCost
 from infergy.estimate.targets import Target
@@ -295,22 +295,9 @@ def search(trace: Trace, model: str, found: Sequence[Candidate], *,
     return Advice(trace.name, model, serving.words(arrival is not None), list(targets),
                   options, best, closest, _baseline(options, chosen), _front(options, axis),
                   axis, list(not_searched), time.perf_counter() - started,
-                  notes=unlike_waiting(found))
+                  notes=unlike_waiting((c.engine, c.gpu, c.cost.serving_idle_w is not None)
+                                       for c in found))
 
-
-def unlike_waiting(found: Sequence[Candidate]) -> list[str]:
-    """A line for each engine whose waiting time one card charges at the power measured with
-    its server up and another at the bare idle (nothing measured there): an online search
-    spends most of a replica's time waiting, so those cards' energies differ by that."""
-    by_engine: dict[str, dict[bool, list[str]]] = {}
-    for c in found:
-        measured = c.cost.serving_idle_w is not None
-        by_engine.setdefault(c.engine, {}).setdefault(measured, []).append(c.gpu)
-    return [f"{engine}: not comparable across cards yet: the time with no request in flight "
-            f"is charged at the waiting power measured on {', '.join(by[True])} but at the "
-            f"bare idle on {', '.join(by[False])}, which it under-charges (an online replay "
-            f"there, `infergy replay --mode online --serve vllm`, measures it)"
-            for engine, by in by_engine.items() if len(by) == 2]
 
 
 def _map(workers: int, tasks: list[tuple]) -> list[list[Option]]:

@@ -167,3 +167,19 @@ def _binned(trace: Trace, profile: Profile, grid: BinGrid):
         return point["batch"] if point else smallest
     batches = plan_binned(trace, clamped, np.arange(len(trace)), batch_of)
     return [np.array(b.requests) for b in batches], min(batch_of(b.bin) for b in batches)
+
+
+def unlike_waiting(charged) -> list[str]:
+    """A line for each engine whose time with no request in flight one card charges at the
+    power measured with its server up and another at the bare idle (nothing measured there):
+    `charged`, (engine, card, measured) of each. Online, most of a server's time is waiting,
+    so those cards' energies differ by that (the H200 led the H100 by 20% on it alone)."""
+    by_engine: dict[str, dict[bool, list[str]]] = {}
+    for engine, card, waiting_measured in charged:
+        cards = by_engine.setdefault(engine, {}).setdefault(waiting_measured, [])
+        cards += [card] if card not in cards else []
+    return [f"{engine}: not comparable across cards yet: the time with no request in flight "
+            f"is charged at the waiting power measured on {', '.join(by[True])} but at the "
+            f"bare idle on {', '.join(by[False])}, which it under-charges (an online replay "
+            f"there, `infergy replay --mode online --serve vllm`, measures it)"
+            for engine, by in by_engine.items() if len(by) == 2]
