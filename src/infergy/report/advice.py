@@ -86,7 +86,8 @@ def advice_sections(advice: Advice, out: Path, stem: str = "advice") -> list[Sec
 COLUMNS = ["", "card", "engine", "caps", "replicas", "kWh", "±p90", "J/req", "TTFT p90",
            "TPOT p90", "E2E p99", "meets targets"]
 CAPS = ("caps: a static engine's batch; vLLM's max_num_seqs / max_num_batched_tokens; "
-        "* the engine's defaults")
+        "* the engine's defaults; † a card that measured the model on no engine: its figures "
+        "predicted from the card's other models")
 
 
 def option_rows(advice: Advice) -> list[tuple[str, Option]]:
@@ -107,7 +108,8 @@ def cells(label: str, o: Option) -> list[str]:
     """One option's cells (COLUMNS): what `infergy advise` prints in its tables too."""
     c = o.config
     caps = str(c.batch_cap) if c.batched_tokens is None else f"{c.batch_cap}/{c.batched_tokens}"
-    return [label, NVML_NAMES.get(c.gpu, c.gpu), c.engine, caps + "*" * o.default,
+    card = NVML_NAMES.get(c.gpu, c.gpu) + " †" * bool(o.predicted)
+    return [label, card, c.engine, caps + "*" * o.default,
             str(c.replicas), f"{o.kwh:.4g}", f"{o.band:.0%}", f"{o.j_per_request:.4g}",
             _latency(o, "ttft_s", "p90"), _latency(o, "tpot_s", "p90"),
             _latency(o, "e2e_s", "p99"),
