@@ -140,6 +140,24 @@ def test_merge_keeps_every_point_once(tmp_path):
         assert len(store.runs()) == 2
 
 
+def test_merge_keeps_a_batch_search_s_every_try_and_its_answer(tmp_path):
+    """B = max: out of memory at 64 and 32, found at 16. Keyed as one point, merging kept the
+    first try alone and dropped the answer (a launched sweep then never finished, and
+    `results merge` lost it, a helper's review); merged again, nothing comes twice."""
+    a, c = tmp_path / "a.db", tmp_path / "c.db"
+    with Store(a) as store:
+        run = store.start_run(device=DEVICE, meta=META, spec=None)
+        for batch, status in ((64, "oom"), (32, "oom"), (16, "ok")):
+            store.add_point(run, DEVICE, result(batch=batch, status=status),
+                            engine_options="{}", batch_requested="max")
+    assert merge([a], c) == (1, 3, 0, 0)
+    assert merge([a], c) == (0, 0, 0, 0)
+    with Store(c, create=False, read_only=True) as store:
+        assert sorted((p["batch"], p["status"]) for p in store.points()) == [
+            (16, "ok"), (32, "oom"), (64, "oom")]
+        assert store.done(DEVICE, KEY, "max")
+
+
 def test_a_run_merged_while_it_ran_takes_its_end_from_a_later_merge(tmp_path):
     """A launched sweep merges a worker's points as they come, and its store once it ends."""
     a, b = tmp_path / "a.db", tmp_path / "b.db"
