@@ -367,3 +367,23 @@ def test_a_dry_run_for_a_gpu_says_its_times_are_an_h100_s(tmp_path, monkeypatch)
                                  str(tmp_path / "r.db")])
     assert result.exit_code == 0, result.output
     assert "half a nominal H100's peak" in flat(result.output)
+
+
+def test_a_worker_that_gives_no_answer_is_killed_and_its_point_failed(tmp_path, monkeypatch):
+    """The point's time limit passed: the worker killed, the point stored as failed with
+    why, the sweep going on (a TypeError ended it: a helper's review)."""
+    from infergy.run.sweep import process
+
+    monkeypatch.setattr(process, "POINT_TIMEOUT_S", 3.0)
+    spec = tmp_path / "s.yaml"
+    spec.write_text("models: [tiny]\nengines: [{name: 'simulated_engines:FailsByBatchEngine', "
+                    "options: {sleep_s: 30}}]\ninput_tokens: [8]\noutput_tokens: [2]\n"
+                    "batch_sizes: [1]\nrepeats: 1\nwarmup: 0\nidle_s: 0\n")
+    db = tmp_path / "r.db"
+    result = runner.invoke(app, ["sweep", str(spec), "--db", str(db), "--device", "cpu"])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    with Store(db, create=False, read_only=True) as store:
+        (point,) = store.points()
+    assert point["status"] == "failed"
+    assert point["error"] == "the worker process gave no answer in 3 s and was killed"

@@ -25,8 +25,12 @@ class SweepError(RuntimeError):
 
 
 class WorkerGone(Exception):
-    def __init__(self, exitcode):
-        super().__init__(f"the worker process died ({exit_said(exitcode)})")
+    """The worker died (`exitcode`: its exit status), or was killed for not answering
+    (`why`: in words; `exitcode` then None)."""
+
+    def __init__(self, exitcode: int | None, why: str | None = None):
+        super().__init__(f"the worker process {why}" if why else
+                         f"the worker process died ({exit_said(exitcode)})")
         self.exitcode = exitcode
 
 
@@ -84,7 +88,7 @@ class WorkerProcess:
             if not self.process.is_alive():
                 raise WorkerGone(self.process.exitcode)
         self.kill()
-        raise WorkerGone(f"no answer in {timeout_s:.0f} s; killed")
+        raise WorkerGone(None, f"gave no answer in {timeout_s:.0f} s and was killed")
 
     def ask(self, kind: str, job: Job) -> dict:
         try:
