@@ -442,3 +442,16 @@ def test_a_prefill_faster_than_any_gpu_is_flagged_as_a_prompt_cache(ttft_s, warn
                          provenance={}, ttft_s=ttft_s)
     _check_prefill(result, get_model("llama-3.1-8b"), gpus=1)
     assert any("prefix" in w for w in result.warnings) == warns
+
+
+@pytest.mark.parametrize(("err", "oom"), [
+    (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), True),
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't "
+                  "allocate memory: you tried to allocate 4294967296 bytes."), True),
+    (MemoryError(), True),
+    (RuntimeError("shape mismatch"), False)])
+def test_out_of_memory_is_known_on_a_cpu_too(err, oom):
+    """torch on a CPU raises a RuntimeError of its allocator's words: it was stored as failed,
+    and every resume tried the same batch again (a helper's review)."""
+    from infergy.run.point import is_out_of_memory
+    assert is_out_of_memory(err) is oom

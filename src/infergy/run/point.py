@@ -161,9 +161,18 @@ def _states(meter: Meter) -> dict:
     return {s.name: s.state() for s in meter.gpus}
 
 
+# What an allocator says when memory runs out: CUDA's words, and the CPU's (torch's
+# "DefaultCPUAllocator: can't allocate memory", a MemoryError's).
+OUT_OF_MEMORY_WORDS = ("out of memory", "can't allocate memory", "cannot allocate memory")
+
+
 def is_out_of_memory(err: BaseException) -> bool:
-    """torch's OutOfMemoryError, or an engine's message saying the same."""
-    return type(err).__name__ == "OutOfMemoryError" or "out of memory" in str(err).lower()
+    """torch's OutOfMemoryError, Python's MemoryError, or an engine's or allocator's message
+    saying the same (on a CPU, torch raises a RuntimeError: the search must halve there
+    too, not store the batch as failed and try it again on every resume)."""
+    text = str(err).lower()
+    return (type(err).__name__ == "OutOfMemoryError" or isinstance(err, MemoryError)
+            or any(words in text for words in OUT_OF_MEMORY_WORDS))
 
 
 def measure_point(engine: Engine, point: Point, meter: Meter, *, repeats: int = 3,
