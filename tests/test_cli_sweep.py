@@ -6,6 +6,7 @@ import json
 import re
 import time
 
+import pytest
 from typer.testing import CliRunner
 
 from infergy.cli import app
@@ -387,3 +388,60 @@ def test_a_worker_that_gives_no_answer_is_killed_and_its_point_failed(tmp_path, 
         (point,) = store.points()
     assert point["status"] == "failed"
     assert point["error"] == "the worker process gave no answer in 3 s and was killed"
+
+
+def _children(pid: int) -> set[int]:
+    """The processes `pid` started (Linux's /proc)."""
+    import pathlib
+
+    found = set()
+    for task in pathlib.Path(f"/proc/{pid}/task").glob("*"):
+        found |= {int(c) for c in (task / "children").read_text().split()}
+    return found
+
+
+def _running(pid: int) -> bool:
+    import pathlib
+
+    try:
+        return pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] \
+            not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize(("sig", "code"), [(9, -9), (1, 129)])
+def test_a_sweep_killed_or_hung_up_leaves_no_worker_measuring(tmp_path, sig, code):
+    """Its worker ends with it, rather than measure beside the sweep resumed on the same GPU
+    (a helper's review: after kill -9 or SIGHUP, the worker ran on into the resumed sweep);
+    SIGHUP stops the sweep as SIGTERM does, with its own exit status."""
+    import os
+    import subprocess
+    import sys
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text("models: [tiny]\nengines: [{name: 'simulated_engines:FailsByBatchEngine', "
+                    "options: {sleep_s: 60}}]\ninput_tokens: [8]\noutput_tokens: [2]\n"
+                    "batch_sizes: [1]\nrepeats: 1\nwarmup: 0\nidle_s: 0\n")
+    tests = os.path.dirname(__file__)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [tests, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "infergy", "sweep", str(spec), "--db",
+                             str(tmp_path / "r.db"), "--device", "cpu"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not _children(proc.pid):
+            time.sleep(0.2)
+        time.sleep(3)  # the worker started, its point under way
+        workers = _children(proc.pid)
+        assert workers
+        os.kill(proc.pid, sig)
+        assert proc.wait(timeout=30) == code
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_running(w) for w in workers):
+            time.sleep(0.2)
+        assert not any(_running(w) for w in workers)
+    finally:
+        if proc.poll() is None:
+            proc.kill()

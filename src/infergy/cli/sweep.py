@@ -36,6 +36,8 @@ from infergy.run import (
 from infergy.store import STEADY_CV, Store, StoreError
 
 DEFAULT_DB = Path("infergy.db")
+# A sweep stopped by a signal exits as a shell reports it (128 + N); Ctrl-C's 130 otherwise.
+EXIT_AFTER = {"SIGTERM": 143, "SIGHUP": 129}
 
 
 def open_store(db: Path, *, create: bool = True) -> Store:
@@ -108,7 +110,7 @@ def sweep(
     into point groups, each measured by a worker into a store of its own and merged as its
     points come; such a sweep resumes by card model.
     One sweep writes a store at a time. Ctrl-C ends after the current point (exit 130);
-    SIGTERM abandons the point in flight (exit 143)."""
+    SIGTERM abandons the point in flight (exit 143), SIGHUP too (129)."""
     try:
         spec = with_options(load_spec(spec_file), models=model, engines=engine,
                             batch_sizes=batch, tp=tp, shard=shard)
@@ -265,7 +267,7 @@ def _say_summary(summary, db: Path, again: str) -> None:
         err.print(f"infergy: stopped by {by}, {how}; the run is marked interrupted; "
                   f"{summary.missing} of the plan's {summary.total} points are not in {db}"
                   f"{failed}: run the same command to resume: {again}", markup=False)
-        raise typer.Exit(143 if summary.signal == "SIGTERM" else 130)
+        raise typer.Exit(EXIT_AFTER.get(summary.signal, 130))
     if summary.missing:
         err.print(f"infergy: not done: {summary.missing} of the plan's {summary.total} points "
                   f"are not in {db}{failed}: run the same command to resume: {again}",
@@ -274,7 +276,7 @@ def _say_summary(summary, db: Path, again: str) -> None:
     err.print(f"infergy: done: every point of the plan ({summary.total}) is in {db}{failed}",
               markup=False)
     if summary.signal:  # stopped after the last point: done, and the signal's exit
-        raise typer.Exit(143 if summary.signal == "SIGTERM" else 130)
+        raise typer.Exit(EXIT_AFTER.get(summary.signal, 130))
     if summary.failed_points:
         raise typer.Exit(1)
 

@@ -111,9 +111,14 @@ class SweepSummary:
         return not self.missing and not self.store_error
 
 
+# Signals that stop a sweep at once: a scheduler's cancel, and a terminal or an ssh session
+# gone (SIGHUP ended the parent without a word, its worker left running).
+AT_ONCE = (signal.SIGTERM, signal.SIGHUP)
+
+
 class Stop:
-    """Ctrl-C and SIGTERM, as they come: the first Ctrl-C stops after the current point,
-    a second one or SIGTERM at once (`abandon`)."""
+    """Ctrl-C, SIGTERM and SIGHUP, as they come: the first Ctrl-C stops after the current
+    point, a second one, SIGTERM or SIGHUP at once (`abandon`)."""
 
     def __init__(self):
         self.signal: str | None = None
@@ -122,9 +127,9 @@ class Stop:
 
     def __call__(self, signum, frame) -> None:  # the handler: nothing but flags
         self.count += 1
-        if signum == signal.SIGTERM or self.signal is None:
+        if signum in AT_ONCE or self.signal is None:
             self.signal = signal.Signals(signum).name
-        if signum == signal.SIGTERM or self.count > 1:
+        if signum in AT_ONCE or self.count > 1:
             self.abandon = True
 
 
@@ -175,8 +180,7 @@ def _run(spec: SweepSpec, store: Store, device: str, resume_by: str,
     # Handlers only in the main thread (Python's rule): a sweep run in a thread is stopped
     # by its caller.
     main = threading.current_thread() is threading.main_thread()
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)} \
-        if main else {}
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, *AT_ONCE)} if main else {}
     start = time.perf_counter()
     restarts = 0
     busy = setup = 0.0

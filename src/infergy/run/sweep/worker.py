@@ -86,6 +86,15 @@ def main(conn, settings: WorkerSettings) -> None:
         port = free_port()
         os.environ.update(rank_env(0, settings.ranks, port))
     followers = ranks = None
+
+    def orphaned() -> None:
+        """The sweep is gone (killed, its terminal closed): its followers, then this
+        process's group (an engine's own processes, vLLM's engine core) end with it, rather
+        than measure beside the sweep that resumes on the same GPU."""
+        if followers is not None:
+            followers.kill()
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+    exit_with_parent(then=orphaned)  # even while stuck with lost ranks
     try:
         # A CPU sweep measures no GPU: its points must not be stored as a GPU's.
         meter = run_meter(settings.device, settings.tp, settings.idle_s,
@@ -93,7 +102,6 @@ def main(conn, settings: WorkerSettings) -> None:
         meta = run_metadata(meter)
         if settings.ranks > 1:  # after the idle power: no other rank has touched a GPU
             followers = Followers(settings, port, follow)
-            exit_with_parent(then=followers.kill)  # even while stuck with lost ranks
             ranks = followers.meet(meter, lambda why, status: replies.last(
                 ("error", f"the ranks could not meet: {why}"), then=followers.kill))
     except Exception as err:
