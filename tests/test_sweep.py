@@ -488,6 +488,10 @@ def test_a_store_s_lock_is_held_once_and_freed_when_its_holder_is_killed(tmp_pat
     # A lock file that cannot be made is a StoreError naming it
     with pytest.raises(StoreError, match=r"its lock file .* cannot be made"):
         StoreLock(tmp_path / "no-such-folder" / "r.db").acquire()
+    # A link to the store takes the store's own lock: two sweeps wrote every point twice
+    (tmp_path / "link.db").symlink_to(db)
+    with StoreLock(db), pytest.raises(StoreBusyError):
+        StoreLock(tmp_path / "link.db").acquire()
 
 
 def test_shards_each_into_its_own_store_stopped_rerun_and_merged_measure_each_point_once(

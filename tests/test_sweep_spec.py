@@ -408,3 +408,10 @@ def test_bad_specs_through_the_cli_are_exit_2_without_a_traceback(tmp_path):
                                   "--dry-run", "--db", str(tmp_path / "r.db")])
     assert hf.exit_code == 0, hf.output
     assert "smollm2-135m" in hf.output
+
+
+def test_a_point_the_spec_names_twice_is_measured_once():
+    """`models: [tiny, tiny]` and `batch_sizes: [1, 1]` measured one point four times."""
+    spec = parse_spec({"models": ["tiny", "tiny"], "engines": ["hf-eager", "hf-eager"],
+                       "input_tokens": [8], "output_tokens": [4], "batch_sizes": [1, 1, 2]})
+    assert [t.batch for t in spec.tasks()] == [1, 2]

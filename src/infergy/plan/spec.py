@@ -132,7 +132,8 @@ class SweepSpec:
         """Every point, grouped by (model, engine) so each model is built once per group,
         then by decoding (an engine started for its decoding, as vLLM for a speculation or
         beam search, starts once for each), lengths and batch size. A length pair in several
-        grids is kept once.
+        grids, and a point the spec lists twice (a model, an engine or a batch named again),
+        is kept once.
         With a shard (k, n), every n-th of those points from the k-th, always of the whole
         plan (what a store already holds plays no part): n processes, one a GPU, each with
         a store of its own, share one sweep, and measure each point once however often
@@ -149,6 +150,7 @@ class SweepSpec:
                     for i, o in pairs:
                         for batch in self.batch_sizes:
                             out.append(Task(model, engine, decoding, batch, i, o))
+        out = list(dict.fromkeys(out))  # a model, engine or batch listed twice: once
         k, n = self.shard
         out = out[k::n]
         return out if self.select is None else [out[i] for i in self.select]

@@ -25,8 +25,9 @@ class StoreBusyError(StoreError):
 
 
 def lock_path(store: str | Path) -> Path:
-    """The lock file of the store at `store`: its name with `.lock` added."""
-    store = Path(store)
+    """The lock file of the store at `store`: its name with `.lock` added, beside the file
+    itself (a link to it, or another spelling of its path, takes the same lock)."""
+    store = Path(store).resolve()
     return store.with_name(store.name + ".lock")
 
 
