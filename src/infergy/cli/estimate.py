@@ -19,8 +19,8 @@ from infergy.estimate import (
     estimate_trace,
     predicted_words,
     seconds_words,
+    unlike_waiting,
 )
-from infergy.estimate.served import unlike_waiting
 from infergy.models import UnknownGpuError, UnknownModelError, get_model
 from infergy.store import StoreError
 from infergy.workloads import BinError, BinGrid, TraceError, get_trace

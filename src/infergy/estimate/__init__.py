@@ -23,7 +23,7 @@ from infergy.estimate.filled import fill_profile, predicted_words
 from infergy.estimate.fit import design, errors, fit_step_cost, measured
 from infergy.estimate.replayed import ReplayEstimate, replay_estimate
 from infergy.estimate.replays import predict_replay
-from infergy.estimate.served import Serving, Simulated
+from infergy.estimate.served import Serving, Simulated, unlike_waiting
 from infergy.estimate.simulate import Served, simulate
 from infergy.estimate.steps import FEATURES, StepCost
 from infergy.estimate.targets import Target, parse_slo, seconds_words
@@ -45,6 +45,6 @@ __all__ = ["FEATURES", "J_PER_KWH", "Advice", "Candidate", "CardEstimate", "Esti
            "design", "errors", "estimate", "estimate_cards", "estimate_trace", "estimate_workload",
            "fill_profile", "fit_step_cost", "load_card_profile", "load_profile", "measured",
            "parse_slo", "predict_replay", "predicted_words", "replay_estimate", "search",
-           "seconds_words", "shipped_profiles", "simulate", "theoretical"]
+           "seconds_words", "shipped_profiles", "simulate", "theoretical", "unlike_waiting"]
 
 sys.modules[__name__].__class__ = CallablePackage  # infergy.estimate(...)

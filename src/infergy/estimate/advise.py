@@ -15,8 +15,7 @@ with the workload's requests at their arrivals:
 
 The least energy that meets every target wins (within 1% of it, the engine's defaults first);
 no target: the least energy. Tensor parallelism and speculative decoding have no step-cost
-model yet (the fit takes TP 1 and greedy points): `Advice.not_searched` says so rather than
-guessing them.
+model yet (TP 1 and greedy points): `Advice.not_searched` says so rather than guess them.
 """
 
 from __future__ import annotations
@@ -428,13 +427,14 @@ def _worst_miss(option: Option) -> float:
 
 def _baseline(options: list[Option], chosen: Option) -> Option | None:
     """vLLM's defaults on the chosen card (else the chosen engine's), with the fewest
-    replicas meeting the targets (one where none does)."""
+    replicas meeting the targets (where none does, those missing them least)."""
     for engine in ("vllm", chosen.config.engine):
         own = [o for o in options if o.config.gpu == chosen.config.gpu
                and o.config.engine == engine and o.default]
         if own:
             meeting = [o for o in own if o.meets]
-            return min(meeting or own, key=lambda o: o.config.replicas)
+            return (min(meeting, key=lambda o: o.config.replicas) if meeting
+                    else min(own, key=lambda o: (_worst_miss(o), o.energy_j)))
     return None
 
 
