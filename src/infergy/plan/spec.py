@@ -132,8 +132,7 @@ class SweepSpec:
         """Every point, grouped by (model, engine) so each model is built once per group,
         then by decoding (an engine started for its decoding, as vLLM for a speculation or
         beam search, starts once for each), lengths and batch size. A length pair in several
-        grids, and a point the spec lists twice (a model, an engine or a batch named again),
-        is kept once.
+        grids is kept once (a model, engine, decoding or batch named twice is, as read).
         With a shard (k, n), every n-th of those points from the k-th, always of the whole
         plan (what a store already holds plays no part): n processes, one a GPU, each with
         a store of its own, share one sweep, and measure each point once however often
@@ -150,7 +149,6 @@ class SweepSpec:
                     for i, o in pairs:
                         for batch in self.batch_sizes:
                             out.append(Task(model, engine, decoding, batch, i, o))
-        out = list(dict.fromkeys(out))  # a model, engine or batch listed twice: once
         k, n = self.shard
         out = out[k::n]
         return out if self.select is None else [out[i] for i in self.select]
@@ -301,14 +299,21 @@ def parse_spec(data: Any, source: str = "<spec>", lines: FieldLines | None = Non
         raise fail("min_window_s", "needs warmup >= 1 (the warm-up times a run)")
     cooldown = fields.cooldown(data.get("cooldown"), fail)
     spec = SweepSpec(slurm=fields.slurm(data.get("slurm"), fail),
-        models=models, engines=engines, decodings=[str(d) for d in decodings],
-        batch_sizes=batches, grids=grids, repeats=repeats, warmup=warmup,
+        models=_once(models), engines=_once(engines),
+        decodings=_once(str(d) for d in decodings), batch_sizes=_once(batches), grids=grids,
+        repeats=repeats, warmup=warmup,
         cooldown=None if cooldown is None else Cooldown(**cooldown), max_batch_cap=cap,
         dtype=dtype, seed=seed, idle_s=idle_s, tp=tp, min_window_s=min_window_s,
         source=source, raw=dict(data),
     )
     _check_context(spec, fail)
     return spec
+
+
+def _once(values) -> list:
+    """Each value once, in order: a model or batch named twice is measured once (it was
+    measured as often as named)."""
+    return list(dict.fromkeys(values))
 
 
 def _check_tp(tp, models: list[str], engines: list[EngineChoice], fail) -> None:

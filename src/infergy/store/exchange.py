@@ -179,13 +179,16 @@ def merge_rows(store: Store, runs: list[dict], points: list[dict],
 
 def _measured(db, point: dict) -> bool:
     """Whether the store holds a measured point of `point`'s key. A B = max search stores a
-    row for each batch it tried (out of memory at 64 and 32, then found at 16): each is its
-    own measurement, kept by its batch and status (keyed as one, every row after the first
-    try was dropped, the one holding the answer too)."""
-    key = POINT_KEY + (("batch", "status") if point["batch_requested"] == "max" else ())
-    statuses = (point["status"],) if "status" in key else MEASURED
+    row for each batch it tried (out of memory at 64 and 32, then found at 16): an
+    out-of-memory try is held where the store has that try (its batch), and the answer (or
+    a failed try) where it has an answer, whatever its batch: one answer a key. (Keyed as
+    one, every row after a search's first try was dropped, the answer too.)"""
+    key, statuses = POINT_KEY, MEASURED
+    if point["batch_requested"] == "max":
+        key, statuses = ((*key, "batch"), ("oom",)) if point["status"] == "oom" else \
+            (key, ("ok",))
     rows = db.execute(
-        f"SELECT 1 FROM points WHERE {' AND '.join(f'{k} = ?' for k in key if k != 'status')}"
-        f" AND status IN ({','.join('?' * len(statuses))}) LIMIT 1",
-        (*(point[k] for k in key if k != "status"), *statuses)).fetchone()
+        f"SELECT 1 FROM points WHERE {' AND '.join(f'{k} = ?' for k in key)} AND "
+        f"status IN ({','.join('?' * len(statuses))}) LIMIT 1",
+        (*(point[k] for k in key), *statuses)).fetchone()
     return rows is not None
