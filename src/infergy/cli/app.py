@@ -15,6 +15,7 @@ from rich.markup import escape
 from infergy import __version__
 from infergy.engines import ENGINES
 from infergy.models import RenamedModelWarning
+from infergy.plan import MAX_WAIT_S
 from infergy.run import Quiet
 from infergy.store import is_sqlite
 
@@ -96,15 +97,11 @@ def engine_list(text: str) -> list[str]:
     return engines
 
 
-# The longest idle measurement --idle-s takes: an hour (the card's idle power settles in
-# seconds; a longer wait is a mistake, `inf` one that would never end).
-MAX_IDLE_S = 3600.0
-
-
 def idle_seconds(value: float) -> float:
-    """--idle-s's check: seconds from 0 to MAX_IDLE_S (NaN and infinity refused)."""
-    if not 0 <= value <= MAX_IDLE_S:
-        raise typer.BadParameter(f"expected seconds from 0 to {MAX_IDLE_S:g}, got {value:g}")
+    """--idle-s's check: seconds from 0 to a sweep spec's bound for its `idle_s`, an hour
+    (`plan.MAX_WAIT_S`; NaN and infinity refused: `inf` waited for ever)."""
+    if not 0 <= value <= MAX_WAIT_S:
+        raise typer.BadParameter(f"expected seconds from 0 to {MAX_WAIT_S:g}, got {value:g}")
     return value
 
 

@@ -11,6 +11,7 @@ from infergy.plan.batches import (
     replay_options,
     replay_requests,
 )
+from infergy.plan.fields import MAX_WAIT_S
 from infergy.plan.point import Point, PointError
 from infergy.plan.presets import (
     CALIBRATION_INPUTS,
@@ -33,7 +34,7 @@ from infergy.plan.spec import (
 from infergy.plan.tp import ParallelError, check_tp, check_tp_gpus
 
 __all__ = ["BATCHINGS", "CALIBRATION_INPUTS", "CALIBRATION_OUTPUTS", "CALIBRATION_RUNS", "MAX",
-           "PRESETS", "WARMUPS", "Batch", "EngineChoice", "ParallelError",
+           "MAX_WAIT_S", "PRESETS", "WARMUPS", "Batch", "EngineChoice", "ParallelError",
            "Point", "PointError", "ReplayError", "SpecError", "SweepSpec", "Task",
            "calibration_inputs", "check_tp", "check_tp_gpus", "engine_starts", "load_spec",
            "parse_spec", "plan_replay", "replay_options", "replay_requests", "with_options"]
