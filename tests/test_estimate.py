@@ -20,7 +20,7 @@ from infergy.estimate import (
     shipped_profiles,
     theoretical,
 )
-from infergy.estimate.theory import served_theoretical
+from infergy.estimate.theory import served_flops
 from infergy.models import get_model
 from infergy.models.flops import request_flops
 from infergy.models.gpus import GPUS, UnknownGpuError, get_gpu
@@ -116,8 +116,8 @@ def test_the_served_baseline_takes_every_request_at_its_own_lengths():
     as one token out), at their own lengths, not at their bins' edges."""
     spec = get_model("llama-3.1-8b")
     flops = 2 * request_flops(spec, 10, 5) + request_flops(spec, 100, 1)
-    assert served_theoretical(np.array([10, 100, 10]), np.array([5, 0, 5]), "llama-3.1-8b",
-                              get_gpu("h100")) == pytest.approx(flops * 700 / 989.4e12)
+    assert served_flops(np.array([10, 100, 10]), np.array([5, 0, 5]), "llama-3.1-8b") \
+        * get_gpu("h100").joules_per_flop == pytest.approx(flops * 700 / 989.4e12)
 
 
 def test_the_gpu_table_has_its_sources_and_the_study_s_sparse_a6000():

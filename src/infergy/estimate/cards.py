@@ -12,7 +12,7 @@ from pathlib import Path
 from infergy.estimate.binned import J_PER_KWH, Estimate, estimate, needed_bins
 from infergy.estimate.filled import fill_profile, predicted_points
 from infergy.estimate.served import Serving, band_of, simulate_trace
-from infergy.estimate.theory import served_theoretical, theoretical
+from infergy.estimate.theory import served_flops, theoretical
 from infergy.estimate.unmeasured import predict_unmeasured
 from infergy.models import get_model
 from infergy.models.gpus import Gpu, get_gpu
@@ -175,18 +175,19 @@ def estimate_cards(trace: Trace, binned: Binned, model: str, engines: Sequence[s
         for g in gpus:
             asked.setdefault(get_gpu(g).name, g)
     cards, why = [], {}
+    served = served_flops(trace.input_tokens, trace.output_tokens, model)  # every card's
     for card, name in asked.items():
         if not any(card_of(g) == card for g in measured):
             try:
                 cards.append(_predicted_card(trace, binned, model, engines, card, pool,
-                                             theory_gpu, serving or Serving()))
+                                             theory_gpu, serving or Serving(), served))
             except EstimateError as e:
                 lost = _no_points(model, engines, name, stores, shipped)
                 why[name] = MissingPoints(f"{lost}. Nor can it be predicted: {e}", lost.missing)
             continue
         try:
             cards.append(_on_card(trace, binned, model, engines, by_engine, card, name,
-                                  stores, theory_gpu, serving or Serving()))
+                                  stores, theory_gpu, serving or Serving(), served))
         except MissingPoints as e:
             why[name] = e
     if not cards:
@@ -200,7 +201,7 @@ def estimate_cards(trace: Trace, binned: Binned, model: str, engines: Sequence[s
 
 def _on_card(trace: Trace, binned: Binned, model: str, engines: Sequence[str],
              by_engine: dict[str, dict], card: str, asked: str, stores: list[Path],
-             theory_gpu: str | None, serving: Serving) -> CardEstimate:
+             theory_gpu: str | None, serving: Serving, served: float) -> CardEstimate:
     # The stores holding this card: what its messages name, and where to measure the rest.
     held = {p["store"] for found in by_engine.values() for name, points in found.items()
             if card_of(name) == card for p in points.values()}
@@ -231,13 +232,12 @@ def _on_card(trace: Trace, binned: Binned, model: str, engines: Sequence[str],
     gpu = get_gpu(theory_gpu or card)
     return CardEstimate(results[0].gpu, results, unmeasured, theoretical(binned, model, gpu),
                         gpu, [str(s) for s in stores],
-                        served_theoretical_j=served_theoretical(
-                            trace.input_tokens, trace.output_tokens, model, gpu))
+                        served_theoretical_j=served * gpu.joules_per_flop)
 
 
 def _predicted_card(trace: Trace, binned: Binned, model: str, engines: Sequence[str],
                     card: str, stores: list[Path], theory_gpu: str | None,
-                    serving: Serving) -> CardEstimate:
+                    serving: Serving, served: float) -> CardEstimate:
     """Every engine on a card that measured `model` on none: each engine's step-cost model and
     B = max points predicted from the card's calibrated models (predict_unmeasured). An
     engine that cannot be predicted is a row saying why (the first predicted one is the
@@ -268,8 +268,7 @@ def _predicted_card(trace: Trace, binned: Binned, model: str, engines: Sequence[
     gpu = get_gpu(theory_gpu or card)
     return CardEstimate(results[0].gpu, results, unmeasured, theoretical(binned, model, gpu),
                         gpu, list(sources), predicted_model=words,
-                        served_theoretical_j=served_theoretical(
-                            trace.input_tokens, trace.output_tokens, model, gpu))
+                        served_theoretical_j=served * gpu.joules_per_flop)
 
 
 def _no_points(model: str, engines: Sequence[str], gpu: str | None, stores: list[Path],

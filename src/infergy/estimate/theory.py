@@ -22,15 +22,14 @@ def theoretical(binned: Binned, model_name: str, gpu: Gpu) -> float:
     return flops * gpu.joules_per_flop
 
 
-def served_theoretical(input_tokens: np.ndarray, output_tokens: np.ndarray, model_name: str,
-                       gpu: Gpu) -> float:
-    """TDP / peak FLOPS x the FLOPs of every request at its own lengths (at least one token in
-    and out, as the simulator serves them), in J: what a simulated serving of the same
-    requests is above."""
+def served_flops(input_tokens: np.ndarray, output_tokens: np.ndarray, model_name: str) -> float:
+    """The FLOPs of every request at its own lengths (at least one token in and out, as the
+    simulator serves them): times a card's TDP / peak FLOPS (`Gpu.joules_per_flop`), what a
+    simulated serving of the same requests is above. The same for every card: computed once
+    a trace."""
     spec = get_model(model_name)
     pairs, counts = np.unique(np.stack([np.maximum(input_tokens, 1),
                                         np.maximum(output_tokens, 1)]), axis=1,
                               return_counts=True)
-    flops = sum(int(n) * request_flops(spec, int(i), int(o))
-                for (i, o), n in zip(pairs.T, counts, strict=True))
-    return flops * gpu.joules_per_flop
+    return float(sum(int(n) * request_flops(spec, int(i), int(o))
+                     for (i, o), n in zip(pairs.T, counts, strict=True)))

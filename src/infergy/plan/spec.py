@@ -132,7 +132,7 @@ class SweepSpec:
         """Every point, grouped by (model, engine) so each model is built once per group,
         then by decoding (an engine started for its decoding, as vLLM for a speculation or
         beam search, starts once for each), lengths and batch size. A length pair in several
-        grids is kept once (a model, engine, decoding or batch named twice is, as read).
+        grids is kept once; so is a model, engine, decoding or batch named twice (as read).
         With a shard (k, n), every n-th of those points from the k-th, always of the whole
         plan (what a store already holds plays no part): n processes, one a GPU, each with
         a store of its own, share one sweep, and measure each point once however often
