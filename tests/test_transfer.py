@@ -14,33 +14,36 @@ from infergy.models import ModelSpec, get_model
 from infergy.models.flops import kv_cache_bytes_per_token, weight_bytes
 
 MODELS = ["llama-3.2-1b", "llama-3.2-3b", "olmo-7b", "llama-3.1-8b"]
-# The synthetic card: per feature, (a, b) of time (s) and of energy above idle (J).
-TIME = [(2e-3, 1.5e-13), (0.0, 2.5e-15), (0.0, 1.0e-17), (1e-5, 3e-15), (0.0, 1e-13),
-        (1e-3, 2e-4)]
-ACTIVE = [(0.3, 2e-11), (0.0, 5e-13), (0.0, 2e-15), (1e-3, 6e-13), (0.0, 2e-11), (0.1, 0.05)]
+# The synthetic card: per feature, the cost of a unit of its driver in time (s) and in energy
+# above idle (J); and the price of a step's layers (a host launching each layer's kernels).
+TIME = [1.5e-13, 2.5e-15, 1.0e-17, 3e-15, 1e-13, 2e-4]
+ACTIVE = [2e-11, 5e-13, 2e-15, 6e-13, 2e-11, 0.05]
+STEP_LAYER = (6e-5, 1e-2)
 STATIC = {"kind": "static", "batch": 64}
 
 
-def per_feature(lines, x, expert_price: float = 0.0, layer_price: float = 0.0) -> list[float]:
-    """A model's cost a unit of each feature on the synthetic card: a + b x its driver, its
+def per_feature(per_unit, x, expert_price: float = 0.0, layer_price: float = 0.0,
+                step_layer: float = 0.0) -> list[float]:
+    """A model's cost a unit of each feature on the synthetic card: b x its driver, its
     experts' weights (expert_reads) read at the cost a byte of the other weights, a token's
-    expert FLOPs (x's last) at `expert_price` more a FLOP, and a decoding sequence's layers
-    (x[5]) at `layer_price` a layer."""
-    out = [a + b * xi for (a, b), xi in zip(lines, x[:6], strict=True)] + [lines[0][1] * x[6]]
+    expert FLOPs (x's last) at `expert_price` more a FLOP, a decoding sequence's layers
+    (x[5]) at `layer_price` a layer, and a step's layers at `step_layer` a layer."""
+    out = [b * xi for b, xi in zip(per_unit, x[:6], strict=True)] + [per_unit[0] * x[6]]
     for i in (1, 3):  # prefill_tokens, decode_seqs
         out[i] += expert_price * x[7]
     out[3] += layer_price * x[5]
+    out[0] += step_layer * x[5]
     return out
 
 
 def truth(name: str, batching: dict = STATIC, expert_price=(0.0, 0.0),
           layer_price=(0.0, 0.0)) -> StepCost:
-    """A model's step cost on the synthetic card: exactly a + b x its drivers."""
+    """A model's step cost on the synthetic card: exactly b x its drivers, and the prices."""
     x = drivers(get_model(name))
     return StepCost(name, "hf-eager", "Synthetic GPU",
-                    per_feature(TIME, x, expert_price[0], layer_price[0]),
-                    per_feature(ACTIVE, x, expert_price[1], layer_price[1]), 70.0,
-                    {**batching, **routing(get_model(name))}, busy_w=100.0)
+                    per_feature(TIME, x, expert_price[0], layer_price[0], STEP_LAYER[0]),
+                    per_feature(ACTIVE, x, expert_price[1], layer_price[1], STEP_LAYER[1]),
+                    70.0, {**batching, **routing(get_model(name))}, busy_w=100.0)
 
 
 def windows_of(cost: StepCost) -> list[Window]:
@@ -69,6 +72,7 @@ def test_the_transfer_recovers_the_card_s_coefficients_and_predicts_a_held_out_m
     known = [synthetic(m) for m in MODELS[:3]]
     transfer = fit_transfer(known)
     np.testing.assert_allclose(np.array(transfer.time), np.array(TIME), rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(transfer.step_layer_price[0], STEP_LAYER[0], rtol=1e-6)
     # Energy: a step's busy power x its time is itself a sum of the features' time costs, so
     # only the energy of a feature's unit, busy power included, is fixed by the windows.
     def per_unit(active, busy_w):
@@ -100,7 +104,7 @@ def test_a_mixture_of_experts_is_predicted_from_dense_models_by_the_experts_it_r
     for shape in ((1, 512, 128), (8, 512, 128), (64, 512, 128)):
         assert predict_point(predicted, *shape) == pytest.approx(predict_point(want, *shape),
                                                                  rel=1e-6)
-    every = [want.time_s[0] + want.time_s[-1], *want.time_s[1:-1]]  # a step reads every expert
+    every = [want.time_s[0] + TIME[0] * drivers(moe)[6], *want.time_s[1:-1]]  # every expert read
     as_dense = StepCost("olmoe as dense", "hf-eager", "Synthetic GPU", every,
                         want.active_j[:-1], 70.0, STATIC, busy_w=100.0)
     t1, _ = predict_point(want, 1, 512, 128)
@@ -129,28 +133,27 @@ def test_a_mixture_of_experts_measured_prices_the_expert_flops_of_another():
     assert predict_point(plain, 64, 2048, 128)[0] < 0.9 * predict_point(want, 64, 2048, 128)[0]
 
 
-def test_four_models_price_a_decoding_sequence_s_layers_and_three_leave_it_at_zero():
-    """Where a decoding sequence costs a price a layer beside its FLOPs, four dense models of
-    several depths fix it and predict a fifth, of another family, exactly; three would fix a,
-    b and c with nothing left over to check them, and the price stays 0 (a + b x FLOPs alone
-    then carries the sequence's cost)."""
+def test_two_models_price_a_decoding_sequence_s_layers_and_a_step_s():
+    """Where a decoding sequence costs a price a layer beside its FLOPs, and a step a price a
+    layer beside the weights it reads, two dense models of other depths a byte fix both and
+    predict a third, of another family, exactly."""
     price = (4e-7, 2e-5)
-    known = [synthetic(m, layer_price=price) for m in MODELS]
+    known = [synthetic(m, layer_price=price) for m in ("llama-3.2-1b", "llama-3.1-8b")]
     transfer = fit_transfer(known)
     np.testing.assert_allclose(transfer.layer_price[0], price[0], rtol=1e-6)
+    np.testing.assert_allclose(transfer.step_layer_price[0], STEP_LAYER[0], rtol=1e-6)
     target = "deepseek-r1-distill-qwen-1.5b"
     want = truth(target, layer_price=price)
     predicted = transfer.predict(get_model(target))
     np.testing.assert_allclose(predicted.time_s, want.time_s, rtol=1e-6)
     assert predict_point(predicted, 64, 512, 128) == pytest.approx(
         predict_point(want, 64, 512, 128), rel=1e-6)
-    assert fit_transfer(known[:3]).layer_price == (0.0, 0.0)
-    assert transfer.expert_price == (0.0, 0.0)  # no mixture of experts among them
+    assert transfer.expert_price == pytest.approx((0.0, 0.0), abs=1e-12)  # no experts here
 
 
 def test_two_models_fit_the_line_and_one_predicts_nothing():
-    """Two models' windows together determine a + b x of each feature; one model shows no
-    error, so predicts nothing."""
+    """Two models' windows together determine the cost of each feature's driver and the
+    layers' prices; one model shows no error, so predicts nothing."""
     two = [synthetic(m) for m in MODELS[:2]]
     transfer = fit_transfer(two)
     spec, want = get_model(MODELS[3]), truth(MODELS[3])
@@ -278,7 +281,7 @@ def test_dense_models_are_predicted_from_dense_ones_and_a_mixture_of_experts_fro
 def test_estimate_predicts_a_model_measured_on_no_engine_of_the_card_labelled(tmp_path):
     """llama-3.1-8b on a synthetic H200 that calibrated four other models: `infergy
     estimate --gpu h200` prints its estimate, labelled predicted with the leave-one-model-out
-    band (near 0 here: the card is linear, and the windows of the other models fix a + b x),
+    band (near 0 here: the card is linear, and the windows of the other models fix b x),
     its B = max points the truth's. Three models, each held out against two, give the same
     near-0 band; two are refused."""
     import json
@@ -295,8 +298,9 @@ def test_estimate_predicts_a_model_measured_on_no_engine_of_the_card_labelled(tm
     shown = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     assert shown.exit_code == 0, shown.output
     said = " ".join(shown.output.split())
-    assert ("llama-3.1-8b is measured on no engine of NVIDIA H200: every figure above is "
-            "predicted for a model not measured on this card, from llama-3.2-1b, llama-3.2-3b, "
+    assert ("llama-3.1-8b is measured on none of these engines on NVIDIA H200 (hf-eager): "
+            "every figure above is predicted for a model not measured with hf-eager on this "
+            "card, from llama-3.2-1b, llama-3.2-3b, "
             "olmo-1b, olmo-7b") in said
     # Without --gpu: the model is measured on no card, so each card the stores hold predicts.
     anywhere = [a for a in args if a not in ("--gpu", "h200")]

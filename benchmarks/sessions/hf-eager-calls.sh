@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 32's three hf-eager calibrations, in calls that stand alone: no vLLM bundle to send, no
+# Issue 32's hf-eager calibrations, in calls that stand alone: no vLLM bundle to send, no
 # session to outlive its call. Each call resumes the store it carries, measures for at most
 # SECONDS, stops after the point in flight (a call's 600 s leave 120 s for it: an hf-eager
 # point at B = max takes up to about 90 s), and brings the store back under $OUT. Its points
@@ -10,21 +10,23 @@
 # once, needs to carry nothing: `bash benchmarks/sessions/hf-eager-calls.sh "" 480` again. On a
 # fresh machine (the last one lost), copy the store that came back to .stage/hf.db and carry it:
 #   bash benchmarks/sessions/hf-eager-calls.sh .stage/hf.db 480
-# Done on the H100 on 2026-12-06: llama-3.2-1b's first 18 points
-# (docs/measurements/2026-12-06-h100-morning/, the base when nothing is carried). What its
-# calls bring back: the store (calibrate-hf.db), calls.log and card.txt.
+# Done on H100s on 2026-12-06: llama-3.2-1b's 24 points and llama-3.2-3b's 24, olmo-7b's first
+# 6 of 12 (docs/measurements/2026-12-06-h100-hf-eager/, the base when nothing is carried). Left:
+# olmo-7b's 6 of 256 inputs, then deepseek-r1-distill-qwen-1.5b (a fourth family on hf-eager);
+# both predicted before their runs (docs/measurements/2026-12-06-transfer-proportional/). What
+# its calls bring back: the store (calibrate-hf.db), calls.log and card.txt.
 set -u
 carried=${1:-}
 seconds=${2:-480}
 : "${OUT:?OUT must name the folder the store comes back in}"
-base=docs/measurements/2026-12-06-h100-morning/calibrate-hf-h100.db
+base=docs/measurements/2026-12-06-h100-hf-eager/calibrate-hf-h100.db
 db=/tmp/infergy-hf.db
 if [ ! -f "$db" ]; then  # a fresh machine: the carried store, else the committed one
   cp "${carried:-$base}" "$db" && chmod u+w "$db" || exit  # a store fetched back is read-only
 fi
 nvidia-smi --query-gpu=name,driver_version,uuid --format=csv,noheader > "$OUT/card.txt"
 end=$(( $(date +%s) + seconds ))
-for m in llama-3.2-1b llama-3.2-3b olmo-7b; do
+for m in olmo-7b deepseek-r1-distill-qwen-1.5b; do
   left=$(( end - $(date +%s) ))
   [ "$left" -gt 30 ] || break
   echo "== $(date -u +%T) $m: at most $left s" >> "$OUT/calls.log"

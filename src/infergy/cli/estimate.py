@@ -146,8 +146,10 @@ def _print(result: TraceEstimate, detail: bool = False) -> None:
             table.add_row(name, "not yet", *[""] * (len(columns) - 2))
         out.print(table)
         if c.predicted_model:
-            out.print(f"[bold yellow]{result.model} is measured on no engine of {c.gpu}: every "
-                      f"figure above is {escape(c.predicted_model)}.[/]")
+            asked = ", ".join([r["engine"] for r in rows] + list(c.unmeasured))
+            out.print(f"[bold yellow]{result.model} is measured on none of these engines on "
+                      f"{c.gpu} ({asked}): every figure above is "
+                      f"{escape(c.predicted_model)}.[/]")
         for r in rows:
             if r.get("band_from", "").startswith("its residuals"):
                 out.print(f"[yellow]{r['engine']}: ±p90 is {escape(r['band_from'])}: no other "
@@ -161,7 +163,7 @@ def _print(result: TraceEstimate, detail: bool = False) -> None:
                 out.print(f"[yellow]{r['engine']}: not simulated: "
                           f"{escape(str(r['simulation_error']))}[/]")
         for name, e in c.unmeasured.items():
-            if c.predicted_model:  # the model measured on no engine of the card: why not this
+            if c.predicted_model:  # the model measured on none of these engines: why not this
                 out.print(f"[yellow]{name}: not predicted on {c.gpu}: {escape(str(e))}[/]")
                 continue
             what = (f"{len(e.missing)} of the {result.bins_needed} bins the trace needs"

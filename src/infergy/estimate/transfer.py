@@ -17,8 +17,8 @@ feature, and what a unit holds grows with the model. Its driver, per feature:
   predicted from dense models by what its steps read (1/8 of its experts for one token of
   olmoe-1b-7b, nearly all for 32), not by all it stores. It has no coefficient of its own.
 
-Two prices (PRICES) have no feature of their own; each adds a column to the fit, some
-features' units x a second driver, priced c >= 0 over and above those features' lines:
+Three prices (PRICES) have no feature of their own; each adds a column to the fit, some
+features' units x a second driver, priced c >= 0 over and above those features' own costs:
 
 - a mixture of experts' expert FLOPs (a token's k experts' matmuls) may cost more than dense
   FLOPs, its experts' small matmuls being grouped and gathered: a window's tokens
@@ -30,24 +30,32 @@ features' units x a second driver, priced c >= 0 over and above those features' 
   over its own cache, the host's share) costs time a deep, thin model pays more of than its
   FLOPs say: `decode_seqs` x the layers. deepseek-r1-distill-qwen-1.5b (28 layers) decodes
   1,024 sequences 1.66x slower than llama-3.2-1b (16) for 1.25x its FLOPs (the H100,
-  2026-12-06). Three models fix a sequence's a, b and c exactly, their noise with them (on
-  the H100, llama-3.2-1b predicted so from three others erred by p90 24% against 16%
-  without the price); from LAYER_PRICE_MODELS models on, the fit is over-determined, and
-  with fewer the price is 0.
+  2026-12-06).
+- a step's layers: beside the weights it reads, a step launches each layer's kernels, and an
+  engine whose host launches them one by one (hf-eager) pays a step by its layers, not its
+  bytes: `steps` x the layers. On the H100 hf-eager's decode step at B = 1 took 0.6-1.0 ms a
+  layer over four models of 16-32 layers and 2.5-16 GB (2026-12-06); vLLM's graphs pay a
+  kernel's floor, some tens of microseconds a layer.
 
-Over the card's measured models, each coefficient (of time, and of energy above idle) is
-a + b x driver (a, b >= 0), fitted once to all their measured windows together (the least
-squares of relative errors that fits one model, estimate/fit.py, over 2 x the features: each
-window's features, and its features times the model's drivers), with one busy power for all.
-Fitting each model alone and then a line through their coefficients predicted worse: features
-that move together in one model's design (a step and an engine call) split its cost between
-them differently from one model to the next, and the lines drew those splits apart (on the
-H100's three calibrated models, docs/measurements.md, 2026-12-05 night). The card's idle
-power, and its power with an engine's server waiting, are the models' median; its batching
-policy is the engine's, with a continuous engine's KV cache sized for the new model from the
-card's memory (its weights and its bytes a token). A card with one measured model predicts
-nothing: no other model shows the prediction's error. `leave_one_out` predicts each measured
-model from the others, and that error is the band a prediction carries.
+Each coefficient is proportional to its driver, b x driver (b >= 0), with no part that is
+the same for every model: a cost that does not grow with some part of the model belongs to
+no model, and a constant fitted over models of similar size carries whatever they share into
+a model of another size. With a constant allowed (a + b x driver), hf-eager's step was a
+constant 20 ms from three models of 28-32 layers, and llama-3.2-1b's 12-16 ms step (16
+layers) was predicted 50% high; proportional, with the step's layers priced, 7% (leave one
+model out, docs/measurements.md, 2026-12-06 late morning). The b's and the prices are fitted once to
+all the models' measured windows together (the least squares of relative errors that fits
+one model, estimate/fit.py, over each window's features times the model's drivers and the
+prices' columns), with one busy power for all; two models of different shapes fix them.
+Fitting each model alone and then a line through their coefficients predicted worse:
+features that move together in one model's design (a step and an engine call) split its
+cost between them differently from one model to the next (on the H100's three calibrated
+models, docs/measurements.md, 2026-12-05 night). The card's idle power, and its power with
+an engine's server waiting, are the models' median; its batching policy is the engine's,
+with a continuous engine's KV cache sized for the new model from the card's memory (its
+weights and its bytes a token). A card with one measured model predicts nothing: no other
+model shows the prediction's error. `leave_one_out` predicts each measured model from the
+others, and that error is the band a prediction carries.
 """
 
 from __future__ import annotations
@@ -78,9 +86,9 @@ EXPERT_FLOPS = len(FEATURES)  # drivers()' last: a token's expert FLOPs (no feat
 TOKENS = (FEATURES.index("prefill_tokens"), FEATURES.index("decode_seqs"))
 LAYERS = FEATURES.index("calls")  # the driver of `calls` is the layers
 # The prices (module doc): the features each adds to, and the driver it multiplies them by.
-PRICES = ((TOKENS, EXPERT_FLOPS), ((FEATURES.index("decode_seqs"),), LAYERS))
+PRICES = ((TOKENS, EXPERT_FLOPS), ((FEATURES.index("decode_seqs"),), LAYERS),
+          ((FEATURES.index("steps"),), LAYERS))
 MIN_MODELS = 2
-LAYER_PRICE_MODELS = 4  # the layers' price is fitted from four models or more (module doc)
 
 
 class TransferError(EstimateError):
@@ -98,22 +106,21 @@ def drivers(spec: ModelSpec) -> np.ndarray:
                      expert_flops(spec)])
 
 
-def _columns(features: np.ndarray, x: np.ndarray, priced: int = len(PRICES)) -> np.ndarray:
-    """A window's row of the pooled fit: its features, its features times the model's drivers
-    (the expert bytes it read counted with the other weight bytes, `steps`), and a column for
-    each price (the first `priced` of them; the others' left 0)."""
+def _columns(features: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """A window's row of the pooled fit: its features times the model's drivers (the expert
+    bytes it read counted with the other weight bytes, `steps`), and a column for each
+    price."""
     scaled = features[:OWN] * x[:OWN]
     scaled[0] += features[OWN] * x[OWN]
-    prices = [sum(features[i] for i in which) * x[driver] if n < priced else 0.0
-              for n, (which, driver) in enumerate(PRICES)]
-    return np.concatenate([features[:OWN], scaled, prices])
+    prices = [sum(features[i] for i in which) * x[driver] for which, driver in PRICES]
+    return np.concatenate([scaled, prices])
 
 
-def _coefficients(lines: list[tuple[float, float]], x: np.ndarray,
-                  prices: list[float]) -> list[float]:
-    """A model's cost per unit of each feature, from the lines a + b x driver: expert_reads
-    at `steps`' cost a byte, and each price's features c x its driver more."""
-    out = [a + b * xi for (a, b), xi in zip(lines, x[:OWN], strict=True)] + [lines[0][1] * x[OWN]]
+def _coefficients(per_unit: list[float], x: np.ndarray, prices: list[float]) -> list[float]:
+    """A model's cost per unit of each feature, b x driver from the cost of a unit of each
+    driver: expert_reads at `steps`' cost a byte, and each price's features c x its driver
+    more."""
+    out = [b * xi for b, xi in zip(per_unit, x[:OWN], strict=True)] + [per_unit[0] * x[OWN]]
     for (which, driver), c in zip(PRICES, prices, strict=True):
         for i in which:
             out[i] += c * x[driver]
@@ -123,14 +130,14 @@ def _coefficients(lines: list[tuple[float, float]], x: np.ndarray,
 @dataclass
 class Transfer:
     """How one engine on one card turns a model's drivers into its step costs: per feature,
-    (a, b) of time and of energy above idle; the card's idle power and the engine's busy
-    power (and its power waiting with a server up, where measured); the models it was fitted
-    to."""
+    the cost of a unit of its driver, b, in time and in energy above idle; the card's idle
+    power and the engine's busy power (and its power waiting with a server up, where
+    measured); the models it was fitted to."""
 
     engine: str
     gpu: str
-    time: list[tuple[float, float]]
-    active: list[tuple[float, float]]
+    time: list[float]
+    active: list[float]
     idle_w: float
     busy_w: float
     batching: dict
@@ -151,6 +158,11 @@ class Transfer:
         """A decoding sequence's price a layer over its FLOPs: c of time and of energy."""
         return self.prices[1]
 
+    @property
+    def step_layer_price(self) -> tuple[float, float]:
+        """A step's price a layer over the weights it reads: c of time and of energy."""
+        return self.prices[2]
+
     def predict(self, spec: ModelSpec, band: dict | None = None) -> StepCost:
         """The predicted step-cost model of `spec` (its `fit` says it is predicted, from
         which models, and the error `band` a leave-one-out check showed)."""
@@ -158,8 +170,8 @@ class Transfer:
         time = _coefficients(self.time, x, [t for t, _ in self.prices])
         active = _coefficients(self.active, x, [e for _, e in self.prices])
         fit = {"predicted": True, "from_models": list(self.models),
-               "note": f"predicted for a model not measured on {self.gpu}, from "
-                       f"{', '.join(self.models)}", "band": band or {}}
+               "note": f"predicted for a model not measured with {self.engine} on "
+                       f"{self.gpu}, from {', '.join(self.models)}", "band": band or {}}
         return StepCost(spec.name, self.engine, self.gpu, time, active, self.idle_w,
                         _batching_for(self.batching, spec), busy_w=self.busy_w, fit=fit,
                         serving_idle_w=self.serving_idle_w,
@@ -183,12 +195,11 @@ def fit_transfer(measured: list[tuple[ModelSpec, Measured]]) -> Transfer:
             f"the others to show the prediction's error. Calibrate more models on the card "
             f"(`infergy calibrate -m MODEL -e ENGINE --db STORE`)")
     rows_t, y_t, rows_e, y_e = [], [], [], []
-    priced = len(PRICES) if len(set(names)) >= LAYER_PRICE_MODELS else 1  # PRICES[0] only
     for spec, data in measured:
         x = drivers(spec)
         t, yt, e, ye = fit_rows(data)
-        rows_t += [_columns(f, x, priced) for f in t]
-        rows_e += [np.append(_columns(r[:-1], x, priced), r[-1]) for r in e]
+        rows_t += [_columns(f, x) for f in t]
+        rows_e += [np.append(_columns(r[:-1], x), r[-1]) for r in e]
         y_t += yt
         y_e += ye
     n = OWN
@@ -197,14 +208,13 @@ def fit_transfer(measured: list[tuple[ModelSpec, Measured]]) -> Transfer:
                if d.serving_idle_w is not None]
     return Transfer(
         measured[0][1].engine, measured[0][1].gpu,
-        list(zip(time[:n].tolist(), time[n:2 * n].tolist(), strict=True)),
-        list(zip(energy[:n].tolist(), energy[n:2 * n].tolist(), strict=True)),
+        time[:n].tolist(), energy[:n].tolist(),
         statistics.median(d.idle_w for _, d in measured), float(energy[-1]),
         _reference_batching(measured), names,
         statistics.median(w for w, _ in waiting) if waiting else None,
         "; ".join(dict.fromkeys(words for _, words in waiting)),
         sorted({source for _, d in measured for source in d.sources}),
-        [(float(t), float(e)) for t, e in zip(time[2 * n:], energy[2 * n:-1], strict=True)])
+        [(float(t), float(e)) for t, e in zip(time[n:], energy[n:-1], strict=True)])
 
 
 def _reference_batching(measured: list[tuple[ModelSpec, Measured]]) -> dict:

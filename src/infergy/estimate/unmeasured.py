@@ -83,7 +83,7 @@ def predict_unmeasured(stores: list[Path], spec: ModelSpec, engine: str,
     cost = transfer.predict(spec, band={m: band_of(s) for m, s in checked.items()})
     cost.limits = batch_limits(pool, spec)
     kinds = sorted({s.model_type for s, _ in pool})
-    words = (f"predicted for a model not measured on this card, from "
+    words = (f"predicted for a model not measured with {engine} on this card, from "
              f"{', '.join(s.name for s, _ in pool)}; "
              + (f"each of them predicted from the others erred by p90 {band:.0%} at worst "
                 f"({worst})" if len(checked) > 1 else
@@ -120,7 +120,7 @@ def _expert_price_words(transfer, pool: list) -> str:
     """What the measured mixtures of experts said of their experts' FLOPs (a transfer's
     expert price, estimate/transfer.py), and that one of them checks nothing."""
     moes = [s.name for s, _ in pool if s.is_moe]
-    dense_flop = transfer.time[FEATURES.index("prefill_tokens")][1]  # compute-bound FLOPs
+    dense_flop = transfer.time[FEATURES.index("prefill_tokens")]  # compute-bound FLOPs
     if not moes or not dense_flop:
         return ""
     ratio = 1 + transfer.expert_price[0] / dense_flop
