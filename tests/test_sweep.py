@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from infergy.plan import MAX, parse_spec
+from infergy.run import describe_plan
 from infergy.run.sweep import Progress, run_sweep
 from infergy.store import Store
 
@@ -71,6 +72,12 @@ def test_the_time_left_counts_an_engine_start_once_a_start_not_every_point():
     left.loads_left = 2
     assert left.eta_s == 23 * 10.0 + 2 * 300.0
     assert Progress(total=3).eta_s is None
+    # A point's record is stored before it counts as done: its line leaves it out of what is
+    # left, unless it is a B = max try that another try follows.
+    assert left.eta_after({"ends": True}) == 22 * 10.0 + 2 * 300.0
+    assert left.eta_after({"ends": False}) == left.eta_s
+    last = Progress(total=2, done=1, point_times_s=[10.0])
+    assert last.eta_after({"ends": True}) == 0.0
     engines = [EngineChoice("vllm"), EngineChoice("hf-eager")]
     tasks = [Task(m, e, "greedy", 1, 8, 8) for m in ("a", "b") for e in engines for _ in "xy"]
     assert starts_after(tasks) == [3, 3, 2, 2, 1, 1, 0, 0]
@@ -162,6 +169,31 @@ def test_a_resumed_max_search_starts_under_the_batch_that_ran_out_of_memory(tmp_
         tried = json.loads(store.points()[-1]["batch_search"])
     assert first.oom == 3 and again.measured == 1 and run
     assert tried["earlier_oom"] == [2, 4, 8] and tried["tried"] == [{"batch": 1, "status": "ok"}]
+
+
+def test_a_stored_max_is_searched_again_where_the_cap_changed_what_a_search_finds(tmp_path):
+    """B = max found at a cap of 8 (nothing ran out of memory) is the cap's, not the card's:
+    a cap of 4 (lowered) or 16 (raised) searches again; a cap of 8 or of 15 reuses it. A
+    batch found under memory (8 ran out, 4 fits) stands under any cap holding it."""
+    engine = {"name": DOUBLE, "options": {}}
+    def sweep(store, cap, options=engine):
+        return run_sweep(spec(engines=[options], input_tokens=[8], output_tokens=[2],
+                              batch_sizes=[MAX], max_batch_cap=cap), store, device="cpu")
+    def planned_done(store, cap):  # the dry run counts as the sweep does
+        s = spec(engines=[engine], input_tokens=[8], output_tokens=[2], batch_sizes=[MAX],
+                 max_batch_cap=cap)
+        return describe_plan(s, store, store.points()[0]["device"]).done
+    with Store(tmp_path / "r.db") as store:
+        assert sweep(store, 8).measured == 1
+        assert (planned_done(store, 8), planned_done(store, 4)) == (1, 0)
+        assert (sweep(store, 8).measured, sweep(store, 15).measured) == (0, 0)
+        assert sweep(store, 4).measured == 1 and sweep(store, 16).measured == 1
+        assert [p["batch"] for p in store.points()] == [8, 4, 16]
+    bounded = {"name": DOUBLE, "options": {"oom_from_batch": 8}}
+    with Store(tmp_path / "b.db") as store:
+        assert sweep(store, 16, bounded).measured == 1  # 16 and 8 out of memory, 4 fits
+        assert (sweep(store, 64, bounded).measured, sweep(store, 4, bounded).measured) == (0, 0)
+        assert sweep(store, 2, bounded).measured == 1
 
 
 @pytest.mark.parametrize(("option", "error"), [

@@ -431,7 +431,8 @@ class _SweepLog:
                     said += (", energy not measured (no sensor)" if r["energy_j"] is None
                              else f", {r['energy_j']:.4g} J")
             tried = f" (tried B={r['batch']})" if "B=max" in r["what"] else ""
-            eta = "" if p.eta_s is None else f", about {_duration(p.eta_s)} left"
+            eta_s = p.eta_after(r)
+            eta = "" if eta_s is None else f", about {_duration(eta_s)} left"
             err.print(f"infergy: [{p.done + p.skipped + 1}/{p.total}] {r['what']}{tried}: "
                       f"{said}{eta}", markup=False, highlight=False)
         self.records = len(p.stored)

@@ -393,7 +393,8 @@ class _Driver:
     def _done(self, i: int) -> bool:
         task = self.tasks[i]
         key = task_key(task, self.spec)
-        return any(self.store.done(device, key, task.batch, gpu_name=card)
+        return any(self.store.done(device, key, task.batch, gpu_name=card,
+                                   cap=self.spec.max_batch_cap)
                    for device, card in self.cards)
 
     def _summary(self, wall_s: float) -> LaunchSummary:

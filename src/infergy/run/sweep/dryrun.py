@@ -21,7 +21,7 @@ from infergy.engines.decoding import Decoding
 from infergy.models import get_model
 from infergy.models.flops import decode_bytes, prefill_flops, shape
 from infergy.plan.spec import MAX, EngineChoice, SweepSpec, Task
-from infergy.store import MEASURED, Store
+from infergy.store import MEASURED, Store, reusable_max
 
 LIST_ALL = 1000  # a plan of up to this many points is listed and timed point by point
 ENDS = 5  # a longer one: its first and last ENDS points listed
@@ -254,7 +254,8 @@ def _measured(grid: PlanGrid, store: Store | None, device: str | None,
     for d in sorted(devices):
         for p in store.points(device=d):
             if (p["status"] not in MEASURED or p["dtype"] != spec.dtype or p["tp"] != spec.tp
-                    or (p["batch_requested"] == MAX and p["status"] != "ok")):
+                    or (p["batch_requested"] == MAX and (p["status"] != "ok" or not reusable_max(
+                        p["batch"], p["batch_search"], spec.max_batch_cap)))):
                 continue
             engine = EngineChoice(p["engine"], p["engine_options"])
             for j in grid.positions(p["model"], engine, p["decoding"], p["batch_requested"],

@@ -83,6 +83,14 @@ class Progress:
         starts = statistics.mean(self.load_times_s) * self.loads_left if self.load_times_s else 0
         return statistics.mean(self.point_times_s) * self.left + starts
 
+    def eta_after(self, record: dict) -> float | None:
+        """eta_s as a stored record (one of `stored`) leaves it: a record that ends its point
+        is stored before the point counts as done, and that point is no longer left."""
+        eta = self.eta_s
+        if eta is None or not record.get("ends", True):
+            return eta
+        return max(0.0, eta - statistics.mean(self.point_times_s))
+
 
 @dataclass
 class SweepSummary:
@@ -207,7 +215,8 @@ def _run(spec: SweepSpec, store: Store, device: str, resume_by: str,
         progress.device = worker.device
         run_id = store.start_run(device=worker.device, meta=worker.meta, spec=spec.raw or None)
         same = {"gpu_name": gpu_name_of(worker.meta)} if resume_by == "model" else {}
-        stored = [store.done(worker.device, task_key(t, spec), t.batch, **same) for t in tasks]
+        stored = [store.done(worker.device, task_key(t, spec), t.batch,
+                             cap=spec.max_batch_cap, **same) for t in tasks]
         starts_left = starts_after([t for t, done in zip(tasks, stored, strict=True)
                                     if not done])
         running = None  # the start the engine runs for (plan.engine_start)
@@ -242,7 +251,8 @@ def _run(spec: SweepSpec, store: Store, device: str, resume_by: str,
                                       and (record.get("energy_cv") or 0) > STEADY_CV)
                 progress.stored.append({"what": task.describe(), "batch": record["point"][
                     "batch"], "status": record["status"], "energy_j": record.get("energy_j"),
-                    "error": record.get("error")})
+                    "error": record.get("error"), "ends": _ends(record, batch_requested,
+                                                                search)})
                 busy += measuring_time(record)
                 load_s = (record.get("load") or {}).get("time_s") or 0
                 start_s = load_s or (_phase_time(record, "prepare") if fresh[0] else 0)
@@ -319,7 +329,7 @@ def _check(tasks: list[Task], spec: SweepSpec, store: Store, device: str, same: 
     described), and how many are not there at all (missing)."""
     failed, missing = [], 0
     for task in tasks:
-        if store.done(device, task_key(task, spec), task.batch, **same):
+        if store.done(device, task_key(task, spec), task.batch, cap=spec.max_batch_cap, **same):
             continue
         if task in outcome:
             failed.append(task.describe())
@@ -386,6 +396,15 @@ def _measure_task(task: Task, spec: SweepSpec, store: Store,
     if not search["tried"]:  # nothing fits under earlier out-of-memory tries: say so
         save(_lost(task, spec, None, "no batch left to try: batch 1 ran out of memory "
                                      "earlier")[0], MAX, search)
+
+
+def _ends(record: dict, batch_requested: int | str, search: dict | None) -> bool:
+    """Does this stored record end its point? All but a B = max search's out-of-memory try
+    that another try follows (_measure_task: the last try carries `found`; a try at batch 1,
+    or a search with nothing to try, is the last)."""
+    if batch_requested != MAX or not search or "found" in search or not search.get("tried"):
+        return True
+    return record["point"]["batch"] <= 1
 
 
 def _lost(task: Task, spec: SweepSpec, gone: WorkerGone | None,
