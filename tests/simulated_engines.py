@@ -107,6 +107,8 @@ class FailsByBatchEngine(HFEager):
     `crash_at_batch: N` kills its own process at B == N (a lost worker), in tensor-parallel
     rank `crash_on_rank` only where that is given (a lost follower: the other ranks go on
     into the model's collectives);
+    `killed_from_batch: N` has its process killed by SIGKILL at B >= N, as the kernel's
+    out-of-memory killer does;
     `fatal_at_batch: N` raises a fatal CUDA error at B == N;
     `sleep_s: S` adds S seconds of sleep to every run: a run whose time a busy CPU barely
     changes;
@@ -137,6 +139,11 @@ class FailsByBatchEngine(HFEager):
             import os
 
             os._exit(9)
+        if batch >= self.options.get("killed_from_batch", 1 << 30):
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
         if batch == self.options.get("fatal_at_batch"):
             raise RuntimeError("CUDA error: an illegal memory access was encountered "
                                "(simulated)")

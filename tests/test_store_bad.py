@@ -383,6 +383,23 @@ def test_a_full_disk_is_a_clear_error_and_loses_nothing_committed(tmp_path, fail
         assert sorted(p["batch"] for p in store.points()) == kept
 
 
+def test_sqlite_s_disk_i_o_error_on_a_full_disk_says_the_disk_is_full(tmp_path, monkeypatch):
+    """Opening a store on a full disk fails creating its write-ahead log, and SQLite says
+    only "disk I/O error": with the folder's free space under 16 MiB it is said as a full
+    disk; with room, as the disk refusing, with the space free."""
+    from infergy.store import opening
+
+    path = tmp_path / "s.db"
+    said = opening.said(path, sqlite3.OperationalError("disk I/O error"))
+    assert str(said).startswith(f"{path}: the disk refused a read or write (disk I/O error, ")
+    assert "MiB free there): check the folder's free space and file system" in str(said)
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(opening.shutil, "disk_usage", lambda p: usage._replace(free=4096))
+    said = opening.said(path, sqlite3.OperationalError("disk I/O error"))
+    assert str(said) == (f"disk full writing {path}: nothing already stored is lost; free "
+                         f"space and run the same command again to resume")
+
+
 def test_a_full_disk_while_exporting_leaves_no_file(tmp_path, monkeypatch):
     path = tmp_path / "s.db"
     write_store(path)

@@ -196,6 +196,33 @@ def test_a_stored_max_is_searched_again_where_the_cap_changed_what_a_search_find
         assert sweep(store, 2, bounded).measured == 1
 
 
+def test_a_worker_killed_by_sigkill_is_out_of_memory_and_the_search_goes_on(tmp_path):
+    """The kernel's out-of-memory killer ends a worker that took the host's memory with
+    SIGKILL: that batch is out of memory, and a new worker goes on with the search in the
+    same run (a resumed sweep started it again at the killed batch, every time). A fixed
+    batch so killed is out of memory too, and not measured again."""
+    engine = {"name": DOUBLE, "options": {"killed_from_batch": 8}}
+    def sweep(store, batches):
+        return run_sweep(spec(engines=[engine], input_tokens=[8], output_tokens=[2],
+                              batch_sizes=batches, max_batch_cap=16), store, device="cpu")
+    with Store(tmp_path / "r.db") as store:
+        summary = sweep(store, [MAX])
+        points = store.points()
+        assert sweep(store, [MAX]).measured == 0
+    assert [(p["batch"], p["status"]) for p in points] == [(16, "oom"), (8, "oom"), (4, "ok")]
+    assert summary.worker_restarts == 2 and summary.oom == 2 and summary.failed == 0
+    assert "killed by SIGKILL" in points[0]["error"] and "taken as out of memory at this " \
+        "batch" in points[0]["error"]
+    with Store(tmp_path / "f.db") as store:
+        fixed = sweep(store, [2, 8])
+        assert [(p["batch"], p["status"]) for p in store.points()] == [(2, "ok"), (8, "oom")]
+        assert (fixed.worker_restarts, sweep(store, [2, 8]).measured) == (1, 0)
+    search = json.loads(points[-1]["batch_search"])
+    assert search["found"] == 4 and search["tried"] == [
+        {"batch": 16, "status": "oom"}, {"batch": 8, "status": "oom"},
+        {"batch": 4, "status": "ok"}]
+
+
 @pytest.mark.parametrize(("option", "error"), [
     ("crash_at_batch", "worker process died"),
     ("fatal_at_batch", "CUDA error"),

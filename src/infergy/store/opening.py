@@ -10,11 +10,13 @@ needs no write access: a store of mode 0444, in a read-only folder, or installed
 from __future__ import annotations
 
 import errno
+import shutil
 import sqlite3
 from pathlib import Path
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 BUSY_S = 30.0  # how long a store busy with another process's write is waited for
+LOW_SPACE = 16 * 2**20  # free bytes under which SQLite's "disk I/O error" is a full disk
 
 
 class StoreError(RuntimeError):
@@ -113,7 +115,9 @@ def said(path: Path, err: BaseException) -> StoreError:
     """SQLite's (or the system's) error on the store at `path`, as a StoreError that says
     what it means and what to do."""
     text = str(err) if not isinstance(err, OSError) else (err.strerror or str(err))
-    if "full" in text or getattr(err, "errno", None) == errno.ENOSPC:
+    free = _free_bytes(path) if "disk I/O error" in text else None
+    if ("full" in text or getattr(err, "errno", None) == errno.ENOSPC
+            or (free is not None and free < LOW_SPACE)):
         return StoreError(f"disk full writing {path}: nothing already stored is lost; free "
                           f"space and run the same command again to resume")
     if "malformed" in text or "not a database" in text or "corrupt" in text:
@@ -128,7 +132,21 @@ def said(path: Path, err: BaseException) -> StoreError:
     if busy(err):
         return StoreError(f"{path}: busy: another process held it for more than "
                           f"{BUSY_S:.0f} s ({text}); try again when it is done")
+    if "disk I/O error" in text:  # SQLite's word for a write the system refused
+        room = "" if free is None else f", {free / 2**20:,.0f} MiB free there"
+        return StoreError(f"{path}: the disk refused a read or write ({text}{room}): check the "
+                          f"folder's free space and file system; nothing already stored is "
+                          f"lost")
     return StoreError(f"{path}: {text}")
+
+
+def _free_bytes(path: Path) -> int | None:
+    """Free bytes on the file system of `path` (its folder where it does not exist yet);
+    None where that cannot be asked."""
+    try:
+        return shutil.disk_usage(path if path.exists() else path.parent).free
+    except OSError:
+        return None
 
 
 def is_sqlite(path: Path) -> bool:

@@ -33,6 +33,7 @@ from infergy.store.opening import (
     read_version,
     said,
 )
+from infergy.store.searches import loads, reusable_max
 
 SCHEMA_VERSION = 2
 
@@ -118,7 +119,7 @@ MEASURED = ("ok", "oom")  # statuses that count as measured: never measured agai
 POINT_KEY = ("device", "model", "engine", "engine_options", "decoding", "dtype", "tp",
              "batch_requested", "input_tokens", "output_tokens")
 
-__all__ = ["MEASURED", "POINT_KEY", "SCHEMA_VERSION", "Store", "StoreError", "reusable_max"]
+__all__ = ["MEASURED", "POINT_KEY", "SCHEMA_VERSION", "Store", "StoreError"]
 
 
 def now() -> str:
@@ -356,7 +357,7 @@ class Store:
             (*args, *key.values(), str(batch_requested), *statuses))
         if batch_requested != "max" or cap is None:
             return bool(rows)
-        return any(reusable_max(r[0], _loads(r[1]), cap) for r in rows)
+        return any(reusable_max(r[0], loads(r[1]), cap) for r in rows)
 
     def oom_batches(self, device: str, key: dict, *, gpu_name: str | None = None) -> list[int]:
         """Batch sizes that ran out of memory for this key on this device (with `gpu_name`:
@@ -392,32 +393,6 @@ class Store:
         for replay in rows:
             self._json(replay, "result", f"replay {replay['id']}")
         return rows
-
-def reusable_max(batch: int, search: dict | None, cap: int) -> bool:
-    """Would a search for B = max under `cap` find this stored one (of `batch`, found by
-    `search`) again? Not where the batch passes the cap (the cap was lowered since), nor
-    where it was the stored search's own cap and the new cap leaves room for the next power
-    of two (a larger cap may fit more). A search that met memory above its batch (an out of
-    memory try, or the memory model's estimate under twice the batch) stands under any cap
-    that holds its batch, as does one with no search recorded."""
-    if batch > cap:
-        return False
-    if 2 * batch > cap or not search:
-        return True
-    tried = search.get("tried") or []
-    estimate = search.get("estimate")
-    return (any(t.get("status") == "oom" for t in tried) or bool(search.get("earlier_oom"))
-            or (estimate is not None and estimate < 2 * batch))
-
-
-def _loads(text: str | None) -> dict | None:
-    """A JSON column's object, None where empty or not an object."""
-    try:
-        value = json.loads(text) if text else None
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
-
 
 def _devices(device: str, gpu_name: str | None) -> tuple[str, tuple]:
     """The clause selecting this device's points, or those of every card named `gpu_name`."""

@@ -185,6 +185,16 @@ def _run(spec: SweepSpec, store: Store, device: str, resume_by: str,
         progress.notices.append(text)
         update(progress)
 
+    def renew(gone: WorkerGone) -> bool:
+        """A new worker for one that died (said), unless the sweep is stopping."""
+        nonlocal restarts, worker
+        if stop.count or stop.abandon:
+            return False
+        restarts += 1
+        notice(f"{gone}: starting a new worker")
+        worker = restart(worker, settings, on_progress, abandon)
+        return True
+
     # Handlers only in the main thread (Python's rule): a sweep run in a thread is stopped
     # by its caller.
     main = threading.current_thread() is threading.main_thread()
@@ -265,7 +275,7 @@ def _run(spec: SweepSpec, store: Store, device: str, resume_by: str,
 
             in_flight = task.describe()
             try:
-                _measure_task(task, spec, store, ask, worker.device, key, save, same)
+                _measure_task(task, spec, store, ask, worker.device, key, save, same, renew)
             except WorkerGone as gone:
                 if gone.exitcode == -signal.SIGTERM and not stop.count:
                     stop(signal.SIGTERM, None)  # the worker was sent SIGTERM too (a
@@ -275,10 +285,7 @@ def _run(spec: SweepSpec, store: Store, device: str, resume_by: str,
                     break
                 save(*_lost(task, spec, gone))
                 in_flight = None
-                if not stop.count:
-                    restarts += 1
-                    notice(f"{gone}: starting a new worker")
-                    worker = restart(worker, settings, on_progress, abandon)
+                renew(gone)
             in_flight = None
             progress.done += 1
             progress.point_times_s.append(time.perf_counter() - t0 - started[0])
@@ -361,12 +368,25 @@ def task_job(task: Task, spec: SweepSpec, batch: int) -> Job:
 
 def _measure_task(task: Task, spec: SweepSpec, store: Store,
                   ask: Callable[[str, Job], dict], device: str, key: dict,
-                  save: Callable[[dict, int | str, dict | None], None], same: dict) -> None:
+                  save: Callable[[dict, int | str, dict | None], None], same: dict,
+                  renew: Callable[[WorkerGone], bool]) -> None:
     """Measure one task on `device` through `ask` (a worker's reply to a job), saving each
     record the moment it comes back: one point, or each try of a max-batch search (the last
-    try carries the whole search)."""
+    try carries the whole search). A worker killed by SIGKILL while it measures, as the
+    kernel's out-of-memory killer ends a process that took the host's memory, is a batch out
+    of memory (`killed`): a new worker (`renew`) goes on with the search, which a resumed
+    sweep would otherwise start again at the batch that was killed."""
+    def measure(batch: int) -> dict:
+        job = task_job(task, spec, batch)
+        try:
+            return ask("measure", job)
+        except WorkerGone as gone:
+            if gone.exitcode != -signal.SIGKILL or not renew(gone):
+                raise
+            return failed_record(job, "oom", f"{gone}: {KILLED}")
+
     if task.batch != MAX:
-        save(ask("measure", task_job(task, spec, task.batch)), task.batch, None)
+        save(measure(task.batch), task.batch, None)
         return
     estimate = ask("estimate", task_job(task, spec, 1))
     cap = spec.max_batch_cap
@@ -381,7 +401,7 @@ def _measure_task(task: Task, spec: SweepSpec, store: Store,
     batch = 1 << (limit.bit_length() - 1) if limit >= 1 else 0
     first = True
     while batch >= 1:
-        record = ask("measure", task_job(task, spec, batch))
+        record = measure(batch)
         if first and record.get("load") is None:
             record["load"] = estimate.get("load")  # the engine was loaded for the estimate
         first = False
@@ -396,6 +416,10 @@ def _measure_task(task: Task, spec: SweepSpec, store: Store,
     if not search["tried"]:  # nothing fits under earlier out-of-memory tries: say so
         save(_lost(task, spec, None, "no batch left to try: batch 1 ran out of memory "
                                      "earlier")[0], MAX, search)
+
+
+KILLED = ("killed as the kernel's out-of-memory killer kills a process that took the host's "
+          "memory: taken as out of memory at this batch")
 
 
 def _ends(record: dict, batch_requested: int | str, search: dict | None) -> bool:
