@@ -12,10 +12,10 @@ def reusable_max(batch: int, search: dict | None, cap: int) -> bool:
     where only the stored search's cap bounded it and the new cap holds twice it (a larger
     batch may fit). A search that met memory above its batch (an out-of-memory try, earlier
     ones, or the memory model's estimate under twice the batch) stands under any cap that
-    holds its batch, as does one with no search recorded."""
+    holds its batch, as does one with no search recorded (or one not readable as a search)."""
     if batch > cap:
         return False
-    if 2 * batch > cap or not search:
+    if 2 * batch > cap or not isinstance(search, dict):
         return True
     tried = search.get("tried") or []
     estimate = search.get("estimate")
