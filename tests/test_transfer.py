@@ -369,3 +369,23 @@ def test_a_mixture_of_experts_from_dense_models_and_a_new_family_are_said(tmp_pa
     assert words.endswith("; its 65.5 GB of weights (theirs 2.5-13.8) and its 64 layers (theirs "
                           "16-32) lie beyond what the check covered: an extrapolation, its error "
                           "not checked")
+
+
+def test_advise_labels_an_engine_predicted_for_the_model_with_that_engine(tmp_path):
+    """`infergy advise` for a model the synthetic H200 did not measure with hf-eager: its
+    configurations are marked † and the verdict says the model is not measured with hf-eager
+    there, not that the card measured it on no engine."""
+    from typer.testing import CliRunner
+
+    from infergy.cli import app
+
+    store = tmp_path / "card.db"
+    write_card(store, MODELS[:3])
+    shown = CliRunner().invoke(app, ["advise", "-t", "azure-code-2023", "-m", MODELS[3],
+                                     "-e", "hf-eager", "--gpu", "h200", "--profile",
+                                     str(store)], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    said = " ".join(shown.output.split())
+    assert "The model is not measured with hf-eager on NVIDIA H200: these figures are " \
+           "predicted for a model not measured with hf-eager on this card" in said
+    assert "† a card that did not measure the model with this engine" in said

@@ -86,8 +86,8 @@ def advice_sections(advice: Advice, out: Path, stem: str = "advice") -> list[Sec
 COLUMNS = ["", "card", "engine", "caps", "replicas", "kWh", "±p90", "J/req", "TTFT p90",
            "TPOT p90", "E2E p99", "meets targets"]
 CAPS = ("caps: a static engine's batch; vLLM's max_num_seqs / max_num_batched_tokens; "
-        "* the engine's defaults; † a card that measured the model on no engine: its figures "
-        "predicted from the card's other models")
+        "* the engine's defaults; † a card that did not measure the model with this engine: "
+        "its figures predicted from the card's other models")
 
 
 def option_rows(advice: Advice) -> list[tuple[str, Option]]:
@@ -121,8 +121,9 @@ def verdict(advice: Advice) -> str:
     and by how much the closest misses it."""
     chosen = advice.chosen
     where = f"{chosen.config.words()} on {chosen.config.gpu}"
-    predicted = (f" The model is measured on no engine of {chosen.config.gpu}: these figures "
-                 f"are {chosen.predicted}." if chosen.predicted else "")
+    predicted = (f" The model is not measured with {chosen.config.engine} on "
+                 f"{chosen.config.gpu}: these figures are {chosen.predicted}."
+                 if chosen.predicted else "")
     if advice.best is None:
         return (f"No configuration meets every target. The closest, {where}, misses "
                 + "; ".join(_miss(m) for m in chosen.misses) + "." + predicted)
