@@ -214,7 +214,8 @@ def test_a_continuous_engine_s_kv_cache_is_sized_for_the_predicted_model():
         fit_transfer(known).predict(get_model("deepseek-r1-distill-qwen-32b"))
 
 
-def write_card(path, names: list[str], card: str = "NVIDIA H200") -> None:
+def write_card(path, names: list[str], card: str = "NVIDIA H200",
+               engine: str = "hf-eager") -> None:
     """A store of the synthetic card (a test double: points computed, not measured): each
     model's calibration design on hf-eager, its times and energies its synthetic step costs'
     exactly, B = max as the sweep's memory model would find it in 100 GiB left free."""
@@ -236,7 +237,7 @@ def write_card(path, names: list[str], card: str = "NVIDIA H200") -> None:
                         b = 1 if requested == 1 else max_batch(cost, i, o)
                         t, e = predict_point(cost, b, i, o)
                         pt, pe = predict_point(cost, b, i, 1)
-                        point = {"model": name, "engine": "hf-eager", "batch": b,
+                        point = {"model": name, "engine": engine, "batch": b,
                                  "input_tokens": i, "output_tokens": o, "decoding": "greedy",
                                  "tp": 1, "dtype": "bfloat16"}
                         assert point_features(cost.batching, b, i, o)[0] == o
@@ -389,3 +390,31 @@ def test_advise_labels_an_engine_predicted_for_the_model_with_that_engine(tmp_pa
     assert "The model is not measured with hf-eager on NVIDIA H200: these figures are " \
            "predicted for a model not measured with hf-eager on this card" in said
     assert "† a card that did not measure the model with this engine" in said
+
+
+def test_an_engine_a_measured_model_lacks_is_predicted_beside_the_one_it_has(tmp_path):
+    """llama-3.1-8b measured on the synthetic H200 with hf-compiled only, three other models
+    calibrated there on hf-eager: `infergy estimate -e hf-compiled,hf-eager` estimates the
+    first from its points and predicts the second, said in its own line (advise searched it
+    so, and estimate called it not measured yet)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from infergy.cli import app
+
+    others, own = tmp_path / "card.db", tmp_path / "own.db"
+    write_card(others, MODELS[:3])
+    write_card(own, [MODELS[3]], engine="hf-compiled")
+    args = ["estimate", "-t", "azure-code-2023", "-m", MODELS[3], "-e", "hf-compiled,hf-eager",
+            "--gpu", "h200", "--profile", str(own), "--profile", str(others)]
+    shown = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    said = " ".join(shown.output.split())
+    assert ("hf-eager: predicted for a model not measured with hf-eager on this card, from "
+            "llama-3.2-1b, llama-3.2-3b, olmo-7b") in said
+    assert "is measured on none of these engines" not in said and "not yet" not in said
+    card = json.loads(CliRunner().invoke(app, [*args, "--json"]).output)["gpus"][0]
+    assert [r["engine"] for r in card["engines"]] == ["hf-compiled", "hf-eager"]
+    assert card["predicted_model"] is None and list(card["predicted_engines"]) == ["hf-eager"]
+    assert not card["unmeasured"]

@@ -150,6 +150,8 @@ def _print(result: TraceEstimate, detail: bool = False) -> None:
             out.print(f"[bold yellow]{result.model} is measured on none of these engines on "
                       f"{c.gpu} ({asked}): every figure above is "
                       f"{escape(c.predicted_model)}.[/]")
+        for name, words in c.predicted_engines.items():
+            out.print(f"[bold yellow]{name}: {escape(words)}.[/]")
         for r in rows:
             if r.get("band_from", "").startswith("its residuals"):
                 out.print(f"[yellow]{r['engine']}: ±p90 is {escape(r['band_from'])}: no other "

@@ -6,7 +6,7 @@ the profiles lack is a message saying how to measure it. `CardEstimate.rows` is 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from infergy.estimate.binned import J_PER_KWH, Estimate, estimate, needed_bins
@@ -54,6 +54,8 @@ class CardEstimate:
     # Where the model is measured on no engine of this card: every figure is predicted from
     # the card's other models (infergy.estimate.unmeasured), said in these words.
     predicted_model: str | None = None
+    # Where it is measured on some engines of the card: each engine predicted so, its words.
+    predicted_engines: dict[str, str] = field(default_factory=dict)
 
     @property
     def baseline(self) -> Estimate:
@@ -117,6 +119,7 @@ class CardEstimate:
         """The card's estimate as JSON-ready data: its GPU and stores, the theoretical
         baseline (J, and the datasheet card), `rows()` and the engines not measured."""
         return {"gpu": self.gpu, "profiles": self.stores, "predicted_model": self.predicted_model,
+                "predicted_engines": self.predicted_engines,
                 "theoretical_j": self.theoretical_j,
                 "served_theoretical_j": self.served_theoretical_j,
                 "theoretical_gpu": self.theoretical_gpu.name, "engines": self.rows(),
@@ -187,7 +190,7 @@ def estimate_cards(trace: Trace, binned: Binned, model: str, engines: Sequence[s
             continue
         try:
             cards.append(_on_card(trace, binned, model, engines, by_engine, card, name,
-                                  stores, theory_gpu, serving or Serving(), served))
+                                  stores, pool, theory_gpu, serving or Serving(), served))
         except MissingPoints as e:
             why[name] = e
     if not cards:
@@ -201,13 +204,26 @@ def estimate_cards(trace: Trace, binned: Binned, model: str, engines: Sequence[s
 
 def _on_card(trace: Trace, binned: Binned, model: str, engines: Sequence[str],
              by_engine: dict[str, dict], card: str, asked: str, stores: list[Path],
-             theory_gpu: str | None, serving: Serving, served: float) -> CardEstimate:
+             pool: list[Path], theory_gpu: str | None, serving: Serving,
+             served: float) -> CardEstimate:
+    """The engines on a card that measured `model` on some of them; an engine with none of
+    its points is predicted from the card's models calibrated on it (as on a card that
+    measured the model on no engine), else a row saying how to measure it."""
     # The stores holding this card: what its messages name, and where to measure the rest.
     held = {p["store"] for found in by_engine.values() for name, points in found.items()
             if card_of(name) == card for p in points.values()}
     stores = [s for s in stores if str(s) in held]
-    results, unmeasured = [], {}
+    results, unmeasured, predicted = [], {}, {}
     for engine in engines:
+        if not any(card_of(name) == card for name in by_engine[engine]):
+            try:
+                result, sources, predicted[engine] = _predicted(trace, binned, model, engine,
+                                                                card, pool, serving)
+                results.append(result)
+                stores += [s for s in map(Path, sources) if s not in stores]
+                continue
+            except EstimateError:
+                pass  # said as the engine's missing points below
         try:
             profile = pick_profile(by_engine[engine], stores, model, engine, card, asked)
             try:
@@ -231,8 +247,26 @@ def _on_card(trace: Trace, binned: Binned, model: str, engines: Sequence[str],
             unmeasured[engine] = e  # a row saying so; the others are still estimated
     gpu = get_gpu(theory_gpu or card)
     return CardEstimate(results[0].gpu, results, unmeasured, theoretical(binned, model, gpu),
-                        gpu, [str(s) for s in stores],
+                        gpu, [str(s) for s in stores], predicted_engines=predicted,
                         served_theoretical_j=served * gpu.joules_per_flop)
+
+
+def _predicted(trace: Trace, binned: Binned, model: str, engine: str, card: str,
+               stores: list[Path], serving: Serving) -> tuple[Estimate, list[str], str]:
+    """`model` on `engine` predicted from the card's models calibrated on it
+    (predict_unmeasured): its estimate, the stores it came from and the words that say so.
+    EstimateError (TransferError) where it cannot be predicted."""
+    cost, summary, said, gpu = predict_unmeasured(stores, get_model(model), engine, card)
+    points = predicted_points(cost, needed_bins(binned.counts(), binned.grid))
+    profile = Profile(model, engine, gpu, points, list(cost.sources),
+                      predicted={"band": band_of(summary), "checked_on":
+                                 "measured points of the model the others predicted worst "
+                                 "(the check said above)",
+                                 "points": summary["all"]["points"]})
+    result = estimate(trace, binned, profile)
+    result.simulated = simulate_trace(trace, profile, serving, binned.grid,
+                                      (cost, summary, said))
+    return result, list(cost.sources), said
 
 
 def _predicted_card(trace: Trace, binned: Binned, model: str, engines: Sequence[str],
@@ -242,26 +276,16 @@ def _predicted_card(trace: Trace, binned: Binned, model: str, engines: Sequence[
     B = max points predicted from the card's calibrated models (predict_unmeasured). An
     engine that cannot be predicted is a row saying why (the first predicted one is the
     baseline of the savings); where none can, the first engine's TransferError is raised."""
-    spec = get_model(model)
-    needed = needed_bins(binned.counts(), binned.grid)
     results, unmeasured, words, sources = [], {}, None, {}
     for engine in engines:
         try:
-            cost, summary, said, gpu = predict_unmeasured(stores, spec, engine, card)
-            points = predicted_points(cost, needed)
+            result, used, said = _predicted(trace, binned, model, engine, card, stores,
+                                            serving)
         except EstimateError as e:
             unmeasured[engine] = MissingPoints(str(e))
             continue
         words = words or said
-        sources.update(dict.fromkeys(cost.sources))
-        profile = Profile(model, engine, gpu, points, list(cost.sources),
-                          predicted={"band": band_of(summary), "checked_on":
-                                     "measured points of the model the others predicted worst "
-                                     "(the check said above)",
-                                     "points": summary["all"]["points"]})
-        result = estimate(trace, binned, profile)
-        result.simulated = simulate_trace(trace, profile, serving, binned.grid,
-                                          (cost, summary, said))
+        sources.update(dict.fromkeys(used))
         results.append(result)
     if not results:
         raise unmeasured[engines[0]]
