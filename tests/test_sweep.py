@@ -186,7 +186,7 @@ def test_a_stored_max_is_searched_again_where_the_cap_changed_what_a_search_find
         return describe_plan(s, store, store.points()[0]["device"]).done
     with Store(tmp_path / "r.db") as store:
         assert sweep(store, 8).measured == 1
-        assert (planned_done(store, 8), planned_done(store, 4)) == (1, 0)
+        assert [planned_done(store, cap) for cap in (8, 15, 4, 16)] == [1, 1, 0, 0]
         assert (sweep(store, 8).measured, sweep(store, 15).measured) == (0, 0)
         assert sweep(store, 4).measured == 1 and sweep(store, 16).measured == 1
         assert [p["batch"] for p in store.points()] == [8, 4, 16]

@@ -6,16 +6,18 @@ from __future__ import annotations
 import json
 
 
-def reusable_max(batch: int, search: dict | None, cap: int) -> bool:
-    """Would a search for B = max under `cap` find this stored one (of `batch`, found by
-    `search`) again? Not where the batch passes the cap (the cap was lowered since), nor
-    where only the stored search's cap bounded it and the new cap holds twice it (a larger
-    batch may fit). A search that met memory above its batch (an out-of-memory try, earlier
-    ones, or the memory model's estimate under twice the batch) stands under any cap that
-    holds its batch, as does one with no search recorded (or one not readable as a search)."""
+def reusable_max(batch: int, batch_search: str | None, cap: int) -> bool:
+    """Would a search for B = max under `cap` find this stored one (of `batch`, found by the
+    search its `batch_search` column holds, as stored: JSON text) again? Not where the batch
+    passes the cap (the cap was lowered since), nor where only the stored search's cap
+    bounded it and the new cap holds twice it (a larger batch may fit). A search that met
+    memory above its batch (an out-of-memory try, earlier ones, or the memory model's
+    estimate under twice the batch) stands under any cap that holds its batch, as does one
+    with no search recorded (or one not readable as a search)."""
     if batch > cap:
         return False
-    if 2 * batch > cap or not isinstance(search, dict):
+    search = _search(batch_search)
+    if 2 * batch > cap or search is None:
         return True
     tried = search.get("tried") or []
     estimate = search.get("estimate")
@@ -23,10 +25,10 @@ def reusable_max(batch: int, search: dict | None, cap: int) -> bool:
             or (estimate is not None and estimate < 2 * batch))
 
 
-def loads(text: str | None) -> dict | None:
-    """A stored search's JSON (`batch_search`) as an object, None where empty or not one."""
+def _search(text: str | None) -> dict | None:
+    """A stored search's JSON as an object, None where empty or not one."""
     try:
         value = json.loads(text) if text else None
-    except ValueError:
+    except (TypeError, ValueError):
         return None
     return value if isinstance(value, dict) else None

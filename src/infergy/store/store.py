@@ -33,7 +33,7 @@ from infergy.store.opening import (
     read_version,
     said,
 )
-from infergy.store.searches import loads, reusable_max
+from infergy.store.searches import reusable_max
 
 SCHEMA_VERSION = 2
 
@@ -357,7 +357,7 @@ class Store:
             (*args, *key.values(), str(batch_requested), *statuses))
         if batch_requested != "max" or cap is None:
             return bool(rows)
-        return any(reusable_max(r[0], loads(r[1]), cap) for r in rows)
+        return any(reusable_max(r[0], r[1], cap) for r in rows)
 
     def oom_batches(self, device: str, key: dict, *, gpu_name: str | None = None) -> list[int]:
         """Batch sizes that ran out of memory for this key on this device (with `gpu_name`:
