@@ -298,7 +298,6 @@ def search(trace: Trace, model: str, found: Sequence[Candidate], *,
                                        for c in found))
 
 
-
 def _map(workers: int, tasks: list[tuple]) -> list[list[Option]]:
     """`_search` of each task, in `workers` processes where there are several."""
     workers = min(workers, len(tasks))

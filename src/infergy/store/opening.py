@@ -115,7 +115,8 @@ def said(path: Path, err: BaseException) -> StoreError:
     """SQLite's (or the system's) error on the store at `path`, as a StoreError that says
     what it means and what to do."""
     text = str(err) if not isinstance(err, OSError) else (err.strerror or str(err))
-    free = _free_bytes(path) if "disk I/O error" in text else None
+    refused = "disk I/O error" in text  # SQLite's word for a read or write the system refused
+    free = _free_bytes(path) if refused else None
     if ("full" in text or getattr(err, "errno", None) == errno.ENOSPC
             or (free is not None and free < LOW_SPACE)):
         return StoreError(f"disk full writing {path}: nothing already stored is lost; free "
@@ -132,7 +133,7 @@ def said(path: Path, err: BaseException) -> StoreError:
     if busy(err):
         return StoreError(f"{path}: busy: another process held it for more than "
                           f"{BUSY_S:.0f} s ({text}); try again when it is done")
-    if "disk I/O error" in text:  # SQLite's word for a write the system refused
+    if refused:
         room = "" if free is None else f", {free / 2**20:,.0f} MiB free there"
         return StoreError(f"{path}: the disk refused a read or write ({text}{room}): check the "
                           f"folder's free space and file system; nothing already stored is "
