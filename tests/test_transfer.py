@@ -15,34 +15,35 @@ from infergy.models.flops import kv_cache_bytes_per_token, weight_bytes
 
 MODELS = ["llama-3.2-1b", "llama-3.2-3b", "olmo-7b", "llama-3.1-8b"]
 # The synthetic card: per feature, the cost of a unit of its driver in time (s) and in energy
-# above idle (J); and the price of a step's layers (a host launching each layer's kernels).
+# above idle (J); and the price of a step's launches (a host launching each op's kernel).
 TIME = [1.5e-13, 2.5e-15, 1.0e-17, 3e-15, 1e-13, 2e-4]
 ACTIVE = [2e-11, 5e-13, 2e-15, 6e-13, 2e-11, 0.05]
-STEP_LAYER = (6e-5, 1e-2)
+STEP_LAUNCH = (1.5e-6, 2.5e-4)  # a step's price an op transformers launches (hf-eager)
 STATIC = {"kind": "static", "batch": 64}
 
 
 def per_feature(per_unit, x, expert_price: float = 0.0, layer_price: float = 0.0,
-                step_layer: float = 0.0) -> list[float]:
+                step_launch: float = 0.0) -> list[float]:
     """A model's cost a unit of each feature on the synthetic card: b x its driver, its
     experts' weights (expert_reads) read at the cost a byte of the other weights, a token's
     expert FLOPs (x's last) at `expert_price` more a FLOP, a decoding sequence's layers
-    (x[5]) at `layer_price` a layer, and a step's layers at `step_layer` a layer."""
+    (x[5]) at `layer_price` a layer, and a step's launches (x[8]: for hf-eager, the ops of
+    transformers' code) at `step_launch` a launch."""
     out = [b * xi for b, xi in zip(per_unit, x[:6], strict=True)] + [per_unit[0] * x[6]]
     for i in (1, 3):  # prefill_tokens, decode_seqs
         out[i] += expert_price * x[7]
     out[3] += layer_price * x[5]
-    out[0] += step_layer * x[5]
+    out[0] += step_launch * x[8]
     return out
 
 
 def truth(name: str, batching: dict = STATIC, expert_price=(0.0, 0.0),
           layer_price=(0.0, 0.0)) -> StepCost:
     """A model's step cost on the synthetic card: exactly b x its drivers, and the prices."""
-    x = drivers(get_model(name))
+    x = drivers(get_model(name), "hf-eager")
     return StepCost(name, "hf-eager", "Synthetic GPU",
-                    per_feature(TIME, x, expert_price[0], layer_price[0], STEP_LAYER[0]),
-                    per_feature(ACTIVE, x, expert_price[1], layer_price[1], STEP_LAYER[1]),
+                    per_feature(TIME, x, expert_price[0], layer_price[0], STEP_LAUNCH[0]),
+                    per_feature(ACTIVE, x, expert_price[1], layer_price[1], STEP_LAUNCH[1]),
                     70.0, {**batching, **routing(get_model(name))}, busy_w=100.0)
 
 
@@ -72,7 +73,7 @@ def test_the_transfer_recovers_the_card_s_coefficients_and_predicts_a_held_out_m
     known = [synthetic(m) for m in MODELS[:3]]
     transfer = fit_transfer(known)
     np.testing.assert_allclose(np.array(transfer.time), np.array(TIME), rtol=1e-6, atol=1e-12)
-    np.testing.assert_allclose(transfer.step_layer_price[0], STEP_LAYER[0], rtol=1e-6)
+    np.testing.assert_allclose(transfer.launch_price[0], STEP_LAUNCH[0], rtol=1e-6)
     # Energy: a step's busy power x its time is itself a sum of the features' time costs, so
     # only the energy of a feature's unit, busy power included, is fixed by the windows.
     def per_unit(active, busy_w):
@@ -104,7 +105,8 @@ def test_a_mixture_of_experts_is_predicted_from_dense_models_by_the_experts_it_r
     for shape in ((1, 512, 128), (8, 512, 128), (64, 512, 128)):
         assert predict_point(predicted, *shape) == pytest.approx(predict_point(want, *shape),
                                                                  rel=1e-6)
-    every = [want.time_s[0] + TIME[0] * drivers(moe)[6], *want.time_s[1:-1]]  # every expert read
+    every_expert = TIME[0] * drivers(moe, "hf-eager")[6]  # every expert read, every step
+    every = [want.time_s[0] + every_expert, *want.time_s[1:-1]]
     as_dense = StepCost("olmoe as dense", "hf-eager", "Synthetic GPU", every,
                         want.active_j[:-1], 70.0, STATIC, busy_w=100.0)
     t1, _ = predict_point(want, 1, 512, 128)
@@ -141,7 +143,7 @@ def test_two_models_price_a_decoding_sequence_s_layers_and_a_step_s():
     known = [synthetic(m, layer_price=price) for m in ("llama-3.2-1b", "llama-3.1-8b")]
     transfer = fit_transfer(known)
     np.testing.assert_allclose(transfer.layer_price[0], price[0], rtol=1e-6)
-    np.testing.assert_allclose(transfer.step_layer_price[0], STEP_LAYER[0], rtol=1e-6)
+    np.testing.assert_allclose(transfer.launch_price[0], STEP_LAUNCH[0], rtol=1e-6)
     target = "deepseek-r1-distill-qwen-1.5b"
     want = truth(target, layer_price=price)
     predicted = transfer.predict(get_model(target))

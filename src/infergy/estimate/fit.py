@@ -267,12 +267,14 @@ def fit_rows(data: Measured, windows: list[Window] | None = None) -> tuple[list,
 
 def nnls(rows: list[np.ndarray], y: list[float]) -> np.ndarray:
     """Least squares of relative errors with coefficients >= 0: a feature whose coefficient
-    comes out negative is dropped and the rest fitted again."""
+    comes out negative is dropped and the rest fitted again. A feature no row holds is 0, not
+    fitted: the solver's least norm gives it rounding noise, which a model that has the feature
+    (a mixture of experts' expert FLOPs, after dense models) multiplies."""
     a = np.array(rows) / np.array(y)[:, None]
     b = np.ones(len(y))
-    keep = np.ones(a.shape[1], dtype=bool)
     scale = np.abs(a).max(axis=0)
-    scale[scale == 0] = 1
+    keep = scale > 0
+    scale[~keep] = 1
     while True:
         coef = np.zeros(a.shape[1])
         coef[keep] = np.linalg.lstsq(a[:, keep] / scale[keep], b, rcond=None)[0] / scale[keep]

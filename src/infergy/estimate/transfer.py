@@ -31,11 +31,14 @@ features' units x a second driver, priced c >= 0 over and above those features' 
   FLOPs say: `decode_seqs` x the layers. deepseek-r1-distill-qwen-1.5b (28 layers) decodes
   1,024 sequences 1.66x slower than llama-3.2-1b (16) for 1.25x its FLOPs (the H100,
   2026-12-06).
-- a step's layers: beside the weights it reads, a step launches each layer's kernels, and an
-  engine whose host launches them one by one (hf-eager) pays a step by its layers, not its
-  bytes: `steps` x the layers. On the H100 hf-eager's decode step at B = 1 took 0.6-1.0 ms a
-  layer over four models of 16-32 layers and 2.5-16 GB (2026-12-06); vLLM's graphs pay a
-  kernel's floor, some tens of microseconds a layer.
+- a step's launches: beside the weights it reads, a step launches kernels, and an engine whose
+  host launches them one by one pays a step by what it launches, not its bytes: `steps` x
+  the step's launches. hf-eager launches each op of transformers' code (the ops a step,
+  infergy.models.ops: 40 a llama layer, 32 an OLMo layer); other engines run their own
+  kernels, in graphs, and are priced by the step's layers. On the H100 hf-eager's decode
+  step at B = 1 took 0.6-1.0 ms a layer over four models of 16-32 layers and 2.5-16 GB, and
+  olmo-7b's, its layers 0.8 a llama's ops, 0.81 a llama's time (2026-12-06); vLLM's graphs
+  pay a kernel's floor, some tens of microseconds a layer.
 
 Each coefficient is proportional to its driver, b x driver (b >= 0), with no part that is
 the same for every model: a cost that does not grow with some part of the model belongs to
@@ -76,18 +79,23 @@ from infergy.models.flops import (
     shape,
     weight_bytes,
 )
+from infergy.models.ops import step_ops
 from infergy.profile.load import EstimateError
 
 DRIVERS = ("weight bytes read every step", "FLOPs a token", "attention FLOPs a pair",
            "FLOPs a token", "KV bytes a token", "layers",
            "expert weight bytes")  # of each of FEATURES, in its order
+# The engines that launch each op of transformers' code from the host: their step's launches
+# are those ops (infergy.models.ops), any other engine's its layers.
+LAUNCHES_OPS = ("hf-eager",)
 OWN = len(FEATURES) - 1  # the features with coefficients of their own: all but expert_reads
-EXPERT_FLOPS = len(FEATURES)  # drivers()' last: a token's expert FLOPs (no feature of its own)
+EXPERT_FLOPS = len(FEATURES)  # drivers()' next: a token's expert FLOPs (no feature of its own)
+LAUNCHES = EXPERT_FLOPS + 1  # and last: what a step launches (no feature of its own)
 TOKENS = (FEATURES.index("prefill_tokens"), FEATURES.index("decode_seqs"))
 LAYERS = FEATURES.index("calls")  # the driver of `calls` is the layers
 # The prices (module doc): the features each adds to, and the driver it multiplies them by.
 PRICES = ((TOKENS, EXPERT_FLOPS), ((FEATURES.index("decode_seqs"),), LAYERS),
-          ((FEATURES.index("steps"),), LAYERS))
+          ((FEATURES.index("steps"),), LAUNCHES))
 MIN_MODELS = 2
 
 
@@ -95,15 +103,17 @@ class TransferError(EstimateError):
     """No prediction can be made (too few measured models); the message says what is missing."""
 
 
-def drivers(spec: ModelSpec) -> np.ndarray:
+def drivers(spec: ModelSpec, engine: str) -> np.ndarray:
     """What one unit of each feature holds for this model (DRIVERS, in FEATURES' order), then
-    a token's expert FLOPs (EXPERT_FLOPS; 0 for a dense model)."""
+    a token's expert FLOPs (EXPERT_FLOPS; 0 for a dense model) and what a step of `engine`
+    launches (LAUNCHES: the ops of transformers' code for LAUNCHES_OPS, else the layers)."""
     s = shape(spec)
     token = prefill_flops(spec, 1, causal_attention=True)
     experts = expert_weight_bytes(spec)
+    launches = step_ops(spec).total(s.layers) if engine in LAUNCHES_OPS else s.layers
     return np.array([weight_bytes(spec) - experts, token, 4.0 * s.heads * s.head_dim * s.layers,
                      token, kv_cache_bytes_per_token(spec), float(s.layers), experts,
-                     expert_flops(spec)])
+                     expert_flops(spec), float(launches)])
 
 
 def _columns(features: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -159,19 +169,23 @@ class Transfer:
         return self.prices[1]
 
     @property
-    def step_layer_price(self) -> tuple[float, float]:
-        """A step's price a layer over the weights it reads: c of time and of energy."""
+    def launch_price(self) -> tuple[float, float]:
+        """A step's price a launch (drivers()' LAUNCHES) over the weights it reads: c of time
+        and of energy."""
         return self.prices[2]
 
     def predict(self, spec: ModelSpec, band: dict | None = None) -> StepCost:
         """The predicted step-cost model of `spec` (its `fit` says it is predicted, from
         which models, and the error `band` a leave-one-out check showed)."""
-        x = drivers(spec)
+        x = drivers(spec, self.engine)
         time = _coefficients(self.time, x, [t for t, _ in self.prices])
         active = _coefficients(self.active, x, [e for _, e in self.prices])
+        ops = step_ops(spec) if self.engine in LAUNCHES_OPS else None
+        uncounted = f"; its ops a step {ops.source}" if ops and not ops.counted else ""
         fit = {"predicted": True, "from_models": list(self.models),
                "note": f"predicted for a model not measured with {self.engine} on "
-                       f"{self.gpu}, from {', '.join(self.models)}", "band": band or {}}
+                       f"{self.gpu}, from {', '.join(self.models)}{uncounted}",
+               "band": band or {}}
         return StepCost(spec.name, self.engine, self.gpu, time, active, self.idle_w,
                         _batching_for(self.batching, spec), busy_w=self.busy_w, fit=fit,
                         serving_idle_w=self.serving_idle_w,
@@ -196,7 +210,7 @@ def fit_transfer(measured: list[tuple[ModelSpec, Measured]]) -> Transfer:
             f"(`infergy calibrate -m MODEL -e ENGINE --db STORE`)")
     rows_t, y_t, rows_e, y_e = [], [], [], []
     for spec, data in measured:
-        x = drivers(spec)
+        x = drivers(spec, data.engine)
         t, yt, e, ye = fit_rows(data)
         rows_t += [_columns(f, x) for f in t]
         rows_e += [np.append(_columns(r[:-1], x), r[-1]) for r in e]
