@@ -4,6 +4,8 @@ drivers, which the transfer must recover, and predict a held-out model with."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -12,6 +14,7 @@ from infergy.estimate.steps import StepCost, routing
 from infergy.estimate.transfer import TransferError, drivers, fit_transfer, leave_one_out
 from infergy.models import ModelSpec, get_model
 from infergy.models.flops import kv_cache_bytes_per_token, weight_bytes
+from infergy.models.local import read_config
 
 MODELS = ["llama-3.2-1b", "llama-3.2-3b", "olmo-7b", "llama-3.1-8b"]
 # The synthetic card: per feature, the cost of a unit of its driver in time (s) and in energy
@@ -416,3 +419,16 @@ def test_an_engine_a_measured_model_lacks_is_predicted_beside_the_one_it_has(tmp
     assert [r["engine"] for r in card["engines"]] == ["hf-compiled", "hf-eager"]
     assert card["predicted_model"] is None and list(card["predicted_engines"]) == ["hf-eager"]
     assert not card["unmeasured"]
+
+
+def test_a_model_whose_ops_cannot_be_counted_is_predicted_as_a_llama_said(tmp_path):
+    """hf-eager prices a step by the ops transformers' code launches; an architecture
+    transformers cannot build is taken as a llama, and its prediction's note says why."""
+    pytest.importorskip("transformers")
+    config = dict(get_model("llama-3.2-1b").config, model_type="no-such-architecture")
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    spec = read_config(str(tmp_path / "config.json"))
+    note = fit_transfer([synthetic(m) for m in MODELS[:3]]).predict(spec).fit["note"]
+    assert "its ops a step not counted" in note and "taken as a llama's" in note
+    assert "not counted" not in fit_transfer([synthetic(m) for m in MODELS[:3]]).predict(
+        get_model("llama-3.1-8b")).fit["note"]
