@@ -13,8 +13,10 @@
 # Done on H100s on 2026-12-06: llama-3.2-1b's 24 points and llama-3.2-3b's 24, olmo-7b's first
 # 6 of 12 (docs/measurements/2026-12-06-h100-hf-eager/, the base when nothing is carried). Left:
 # olmo-7b's 6 of 256 inputs, then deepseek-r1-distill-qwen-1.5b (a fourth family on hf-eager);
-# both predicted before their runs (docs/measurements/2026-12-06-transfer-proportional/). What
-# its calls bring back: the store (calibrate-hf.db), calls.log and card.txt.
+# both predicted before their runs, a step priced by its layers
+# (docs/measurements/2026-12-06-transfer-proportional/) and by the ops transformers launches
+# (docs/measurements/2026-12-06-hf-eager-ops-predicted/). What its calls bring back: the store
+# (calibrate-hf.db), calls.log and card.txt.
 set -u
 carried=${1:-}
 seconds=${2:-480}
