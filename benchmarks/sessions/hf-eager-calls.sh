@@ -10,18 +10,17 @@
 # once, needs to carry nothing: `bash benchmarks/sessions/hf-eager-calls.sh "" 480` again. On a
 # fresh machine (the last one lost), copy the store that came back to .stage/hf.db and carry it:
 #   bash benchmarks/sessions/hf-eager-calls.sh .stage/hf.db 480
-# Done on H100s on 2026-12-06: llama-3.2-1b's 24 points and llama-3.2-3b's 24, olmo-7b's first
-# 6 of 12 (docs/measurements/2026-12-06-h100-hf-eager/, the base when nothing is carried). Left:
-# olmo-7b's 6 of 256 inputs, then deepseek-r1-distill-qwen-1.5b (a fourth family on hf-eager);
-# both predicted before their runs, a step priced by its layers
-# (docs/measurements/2026-12-06-transfer-proportional/) and by the ops transformers launches
-# (docs/measurements/2026-12-06-hf-eager-ops-predicted/). What its calls bring back: the store
-# (calibrate-hf.db), calls.log and card.txt.
+# Done on H100s on 2026-12-06: llama-3.2-1b's 24 points and llama-3.2-3b's 24, olmo-7b's 12,
+# deepseek-r1-distill-qwen-1.5b's first 12 of 24 (docs/measurements/2026-12-06-h100-hf-eager-
+# afternoon/, the base when nothing is carried). Left: deepseek-r1-distill-qwen-1.5b's 12
+# points of 2,048 and 8,192 inputs (about 8 minutes), its prediction committed before the
+# runs (docs/measurements/2026-12-06-hf-eager-ops-predicted/). What its calls bring back: the
+# store (calibrate-hf.db), calls.log and card.txt.
 set -u
 carried=${1:-}
 seconds=${2:-480}
 : "${OUT:?OUT must name the folder the store comes back in}"
-base=docs/measurements/2026-12-06-h100-hf-eager/calibrate-hf-h100.db
+base=docs/measurements/2026-12-06-h100-hf-eager-afternoon/calibrate-hf-h100.db
 db=/tmp/infergy-hf.db
 if [ ! -f "$db" ]; then  # a fresh machine: the carried store, else the committed one
   cp "${carried:-$base}" "$db" && chmod u+w "$db" || exit  # a store fetched back is read-only
