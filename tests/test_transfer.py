@@ -14,6 +14,7 @@ from infergy.estimate.steps import StepCost, routing
 from infergy.estimate.transfer import TransferError, drivers, fit_transfer, leave_one_out
 from infergy.models import ModelSpec, get_model
 from infergy.models.flops import kv_cache_bytes_per_token, weight_bytes
+from infergy.models.flops import shape as arch
 from infergy.models.local import read_config
 
 MODELS = ["llama-3.2-1b", "llama-3.2-3b", "olmo-7b", "llama-3.1-8b"]
@@ -199,22 +200,31 @@ def test_leave_one_out_predicts_each_model_from_the_others_with_its_error():
 
 def test_a_continuous_engine_s_kv_cache_is_sized_for_the_predicted_model():
     """vLLM's cache: the card's memory as the measured models used it, less the new model's
-    weights, in blocks of its own bytes a token."""
-    def vllm(name, blocks):
-        spec, data = synthetic(name, {"kind": "continuous", "kv_blocks": blocks,
-                                      "block_size": 16, "max_num_seqs": 1024,
-                                      "max_num_batched_tokens": 16384,
-                                      "block_bytes": kv_cache_bytes_per_token(name) * 16})
-        return spec, data
+    weights and what its profiling run's activations take (twice the gate and up
+    projections' output on this synthetic card), in blocks of its own bytes a token."""
+    policy = {"kind": "continuous", "block_size": 16, "max_num_seqs": 1024,
+              "max_num_batched_tokens": 16384}
 
-    usable = 60e9
-    known = [vllm(m, int((usable - weight_bytes(m)) // (kv_cache_bytes_per_token(m) * 16)))
-             for m in MODELS[:3]]
+    def usable(name):
+        return 60e9 - 2.0 * 16384 * 2 * arch(name).ffn * 2
+
+    def blocks(name):
+        return int((usable(name) - weight_bytes(name)) // (kv_cache_bytes_per_token(name) * 16))
+
+    known = [synthetic(m, {**policy, "kv_blocks": blocks(m),
+                           "block_bytes": kv_cache_bytes_per_token(m) * 16}) for m in MODELS[:3]]
     spec = get_model(MODELS[3])
     predicted = fit_transfer(known).predict(spec).batching
-    want = int((usable - weight_bytes(spec)) // (kv_cache_bytes_per_token(spec) * 16))
-    assert abs(predicted["kv_blocks"] - want) <= 1 and predicted["kind"] == "continuous"
-    assert "predicted" in predicted["kv_source"] and "usable_bytes" not in predicted
+    assert predicted["kv_blocks"] == pytest.approx(blocks(MODELS[3]), rel=1e-3)
+    assert predicted["kind"] == "continuous" and "memory_line" not in predicted
+    assert "predicted" in predicted["kv_source"]
+    # A cache the same whatever the MLP's width: no slope, the models' median.
+    flat = [synthetic(m, {**policy, "kv_blocks": int((60e9 - weight_bytes(m))
+                                                     // (kv_cache_bytes_per_token(m) * 16)),
+                          "block_bytes": kv_cache_bytes_per_token(m) * 16})
+            for m in MODELS[:3]]
+    want = (60e9 - weight_bytes(spec)) // (kv_cache_bytes_per_token(spec) * 16)
+    assert fit_transfer(flat).predict(spec).batching["kv_blocks"] == pytest.approx(want, rel=1e-3)
     with pytest.raises(TransferError, match="leave no room for a KV cache"):
         fit_transfer(known).predict(get_model("deepseek-r1-distill-qwen-32b"))
 

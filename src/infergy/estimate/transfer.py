@@ -56,7 +56,7 @@ cost between them differently from one model to the next (on the H100's three ca
 models, docs/measurements.md, 2026-12-05 night). The card's idle power, and its power with
 an engine's server waiting, are the models' median; its batching policy is the engine's,
 with a continuous engine's KV cache sized for the new model from the card's memory (its
-weights and its bytes a token). A card with one measured model predicts nothing: no other
+weights, its profiling run's activations and its bytes a token: `_memory_line`). A card with one measured model predicts nothing: no other
 model shows the prediction's error. `leave_one_out` predicts each measured model from the
 others, and that error is the band a prediction carries.
 """
@@ -233,33 +233,64 @@ def fit_transfer(measured: list[tuple[ModelSpec, Measured]]) -> Transfer:
 
 def _reference_batching(measured: list[tuple[ModelSpec, Measured]]) -> dict:
     """The engine's policy as its models ran: static with the largest batch measured, or
-    continuous with the card's memory for the KV cache as its measured models show it: the
-    median of the memory each one's cache and weights took together (on the H100, 68.9-70.0
-    GiB over six models; the first model's alone made a large model's B = max hang on which
-    model sorted first)."""
+    continuous with the card's memory for the KV cache and the weights as its measured models
+    show it (`_memory_line`)."""
     policies = [d.batching for _, d in measured]
     if policies[0].get("kind") == "static":
         return {"kind": "static", "batch": max(p["batch"] for p in policies)}
-    usable = statistics.median(d.batching["kv_blocks"] * d.batching["block_bytes"]
-                               + weight_bytes(spec) for spec, d in measured)
-    return {**policies[0], "usable_bytes": usable}
+    return {**policies[0], "memory_line": _memory_line(measured)}
+
+
+def _memory_line(measured: list[tuple[ModelSpec, Measured]]) -> tuple[float, float]:
+    """(A, c): a model's KV cache and weights together take A - c x its profiling activation
+    (`_activation`) of the card's memory. vLLM sizes its cache from what its profiling run
+    left: the card's share less the weights, the largest batch's activations and its graphs;
+    the activations grow with the model's MLP. On the H100 the rest took 1.7 GiB of
+    llama-3.2-1b, 2.5 of llama-3.1-8b and 3.8 of deepseek-r1-distill-qwen-32b, whose cache a
+    constant rest (the models' median) predicted 26% too large, and this line, fitted to the
+    five smaller dense models, 4% too small (2026-12-06). The line is the dense models' where
+    two of different widths were measured (olmoe-1b-7b's experts took 1.1 GiB more than the
+    line, a mixture of experts' workspace): else all the models'. With one width measured,
+    or where the wider models left more room, the models' median, with no slope."""
+    def used(spec, d):
+        return d.batching["kv_blocks"] * d.batching["block_bytes"] + weight_bytes(spec)
+    dense = [(s, d) for s, d in measured if not shape(s).is_moe]
+    pool = dense if len({_activation(s, d.batching) for s, d in dense}) > 1 else measured
+    x = np.array([_activation(s, d.batching) for s, d in pool])
+    y = np.array([used(s, d) for s, d in pool])
+    if len(set(x)) > 1:
+        slope, intercept = np.polyfit(x, y, 1)
+        if slope <= 0:
+            return float(intercept), float(-slope)
+    return float(statistics.median(used(s, d) for s, d in measured)), 0.0
+
+
+def _activation(spec: ModelSpec, batching: dict) -> float:
+    """The widest activation of vLLM's profiling run, in bytes: its largest batch of tokens
+    (max_num_batched_tokens) through the MLP's gate and up projections, bf16 (a mixture of
+    experts' through each token's experts)."""
+    s = shape(spec)
+    return batching.get("max_num_batched_tokens", 0) * 2 * s.ffn * max(
+        1, s.experts_per_token) * 2.0
 
 
 def _batching_for(reference: dict, spec: ModelSpec) -> dict:
     """The policy for `spec`: its experts, and a continuous engine's KV cache what the card's
-    usable memory holds once the model's weights are in it."""
+    memory holds for it (`_memory_line`) once the model's weights are in it."""
     if reference.get("kind") != "continuous":
         return {**reference, **routing(spec)}
     block_bytes = kv_cache_bytes_per_token(spec) * reference["block_size"]
-    blocks = int((reference["usable_bytes"] - weight_bytes(spec)) // block_bytes)
+    base, slope = reference["memory_line"]
+    usable = base - slope * _activation(spec, reference)
+    blocks = int((usable - weight_bytes(spec)) // block_bytes)
     if blocks < 1:
         raise TransferError(f"{spec.name}'s weights ({weight_bytes(spec) / 2**30:.0f} GiB) "
                             f"leave no room for a KV cache on this card")
-    out = {k: v for k, v in reference.items() if k not in ("usable_bytes", "experts")}
+    out = {k: v for k, v in reference.items() if k not in ("memory_line", "experts")}
     out.update(routing(spec))
     return {**out, "kv_blocks": blocks, "block_bytes": block_bytes,
             "kv_source": "predicted: the card's memory as its measured models used it, less "
-                         "this model's weights"}
+                         "this model's weights and its profiling activations"}
 
 
 def leave_one_out(measured: list[tuple[ModelSpec, Measured]]) -> dict[str, dict]:
