@@ -12,10 +12,12 @@
 #   1. DeepSeek-R1-Distill-Qwen-32B on vllm, four times the largest model the H100's transfer
 #      was fitted to: calibrate's design and 12 study bins (h200-deepseek-32b.yaml) at B = 1
 #      and at the B = max an 80 GB card holds (its weights leave about 8 GB of KV cache: a
-#      batch of 3 at 8,192 inputs), predicted from the H100's six models before any run
+#      batch of 2 at 8,192 inputs), predicted from the H100's five dense models before any run
 #      (docs/measurements/2026-12-06-deepseek-32b-predicted/, step 1). No H200 came in three
 #      sessions for issue 30's plan of it (h200-deepseek-32b.sh), whose B = max and
-#      speculative pair want one; its B = 1 points fit any card that holds its weights;
+#      speculative pair want one; its B = 1 points fit any card that holds its weights. Done
+#      on 2026-12-06 (docs/measurements/2026-12-06-h100-deepseek-32b/, the base here): the
+#      design and 11 study-bin points; left, the other 13 (about 4 minutes after its start);
 #   2. qwen3-30b-a3b, a second mixture of experts, calibrated on vllm (its prediction
 #      committed: docs/measurements/2026-12-06-qwen3-moe-predicted/);
 #   3. the B = 1 trials not measured (the sweep resumes by model).
@@ -32,6 +34,8 @@ mkdir -p "$OUT" "$D" || exit
 M=docs/measurements/2026-12-06-h100-morning
 bash $P base qwen3-h100 $M/qwen3-30b-a3b-h100.db || exit
 bash $P base b1-h100 $B/b1-h100.db || exit
+bash $P base deepseek-32b-h100 docs/measurements/2026-12-06-h100-deepseek-32b/deepseek-32b-h100.db \
+  || exit
 bash $P start q32 -- sweep benchmarks/sweeps/h200-deepseek-32b.yaml \
   --db $D/deepseek-32b-h100.db --resume-by model
 bash $P queue moe -- calibrate -m qwen3-30b-a3b -e vllm --db $D/qwen3-h100.db
