@@ -442,3 +442,38 @@ def test_a_model_whose_ops_cannot_be_counted_is_predicted_as_a_llama_said(tmp_pa
     assert "its ops a step not counted" in note and "taken as a llama's" in note
     assert "not counted" not in fit_transfer([synthetic(m) for m in MODELS[:3]]).predict(
         get_model("llama-3.1-8b")).fit["note"]
+
+
+def test_a_prior_settles_the_split_a_design_cannot_make_and_yields_to_the_points():
+    """Two features that move together in every window: their points fit any split of one
+    cost, and the prior's is taken; features the points tell apart are fitted by them."""
+    from infergy.estimate.fit import nnls
+
+    together = [np.array([x, x]) for x in (1.0, 2.0, 5.0)]
+    y = [3.0 * r[0] for r in together]  # 2 + 1 a unit, or any split of 3
+    np.testing.assert_allclose(nnls(together, y, [2.0, 1.0]), [2.0, 1.0], rtol=1e-6)
+    apart = [np.array([a, b]) for a in (1.0, 3.0, 9.0) for b in (1.0, 4.0, 7.0)] * 20
+    fitted = nnls(apart, [2.0 * r[0] + 1.0 * r[1] for r in apart], [4.0, 0.5])
+    np.testing.assert_allclose(fitted, [2.0, 1.0], rtol=0.02)
+    assert nnls(apart, [2.0 * r[0] + r[1] for r in apart]).tolist() == pytest.approx([2, 1])
+
+
+def test_a_calibrated_model_s_prior_is_what_the_card_s_other_models_predict(tmp_path):
+    """card_prior: the card's other calibrated models' prediction of the model (exact on the
+    synthetic card), which the model's own fit records; none from fewer than two."""
+    from infergy.estimate.fit import design, fit_step_cost, measured
+    from infergy.estimate.transfer import card_prior
+
+    store = tmp_path / "card.db"
+    write_card(store, MODELS)
+    target = get_model(MODELS[3])
+    prior = card_prior([store], target, "hf-eager", "h200")
+    assert prior.fit["from_models"] == MODELS[:3]
+    np.testing.assert_allclose(prior.time_s, truth(MODELS[3]).time_s, rtol=1e-6)
+    data = measured([store], MODELS[3], "hf-eager", "NVIDIA H200")
+    own = fit_step_cost(data, design(data.windows)[0], prior)
+    assert own.fit["prior"] == MODELS[:3]
+    np.testing.assert_allclose(own.time_s, truth(MODELS[3]).time_s, rtol=1e-6)
+    alone = tmp_path / "alone.db"
+    write_card(alone, MODELS[2:])
+    assert card_prior([alone], target, "hf-eager", "h200") is None

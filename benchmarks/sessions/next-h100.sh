@@ -11,7 +11,7 @@
 # (hf-eager-calls.sh). Left here:
 #   1. DeepSeek-R1-Distill-Qwen-32B on vllm, four times the largest model the H100's transfer
 #      was fitted to: calibrate's design and 12 study bins (h200-deepseek-32b.yaml) at B = 1
-#      and at the B = max an 80 GB card holds (its weights leave about 8 GB of KV cache: a
+#      and at the B = max an 80 GB card holds (its weights left vLLM 6.9 GiB of KV cache: a
 #      batch of 2 at 8,192 inputs), predicted from the H100's five dense models before any run
 #      (docs/measurements/2026-12-06-deepseek-32b-predicted/, step 1). No H200 came in three
 #      sessions for issue 30's plan of it (h200-deepseek-32b.sh), whose B = max and

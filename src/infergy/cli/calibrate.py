@@ -14,7 +14,15 @@ from rich.table import Table
 
 from infergy.cli.app import MODEL_HELP, app, engine_list, fail, out, writable_folder
 from infergy.cli.sweep import DEFAULT_DB, sweep_as_typed
-from infergy.estimate import FEATURES, EstimateError, design, errors, fit_step_cost, measured
+from infergy.estimate import (
+    FEATURES,
+    EstimateError,
+    design,
+    errors,
+    fit_step_cost,
+    measured,
+    prior_for,
+)
 from infergy.models import UnknownModelError, get_model
 from infergy.plan import (
     CALIBRATION_INPUTS,
@@ -66,7 +74,7 @@ def calibrate(
         card = next((r["gpu_name"] for r in reversed(runs) if r.get("gpu_name")), None)
         data = measured([db], model, engine, card)
         inside, rest = design(data.windows)
-        cost = fit_step_cost(data, inside or None)
+        cost = fit_step_cost(data, inside or None, prior_for((str(db),), model, engine, card))
         checked = errors(cost, rest)["summary"] if rest else None
         cost.fit["validation"] = checked
         with Store(db) as store:
@@ -123,6 +131,9 @@ def _print(cost, checked: dict | None, swept_s: float | None, db: Path) -> None:
     out.print(table)
     out.print(f"Idle power {cost.idle_w:.1f} W. Batching as measured: "
               f"{json.dumps(cost.batching)}.")
+    if cost.fit.get("prior"):
+        out.print(f"Fitted drawn towards what the card's other calibrated models "
+                  f"({', '.join(cost.fit['prior'])}) predict of it (infergy.estimate.fit).")
     for what, summary in (("fit (its own points)", cost.fit["summary"]),
                           ("predicting the store's other points", checked)):
         if not summary:

@@ -1,5 +1,4 @@
-"""Estimate a workload's energy from measured points (the study's section 4), and what a FLOPs
-count would have said. The profiles it reads (infergy.profile) are re-exported here.
+"""A workload's energy from measured points (the study's section 4); re-exports infergy.profile.
 
 - binned.py: the study's formula N / B (and whole batches) and infergy's interpolation
   (`estimate`); theory.py: its theoretical baseline, TDP / peak FLOPS x FLOPs.
@@ -23,7 +22,7 @@ from infergy.estimate.filled import fill_profile, predicted_words
 from infergy.estimate.fit import design, errors, fit_step_cost, measured
 from infergy.estimate.replayed import ReplayEstimate, replay_estimate
 from infergy.estimate.replays import predict_replay
-from infergy.estimate.served import Serving, Simulated, unlike_waiting
+from infergy.estimate.served import Serving, Simulated, prior_for, unlike_waiting
 from infergy.estimate.simulate import Served, simulate
 from infergy.estimate.steps import FEATURES, StepCost
 from infergy.estimate.targets import Target, parse_slo, seconds_words
@@ -44,7 +43,8 @@ __all__ = ["FEATURES", "J_PER_KWH", "Advice", "Candidate", "CardEstimate", "Esti
            "Served", "Serving", "Simulated", "StepCost", "Target", "TraceEstimate", "advise_trace",
            "design", "errors", "estimate", "estimate_cards", "estimate_trace", "estimate_workload",
            "fill_profile", "fit_step_cost", "load_card_profile", "load_profile", "measured",
-           "parse_slo", "predict_replay", "predicted_words", "replay_estimate", "search",
-           "seconds_words", "shipped_profiles", "simulate", "theoretical", "unlike_waiting"]
+           "parse_slo", "predict_replay", "predicted_words", "prior_for", "replay_estimate",
+           "search", "seconds_words", "shipped_profiles", "simulate", "theoretical",
+           "unlike_waiting"]
 
 sys.modules[__name__].__class__ = CallablePackage  # infergy.estimate(...)

@@ -21,16 +21,12 @@ import dataclasses
 import math
 from pathlib import Path
 
-from infergy.estimate.fit import design, measured, predict_point
+from infergy.estimate.fit import design_gap, measured, predict_point
 from infergy.estimate.served import step_model
 from infergy.estimate.steps import StepCost
 from infergy.models import get_model
 from infergy.models.memory import batch_that_fits, sequence_bytes
 from infergy.profile.load import EstimateError, MissingPoints, Profile
-
-# Design points a model must be fitted over before it predicts a bin: the grid's corners at
-# B = 1 and B = max (calibrate measures 24).
-MIN_DESIGN_POINTS = 8
 
 
 def max_batch(cost: StepCost, input_tokens: int, output_tokens: int) -> int | None:
@@ -49,18 +45,6 @@ def max_batch(cost: StepCost, input_tokens: int, output_tokens: int) -> int | No
         fits = min(b["kv_blocks"] // per, b["max_num_seqs"])
     limit = min(cost.limits.get("cap", 1024), fits)
     return 1 << (limit.bit_length() - 1) if limit >= 1 else None
-
-
-def design_gap(windows: list) -> str | None:
-    """What keeps these windows (infergy.estimate.fit.Window) from being a calibration: too few
-    of the design's points, or none at B = 1 or at B = max; None where they are one."""
-    inside, _ = design(windows)
-    labels = {w.batch_label for w in inside}
-    if len(inside) < MIN_DESIGN_POINTS or labels != {"1", "max"}:
-        return (f"{len(inside)} of the calibration design's points are measured, at "
-                f"B = {' and '.join(sorted(labels)) or 'none'}; it needs {MIN_DESIGN_POINTS} "
-                f"at B = 1 and B = max")
-    return None
 
 
 def fill_profile(profile: Profile, missing: MissingPoints) -> Profile:

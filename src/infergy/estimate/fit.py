@@ -8,6 +8,14 @@ window's summed features are known, and its time and its energy above idle are l
 coefficients: least squares over the windows, each weighted by 1 / its measured value (every
 window counts by its relative error, the short as much as the long), coefficients kept
 non-negative (a step never takes less time for holding more work).
+
+A card whose other models are calibrated on the engine gives a prior (`fit_step_cost`'s
+`prior`: their prediction of this model, infergy.estimate.transfer.card_prior): each
+coefficient's relative distance from the prior's counts as PRIOR_WEIGHT of one window's
+relative error. A design of 24 points leaves features that move together (a large model's
+B = max points all fill its KV cache, so its decoding sequences and their context grow
+together) split between them; the card's other models settle the split, and a model with
+many points is fitted by its points.
 """
 
 from __future__ import annotations
@@ -41,6 +49,16 @@ BLOCK_SIZE = 16
 # long: the energy counter updates every 100 ms, and the 30 ms prefill of one prompt reads as
 # anything from 0 to twice its energy. Its time enters always: the clock is exact.
 MIN_ENERGY_WINDOW_S = 1.0
+# Design points a model must be fitted over before it predicts a bin: the grid's corners at
+# B = 1 and B = max (calibrate measures 24).
+MIN_DESIGN_POINTS = 8
+# A prior coefficient's weight, against one window's (module doc). Chosen on the H100's
+# calibrated models, each design fitted with one input's points held out in turn
+# (benchmarks/check_prior.py; 7 models on vllm, 4 on hf-eager): the held-out energy error,
+# median / p90, went from 4.7 / 13.1% without a prior to 3.4 / 9.2% at 0.3 on vllm, and from
+# 4.5 / 14.5% to 2.9 / 10.6% on hf-eager; 0.1, 1 and 3 did no better on both, and the prior
+# alone did worse (12.4% and 12.7% p90) (docs/measurements.md, 2026-12-06 late afternoon).
+PRIOR_WEIGHT = 0.3
 
 
 @dataclass
@@ -219,18 +237,22 @@ def _point_features(batching: tuple, batch: int, input_tokens: int,
                                  np.full(batch, output_tokens)).features
 
 
-def fit_step_cost(data: Measured, windows: list[Window] | None = None) -> StepCost:
-    """The step-cost model fitted to `windows` (default: every one of `data`), with its
-    residuals on them (`fit`)."""
+def fit_step_cost(data: Measured, windows: list[Window] | None = None,
+                  prior: StepCost | None = None, weight: float = PRIOR_WEIGHT) -> StepCost:
+    """The step-cost model fitted to `windows` (default: every one of `data`), drawn towards
+    `prior` at `weight` (module doc; None: by its windows alone), with its residuals on them
+    (`fit`)."""
     windows = data.windows if windows is None else windows
     rows_t, y_t, rows_e, y_e = fit_rows(data, windows)
-    energy = nnls(rows_e, y_e)
-    cost = StepCost(data.model, data.engine, data.gpu, nnls(rows_t, y_t).tolist(),
+    time = nnls(rows_t, y_t, prior.time_s if prior else None, weight)
+    energy = nnls(rows_e, y_e, [*prior.active_j, prior.busy_w] if prior else None, weight)
+    cost = StepCost(data.model, data.engine, data.gpu, time.tolist(),
                     energy[:-1].tolist(), data.idle_w, data.batching, busy_w=float(energy[-1]),
                     software=data.software, sources=data.sources, limits=data.limits,
                     serving_idle_w=data.serving_idle_w,
                     serving_idle_from=data.serving_idle_from)
     cost.fit = {"points": len(windows), "windows": len(y_t),
+                **({"prior": prior.fit.get("from_models", [])} if prior else {}),
                 **errors(cost, windows, "residuals")}
     return cost
 
@@ -265,13 +287,21 @@ def fit_rows(data: Measured, windows: list[Window] | None = None) -> tuple[list,
     return rows_t, y_t, rows_e, y_e
 
 
-def nnls(rows: list[np.ndarray], y: list[float]) -> np.ndarray:
+def nnls(rows: list[np.ndarray], y: list[float], prior: list[float] | None = None,
+         weight: float = PRIOR_WEIGHT) -> np.ndarray:
     """Least squares of relative errors with coefficients >= 0: a feature whose coefficient
     comes out negative is dropped and the rest fitted again. A feature no row holds is 0, not
     fitted: the solver's least norm gives it rounding noise, which a model that has the feature
-    (a mixture of experts' expert FLOPs, after dense models) multiplies."""
+    (a mixture of experts' expert FLOPs, after dense models) multiplies. `prior`: a coefficient
+    each, each one above 0 adding a row, its relative distance from the prior at `weight`."""
     a = np.array(rows) / np.array(y)[:, None]
     b = np.ones(len(y))
+    if prior is not None:
+        drawn = [k for k, p in enumerate(prior) if p > 0]
+        extra = np.zeros((len(drawn), a.shape[1]))
+        for row, k in enumerate(drawn):
+            extra[row, k] = weight / prior[k]
+        a, b = np.vstack([a, extra]), np.concatenate([b, np.full(len(drawn), weight)])
     scale = np.abs(a).max(axis=0)
     keep = scale > 0
     scale[~keep] = 1
@@ -333,3 +363,15 @@ def design(windows: list[Window]) -> tuple[list[Window], list[Window]]:
     inside = [w for w in windows if w.batch_label in ("1", "max")
               and w.input_tokens in DESIGN_INPUTS and w.output_tokens in DESIGN_OUTPUTS]
     return inside, [w for w in windows if w not in inside]
+
+
+def design_gap(windows: list[Window]) -> str | None:
+    """What keeps these windows from being a calibration: too few of the design's points, or
+    none at B = 1 or at B = max; None where they are one."""
+    inside, _ = design(windows)
+    labels = {w.batch_label for w in inside}
+    if len(inside) < MIN_DESIGN_POINTS or labels != {"1", "max"}:
+        return (f"{len(inside)} of the calibration design's points are measured, at "
+                f"B = {' and '.join(sorted(labels)) or 'none'}; it needs {MIN_DESIGN_POINTS} "
+                f"at B = 1 and B = max")
+    return None

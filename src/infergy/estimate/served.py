@@ -18,8 +18,10 @@ import numpy as np
 from infergy.estimate.fit import design, errors, fit_step_cost, measured
 from infergy.estimate.simulate import Served, Static, policy_of, simulate
 from infergy.estimate.steps import StepCost
+from infergy.estimate.transfer import card_prior
+from infergy.models import UnknownModelError, get_model
 from infergy.plan.batches import plan_binned
-from infergy.profile.load import EstimateError, Profile
+from infergy.profile.load import EstimateError, Profile, card_of, shipped_profiles
 from infergy.workloads.arrivals import ArrivalError, arrival_times
 from infergy.workloads.bins import BinGrid
 from infergy.workloads.trace import Trace
@@ -99,20 +101,36 @@ class Simulated:
 @functools.lru_cache(maxsize=32)
 def step_model(stores: tuple[str, ...], model: str, engine: str,
                card: str) -> tuple[StepCost, dict, str]:
-    """The step-cost model of `engine` on `card` fitted to every point the stores hold, and
-    how well a model fitted to the design's points (infergy.estimate.fit.design) predicted
-    the others: (model, summary, in words)."""
+    """The step-cost model of `engine` on `card` fitted to every point the stores hold, drawn
+    towards what the card's other calibrated models (in these stores and those shipped with
+    infergy) predict of it (infergy.estimate.transfer.card_prior), and how well a model fitted
+    to the design's points (infergy.estimate.fit.design) predicted the others: (model,
+    summary, in words)."""
     data = measured([Path(s) for s in stores], model, engine, card)
-    cost = fit_step_cost(data)
+    prior = prior_for(stores, model, engine, card)
+    cost = fit_step_cost(data, prior=prior)
     inside, rest = design(data.windows)
     if len(rest) >= MIN_VALIDATION_POINTS and len(inside) >= MIN_VALIDATION_POINTS:
-        summary = errors(fit_step_cost(data, inside), rest)["summary"]
+        summary = errors(fit_step_cost(data, inside, prior), rest)["summary"]
         words = (f"fitted to {len(inside)} design points, predicting the other {len(rest)} "
                  f"measured points")
     else:
         summary = cost.fit["summary"]
         words = f"its residuals on the {len(data.windows)} points it was fitted to"
+    if prior:
+        words += f", drawn towards what {', '.join(prior.fit['from_models'])} predict of it"
     return cost, summary, words
+
+
+def prior_for(stores: tuple[str, ...], model: str, engine: str, card: str) -> StepCost | None:
+    """`card_prior` from the stores and those shipped with infergy; None where the card's
+    other models cannot give one (too few, or one that cannot be predicted: its weights
+    leave no room for a KV cache there, say)."""
+    pool = list(dict.fromkeys([*map(Path, stores), *shipped_profiles()]))
+    try:
+        return card_prior(pool, get_model(model), engine, card_of(card))
+    except (EstimateError, UnknownModelError):
+        return None
 
 
 def simulate_trace(trace: Trace, profile: Profile, serving: Serving, grid: BinGrid,

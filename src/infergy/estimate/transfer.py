@@ -56,21 +56,24 @@ cost between them differently from one model to the next (on the H100's three ca
 models, docs/measurements.md, 2026-12-05 night). The card's idle power, and its power with
 an engine's server waiting, are the models' median; its batching policy is the engine's,
 with a continuous engine's KV cache sized for the new model from the card's memory (its
-weights, its profiling run's activations and its bytes a token: `_memory_line`). A card with one measured model predicts nothing: no other
-model shows the prediction's error. `leave_one_out` predicts each measured model from the
-others, and that error is the band a prediction carries.
+weights, its profiling run's activations and its bytes a token: `_memory_line`). A card with
+one measured model predicts nothing: no other model shows the prediction's error.
+`leave_one_out` predicts each measured model from the others, and that error is the band a
+prediction carries. A calibrated model's own fit is drawn towards what the card's other
+models predict of it (`card_prior`; infergy.estimate.fit).
 """
 
 from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from infergy.estimate.fit import Measured, errors, fit_rows, nnls
+from infergy.estimate.fit import Measured, design_gap, errors, fit_rows, measured, nnls
 from infergy.estimate.steps import FEATURES, StepCost, routing
-from infergy.models import ModelSpec
+from infergy.models import ModelSpec, get_model
 from infergy.models.flops import (
     expert_flops,
     expert_weight_bytes,
@@ -80,7 +83,8 @@ from infergy.models.flops import (
     weight_bytes,
 )
 from infergy.models.ops import step_ops
-from infergy.profile.load import EstimateError
+from infergy.profile.load import EstimateError, card_of
+from infergy.profile.points import stored_points
 
 DRIVERS = ("weight bytes read every step", "FLOPs a token", "attention FLOPs a pair",
            "FLOPs a token", "KV bytes a token", "layers",
@@ -305,3 +309,41 @@ def leave_one_out(measured: list[tuple[ModelSpec, Measured]]) -> dict[str, dict]
         others = measured[:n] + measured[n + 1:]
         out[spec.name] = errors(fit_transfer(others).predict(spec), data.windows)["summary"]
     return out
+
+
+def calibrated_models(stores: list[Path], spec: ModelSpec, engine: str,
+                      card: str) -> tuple[list[tuple[ModelSpec, Measured]], list[str]]:
+    """The models other than `spec` calibrated on `engine` and `card` (a models.gpus name) in
+    the stores, with their measured points; and, in words, those the stores hold but that
+    cannot be fitted (a design not covered, too few points)."""
+    found: dict[str, str] = {}  # model -> the card's name as measured
+    for _, p, run in stored_points(stores, engine=engine, status="ok", tp=1,
+                                   decoding="greedy", engine_options="{}"):
+        name = run.get("gpu_name") or p["device"]
+        if card_of(name) == card and p["model"] != spec.name:
+            found[p["model"]] = name
+    fitted, skipped = [], []
+    for model, name in sorted(found.items()):
+        try:
+            data = measured(stores, model, engine, name)
+            gap = design_gap(data.windows)
+            if gap:
+                skipped.append(f"{model} (not calibrated: {gap})")
+                continue
+            fit_rows(data)  # enough points to fit the model alone, or EstimateError
+            fitted.append((get_model(model), data))
+        except EstimateError as e:
+            skipped.append(f"{model} ({e})")
+    return fitted, skipped
+
+
+def card_prior(stores: list[Path], spec: ModelSpec, engine: str, card: str) -> StepCost | None:
+    """What the card's other models calibrated on `engine` in the stores (`calibrated_models`;
+    `card` a models.gpus name) predict of `spec`'s step costs, the prior of its own fit
+    (infergy.estimate.fit, fit_step_cost): from the dense ones for a dense model, from all for
+    a mixture of experts. None where fewer than MIN_MODELS of those are calibrated."""
+    fitted, _ = calibrated_models(stores, spec, engine, card)
+    pool = fitted if spec.is_moe else [(s, d) for s, d in fitted if not s.is_moe]
+    if len(pool) < MIN_MODELS:
+        return None
+    return fit_transfer(pool).predict(spec)

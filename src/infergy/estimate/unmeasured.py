@@ -16,15 +16,18 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from infergy.estimate.filled import design_gap
-from infergy.estimate.fit import Measured, errors, fit_rows, measured
+from infergy.estimate.fit import Measured, errors
 from infergy.estimate.served import band_of
 from infergy.estimate.steps import FEATURES, StepCost
-from infergy.estimate.transfer import MIN_MODELS, TransferError, fit_transfer, leave_one_out
-from infergy.models import ModelSpec, get_model
+from infergy.estimate.transfer import (
+    MIN_MODELS,
+    TransferError,
+    calibrated_models,
+    fit_transfer,
+    leave_one_out,
+)
+from infergy.models import ModelSpec
 from infergy.models.flops import shape, weight_bytes
-from infergy.profile.load import EstimateError, card_of
-from infergy.profile.points import stored_points
 
 # What a mixture of experts predicted from dense models only is said with: its steps priced by
 # the expert weights they read (estimate/transfer.py), checked on one such model.
@@ -33,32 +36,6 @@ MOE_FROM_DENSE = ("; it is a mixture of experts and they are dense: its steps ar
                   "2% off at B = 1 but 21% low at B = max (median of 9 points each; "
                   "docs/measurements.md, 2026-12-05 late night): the band is the dense models' "
                   "own")
-
-
-def calibrated_models(stores: list[Path], spec: ModelSpec, engine: str,
-                      card: str) -> tuple[list[tuple[ModelSpec, Measured]], list[str]]:
-    """The models other than `spec` calibrated on `engine` and `card` (a models.gpus name) in
-    the stores, with their measured points; and, in words, those the stores hold but that
-    cannot be fitted (a design not covered, too few points)."""
-    found: dict[str, str] = {}  # model -> the card's name as measured
-    for _, p, run in stored_points(stores, engine=engine, status="ok", tp=1,
-                                   decoding="greedy", engine_options="{}"):
-        name = run.get("gpu_name") or p["device"]
-        if card_of(name) == card and p["model"] != spec.name:
-            found[p["model"]] = name
-    fitted, skipped = [], []
-    for model, name in sorted(found.items()):
-        try:
-            data = measured(stores, model, engine, name)
-            gap = design_gap(data.windows)
-            if gap:
-                skipped.append(f"{model} (not calibrated: {gap})")
-                continue
-            fit_rows(data)  # enough points to fit the model alone, or EstimateError
-            fitted.append((get_model(model), data))
-        except EstimateError as e:
-            skipped.append(f"{model} ({e})")
-    return fitted, skipped
 
 
 def predict_unmeasured(stores: list[Path], spec: ModelSpec, engine: str,
