@@ -251,7 +251,7 @@ def _memory_line(measured: list[tuple[ModelSpec, Measured]]) -> tuple[float, flo
     left: the card's share less the weights, the largest batch's activations and its graphs;
     the activations grow with the model's MLP. On the H100 the rest took 1.7 GiB of
     llama-3.2-1b, 2.5 of llama-3.1-8b and 3.8 of deepseek-r1-distill-qwen-32b, whose cache a
-    constant rest (the models' median) predicted 26% too large, and this line, fitted to the
+    constant rest (the models' median) predicted 28% too large, and this line, fitted to the
     five smaller dense models, 4% too small (2026-12-06). The line is the dense models' where
     two of different widths were measured (olmoe-1b-7b's experts took 1.1 GiB more than the
     line, a mixture of experts' workspace): else all the models'. With one width measured,
