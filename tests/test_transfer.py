@@ -23,19 +23,21 @@ MODELS = ["llama-3.2-1b", "llama-3.2-3b", "olmo-7b", "llama-3.1-8b"]
 TIME = [1.5e-13, 2.5e-15, 1.0e-17, 3e-15, 1e-13, 2e-4]
 ACTIVE = [2e-11, 5e-13, 2e-15, 6e-13, 2e-11, 0.05]
 STEP_LAUNCH = (1.5e-6, 2.5e-4)  # a step's price an op transformers launches (hf-eager)
+TOKEN_WIDTH = (4e-11, 2e-8)  # a token's price a unit of hidden x layers (hf-eager's unfused ops)
 STATIC = {"kind": "static", "batch": 64}
 
 
 def per_feature(per_unit, x, expert_price: float = 0.0, layer_price: float = 0.0,
-                step_launch: float = 0.0) -> list[float]:
+                step_launch: float = 0.0, token_width: float = 0.0) -> list[float]:
     """A model's cost a unit of each feature on the synthetic card: b x its driver, its
     experts' weights (expert_reads) read at the cost a byte of the other weights, a token's
     expert FLOPs (x's last) at `expert_price` more a FLOP, a decoding sequence's layers
-    (x[5]) at `layer_price` a layer, and a step's launches (x[8]: for hf-eager, the ops of
-    transformers' code) at `step_launch` a launch."""
+    (x[5]) at `layer_price` a layer, a step's launches (x[8]: for hf-eager, the ops of
+    transformers' code) at `step_launch` a launch, and a token's unfused width (x[9]: hidden
+    x layers for hf-eager) at `token_width` a unit."""
     out = [b * xi for b, xi in zip(per_unit, x[:6], strict=True)] + [per_unit[0] * x[6]]
     for i in (1, 3):  # prefill_tokens, decode_seqs
-        out[i] += expert_price * x[7]
+        out[i] += expert_price * x[7] + token_width * x[9]
     out[3] += layer_price * x[5]
     out[0] += step_launch * x[8]
     return out
@@ -46,8 +48,10 @@ def truth(name: str, batching: dict = STATIC, expert_price=(0.0, 0.0),
     """A model's step cost on the synthetic card: exactly b x its drivers, and the prices."""
     x = drivers(get_model(name), "hf-eager")
     return StepCost(name, "hf-eager", "Synthetic GPU",
-                    per_feature(TIME, x, expert_price[0], layer_price[0], STEP_LAUNCH[0]),
-                    per_feature(ACTIVE, x, expert_price[1], layer_price[1], STEP_LAUNCH[1]),
+                    per_feature(TIME, x, expert_price[0], layer_price[0], STEP_LAUNCH[0],
+                                TOKEN_WIDTH[0]),
+                    per_feature(ACTIVE, x, expert_price[1], layer_price[1], STEP_LAUNCH[1],
+                                TOKEN_WIDTH[1]),
                     70.0, {**batching, **routing(get_model(name))}, busy_w=100.0)
 
 
@@ -78,6 +82,7 @@ def test_the_transfer_recovers_the_card_s_coefficients_and_predicts_a_held_out_m
     transfer = fit_transfer(known)
     np.testing.assert_allclose(np.array(transfer.time), np.array(TIME), rtol=1e-6, atol=1e-12)
     np.testing.assert_allclose(transfer.launch_price[0], STEP_LAUNCH[0], rtol=1e-6)
+    np.testing.assert_allclose(transfer.width_price[0], TOKEN_WIDTH[0], rtol=1e-6)
     # Energy: a step's busy power x its time is itself a sum of the features' time costs, so
     # only the energy of a feature's unit, busy power included, is fixed by the windows.
     def per_unit(active, busy_w):

@@ -17,7 +17,7 @@ feature, and what a unit holds grows with the model. Its driver, per feature:
   predicted from dense models by what its steps read (1/8 of its experts for one token of
   olmoe-1b-7b, nearly all for 32), not by all it stores. It has no coefficient of its own.
 
-Three prices (PRICES) have no feature of their own; each adds a column to the fit, some
+Four prices (PRICES) have no feature of their own; each adds a column to the fit, some
 features' units x a second driver, priced c >= 0 over and above those features' own costs:
 
 - a mixture of experts' expert FLOPs (a token's k experts' matmuls) may cost more than dense
@@ -39,6 +39,14 @@ features' units x a second driver, priced c >= 0 over and above those features' 
   step at B = 1 took 0.6-1.0 ms a layer over four models of 16-32 layers and 2.5-16 GB, and
   olmo-7b's, its layers 0.8 a llama's ops, 0.81 a llama's time (2026-12-06); vLLM's graphs
   pay a kernel's floor, some tens of microseconds a layer.
+- a token's unfused ops: an engine that runs transformers' ops one by one (LAUNCHES_OPS)
+  reads and writes each token's hidden state at each of them, a norm's in float32, beside
+  its matmuls' FLOPs: a window's tokens x the model's hidden width x its layers (WIDTH; 0 for
+  other engines, whose kernels are fused). A thin model pays more of it than its FLOPs say.
+  On the H100, fitted over hf-eager's five models, about 6e-11 s a unit, some 200 bytes a
+  token a layer a unit of width at the card's 3.35 TB/s; with it, deepseek-r1-distill-qwen-
+  1.5b (width 1,536) predicted from the other four erred by 5.9% at B = max, and by 11.4%
+  without it (2026-12-06 late afternoon).
 
 Each coefficient is proportional to its driver, b x driver (b >= 0), with no part that is
 the same for every model: a cost that does not grow with some part of the model belongs to
@@ -94,12 +102,13 @@ DRIVERS = ("weight bytes read every step", "FLOPs a token", "attention FLOPs a p
 LAUNCHES_OPS = ("hf-eager",)
 OWN = len(FEATURES) - 1  # the features with coefficients of their own: all but expert_reads
 EXPERT_FLOPS = len(FEATURES)  # drivers()' next: a token's expert FLOPs (no feature of its own)
-LAUNCHES = EXPERT_FLOPS + 1  # and last: what a step launches (no feature of its own)
+LAUNCHES = EXPERT_FLOPS + 1  # then what a step launches (no feature of its own)
+WIDTH = LAUNCHES + 1  # and last: a token's unfused width, hidden x layers (LAUNCHES_OPS only)
 TOKENS = (FEATURES.index("prefill_tokens"), FEATURES.index("decode_seqs"))
 LAYERS = FEATURES.index("calls")  # the driver of `calls` is the layers
 # The prices (module doc): the features each adds to, and the driver it multiplies them by.
 PRICES = ((TOKENS, EXPERT_FLOPS), ((FEATURES.index("decode_seqs"),), LAYERS),
-          ((FEATURES.index("steps"),), LAUNCHES))
+          ((FEATURES.index("steps"),), LAUNCHES), (TOKENS, WIDTH))
 MIN_MODELS = 2
 
 
@@ -109,15 +118,18 @@ class TransferError(EstimateError):
 
 def drivers(spec: ModelSpec, engine: str) -> np.ndarray:
     """What one unit of each feature holds for this model (DRIVERS, in FEATURES' order), then
-    a token's expert FLOPs (EXPERT_FLOPS; 0 for a dense model) and what a step of `engine`
-    launches (LAUNCHES: the ops of transformers' code for LAUNCHES_OPS, else the layers)."""
+    a token's expert FLOPs (EXPERT_FLOPS; 0 for a dense model), what a step of `engine`
+    launches (LAUNCHES: the ops of transformers' code for LAUNCHES_OPS, else the layers) and
+    a token's unfused width (WIDTH: hidden x layers for LAUNCHES_OPS, else 0)."""
     s = shape(spec)
     token = prefill_flops(spec, 1, causal_attention=True)
     experts = expert_weight_bytes(spec)
-    launches = step_ops(spec).total(s.layers) if engine in LAUNCHES_OPS else s.layers
+    unfused = engine in LAUNCHES_OPS
+    launches = step_ops(spec).total(s.layers) if unfused else s.layers
     return np.array([weight_bytes(spec) - experts, token, 4.0 * s.heads * s.head_dim * s.layers,
                      token, kv_cache_bytes_per_token(spec), float(s.layers), experts,
-                     expert_flops(spec), float(launches)])
+                     expert_flops(spec), float(launches),
+                     float(s.hidden * s.layers) if unfused else 0.0])
 
 
 def _columns(features: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -177,6 +189,12 @@ class Transfer:
         """A step's price a launch (drivers()' LAUNCHES) over the weights it reads: c of time
         and of energy."""
         return self.prices[2]
+
+    @property
+    def width_price(self) -> tuple[float, float]:
+        """A token's price a unit of unfused width (drivers()' WIDTH): c of time and of
+        energy."""
+        return self.prices[3]
 
     def predict(self, spec: ModelSpec, band: dict | None = None) -> StepCost:
         """The predicted step-cost model of `spec` (its `fit` says it is predicted, from
