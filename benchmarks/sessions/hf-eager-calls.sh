@@ -13,8 +13,10 @@
 # Done on H100s on 2026-12-06: llama-3.2-1b's 24 points and llama-3.2-3b's 24, olmo-7b's 12,
 # deepseek-r1-distill-qwen-1.5b's first 12 of 24 (docs/measurements/2026-12-06-h100-hf-eager-
 # afternoon/, the base when nothing is carried). Left: deepseek-r1-distill-qwen-1.5b's 12
-# points of 2,048 and 8,192 inputs (about 8 minutes), its prediction committed before the
-# runs (docs/measurements/2026-12-06-hf-eager-ops-predicted/). What its calls bring back: the
+# points of 2,048 and 8,192 inputs (about 8 minutes), its predictions committed before the
+# runs (docs/measurements/2026-12-06-hf-eager-ops-predicted/, from three models, and
+# docs/measurements/2026-12-06-hf-eager-width-predicted/, from four, with and without the
+# width price). What its calls bring back: the
 # store (calibrate-hf.db), calls.log and card.txt.
 set -u
 carried=${1:-}
