@@ -23,7 +23,7 @@ MODELS = ["llama-3.2-1b", "llama-3.2-3b", "olmo-7b", "llama-3.1-8b"]
 TIME = [1.5e-13, 2.5e-15, 1.0e-17, 3e-15, 1e-13, 2e-4]
 ACTIVE = [2e-11, 5e-13, 2e-15, 6e-13, 2e-11, 0.05]
 STEP_LAUNCH = (1.5e-6, 2.5e-4)  # a step's price an op transformers launches (hf-eager)
-TOKEN_WIDTH = (4e-11, 2e-8)  # a token's price a unit of hidden x layers (hf-eager's unfused ops)
+TOKEN_WIDTH = (4e-11, 2e-8)  # a token's price a unit of its unfused widths (hf-eager)
 STATIC = {"kind": "static", "batch": 64}
 
 
@@ -33,8 +33,8 @@ def per_feature(per_unit, x, expert_price: float = 0.0, layer_price: float = 0.0
     experts' weights (expert_reads) read at the cost a byte of the other weights, a token's
     expert FLOPs (x's last) at `expert_price` more a FLOP, a decoding sequence's layers
     (x[5]) at `layer_price` a layer, a step's launches (x[8]: for hf-eager, the ops of
-    transformers' code) at `step_launch` a launch, and a token's unfused width (x[9]: hidden
-    x layers for hf-eager) at `token_width` a unit."""
+    transformers' code) at `step_launch` a launch, and a token's unfused widths (x[9]: for
+    hf-eager, hidden + query + 2 x key-value, x layers) at `token_width` a unit."""
     out = [b * xi for b, xi in zip(per_unit, x[:6], strict=True)] + [per_unit[0] * x[6]]
     for i in (1, 3):  # prefill_tokens, decode_seqs
         out[i] += expert_price * x[7] + token_width * x[9]

@@ -40,13 +40,16 @@ features' units x a second driver, priced c >= 0 over and above those features' 
   olmo-7b's, its layers 0.8 a llama's ops, 0.81 a llama's time (2026-12-06); vLLM's graphs
   pay a kernel's floor, some tens of microseconds a layer.
 - a token's unfused ops: an engine that runs transformers' ops one by one (LAUNCHES_OPS)
-  reads and writes each token's hidden state at each of them, a norm's in float32, beside
-  its matmuls' FLOPs: a window's tokens x the model's hidden width x its layers (WIDTH; 0 for
-  other engines, whose kernels are fused). A thin model pays more of it than its FLOPs say.
-  On the H100, fitted over hf-eager's five models, about 6e-11 s a unit, some 200 bytes a
-  token a layer a unit of width at the card's 3.35 TB/s; with it, deepseek-r1-distill-qwen-
-  1.5b (width 1,536) predicted from the other four erred by 5.9% at B = max, and by 11.4%
-  without it (2026-12-06 late afternoon).
+  reads and writes a token's vectors at each of them (its hidden state through the norms,
+  in float32, and the residuals; its query, key and value through the rotary embedding and
+  the cache), beside its matmuls' FLOPs: a window's tokens x the widths a token carries
+  through a layer's attention side, hidden + query + 2 x key-value, x the layers (WIDTH; 0
+  for other engines, whose kernels are fused). A thin model pays more of it than its FLOPs
+  say, and a model of full multi-head attention (olmo-7b: keys and values 4 times a llama's
+  of its width) more than one of grouped queries. On the H100, over hf-eager's five models,
+  each predicted from the other four at B = max: 1.0-6.4% with it, 1.7-11.4% without it;
+  the hidden state's width alone left olmo-7b at 10.1%, and the MLP's width added made it
+  worse (2026-12-06 late afternoon).
 
 Each coefficient is proportional to its driver, b x driver (b >= 0), with no part that is
 the same for every model: a cost that does not grow with some part of the model belongs to
@@ -103,7 +106,7 @@ LAUNCHES_OPS = ("hf-eager",)
 OWN = len(FEATURES) - 1  # the features with coefficients of their own: all but expert_reads
 EXPERT_FLOPS = len(FEATURES)  # drivers()' next: a token's expert FLOPs (no feature of its own)
 LAUNCHES = EXPERT_FLOPS + 1  # then what a step launches (no feature of its own)
-WIDTH = LAUNCHES + 1  # and last: a token's unfused width, hidden x layers (LAUNCHES_OPS only)
+WIDTH = LAUNCHES + 1  # and last: a token's unfused widths x layers (LAUNCHES_OPS only)
 TOKENS = (FEATURES.index("prefill_tokens"), FEATURES.index("decode_seqs"))
 LAYERS = FEATURES.index("calls")  # the driver of `calls` is the layers
 # The prices (module doc): the features each adds to, and the driver it multiplies them by.
@@ -120,7 +123,8 @@ def drivers(spec: ModelSpec, engine: str) -> np.ndarray:
     """What one unit of each feature holds for this model (DRIVERS, in FEATURES' order), then
     a token's expert FLOPs (EXPERT_FLOPS; 0 for a dense model), what a step of `engine`
     launches (LAUNCHES: the ops of transformers' code for LAUNCHES_OPS, else the layers) and
-    a token's unfused width (WIDTH: hidden x layers for LAUNCHES_OPS, else 0)."""
+    a token's unfused widths (WIDTH: hidden + query + 2 x key-value, x layers, for
+    LAUNCHES_OPS; else 0)."""
     s = shape(spec)
     token = prefill_flops(spec, 1, causal_attention=True)
     experts = expert_weight_bytes(spec)
@@ -129,7 +133,8 @@ def drivers(spec: ModelSpec, engine: str) -> np.ndarray:
     return np.array([weight_bytes(spec) - experts, token, 4.0 * s.heads * s.head_dim * s.layers,
                      token, kv_cache_bytes_per_token(spec), float(s.layers), experts,
                      expert_flops(spec), float(launches),
-                     float(s.hidden * s.layers) if unfused else 0.0])
+                     float((s.hidden + s.q_width + 2 * s.kv_width) * s.layers) if unfused
+                     else 0.0])
 
 
 def _columns(features: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -192,7 +197,7 @@ class Transfer:
 
     @property
     def width_price(self) -> tuple[float, float]:
-        """A token's price a unit of unfused width (drivers()' WIDTH): c of time and of
+        """A token's price a unit of its unfused widths (drivers()' WIDTH): c of time and of
         energy."""
         return self.prices[3]
 
