@@ -56,8 +56,9 @@ MIN_DESIGN_POINTS = 8
 # calibrated models, each design fitted with one input's points held out in turn
 # (benchmarks/check_prior.py; 7 models on vllm, 4 on hf-eager): the held-out energy error,
 # median / p90, went from 4.7 / 13.1% without a prior to 3.4 / 9.2% at 0.3 on vllm, and from
-# 4.5 / 14.5% to 2.9 / 10.6% on hf-eager; 0.1, 1 and 3 did no better on both, and the prior
-# alone did worse (12.4% and 12.7% p90) (docs/measurements.md, 2026-12-06 late afternoon).
+# 4.5 / 14.5% to 2.6 / 9.9% on hf-eager; 0.1 and 3 did worse on both, 1 a little better on
+# hf-eager and worse on vllm, and the prior alone worse (12.4% and 10.3% p90)
+# (docs/measurements.md, 2026-12-06 late afternoon).
 PRIOR_WEIGHT = 0.3
 
 
