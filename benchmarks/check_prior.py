@@ -49,6 +49,7 @@ def main() -> None:
     args = parser.parse_args()
     card = card_of(args.gpu)
     for engine in args.engine or ["vllm", "hf-eager"]:
+        # Every calibrated model of the card: those other than one the stores cannot hold.
         models = [s.name for s, _ in calibrated_models(args.store, get_model("tiny"), engine,
                                                         card)[0]]
         found: dict[str, list[float]] = {}

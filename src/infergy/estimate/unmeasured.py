@@ -25,6 +25,7 @@ from infergy.estimate.transfer import (
     calibrated_models,
     fit_transfer,
     leave_one_out,
+    predicted_from,
 )
 from infergy.models import ModelSpec
 from infergy.models.flops import shape, weight_bytes
@@ -54,7 +55,7 @@ def predict_unmeasured(stores: list[Path], spec: ModelSpec, engine: str,
             f"calibrated there on {engine}, each predicted from the others to show the "
             f"error; the stores calibrate {len(dense)} ({names}){held}. Calibrate more with "
             f"`infergy calibrate -m MODEL -e {engine} --db STORE` on that card")
-    pool, checked = _pool(spec, fitted, dense)
+    pool, checked = _pool(spec, fitted)
     worst, band = max(((m, band_of(s)) for m, s in checked.items()), key=lambda x: x[1])
     transfer = fit_transfer(pool)
     cost = transfer.predict(spec, band={m: band_of(s) for m, s in checked.items()})
@@ -106,18 +107,18 @@ def _expert_price_words(transfer, pool: list) -> str:
             + (", a price no second mixture of experts has checked" if len(moes) == 1 else ""))
 
 
-def _pool(spec: ModelSpec, fitted: list, dense: list) -> tuple[list, dict[str, dict]]:
-    """The models `spec` is predicted from, and the held-out errors its band is of. A dense
-    model: the dense models, each predicted from the others (a mixture of experts among them
-    made the others worse: llama-3.2-1b's energy p90 13-17% without olmoe-1b-7b, 39% with it,
-    on the H100). A mixture of experts: every model, and its band the calibrated mixtures of
-    experts' own, each predicted from the others; with none, the dense models' (and words that
-    say so)."""
-    moes = [(s, d) for s, d in fitted if s.is_moe]
-    if not spec.is_moe or not moes:
-        return dense, leave_one_out(dense)
-    return fitted, {s.name: errors(fit_transfer([m for m in fitted if m[0] is not s])
-                                   .predict(s), d.windows)["summary"] for s, d in moes}
+def _pool(spec: ModelSpec, fitted: list) -> tuple[list, dict[str, dict]]:
+    """The models `spec` is predicted from (`predicted_from`), and the held-out errors its band
+    is of: with no mixture of experts among them, each of them predicted from the others; else
+    the calibrated mixtures of experts' own, each predicted from the others (a mixture of
+    experts predicted from dense models only has the dense models' band, and words that say
+    so)."""
+    pool = predicted_from(spec, fitted)
+    moes = [(s, d) for s, d in pool if s.is_moe]
+    if not moes:
+        return pool, leave_one_out(pool)
+    return pool, {s.name: errors(fit_transfer([m for m in pool if m[0] is not s])
+                                 .predict(s), d.windows)["summary"] for s, d in moes}
 
 
 def batch_limits(fitted: list[tuple[ModelSpec, Measured]], spec: ModelSpec) -> dict:
