@@ -11,6 +11,9 @@ output token.
     PYTHONPATH=src python3 benchmarks/predict_calibration.py --check predicted.json \
         --measured C.db                                            # after: signed errors
 
+`--blind-after A.db` checks only the points A.db (the store as it was when the prediction was
+made) lacks: where some of the model's points were measured first, the others are the blind test.
+
 `--unbanded` predicts from two calibrated models as well, with no band: a prediction to commit
 before the run of a third model, which `infergy estimate` refuses until the third is measured.
 
@@ -86,11 +89,21 @@ def predict(args) -> None:
               f"{p['j_per_output_token']:.4f} J/token")
 
 
+def _bin(w) -> tuple:
+    return w.batch_label, w.input_tokens, w.output_tokens
+
+
 def check(args) -> None:
     said = json.loads(args.check.read_text())
     cost = StepCost.from_dict(said["step_cost"])
     data = measured(args.measured, said["model"], said["engine"], said["card"])
-    checked = errors(cost, [w for w in data.windows if w.energy_j])
+    windows = [w for w in data.windows if w.energy_j]
+    if args.blind_after:  # only the points measured after the prediction was committed
+        seen = {_bin(w) for w in measured([args.blind_after], said["model"], said["engine"],
+                                          said["card"]).windows}
+        windows = [w for w in windows if _bin(w) not in seen]
+        print(f"{len(windows)} points not in {args.blind_after} (its {len(seen)} left out)")
+    checked = errors(cost, windows)
     for r in checked["errors"]:
         print(f"  B={r['batch']:>4} I={r['input']:>5} O={r['output']:>4}  energy "
               f"{r['energy_error']:+7.1%}  time {r['time_error']:+7.1%}")
@@ -115,6 +128,9 @@ def main() -> None:
                         help="predict from two calibrated models too, with no error band")
     parser.add_argument("--check", type=Path, help="a prediction's JSON, to check")
     parser.add_argument("--measured", type=Path, action="append", default=[])
+    parser.add_argument("--blind-after", type=Path,
+                        help="check only the points this store (the one the prediction saw) "
+                             "lacks: the blind ones")
     args = parser.parse_args()
     try:
         if args.check:
