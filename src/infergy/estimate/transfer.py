@@ -25,7 +25,10 @@ features' units x a second driver, priced c >= 0 over and above those features' 
   (`prefill_tokens` + `decode_seqs`) x the model's expert FLOPs a token. Only a mixture of
   experts among the measured models fixes it: dense models alone leave it 0 (so a mixture of
   experts predicted from dense models is priced as above); on the H100, olmoe-1b-7b's own fit
-  costs its FLOPs 1.5-1.6x what dense models give, all low at B = max.
+  costs its FLOPs 1.5-1.6x what dense models give, all low at B = max. With qwen3-30b-a3b
+  measured too, the two price an expert FLOP at 1.9x a dense one's time, and each predicted
+  from the other seven models is 3.8% and 5.3% off at B = max, 22% and 17% from the dense
+  ones alone (2026-12-06 evening).
 - a decoding sequence's layers: beside its FLOPs, each layer's per-sequence work (attention
   over its own cache, the host's share) costs time a deep, thin model pays more of than its
   FLOPs say: `decode_seqs` x the layers. deepseek-r1-distill-qwen-1.5b (28 layers) decodes

@@ -8,7 +8,7 @@ predicted from the others (leave one model out) against its own points: the wors
 than three calibrated dense models: no band can be shown, and nothing is predicted. A dense
 model is predicted from the dense models, a mixture of experts from all (`_pool`); one
 predicted from dense models only is priced by the expert weights its steps read, and says so
-with the error that showed on the one such model checked.
+with the error that showed on the two such models checked.
 """
 
 from __future__ import annotations
@@ -31,12 +31,12 @@ from infergy.models import ModelSpec
 from infergy.models.flops import shape, weight_bytes
 
 # What a mixture of experts predicted from dense models only is said with: its steps priced by
-# the expert weights they read (estimate/transfer.py), checked on one such model.
+# the expert weights they read (estimate/transfer.py), checked on two such models.
 MOE_FROM_DENSE = ("; it is a mixture of experts and they are dense: its steps are priced by the "
-                  "expert weights they read, which on an H100 predicted olmoe-1b-7b's energy "
-                  "2% off at B = 1 but 21% low at B = max (median of 9 points each; "
-                  "docs/measurements.md, 2026-12-05 late night): the band is the dense models' "
-                  "own")
+                  "expert weights they read, which on an H100 predicted olmoe-1b-7b's and "
+                  "qwen3-30b-a3b's energy 3% and 6% off at B = 1 but 22% and 17% at B = max "
+                  "(medians; docs/measurements.md, 2026-12-06 evening): the band is the dense "
+                  "models' own")
 
 
 def predict_unmeasured(stores: list[Path], spec: ModelSpec, engine: str,
