@@ -11,18 +11,16 @@
 # fresh machine (the last one lost), copy the store that came back to .stage/hf.db and carry it:
 #   bash benchmarks/sessions/hf-eager-calls.sh .stage/hf.db 480
 # Done on H100s on 2026-12-06: llama-3.2-1b's 24 points and llama-3.2-3b's 24, olmo-7b's 12,
-# deepseek-r1-distill-qwen-1.5b's first 12 of 24 (docs/measurements/2026-12-06-h100-hf-eager-
-# afternoon/, the base when nothing is carried). Left: deepseek-r1-distill-qwen-1.5b's 12
-# points of 2,048 and 8,192 inputs (about 8 minutes), its predictions committed before the
-# runs (docs/measurements/2026-12-06-hf-eager-ops-predicted/, from three models, and
-# docs/measurements/2026-12-06-hf-eager-width-predicted/, from four, with and without the
-# width price). What its calls bring back: the
-# store (calibrate-hf.db), calls.log and card.txt.
+# deepseek-r1-distill-qwen-1.5b's 24 (its last 12 in the evening, against the predictions
+# committed before: docs/measurements/2026-12-06-h100-evening/ and docs/measurements.md,
+# 2026-12-06 evening). All of them are shipped; run again, the calls measure nothing. Add a
+# model to the loop below to calibrate another (commit its prediction first, as deepseek-1.5b's
+# was). What its calls bring back: the store (calibrate-hf.db), calls.log and card.txt.
 set -u
 carried=${1:-}
 seconds=${2:-480}
 : "${OUT:?OUT must name the folder the store comes back in}"
-base=docs/measurements/2026-12-06-h100-hf-eager-afternoon/calibrate-hf-h100.db
+base=docs/measurements/2026-12-06-h100-evening/calibrate-hf-h100.db
 db=/tmp/infergy-hf.db
 if [ ! -f "$db" ]; then  # a fresh machine: the carried store, else the committed one
   cp "${carried:-$base}" "$db" && chmod u+w "$db" || exit  # a store fetched back is read-only
