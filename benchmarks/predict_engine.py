@@ -15,6 +15,16 @@ largest batch each fits. Written before the run (commit it), checked after:
         --store src/infergy/profile/shipped/llama-3.1-8b-h200.db \
         --store src/infergy/profile/shipped/llama-3.1-8b-h100.db --json predicted.json
     PYTHONPATH=src python3 benchmarks/predict_engine.py --check predicted.json --measured C.db
+
+`--from-card CARD` takes the other side of the same square: a model measured with the engine on
+CARD only, predicted on --card by the ratio a reference model measured on both cards showed at
+the same point,
+
+    J/token(model, card) = J/token(model, CARD) x J/token(ref, card) / J/token(ref, CARD)
+
+    PYTHONPATH=src python3 benchmarks/predict_engine.py -m llama-3.2-1b -e vllm --card \
+        "NVIDIA H200" --from-card "NVIDIA H100 80GB HBM3" --ref-model llama-3.1-8b \
+        --store A-H100.db --store REF-H100.db --store REF-H200.db --json predicted.json
 """
 
 from __future__ import annotations
@@ -45,10 +55,16 @@ def per_point(stores, model: str, engine: str, card: str) -> dict[tuple, dict]:
 
 
 def predict(args) -> None:
-    target = per_point(args.store, args.model, args.sibling, args.card)
     ref_model = args.ref_model or args.model
-    ref_engine = per_point(args.store, ref_model, args.engine, args.ref)
-    ref_sibling = per_point(args.store, ref_model, args.sibling, args.ref)
+    if args.from_card:  # the same engine on another card, scaled by the reference model's ratio
+        target = per_point(args.store, args.model, args.engine, args.from_card)
+        ref_engine = per_point(args.store, ref_model, args.engine, args.card)
+        ref_sibling = per_point(args.store, ref_model, args.engine, args.from_card)
+        args.sibling, args.ref = args.engine, args.from_card
+    else:
+        target = per_point(args.store, args.model, args.sibling, args.card)
+        ref_engine = per_point(args.store, ref_model, args.engine, args.ref)
+        ref_sibling = per_point(args.store, ref_model, args.sibling, args.ref)
     points = []
     for key in sorted(target, key=lambda k: (k[0] != "1", k[1], k[2])):
         if key not in ref_engine or key not in ref_sibling:
@@ -63,8 +79,11 @@ def predict(args) -> None:
     write(args.json, {"model": args.model, "engine": args.engine, "sibling": args.sibling,
                       "card": args.card, "reference_card": args.ref,
                       "reference_model": ref_model}, args.store, points)
-    print(f"{args.model} on {args.engine}, {args.card}, from {args.sibling} there and both "
-          f"on {args.ref} ({ref_model}): {len(points)} points")
+    print(f"{args.model} on {args.engine}, {args.card}, "
+          + (f"from its points on {args.from_card} and {ref_model}'s on both cards"
+             if args.from_card else
+             f"from {args.sibling} there and both on {args.ref} ({ref_model})")
+          + f": {len(points)} points")
     for p in points:
         print(f"  B={p['batch_label']:>3} I={p['input']:>5} O={p['output']:>4}  "
               f"{p['j_per_output_token']:.4f} J/token  {1e3 * p['s_per_output_token']:.2f} "
@@ -107,6 +126,8 @@ def main() -> None:
     parser.add_argument("--ref", default="NVIDIA H100 80GB HBM3")
     parser.add_argument("--ref-model", help="the model both engines measured on --ref "
                                             "(default: -m's own)")
+    parser.add_argument("--from-card", help="predict from -m's points with -e on this card, "
+                        "scaled by --ref-model's ratio between --card and it")
     parser.add_argument("--store", type=Path, action="append", default=[])
     parser.add_argument("--json", type=Path)
     parser.add_argument("--check", type=Path)

@@ -6,7 +6,8 @@
 #      replica 1, all 400 on one card) and issue 30's code trace 4 times faster;
 #   2. issue 33's advised configuration (`--serve vllm`, max_num_batched_tokens 2048);
 #   3. vllm's validation points the shipped H200 profile lacks (a sweep: each point is stored
-#      as it is measured, so a session that ends first keeps what it measured).
+#      as it is measured, so a session that ends first keeps what it measured);
+#   4. then issue 32's vLLM calibrations of five more models (h200-calibrations.sh).
 # From the repository root, the vLLM bundle installed and on PYTHONPATH, in the background:
 #   setsid nohup bash benchmarks/sessions/2026-12-05-h200.sh >/tmp/session.log 2>&1 </dev/null &
 # (setsid: a chain started plainly dies with the call that started it, as on 2026-12-05 night)
@@ -35,4 +36,4 @@ bash $P start adv -- replay -t $D/code-201-600.csv $M --mode online --serve vllm
 bash $P queue val -- sweep benchmarks/sweeps/h200-llama-3.1-8b.yaml -e vllm \
   --db $D/h200.db --resume-by model
 bash $P wait 3600
-echo "session: done"
+exec bash "$(dirname "$0")/h200-calibrations.sh"  # issue 32's, for whatever time is left
