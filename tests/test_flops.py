@@ -30,6 +30,16 @@ SMALL_QWEN2 = {
     "bos_token_id": 1, "eos_token_id": 2,
 }
 DENSE = {"tiny": TINY, "qwen2": SMALL_QWEN2}
+# Qwen2-MoE-shaped: a shared expert with its gate beside the top-2 of 8, Q, K and V biases (its
+# qkv_bias), and a middle layer with a dense MLP of its own width (mlp_only_layers).
+SMALL_QWEN2_MOE = {
+    "model_type": "qwen2_moe", "hidden_size": 64, "intermediate_size": 96,
+    "moe_intermediate_size": 32, "shared_expert_intermediate_size": 48, "num_hidden_layers": 3,
+    "num_attention_heads": 4, "num_key_value_heads": 2, "num_experts": 8,
+    "num_experts_per_tok": 2, "mlp_only_layers": [1], "vocab_size": 512,
+    "max_position_embeddings": 2048, "use_sliding_window": False, "tie_word_embeddings": False,
+    "bos_token_id": 1, "eos_token_id": 2,
+}
 
 
 def _grouped_mm_flop(a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
@@ -115,7 +125,18 @@ def test_moe_prefill_and_decode_match_flop_counter(experts):
     assert_close(F.decode_flops(SMALL_MOE, CONTEXT, BATCH), measure_decode(model, SMALL_MOE))
 
 
-@pytest.mark.parametrize("config", [TINY, SMALL_MOE, SMALL_QWEN2], ids=["tiny", "moe", "qwen2"])
+def test_shared_expert_and_dense_layers_match_flop_counter():
+    model = build(SMALL_QWEN2_MOE)
+    config = SMALL_QWEN2_MOE
+    assert F.shape(config).dense_layers == 1 and F.shape(config).shared_ffn == 48
+    assert_close(F.prefill_flops(config, INPUT, BATCH, "all"), measure_prefill(model, config, 0))
+    assert_close(F.decode_flops(config, CONTEXT, BATCH), measure_decode(model, config))
+    # The shared expert is read every step, like the attention: not an expert's weights.
+    assert F.expert_weight_bytes(config) == 2 * 2 * 8 * 3 * 64 * 32  # 2 sparse layers, bf16
+
+
+@pytest.mark.parametrize("config", [TINY, SMALL_MOE, SMALL_QWEN2, SMALL_QWEN2_MOE],
+                         ids=["tiny", "moe", "qwen2", "qwen2-moe"])
 def test_param_count_matches_the_built_model(config):
     model = build(config)
     assert F.param_count(config) == sum(p.numel() for p in model.parameters())

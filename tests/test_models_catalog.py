@@ -283,7 +283,32 @@ def test_a_local_config_describes_a_model_the_catalog_does_not_hold(tmp_path):
     assert get_model(spec.name).config == MIXTRAL  # its name names it again (a worker's)
 
 
+QWEN15_MOE = {"architectures": ["Qwen2MoeForCausalLM"], "model_type": "qwen2_moe",
+              "hidden_size": 2048, "intermediate_size": 5632, "moe_intermediate_size": 1408,
+              "shared_expert_intermediate_size": 5632, "num_hidden_layers": 24,
+              "num_attention_heads": 16, "num_key_value_heads": 16, "num_experts": 60,
+              "num_experts_per_tok": 4, "decoder_sparse_step": 1, "mlp_only_layers": [],
+              "vocab_size": 151936, "max_position_embeddings": 8192,
+              "tie_word_embeddings": False}
+
+
+def test_a_shared_expert_is_counted(tmp_path):
+    """Qwen1.5-MoE-A2.7B's config.json: 14.3B parameters, 2.7B active, as Qwen publishes them;
+    its shared expert, which every token goes through, is a third of the active ones."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(QWEN15_MOE))
+    spec = get_model(str(path))
+    assert round(param_count(spec) / 1e9, 1) == 14.3
+    assert round(active_param_count(spec) / 1e9, 1) == 2.7
+
+
 @pytest.mark.parametrize(("change", "said"), [
+    ({"kv_lora_rank": 512}, "field 'kv_lora_rank': expected nothing: multi-head latent "
+                            "attention (DeepSeek-V2 and V3) is not modelled, got 512"),
+    ({"n_routed_experts": 64}, "a DeepSeek-style mixture of experts"),
+    ({"mlp_only_layers": [40]}, "field 'mlp_only_layers': expected a list of layer indices, "
+                                "0 to 31, got [40]"),
+    ({"decoder_sparse_step": 0}, "field 'decoder_sparse_step': expected a whole number"),
     ({"num_hidden_layers": "32"}, "field 'num_hidden_layers': expected a whole number of at "
                                   "least 1 (the number of layers), got \"32\""),
     ({"vocab_size": None}, "field 'vocab_size': expected a whole number"),

@@ -7,7 +7,9 @@ FLOPs convention
 ----------------
 A multiply-add counts 2 FLOPs. Counted: the matmuls, i.e. the Q, K, V and output projections
 (GQA: K and V are `num_key_value_heads * head_dim` wide), the MLP (gated: gate, up and down),
-for mixture-of-experts the router and the `num_experts_per_tok` experts each token is sent to,
+for mixture-of-experts the router and the `num_experts_per_tok` experts each token is sent to
+(and a shared expert with its gate, Qwen2-MoE's, which every token goes through; a layer of
+`mlp_only_layers` or off `decoder_sparse_step` has a dense MLP instead),
 the attention scores Q K^T and the attention-weighted values, and the LM head. Not counted:
 elementwise and reduction work (norms, activations, rotary embedding, softmax, residual adds,
 biases, the MoE weighting and sum) and the embedding lookup (a gather).
@@ -72,6 +74,7 @@ _ARCHITECTURES: dict[str, tuple[bool | None, bool | None, str]] = {
     "olmo": (None, None, _NORMS_NONE),
     "olmoe": (None, None, _NORMS_RMS_2_QK),
     "qwen3_moe": (None, None, _NORMS_RMS_2_QK_HEAD),
+    "qwen2_moe": (None, False, _NORMS_RMS_2),  # Q, K and V biases from its qkv_bias (default on)
 }
 
 
@@ -94,10 +97,22 @@ class Shape:
     o_bias: bool
     mlp_bias: bool
     norms: str
+    # A mixture of experts' shared expert, which every token goes through beside its top-k, and
+    # its sigmoid gate (Qwen2-MoE: shared_expert_intermediate_size); 0: none.
+    shared_ffn: int = 0
+    # A mixture of experts' layers with a dense MLP instead of experts, and that MLP's width
+    # (transformers' Qwen2-MoE and Qwen3-MoE: mlp_only_layers, decoder_sparse_step).
+    dense_layers: int = 0
+    dense_ffn: int = 0
 
     @property
     def is_moe(self) -> bool:
         return self.experts > 0
+
+    @property
+    def sparse_layers(self) -> int:
+        """The layers whose MLP is the experts (0 for a dense model)."""
+        return self.layers - self.dense_layers if self.is_moe else 0
 
     @property
     def q_width(self) -> int:
@@ -136,15 +151,19 @@ def shape(spec: SpecLike) -> Shape:
         # Attention would then see at most the window, which the formulas here do not model.
         raise ValueError("sliding-window attention is not modelled (use_sliding_window is set)")
     qkv_bias, o_bias, norms = _ARCHITECTURES.get(model_type, _ARCHITECTURES["llama"])
-    attention_bias = bool(c.get("attention_bias", False))
+    # Biases the table leaves to the config: its attention_bias (Qwen2-MoE: qkv_bias, default on).
+    attention_bias = bool(c.get("qkv_bias", True) if model_type == "qwen2_moe"
+                          else c.get("attention_bias", False))
     hidden = int(c["hidden_size"])
     heads = int(c["num_attention_heads"])
     experts = int(c.get("num_experts") or c.get("num_local_experts") or 0)
     ffn = int((experts and c.get("moe_intermediate_size")) or c["intermediate_size"])
+    layers = int(c["num_hidden_layers"])
+    dense_layers = _dense_layers(c, layers) if experts else 0
     return Shape(
         model_type=model_type,
         hidden=hidden,
-        layers=int(c["num_hidden_layers"]),
+        layers=layers,
         heads=heads,
         kv_heads=int(c.get("num_key_value_heads") or heads),
         head_dim=int(c.get("head_dim") or hidden // heads),
@@ -157,7 +176,19 @@ def shape(spec: SpecLike) -> Shape:
         o_bias=attention_bias if o_bias is None else o_bias,
         mlp_bias=bool(c.get("mlp_bias", False)),
         norms=norms,
+        shared_ffn=int(c.get("shared_expert_intermediate_size") or 0) if experts else 0,
+        dense_layers=dense_layers,
+        dense_ffn=int(c["intermediate_size"]) if dense_layers else 0,
     )
+
+
+def _dense_layers(c: Mapping[str, Any], layers: int) -> int:
+    """How many of a mixture of experts' layers have a dense MLP, by transformers' rule for
+    Qwen2-MoE and Qwen3-MoE: a layer has experts unless it is in mlp_only_layers, or its index
+    + 1 is not a multiple of decoder_sparse_step."""
+    only = set(c.get("mlp_only_layers") or ())
+    step = int(c.get("decoder_sparse_step") or 1)
+    return sum(1 for i in range(layers) if i in only or (i + 1) % step)
 
 
 # --- parameters and weight bytes ------------------------------------------------------------
@@ -169,9 +200,10 @@ def _attention_params(s: Shape) -> int:
     return weights + biases
 
 
-def _mlp_params(s: Shape) -> int:
-    """One dense gated MLP, or one expert."""
-    return 3 * s.hidden * s.ffn + ((2 * s.ffn + s.hidden) if s.mlp_bias else 0)
+def _mlp_params(s: Shape, width: int = 0) -> int:
+    """One gated MLP `width` wide (default: the dense model's MLP, or one expert)."""
+    f = width or s.ffn
+    return 3 * s.hidden * f + ((2 * f + s.hidden) if s.mlp_bias else 0)
 
 
 def _norm_params(s: Shape) -> tuple[int, int]:
@@ -186,12 +218,17 @@ def _norm_params(s: Shape) -> tuple[int, int]:
     return per_layer, s.hidden
 
 
-def _layer_params(s: Shape, experts: float) -> float:
-    """One decoder layer with `experts` experts' weights (all of them for a parameter count)."""
+def _layers_params(s: Shape, experts: float) -> float:
+    """All the decoder layers, each layer of experts with `experts` experts' weights (all of
+    them for a parameter count)."""
     per_layer_norms, _ = _norm_params(s)
-    # MoE: the router and the experts; dense: one MLP.
-    mlp = s.experts * s.hidden + experts * _mlp_params(s) if s.is_moe else _mlp_params(s)
-    return _attention_params(s) + mlp + per_layer_norms
+    common = s.layers * (_attention_params(s) + per_layer_norms)
+    if not s.is_moe:
+        return common + s.layers * _mlp_params(s)
+    # The router, the experts, and a shared expert with its gate where there is one.
+    shared = _mlp_params(s, s.shared_ffn) + s.hidden if s.shared_ffn else 0
+    sparse = s.experts * s.hidden + experts * _mlp_params(s) + shared
+    return common + s.sparse_layers * sparse + s.dense_layers * _mlp_params(s, s.dense_ffn)
 
 
 def param_count(spec: SpecLike) -> int:
@@ -199,7 +236,7 @@ def param_count(spec: SpecLike) -> int:
     s = shape(spec)
     _, final_norm = _norm_params(s)
     embeddings = s.vocab * s.hidden * (1 if s.tied else 2)
-    return int(s.layers * _layer_params(s, s.experts) + final_norm + embeddings)
+    return int(_layers_params(s, s.experts) + final_norm + embeddings)
 
 
 def active_param_count(spec: SpecLike) -> int:
@@ -210,7 +247,7 @@ def active_param_count(spec: SpecLike) -> int:
         return param_count(spec)
     _, final_norm = _norm_params(s)
     embeddings = s.vocab * s.hidden * (1 if s.tied else 2)
-    return int(s.layers * _layer_params(s, s.experts_per_token) + final_norm + embeddings)
+    return int(_layers_params(s, s.experts_per_token) + final_norm + embeddings)
 
 
 def weight_bytes(spec: SpecLike, dtype_bytes: float = 2) -> float:
@@ -222,14 +259,14 @@ def expert_weight_bytes(spec: SpecLike, dtype_bytes: float = 2) -> float:
     """Bytes of all a mixture of experts' expert weights (every layer's every expert; the
     routers not counted); 0 for a dense model."""
     s = shape(spec)
-    return s.layers * s.experts * _mlp_params(s) * float(dtype_bytes)
+    return s.sparse_layers * s.experts * _mlp_params(s) * float(dtype_bytes)
 
 
 def expert_flops(spec: SpecLike) -> float:
     """FLOPs of one token's experts over all layers (its top-k experts' three matmuls, as the
     FLOPs below count them; the router not counted); 0 for a dense model."""
     s = shape(spec)
-    return s.layers * _expert_flops_per_token(s)
+    return s.sparse_layers * _expert_flops_per_token(s)
 
 
 def kv_cache_bytes_per_token(spec: SpecLike, dtype_bytes: float = 2) -> float:
@@ -270,13 +307,14 @@ def _expert_flops_per_token(s: Shape) -> float:
 
 
 def _linear_flops_per_token(s: Shape) -> float:
-    """Matmul FLOPs of one token through one layer, attention scores excluded."""
+    """Matmul FLOPs of one token through all the layers, attention scores excluded."""
     projections = 2.0 * (s.hidden * (s.q_width + 2 * s.kv_width) + s.q_width * s.hidden)
-    if s.is_moe:
-        mlp = 2.0 * s.hidden * s.experts + _expert_flops_per_token(s)
-    else:
-        mlp = 2.0 * 3 * s.hidden * s.ffn
-    return projections + mlp
+    if not s.is_moe:
+        return s.layers * (projections + 2.0 * 3 * s.hidden * s.ffn)
+    shared = 2.0 * (3 * s.hidden * s.shared_ffn + s.hidden) if s.shared_ffn else 0.0
+    sparse = 2.0 * s.hidden * s.experts + _expert_flops_per_token(s) + shared
+    return (s.layers * projections + s.sparse_layers * sparse
+            + s.dense_layers * 2.0 * 3 * s.hidden * s.dense_ffn)
 
 
 def _attention_flops(s: Shape, query_key_pairs: float) -> float:
@@ -306,10 +344,10 @@ def prefill_flops(
     pairs_per_sequence = (
         input_tokens * (input_tokens + 1) / 2.0 if causal_attention else float(input_tokens) ** 2
     )
-    per_layer = tokens * _linear_flops_per_token(s) + _attention_flops(
+    layers = tokens * _linear_flops_per_token(s) + s.layers * _attention_flops(
         s, batch * pairs_per_sequence
     )
-    return s.layers * per_layer + _head_flops(s, _logit_positions(logits_positions, tokens, batch))
+    return layers + _head_flops(s, _logit_positions(logits_positions, tokens, batch))
 
 
 def _logit_positions(logits_positions: str, tokens: float, batch: int) -> float:
@@ -327,10 +365,10 @@ def decode_flops(spec: SpecLike, context_tokens: int, batch: int = 1) -> float:
     if int(context_tokens) != context_tokens or context_tokens < 0:
         raise ValueError(f"context_tokens must be a non-negative integer, got {context_tokens!r}")
     s = shape(spec)
-    per_layer = batch * _linear_flops_per_token(s) + _attention_flops(
+    layers = batch * _linear_flops_per_token(s) + s.layers * _attention_flops(
         s, batch * (context_tokens + 1.0)
     )
-    return s.layers * per_layer + _head_flops(s, batch)
+    return layers + _head_flops(s, batch)
 
 
 def request_flops(
@@ -351,10 +389,10 @@ def request_flops(
         # Decode FLOPs are linear in the context, so the steps sum in closed form:
         # sum over c = I .. I+O-2 of (c + 1) = steps * (2I + steps + 1) / 2.
         keys = steps * (2.0 * input_tokens + steps + 1) / 2.0
-        per_layer = steps * batch * _linear_flops_per_token(s) + _attention_flops(
+        layers = steps * batch * _linear_flops_per_token(s) + s.layers * _attention_flops(
             s, batch * keys
         )
-        total += s.layers * per_layer + _head_flops(s, steps * batch)
+        total += layers + _head_flops(s, steps * batch)
     return total
 
 
@@ -366,7 +404,7 @@ def _weights_read_bytes(s: Shape, tokens: float, dtype_bytes: float) -> float:
     expected experts hit), the whole LM head matrix and the gathered embedding rows."""
     experts = expected_experts_touched(s.experts, s.experts_per_token, int(tokens))
     _, final_norm = _norm_params(s)
-    params = s.layers * _layer_params(s, experts) + final_norm
+    params = _layers_params(s, experts) + final_norm
     params += s.vocab * s.hidden + tokens * s.hidden  # LM head, embedding rows
     return params * dtype_bytes
 

@@ -23,6 +23,16 @@ REQUIRED = {"hidden_size": "the hidden size", "num_hidden_layers": "the number o
             "max_position_embeddings": "the longest sequence"}
 
 
+# Fields of architectures whose layers the FLOPs model does not describe: refused rather than
+# counted as a llama-like decoder, which would be wrong by their whole design.
+NOT_MODELLED = {
+    "kv_lora_rank": "multi-head latent attention (DeepSeek-V2 and V3)",
+    "n_routed_experts": "a DeepSeek-style mixture of experts (n_routed_experts, n_shared_experts, "
+                        "first_k_dense_replace); infergy reads num_experts or num_local_experts",
+    "first_k_dense_replace": "a DeepSeek-style mixture of experts",
+}
+
+
 class ModelConfigError(UnknownModelError):
     """A local config.json that cannot describe a model; the message names the file and field."""
 
@@ -101,8 +111,28 @@ def _check(path: Path, data: Any) -> None:
         top = data.get("num_experts_per_tok")
         if not _whole(top) or top > experts:
             raise fail("num_experts_per_tok", f"the experts each token uses, 1 to {experts}")
+        _check_layers(data, fail)
+    for field, what in NOT_MODELLED.items():
+        if data.get(field):
+            raise fail(field, f"nothing: {what} is not modelled")
     if data.get("use_sliding_window"):
         raise fail("use_sliding_window", "false: sliding-window attention is not modelled")
+
+
+def _check_layers(data: dict, fail) -> None:
+    """A mixture of experts' layers without experts (Qwen2-MoE's and Qwen3-MoE's
+    mlp_only_layers and decoder_sparse_step) and the width of their MLP."""
+    layers, only = data["num_hidden_layers"], data.get("mlp_only_layers") or []
+    step = data.get("decoder_sparse_step", 1)
+    if not isinstance(only, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) and 0 <= i < layers for i in only):
+        raise fail("mlp_only_layers", f"a list of layer indices, 0 to {layers - 1}")
+    if step is not None and not _whole(step):
+        raise fail("decoder_sparse_step", "a whole number of at least 1 (every how many layers "
+                                          "one has experts)")
+    if (only or (step or 1) > 1) and not _whole(data.get("intermediate_size")):
+        raise fail("intermediate_size", "a whole number of at least 1 (the MLP's width in the "
+                                        "layers without experts)")
 
 
 def _whole(value) -> bool:
