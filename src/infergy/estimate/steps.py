@@ -31,7 +31,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from infergy.models.flops import expected_experts_touched, shape
+from infergy.models.flops import expected_experts_touched
+from infergy.models.shape import shape
 
 FEATURES = ("steps", "prefill_tokens", "prefill_pairs", "decode_seqs", "context_tokens",
             "calls", "expert_reads")

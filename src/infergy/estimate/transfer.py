@@ -93,10 +93,10 @@ from infergy.models.flops import (
     expert_weight_bytes,
     kv_cache_bytes_per_token,
     prefill_flops,
-    shape,
     weight_bytes,
 )
 from infergy.models.ops import step_ops
+from infergy.models.shape import shape
 from infergy.profile.load import EstimateError, card_of
 from infergy.profile.points import stored_points
 

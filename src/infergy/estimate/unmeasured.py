@@ -28,7 +28,8 @@ from infergy.estimate.transfer import (
     predicted_from,
 )
 from infergy.models import ModelSpec
-from infergy.models.flops import shape, weight_bytes
+from infergy.models.flops import weight_bytes
+from infergy.models.shape import shape
 
 # What a mixture of experts predicted from dense models only is said with: its steps priced by
 # the expert weights they read (estimate/transfer.py), checked on two such models.

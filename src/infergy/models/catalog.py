@@ -113,10 +113,10 @@ def get_model(name: str) -> ModelSpec:
                                 f"{', '.join(model_names())}")
     key = _names_by_key().get(name.strip().lower())
     if key is None:
-        from infergy.models import flops, local
+        from infergy.models import local, shape
 
         if local.is_config_path(name):
-            return local.read_config(name, flops.known_types())
+            return local.read_config(name, shape.known_types())
         if name.strip() and Path(name).expanduser().is_dir():  # "" is no folder
             raise UnknownModelError(f"{name}: a folder without config.json; give a model's "
                                     f"config.json (or the folder holding it), or a catalog "

@@ -51,145 +51,11 @@ the experts hit), K and V of new tokens written once, and the K/V cache read onc
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
-from infergy.models.catalog import ModelSpec, get_model
+from infergy.models.shape import Shape, SpecLike, shape
 
 LogitsPositions = Literal["all", "last"]
-SpecLike = ModelSpec | Mapping[str, Any] | str
-
-# Per model_type: biases on the Q/K/V projections, on the output projection, and parameters
-# of the norms in one decoder layer as a function of the shape. Parameter counts must be exact,
-# so an architecture not listed here is refused rather than guessed.
-_NORMS_RMS_2 = "rms2"  # input and post-attention RMSNorm weights
-_NORMS_NONE = "none"  # OLMo v1: LayerNorm without weights
-_NORMS_RMS_2_QK = "rms2+qk"  # OLMoE: also q_norm (hidden) and k_norm (kv width) over projections
-_NORMS_RMS_2_QK_HEAD = "rms2+qk-head"  # Qwen3: also q_norm and k_norm over each head (head_dim)
-_ARCHITECTURES: dict[str, tuple[bool | None, bool | None, str]] = {
-    # model_type: (qkv bias, o bias, norms); None = from the config's attention_bias
-    "llama": (None, None, _NORMS_RMS_2),
-    "qwen2": (True, False, _NORMS_RMS_2),
-    "olmo": (None, None, _NORMS_NONE),
-    "olmoe": (None, None, _NORMS_RMS_2_QK),
-    "qwen3_moe": (None, None, _NORMS_RMS_2_QK_HEAD),
-    "qwen2_moe": (None, False, _NORMS_RMS_2),  # Q, K and V biases from its qkv_bias (default on)
-}
-
-
-@dataclass(frozen=True)
-class Shape:
-    """The numbers of a decoder architecture that FLOPs and bytes depend on."""
-
-    model_type: str
-    hidden: int  # hidden_size
-    layers: int  # num_hidden_layers
-    heads: int  # num_attention_heads
-    kv_heads: int  # num_key_value_heads
-    head_dim: int
-    vocab: int  # vocab_size
-    ffn: int  # intermediate size of the dense MLP, or of one expert
-    tied: bool  # LM head shares the embedding matrix
-    experts: int  # experts per layer; 0 for a dense model
-    experts_per_token: int  # top-k; 0 for a dense model
-    qkv_bias: bool
-    o_bias: bool
-    mlp_bias: bool
-    norms: str
-    # A mixture of experts' shared expert, which every token goes through beside its top-k, and
-    # its sigmoid gate (Qwen2-MoE: shared_expert_intermediate_size); 0: none.
-    shared_ffn: int = 0
-    # A mixture of experts' layers with a dense MLP instead of experts, and that MLP's width
-    # (transformers' Qwen2-MoE and Qwen3-MoE: mlp_only_layers, decoder_sparse_step).
-    dense_layers: int = 0
-    dense_ffn: int = 0
-
-    @property
-    def is_moe(self) -> bool:
-        return self.experts > 0
-
-    @property
-    def sparse_layers(self) -> int:
-        """The layers whose MLP is the experts (0 for a dense model)."""
-        return self.layers - self.dense_layers if self.is_moe else 0
-
-    @property
-    def q_width(self) -> int:
-        return self.heads * self.head_dim
-
-    @property
-    def kv_width(self) -> int:
-        return self.kv_heads * self.head_dim
-
-
-def known_types() -> tuple[str, ...]:
-    """The model_types whose parameter layout is known here."""
-    return tuple(_ARCHITECTURES)
-
-
-def _config(spec: SpecLike) -> tuple[Mapping[str, Any], bool]:
-    """The config, and whether an unknown architecture is counted as a generic decoder (a
-    user's local config.json, whose source says so)."""
-    if isinstance(spec, str):
-        spec = get_model(spec)
-    if isinstance(spec, ModelSpec):
-        return spec.config, spec.path is not None
-    return spec, False
-
-
-def shape(spec: SpecLike) -> Shape:
-    """The `Shape` of a catalog model, a `ModelSpec` or a config.json dict.
-
-    Raises ValueError for a model_type whose parameter layout is not known here."""
-    c, generic = _config(spec)
-    model_type = str(c.get("model_type", ""))
-    if model_type not in _ARCHITECTURES and not generic:
-        known = ", ".join(sorted(_ARCHITECTURES))
-        raise ValueError(f"no FLOPs model for model_type {model_type!r}; known: {known}")
-    if c.get("use_sliding_window"):
-        # Attention would then see at most the window, which the formulas here do not model.
-        raise ValueError("sliding-window attention is not modelled (use_sliding_window is set)")
-    qkv_bias, o_bias, norms = _ARCHITECTURES.get(model_type, _ARCHITECTURES["llama"])
-    # Biases the table leaves to the config: its attention_bias (Qwen2-MoE: qkv_bias, default on).
-    attention_bias = bool(c.get("qkv_bias", True) if model_type == "qwen2_moe"
-                          else c.get("attention_bias", False))
-    hidden = int(c["hidden_size"])
-    heads = int(c["num_attention_heads"])
-    experts = int(c.get("num_experts") or c.get("num_local_experts") or 0)
-    ffn = int((experts and c.get("moe_intermediate_size")) or c["intermediate_size"])
-    layers = int(c["num_hidden_layers"])
-    dense_layers = _dense_layers(c, layers) if experts else 0
-    return Shape(
-        model_type=model_type,
-        hidden=hidden,
-        layers=layers,
-        heads=heads,
-        kv_heads=int(c.get("num_key_value_heads") or heads),
-        head_dim=int(c.get("head_dim") or hidden // heads),
-        vocab=int(c["vocab_size"]),
-        ffn=ffn,
-        tied=bool(c.get("tie_word_embeddings", False)),
-        experts=experts,
-        experts_per_token=int(c.get("num_experts_per_tok") or 0) if experts else 0,
-        qkv_bias=attention_bias if qkv_bias is None else qkv_bias,
-        o_bias=attention_bias if o_bias is None else o_bias,
-        mlp_bias=bool(c.get("mlp_bias", False)),
-        norms=norms,
-        shared_ffn=int(c.get("shared_expert_intermediate_size") or 0) if experts else 0,
-        dense_layers=dense_layers,
-        dense_ffn=int(c["intermediate_size"]) if dense_layers else 0,
-    )
-
-
-def _dense_layers(c: Mapping[str, Any], layers: int) -> int:
-    """How many of a mixture of experts' layers have a dense MLP, by transformers' rule for
-    Qwen2-MoE and Qwen3-MoE: a layer has experts unless it is in mlp_only_layers, or its index
-    + 1 is not a multiple of decoder_sparse_step."""
-    only = set(c.get("mlp_only_layers") or ())
-    step = int(c.get("decoder_sparse_step") or 1)
-    return sum(1 for i in range(layers) if i in only or (i + 1) % step)
-
 
 # --- parameters and weight bytes ------------------------------------------------------------
 
@@ -206,22 +72,10 @@ def _mlp_params(s: Shape, width: int = 0) -> int:
     return 3 * s.hidden * f + ((2 * f + s.hidden) if s.mlp_bias else 0)
 
 
-def _norm_params(s: Shape) -> tuple[int, int]:
-    """(per layer, final)."""
-    if s.norms == _NORMS_NONE:
-        return 0, 0
-    per_layer = 2 * s.hidden
-    if s.norms == _NORMS_RMS_2_QK:
-        per_layer += s.hidden + (s.hidden // s.heads) * s.kv_heads
-    elif s.norms == _NORMS_RMS_2_QK_HEAD:
-        per_layer += 2 * s.head_dim
-    return per_layer, s.hidden
-
-
 def _layers_params(s: Shape, experts: float) -> float:
     """All the decoder layers, each layer of experts with `experts` experts' weights (all of
     them for a parameter count)."""
-    per_layer_norms, _ = _norm_params(s)
+    per_layer_norms, _ = s.norm_params()
     common = s.layers * (_attention_params(s) + per_layer_norms)
     if not s.is_moe:
         return common + s.layers * _mlp_params(s)
@@ -234,7 +88,7 @@ def _layers_params(s: Shape, experts: float) -> float:
 def param_count(spec: SpecLike) -> int:
     """Total parameters, tied embeddings counted once (as `sum(p.numel())` over a built model)."""
     s = shape(spec)
-    _, final_norm = _norm_params(s)
+    _, final_norm = s.norm_params()
     embeddings = s.vocab * s.hidden * (1 if s.tied else 2)
     return int(_layers_params(s, s.experts) + final_norm + embeddings)
 
@@ -245,7 +99,7 @@ def active_param_count(spec: SpecLike) -> int:
     s = shape(spec)
     if not s.is_moe:
         return param_count(spec)
-    _, final_norm = _norm_params(s)
+    _, final_norm = s.norm_params()
     embeddings = s.vocab * s.hidden * (1 if s.tied else 2)
     return int(_layers_params(s, s.experts_per_token) + final_norm + embeddings)
 
@@ -403,7 +257,7 @@ def _weights_read_bytes(s: Shape, tokens: float, dtype_bytes: float) -> float:
     """Weights one forward over `tokens` tokens must read once: every layer weight (for MoE the
     expected experts hit), the whole LM head matrix and the gathered embedding rows."""
     experts = expected_experts_touched(s.experts, s.experts_per_token, int(tokens))
-    _, final_norm = _norm_params(s)
+    _, final_norm = s.norm_params()
     params = _layers_params(s, experts) + final_norm
     params += s.vocab * s.hidden + tokens * s.hidden  # LM head, embedding rows
     return params * dtype_bytes

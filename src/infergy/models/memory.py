@@ -8,7 +8,8 @@ and the logits of one position in float32 with a few copies for the sampler.
 
 from __future__ import annotations
 
-from infergy.models.flops import SpecLike, kv_cache_bytes_per_token, shape
+from infergy.models.flops import kv_cache_bytes_per_token
+from infergy.models.shape import SpecLike, shape
 
 USABLE_FRACTION = 0.9  # of the memory free after the model is loaded
 

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from infergy.engines import engine_class
 from infergy.engines.decoding import Decoding
 from infergy.models import get_model
-from infergy.models.flops import decode_bytes, prefill_flops, shape
+from infergy.models.flops import decode_bytes, prefill_flops
+from infergy.models.shape import shape
 from infergy.plan.spec import MAX, EngineChoice, SweepSpec, Task
 from infergy.store import MEASURED, Store, reusable_max
 
