@@ -7,6 +7,8 @@ experts), each checked, so that a wrong or missing one is an error naming the fi
 field. An architecture infergy does not know (its model_type) is counted as a llama-like
 decoder (biases as the config's attention_bias and mlp_bias say, two RMSNorms a layer), and
 says so in its `source`; its parameters may then differ from the real model's by its norms'.
+A field of an architecture whose layers are not modelled (NOT_MODELLED: DeepSeek's latent
+attention and its kind of mixture of experts) is refused, naming it.
 """
 
 from __future__ import annotations
