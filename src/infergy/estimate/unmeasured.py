@@ -34,7 +34,7 @@ from infergy.models.shape import shape
 # What a mixture of experts predicted from dense models only is said with: its steps priced by
 # the expert weights they read (estimate/transfer.py), checked on two such models.
 MOE_FROM_DENSE = ("; it is a mixture of experts and they are dense: its steps are priced by the "
-                  "expert weights they read, which on an H100 predicted olmoe-1b-7b's and "
+                  "expert weights they read, which on vllm on an H100 predicted olmoe-1b-7b's and "
                   "qwen3-30b-a3b's energy 3% and 6% off at B = 1 but 22% and 17% at B = max "
                   "(medians; docs/measurements.md, 2026-12-06 evening): the band is the dense "
                   "models' own")
