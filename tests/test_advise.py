@@ -179,6 +179,22 @@ def test_advise_on_the_shipped_profiles_prints_the_advice_and_writes_its_page(tm
     assert (tmp_path / "r" / "advice-small.csv-llama-3.1-8b.png").is_file()
 
 
+def test_what_is_not_searched_is_said_in_brief_with_where_to_read_more(tmp_path):
+    """llama-3.2-1b has no profile on the H200, whose one calibrated model predicts nothing:
+    a line each engine, not the estimate's whole error (the shipped stores, how to measure)."""
+    path = tmp_path / "small.csv"
+    path.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n" + "\n".join(
+        f"2023-11-16 18:00:{k:02d}.0,{200 + 37 * k},{20 + 13 * k}" for k in range(20)) + "\n")
+    shown = CliRunner().invoke(app, ["advise", "-t", str(path), "-m", "llama-3.2-1b", "--gpu",
+                                     "h100,h200", "-e", "vllm", "--workers", "1"])
+    assert shown.exit_code == 0, shown.output
+    said = " ".join(shown.output.split())
+    assert ("not searched: vllm on h200: llama-3.2-1b not measured with vllm on h200, nor "
+            "predicted: 1 dense model calibrated on h200 (llama-3.1-8b), 3 needed to predict "
+            "it") in said
+    assert "shipped:" not in said and "-e ENGINE --gpu CARD` says how to measure" in said
+
+
 def test_the_advised_vllm_configuration_says_how_to_serve_it():
     from infergy.estimate.advise import Config
 

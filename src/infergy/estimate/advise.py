@@ -14,8 +14,8 @@ with the workload's requests at their arrivals:
   replicas serve a rate one cannot, and each draws its idle power the whole time.
 
 The least energy that meets every target wins (within 1% of it, the engine's defaults first);
-no target: the least energy. Tensor parallelism and speculative decoding have no step-cost
-model yet (TP 1 and greedy points): `Advice.not_searched` says so rather than guess them.
+no target: the least energy. `Advice.not_searched` says what has no step-cost model, in brief:
+tensor parallelism and speculative decoding (TP 1 and greedy points), rather than guess them.
 """
 
 from __future__ import annotations
@@ -51,6 +51,9 @@ REPLICA_GAIN = 0.9
 TIE = 0.01
 # The Pareto front takes an option only where it saves this share over the front's last.
 FRONT_STEP = 0.001
+# Said in `Advice.not_searched`, rather than guessed.
+UNMODELLED = ("tensor parallelism and speculative decoding: no step-cost model of either yet "
+              "(the fit takes TP 1 and greedy points)")
 
 
 @dataclass(frozen=True)
@@ -227,19 +230,18 @@ def candidates(trace: Trace, model: str, engines: Sequence[str],
                gpus: Sequence[str] | None = None, stores: list[Path] | None = None,
                grid: BinGrid | None = None, serving: Serving | None = None,
                ) -> tuple[list[Candidate], list[str]]:
-    """Each engine on each card with a step-cost model of `model` (measured, or predicted
-    for a model the card did not measure), as `infergy estimate` finds them; and what has
-    none, with why. EstimateError where none has one."""
+    """Each engine on each card with a step-cost model of `model` (measured, or predicted for a
+    model the card did not measure), and what has none, in brief. EstimateError if none has."""
     grid = grid or BinGrid.of("paper")
     model = get_model(model).name
-    found, not_searched = [], []
+    found, not_searched, missing = [], [], []  # missing: (which, its EstimateError)
     for engine in engines:  # one at a time: a card lacking one engine still has the others
         try:  # the step-cost models alone: the search simulates every configuration
             result = estimate_trace(trace, model, [engine], grid, gpus=gpus, stores=stores,
                                     serving=replace(serving or Serving("online"),
                                                     models_only=True))
         except EstimateError as e:
-            not_searched.append(f"{engine}: {e}")
+            missing.append((engine, e))
             continue
         for card in result.estimates.cards:
             est = card.estimates[0]
@@ -249,14 +251,13 @@ def candidates(trace: Trace, model: str, engines: Sequence[str],
             filled = [b["batch"] for b in est.bins if b["requests"]]
             found.append(Candidate(card.gpu, engine, est.simulated.cost, est.simulated.band,
                                    card.predicted_model, min(filled) if filled else 1))
-        not_searched += [f"{engine} on {gpu}: {e}"
-                         for gpu, e in result.estimates.not_estimated.items()]
-    if not found:
-        raise EstimateError(f"nothing to search for {model}: no engine has a step-cost model "
-                            f"on any card asked for:\n" + "\n".join(not_searched))
-    not_searched.append("tensor parallelism and speculative decoding: no step-cost model of "
-                        "either yet (the fit takes TP 1 and greedy points), so not searched")
-    return found, not_searched
+        missing += [(f"{engine} on {g}", e) for g, e in result.estimates.not_estimated.items()]
+    if not found:  # the errors whole: what is missing and how to mend it
+        raise EstimateError(f"nothing to search for {model}: no engine has a step-cost model on "
+                            "any card asked for:\n" + "\n".join(f"{w}: {e}" for w, e in missing))
+    hint = [f"`infergy estimate -t TRACE -m {model} -e ENGINE --gpu CARD` says how to measure "
+            f"or calibrate each"] if missing else []
+    return found, not_searched + [f"{w}: {e.brief}" for w, e in missing] + hint + [UNMODELLED]
 
 
 def search(trace: Trace, model: str, found: Sequence[Candidate], *,

@@ -186,7 +186,8 @@ def estimate_cards(trace: Trace, binned: Binned, model: str, engines: Sequence[s
                                              theory_gpu, serving or Serving(), served))
             except EstimateError as e:
                 lost = _no_points(model, engines, name, stores, shipped)
-                why[name] = MissingPoints(f"{lost}. Nor can it be predicted: {e}", lost.missing)
+                why[name] = MissingPoints(f"{lost}. Nor can it be predicted: {e}", lost.missing,
+                                          brief=f"{lost.brief}, nor predicted: {e.brief}")
             continue
         try:
             cards.append(_on_card(trace, binned, model, engines, by_engine, card, name,
@@ -197,7 +198,8 @@ def estimate_cards(trace: Trace, binned: Binned, model: str, engines: Sequence[s
         if len(why) == 1:
             raise next(iter(why.values()))
         raise MissingPoints("no GPU could be estimated:\n" + "\n".join(
-            f"{name}: {e}" for name, e in why.items()))
+            f"{name}: {e}" for name, e in why.items()), brief="; ".join(
+            e.brief for e in why.values()))
     used = list(dict.fromkeys(s for c in cards for s in c.stores))  # a predicted card's too
     return Estimates(cards, why, used, shipped)
 
@@ -282,7 +284,7 @@ def _predicted_card(trace: Trace, binned: Binned, model: str, engines: Sequence[
             result, used, said = _predicted(trace, binned, model, engine, card, stores,
                                             serving)
         except EstimateError as e:
-            unmeasured[engine] = MissingPoints(str(e))
+            unmeasured[engine] = MissingPoints(str(e), brief=e.brief)
             continue
         words = words or said
         sources.update(dict.fromkeys(used))
@@ -300,18 +302,21 @@ def _no_points(model: str, engines: Sequence[str], gpu: str | None, stores: list
     """No B = max point of the model on any of the engines (on `gpu`; None: on any GPU)."""
     on = f" on {gpu}" if gpu else ""
     held, unmetered = what_stores_hold(stores, model, list(engines), gpu)
+    brief = f"{model} not measured with {', '.join(engines)}{on}"
     if not shipped:
         return MissingPoints(f"no B = max points of {model}{on} on {', '.join(engines)}"
                              f"{' with energy' if unmetered else ''} in "
                              f"{', '.join(map(str, stores))} ({held}): measure them on an "
-                             f"NVIDIA GPU with {sweep_advice(model, engines[0], stores)}")
+                             f"NVIDIA GPU with {sweep_advice(model, engines[0], stores)}",
+                             brief=brief)
     names = ", ".join(p.name for p in shipped_profiles()) or "none"
     if stores and not gpu:  # the model's profiles are shipped: the engines are what is missing
         return MissingPoints(f"the shipped profiles of {model} ({', '.join(p.name for p in stores)}"
                              f") hold no B = max point of {', '.join(engines)} ({held}): "
-                             f"measure them with {sweep_advice(model, engines[0], stores)}")
+                             f"measure them with {sweep_advice(model, engines[0], stores)}",
+                             brief=brief)
     how = how_to_measure(model, engines[0], gpu, repository=bool(stores))
     own = [p.name for p in stores if gpu and card_of_file(p, model) == get_gpu(gpu).name]
     what = (f"{own[0]} holds no B = max point of {', '.join(engines)} ({held})" if own else
             f"no shipped profile of {model}{on}")
-    return MissingPoints(f"{what} (shipped: {names}): {how}")
+    return MissingPoints(f"{what} (shipped: {names}): {how}", brief=brief)

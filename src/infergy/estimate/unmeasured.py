@@ -55,7 +55,9 @@ def predict_unmeasured(stores: list[Path], spec: ModelSpec, engine: str,
             f"predicting a model not measured on {card} needs {MIN_MODELS + 1} dense models "
             f"calibrated there on {engine}, each predicted from the others to show the "
             f"error; the stores calibrate {len(dense)} ({names}){held}. Calibrate more with "
-            f"`infergy calibrate -m MODEL -e {engine} --db STORE` on that card")
+            f"`infergy calibrate -m MODEL -e {engine} --db STORE` on that card",
+            brief=f"{len(dense)} dense model{'' if len(dense) == 1 else 's'} calibrated on "
+                  f"{card} ({names}), {MIN_MODELS + 1} needed to predict it")
     pool, checked = _pool(spec, fitted)
     worst, band = max(((m, band_of(s)) for m, s in checked.items()), key=lambda x: x[1])
     transfer = fit_transfer(pool)

@@ -28,15 +28,21 @@ def shipped_profiles(model: str | None = None) -> list[Path]:
 
 
 class EstimateError(ValueError):
-    """An estimate that cannot be made; the message says what is missing and how to get it."""
+    """An estimate that cannot be made; the message says what is missing and how to get it,
+    `brief` what is missing alone (a line of a list of such, as `infergy advise` prints)."""
+
+    def __init__(self, message: str, brief: str = ""):
+        super().__init__(message)
+        self.brief = brief or message
 
 
 class MissingPoints(EstimateError):
     """A profile without the B = max points of some bins a trace needs (`missing`, as (I, O);
     None: without any point of this model, engine and GPU)."""
 
-    def __init__(self, message: str, missing: list[tuple[int, int]] | None = None):
-        super().__init__(message)
+    def __init__(self, message: str, missing: list[tuple[int, int]] | None = None,
+                 brief: str = ""):
+        super().__init__(message, brief)
         self.missing = missing
 
 
