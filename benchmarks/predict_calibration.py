@@ -17,6 +17,16 @@ made) lacks: where some of the model's points were measured first, the others ar
 `--unbanded` predicts from two calibrated models as well, with no band: a prediction to commit
 before the run of a third model, which `infergy estimate` refuses until the third is measured.
 
+`--decoding D` checks a prediction against the measured points of another decoding.
+`--own` predicts from the model's own points in the stores instead (its step-cost model, fitted
+as `infergy estimate` fits it, drawn towards the card's other models), and `--sweep SPEC` (a
+sweep's YAML or preset; its engine options and decoding kept) names the points: a measured
+model's points not measured yet, such as the study's length sweeps past its calibration.
+
+    PYTHONPATH=src python3 benchmarks/predict_calibration.py -m llama-3.1-8b -e vllm \
+        --gpu h100-sxm --store S.db --own --sweep benchmarks/sweeps/length-sweep-llama-3.1-8b.yaml \
+        --json predicted.json
+
 The check reads the measured points of the same model, engine and card, and matches them to the
 prediction by (B, I, O); a point predicted at a B = max the run did not reach is predicted again
 at the B it measured, from the same predicted step-cost model (saved in the JSON).
@@ -29,14 +39,15 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+from infergy.estimate import prior_for
 from infergy.estimate.filled import max_batch
-from infergy.estimate.fit import errors, measured, predict_point
+from infergy.estimate.fit import errors, fit_step_cost, measured, predict_point
 from infergy.estimate.steps import StepCost
 from infergy.estimate.transfer import fit_transfer
 from infergy.estimate.unmeasured import batch_limits, calibrated_models, predict_unmeasured
 from infergy.models import UnknownModelError, get_model
-from infergy.plan import CALIBRATION_OUTPUTS, calibration_inputs
-from infergy.profile.load import EstimateError
+from infergy.plan import CALIBRATION_OUTPUTS, calibration_inputs, load_spec
+from infergy.profile.load import EstimateError, card_of
 
 # The 12 study bins llama-3.1-8b's H200 profile is validated on (benchmarks/sweeps/h200-*.yaml).
 VALIDATION_INPUTS, VALIDATION_OUTPUTS = (128, 512, 1024, 4096), (16, 128, 256)
@@ -61,24 +72,54 @@ def unbanded(args, spec) -> tuple[StepCost, dict, str, str]:
     return cost, {}, words, dense[0][1].gpu
 
 
+def own(args) -> tuple[StepCost, dict, str, str]:
+    """The model's own step-cost model, from its greedy points of the engine's default options
+    in the stores, drawn towards the card's other calibrated models."""
+    data = measured(args.store, args.model, args.engine)
+    card = card_of(data.gpu)
+    prior = prior_for(tuple(map(str, args.store)), args.model, args.engine, card)
+    cost = fit_step_cost(data, prior=prior)
+    return cost, {}, (f"its own step-cost model, fitted to its {len(data.windows)} points"
+                      + (f", drawn towards {', '.join(prior.fit['from_models'])}" if prior
+                         else "")), data.gpu
+
+
+def design_points(spec, validation: bool) -> list[tuple[str, int, int]]:
+    """(batch label, I, O) of calibrate's design, and of the validation bins if asked."""
+    grids = [(calibration_inputs(spec.max_context), CALIBRATION_OUTPUTS)]
+    if validation:
+        grids.append(([i for i in VALIDATION_INPUTS if i + max(VALIDATION_OUTPUTS)
+                       <= spec.max_context], VALIDATION_OUTPUTS))
+    return [(label, i, o) for inputs, outputs in grids for i in inputs for o in outputs
+            for label in ("1", "max")]
+
+
 def predict(args) -> None:
     spec = get_model(args.model)
-    if args.unbanded:
+    if args.own:
+        cost, worst, words, gpu = own(args)
+    elif args.unbanded:
         cost, worst, words, gpu = unbanded(args, spec)
     else:
         cost, worst, words, gpu = predict_unmeasured(args.store, spec, args.engine, args.gpu)
-    grids = [(calibration_inputs(spec.max_context), CALIBRATION_OUTPUTS)]
-    if args.validation:
-        grids.append(([i for i in VALIDATION_INPUTS if i + max(VALIDATION_OUTPUTS)
-                       <= spec.max_context], VALIDATION_OUTPUTS))
+    said = {"engine_options": "{}", "decoding": "greedy"}
+    if args.sweep:
+        tasks = [t for t in load_spec(args.sweep).tasks()
+                 if t.model == spec.name and t.engine.name == args.engine]
+        wanted = list(dict.fromkeys((str(t.batch), t.input_tokens, t.output_tokens)
+                                    for t in tasks))
+        said = {"engine_options": tasks[0].engine.options_key, "decoding": tasks[0].decoding,
+                "sweep": str(args.sweep)}
+    else:
+        wanted = design_points(spec, args.validation)
     points = []
-    for i, o in ((i, o) for inputs, outputs in grids for i in inputs for o in outputs):
-        points.append(point(cost, "1", 1, i, o))
-        top = max_batch(cost, i, o)
-        if top:
-            points.append(point(cost, "max", top, i, o))
+    for label, i, o in wanted:
+        batch = (max_batch(cost, i, o) if label == "max" else int(label))
+        if batch:
+            points.append(point(cost, "max" if label == "max" else "1" if batch == 1 else
+                                "other", batch, i, o))
     out = {"predicted_at": datetime.now(UTC).isoformat(timespec="seconds"),
-           "model": args.model, "engine": args.engine, "card": gpu, "words": words,
+           "model": args.model, "engine": args.engine, "card": gpu, "words": words, **said,
            "worst_held_out": worst, "stores": [str(s) for s in args.store],
            "step_cost": cost.to_dict(), "points": points}
     args.json.write_text(json.dumps(out, indent=1) + "\n")
@@ -96,11 +137,12 @@ def _bin(w) -> tuple:
 def check(args) -> None:
     said = json.loads(args.check.read_text())
     cost = StepCost.from_dict(said["step_cost"])
-    data = measured(args.measured, said["model"], said["engine"], said["card"])
+    kept = (args.decoding or said.get("decoding", "greedy"), said.get("engine_options", "{}"))
+    data = measured(args.measured, said["model"], said["engine"], said["card"], *kept)
     windows = [w for w in data.windows if w.energy_j]
     if args.blind_after:  # only the points measured after the prediction was committed
         seen = {_bin(w) for w in measured([args.blind_after], said["model"], said["engine"],
-                                          said["card"]).windows}
+                                          said["card"], *kept).windows}
         windows = [w for w in windows if _bin(w) not in seen]
         print(f"{len(windows)} points not in {args.blind_after} (its {len(seen)} left out)")
     checked = errors(cost, windows)
@@ -126,7 +168,12 @@ def main() -> None:
                         help="the 12 validation bins too (VALIDATION_INPUTS x _OUTPUTS)")
     parser.add_argument("--unbanded", action="store_true",
                         help="predict from two calibrated models too, with no error band")
+    parser.add_argument("--own", action="store_true",
+                        help="predict from the model's own points in the stores")
+    parser.add_argument("--sweep", help="a sweep's YAML or preset: the points to predict")
     parser.add_argument("--check", type=Path, help="a prediction's JSON, to check")
+    parser.add_argument("--decoding", help="check against the points of this decoding (a "
+                                           "greedy prediction against sampling's, say)")
     parser.add_argument("--measured", type=Path, action="append", default=[])
     parser.add_argument("--blind-after", type=Path,
                         help="check only the points this store (the one the prediction saw) "
@@ -135,7 +182,7 @@ def main() -> None:
     try:
         if args.check:
             check(args)
-        elif args.model and args.gpu and args.store and args.json:
+        elif args.model and (args.gpu or args.own) and args.store and args.json:
             predict(args)
         else:
             parser.error("predict with -m, --gpu, --store and --json, or check with --check "

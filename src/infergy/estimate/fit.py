@@ -99,14 +99,15 @@ class Measured:
 
 
 def measured(stores: Iterable[Path], model: str, engine: str, gpu: str | None = None,
-             decoding: str = "greedy") -> Measured:
-    """Every ok point of `model` on `engine` (TP 1, `decoding`, the engine's default options,
-    as the profiles take them) in the stores, on one card (`gpu`, as NVML names it; None: the
-    only one). EstimateError where there is none, or several cards and no `gpu`."""
+             decoding: str = "greedy", engine_options: str = "{}") -> Measured:
+    """Every ok point of `model` on `engine` (TP 1, `decoding`, the engine's default options
+    as the profiles take them, or `engine_options` as a store keeps them) in the stores, on one
+    card (`gpu`, as NVML names it; None: the only one). EstimateError where there is none, or
+    several cards and no `gpu`."""
     stores = list(stores)
     found: dict[str, list] = {}
     for path, p, run in stored_points(stores, model=model, engine=engine, decoding=decoding,
-                                      status="ok", tp=1, engine_options="{}"):
+                                      status="ok", tp=1, engine_options=engine_options):
         found.setdefault(run.get("gpu_name") or "unknown GPU", []).append((path, p, run))
     if gpu is not None:
         found = {g: v for g, v in found.items() if g == gpu}
