@@ -106,6 +106,8 @@ def predict(args) -> None:
     if args.sweep:
         tasks = [t for t in load_spec(args.sweep).tasks()
                  if t.model == spec.name and t.engine.name == args.engine]
+        if not tasks:
+            raise ValueError(f"{args.sweep} has no point of {spec.name} on {args.engine}")
         wanted = list(dict.fromkeys((str(t.batch), t.input_tokens, t.output_tokens)
                                     for t in tasks))
         said = {"engine_options": tasks[0].engine.options_key, "decoding": tasks[0].decoding,
