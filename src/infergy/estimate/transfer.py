@@ -284,7 +284,7 @@ def _memory_line(measured: list[tuple[ModelSpec, Measured]]) -> tuple[float, flo
     or where the wider models left more room, the models' median, with no slope."""
     def used(spec, d):
         return d.batching["kv_blocks"] * d.batching["block_bytes"] + weight_bytes(spec)
-    dense = [(s, d) for s, d in measured if not shape(s).is_moe]
+    dense = [(s, d) for s, d in measured if not s.is_moe]
     pool = dense if len({_activation(s, d.batching) for s, d in dense}) > 1 else measured
     x = np.array([_activation(s, d.batching) for s, d in pool])
     y = np.array([used(s, d) for s, d in pool])

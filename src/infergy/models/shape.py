@@ -25,13 +25,14 @@ _NORMS_NONE = "none"  # OLMo v1: LayerNorm without weights
 _NORMS_RMS_2_QK = "rms2+qk"  # OLMoE: also q_norm (hidden) and k_norm (kv width) over projections
 _NORMS_RMS_2_QK_HEAD = "rms2+qk-head"  # Qwen3: also q_norm and k_norm over each head (head_dim)
 _ARCHITECTURES: dict[str, tuple[bool | None, bool | None, str]] = {
-    # model_type: (qkv bias, o bias, norms); None = from the config's attention_bias
+    # model_type: (qkv bias, o bias, norms); None = from the config's attention_bias. A config's
+    # own qkv_bias (Qwen2-MoE's), where it has one, decides the Q, K and V biases.
     "llama": (None, None, _NORMS_RMS_2),
     "qwen2": (True, False, _NORMS_RMS_2),
     "olmo": (None, None, _NORMS_NONE),
     "olmoe": (None, None, _NORMS_RMS_2_QK),
     "qwen3_moe": (None, None, _NORMS_RMS_2_QK_HEAD),
-    "qwen2_moe": (None, False, _NORMS_RMS_2),  # Q, K and V biases from its qkv_bias (default on)
+    "qwen2_moe": (True, False, _NORMS_RMS_2),
 }
 
 
@@ -119,9 +120,9 @@ def shape(spec: SpecLike) -> Shape:
         # Attention would then see at most the window, which the formulas here do not model.
         raise ValueError("sliding-window attention is not modelled (use_sliding_window is set)")
     qkv_bias, o_bias, norms = _ARCHITECTURES.get(model_type, _ARCHITECTURES["llama"])
-    # Biases the table leaves to the config: its attention_bias (Qwen2-MoE: qkv_bias, default on).
-    attention_bias = bool(c.get("qkv_bias", True) if model_type == "qwen2_moe"
-                          else c.get("attention_bias", False))
+    attention_bias = bool(c.get("attention_bias", False))
+    if "qkv_bias" in c:
+        qkv_bias = bool(c["qkv_bias"])
     hidden = int(c["hidden_size"])
     heads = int(c["num_attention_heads"])
     experts = int(c.get("num_experts") or c.get("num_local_experts") or 0)
