@@ -39,15 +39,15 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from infergy.estimate import prior_for
 from infergy.estimate.filled import max_batch
-from infergy.estimate.fit import errors, fit_step_cost, measured, predict_point
+from infergy.estimate.fit import errors, measured, predict_point
+from infergy.estimate.served import step_model
 from infergy.estimate.steps import StepCost
 from infergy.estimate.transfer import fit_transfer
 from infergy.estimate.unmeasured import batch_limits, calibrated_models, predict_unmeasured
 from infergy.models import UnknownModelError, get_model
 from infergy.plan import CALIBRATION_OUTPUTS, calibration_inputs, load_spec
-from infergy.profile.load import EstimateError, card_of
+from infergy.profile.load import EstimateError
 
 # The 12 study bins llama-3.1-8b's H200 profile is validated on (benchmarks/sweeps/h200-*.yaml).
 VALIDATION_INPUTS, VALIDATION_OUTPUTS = (128, 512, 1024, 4096), (16, 128, 256)
@@ -73,15 +73,12 @@ def unbanded(args, spec) -> tuple[StepCost, dict, str, str]:
 
 
 def own(args) -> tuple[StepCost, dict, str, str]:
-    """The model's own step-cost model, from its greedy points of the engine's default options
-    in the stores, drawn towards the card's other calibrated models."""
-    data = measured(args.store, args.model, args.engine)
-    card = card_of(data.gpu)
-    prior = prior_for(tuple(map(str, args.store)), args.model, args.engine, card)
-    cost = fit_step_cost(data, prior=prior)
-    return cost, {}, (f"its own step-cost model, fitted to its {len(data.windows)} points"
-                      + (f", drawn towards {', '.join(prior.fit['from_models'])}" if prior
-                         else "")), data.gpu
+    """The model's own step-cost model as `infergy estimate` fits it (infergy.estimate.served,
+    step_model: its greedy points of the engine's default options in the stores, drawn
+    towards the card's other calibrated models), on the stores' one card."""
+    card = measured(args.store, args.model, args.engine).gpu
+    cost, _, words = step_model(tuple(map(str, args.store)), args.model, args.engine, card)
+    return cost, {}, f"its own step-cost model, fitted to all its points (checked: {words})", card
 
 
 def design_points(spec, validation: bool) -> list[tuple[str, int, int]]:

@@ -56,15 +56,13 @@ def per_point(stores, model: str, engine: str, card: str) -> dict[tuple, dict]:
 
 def predict(args) -> None:
     ref_model = args.ref_model or args.model
-    if args.from_card:  # the same engine on another card, scaled by the reference model's ratio
-        target = per_point(args.store, args.model, args.engine, args.from_card)
-        ref_engine = per_point(args.store, ref_model, args.engine, args.card)
-        ref_sibling = per_point(args.store, ref_model, args.engine, args.from_card)
-        args.sibling, args.ref = args.engine, args.from_card
-    else:
-        target = per_point(args.store, args.model, args.sibling, args.card)
-        ref_engine = per_point(args.store, ref_model, args.engine, args.ref)
-        ref_sibling = per_point(args.store, ref_model, args.sibling, args.ref)
+    if args.from_card:  # -e on another card, scaled by the reference model's ratio of cards
+        sibling, on, ref_cards = args.engine, args.from_card, (args.card, args.from_card)
+    else:  # a sibling engine on this card, scaled by the two engines' ratio on --ref
+        sibling, on, ref_cards = args.sibling, args.card, (args.ref, args.ref)
+    target = per_point(args.store, args.model, sibling, on)
+    ref_engine = per_point(args.store, ref_model, args.engine, ref_cards[0])
+    ref_sibling = per_point(args.store, ref_model, sibling, ref_cards[1])
     points = []
     for key in sorted(target, key=lambda k: (k[0] != "1", k[1], k[2])):
         if key not in ref_engine or key not in ref_sibling:
@@ -76,8 +74,8 @@ def predict(args) -> None:
                        * e["j_per_token"] / s["j_per_token"],
                        "s_per_output_token": target[key]["s_per_token"]
                        * e["s_per_token"] / s["s_per_token"]})
-    write(args.json, {"model": args.model, "engine": args.engine, "sibling": args.sibling,
-                      "card": args.card, "reference_card": args.ref,
+    write(args.json, {"model": args.model, "engine": args.engine, "sibling": sibling,
+                      "card": args.card, "reference_card": ref_cards[1],
                       "reference_model": ref_model}, args.store, points)
     print(f"{args.model} on {args.engine}, {args.card}, "
           + (f"from its points on {args.from_card} and {ref_model}'s on both cards"
