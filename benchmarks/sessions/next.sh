@@ -16,7 +16,8 @@
 # card gone). Nothing needs copying between calls: each call's files come back in a folder
 # of their own. The first call can carry the bundle's part00 and measure in the same call
 # what needs no vLLM: `bash benchmarks/sessions/hf-eager-calls.sh "" 480` (on an H200, issue
-# 32's hf-eager calibrations of llama-3.2-1b and -3b; on an H100 nothing is left). The 32B's plan
+# 32's hf-eager calibrations of llama-3.2-1b and -3b; on an H100 issue 30's sampling and length
+# sweeps on hf-eager). The 32B's plan
 # (h200-deepseek-32b.sh) is the one that asks for an H200 with `needs_h200`: its B = max and
 # its speculative batch 128 do not fit an 80 GB card; start it instead of this script then.
 here=$(dirname "$0")
