@@ -13,7 +13,7 @@ from infergy.cli import app
 from infergy.estimate import load_profile
 from infergy.plan import parse_spec
 from infergy.profile import load_points
-from infergy.report import build_report, figures
+from infergy.report import build_report, figures, tables
 from infergy.report.cdf import cdf_figure
 from infergy.run.sweep import run_sweep
 from infergy.store import Store
@@ -223,6 +223,24 @@ def test_speculative_and_mixture_of_experts_figures_appear_when_their_points_exi
     only_moe = add_points(tmp_path / "o.db", moe_rows[:3])
     html = build_report([only_moe], [], tmp_path / "c").read_text()
     assert "no dense model measured beside it" in html
+
+
+def test_sampling_is_tabled_against_greedy_at_the_same_engine_batch_and_lengths(tmp_path):
+    rows = [("llama-3.1-8b", "vllm", "greedy", b, j, 0.01, None) for b, j in ((1, 2.0), (64, 0.5))]
+    rows += [("llama-3.1-8b", "vllm", "sample:top_p=0.9", 64, 0.55, 0.01, None),
+             ("llama-3.1-8b", "vllm", "sample:temperature=0.7", 1, 1.9, 0.01, None),
+             ("llama-3.1-8b", "hf-eager", "sample:temperature=0.7", 1, 6.0, 0.03, None)]
+    points = load_points([add_points(tmp_path / "d.db", rows)])
+    assert tables.sampling_rows(points) == [
+        # hf-eager has no greedy point to compare with: its change is not shown
+        ["hf-eager", "1", "512", "128", "sample:temperature=0.7", "6", "-", "3.84", "-"],
+        ["vllm", "1", "512", "128", "greedy", "2", "-", "1.28", "-"],
+        ["vllm", "1", "512", "128", "sample:temperature=0.7", "1.9", "-5.0%", "1.28", "-"],
+        ["vllm", "64", "512", "128", "greedy", "0.5", "-", "1.28", "-"],
+        ["vllm", "64", "512", "128", "sample:top_p=0.9", "0.55", "+10.0%", "1.28", "-"]]
+    html = build_report([tmp_path / "d.db"], [], tmp_path / "out").read_text()
+    assert "Sampling against greedy" in html and "+10.0%" in html
+    assert tables.sampling_rows(points[points.decoding == "greedy"]) == []
 
 
 def test_a_report_without_data_still_renders_and_says_how_to_measure(tmp_path):

@@ -208,6 +208,15 @@ def _card_sections(points, card: str, cards: list[str], out: Path,
     say(f"drawing decoding strategies and tensor parallelism{on}")
     sections = [sec, *_decoding_sections(one_gpu, out, tag, on,
                                          "" if energy else f": {no_energy}")]
+    rows = tables.sampling_rows(one_gpu)
+    if rows:
+        sections.append(Section(f"Sampling against greedy{on}", tables=[{
+            "title": "J per output token of each decoding, against greedy's at the same engine, "
+                     "B, I and O", "columns": tables.SAMPLING_COLUMNS, "rows": rows}], text=(
+            "Temperature and top-p sampling beside greedy decoding (the study's decoding "
+            "comparison). Every request generates its O tokens, end of sequence ignored, so "
+            "the difference is the sampler's own cost. Where the CV of the repeats is as large "
+            "as the change (B = 1 on a host-bound engine), the change is noise.")))
     tp_section = _tp_section(points, out, tag, on)
     if tp_section is not None:
         sections.append(tp_section)

@@ -16,6 +16,8 @@ PROVENANCE_COLUMNS = ["GPU", "points", "measured (UTC)", "driver", "power limit 
 REPEATABILITY_COLUMNS = ["engine", "decoding", "TP", "B", "points",
                          f"windows of at least {STEADY_WINDOW_S:g} s", "mean CV", "max CV",
                          f"over {STEADY_CV:.0%}"]
+SAMPLING_COLUMNS = ["engine", "B", "I", "O", "decoding", "J/token", "against greedy", "time s",
+                    "CV of energy"]
 
 
 def card_names(points) -> list[str]:
@@ -78,6 +80,31 @@ def repeatability_rows(points) -> list[list[str]]:
                      f"{statistics.mean(cvs):.1%}" if cvs else "-",
                      f"{max(cvs):.1%}" if cvs else "-",
                      ", ".join(over) if over else "none"])
+    return rows
+
+
+def sampling_rows(points) -> list[list[str]]:
+    """Sampling (the `sample:...` decodings) beside greedy decoding at the same engine, batch,
+    input and output, one card's one-GPU points: each point's J per output token, its change
+    against greedy's (the median of greedy's points there), its time and the CV of its
+    repeats' energy, which on a host-bound engine at B = 1 can exceed the change."""
+    sampled = points[points.decoding.str.startswith("sample")]
+    rows = []
+    keys = ["engine", "batch", "input_tokens", "output_tokens"]
+    for (engine, batch, i, o), group in sampled.groupby(keys, sort=True):
+        greedy = points[(points.engine == engine) & (points.batch == batch)
+                        & (points.input_tokens == i) & (points.output_tokens == o)
+                        & (points.decoding == "greedy")]
+        base = greedy.j_per_output_token.median() if len(greedy) else None
+        for p in [*greedy.itertuples(), *group.sort_values("decoding").itertuples()]:
+            j = p.j_per_output_token
+            rows.append([engine, f"{batch} (max)" if p.batch_label == "max" else str(batch),
+                         str(i), str(o), p.decoding,
+                         f"{j:.4g}" if known(j) else "-",
+                         f"{j / base - 1:+.1%}" if known(j) and known(base) and
+                         p.decoding != "greedy" else "-",
+                         f"{p.time_s:.3g}" if known(p.time_s) else "-",
+                         f"{p.energy_cv:.1%}" if known(p.energy_cv) else "-"])
     return rows
 
 
