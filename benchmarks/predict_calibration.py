@@ -46,7 +46,13 @@ from infergy.estimate.steps import StepCost
 from infergy.estimate.transfer import fit_transfer
 from infergy.estimate.unmeasured import batch_limits, calibrated_models, predict_unmeasured
 from infergy.models import UnknownModelError, get_model
-from infergy.plan import CALIBRATION_OUTPUTS, calibration_inputs, load_spec
+from infergy.plan import (
+    CALIBRATION_OUTPUTS,
+    PRESETS,
+    calibration_inputs,
+    load_spec,
+    with_options,
+)
 from infergy.profile.load import EstimateError
 
 # The 12 study bins llama-3.1-8b's H200 profile is validated on (benchmarks/sweeps/h200-*.yaml).
@@ -101,7 +107,10 @@ def predict(args) -> None:
         cost, worst, words, gpu = predict_unmeasured(args.store, spec, args.engine, args.gpu)
     said = {"engine_options": "{}", "decoding": "greedy"}
     if args.sweep:
-        tasks = [t for t in load_spec(args.sweep).tasks()
+        sweep = load_spec(args.sweep)
+        if args.sweep in PRESETS:  # a preset, as `infergy sweep PRESET -m MODEL -e ENGINE`
+            sweep = with_options(sweep, models=[spec.name], engines=[args.engine])
+        tasks = [t for t in sweep.tasks()
                  if t.model == spec.name and t.engine.name == args.engine]
         if not tasks:
             raise ValueError(f"{args.sweep} has no point of {spec.name} on {args.engine}")
@@ -169,7 +178,8 @@ def main() -> None:
                         help="predict from two calibrated models too, with no error band")
     parser.add_argument("--own", action="store_true",
                         help="predict from the model's own points in the stores")
-    parser.add_argument("--sweep", help="a sweep's YAML or preset: the points to predict")
+    parser.add_argument("--sweep", help="a sweep's YAML or preset (of the model and engine "
+                        "given): the points to predict")
     parser.add_argument("--check", type=Path, help="a prediction's JSON, to check")
     parser.add_argument("--decoding", help="check against the points of this decoding (a "
                                            "greedy prediction against sampling's, say)")

@@ -11,11 +11,16 @@
 #      (benchmarks/sweeps/h200-decoding-llama-3.1-8b.yaml, one vLLM start; about 10 minutes);
 #   2. the length sweeps on vllm (benchmarks/sweeps/length-sweep-llama-3.1-8b.yaml: 46 points
 #      at B = 1, one start; about 11 minutes);
-#   3. the 32B's speculative pair (item 3) at the batches an 80 GB card holds at once beside
+#   3. the batch sweep 1 to 1,024 at 512 / 128 (the preset batch-sweep) on vllm and vllm-eager,
+#      one start each (about 4 minutes each; hf-eager's and hf-compiled's run in
+#      hf-eager-calls.sh, which needs no vLLM);
+#   4. the 32B's speculative pair (item 3) at the batches an 80 GB card holds at once beside
 #      the draft (1 and 8, by the KV cache's bytes; at 32 and 128 vLLM would queue what its
 #      cache cannot hold, an H200's batches): greedy, then acceptance 0.8 and 0.5, one vLLM
 #      start each;
-#   4. the B = 1 trials not measured (item 4; the sweep resumes by model).
+#   5. the B = 1 trials not measured (item 4; the sweep resumes by model).
+# The study's experiments (1-3) share one store, study-h100.db, so that a call's snapshot stays
+# within the 8 files a call brings back (4 stores and 4 logs).
 # From the repository root, the vLLM bundle installed and on PYTHONPATH, in a session of its
 # own so that it outlives the call that starts it:
 #   setsid nohup bash benchmarks/sessions/next-h100.sh >/tmp/session.log 2>&1 </dev/null &
@@ -30,9 +35,13 @@ E=docs/measurements/2026-12-06-h100-evening
 bash $P base b1-h100 $B/b1-h100.db || exit
 bash $P base deepseek-32b-h100 $E/deepseek-32b-h100.db || exit
 bash $P start dec -- sweep benchmarks/sweeps/h200-decoding-llama-3.1-8b.yaml -e vllm \
-  --db $D/decodings-h100.db --resume-by model
+  --db $D/study-h100.db --resume-by model
 bash $P queue len -- sweep benchmarks/sweeps/length-sweep-llama-3.1-8b.yaml \
-  --db $D/lengths-h100.db --resume-by model
+  --db $D/study-h100.db --resume-by model
+bash $P queue bs -- sweep batch-sweep -m llama-3.1-8b -e vllm --db $D/study-h100.db \
+  --resume-by model
+bash $P queue bse -- sweep batch-sweep -m llama-3.1-8b -e vllm-eager --db $D/study-h100.db \
+  --resume-by model
 bash $P queue spec -- sweep benchmarks/sweeps/h200-speculative-deepseek-32b.yaml -b 1 -b 8 \
   --db $D/deepseek-32b-h100.db --resume-by model
 bash $P queue b1 -- sweep benchmarks/sweeps/h200-b1-vllm-variants.yaml \
