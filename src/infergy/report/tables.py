@@ -84,17 +84,18 @@ def repeatability_rows(points) -> list[list[str]]:
 
 
 def sampling_rows(points) -> list[list[str]]:
-    """Sampling (the `sample:...` decodings) beside greedy decoding at the same engine, batch,
-    input and output, one card's one-GPU points: each point's J per output token, its change
-    against greedy's (the median of greedy's points there), its time and the CV of its
-    repeats' energy, which on a host-bound engine at B = 1 can exceed the change."""
+    """Sampling (the `sample:...` decodings) beside greedy decoding at the same engine (and
+    engine options), batch, input and output, one card's one-GPU points: each point's J per
+    output token, its change against greedy's (the median of greedy's points there), its time
+    and the CV of its repeats' energy, which on a host-bound engine at B = 1 can exceed the
+    change."""
     sampled = points[points.decoding.str.startswith("sample")]
     rows = []
-    keys = ["engine", "batch", "input_tokens", "output_tokens"]
-    for (engine, batch, i, o), group in sampled.groupby(keys, sort=True):
-        greedy = points[(points.engine == engine) & (points.batch == batch)
-                        & (points.input_tokens == i) & (points.output_tokens == o)
-                        & (points.decoding == "greedy")]
+    keys = ["engine", "engine_options", "batch", "input_tokens", "output_tokens"]
+    for (engine, options, batch, i, o), group in sampled.groupby(keys, sort=True):
+        greedy = points[(points.engine == engine) & (points.engine_options == options)
+                        & (points.batch == batch) & (points.input_tokens == i)
+                        & (points.output_tokens == o) & (points.decoding == "greedy")]
         base = greedy.j_per_output_token.median() if len(greedy) else None
         for p in [*greedy.itertuples(), *group.sort_values("decoding").itertuples()]:
             j = p.j_per_output_token
