@@ -22,7 +22,8 @@ from infergy.report.advice import advice_sections
 from infergy.report.cdf import cdf_figure
 from infergy.report.estimates import estimate_section
 from infergy.report.replays import replay_section
-from infergy.report.section import Section, card_tag, change, num, save
+from infergy.report.section import Section, card_tag, save
+from infergy.report.tables import change, num
 from infergy.store.quality import STEADY_CV, STEADY_WINDOW_S
 from infergy.workloads import BinGrid, describe, get_trace
 

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 from infergy.profile.points import stored_replays
-from infergy.report.section import Section, num
+from infergy.report.section import Section
+from infergy.report.tables import num
 
 
 def replay_section(stores: list[Path]) -> Section | None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from infergy.models.gpus import NVML_NAMES
-from infergy.report import figures, tables
+from infergy.report import figures
 
 
 @dataclass
@@ -41,15 +41,3 @@ def save(fig, out: Path, stem: str, sec: Section, missing: str) -> None:
     fig.savefig(out / f"{safe}.svg")
     figures._plt().close(fig)
     sec.figures.append(safe)
-
-
-def num(value, fmt: str) -> str:
-    """`value` formatted with `fmt`, or "-" where it is None or NaN."""
-    return fmt.format(value) if tables.known(value) else "-"
-
-
-def change(value, base) -> float | None:
-    """value / base - 1, or None where either is missing (None or NaN)."""
-    if any(v is None or v != v for v in (value, base)) or not base:
-        return None
-    return value / base - 1

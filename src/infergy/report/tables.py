@@ -98,14 +98,11 @@ def sampling_rows(points) -> list[list[str]]:
                         & (points.output_tokens == o) & (points.decoding == "greedy")]
         base = greedy.j_per_output_token.median() if len(greedy) else None
         for p in [*greedy.itertuples(), *group.sort_values("decoding").itertuples()]:
-            j = p.j_per_output_token
             rows.append([engine, f"{batch} (max)" if p.batch_label == "max" else str(batch),
-                         str(i), str(o), p.decoding,
-                         f"{j:.4g}" if known(j) else "-",
-                         f"{j / base - 1:+.1%}" if known(j) and known(base) and
-                         p.decoding != "greedy" else "-",
-                         f"{p.time_s:.3g}" if known(p.time_s) else "-",
-                         f"{p.energy_cv:.1%}" if known(p.energy_cv) else "-"])
+                         str(i), str(o), p.decoding, num(p.j_per_output_token, "{:.4g}"),
+                         "-" if p.decoding == "greedy" else
+                         num(change(p.j_per_output_token, base), "{:+.1%}"),
+                         num(p.time_s, "{:.3g}"), num(p.energy_cv, "{:.1%}")])
     return rows
 
 
@@ -132,3 +129,15 @@ def known(value) -> bool:
 
 def _int(value) -> int | None:
     return int(value) if known(value) else None
+
+
+def num(value, fmt: str) -> str:
+    """`value` formatted with `fmt`, or "-" where it is None or NaN."""
+    return fmt.format(value) if known(value) else "-"
+
+
+def change(value, base) -> float | None:
+    """value / base - 1, or None where either is missing (None or NaN)."""
+    if not (known(value) and known(base)) or not base:
+        return None
+    return value / base - 1
