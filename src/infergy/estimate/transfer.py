@@ -299,9 +299,7 @@ def _activation(spec: ModelSpec, batching: dict) -> float:
     """The widest activation of vLLM's profiling run, in bytes: its largest batch of tokens
     (max_num_batched_tokens) through the MLP's gate and up projections, bf16 (a mixture of
     experts' through each token's experts and its shared expert, or a dense layer's MLP)."""
-    s = shape(spec)
-    width = max(s.ffn * max(1, s.experts_per_token) + s.shared_ffn, s.dense_ffn)
-    return batching.get("max_num_batched_tokens", 0) * 2 * width * 2.0
+    return batching.get("max_num_batched_tokens", 0) * 2 * shape(spec).token_mlp_width * 2.0
 
 
 def _batching_for(reference: dict, spec: ModelSpec) -> dict:

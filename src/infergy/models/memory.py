@@ -25,8 +25,7 @@ def sequence_bytes(spec: SpecLike, input_tokens: int, output_tokens: int,
     slots = cache_tokens or input_tokens + output_tokens
     kv = kv_cache_bytes_per_token(spec, dtype_bytes) * slots / tp
     kv_dim = s.kv_heads * s.head_dim
-    # A token's experts' MLPs and the shared expert, or a dense layer's (MoE); or the MLP.
-    mlp = max(s.ffn * max(1, s.experts_per_token) + s.shared_ffn, s.dense_ffn)
+    mlp = s.token_mlp_width
     per_token = (4 * s.hidden + (2 * kv_dim + 3 * mlp) / tp) * dtype_bytes
     logits = s.vocab * 4 * 4
     return kv + input_tokens * per_token + logits

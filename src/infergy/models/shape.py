@@ -73,6 +73,12 @@ class Shape:
         return self.layers - self.dense_layers if self.is_moe else 0
 
     @property
+    def token_mlp_width(self) -> int:
+        """The widest MLP a token passes through in a layer: its experts' and the shared
+        expert's together (a mixture of experts), a layer without experts' MLP, or the MLP."""
+        return max(self.ffn * max(1, self.experts_per_token) + self.shared_ffn, self.dense_ffn)
+
+    @property
     def q_width(self) -> int:
         return self.heads * self.head_dim
 
