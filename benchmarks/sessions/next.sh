@@ -20,6 +20,10 @@
 # sweeps on hf-eager). The 32B's plan
 # (h200-deepseek-32b.sh) is the one that asks for an H200 with `needs_h200`: its B = max and
 # its speculative batch 128 do not fit an 80 GB card; start it instead of this script then.
+# Asking for a card: ask `status` first (it is free) and call only while it names no `none_now`.
+# A refused call that names no kind mostly cost 180 s of the 30 minutes (an H100 tried, then
+# an H200), one naming its kind (nvidia-h100-x1 or nvidia-h200) mostly 90 s, one during
+# `none_now` 15 s: on 2026-12-06/07 (22:30-00:10 UTC) 12 refused calls took 1,546 s, no card came.
 here=$(dirname "$0")
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1)
 echo "session: $card"
